@@ -1,0 +1,17 @@
+//! badge's wire model, with no I/O: the resource table that drives routing, discovery and
+//! RBAC; `Status` errors; request path parsing; selectors; strict decoding of bodies;
+//! patches; object metadata helpers.
+
+pub mod decode;
+pub mod meta;
+pub mod openapi;
+pub mod patch;
+pub mod protobuf;
+pub mod request_info;
+pub mod resources;
+pub mod selectors;
+pub mod status;
+pub mod validation;
+
+pub use resources::{RESOURCES, Resource};
+pub use status::{FieldError, GroupResource, Status};

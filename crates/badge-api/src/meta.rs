@@ -1,0 +1,217 @@
+//! Reading and writing `metadata` on objects held as JSON.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value};
+
+fn meta(object: &Value) -> Option<&Map<String, Value>> {
+    object.get("metadata").and_then(Value::as_object)
+}
+
+/// `metadata`, created if absent or not an object.
+pub fn meta_mut(object: &mut Value) -> &mut Map<String, Value> {
+    if !object.is_object() {
+        *object = Value::Object(Map::new());
+    }
+    let Value::Object(obj) = object else {
+        unreachable!("made an object above")
+    };
+    let entry = obj.entry("metadata").or_insert_with(|| Value::Object(Map::new()));
+    if !entry.is_object() {
+        *entry = Value::Object(Map::new());
+    }
+    match entry {
+        Value::Object(m) => m,
+        _ => unreachable!("made an object above"),
+    }
+}
+
+fn meta_str<'a>(object: &'a Value, field: &str) -> &'a str {
+    meta(object)
+        .and_then(|m| m.get(field))
+        .and_then(Value::as_str)
+        .unwrap_or("")
+}
+
+pub fn name(object: &Value) -> &str {
+    meta_str(object, "name")
+}
+
+pub fn generate_name(object: &Value) -> &str {
+    meta_str(object, "generateName")
+}
+
+pub fn namespace(object: &Value) -> &str {
+    meta_str(object, "namespace")
+}
+
+pub fn uid(object: &Value) -> &str {
+    meta_str(object, "uid")
+}
+
+pub fn resource_version(object: &Value) -> &str {
+    meta_str(object, "resourceVersion")
+}
+
+pub fn creation_timestamp(object: &Value) -> &str {
+    meta_str(object, "creationTimestamp")
+}
+
+pub fn deletion_timestamp(object: &Value) -> Option<&str> {
+    meta(object)
+        .and_then(|m| m.get("deletionTimestamp"))
+        .and_then(Value::as_str)
+}
+
+/// A string map under metadata (`labels`, `annotations`).
+pub fn string_map(object: &Value, field: &str) -> BTreeMap<String, String> {
+    meta(object)
+        .and_then(|m| m.get(field))
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub fn labels(object: &Value) -> BTreeMap<String, String> {
+    string_map(object, "labels")
+}
+
+pub fn annotation<'a>(object: &'a Value, key: &str) -> Option<&'a str> {
+    meta(object)
+        .and_then(|m| m.get("annotations"))
+        .and_then(|a| a.get(key))
+        .and_then(Value::as_str)
+}
+
+pub fn finalizers(object: &Value) -> Vec<String> {
+    meta(object)
+        .and_then(|m| m.get("finalizers"))
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+        .unwrap_or_default()
+}
+
+pub fn set(object: &mut Value, field: &str, value: impl Into<Value>) {
+    meta_mut(object).insert(field.into(), value.into());
+}
+
+pub fn remove(object: &mut Value, field: &str) {
+    meta_mut(object).remove(field);
+}
+
+/// Sets one annotation, creating the map.
+pub fn set_annotation(object: &mut Value, key: &str, value: &str) {
+    let meta = meta_mut(object);
+    let annotations = meta
+        .entry("annotations")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if let Value::Object(a) = annotations {
+        a.insert(key.into(), Value::String(value.into()));
+    } else {
+        *annotations = serde_json::json!({ key: value });
+    }
+}
+
+/// A timestamp in the API's format: RFC 3339, UTC, whole seconds.
+pub fn format_time(t: jiff::Timestamp) -> String {
+    t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// Parses an API timestamp.
+pub fn parse_time(s: &str) -> Option<jiff::Timestamp> {
+    s.parse().ok()
+}
+
+/// Human age like kubectl's `AGE` column (`45s`, `5m`, `3h`, `2d`), as
+/// `duration.HumanDuration` formats it.
+pub fn human_duration(seconds: i64) -> String {
+    let s = seconds.max(0);
+    if s < 120 {
+        return format!("{s}s");
+    }
+    let minutes = s / 60;
+    if minutes < 10 {
+        let rem = s % 60;
+        return if rem == 0 {
+            format!("{minutes}m")
+        } else {
+            format!("{minutes}m{rem}s")
+        };
+    }
+    if minutes < 180 {
+        return format!("{minutes}m");
+    }
+    let hours = s / 3600;
+    if hours < 8 {
+        let rem = minutes % 60;
+        return if rem == 0 {
+            format!("{hours}h")
+        } else {
+            format!("{hours}h{rem}m")
+        };
+    }
+    if hours < 48 {
+        return format!("{hours}h");
+    }
+    let days = hours / 24;
+    if hours < 24 * 8 {
+        let rem = hours % 24;
+        return if rem == 0 {
+            format!("{days}d")
+        } else {
+            format!("{days}d{rem}h")
+        };
+    }
+    if hours < 24 * 365 * 2 {
+        return format!("{days}d");
+    }
+    let years = days / 365;
+    if years < 8 {
+        let rem = days % 365;
+        return if rem == 0 {
+            format!("{years}y")
+        } else {
+            format!("{years}y{rem}d")
+        };
+    }
+    format!("{years}y")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_and_writes() {
+        let mut o = serde_json::json!({"metadata":{"name":"a","labels":{"x":"y"}}});
+        assert_eq!(name(&o), "a");
+        assert_eq!(labels(&o).get("x").map(String::as_str), Some("y"));
+        set(&mut o, "resourceVersion", "5");
+        assert_eq!(resource_version(&o), "5");
+        set_annotation(&mut o, "k", "v");
+        assert_eq!(annotation(&o, "k"), Some("v"));
+        let mut bare = serde_json::json!({});
+        set(&mut bare, "uid", "u");
+        assert_eq!(uid(&bare), "u");
+    }
+
+    #[test]
+    fn ages() {
+        assert_eq!(human_duration(5), "5s");
+        assert_eq!(human_duration(150), "2m30s");
+        assert_eq!(human_duration(600), "10m");
+        assert_eq!(human_duration(3 * 3600 + 5), "3h");
+        assert_eq!(human_duration(50 * 3600), "2d2h");
+    }
+
+    #[test]
+    fn times() {
+        let t = jiff::Timestamp::from_second(1_700_000_000).unwrap_or_default();
+        assert_eq!(format_time(t), "2023-11-14T22:13:20Z");
+        assert_eq!(parse_time("2023-11-14T22:13:20Z"), Some(t));
+    }
+}

@@ -1,0 +1,1386 @@
+//! OpenAPI v3 documents (`/openapi/v3` and `/openapi/v3/<group-version>`), generated from
+//! the resource table and k8s-openapi's real types.
+//!
+//! kubectl uses them for `explain` (schemas tagged `x-kubernetes-group-version-kind`, with
+//! descriptions), for apply's server-side validation check (a PATCH operation per kind that
+//! declares the `fieldValidation` query parameter) and for patch computation. PATCH
+//! operations deliberately do not list `application/strategic-merge-patch+json`, so kubectl
+//! computes strategic merge patches from its compiled-in types instead of these schemas.
+
+use std::sync::OnceLock;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
+use schemars::generate::SchemaSettings;
+use schemars::{Schema, SchemaGenerator};
+use serde_json::{Map, Value, json};
+
+use crate::resources::{GROUPS, RESOURCES, Resource, Storage, Subresource, versions_of};
+
+/// Where schemars (with OpenAPI 3.0 settings) puts definitions.
+const SCHEMA_PREFIX: &str = "#/components/schemas/";
+const PATCH_SCHEMA: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.Patch";
+const GVK: &str = "x-kubernetes-group-version-kind";
+/// Kinds whose `metadata` upstream marks required.
+const METADATA_REQUIRED: &[&str] = &["io.k8s.api.core.v1.Event", "io.k8s.api.events.v1.Event"];
+/// The Kubernetes release whose API the documents describe.
+const KUBERNETES_VERSION: &str = "v1.35.0";
+
+/// The path of a group-version below `/openapi/v3/` (`api/v1`, `apis/<group>/<version>`).
+pub fn gv_path(group: &str, version: &str) -> String {
+    if group.is_empty() {
+        format!("api/{version}")
+    } else {
+        format!("apis/{group}/{version}")
+    }
+}
+
+/// The OpenAPI 3.0 document of one served group-version, or `None` if it is not served.
+pub fn group_version_document(group: &str, version: &str) -> Option<Value> {
+    let resources: Vec<&Resource> = RESOURCES
+        .iter()
+        .filter(|r| r.group == group && r.version == version)
+        .collect();
+    if resources.is_empty() {
+        return None;
+    }
+    let mut generator = SchemaSettings::openapi3().into_generator();
+    let refs = Refs {
+        status: schema_ref(&mut generator, |g| g.subschema_for::<meta::Status>()),
+        delete_options: schema_ref(&mut generator, |g| g.subschema_for::<meta::DeleteOptions>()),
+        patch: format!("{SCHEMA_PREFIX}{PATCH_SCHEMA}"),
+    };
+    let list_meta = schema_ref(&mut generator, |g| g.subschema_for::<meta::ListMeta>());
+
+    let mut paths = Map::new();
+    // Schemas to tag with their GVK, and list schemas to add once the definitions exist.
+    let mut tags: Vec<(String, Gvk)> = vec![(
+        definition_name(&refs.status).to_string(),
+        Gvk::new("", "v1", "Status"),
+    )];
+    let mut lists: Vec<(String, String, Gvk)> = Vec::new();
+    let mut kinds: Vec<String> = Vec::new();
+
+    for resource in resources {
+        let kind_ref = schema_ref(&mut generator, resource.schema);
+        let gvk = Gvk::new(resource.group, resource.version, resource.kind);
+        tags.push((definition_name(&kind_ref).to_string(), gvk.clone()));
+        kinds.push(definition_name(&kind_ref).to_string());
+        let list_ref = format!("{kind_ref}List");
+        if resource.storage == Storage::Stored
+            && (resource.allows("list") || resource.allows("deletecollection"))
+        {
+            lists.push((definition_name(&list_ref).to_string(), kind_ref.clone(), gvk));
+        }
+        add_resource_paths(&mut paths, resource, &kind_ref, &list_ref, &refs);
+        for sub in resource.subresources {
+            let sub_ref = schema_ref(&mut generator, sub.schema);
+            tags.push((
+                definition_name(&sub_ref).to_string(),
+                Gvk::new(sub.group, sub.version, sub.kind),
+            ));
+            kinds.push(definition_name(&sub_ref).to_string());
+            add_subresource_paths(&mut paths, resource, sub, &sub_ref, &refs);
+        }
+    }
+
+    let mut schemas = generator.take_definitions(true);
+    schemas.insert(
+        PATCH_SCHEMA.into(),
+        json!({
+            "description": "Patch is provided to give a concrete name and type to the Kubernetes PATCH request body.",
+            "type": "object",
+        }),
+    );
+    for (name, kind_ref, gvk) in &lists {
+        let list_kind = format!("{}List", gvk.kind);
+        schemas.insert(name.clone(), list_schema(gvk, &list_kind, kind_ref, &list_meta));
+        tags.push((name.clone(), Gvk::new(gvk.group, gvk.version, &list_kind)));
+    }
+    kinds.push(definition_name(&refs.status).to_string());
+    for kind in &kinds {
+        // k8s-openapi makes `metadata` required because its Rust field is not optional;
+        // upstream only requires it where the Go field lacks `omitempty` (Event).
+        if METADATA_REQUIRED.contains(&kind.as_str()) {
+            continue;
+        }
+        if let Some(Value::Object(schema)) = schemas.get_mut(kind) {
+            unrequire(schema, "metadata");
+        }
+    }
+    for (name, gvk) in tags {
+        if let Some(Value::Object(schema)) = schemas.get_mut(&name) {
+            let entry = schema.entry(GVK).or_insert_with(|| Value::Array(Vec::new()));
+            let tag = gvk.to_value();
+            if let Value::Array(list) = entry
+                && !list.contains(&tag)
+            {
+                list.push(tag);
+            }
+        }
+    }
+    for schema in schemas.values_mut() {
+        to_openapi30(schema);
+    }
+
+    Some(json!({
+        "openapi": "3.0.0",
+        "info": {"title": "Kubernetes", "version": KUBERNETES_VERSION},
+        "paths": paths,
+        "components": {"schemas": schemas},
+    }))
+}
+
+#[derive(Clone, Debug)]
+struct Gvk {
+    group: &'static str,
+    version: &'static str,
+    kind: String,
+}
+
+impl Gvk {
+    fn new(group: &'static str, version: &'static str, kind: &str) -> Self {
+        Gvk {
+            group,
+            version,
+            kind: kind.to_string(),
+        }
+    }
+
+    fn to_value(&self) -> Value {
+        json!({"group": self.group, "version": self.version, "kind": self.kind})
+    }
+}
+
+/// Shared schemas operations refer to.
+struct Refs {
+    status: String,
+    delete_options: String,
+    patch: String,
+}
+
+fn schema_ref(
+    generator: &mut SchemaGenerator,
+    schema: impl FnOnce(&mut SchemaGenerator) -> Schema,
+) -> String {
+    let schema = schema(generator);
+    schema
+        .get("$ref")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn definition_name(reference: &str) -> &str {
+    reference.strip_prefix(SCHEMA_PREFIX).unwrap_or(reference)
+}
+
+fn unrequire(schema: &mut Map<String, Value>, field: &str) {
+    if let Some(Value::Array(required)) = schema.get_mut("required") {
+        required.retain(|r| r.as_str() != Some(field));
+        if required.is_empty() {
+            schema.remove("required");
+        }
+    }
+}
+
+fn list_schema(gvk: &Gvk, list_kind: &str, kind_ref: &str, list_meta_ref: &str) -> Value {
+    json!({
+        "description": format!("{list_kind} is a list of {} objects.", gvk.kind),
+        "type": "object",
+        "properties": {
+            "apiVersion": {
+                "description": "APIVersion defines the versioned schema of this representation of an object. Servers should convert recognized schemas to the latest internal value, and may reject unrecognized values. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#resources",
+                "type": "string",
+            },
+            "items": {
+                "description": format!("List of {} objects.", gvk.kind),
+                "type": "array",
+                "items": {"$ref": kind_ref},
+            },
+            "kind": {
+                "description": "Kind is a string value representing the REST resource this object represents. Servers may infer this from the endpoint the client submits requests to. Cannot be updated. In CamelCase. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#types-kinds",
+                "type": "string",
+            },
+            "metadata": {
+                "description": "Standard list metadata. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#types-kinds",
+                "allOf": [{"$ref": list_meta_ref}],
+                "default": {},
+            },
+        },
+        "required": ["items"],
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// Paths and operations
+
+/// `CoreV1`, `RbacAuthorizationV1`: the group (without `.k8s.io`) and version in camel
+/// case, as upstream's operation IDs spell them.
+fn operation_prefix(group: &str, version: &str) -> String {
+    let group = if group.is_empty() {
+        "core"
+    } else {
+        group.strip_suffix(".k8s.io").unwrap_or(group)
+    };
+    let mut prefix: String = group.split(['.', '-']).map(capitalize).collect();
+    prefix.push_str(&capitalize(version));
+    prefix
+}
+
+/// Upstream's operation tags: `core_v1`, `rbacAuthorization_v1`.
+fn operation_tag(group: &str, version: &str) -> String {
+    let prefix = operation_prefix(group, version);
+    let group_part = prefix.strip_suffix(&capitalize(version)).unwrap_or(&prefix);
+    let mut chars = group_part.chars();
+    let lower: String = chars
+        .next()
+        .map(|c| c.to_ascii_lowercase())
+        .into_iter()
+        .chain(chars)
+        .collect();
+    format!("{lower}_{version}")
+}
+
+fn capitalize(word: &str) -> String {
+    let mut chars = word.chars();
+    chars
+        .next()
+        .map(|c| c.to_ascii_uppercase())
+        .into_iter()
+        .chain(chars)
+        .collect()
+}
+
+/// One operation's description.
+struct Op {
+    /// The verb of the operation ID: `read`, `list`, `create`, `replace`, `patch`, `delete`.
+    id_verb: &'static str,
+    /// What follows the group-version in the ID: `NamespacedServiceAccount`,
+    /// `CollectionNamespacedRole`, `NamespaceStatus`.
+    id_subject: String,
+    action: &'static str,
+    gvk: Gvk,
+    description: String,
+    parameters: Vec<Value>,
+    request_body: Option<Value>,
+    responses: Value,
+    tag: String,
+    prefix: String,
+}
+
+impl Op {
+    fn into_value(self) -> Value {
+        let mut op = Map::new();
+        op.insert("tags".into(), json!([self.tag]));
+        op.insert("description".into(), Value::String(self.description));
+        op.insert(
+            "operationId".into(),
+            Value::String(format!("{}{}{}", self.id_verb, self.prefix, self.id_subject)),
+        );
+        if !self.parameters.is_empty() {
+            op.insert("parameters".into(), Value::Array(self.parameters));
+        }
+        if let Some(body) = self.request_body {
+            op.insert("requestBody".into(), body);
+        }
+        op.insert("responses".into(), self.responses);
+        op.insert("x-kubernetes-action".into(), Value::String(self.action.into()));
+        op.insert(GVK.into(), self.gvk.to_value());
+        Value::Object(op)
+    }
+}
+
+fn query_param(name: &str, ty: &str, description: &str) -> Value {
+    json!({
+        "name": name,
+        "in": "query",
+        "description": description,
+        "schema": {"type": ty, "uniqueItems": true},
+    })
+}
+
+fn path_param(name: &str, description: &str) -> Value {
+    json!({
+        "name": name,
+        "in": "path",
+        "description": description,
+        "required": true,
+        "schema": {"type": "string", "uniqueItems": true},
+    })
+}
+
+fn pretty_param() -> Value {
+    query_param(
+        "pretty",
+        "string",
+        "If 'true', then the output is pretty printed. Defaults to 'false' unless the user-agent indicates a browser or command-line HTTP tool (curl and wget).",
+    )
+}
+
+fn dry_run_param() -> Value {
+    query_param(
+        "dryRun",
+        "string",
+        "When present, indicates that modifications should not be persisted. An invalid or unrecognized dryRun directive will result in an error response and no further processing of the request. Valid values are: - All: all dry run stages will be processed",
+    )
+}
+
+fn field_manager_param(patch: bool) -> Value {
+    let description = if patch {
+        "fieldManager is a name associated with the actor or entity that is making these changes. The value must be less than or 128 characters long, and only contain printable characters, as defined by https://golang.org/pkg/unicode/#IsPrint. This field is required for apply requests (application/apply-patch) but optional for non-apply patch types (JsonPatch, MergePatch, StrategicMergePatch)."
+    } else {
+        "fieldManager is a name associated with the actor or entity that is making these changes. The value must be less than or 128 characters long, and only contain printable characters, as defined by https://golang.org/pkg/unicode/#IsPrint."
+    };
+    query_param("fieldManager", "string", description)
+}
+
+fn field_validation_param() -> Value {
+    query_param(
+        "fieldValidation",
+        "string",
+        "fieldValidation instructs the server on how to handle objects in the request (POST/PUT/PATCH) containing unknown or duplicate fields. Valid values are: - Ignore: This will ignore any unknown fields that are silently dropped from the object, and will ignore all but the last duplicate field that the decoder encounters. This is the default behavior prior to v1.23. - Warn: This will send a warning via the standard warning response header for each unknown field that is dropped from the object, and for each duplicate field that is encountered. The request will still succeed if there are no other errors, and will only persist the last of any duplicate fields. This is the default in v1.23+ - Strict: This will fail the request with a BadRequest error if any unknown fields would be dropped from the object, or if any duplicate fields are present. The error returned from the server will contain all unknown and duplicate fields encountered.",
+    )
+}
+
+fn write_params() -> Vec<Value> {
+    vec![
+        dry_run_param(),
+        field_manager_param(false),
+        field_validation_param(),
+    ]
+}
+
+fn patch_params() -> Vec<Value> {
+    vec![
+        dry_run_param(),
+        field_manager_param(true),
+        field_validation_param(),
+        query_param(
+            "force",
+            "boolean",
+            "Force is going to \"force\" Apply requests. It means user will re-acquire conflicting fields owned by other people. Force flag must be unset for non-apply patch requests.",
+        ),
+    ]
+}
+
+fn delete_params() -> Vec<Value> {
+    vec![
+        dry_run_param(),
+        query_param(
+            "gracePeriodSeconds",
+            "integer",
+            "The duration in seconds before the object should be deleted. Value must be non-negative integer. The value zero indicates delete immediately. If this value is nil, the default grace period for the specified type will be used. Defaults to a per object value if not specified. zero means delete immediately.",
+        ),
+        query_param(
+            "orphanDependents",
+            "boolean",
+            "Deprecated: please use the PropagationPolicy, this field will be deprecated in 1.7. Should the dependent objects be orphaned. If true/false, the \"orphan\" finalizer will be added to/removed from the object's finalizers list. Either this field or PropagationPolicy may be set, but not both.",
+        ),
+        query_param(
+            "propagationPolicy",
+            "string",
+            "Whether and how garbage collection will be performed. Either this field or OrphanDependents may be set, but not both. The default policy is decided by the existing finalizer set in the metadata.finalizers and the resource-specific default policy. Acceptable values are: 'Orphan' - orphan the dependents; 'Background' - allow the garbage collector to delete the dependents in the background; 'Foreground' - a cascading policy that deletes all dependents in the foreground.",
+        ),
+    ]
+}
+
+fn list_params() -> Vec<Value> {
+    vec![
+        query_param(
+            "allowWatchBookmarks",
+            "boolean",
+            "allowWatchBookmarks requests watch events with type \"BOOKMARK\". Servers that do not implement bookmarks may ignore this flag and bookmarks are sent at the server's discretion. Clients should not assume bookmarks are returned at any specific interval, nor may they assume the server will send any BOOKMARK event during a session. If this is not a watch, this field is ignored.",
+        ),
+        query_param(
+            "continue",
+            "string",
+            "The continue option should be set when retrieving more results from the server. Since this value is server defined, clients may only use the continue value from a previous query result with identical query parameters (except for the value of continue) and the server may reject a continue value it does not recognize.",
+        ),
+        query_param(
+            "fieldSelector",
+            "string",
+            "A selector to restrict the list of returned objects by their fields. Defaults to everything.",
+        ),
+        query_param(
+            "labelSelector",
+            "string",
+            "A selector to restrict the list of returned objects by their labels. Defaults to everything.",
+        ),
+        query_param(
+            "limit",
+            "integer",
+            "limit is a maximum number of responses to return for a list call. If more items exist, the server will set the `continue` field on the list metadata to a value that can be used with the same initial query to retrieve the next set of results.",
+        ),
+        query_param(
+            "resourceVersion",
+            "string",
+            "resourceVersion sets a constraint on what resource versions a request may be served from. See https://kubernetes.io/docs/reference/using-api/api-concepts/#resource-versions for details.\n\nDefaults to unset",
+        ),
+        query_param(
+            "resourceVersionMatch",
+            "string",
+            "resourceVersionMatch determines how resourceVersion is applied to list calls. It is highly recommended that resourceVersionMatch be set for list calls where resourceVersion is set See https://kubernetes.io/docs/reference/using-api/api-concepts/#resource-versions for details.\n\nDefaults to unset",
+        ),
+        query_param(
+            "sendInitialEvents",
+            "boolean",
+            "`sendInitialEvents=true` may be set together with `watch=true`. In that case, the watch stream will begin with synthetic events to produce the current state of objects in the collection. Once all such events have been sent, a synthetic \"Bookmark\" event will be sent.",
+        ),
+        query_param(
+            "timeoutSeconds",
+            "integer",
+            "Timeout for the list/watch call. This limits the duration of the call, regardless of any activity or inactivity.",
+        ),
+        query_param(
+            "watch",
+            "boolean",
+            "Watch for changes to the described resources and return them as a stream of add, update, and remove notifications. Specify resourceVersion.",
+        ),
+    ]
+}
+
+fn json_content(schema_ref: &str) -> Value {
+    json!({"application/json": {"schema": {"$ref": schema_ref}}})
+}
+
+fn body(schema_ref: &str) -> Value {
+    json!({"content": {"*/*": {"schema": {"$ref": schema_ref}}}, "required": true})
+}
+
+fn patch_body(patch_ref: &str) -> Value {
+    let schema = json!({"schema": {"$ref": patch_ref}});
+    json!({
+        "content": {
+            "application/apply-patch+yaml": schema,
+            "application/json-patch+json": schema,
+            "application/merge-patch+json": schema,
+        },
+        "required": true,
+    })
+}
+
+fn responses(codes: &[(&str, &str)], schema_ref: &str) -> Value {
+    let mut out = Map::new();
+    for (code, description) in codes {
+        out.insert(
+            (*code).into(),
+            json!({"description": description, "content": json_content(schema_ref)}),
+        );
+    }
+    out.insert("401".into(), json!({"description": "Unauthorized"}));
+    Value::Object(out)
+}
+
+const OK: (&str, &str) = ("200", "OK");
+const CREATED: (&str, &str) = ("201", "Created");
+const ACCEPTED: (&str, &str) = ("202", "Accepted");
+
+fn add_resource_paths(
+    paths: &mut Map<String, Value>,
+    r: &Resource,
+    kind_ref: &str,
+    list_ref: &str,
+    refs: &Refs,
+) {
+    let base = format!("/{}", gv_path(r.group, r.version));
+    let (collection, scope) = if r.namespaced {
+        (
+            format!("{base}/namespaces/{{namespace}}/{}", r.plural),
+            "Namespaced",
+        )
+    } else {
+        (format!("{base}/{}", r.plural), "")
+    };
+    let item = format!("{collection}/{{name}}");
+    let gvk = Gvk::new(r.group, r.version, r.kind);
+    let prefix = operation_prefix(r.group, r.version);
+    let tag = operation_tag(r.group, r.version);
+    let subject = format!("{scope}{}", r.kind);
+    let op = |id_verb: &'static str, id_subject: String, action: &'static str, description: String| Op {
+        id_verb,
+        id_subject,
+        action,
+        gvk: gvk.clone(),
+        description,
+        parameters: Vec::new(),
+        request_body: None,
+        responses: Value::Null,
+        tag: tag.clone(),
+        prefix: prefix.clone(),
+    };
+    let mut scope_params = Vec::new();
+    if r.namespaced {
+        scope_params.push(path_param(
+            "namespace",
+            "object name and auth scope, such as for teams and projects",
+        ));
+    }
+
+    let mut collection_ops = Map::new();
+    if r.allows("list") {
+        let mut list = op(
+            "list",
+            subject.clone(),
+            "list",
+            format!("list or watch objects of kind {}", r.kind),
+        );
+        list.parameters = list_params();
+        list.responses = list_responses(list_ref);
+        collection_ops.insert("get".into(), list.into_value());
+    }
+    if r.allows("create") {
+        let mut create = op(
+            "create",
+            subject.clone(),
+            "post",
+            format!("create {}", article(r.kind)),
+        );
+        create.parameters = write_params();
+        create.request_body = Some(body(kind_ref));
+        create.responses = if r.storage == Storage::Virtual {
+            responses(&[OK, CREATED], kind_ref)
+        } else {
+            responses(&[OK, CREATED, ACCEPTED], kind_ref)
+        };
+        collection_ops.insert("post".into(), create.into_value());
+    }
+    if r.allows("deletecollection") {
+        let mut delete = op(
+            "delete",
+            format!("Collection{subject}"),
+            "deletecollection",
+            format!("delete collection of {}", r.kind),
+        );
+        delete.parameters = delete_params();
+        delete.parameters.extend(
+            list_params()
+                .into_iter()
+                .filter(|p| p["name"] != "watch" && p["name"] != "allowWatchBookmarks"),
+        );
+        delete.request_body = Some(json!({"content": {"*/*": {"schema": {"$ref": refs.delete_options}}}}));
+        delete.responses = responses(&[OK], &refs.status);
+        collection_ops.insert("delete".into(), delete.into_value());
+    }
+    insert_path(
+        paths,
+        collection,
+        collection_ops,
+        scope_params.iter().cloned().chain([pretty_param()]).collect(),
+    );
+
+    if r.namespaced && r.allows("list") {
+        let mut list = op(
+            "list",
+            format!("{}ForAllNamespaces", r.kind),
+            "list",
+            format!("list or watch objects of kind {}", r.kind),
+        );
+        list.parameters = list_params();
+        list.parameters.push(pretty_param());
+        list.responses = list_responses(list_ref);
+        let mut ops = Map::new();
+        ops.insert("get".into(), list.into_value());
+        insert_path(paths, format!("{base}/{}", r.plural), ops, Vec::new());
+    }
+
+    let mut item_ops = Map::new();
+    if r.allows("get") {
+        let mut read = op(
+            "read",
+            subject.clone(),
+            "get",
+            format!("read the specified {}", r.kind),
+        );
+        read.responses = responses(&[OK], kind_ref);
+        item_ops.insert("get".into(), read.into_value());
+    }
+    if r.allows("update") {
+        let mut replace = op(
+            "replace",
+            subject.clone(),
+            "put",
+            format!("replace the specified {}", r.kind),
+        );
+        replace.parameters = write_params();
+        replace.request_body = Some(body(kind_ref));
+        replace.responses = responses(&[OK, CREATED], kind_ref);
+        item_ops.insert("put".into(), replace.into_value());
+    }
+    if r.allows("patch") {
+        let mut patch = op(
+            "patch",
+            subject.clone(),
+            "patch",
+            format!("partially update the specified {}", r.kind),
+        );
+        patch.parameters = patch_params();
+        patch.request_body = Some(patch_body(&refs.patch));
+        patch.responses = responses(&[OK, CREATED], kind_ref);
+        item_ops.insert("patch".into(), patch.into_value());
+    }
+    if r.allows("delete") {
+        let mut delete = op(
+            "delete",
+            subject.clone(),
+            "delete",
+            format!("delete {}", article(r.kind)),
+        );
+        delete.parameters = delete_params();
+        delete.request_body = Some(json!({"content": {"*/*": {"schema": {"$ref": refs.delete_options}}}}));
+        delete.responses = responses(&[OK, ACCEPTED], &refs.status);
+        item_ops.insert("delete".into(), delete.into_value());
+    }
+    let mut item_params = vec![path_param("name", &format!("name of the {}", r.kind))];
+    item_params.extend(scope_params);
+    item_params.push(pretty_param());
+    insert_path(paths, item, item_ops, item_params);
+}
+
+fn add_subresource_paths(
+    paths: &mut Map<String, Value>,
+    r: &Resource,
+    sub: &Subresource,
+    sub_ref: &str,
+    refs: &Refs,
+) {
+    let base = format!("/{}", gv_path(r.group, r.version));
+    let (path, scope) = if r.namespaced {
+        (
+            format!(
+                "{base}/namespaces/{{namespace}}/{}/{{name}}/{}",
+                r.plural, sub.name
+            ),
+            "Namespaced",
+        )
+    } else {
+        (format!("{base}/{}/{{name}}/{}", r.plural, sub.name), "")
+    };
+    let gvk = Gvk::new(sub.group, sub.version, sub.kind);
+    let subject = format!("{scope}{}{}", r.kind, capitalize(sub.name));
+    let prefix = operation_prefix(r.group, r.version);
+    let tag = operation_tag(r.group, r.version);
+    let what = format!("{} of the specified {}", sub.name, r.kind);
+    let mut ops = Map::new();
+    for verb in sub.verbs {
+        let (method, id_verb, action, description) = match *verb {
+            "get" => ("get", "read", "get", format!("read {what}")),
+            "update" => ("put", "replace", "put", format!("replace {what}")),
+            "patch" => ("patch", "patch", "patch", format!("partially update {what}")),
+            "create" => (
+                "post",
+                "create",
+                "post",
+                format!("create {} of {}", sub.name, article(r.kind)),
+            ),
+            _ => continue,
+        };
+        let (parameters, request_body, codes): (_, _, &[_]) = match method {
+            "put" => (write_params(), Some(body(sub_ref)), &[OK, CREATED]),
+            "patch" => (patch_params(), Some(patch_body(&refs.patch)), &[OK, CREATED]),
+            "post" => (write_params(), Some(body(sub_ref)), &[OK, CREATED, ACCEPTED]),
+            _ => (Vec::new(), None, &[OK]),
+        };
+        let op = Op {
+            id_verb,
+            id_subject: subject.clone(),
+            action,
+            gvk: gvk.clone(),
+            description,
+            parameters,
+            request_body,
+            responses: responses(codes, sub_ref),
+            tag: tag.clone(),
+            prefix: prefix.clone(),
+        };
+        ops.insert(method.into(), op.into_value());
+    }
+    let mut params = vec![path_param("name", &format!("name of the {}", sub.kind))];
+    if r.namespaced {
+        params.push(path_param(
+            "namespace",
+            "object name and auth scope, such as for teams and projects",
+        ));
+    }
+    params.push(pretty_param());
+    insert_path(paths, path, ops, params);
+}
+
+fn list_responses(list_ref: &str) -> Value {
+    let schema = json!({"schema": {"$ref": list_ref}});
+    json!({
+        "200": {
+            "description": "OK",
+            "content": {"application/json": schema, "application/json;stream=watch": schema},
+        },
+        "401": {"description": "Unauthorized"},
+    })
+}
+
+fn insert_path(
+    paths: &mut Map<String, Value>,
+    path: String,
+    ops: Map<String, Value>,
+    parameters: Vec<Value>,
+) {
+    if ops.is_empty() {
+        return;
+    }
+    let mut item = ops;
+    if !parameters.is_empty() {
+        item.insert("parameters".into(), Value::Array(parameters));
+    }
+    paths.insert(path, Value::Object(item));
+}
+
+fn article(kind: &str) -> String {
+    let vowel = kind.starts_with(['A', 'E', 'I', 'O', 'U']);
+    format!("{} {kind}", if vowel { "an" } else { "a" })
+}
+
+// ---------------------------------------------------------------------------------------
+// OpenAPI 3.0 clean-up
+
+/// Schema keys that hold one subschema.
+const SUBSCHEMA_KEYS: &[&str] = &["items", "additionalProperties", "not"];
+/// Schema keys that hold a list of subschemas.
+const SUBSCHEMA_LIST_KEYS: &[&str] = &["allOf", "anyOf", "oneOf"];
+
+/// Rewrites what JSON Schema 2020-12 can say and OpenAPI 3.0 cannot. schemars' OpenAPI 3
+/// settings already do most of it; this is the safety net for whatever a type's
+/// hand-written schema contains.
+fn to_openapi30(schema: &mut Value) {
+    match schema {
+        // Boolean schemas: `true` accepts anything; `false` nothing.
+        Value::Bool(true) => *schema = json!({}),
+        Value::Bool(false) => *schema = json!({"not": {}}),
+        Value::Object(object) => {
+            for key in ["$schema", "$id", "$comment", "$anchor", "$defs", "definitions"] {
+                object.remove(key);
+            }
+            if let Some(Value::Array(types)) = object.get("type").cloned() {
+                let nullable = types.iter().any(|t| t == "null");
+                let rest: Vec<Value> = types.into_iter().filter(|t| t != "null").collect();
+                match rest.as_slice() {
+                    [single] => {
+                        object.insert("type".into(), single.clone());
+                    }
+                    _ => {
+                        object.remove("type");
+                    }
+                }
+                if nullable {
+                    object.insert("nullable".into(), Value::Bool(true));
+                }
+            }
+            if let Some(value) = object.remove("const") {
+                object.insert("enum".into(), json!([value]));
+            }
+            if let Some(Value::Array(examples)) = object.remove("examples")
+                && let Some(first) = examples.into_iter().next()
+            {
+                object.insert("example".into(), first);
+            }
+            // `$ref` siblings are ignored in 3.0; keep them by moving the reference into allOf.
+            if object.len() > 1
+                && let Some(reference) = object.remove("$ref")
+            {
+                let all_of = object.entry("allOf").or_insert_with(|| Value::Array(Vec::new()));
+                if let Value::Array(all_of) = all_of {
+                    all_of.push(json!({"$ref": reference}));
+                }
+            }
+            if let Some(Value::Object(properties)) = object.get_mut("properties") {
+                properties.values_mut().for_each(to_openapi30);
+            }
+            for key in SUBSCHEMA_KEYS {
+                // `additionalProperties: true/false` is valid 3.0 and means what it says.
+                match object.get_mut(*key) {
+                    Some(Value::Bool(_)) if *key == "additionalProperties" => {}
+                    Some(sub) => to_openapi30(sub),
+                    None => {}
+                }
+            }
+            for key in SUBSCHEMA_LIST_KEYS {
+                if let Some(Value::Array(subs)) = object.get_mut(*key) {
+                    subs.iter_mut().for_each(to_openapi30);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Cached documents and index
+
+struct Document {
+    path: String,
+    bytes: Vec<u8>,
+    hash: String,
+}
+
+struct Cache {
+    documents: Vec<Document>,
+    index: Vec<u8>,
+}
+
+static CACHE: OnceLock<Cache> = OnceLock::new();
+
+fn cache() -> &'static Cache {
+    CACHE.get_or_init(|| {
+        let mut documents = Vec::new();
+        for group in GROUPS {
+            for version in versions_of(group) {
+                let Some(document) = group_version_document(group, version) else {
+                    continue;
+                };
+                let bytes = serde_json::to_vec(&document).unwrap_or_default();
+                let hash = hash_hex(&bytes);
+                documents.push(Document {
+                    path: gv_path(group, version),
+                    bytes,
+                    hash,
+                });
+            }
+        }
+        let index = serde_json::to_vec(&index_of(&documents)).unwrap_or_default();
+        Cache { documents, index }
+    })
+}
+
+fn index_of(documents: &[Document]) -> Value {
+    let paths: Map<String, Value> = documents
+        .iter()
+        .map(|d| {
+            let url = format!("/openapi/v3/{}?hash={}", d.path, d.hash);
+            (d.path.clone(), json!({"serverRelativeURL": url}))
+        })
+        .collect();
+    json!({"paths": paths})
+}
+
+/// FNV-1a (64-bit) in uppercase hex, like upstream's hash format. Any stable hash will do:
+/// it only lets clients cache a document by URL.
+fn hash_hex(bytes: &[u8]) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for &byte in bytes {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{hash:016X}")
+}
+
+/// The `/openapi/v3` index: every served group-version with the URL of its document.
+pub fn index() -> Value {
+    index_of(&cache().documents)
+}
+
+/// The serialized `/openapi/v3` index.
+pub fn index_bytes() -> &'static [u8] {
+    &cache().index
+}
+
+/// The serialized document of a group-version path (`api/v1`,
+/// `apis/rbac.authorization.k8s.io/v1`; a leading `/` is ignored).
+pub fn document_bytes(gv_path: &str) -> Option<&'static [u8]> {
+    find(gv_path).map(|d| d.bytes.as_slice())
+}
+
+/// The hash of a group-version's document (its `?hash=` in the index), for `ETag`.
+pub fn document_hash(gv_path: &str) -> Option<&'static str> {
+    find(gv_path).map(|d| d.hash.as_str())
+}
+
+fn find(gv_path: &str) -> Option<&'static Document> {
+    let gv_path = gv_path.trim_start_matches('/');
+    cache().documents.iter().find(|d| d.path == gv_path)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    const RBAC: &str = "rbac.authorization.k8s.io";
+
+    fn core() -> Value {
+        group_version_document("", "v1").unwrap()
+    }
+
+    fn all_documents() -> Vec<(String, Value)> {
+        let mut docs = Vec::new();
+        for group in GROUPS {
+            for version in versions_of(group) {
+                docs.push((
+                    gv_path(group, version),
+                    group_version_document(group, version).unwrap(),
+                ));
+            }
+        }
+        docs
+    }
+
+    fn param_names(op: &Value) -> Vec<&str> {
+        op["parameters"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["in"] == "query")
+            .map(|p| p["name"].as_str().unwrap())
+            .collect()
+    }
+
+    /// Every operation of a document, with its path and method.
+    fn operations(doc: &Value) -> Vec<(&str, &str, &Value)> {
+        let mut ops = Vec::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                if method != "parameters" {
+                    ops.push((path.as_str(), method.as_str(), op));
+                }
+            }
+        }
+        ops
+    }
+
+    #[test]
+    fn core_document_has_service_account_schema() {
+        let doc = core();
+        assert_eq!(doc["openapi"], "3.0.0");
+        assert_eq!(doc["info"], json!({"title": "Kubernetes", "version": "v1.35.0"}));
+        let schemas = &doc["components"]["schemas"];
+        let sa = &schemas["io.k8s.api.core.v1.ServiceAccount"];
+        assert_eq!(
+            sa[GVK],
+            json!([{"group": "", "version": "v1", "kind": "ServiceAccount"}])
+        );
+        assert_eq!(sa["type"], "object");
+        let automount = &sa["properties"]["automountServiceAccountToken"];
+        assert_eq!(automount["type"], "boolean");
+        assert!(automount["description"].as_str().unwrap().contains("API token"));
+        // Upstream does not require metadata; k8s-openapi's schema did.
+        assert!(sa.get("required").is_none());
+        assert_eq!(
+            schemas["io.k8s.api.core.v1.Event"]["required"],
+            json!(["involvedObject", "metadata"])
+        );
+        // metadata is a $ref with a description, as allOf.
+        assert_eq!(
+            sa["properties"]["metadata"]["allOf"],
+            json!([{"$ref": "#/components/schemas/io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"}])
+        );
+        // The token subresource's kind is in core's document, with its own group.
+        assert_eq!(
+            schemas["io.k8s.api.authentication.v1.TokenRequest"][GVK],
+            json!([{"group": "authentication.k8s.io", "version": "v1", "kind": "TokenRequest"}])
+        );
+        let list = &schemas["io.k8s.api.core.v1.ServiceAccountList"];
+        assert_eq!(
+            list[GVK],
+            json!([{"group": "", "version": "v1", "kind": "ServiceAccountList"}])
+        );
+        assert_eq!(
+            list["properties"]["items"]["items"]["$ref"],
+            "#/components/schemas/io.k8s.api.core.v1.ServiceAccount"
+        );
+        assert!(group_version_document("apps", "v1").is_none());
+        assert!(group_version_document(RBAC, "v1beta1").is_none());
+    }
+
+    fn collect_refs<'a>(value: &'a Value, out: &mut Vec<&'a str>) {
+        match value {
+            Value::Object(object) => {
+                for (key, value) in object {
+                    match (key.as_str(), value) {
+                        ("$ref", Value::String(reference)) => out.push(reference),
+                        _ => collect_refs(value, out),
+                    }
+                }
+            }
+            Value::Array(values) => values.iter().for_each(|v| collect_refs(v, out)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn refs_resolve_within_each_document() {
+        for (path, doc) in all_documents() {
+            let schemas = doc["components"]["schemas"].as_object().unwrap();
+            let mut refs = Vec::new();
+            collect_refs(&doc, &mut refs);
+            assert!(refs.len() > 10, "{path}");
+            for reference in refs {
+                let name = reference
+                    .strip_prefix(SCHEMA_PREFIX)
+                    .unwrap_or_else(|| panic!("{path}: {reference}"));
+                assert!(schemas.contains_key(name), "{path}: {reference} does not resolve");
+            }
+        }
+    }
+
+    #[test]
+    fn service_account_operations() {
+        let doc = core();
+        let item = &doc["paths"]["/api/v1/namespaces/{namespace}/serviceaccounts/{name}"];
+        let patch = &item["patch"];
+        assert_eq!(patch["operationId"], "patchCoreV1NamespacedServiceAccount");
+        assert_eq!(patch["x-kubernetes-action"], "patch");
+        assert_eq!(
+            patch[GVK],
+            json!({"group": "", "version": "v1", "kind": "ServiceAccount"})
+        );
+        assert_eq!(
+            param_names(patch),
+            ["dryRun", "fieldManager", "fieldValidation", "force"]
+        );
+        let content: Vec<&String> = patch["requestBody"]["content"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect();
+        assert_eq!(
+            content,
+            [
+                "application/apply-patch+yaml",
+                "application/json-patch+json",
+                "application/merge-patch+json"
+            ]
+        );
+        assert_eq!(item["get"]["operationId"], "readCoreV1NamespacedServiceAccount");
+        assert_eq!(
+            item["put"]["operationId"],
+            "replaceCoreV1NamespacedServiceAccount"
+        );
+        assert_eq!(
+            param_names(&item["put"]),
+            ["dryRun", "fieldManager", "fieldValidation"]
+        );
+        assert_eq!(
+            item["delete"]["operationId"],
+            "deleteCoreV1NamespacedServiceAccount"
+        );
+        let path_params: Vec<&Value> = item["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| &p["name"])
+            .collect();
+        assert_eq!(
+            path_params,
+            [&json!("name"), &json!("namespace"), &json!("pretty")]
+        );
+
+        let collection = &doc["paths"]["/api/v1/namespaces/{namespace}/serviceaccounts"];
+        assert_eq!(
+            collection["post"]["operationId"],
+            "createCoreV1NamespacedServiceAccount"
+        );
+        assert_eq!(collection["post"]["x-kubernetes-action"], "post");
+        assert_eq!(
+            param_names(&collection["post"]),
+            ["dryRun", "fieldManager", "fieldValidation"]
+        );
+        assert_eq!(
+            collection["get"]["operationId"],
+            "listCoreV1NamespacedServiceAccount"
+        );
+        assert_eq!(collection["get"]["x-kubernetes-action"], "list");
+        assert_eq!(
+            collection["delete"]["operationId"],
+            "deleteCoreV1CollectionNamespacedServiceAccount"
+        );
+        assert_eq!(collection["delete"]["x-kubernetes-action"], "deletecollection");
+        assert_eq!(
+            doc["paths"]["/api/v1/serviceaccounts"]["get"]["operationId"],
+            "listCoreV1ServiceAccountForAllNamespaces"
+        );
+
+        let token = &doc["paths"]["/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token"];
+        assert_eq!(
+            token["post"]["operationId"],
+            "createCoreV1NamespacedServiceAccountToken"
+        );
+        assert_eq!(
+            token["post"][GVK],
+            json!({"group": "authentication.k8s.io", "version": "v1", "kind": "TokenRequest"})
+        );
+        assert_eq!(token.as_object().unwrap().len(), 2, "only post and parameters");
+    }
+
+    #[test]
+    fn namespace_paths_and_subresources() {
+        let doc = core();
+        let paths = &doc["paths"];
+        assert_eq!(
+            paths["/api/v1/namespaces"]["post"]["operationId"],
+            "createCoreV1Namespace"
+        );
+        // Namespaces have no deletecollection.
+        assert!(paths["/api/v1/namespaces"].get("delete").is_none());
+        assert_eq!(
+            paths["/api/v1/namespaces/{name}"]["patch"]["operationId"],
+            "patchCoreV1Namespace"
+        );
+        let finalize = &paths["/api/v1/namespaces/{name}/finalize"];
+        assert_eq!(finalize["put"]["operationId"], "replaceCoreV1NamespaceFinalize");
+        assert!(finalize.get("get").is_none());
+        let status = &paths["/api/v1/namespaces/{name}/status"];
+        assert_eq!(status["get"]["operationId"], "readCoreV1NamespaceStatus");
+        assert_eq!(status["put"]["operationId"], "replaceCoreV1NamespaceStatus");
+        assert_eq!(status["patch"]["operationId"], "patchCoreV1NamespaceStatus");
+        assert_eq!(
+            status["patch"][GVK],
+            json!({"group": "", "version": "v1", "kind": "Namespace"})
+        );
+        assert_eq!(
+            paths["/api/v1/namespaces/{namespace}/pods/{name}/status"]["patch"]["operationId"],
+            "patchCoreV1NamespacedPodStatus"
+        );
+    }
+
+    #[test]
+    fn group_operations_and_virtual_resources() {
+        let rbac = group_version_document(RBAC, "v1").unwrap();
+        let paths = &rbac["paths"];
+        assert_eq!(
+            paths["/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/roles/{name}"]["patch"]["operationId"],
+            "patchRbacAuthorizationV1NamespacedRole"
+        );
+        assert_eq!(
+            paths["/apis/rbac.authorization.k8s.io/v1/clusterrolebindings"]["post"]["operationId"],
+            "createRbacAuthorizationV1ClusterRoleBinding"
+        );
+        assert_eq!(
+            paths["/apis/rbac.authorization.k8s.io/v1/clusterroles"]["post"]["tags"],
+            json!(["rbacAuthorization_v1"])
+        );
+        assert_eq!(
+            rbac["components"]["schemas"]["io.k8s.api.rbac.v1.ClusterRole"][GVK],
+            json!([{"group": RBAC, "version": "v1", "kind": "ClusterRole"}])
+        );
+
+        let authz = group_version_document("authorization.k8s.io", "v1").unwrap();
+        let paths = authz["paths"].as_object().unwrap();
+        let ssar = &paths["/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"];
+        assert_eq!(
+            ssar["post"]["operationId"],
+            "createAuthorizationV1SelfSubjectAccessReview"
+        );
+        assert_eq!(ssar.as_object().unwrap().len(), 2, "only post and parameters");
+        assert_eq!(
+            paths["/apis/authorization.k8s.io/v1/namespaces/{namespace}/localsubjectaccessreviews"]["post"]["operationId"],
+            "createAuthorizationV1NamespacedLocalSubjectAccessReview"
+        );
+        // Create-only resources have no item paths and no lists.
+        assert!(paths.keys().all(|p| !p.ends_with("{name}")));
+        assert!(
+            authz["components"]["schemas"]
+                .get("io.k8s.api.authorization.v1.SelfSubjectAccessReviewList")
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn every_write_declares_validation_and_no_strategic_merge() {
+        for (path, doc) in all_documents() {
+            for (op_path, method, op) in operations(&doc) {
+                let gvk = op[GVK]
+                    .as_object()
+                    .unwrap_or_else(|| panic!("{op_path} {method}: GVK not an object"));
+                assert!(gvk.contains_key("group") && gvk.contains_key("version") && gvk.contains_key("kind"));
+                assert!(op["operationId"].is_string() && op["x-kubernetes-action"].is_string());
+                let names = param_names(op);
+                match method {
+                    "patch" => {
+                        assert_eq!(
+                            names,
+                            ["dryRun", "fieldManager", "fieldValidation", "force"],
+                            "{path} {op_path}"
+                        );
+                        let content = op["requestBody"]["content"].as_object().unwrap();
+                        assert!(!content.contains_key("application/strategic-merge-patch+json"));
+                    }
+                    "post" | "put" => {
+                        assert_eq!(
+                            names,
+                            ["dryRun", "fieldManager", "fieldValidation"],
+                            "{path} {op_path}"
+                        );
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn index_hashes_match_documents() {
+        let index = index();
+        let paths = index["paths"].as_object().unwrap();
+        assert!(paths.contains_key("api/v1"));
+        assert!(paths.contains_key("apis/rbac.authorization.k8s.io/v1"));
+        assert_eq!(serde_json::from_slice::<Value>(index_bytes()).unwrap(), index);
+        for (path, entry) in paths {
+            let url = entry["serverRelativeURL"].as_str().unwrap();
+            let bytes = document_bytes(path).unwrap();
+            let hash = hash_hex(bytes);
+            assert_eq!(url, format!("/openapi/v3/{path}?hash={hash}"));
+            assert_eq!(document_hash(path), Some(hash.as_str()));
+            assert!(hash.chars().all(|c| c.is_ascii_digit() || c.is_ascii_uppercase()));
+            // The cached bytes are the document, and generation is deterministic.
+            let (group, version) = match path.split('/').collect::<Vec<_>>().as_slice() {
+                ["api", version] => (String::new(), version.to_string()),
+                ["apis", group, version] => (group.to_string(), version.to_string()),
+                _ => panic!("{path}"),
+            };
+            let doc = group_version_document(&group, &version).unwrap();
+            assert_eq!(serde_json::from_slice::<Value>(bytes).unwrap(), doc);
+        }
+        assert_eq!(paths.len(), cache().documents.len());
+        assert!(document_bytes("/api/v1").is_some());
+        assert!(document_bytes("apis/apps/v1").is_none());
+    }
+
+    /// The keywords of an OpenAPI 3.0 Schema Object; anything else must be an `x-` extension.
+    const OPENAPI30_KEYWORDS: &[&str] = &[
+        "title",
+        "multipleOf",
+        "maximum",
+        "exclusiveMaximum",
+        "minimum",
+        "exclusiveMinimum",
+        "maxLength",
+        "minLength",
+        "pattern",
+        "maxItems",
+        "minItems",
+        "uniqueItems",
+        "maxProperties",
+        "minProperties",
+        "required",
+        "enum",
+        "type",
+        "allOf",
+        "oneOf",
+        "anyOf",
+        "not",
+        "items",
+        "properties",
+        "additionalProperties",
+        "description",
+        "format",
+        "default",
+        "nullable",
+        "discriminator",
+        "readOnly",
+        "writeOnly",
+        "xml",
+        "externalDocs",
+        "example",
+        "deprecated",
+        "$ref",
+    ];
+
+    fn check_schema(schema: &Value, at: &str) {
+        let object = schema
+            .as_object()
+            .unwrap_or_else(|| panic!("{at}: boolean or non-object schema"));
+        for (key, value) in object {
+            assert!(
+                OPENAPI30_KEYWORDS.contains(&key.as_str()) || key.starts_with("x-"),
+                "{at}: keyword {key} is not OpenAPI 3.0"
+            );
+            if key == "type" {
+                assert!(value.is_string(), "{at}: type must be a string");
+            }
+            if key == "exclusiveMinimum" || key == "exclusiveMaximum" {
+                assert!(value.is_boolean(), "{at}: {key} must be a boolean in 3.0");
+            }
+        }
+        if object.contains_key("$ref") {
+            assert_eq!(object.len(), 1, "{at}: $ref with siblings");
+        }
+        for key in ["items", "not"] {
+            if let Some(sub) = object.get(key) {
+                check_schema(sub, &format!("{at}/{key}"));
+            }
+        }
+        if let Some(sub) = object.get("additionalProperties")
+            && !sub.is_boolean()
+        {
+            check_schema(sub, &format!("{at}/additionalProperties"));
+        }
+        for key in ["allOf", "anyOf", "oneOf"] {
+            if let Some(subs) = object.get(key) {
+                for (i, sub) in subs.as_array().unwrap().iter().enumerate() {
+                    check_schema(sub, &format!("{at}/{key}/{i}"));
+                }
+            }
+        }
+        if let Some(properties) = object.get("properties") {
+            for (name, sub) in properties.as_object().unwrap() {
+                check_schema(sub, &format!("{at}/{name}"));
+            }
+        }
+    }
+
+    #[test]
+    fn documents_are_openapi_30() {
+        for (path, doc) in all_documents() {
+            let text = doc.to_string();
+            assert!(!text.contains("\"$defs\""), "{path}");
+            assert!(!text.contains("\"$schema\""), "{path}");
+            for (name, schema) in doc["components"]["schemas"].as_object().unwrap() {
+                check_schema(schema, &format!("{path}#{name}"));
+            }
+            for (op_path, method, op) in operations(&doc) {
+                for param in op["parameters"].as_array().into_iter().flatten() {
+                    check_schema(&param["schema"], &format!("{op_path} {method}"));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn json_schema_2020_constructs_are_rewritten() {
+        let mut schema = json!({
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "type": "object",
+            "properties": {
+                "a": {"type": ["string", "null"], "const": "x"},
+                "b": {"$ref": "#/components/schemas/B", "description": "b"},
+                "c": true,
+                "d": {"type": "array", "items": false, "examples": [1, 2]},
+                "e": {"type": "object", "additionalProperties": true},
+            },
+        });
+        to_openapi30(&mut schema);
+        assert_eq!(
+            schema,
+            json!({
+                "type": "object",
+                "properties": {
+                    "a": {"type": "string", "nullable": true, "enum": ["x"]},
+                    "b": {"allOf": [{"$ref": "#/components/schemas/B"}], "description": "b"},
+                    "c": {},
+                    "d": {"type": "array", "items": {"not": {}}, "example": 1},
+                    "e": {"type": "object", "additionalProperties": true},
+                },
+            })
+        );
+        check_schema(&schema, "synthetic");
+    }
+
+    #[test]
+    fn operation_prefixes() {
+        assert_eq!(operation_prefix("", "v1"), "CoreV1");
+        assert_eq!(operation_prefix(RBAC, "v1"), "RbacAuthorizationV1");
+        assert_eq!(operation_prefix("coordination.k8s.io", "v1"), "CoordinationV1");
+        assert_eq!(
+            operation_prefix("flowcontrol.apiserver.k8s.io", "v1beta3"),
+            "FlowcontrolApiserverV1beta3"
+        );
+        assert_eq!(operation_tag("", "v1"), "core_v1");
+        assert_eq!(operation_tag(RBAC, "v1"), "rbacAuthorization_v1");
+    }
+}

@@ -1,0 +1,276 @@
+//! Request path parsing, as `k8s.io/apiserver/pkg/endpoints/request/requestinfo.go` does it:
+//! one parse feeds both authorization and the handler, so the two can never disagree about
+//! what a path names.
+
+use percent_encoding::percent_decode_str;
+
+/// What a request is about.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RequestInfo {
+    /// True for `/api/...` and `/apis/...` requests naming a resource.
+    pub is_resource_request: bool,
+    /// The decoded path, for non-resource requests.
+    pub path: String,
+    /// The Kubernetes verb (`get`, `list`, `watch`, `create`, ...), or the lowercased HTTP
+    /// method for non-resource requests.
+    pub verb: String,
+    /// `api` or `apis` (empty for non-resource requests).
+    pub api_prefix: String,
+    pub api_group: String,
+    pub api_version: String,
+    pub namespace: String,
+    pub resource: String,
+    pub subresource: String,
+    pub name: String,
+}
+
+/// Why a path cannot be parsed into a request.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    #[error("invalid resource name {0:?}: may not contain '/' or '%', or be '.' or '..'")]
+    InvalidName(String),
+    #[error("the path contains an empty segment")]
+    EmptySegment,
+    #[error("the path is not valid UTF-8")]
+    NotUtf8,
+}
+
+/// Subresources of a namespace itself (`/api/v1/namespaces/NAME/status`).
+const NAMESPACE_SUBRESOURCES: &[&str] = &["status", "finalize"];
+
+/// Parses a request. `query` is the raw query string (without `?`).
+pub fn parse(method: &str, raw_path: &str, query: Option<&str>) -> Result<RequestInfo, PathError> {
+    let path = percent_decode_str(raw_path)
+        .decode_utf8()
+        .map_err(|_| PathError::NotUtf8)?
+        .into_owned();
+    let non_resource = |path: String| RequestInfo {
+        is_resource_request: false,
+        verb: method.to_ascii_lowercase(),
+        path,
+        ..Default::default()
+    };
+    let trimmed = raw_path.trim_matches('/');
+    let raw_parts: Vec<&str> = if trimmed.is_empty() {
+        Vec::new()
+    } else {
+        trimmed.split('/').collect()
+    };
+    let Some(prefix) = raw_parts.first().copied() else {
+        return Ok(non_resource(path));
+    };
+    if prefix != "api" && prefix != "apis" {
+        return Ok(non_resource(path));
+    }
+    // Discovery documents (`/api`, `/api/v1`, `/apis`, `/apis/g`, `/apis/g/v`) are not
+    // resource requests.
+    let group_parts = if prefix == "api" { 1 } else { 2 };
+    if raw_parts.len() < 1 + group_parts + 1 {
+        return Ok(non_resource(path));
+    }
+    let mut parts = Vec::with_capacity(raw_parts.len());
+    for raw in &raw_parts {
+        if raw.is_empty() {
+            return Err(PathError::EmptySegment);
+        }
+        let decoded = percent_decode_str(raw)
+            .decode_utf8()
+            .map_err(|_| PathError::NotUtf8)?;
+        parts.push(decoded.into_owned());
+    }
+    let mut info = RequestInfo {
+        is_resource_request: true,
+        path,
+        api_prefix: prefix.to_string(),
+        ..Default::default()
+    };
+    let mut rest: &[String] = &parts[1..];
+    if prefix == "apis" {
+        info.api_group = rest[0].clone();
+        rest = &rest[1..];
+    }
+    info.api_version = rest[0].clone();
+    rest = &rest[1..];
+
+    let mut is_watch_path = false;
+    if rest.first().map(String::as_str) == Some("watch") {
+        is_watch_path = true;
+        rest = &rest[1..];
+    }
+    if rest.first().map(String::as_str) == Some("namespaces") && rest.len() > 1 {
+        info.namespace = rest[1].clone();
+        if rest.len() > 2 && !NAMESPACE_SUBRESOURCES.contains(&rest[2].as_str()) {
+            rest = &rest[2..];
+        }
+    }
+    if let Some(resource) = rest.first() {
+        info.resource = resource.clone();
+    }
+    if let Some(name) = rest.get(1) {
+        info.name = name.clone();
+    }
+    if let Some(sub) = rest.get(2) {
+        info.subresource = sub.clone();
+    }
+    if rest.len() > 3 {
+        // Deeper paths name nothing; the handler answers 404.
+        info.subresource = rest[2..].join("/");
+    }
+    // `/api/v1/namespaces/NAME` names a namespace: the "namespace" is the object itself.
+    if info.resource == "namespaces" && !info.name.is_empty() {
+        info.namespace = info.name.clone();
+    }
+    for segment in [&info.namespace, &info.name] {
+        if !segment.is_empty() && !is_valid_path_segment_name(segment) {
+            return Err(PathError::InvalidName(segment.clone()));
+        }
+    }
+
+    let watch_param = query.is_some_and(|q| {
+        q.split('&').any(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            k == "watch" && (v == "true" || v == "1")
+        })
+    });
+    info.verb = match method {
+        "GET" | "HEAD" if is_watch_path || watch_param => "watch",
+        "GET" | "HEAD" if info.name.is_empty() => "list",
+        "GET" | "HEAD" => "get",
+        "POST" => "create",
+        "PUT" => "update",
+        "PATCH" => "patch",
+        "DELETE" if info.name.is_empty() => "deletecollection",
+        "DELETE" => "delete",
+        other => {
+            return Ok(RequestInfo {
+                verb: other.to_ascii_lowercase(),
+                ..info
+            });
+        }
+    }
+    .to_string();
+    Ok(info)
+}
+
+/// `path.IsValidPathSegmentName`: a name must be usable as one path segment.
+pub fn is_valid_path_segment_name(name: &str) -> bool {
+    name != "." && name != ".." && !name.contains('/') && !name.contains('%')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(method: &str, path: &str, query: Option<&str>) -> RequestInfo {
+        parse(method, path, query).unwrap_or_default()
+    }
+
+    #[test]
+    fn namespaced_resources() {
+        let i = p("GET", "/api/v1/namespaces/demo/serviceaccounts/sa", None);
+        assert!(i.is_resource_request);
+        assert_eq!(
+            (
+                i.verb.as_str(),
+                i.namespace.as_str(),
+                i.resource.as_str(),
+                i.name.as_str()
+            ),
+            ("get", "demo", "serviceaccounts", "sa")
+        );
+        let i = p("POST", "/api/v1/namespaces/demo/serviceaccounts/sa/token", None);
+        assert_eq!((i.verb.as_str(), i.subresource.as_str()), ("create", "token"));
+        let i = p(
+            "GET",
+            "/api/v1/namespaces/demo/pods",
+            Some("watch=true&resourceVersion=5"),
+        );
+        assert_eq!(i.verb, "watch");
+        let i = p("GET", "/api/v1/watch/namespaces/demo/pods", None);
+        assert_eq!((i.verb.as_str(), i.resource.as_str()), ("watch", "pods"));
+        let i = p("DELETE", "/api/v1/namespaces/demo/pods", None);
+        assert_eq!(i.verb, "deletecollection");
+    }
+
+    #[test]
+    fn namespaces_themselves() {
+        let i = p("GET", "/api/v1/namespaces/demo", None);
+        assert_eq!(
+            (i.resource.as_str(), i.name.as_str(), i.namespace.as_str()),
+            ("namespaces", "demo", "demo")
+        );
+        let i = p("PUT", "/api/v1/namespaces/demo/finalize", None);
+        assert_eq!(
+            (
+                i.resource.as_str(),
+                i.name.as_str(),
+                i.subresource.as_str(),
+                i.verb.as_str()
+            ),
+            ("namespaces", "demo", "finalize", "update")
+        );
+        let i = p("GET", "/api/v1/namespaces", None);
+        assert_eq!(
+            (i.resource.as_str(), i.verb.as_str(), i.namespace.as_str()),
+            ("namespaces", "list", "")
+        );
+    }
+
+    #[test]
+    fn groups_and_cluster_scope() {
+        let i = p(
+            "GET",
+            "/apis/rbac.authorization.k8s.io/v1/clusterroles/admin",
+            None,
+        );
+        assert_eq!(
+            (
+                i.api_group.as_str(),
+                i.api_version.as_str(),
+                i.resource.as_str(),
+                i.name.as_str()
+            ),
+            ("rbac.authorization.k8s.io", "v1", "clusterroles", "admin")
+        );
+        let i = p("GET", "/api/v1/nodes", None);
+        assert_eq!((i.resource.as_str(), i.namespace.as_str()), ("nodes", ""));
+    }
+
+    #[test]
+    fn discovery_and_other_paths_are_non_resource() {
+        for path in [
+            "/api",
+            "/api/v1",
+            "/apis",
+            "/apis/rbac.authorization.k8s.io",
+            "/apis/rbac.authorization.k8s.io/v1",
+            "/healthz",
+            "/openid/v1/jwks",
+            "/",
+        ] {
+            let i = p("GET", path, None);
+            assert!(!i.is_resource_request, "{path}");
+            assert_eq!(i.verb, "get");
+        }
+    }
+
+    #[test]
+    fn hostile_names_are_refused() {
+        assert!(matches!(
+            parse("GET", "/api/v1/namespaces/demo/secrets/..", None),
+            Err(PathError::InvalidName(_))
+        ));
+        assert!(matches!(
+            parse("GET", "/api/v1/namespaces/demo/secrets/a%2Fb", None),
+            Err(PathError::InvalidName(_))
+        ));
+        assert!(matches!(
+            parse("GET", "/api/v1/namespaces//secrets", None),
+            Err(PathError::EmptySegment)
+        ));
+        assert!(matches!(
+            parse("GET", "/api/v1/namespaces/%ff/secrets", None),
+            Err(PathError::NotUtf8)
+        ));
+    }
+}

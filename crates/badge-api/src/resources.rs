@@ -1,0 +1,506 @@
+//! The resource table: every kind badge serves, with what routing, discovery, storage and
+//! RBAC need to know about it. One row per resource; nothing else hard-codes a resource.
+
+use schemars::{JsonSchema, Schema, SchemaGenerator};
+
+/// How a resource is kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Storage {
+    /// Objects stored under `/registry/<plural>/...` (or `storage_prefix`).
+    Stored,
+    /// Create-only requests answered and never stored (reviews).
+    Virtual,
+}
+
+/// A subresource (`serviceaccounts/token`).
+#[derive(Debug)]
+pub struct Subresource {
+    pub name: &'static str,
+    pub group: &'static str,
+    pub version: &'static str,
+    pub kind: &'static str,
+    pub verbs: &'static [&'static str],
+    pub schema: fn(&mut SchemaGenerator) -> Schema,
+    pub roundtrip: fn(serde_json::Value) -> Result<serde_json::Value, String>,
+}
+
+/// One resource type.
+#[derive(Debug)]
+pub struct Resource {
+    pub group: &'static str,
+    pub version: &'static str,
+    pub kind: &'static str,
+    pub plural: &'static str,
+    pub singular: &'static str,
+    pub namespaced: bool,
+    pub verbs: &'static [&'static str],
+    pub short_names: &'static [&'static str],
+    pub categories: &'static [&'static str],
+    pub subresources: &'static [Subresource],
+    pub storage: Storage,
+    /// The `$ref` schema of the kind, for OpenAPI.
+    pub schema: fn(&mut SchemaGenerator) -> Schema,
+    /// Decodes a body into the real type and back: wrong types fail here, and fields the
+    /// type does not know are missing from the result (see [`crate::decode`]).
+    pub roundtrip: fn(serde_json::Value) -> Result<serde_json::Value, String>,
+}
+
+impl Resource {
+    /// `group/version`, or `v1` for the core group.
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.to_string()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+
+    pub fn list_kind(&self) -> String {
+        format!("{}List", self.kind)
+    }
+
+    pub fn group_resource(&self) -> crate::status::GroupResource<'static> {
+        crate::status::GroupResource {
+            group: self.group,
+            resource: self.plural,
+        }
+    }
+
+    /// The store key prefix of all objects of this resource (ends in `/`).
+    pub fn key_prefix(&self) -> String {
+        format!("/registry/{}/", self.storage_name())
+    }
+
+    /// The store key prefix of the objects in one namespace.
+    pub fn namespace_prefix(&self, namespace: &str) -> String {
+        format!("/registry/{}/{}/", self.storage_name(), namespace)
+    }
+
+    /// The store key of one object (`/registry/<resource>/<namespace>/<name>`).
+    pub fn key(&self, namespace: &str, name: &str) -> String {
+        if self.namespaced {
+            format!("/registry/{}/{}/{}", self.storage_name(), namespace, name)
+        } else {
+            format!("/registry/{}/{}", self.storage_name(), name)
+        }
+    }
+
+    /// Upstream keeps a few resources under other names (`clusterroles` as is; the RBAC
+    /// and coordination groups keep their plural); core resources use the plural.
+    fn storage_name(&self) -> &'static str {
+        match self.plural {
+            "nodes" => "minions",
+            "leases" => "leases",
+            other => other,
+        }
+    }
+
+    pub fn allows(&self, verb: &str) -> bool {
+        self.verbs.contains(&verb)
+    }
+
+    pub fn subresource(&self, name: &str) -> Option<&'static Subresource> {
+        self.subresources.iter().find(|s| s.name == name)
+    }
+}
+
+/// The verbs of a stored, fully managed resource.
+pub const STORED_VERBS: &[&str] = &[
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
+/// Namespaces cannot be deletecollection'ed upstream.
+const NAMESPACE_VERBS: &[&str] = &["create", "delete", "get", "list", "patch", "update", "watch"];
+const CREATE_ONLY: &[&str] = &["create"];
+
+fn roundtrip_of<T: serde::de::DeserializeOwned + serde::Serialize>(
+    value: serde_json::Value,
+) -> Result<serde_json::Value, String> {
+    let typed: T = serde_json::from_value(value).map_err(|e| e.to_string())?;
+    serde_json::to_value(&typed).map_err(|e| e.to_string())
+}
+
+fn schema_of<T: JsonSchema>(generator: &mut SchemaGenerator) -> Schema {
+    generator.subschema_for::<T>()
+}
+
+use k8s_openapi::api::{
+    authentication::v1 as authn, authorization::v1 as authz, coordination::v1 as coord, core::v1 as core,
+    rbac::v1 as rbac,
+};
+
+macro_rules! resource {
+    ($group:expr, $version:expr, $kind:literal, $ty:ty, $plural:literal, $singular:literal, $namespaced:expr, $verbs:expr, $short:expr, $subs:expr, stored) => {
+        Resource {
+            group: $group,
+            version: $version,
+            kind: $kind,
+            plural: $plural,
+            singular: $singular,
+            namespaced: $namespaced,
+            verbs: $verbs,
+            short_names: $short,
+            categories: &[],
+            subresources: $subs,
+            storage: Storage::Stored,
+            schema: schema_of::<$ty>,
+            roundtrip: roundtrip_of::<$ty>,
+        }
+    };
+    ($group:expr, $version:expr, $kind:literal, $ty:ty, $plural:literal, $singular:literal, $namespaced:expr, virtual) => {
+        Resource {
+            group: $group,
+            version: $version,
+            kind: $kind,
+            plural: $plural,
+            singular: $singular,
+            namespaced: $namespaced,
+            verbs: CREATE_ONLY,
+            short_names: &[],
+            categories: &[],
+            subresources: &[],
+            storage: Storage::Virtual,
+            schema: schema_of::<$ty>,
+            roundtrip: roundtrip_of::<$ty>,
+        }
+    };
+}
+
+const RBAC: &str = "rbac.authorization.k8s.io";
+const AUTHN: &str = "authentication.k8s.io";
+const AUTHZ: &str = "authorization.k8s.io";
+const COORD: &str = "coordination.k8s.io";
+
+const SERVICEACCOUNT_SUBRESOURCES: &[Subresource] = &[Subresource {
+    name: "token",
+    group: AUTHN,
+    version: "v1",
+    kind: "TokenRequest",
+    verbs: CREATE_ONLY,
+    schema: schema_of::<authn::TokenRequest>,
+    roundtrip: roundtrip_of::<authn::TokenRequest>,
+}];
+
+const NAMESPACE_SUBRESOURCES: &[Subresource] = &[
+    Subresource {
+        name: "finalize",
+        group: "",
+        version: "v1",
+        kind: "Namespace",
+        verbs: &["update"],
+        schema: schema_of::<core::Namespace>,
+        roundtrip: roundtrip_of::<core::Namespace>,
+    },
+    Subresource {
+        name: "status",
+        group: "",
+        version: "v1",
+        kind: "Namespace",
+        verbs: &["get", "patch", "update"],
+        schema: schema_of::<core::Namespace>,
+        roundtrip: roundtrip_of::<core::Namespace>,
+    },
+];
+
+const POD_SUBRESOURCES: &[Subresource] = &[Subresource {
+    name: "status",
+    group: "",
+    version: "v1",
+    kind: "Pod",
+    verbs: &["get", "patch", "update"],
+    schema: schema_of::<core::Pod>,
+    roundtrip: roundtrip_of::<core::Pod>,
+}];
+
+/// Every resource badge serves, in discovery order.
+pub static RESOURCES: &[Resource] = &[
+    resource!(
+        "",
+        "v1",
+        "ConfigMap",
+        core::ConfigMap,
+        "configmaps",
+        "configmap",
+        true,
+        STORED_VERBS,
+        &["cm"],
+        &[],
+        stored
+    ),
+    resource!(
+        "",
+        "v1",
+        "Event",
+        core::Event,
+        "events",
+        "event",
+        true,
+        STORED_VERBS,
+        &["ev"],
+        &[],
+        stored
+    ),
+    resource!(
+        "",
+        "v1",
+        "Namespace",
+        core::Namespace,
+        "namespaces",
+        "namespace",
+        false,
+        NAMESPACE_VERBS,
+        &["ns"],
+        NAMESPACE_SUBRESOURCES,
+        stored
+    ),
+    resource!(
+        "",
+        "v1",
+        "Node",
+        core::Node,
+        "nodes",
+        "node",
+        false,
+        STORED_VERBS,
+        &["no"],
+        &[],
+        stored
+    ),
+    resource!(
+        "",
+        "v1",
+        "Pod",
+        core::Pod,
+        "pods",
+        "pod",
+        true,
+        STORED_VERBS,
+        &["po"],
+        POD_SUBRESOURCES,
+        stored
+    ),
+    resource!(
+        "",
+        "v1",
+        "Secret",
+        core::Secret,
+        "secrets",
+        "secret",
+        true,
+        STORED_VERBS,
+        &[],
+        &[],
+        stored
+    ),
+    resource!(
+        "",
+        "v1",
+        "ServiceAccount",
+        core::ServiceAccount,
+        "serviceaccounts",
+        "serviceaccount",
+        true,
+        STORED_VERBS,
+        &["sa"],
+        SERVICEACCOUNT_SUBRESOURCES,
+        stored
+    ),
+    resource!(
+        AUTHN,
+        "v1",
+        "SelfSubjectReview",
+        authn::SelfSubjectReview,
+        "selfsubjectreviews",
+        "selfsubjectreview",
+        false,
+        virtual
+    ),
+    resource!(
+        AUTHN,
+        "v1",
+        "TokenReview",
+        authn::TokenReview,
+        "tokenreviews",
+        "tokenreview",
+        false,
+        virtual
+    ),
+    resource!(
+        AUTHZ,
+        "v1",
+        "LocalSubjectAccessReview",
+        authz::LocalSubjectAccessReview,
+        "localsubjectaccessreviews",
+        "localsubjectaccessreview",
+        true,
+        virtual
+    ),
+    resource!(
+        AUTHZ,
+        "v1",
+        "SelfSubjectAccessReview",
+        authz::SelfSubjectAccessReview,
+        "selfsubjectaccessreviews",
+        "selfsubjectaccessreview",
+        false,
+        virtual
+    ),
+    resource!(
+        AUTHZ,
+        "v1",
+        "SelfSubjectRulesReview",
+        authz::SelfSubjectRulesReview,
+        "selfsubjectrulesreviews",
+        "selfsubjectrulesreview",
+        false,
+        virtual
+    ),
+    resource!(
+        AUTHZ,
+        "v1",
+        "SubjectAccessReview",
+        authz::SubjectAccessReview,
+        "subjectaccessreviews",
+        "subjectaccessreview",
+        false,
+        virtual
+    ),
+    resource!(
+        COORD,
+        "v1",
+        "Lease",
+        coord::Lease,
+        "leases",
+        "lease",
+        true,
+        STORED_VERBS,
+        &[],
+        &[],
+        stored
+    ),
+    resource!(
+        RBAC,
+        "v1",
+        "ClusterRoleBinding",
+        rbac::ClusterRoleBinding,
+        "clusterrolebindings",
+        "clusterrolebinding",
+        false,
+        STORED_VERBS,
+        &[],
+        &[],
+        stored
+    ),
+    resource!(
+        RBAC,
+        "v1",
+        "ClusterRole",
+        rbac::ClusterRole,
+        "clusterroles",
+        "clusterrole",
+        false,
+        STORED_VERBS,
+        &[],
+        &[],
+        stored
+    ),
+    resource!(
+        RBAC,
+        "v1",
+        "RoleBinding",
+        rbac::RoleBinding,
+        "rolebindings",
+        "rolebinding",
+        true,
+        STORED_VERBS,
+        &[],
+        &[],
+        stored
+    ),
+    resource!(
+        RBAC,
+        "v1",
+        "Role",
+        rbac::Role,
+        "roles",
+        "role",
+        true,
+        STORED_VERBS,
+        &[],
+        &[],
+        stored
+    ),
+];
+
+/// The API groups badge serves, in discovery order (the core group is "").
+pub const GROUPS: &[&str] = &["", AUTHN, AUTHZ, COORD, RBAC];
+
+/// The resource a group, version and plural name.
+pub fn lookup(group: &str, version: &str, plural: &str) -> Option<&'static Resource> {
+    RESOURCES
+        .iter()
+        .find(|r| r.group == group && r.version == version && r.plural == plural)
+}
+
+/// The resource of a kind in a group (any version).
+pub fn by_kind(group: &str, kind: &str) -> Option<&'static Resource> {
+    RESOURCES.iter().find(|r| r.group == group && r.kind == kind)
+}
+
+/// Whether a group and version is served.
+pub fn serves_version(group: &str, version: &str) -> bool {
+    RESOURCES.iter().any(|r| r.group == group && r.version == version)
+}
+
+/// The versions served for a group, preferred first.
+pub fn versions_of(group: &str) -> Vec<&'static str> {
+    let mut versions: Vec<&'static str> = Vec::new();
+    for r in RESOURCES.iter().filter(|r| r.group == group) {
+        if !versions.contains(&r.version) {
+            versions.push(r.version);
+        }
+    }
+    versions
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_follow_upstream_layout() {
+        let sa = lookup("", "v1", "serviceaccounts").map(|r| r.key("demo", "x"));
+        assert_eq!(sa.as_deref(), Some("/registry/serviceaccounts/demo/x"));
+        let ns = lookup("", "v1", "namespaces").map(|r| r.key("", "demo"));
+        assert_eq!(ns.as_deref(), Some("/registry/namespaces/demo"));
+        let node = lookup("", "v1", "nodes").map(|r| r.key("", "n1"));
+        assert_eq!(node.as_deref(), Some("/registry/minions/n1"));
+    }
+
+    #[test]
+    fn every_resource_is_unique_and_has_a_known_group() {
+        for (i, a) in RESOURCES.iter().enumerate() {
+            assert!(GROUPS.contains(&a.group), "{} has an unlisted group", a.plural);
+            for b in &RESOURCES[i + 1..] {
+                assert!(
+                    !(a.group == b.group && a.plural == b.plural),
+                    "{} twice",
+                    a.plural
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn token_is_a_subresource_of_serviceaccounts() {
+        let sa = lookup("", "v1", "serviceaccounts");
+        let token = sa.and_then(|r| r.subresource("token"));
+        assert_eq!(token.map(|t| t.kind), Some("TokenRequest"));
+    }
+}

@@ -1,0 +1,282 @@
+//! The request path: parse → authenticate → authorize → route, with every failure turned
+//! into a `Status` here (upstream's `DefaultBuildHandlerChain`).
+
+use std::sync::Arc;
+
+use badge_api::request_info::{self, PathError, RequestInfo};
+use badge_api::status::MAX_REQUEST_BODY_BYTES;
+use badge_api::{Status, resources};
+use badge_auth::{Attributes, Decision, UserInfo, authorizer::forbidden_message};
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Limited};
+
+use crate::params::Query;
+use crate::response::{self, Body};
+use crate::rest::Call;
+use crate::{ApiServer, discovery};
+
+/// The kube-apiserver version badge presents itself as.
+pub const KUBERNETES_VERSION: &str = "v1.35.0";
+
+/// Who the connection's client certificate says the caller is, when it presented one.
+#[derive(Clone, Debug, Default)]
+pub struct PeerIdentity(pub Option<UserInfo>);
+
+impl ApiServer {
+    /// Handles one request.
+    pub async fn handle<B>(self: Arc<Self>, request: Request<B>, peer: Arc<PeerIdentity>) -> Response<Body>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        match self.serve(request, &peer).await {
+            Ok(response) => response,
+            Err(status) => response::status(&status),
+        }
+    }
+
+    async fn serve<B>(&self, request: Request<B>, peer: &PeerIdentity) -> Result<Response<Body>, Status>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let method = request.method().clone();
+        let uri = request.uri().clone();
+        let info = request_info::parse(method.as_str(), uri.path(), uri.query()).map_err(|e| match e {
+            PathError::InvalidName(_) => Status::bad_request(e.to_string()),
+            _ => Status::path_not_found(),
+        })?;
+        let user = self.authenticate(&request, peer)?;
+        self.authorize(&user, &info)?;
+
+        let header = |name: header::HeaderName| {
+            request
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string()
+        };
+        let accept = header(header::ACCEPT);
+        let content_type = header(header::CONTENT_TYPE);
+        let query = Query::parse(uri.query());
+
+        if !info.is_resource_request {
+            return self.non_resource(&method, &info, &accept);
+        }
+        let resource = resources::lookup(&info.api_group, &info.api_version, &info.resource)
+            .ok_or_else(Status::path_not_found)?;
+        // A namespaced path to a cluster-scoped kind names nothing (CVE-2019-11247).
+        if !resource.namespaced && !info.namespace.is_empty() && resource.plural != "namespaces" {
+            return Err(Status::path_not_found());
+        }
+        let body = read_body(request.into_body()).await?;
+        let call = Call {
+            info: &info,
+            resource,
+            query,
+            accept,
+            content_type,
+            body,
+        };
+
+        if !info.subresource.is_empty() {
+            let sub = resource
+                .subresource(&info.subresource)
+                .ok_or_else(Status::path_not_found)?;
+            if !sub.verbs.contains(&info.verb.as_str()) {
+                return Err(Status::method_not_supported(
+                    resource.group_resource(),
+                    &info.verb,
+                ));
+            }
+            return match (resource.plural, sub.name, info.verb.as_str()) {
+                ("namespaces", "finalize", "update") | (_, "status", "update") => self.update(&call).await,
+                (_, "status", "get") => self.get(&call).await,
+                (_, "status", "patch") => self.patch(&call).await,
+                _ => Err(Status::path_not_found()),
+            };
+        }
+        if !resource.allows(&info.verb) {
+            return Err(Status::method_not_supported(
+                resource.group_resource(),
+                &info.verb,
+            ));
+        }
+        if resource.storage == resources::Storage::Virtual {
+            return Err(Status::path_not_found());
+        }
+        let named = !info.name.is_empty();
+        match info.verb.as_str() {
+            "create" | "list" | "watch" | "deletecollection" => {}
+            _ if !named => return Err(Status::method_not_allowed()),
+            _ => {}
+        }
+        match info.verb.as_str() {
+            "get" => self.get(&call).await,
+            "list" => self.list(&call).await,
+            "watch" => self.watch(&call).await,
+            "create" => {
+                if !info.name.is_empty() {
+                    return Err(Status::method_not_allowed());
+                }
+                self.create(&call).await
+            }
+            "update" => self.update(&call).await,
+            "patch" => self.patch(&call).await,
+            "delete" => self.delete(&call).await,
+            "deletecollection" => self.delete_collection(&call).await,
+            _ => Err(Status::method_not_allowed()),
+        }
+    }
+
+    fn authenticate<B>(&self, request: &Request<B>, peer: &PeerIdentity) -> Result<UserInfo, Status> {
+        if request.headers().contains_key(header::AUTHORIZATION) {
+            // No bearer authenticator accepts it: a credential that fails is 401, never
+            // a fall back to anonymous.
+            return Err(Status::unauthorized());
+        }
+        if let Some(user) = &peer.0 {
+            return Ok(user.clone());
+        }
+        if self.anonymous_auth {
+            Ok(UserInfo::anonymous())
+        } else {
+            Err(Status::unauthorized())
+        }
+    }
+
+    fn authorize(&self, user: &UserInfo, info: &RequestInfo) -> Result<(), Status> {
+        let attributes = Attributes {
+            user: user.clone(),
+            verb: info.verb.clone(),
+            is_resource_request: info.is_resource_request,
+            namespace: info.namespace.clone(),
+            api_group: info.api_group.clone(),
+            api_version: info.api_version.clone(),
+            resource: info.resource.clone(),
+            subresource: info.subresource.clone(),
+            name: info.name.clone(),
+            path: info.path.clone(),
+        };
+        match self.authorizer.authorize(&attributes) {
+            Decision::Allow => Ok(()),
+            Decision::Deny(reason) | Decision::NoOpinion(reason) => {
+                let mut message = forbidden_message(&attributes);
+                if !reason.is_empty() {
+                    message.push_str(": ");
+                    message.push_str(&reason);
+                }
+                if info.is_resource_request {
+                    let resource = if info.subresource.is_empty() {
+                        info.resource.clone()
+                    } else {
+                        format!("{}/{}", info.resource, info.subresource)
+                    };
+                    let gr = badge_api::GroupResource {
+                        group: &info.api_group,
+                        resource: &resource,
+                    };
+                    Err(Status::forbidden(gr, &info.name, &message))
+                } else {
+                    Err(Status::forbidden_path(&message))
+                }
+            }
+        }
+    }
+
+    fn non_resource(
+        &self,
+        method: &Method,
+        info: &RequestInfo,
+        accept: &str,
+    ) -> Result<Response<Body>, Status> {
+        if method != Method::GET && method != Method::HEAD {
+            return Err(Status::method_not_allowed());
+        }
+        let path = info.path.trim_end_matches('/');
+        let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        match parts.as_slice() {
+            ["healthz"] | ["livez"] | ["readyz"] => Ok(response::text(StatusCode::OK, "ok")),
+            ["version"] => Ok(response::json(StatusCode::OK, &version_info())),
+            ["api"] | ["apis"] => {
+                let core = parts[0] == "api";
+                if let Some(v) = discovery::aggregated_version(accept) {
+                    let doc = discovery::aggregated(core, v);
+                    let bytes = serde_json::to_vec(&doc).map_err(|e| Status::internal(e.to_string()))?;
+                    return Ok(response::json_bytes(
+                        StatusCode::OK,
+                        &discovery::aggregated_content_type(v),
+                        bytes,
+                    ));
+                }
+                let doc = if core {
+                    discovery::api_versions()
+                } else {
+                    discovery::api_group_list()
+                };
+                Ok(response::json(StatusCode::OK, &doc))
+            }
+            ["api", version] => discovery::api_resource_list("", version)
+                .map(|d| response::json(StatusCode::OK, &d))
+                .ok_or_else(Status::path_not_found),
+            ["apis", group] => discovery::api_group(group)
+                .map(|d| response::json(StatusCode::OK, &d))
+                .ok_or_else(Status::path_not_found),
+            ["apis", group, version] => discovery::api_resource_list(group, version)
+                .map(|d| response::json(StatusCode::OK, &d))
+                .ok_or_else(Status::path_not_found),
+            ["openapi", "v3"] => Ok(openapi_response(badge_api::openapi::index_bytes())),
+            ["openapi", "v3", rest @ ..] => badge_api::openapi::document_bytes(&rest.join("/"))
+                .map(openapi_response)
+                .ok_or_else(Status::path_not_found),
+            _ => Err(Status::path_not_found()),
+        }
+    }
+}
+
+fn openapi_response(bytes: &'static [u8]) -> Response<Body> {
+    let mut response = response::json_bytes(StatusCode::OK, "application/json", bytes.to_vec());
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-cache, private"),
+    );
+    response
+}
+
+/// `/version`, as upstream's `version.Info`.
+pub fn version_info() -> serde_json::Value {
+    serde_json::json!({
+        "major": "1",
+        "minor": "35",
+        "emulationMajor": "1",
+        "emulationMinor": "35",
+        "minCompatibilityMajor": "1",
+        "minCompatibilityMinor": "34",
+        "gitVersion": KUBERNETES_VERSION,
+        "gitCommit": "badge",
+        "gitTreeState": "clean",
+        "buildDate": "2026-01-01T00:00:00Z",
+        "goVersion": "rust",
+        "compiler": "rustc",
+        "platform": format!("{}/{}", std::env::consts::OS, if cfg!(target_arch = "x86_64") { "amd64" } else { std::env::consts::ARCH }),
+    })
+}
+
+/// Reads a request body, refusing more than upstream's 3 MiB.
+async fn read_body<B>(body: B) -> Result<Bytes, Status>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    match Limited::new(body, MAX_REQUEST_BODY_BYTES).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+            Err(Status::request_entity_too_large(MAX_REQUEST_BODY_BYTES))
+        }
+        Err(e) => Err(Status::bad_request(format!(
+            "error reading the request body: {e}"
+        ))),
+    }
+}

@@ -1,0 +1,77 @@
+//! Building responses: the one place where every error becomes a `Status`, and where
+//! content types are set.
+
+use std::convert::Infallible;
+
+use badge_api::Status;
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
+
+pub type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+pub const JSON: &str = "application/json";
+pub const TABLE_JSON: &str = "application/json;as=Table;v=v1;g=meta.k8s.io";
+
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).boxed_unsync()
+}
+
+/// A JSON response with the given code.
+pub fn json_bytes(code: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Body> {
+    let mut response = Response::new(full(body));
+    *response.status_mut() = code;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_str(content_type).unwrap_or(HeaderValue::from_static(JSON)),
+    );
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, private"),
+    );
+    response
+}
+
+pub fn json<T: serde::Serialize + ?Sized>(code: StatusCode, value: &T) -> Response<Body> {
+    match serde_json::to_vec(value) {
+        Ok(body) => json_bytes(code, JSON, body),
+        Err(e) => status(&Status::internal(format!("encoding the response: {e}"))),
+    }
+}
+
+/// A `Status` error (or success) response.
+pub fn status(status: &Status) -> Response<Body> {
+    let code = StatusCode::from_u16(status.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = json(code, status);
+    if let Some(retry) = status.details.as_ref().and_then(|d| d.retry_after_seconds)
+        && let Ok(v) = HeaderValue::from_str(&retry.to_string())
+    {
+        response.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    response
+}
+
+/// A plain-text response (health checks).
+pub fn text(code: StatusCode, body: &'static str) -> Response<Body> {
+    let mut response = Response::new(full(body));
+    *response.status_mut() = code;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+        .headers_mut()
+        .insert("X-Content-Type-Options", HeaderValue::from_static("nosniff"));
+    response
+}
+
+/// Adds `Warning: 299 - "text"` headers.
+pub fn add_warnings(response: &mut Response<Body>, warnings: &[String]) {
+    for w in warnings {
+        let escaped = w.replace('\\', "\\\\").replace('"', "\\\"");
+        if let Ok(v) = HeaderValue::from_str(&format!("299 - \"{escaped}\"")) {
+            response.headers_mut().append(header::WARNING, v);
+        }
+    }
+}

@@ -1,0 +1,309 @@
+//! The generic REST handler: one implementation of every verb for every stored resource,
+//! driven by the resource table (`endpoints/handlers` upstream).
+
+use std::sync::Arc;
+
+use badge_api::decode::{self, FieldValidation, MediaType};
+use badge_api::patch::{self, PatchType};
+use badge_api::request_info::RequestInfo;
+use badge_api::resources::Resource;
+use badge_api::selectors::{FieldSelector, LabelSelector};
+use badge_api::{Status, meta};
+use badge_registry::{DeleteOptions, DeleteOutcome, Filter, WriteOptions};
+use bytes::Bytes;
+use http::{Response, StatusCode};
+use serde_json::{Value, json};
+
+use crate::ApiServer;
+use crate::params::Query;
+use crate::response::{self, Body};
+use crate::table::{self, IncludeObject};
+
+/// What a request handler gets besides the server.
+pub struct Call<'a> {
+    pub info: &'a RequestInfo,
+    pub resource: &'static Resource,
+    pub query: Query,
+    pub accept: String,
+    pub content_type: String,
+    pub body: Bytes,
+}
+
+impl Call<'_> {
+    pub(crate) fn wants_table(&self) -> bool {
+        table::wants_table(&self.accept)
+    }
+
+    fn write_options(&self) -> Result<WriteOptions, Status> {
+        Ok(WriteOptions {
+            dry_run: self.query.dry_run()?,
+        })
+    }
+
+    fn field_validation(&self) -> Result<FieldValidation, Status> {
+        FieldValidation::parse(self.query.get("fieldValidation"))
+    }
+
+    /// Parses the body as an object of `resource`.
+    fn decode_body(&self) -> Result<decode::Decoded, Status> {
+        let media = decode::media_type(&self.content_type)
+            .ok_or_else(|| Status::unsupported_media_type(&self.content_type))?;
+        let (value, duplicates) = decode::parse_body(media, &self.body)?;
+        decode::decode_for(self.resource, value, &duplicates, self.field_validation()?)
+    }
+
+    pub fn filter(&self) -> Result<Filter, Status> {
+        let labels = LabelSelector::parse(self.query.get("labelSelector").unwrap_or(""))
+            .map_err(|e| Status::bad_request(e.to_string()))?;
+        let fields = FieldSelector::parse(self.query.get("fieldSelector").unwrap_or(""))
+            .map_err(|e| Status::bad_request(format!("invalid field selector: {e}")))?;
+        Ok(Filter { labels, fields })
+    }
+}
+
+/// Renders one object: as a one-row Table when asked, else as JSON.
+fn object_response(call: &Call<'_>, code: StatusCode, object: &Value, warnings: &[String]) -> Response<Body> {
+    let mut response = if call.wants_table() {
+        let t = table::table(
+            call.resource.plural,
+            [object],
+            json!({"resourceVersion": meta::resource_version(object)}),
+            true,
+            IncludeObject::parse(call.query.get("includeObject")),
+        );
+        match serde_json::to_vec(&t) {
+            Ok(bytes) => response::json_bytes(code, response::TABLE_JSON, bytes),
+            Err(e) => response::status(&Status::internal(e.to_string())),
+        }
+    } else {
+        response::json(code, object)
+    };
+    response::add_warnings(&mut response, warnings);
+    response
+}
+
+impl ApiServer {
+    pub(crate) async fn get(&self, call: &Call<'_>) -> Result<Response<Body>, Status> {
+        let read = call.query.read_from()?;
+        let object = self
+            .registry
+            .get(call.resource, &call.info.namespace, &call.info.name, read)
+            .await?;
+        Ok(object_response(call, StatusCode::OK, &object, &[]))
+    }
+
+    pub(crate) async fn list(&self, call: &Call<'_>) -> Result<Response<Body>, Status> {
+        let read = call.query.read_from()?;
+        let filter = call.filter()?;
+        let page = self
+            .registry
+            .list(
+                call.resource,
+                &call.info.namespace,
+                &filter,
+                read,
+                call.query.limit()?,
+                call.query.get("continue"),
+            )
+            .await?;
+        let mut list_meta = json!({"resourceVersion": page.revision.to_string()});
+        if let Some(token) = &page.continue_token {
+            list_meta["continue"] = json!(token);
+        }
+        if let Some(remaining) = page.remaining {
+            list_meta["remainingItemCount"] = json!(remaining);
+        }
+        if call.wants_table() {
+            let t = table::table(
+                call.resource.plural,
+                page.items.iter().map(|o| o.as_ref()),
+                list_meta,
+                true,
+                IncludeObject::parse(call.query.get("includeObject")),
+            );
+            let bytes = serde_json::to_vec(&t).map_err(|e| Status::internal(e.to_string()))?;
+            return Ok(response::json_bytes(StatusCode::OK, response::TABLE_JSON, bytes));
+        }
+        let list = json!({
+            "kind": call.resource.list_kind(),
+            "apiVersion": call.resource.api_version(),
+            "metadata": list_meta,
+            "items": page.items.iter().map(|o| o.as_ref()).collect::<Vec<_>>(),
+        });
+        Ok(response::json(StatusCode::OK, &list))
+    }
+
+    pub(crate) async fn create(&self, call: &Call<'_>) -> Result<Response<Body>, Status> {
+        let decoded = call.decode_body()?;
+        let object = self
+            .registry
+            .create(
+                call.resource,
+                &call.info.namespace,
+                decoded.object,
+                &call.write_options()?,
+            )
+            .await?;
+        Ok(object_response(
+            call,
+            StatusCode::CREATED,
+            &object,
+            &decoded.warnings,
+        ))
+    }
+
+    pub(crate) async fn update(&self, call: &Call<'_>) -> Result<Response<Body>, Status> {
+        let decoded = call.decode_body()?;
+        let given = decoded.object;
+        let gr = call.resource.group_resource();
+        let name = call.info.name.clone();
+        let object = self
+            .registry
+            .update(
+                call.resource,
+                &call.info.namespace,
+                &call.info.name,
+                &call.info.subresource,
+                &call.write_options()?,
+                |current| {
+                    let wanted = meta::resource_version(&given);
+                    if !wanted.is_empty() && wanted != meta::resource_version(current) {
+                        return Err(Status::conflict(gr, &name, Status::OPTIMISTIC_LOCK_MESSAGE));
+                    }
+                    Ok(given.clone())
+                },
+            )
+            .await?;
+        Ok(object_response(call, StatusCode::OK, &object, &decoded.warnings))
+    }
+
+    pub(crate) async fn patch(&self, call: &Call<'_>) -> Result<Response<Body>, Status> {
+        let patch_type = PatchType::from_content_type(&call.content_type)
+            .ok_or_else(|| patch::unsupported_patch_type(&call.content_type))?;
+        if patch_type != PatchType::Merge && patch_type != PatchType::StrategicMerge {
+            return Err(patch::unsupported_patch_type(&call.content_type));
+        }
+        let (patch_doc, _) = decode::parse_json(&call.body)
+            .map_err(|e| Status::bad_request(format!("error decoding patch: {e}")))?;
+        if !patch_doc.is_object() {
+            return Err(Status::bad_request("the patch must be a JSON object"));
+        }
+        let validation = call.field_validation()?;
+        let resource = call.resource;
+        let gr = resource.group_resource();
+        let name = call.info.name.clone();
+        let mut warnings = Vec::new();
+        let object = self
+            .registry
+            .update(
+                resource,
+                &call.info.namespace,
+                &call.info.name,
+                &call.info.subresource,
+                &call.write_options()?,
+                |current| {
+                    let mut patched = current.clone();
+                    patch::merge_patch(&mut patched, &patch_doc);
+                    let decoded = decode::decode_for(resource, patched, &[], validation)?;
+                    let wanted = meta::resource_version(&decoded.object);
+                    if !wanted.is_empty() && wanted != meta::resource_version(current) {
+                        return Err(Status::conflict(gr, &name, Status::OPTIMISTIC_LOCK_MESSAGE));
+                    }
+                    warnings = decoded.warnings;
+                    Ok(decoded.object)
+                },
+            )
+            .await?;
+        Ok(object_response(call, StatusCode::OK, &object, &warnings))
+    }
+
+    fn delete_options(call: &Call<'_>) -> Result<DeleteOptions, Status> {
+        let mut options = DeleteOptions {
+            dry_run: call.query.dry_run()?,
+            ..Default::default()
+        };
+        if !call.body.is_empty() {
+            let media = decode::media_type(&call.content_type).unwrap_or(MediaType::Json);
+            let (body, _) = decode::parse_body(media, &call.body)?;
+            if let Some(dry) = body.get("dryRun").and_then(Value::as_array) {
+                for v in dry {
+                    match v.as_str() {
+                        Some("All") => options.dry_run = true,
+                        other => {
+                            return Err(Status::bad_request(format!(
+                                "Invalid dryRun value: {}; supported values: All",
+                                other.unwrap_or("")
+                            )));
+                        }
+                    }
+                }
+            }
+            if let Some(pre) = body.get("preconditions") {
+                options.precondition_uid = pre.get("uid").and_then(Value::as_str).map(String::from);
+                options.precondition_resource_version = pre
+                    .get("resourceVersion")
+                    .and_then(Value::as_str)
+                    .map(String::from);
+            }
+        }
+        Ok(options)
+    }
+
+    pub(crate) async fn delete(&self, call: &Call<'_>) -> Result<Response<Body>, Status> {
+        let options = Self::delete_options(call)?;
+        let outcome = self
+            .registry
+            .delete(call.resource, &call.info.namespace, &call.info.name, &options)
+            .await?;
+        Ok(match outcome {
+            DeleteOutcome::Pending(object) => object_response(call, StatusCode::OK, &object, &[]),
+            DeleteOutcome::Deleted(object) if call.resource.plural == "pods" => {
+                object_response(call, StatusCode::OK, &object, &[])
+            }
+            DeleteOutcome::Deleted(object) => response::status(&Status::success(
+                call.resource.group_resource(),
+                &call.info.name,
+                meta::uid(&object),
+            )),
+        })
+    }
+
+    pub(crate) async fn delete_collection(&self, call: &Call<'_>) -> Result<Response<Body>, Status> {
+        let options = Self::delete_options(call)?;
+        let filter = call.filter()?;
+        let page = self
+            .registry
+            .list(
+                call.resource,
+                &call.info.namespace,
+                &filter,
+                badge_registry::ReadFrom::Latest,
+                0,
+                None,
+            )
+            .await?;
+        let mut deleted = Vec::new();
+        for object in page.items {
+            let ns = meta::namespace(&object).to_string();
+            match self
+                .registry
+                .delete(call.resource, &ns, meta::name(&object), &options)
+                .await
+            {
+                Ok(DeleteOutcome::Deleted(o)) | Ok(DeleteOutcome::Pending(o)) => deleted.push(o),
+                Err(s) if s.is_not_found() => {}
+                Err(s) => return Err(s),
+            }
+        }
+        let list = json!({
+            "kind": call.resource.list_kind(),
+            "apiVersion": call.resource.api_version(),
+            "metadata": {"resourceVersion": self.registry.cache().revision().to_string()},
+            "items": deleted,
+        });
+        Ok(response::json(StatusCode::OK, &list))
+    }
+}
+
+/// The handlers need the registry; re-exported for the server.
+pub type SharedServer = Arc<ApiServer>;

@@ -1,0 +1,424 @@
+//! `meta.k8s.io/v1` Table responses for `kubectl get`, with upstream's columns
+//! (`pkg/printers/internalversion/printers.go`).
+
+use badge_api::meta;
+use serde_json::{Value, json};
+
+struct Column {
+    name: &'static str,
+    kind: &'static str,
+    format: &'static str,
+    description: &'static str,
+    priority: u8,
+}
+
+const fn col(name: &'static str, kind: &'static str, description: &'static str) -> Column {
+    Column {
+        name,
+        kind,
+        format: "",
+        description,
+        priority: 0,
+    }
+}
+
+const fn wide(name: &'static str, kind: &'static str, description: &'static str) -> Column {
+    Column {
+        name,
+        kind,
+        format: "",
+        description,
+        priority: 1,
+    }
+}
+
+const NAME: Column = Column {
+    name: "Name",
+    kind: "string",
+    format: "name",
+    description: "Name must be unique within a namespace. Is required when creating resources, although some resources may allow a client to request the generation of an appropriate name automatically. Name is primarily intended for creation idempotence and configuration definition. Cannot be updated. More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/names#names",
+    priority: 0,
+};
+const AGE: Column = col(
+    "Age",
+    "string",
+    "CreationTimestamp is a timestamp representing the server time when this object was created. It is not guaranteed to be set in happens-before order across separate operations. Clients may not set this value. It is represented in RFC3339 form and is in UTC.\n\nPopulated by the system. Read-only. Null for lists. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#metadata",
+);
+
+fn columns(resource: &str) -> Vec<Column> {
+    match resource {
+        "namespaces" => vec![NAME, col("Status", "string", "The status of the namespace"), AGE],
+        "serviceaccounts" => vec![
+            NAME,
+            col(
+                "Secrets",
+                "integer",
+                "Secrets is a list of the secrets in the same namespace that pods running using this ServiceAccount are allowed to use.",
+            ),
+            AGE,
+        ],
+        "secrets" => vec![
+            NAME,
+            col("Type", "string", "The type of the secret"),
+            col("Data", "string", "The number of data entries in the secret"),
+            AGE,
+        ],
+        "configmaps" => vec![
+            NAME,
+            col("Data", "string", "The number of data entries in the configmap"),
+            AGE,
+        ],
+        "pods" => vec![
+            NAME,
+            col(
+                "Ready",
+                "string",
+                "The aggregate readiness state of this pod for accepting traffic.",
+            ),
+            col(
+                "Status",
+                "string",
+                "The aggregate status of the containers in this pod.",
+            ),
+            col(
+                "Restarts",
+                "string",
+                "The number of times the containers in this pod have been restarted and when the last container in this pod has restarted.",
+            ),
+            AGE,
+            wide("IP", "string", "The IP address assigned to the pod"),
+            wide(
+                "Node",
+                "string",
+                "The name of the node to which the pod is assigned",
+            ),
+            wide(
+                "Nominated Node",
+                "string",
+                "The name of the node that the pod is nominated to run on",
+            ),
+            wide("Readiness Gates", "string", "The readiness gates of the pod"),
+        ],
+        "nodes" => vec![
+            NAME,
+            col("Status", "string", "The status of the node"),
+            col("Roles", "string", "The roles of the node"),
+            AGE,
+            col("Version", "string", "Kubelet Version reported by the node."),
+        ],
+        "events" => vec![
+            col("Last Seen", "string", "Time when this Event was last observed."),
+            col(
+                "Type",
+                "string",
+                "Type of this event (Normal, Warning), new types could be added in the future.",
+            ),
+            col(
+                "Reason",
+                "string",
+                "This should be a short, machine understandable string that gives the reason for the transition into the object's current status.",
+            ),
+            col("Object", "string", "The object that this event is about."),
+            col(
+                "Message",
+                "string",
+                "A human-readable description of the status of this operation.",
+            ),
+        ],
+        "roles" | "clusterroles" => vec![NAME, col("Created At", "date", "")],
+        "rolebindings" | "clusterrolebindings" => vec![
+            NAME,
+            col("Role", "string", "Role of the binding"),
+            AGE,
+            wide("Users", "string", "Users in the binding"),
+            wide("Groups", "string", "Groups in the binding"),
+            wide("ServiceAccounts", "string", "ServiceAccounts in the binding"),
+        ],
+        "leases" => vec![NAME, col("Holder", "string", "Name of the Lease holder"), AGE],
+        _ => vec![NAME, col("Created At", "date", "")],
+    }
+}
+
+fn age(object: &Value, now: jiff::Timestamp) -> String {
+    match meta::parse_time(meta::creation_timestamp(object)) {
+        Some(t) => meta::human_duration(now.as_second() - t.as_second()),
+        None => "<unknown>".into(),
+    }
+}
+
+fn count(object: &Value, field: &str) -> usize {
+    match object.get(field) {
+        Some(Value::Object(m)) => m.len(),
+        Some(Value::Array(a)) => a.len(),
+        _ => 0,
+    }
+}
+
+fn string_at<'a>(object: &'a Value, pointer: &str) -> &'a str {
+    object.pointer(pointer).and_then(Value::as_str).unwrap_or("")
+}
+
+fn or_none(s: String) -> String {
+    if s.is_empty() { "<none>".into() } else { s }
+}
+
+fn subjects_of_kind(object: &Value, kind: &str) -> String {
+    let names: Vec<String> = object
+        .get("subjects")
+        .and_then(Value::as_array)
+        .map(|subjects| {
+            subjects
+                .iter()
+                .filter(|s| s.get("kind").and_then(Value::as_str) == Some(kind))
+                .map(|s| {
+                    let name = s.get("name").and_then(Value::as_str).unwrap_or("");
+                    match (kind, s.get("namespace").and_then(Value::as_str)) {
+                        ("ServiceAccount", Some(ns)) => format!("{ns}/{name}"),
+                        _ => name.to_string(),
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    names.join(", ")
+}
+
+fn cells(resource: &str, object: &Value, now: jiff::Timestamp) -> Vec<Value> {
+    let name = json!(meta::name(object));
+    let age = json!(age(object, now));
+    match resource {
+        "namespaces" => vec![name, json!(string_at(object, "/status/phase")), age],
+        "serviceaccounts" => vec![name, json!(count(object, "secrets")), age],
+        "secrets" => {
+            let kind = string_at(object, "/type");
+            vec![name, json!(kind), json!(count(object, "data")), age]
+        }
+        "configmaps" => vec![
+            name,
+            json!(count(object, "data") + count(object, "binaryData")),
+            age,
+        ],
+        "pods" => {
+            let total = object
+                .pointer("/spec/containers")
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len);
+            let statuses = object
+                .pointer("/status/containerStatuses")
+                .and_then(Value::as_array);
+            let ready = statuses.map_or(0, |s| {
+                s.iter()
+                    .filter(|c| c.get("ready").and_then(Value::as_bool) == Some(true))
+                    .count()
+            });
+            let restarts: i64 = statuses.map_or(0, |s| {
+                s.iter()
+                    .filter_map(|c| c.get("restartCount").and_then(Value::as_i64))
+                    .sum()
+            });
+            let mut phase = string_at(object, "/status/phase").to_string();
+            if meta::deletion_timestamp(object).is_some() {
+                phase = "Terminating".into();
+            }
+            vec![
+                name,
+                json!(format!("{ready}/{total}")),
+                json!(phase),
+                json!(restarts.to_string()),
+                age,
+                json!(or_none(string_at(object, "/status/podIP").to_string())),
+                json!(or_none(string_at(object, "/spec/nodeName").to_string())),
+                json!("<none>"),
+                json!("<none>"),
+            ]
+        }
+        "nodes" => {
+            let ready = object
+                .pointer("/status/conditions")
+                .and_then(Value::as_array)
+                .and_then(|c| {
+                    c.iter()
+                        .find(|c| c.get("type").and_then(Value::as_str) == Some("Ready"))
+                })
+                .and_then(|c| c.get("status").and_then(Value::as_str))
+                .map_or("Unknown", |s| if s == "True" { "Ready" } else { "NotReady" });
+            vec![
+                name,
+                json!(ready),
+                json!("<none>"),
+                age,
+                json!(string_at(object, "/status/nodeInfo/kubeletVersion")),
+            ]
+        }
+        "events" => {
+            let last = ["/lastTimestamp", "/eventTime", "/metadata/creationTimestamp"]
+                .iter()
+                .find_map(|p| {
+                    object
+                        .pointer(p)
+                        .and_then(Value::as_str)
+                        .and_then(meta::parse_time)
+                })
+                .map_or("<unknown>".to_string(), |t| {
+                    meta::human_duration(now.as_second() - t.as_second())
+                });
+            let kind = string_at(object, "/involvedObject/kind").to_ascii_lowercase();
+            let target = format!("{kind}/{}", string_at(object, "/involvedObject/name"));
+            vec![
+                json!(last),
+                json!(string_at(object, "/type")),
+                json!(string_at(object, "/reason")),
+                json!(target),
+                json!(string_at(object, "/message").trim()),
+            ]
+        }
+        "roles" | "clusterroles" => vec![name, json!(meta::creation_timestamp(object))],
+        "rolebindings" | "clusterrolebindings" => {
+            let role = format!(
+                "{}/{}",
+                string_at(object, "/roleRef/kind"),
+                string_at(object, "/roleRef/name")
+            );
+            vec![
+                name,
+                json!(role),
+                age,
+                json!(subjects_of_kind(object, "User")),
+                json!(subjects_of_kind(object, "Group")),
+                json!(subjects_of_kind(object, "ServiceAccount")),
+            ]
+        }
+        "leases" => vec![
+            name,
+            json!(or_none(string_at(object, "/spec/holderIdentity").to_string())),
+            age,
+        ],
+        _ => vec![name, json!(meta::creation_timestamp(object))],
+    }
+}
+
+/// The `PartialObjectMetadata` a row carries.
+fn row_object(object: &Value) -> Value {
+    json!({
+        "kind": "PartialObjectMetadata",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": object.get("metadata").cloned().unwrap_or_else(|| json!({})),
+    })
+}
+
+/// How much of each object a row carries (`includeObject`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IncludeObject {
+    None,
+    Metadata,
+    Object,
+}
+
+impl IncludeObject {
+    pub fn parse(value: Option<&str>) -> IncludeObject {
+        match value {
+            Some("None") => IncludeObject::None,
+            Some("Object") => IncludeObject::Object,
+            _ => IncludeObject::Metadata,
+        }
+    }
+}
+
+fn row(resource: &str, object: &Value, now: jiff::Timestamp, include: IncludeObject) -> Value {
+    let mut row = json!({"cells": cells(resource, object, now)});
+    match include {
+        IncludeObject::None => {}
+        IncludeObject::Metadata => row["object"] = row_object(object),
+        IncludeObject::Object => row["object"] = object.clone(),
+    }
+    row
+}
+
+fn column_definitions(resource: &str) -> Vec<Value> {
+    columns(resource)
+        .iter()
+        .map(|c| json!({"name": c.name, "type": c.kind, "format": c.format, "description": c.description, "priority": c.priority}))
+        .collect()
+}
+
+/// A Table of objects. `with_columns` is false for watch events after the first.
+pub fn table<'a>(
+    resource: &str,
+    objects: impl IntoIterator<Item = &'a Value>,
+    list_meta: Value,
+    with_columns: bool,
+    include: IncludeObject,
+) -> Value {
+    let now = jiff::Timestamp::now();
+    let rows: Vec<Value> = objects
+        .into_iter()
+        .map(|o| row(resource, o, now, include))
+        .collect();
+    let mut table = json!({
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": list_meta,
+        "rows": rows,
+    });
+    if with_columns {
+        table["columnDefinitions"] = json!(column_definitions(resource));
+    } else {
+        table["columnDefinitions"] = Value::Null;
+    }
+    table
+}
+
+/// Whether the Accept header asks for a Table.
+pub fn wants_table(accept: &str) -> bool {
+    accept.split(',').any(|part| {
+        let params: Vec<&str> = part.split(';').map(str::trim).collect();
+        params.contains(&"as=Table")
+            && params.contains(&"g=meta.k8s.io")
+            && (params.contains(&"v=v1") || params.contains(&"v=v1beta1"))
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serviceaccount_columns() {
+        let sa = json!({"metadata":{"name":"sa","creationTimestamp":"2020-01-01T00:00:00Z"},"secrets":[{"name":"a"}]});
+        let t = table(
+            "serviceaccounts",
+            [&sa],
+            json!({"resourceVersion":"5"}),
+            true,
+            IncludeObject::Metadata,
+        );
+        let names: Vec<&str> = t["columnDefinitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, vec!["Name", "Secrets", "Age"]);
+        assert_eq!(t["rows"][0]["cells"][0], "sa");
+        assert_eq!(t["rows"][0]["cells"][1], 1);
+        assert_eq!(t["rows"][0]["object"]["kind"], "PartialObjectMetadata");
+    }
+
+    #[test]
+    fn secret_columns() {
+        let s = json!({"metadata":{"name":"s"},"type":"Opaque","data":{"a":"eA==","b":"eQ=="}});
+        let t = table("secrets", [&s], json!({}), true, IncludeObject::None);
+        assert_eq!(t["rows"][0]["cells"][1], "Opaque");
+        assert_eq!(t["rows"][0]["cells"][2], 2);
+        assert!(t["rows"][0].get("object").is_none());
+    }
+
+    #[test]
+    fn table_accept() {
+        assert!(wants_table(
+            "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"
+        ));
+        assert!(!wants_table("application/json"));
+    }
+}

@@ -1,0 +1,258 @@
+//! Watch: a chunked stream of newline-delimited JSON events from the watch cache, filtered
+//! by namespace and selectors, with bookmarks, timeouts and 410 for a resourceVersion
+//! that left the history (`endpoints/handlers/watch.go`, `storage/cacher`).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use badge_api::{Status, meta};
+use badge_registry::{CacheEvent, EventType, Filter};
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+use serde_json::{Value, json};
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::ApiServer;
+use crate::response::{self, Body};
+use crate::rest::Call;
+use crate::table::{self, IncludeObject};
+
+/// How often a quiet watch gets a bookmark when it asked for them.
+const BOOKMARK_INTERVAL: Duration = Duration::from_secs(10);
+/// The longest watch when the client sets no timeout (upstream: 30 to 60 minutes).
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);
+
+struct Encoder {
+    resource: &'static badge_api::Resource,
+    table: bool,
+    include: IncludeObject,
+    sent_columns: bool,
+}
+
+impl Encoder {
+    fn event(&mut self, kind: &str, object: &Value) -> Bytes {
+        let object = if self.table {
+            let t = table::table(
+                self.resource.plural,
+                [object],
+                json!({"resourceVersion": meta::resource_version(object)}),
+                !self.sent_columns,
+                self.include,
+            );
+            self.sent_columns = true;
+            t
+        } else {
+            object.clone()
+        };
+        let mut line = serde_json::to_vec(&json!({"type": kind, "object": object})).unwrap_or_default();
+        line.push(b'\n');
+        Bytes::from(line)
+    }
+
+    fn bookmark(&self, revision: i64) -> Bytes {
+        let object = json!({
+            "kind": self.resource.kind,
+            "apiVersion": self.resource.api_version(),
+            "metadata": {"resourceVersion": revision.to_string(), "creationTimestamp": null},
+        });
+        let mut line = serde_json::to_vec(&json!({"type": "BOOKMARK", "object": object})).unwrap_or_default();
+        line.push(b'\n');
+        Bytes::from(line)
+    }
+
+    /// The bookmark that ends the initial events of a WatchList.
+    fn initial_events_end(&self, revision: i64) -> Bytes {
+        let object = json!({
+            "kind": self.resource.kind,
+            "apiVersion": self.resource.api_version(),
+            "metadata": {
+                "resourceVersion": revision.to_string(),
+                "creationTimestamp": null,
+                "annotations": {"k8s.io/initial-events-end": "true"},
+            },
+        });
+        let mut line = serde_json::to_vec(&json!({"type": "BOOKMARK", "object": object})).unwrap_or_default();
+        line.push(b'\n');
+        Bytes::from(line)
+    }
+
+    fn error(status: &Status) -> Bytes {
+        let mut line = serde_json::to_vec(&json!({"type": "ERROR", "object": status})).unwrap_or_default();
+        line.push(b'\n');
+        Bytes::from(line)
+    }
+}
+
+/// What a watcher sees of a cache event after filtering (upstream cacher semantics: an
+/// object that stops matching is DELETED for the watcher, one that starts matching ADDED).
+fn visible(
+    event: &CacheEvent,
+    prefix: &str,
+    filter: &Filter,
+    resource: &badge_api::Resource,
+) -> Option<(EventType, Arc<Value>)> {
+    if !event.key.starts_with(prefix) {
+        return None;
+    }
+    let now = filter.matches(resource, &event.object);
+    let before = event.prev.as_ref().is_some_and(|p| filter.matches(resource, p));
+    match event.kind {
+        EventType::Added if now => Some((EventType::Added, event.object.clone())),
+        EventType::Deleted if now => Some((EventType::Deleted, event.object.clone())),
+        EventType::Modified => match (before, now) {
+            (true, true) => Some((EventType::Modified, event.object.clone())),
+            (false, true) => Some((EventType::Added, event.object.clone())),
+            (true, false) => Some((EventType::Deleted, event.object.clone())),
+            (false, false) => None,
+        },
+        _ => None,
+    }
+}
+
+impl ApiServer {
+    pub(crate) async fn watch(&self, call: &Call<'_>) -> Result<Response<Body>, Status> {
+        let resource = call.resource;
+        let filter = call.filter()?;
+        filter.validate(resource)?;
+        let prefix = if resource.namespaced && !call.info.namespace.is_empty() {
+            resource.namespace_prefix(&call.info.namespace)
+        } else if !call.info.name.is_empty() {
+            resource.key(&call.info.namespace, &call.info.name)
+        } else {
+            resource.key_prefix()
+        };
+        // WatchList (`sendInitialEvents=true`): the current state as ADDED events first,
+        // then a bookmark marking their end, whatever the resourceVersion.
+        let send_initial_events = call.query.flag("sendInitialEvents");
+        if send_initial_events && !call.query.flag("allowWatchBookmarks") {
+            return Err(Status::invalid(
+                "meta.k8s.io",
+                "ListOptions",
+                "",
+                &[badge_api::FieldError::forbidden(
+                    "allowWatchBookmarks",
+                    "allowWatchBookmarks required when using sendInitialEvents",
+                )],
+            ));
+        }
+        let rv = call.query.get("resourceVersion").unwrap_or("");
+        let from = match rv {
+            "" => {
+                self.registry.sync().await?;
+                None
+            }
+            "0" => None,
+            v => {
+                let n = v
+                    .parse::<i64>()
+                    .map_err(|_| Status::bad_request(format!("invalid resource version: {v}")))?;
+                if send_initial_events {
+                    if !self.registry.cache().wait_for(n, Duration::from_secs(3)).await {
+                        return Err(Status::timeout(format!(
+                            "Too large resource version: {n}, current: {}",
+                            self.registry.cache().revision()
+                        )));
+                    }
+                    None
+                } else {
+                    Some(n)
+                }
+            }
+        };
+        let timeout = call
+            .query
+            .get("timeoutSeconds")
+            .and_then(|t| t.parse::<u64>().ok())
+            .map_or(DEFAULT_TIMEOUT, Duration::from_secs);
+        let bookmarks = call.query.flag("allowWatchBookmarks");
+        let table = call.wants_table();
+        let mut encoder = Encoder {
+            resource,
+            table,
+            include: IncludeObject::parse(call.query.get("includeObject")),
+            sent_columns: false,
+        };
+        let content_type = if table {
+            response::TABLE_JSON
+        } else {
+            response::JSON
+        };
+
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(64);
+        match self.registry.cache().watch(&prefix, from) {
+            Err(too_old) => {
+                let status = Status::resource_expired(format!(
+                    "too old resource version: {} ({})",
+                    too_old.requested, too_old.oldest
+                ));
+                let _ = tx.try_send(Encoder::error(&status));
+            }
+            Ok(mut cache_watch) => {
+                let mut shutdown = self.shutdown.clone();
+                let mut revisions = self.registry.cache().revisions();
+                tokio::spawn(async move {
+                    let deadline = tokio::time::sleep(timeout);
+                    tokio::pin!(deadline);
+                    let mut last_sent = cache_watch.revision;
+                    for event in cache_watch.initial.drain(..) {
+                        if let Some((kind, object)) = visible(&event, &prefix, &filter, resource)
+                            && tx.send(encoder.event(kind.as_str(), &object)).await.is_err()
+                        {
+                            return;
+                        }
+                        last_sent = last_sent.max(event.revision);
+                    }
+                    if send_initial_events && tx.send(encoder.initial_events_end(last_sent)).await.is_err() {
+                        return;
+                    }
+                    let mut bookmark_timer = tokio::time::interval(BOOKMARK_INTERVAL);
+                    bookmark_timer.tick().await;
+                    loop {
+                        tokio::select! {
+                            received = cache_watch.live.recv() => match received {
+                                Ok(event) => {
+                                    if event.revision <= last_sent && from.is_some() {
+                                        continue;
+                                    }
+                                    last_sent = event.revision;
+                                    if let Some((kind, object)) = visible(&event, &prefix, &filter, resource)
+                                        && tx.send(encoder.event(kind.as_str(), &object)).await.is_err() {
+                                            return;
+                                        }
+                                }
+                                // A watcher that fell behind is ended; the client relists.
+                                Err(RecvError::Lagged(_)) | Err(RecvError::Closed) => return,
+                            },
+                            _ = bookmark_timer.tick(), if bookmarks => {
+                                let revision = *revisions.borrow_and_update();
+                                if tx.send(encoder.bookmark(revision.max(last_sent))).await.is_err() {
+                                    return;
+                                }
+                            }
+                            _ = &mut deadline => return,
+                            _ = shutdown.changed() => return,
+                        }
+                    }
+                });
+            }
+        }
+        let stream = futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv()
+                .await
+                .map(|bytes| (Ok::<_, Infallible>(Frame::data(bytes)), rx))
+        });
+        let mut response = Response::new(BodyExt::boxed_unsync(StreamBody::new(stream)));
+        *response.status_mut() = StatusCode::OK;
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        response.headers_mut().insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-cache, private"),
+        );
+        Ok(response)
+    }
+}

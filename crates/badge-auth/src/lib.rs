@@ -1,0 +1,9 @@
+//! Who is asking, and may they: the user model of `k8s.io/apiserver/pkg/authentication/user`,
+//! authenticators with upstream's three-way answer, and authorizers with
+//! Allow/Deny/NoOpinion, composed in order.
+
+pub mod authorizer;
+pub mod user;
+
+pub use authorizer::{Attributes, Authorizer, Decision};
+pub use user::UserInfo;

@@ -1,0 +1,130 @@
+//! A small controller runtime: cache events are mapped to keys, keys are queued without
+//! duplicates, one worker reconciles them, failures are retried with backoff.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use badge_api::Status;
+use badge_registry::{CacheEvent, Registry};
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+/// What a reconcile asks for next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Done,
+    RequeueAfter(Duration),
+}
+
+type KeysOf = Box<dyn Fn(&CacheEvent) -> Vec<String> + Send + Sync>;
+
+/// A queue of keys fed by the watch cache.
+pub struct Controller {
+    name: &'static str,
+    registry: Arc<Registry>,
+    keys_of: KeysOf,
+    queue: Mutex<(Vec<String>, HashSet<String>)>,
+    wake: Notify,
+}
+
+impl Controller {
+    pub fn new(
+        name: &'static str,
+        registry: Arc<Registry>,
+        keys_of: impl Fn(&CacheEvent) -> Vec<String> + Send + Sync + 'static,
+    ) -> Arc<Controller> {
+        Arc::new(Controller {
+            name,
+            registry,
+            keys_of: Box::new(keys_of),
+            queue: Mutex::new((Vec::new(), HashSet::new())),
+            wake: Notify::new(),
+        })
+    }
+
+    pub fn enqueue(&self, key: String) {
+        let mut queue = self.queue.lock();
+        if queue.1.insert(key.clone()) {
+            queue.0.push(key);
+            drop(queue);
+            self.wake.notify_one();
+        }
+    }
+
+    fn pop(&self) -> Option<String> {
+        let mut queue = self.queue.lock();
+        if queue.0.is_empty() {
+            return None;
+        }
+        let key = queue.0.remove(0);
+        queue.1.remove(&key);
+        Some(key)
+    }
+
+    /// Runs the feeder and the worker.
+    pub fn spawn<F, Fut>(self: Arc<Self>, reconcile: F)
+    where
+        F: Fn(String) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Action, Status>> + Send + 'static,
+    {
+        let feeder = self.clone();
+        tokio::spawn(async move {
+            loop {
+                // A fresh watch from the current state: every object is seen as ADDED first,
+                // which is also the resync after a lagging watch.
+                let Ok(mut watch) = feeder.registry.cache().watch("/registry/", None) else {
+                    continue;
+                };
+                for event in watch.initial.drain(..) {
+                    for key in (feeder.keys_of)(&event) {
+                        feeder.enqueue(key);
+                    }
+                }
+                loop {
+                    match watch.live.recv().await {
+                        Ok(event) => {
+                            for key in (feeder.keys_of)(&event) {
+                                feeder.enqueue(key);
+                            }
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => break,
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    }
+                }
+            }
+        });
+        let worker = self;
+        let reconcile = Arc::new(reconcile);
+        tokio::spawn(async move {
+            let mut failures: std::collections::HashMap<String, u32> = Default::default();
+            loop {
+                let Some(key) = worker.pop() else {
+                    worker.wake.notified().await;
+                    continue;
+                };
+                match reconcile(key.clone()).await {
+                    Ok(Action::Done) => {
+                        failures.remove(&key);
+                    }
+                    Ok(Action::RequeueAfter(delay)) => worker.clone().requeue_after(key, delay),
+                    Err(status) => {
+                        let n = failures.entry(key.clone()).or_insert(0);
+                        *n += 1;
+                        let delay = Duration::from_millis(5u64 << (*n).min(12)).min(Duration::from_secs(30));
+                        tracing::warn!(controller = worker.name, %key, error = %status, "reconcile failed; retrying");
+                        worker.clone().requeue_after(key, delay);
+                    }
+                }
+            }
+        });
+    }
+
+    fn requeue_after(self: Arc<Self>, key: String, delay: Duration) {
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            self.enqueue(key);
+        });
+    }
+}

@@ -1,0 +1,307 @@
+//! The watch cache: every stored object in memory, fed by one store watch, serving gets,
+//! lists and watches. It is never ahead of the store (it only applies what the store
+//! committed, in revision order) and a consistent read waits until it has caught up with
+//! the store's current revision, as kube-apiserver's cacher does.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use badge_store::{EventKind, Revision, Store};
+use futures::StreamExt;
+use parking_lot::RwLock;
+use serde_json::Value;
+use tokio::sync::{broadcast, watch};
+
+/// The kind of a cache event, as a watch reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventType {
+    Added,
+    Modified,
+    Deleted,
+}
+
+impl EventType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Added => "ADDED",
+            EventType::Modified => "MODIFIED",
+            EventType::Deleted => "DELETED",
+        }
+    }
+}
+
+/// One change to one object.
+#[derive(Debug)]
+pub struct CacheEvent {
+    pub kind: EventType,
+    pub key: String,
+    pub revision: Revision,
+    /// The object after the change; for a delete, its last state with the delete's revision.
+    pub object: Arc<Value>,
+    /// The object before the change (None for an add).
+    pub prev: Option<Arc<Value>>,
+}
+
+/// How many past events are kept by default for watches that resume from a resourceVersion.
+pub const DEFAULT_HISTORY: usize = 20_000;
+/// How many live events a slow watcher may fall behind before it is ended.
+const BROADCAST: usize = 8_192;
+
+struct State {
+    revision: Revision,
+    objects: BTreeMap<String, Arc<Value>>,
+    history: VecDeque<Arc<CacheEvent>>,
+    /// Every event with a revision above this is in `history`.
+    history_floor: Revision,
+}
+
+/// A watch that resumes from a revision older than the history holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TooOld {
+    pub requested: Revision,
+    pub oldest: Revision,
+}
+
+/// The start of a cache watch: events to send first, then the live receiver.
+pub struct CacheWatch {
+    pub initial: Vec<Arc<CacheEvent>>,
+    pub live: broadcast::Receiver<Arc<CacheEvent>>,
+    /// The revision the initial events bring the watcher to.
+    pub revision: Revision,
+}
+
+/// The cache.
+pub struct WatchCache {
+    history: usize,
+    state: RwLock<State>,
+    events: broadcast::Sender<Arc<CacheEvent>>,
+    revision: watch::Sender<Revision>,
+}
+
+impl Default for WatchCache {
+    fn default() -> Self {
+        WatchCache::new(DEFAULT_HISTORY)
+    }
+}
+
+impl WatchCache {
+    /// A cache keeping `history` past events (at least one).
+    pub fn new(history: usize) -> WatchCache {
+        let (events, _) = broadcast::channel(BROADCAST);
+        let (revision, _) = watch::channel(0);
+        WatchCache {
+            history: history.max(1),
+            state: RwLock::new(State {
+                revision: 0,
+                objects: BTreeMap::new(),
+                history: VecDeque::new(),
+                history_floor: 0,
+            }),
+            events,
+            revision,
+        }
+    }
+
+    /// The last revision applied.
+    pub fn revision(&self) -> Revision {
+        self.state.read().revision
+    }
+
+    /// One object, and the cache revision it was read at.
+    pub fn get(&self, key: &str) -> (Option<Arc<Value>>, Revision) {
+        let state = self.state.read();
+        (state.objects.get(key).cloned(), state.revision)
+    }
+
+    /// Objects whose key starts with `prefix` and is after `start_after`, in key order.
+    pub fn list(&self, prefix: &str, start_after: Option<&str>) -> (Vec<(String, Arc<Value>)>, Revision) {
+        let state = self.state.read();
+        let start = match start_after {
+            Some(k) if k >= prefix => std::ops::Bound::Excluded(k.to_string()),
+            _ => std::ops::Bound::Included(prefix.to_string()),
+        };
+        let items = state
+            .objects
+            .range((start, std::ops::Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        (items, state.revision)
+    }
+
+    /// Calls `f` for each object under `prefix` without copying the list.
+    pub fn for_each(&self, prefix: &str, mut f: impl FnMut(&str, &Arc<Value>)) -> Revision {
+        let state = self.state.read();
+        for (k, v) in state
+            .objects
+            .range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+        {
+            f(k, v);
+        }
+        state.revision
+    }
+
+    /// Waits until the cache has applied `revision`; false on timeout.
+    pub async fn wait_for(&self, revision: Revision, timeout: Duration) -> bool {
+        let mut rx = self.revision.subscribe();
+        let wait = rx.wait_for(|r| *r >= revision);
+        matches!(tokio::time::timeout(timeout, wait).await, Ok(Ok(_)))
+    }
+
+    /// A receiver of the applied revision, for bookmarks and progress.
+    pub fn revisions(&self) -> watch::Receiver<Revision> {
+        self.revision.subscribe()
+    }
+
+    /// Starts a watch of `prefix`. With `from` None, the initial events are ADDED events for
+    /// the current state; with `Some(rv)`, the recorded events after `rv`.
+    pub fn watch(&self, prefix: &str, from: Option<Revision>) -> Result<CacheWatch, TooOld> {
+        // The read lock is held while subscribing so no event falls between the snapshot
+        // and the live stream: events are published under the write lock.
+        let state = self.state.read();
+        let live = self.events.subscribe();
+        let initial = match from {
+            None => state
+                .objects
+                .range(prefix.to_string()..)
+                .take_while(|(k, _)| k.starts_with(prefix))
+                .map(|(k, v)| {
+                    Arc::new(CacheEvent {
+                        kind: EventType::Added,
+                        key: k.clone(),
+                        revision: state.revision,
+                        object: v.clone(),
+                        prev: None,
+                    })
+                })
+                .collect(),
+            Some(rv) => {
+                if rv < state.history_floor {
+                    return Err(TooOld {
+                        requested: rv,
+                        oldest: state.history_floor + 1,
+                    });
+                }
+                state
+                    .history
+                    .iter()
+                    .filter(|e| e.revision > rv && e.key.starts_with(prefix))
+                    .cloned()
+                    .collect()
+            }
+        };
+        Ok(CacheWatch {
+            initial,
+            live,
+            revision: state.revision,
+        })
+    }
+
+    /// Replaces the whole state with a fresh list at `revision` (start and relist).
+    fn reset(&self, items: Vec<(String, Arc<Value>)>, revision: Revision) {
+        let mut state = self.state.write();
+        state.objects = items.into_iter().collect();
+        state.history.clear();
+        state.history_floor = revision;
+        state.revision = revision;
+        drop(state);
+        self.revision.send_replace(revision);
+    }
+
+    /// Applies a batch of store events (in revision order).
+    fn apply(&self, events: Vec<badge_store::Event>) {
+        let mut state = self.state.write();
+        let mut last = state.revision;
+        for event in events {
+            if event.revision <= state.revision {
+                continue;
+            }
+            let object = match decode_object(&event.value, event.revision) {
+                Some(o) => Arc::new(o),
+                None => {
+                    tracing::error!(key = %event.key, revision = event.revision, "undecodable object in the store");
+                    continue;
+                }
+            };
+            let prev = match event.kind {
+                EventKind::Put => state.objects.insert(event.key.clone(), object.clone()),
+                EventKind::Delete => state.objects.remove(&event.key),
+            };
+            let kind = match event.kind {
+                EventKind::Delete => EventType::Deleted,
+                EventKind::Put if prev.is_none() => EventType::Added,
+                EventKind::Put => EventType::Modified,
+            };
+            let cache_event = Arc::new(CacheEvent {
+                kind,
+                key: event.key,
+                revision: event.revision,
+                object,
+                prev,
+            });
+            if state.history.len() >= self.history
+                && let Some(old) = state.history.pop_front()
+            {
+                state.history_floor = old.revision;
+            }
+            state.history.push_back(cache_event.clone());
+            last = event.revision;
+            state.revision = event.revision;
+            // Nobody listening is fine.
+            let _ = self.events.send(cache_event);
+        }
+        drop(state);
+        self.revision.send_replace(last);
+    }
+
+    /// Feeds the cache from the store until the store's watch ends for good: lists
+    /// everything, then watches from the list's revision; relists when the watch breaks.
+    pub async fn run(self: Arc<Self>, store: Arc<dyn Store>, ready: tokio::sync::oneshot::Sender<()>) {
+        let mut ready = Some(ready);
+        loop {
+            match self.sync_once(&store, &mut ready).await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "watch cache lost its store watch; relisting");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    }
+
+    async fn sync_once(
+        &self,
+        store: &Arc<dyn Store>,
+        ready: &mut Option<tokio::sync::oneshot::Sender<()>>,
+    ) -> badge_store::Result<()> {
+        let list = store.list("/registry/", Default::default()).await?;
+        let mut items = Vec::with_capacity(list.items.len());
+        for kv in list.items {
+            match decode_object(&kv.value, kv.mod_revision) {
+                Some(o) => items.push((kv.key, Arc::new(o))),
+                None => tracing::error!(key = %kv.key, "undecodable object in the store"),
+            }
+        }
+        let revision = list.revision;
+        if self.revision() == 0 || self.revision() < revision {
+            self.reset(items, revision);
+        }
+        if let Some(tx) = ready.take() {
+            let _ = tx.send(());
+        }
+        let mut stream = store.watch("/registry/", self.revision()).await?;
+        while let Some(batch) = stream.next().await {
+            self.apply(batch?);
+        }
+        Err(badge_store::Error::Internal("store watch ended".into()))
+    }
+}
+
+/// Decodes a stored value and sets its resourceVersion.
+pub fn decode_object(bytes: &[u8], revision: Revision) -> Option<Value> {
+    let mut value: Value = serde_json::from_slice(bytes).ok()?;
+    badge_api::meta::set(&mut value, "resourceVersion", revision.to_string());
+    Some(value)
+}

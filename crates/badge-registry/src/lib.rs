@@ -1,0 +1,10 @@
+//! Objects over the store: key layout `/registry/<resource>/<namespace>/<name>`,
+//! resourceVersion from the store revision, per-resource strategies, and the watch cache
+//! that serves reads and watches.
+
+pub mod cache;
+pub mod registry;
+pub mod strategy;
+
+pub use cache::{CacheEvent, EventType, WatchCache};
+pub use registry::{DeleteOptions, DeleteOutcome, Filter, ListPage, ReadFrom, Registry, WriteOptions};

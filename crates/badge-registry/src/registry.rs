@@ -1,0 +1,789 @@
+//! Typed objects over the store: the generic create/get/list/update/delete of upstream's
+//! `registry/generic/registry.Store`, driven by the resource table and the strategies.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use badge_api::meta;
+use badge_api::resources::{self, Resource};
+use badge_api::selectors::{FieldSelector, LabelSelector};
+use badge_api::status::{FieldError, GroupResource, Status, StatusCause, StatusDetails};
+use badge_store::{Revision, Store};
+use base64::Engine;
+use rand::Rng;
+use serde_json::Value;
+
+use crate::cache::{WatchCache, decode_object};
+use crate::strategy;
+
+/// How long a consistent read waits for the cache to catch up with the store.
+const FRESHNESS_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Options of a write.
+#[derive(Clone, Debug, Default)]
+pub struct WriteOptions {
+    /// `dryRun=All`: everything but the store write.
+    pub dry_run: bool,
+}
+
+/// `DeleteOptions` preconditions and flags.
+#[derive(Clone, Debug, Default)]
+pub struct DeleteOptions {
+    pub dry_run: bool,
+    pub precondition_uid: Option<String>,
+    pub precondition_resource_version: Option<String>,
+}
+
+/// What a delete did.
+#[derive(Debug)]
+pub enum DeleteOutcome {
+    /// The object is gone; this was its last state.
+    Deleted(Value),
+    /// The object is being deleted (finalizers, namespace termination); its current state.
+    Pending(Value),
+}
+
+/// Which state a read may observe (`resourceVersion` on get and list).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadFrom {
+    /// Unset: at least everything committed before the request (a consistent read).
+    Latest,
+    /// `0`: whatever the cache holds.
+    Any,
+    /// `N` (NotOlderThan): at least revision N.
+    NotOlderThan(Revision),
+    /// `N` with `resourceVersionMatch=Exact`: exactly revision N.
+    Exact(Revision),
+}
+
+/// A list filter: namespace, label and field selectors.
+#[derive(Clone, Debug, Default)]
+pub struct Filter {
+    pub labels: LabelSelector,
+    pub fields: FieldSelector,
+}
+
+impl Filter {
+    /// Checks that every field in the selector is selectable for the resource.
+    pub fn validate(&self, resource: &Resource) -> Result<(), Status> {
+        let probe = Value::Object(Default::default());
+        for term in &self.fields.terms {
+            if strategy::field_value(resource.plural, &probe, &term.field).is_none() {
+                return Err(Status::bad_request(format!(
+                    "field label not supported: {}",
+                    term.field
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn matches(&self, resource: &Resource, object: &Value) -> bool {
+        (self.labels.is_empty() || self.labels.matches(&meta::labels(object)))
+            && (self.fields.is_empty()
+                || self
+                    .fields
+                    .matches(|f| strategy::field_value(resource.plural, object, f)))
+    }
+}
+
+/// One page of a list.
+#[derive(Debug)]
+pub struct ListPage {
+    pub items: Vec<Arc<Value>>,
+    pub revision: Revision,
+    pub continue_token: Option<String>,
+    pub remaining: Option<u64>,
+}
+
+/// The registry.
+pub struct Registry {
+    store: Arc<dyn Store>,
+    cache: Arc<WatchCache>,
+}
+
+impl Registry {
+    /// Starts the watch cache over `store` and returns once it holds the store's state.
+    pub async fn start(store: Arc<dyn Store>, watch_history: usize) -> Arc<Registry> {
+        let cache = Arc::new(WatchCache::new(watch_history));
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(cache.clone().run(store.clone(), ready_tx));
+        // The sender is only dropped after sending, or if the task ends, which it never does
+        // before the first list succeeds.
+        let _ = ready_rx.await;
+        Arc::new(Registry { store, cache })
+    }
+
+    pub fn cache(&self) -> &Arc<WatchCache> {
+        &self.cache
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Waits until the cache reflects every write committed before this call.
+    pub async fn sync(&self) -> Result<Revision, Status> {
+        let current = self.store.current_revision().await.map_err(store_error)?;
+        if !self.cache.wait_for(current, FRESHNESS_TIMEOUT).await {
+            return Err(Status::timeout(format!(
+                "Too large resource version: {current}, current: {}",
+                self.cache.revision()
+            )));
+        }
+        Ok(current)
+    }
+
+    async fn wait_read(&self, read: ReadFrom) -> Result<(), Status> {
+        match read {
+            ReadFrom::Latest => self.sync().await.map(|_| ()),
+            ReadFrom::Any | ReadFrom::Exact(_) => Ok(()),
+            ReadFrom::NotOlderThan(rv) => {
+                if self.cache.wait_for(rv, FRESHNESS_TIMEOUT).await {
+                    Ok(())
+                } else {
+                    Err(too_large_resource_version(rv, self.cache.revision()))
+                }
+            }
+        }
+    }
+
+    /// An object from the cache as it is now, without waiting (hot paths).
+    pub fn get_cached(&self, resource: &Resource, namespace: &str, name: &str) -> Option<Arc<Value>> {
+        self.cache.get(&resource.key(namespace, name)).0
+    }
+
+    pub async fn get(
+        &self,
+        resource: &Resource,
+        namespace: &str,
+        name: &str,
+        read: ReadFrom,
+    ) -> Result<Arc<Value>, Status> {
+        let key = resource.key(namespace, name);
+        if let ReadFrom::Exact(rv) = read {
+            let list = self
+                .store
+                .list(
+                    &key,
+                    badge_store::ListOptions {
+                        revision: Some(rv),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .map_err(store_error)?;
+            return list
+                .items
+                .into_iter()
+                .find(|kv| kv.key == key)
+                .and_then(|kv| decode_object(&kv.value, kv.mod_revision))
+                .map(Arc::new)
+                .ok_or_else(|| Status::not_found(resource.group_resource(), name));
+        }
+        self.wait_read(read).await?;
+        self.cache
+            .get(&key)
+            .0
+            .ok_or_else(|| Status::not_found(resource.group_resource(), name))
+    }
+
+    /// Lists objects of a resource (in one namespace, or all when `namespace` is empty).
+    pub async fn list(
+        &self,
+        resource: &Resource,
+        namespace: &str,
+        filter: &Filter,
+        read: ReadFrom,
+        limit: usize,
+        continue_token: Option<&str>,
+    ) -> Result<ListPage, Status> {
+        filter.validate(resource)?;
+        let prefix = if resource.namespaced && !namespace.is_empty() {
+            resource.namespace_prefix(namespace)
+        } else {
+            resource.key_prefix()
+        };
+        if let Some(token) = continue_token.filter(|t| !t.is_empty()) {
+            let (rv, start) = decode_continue(token, &prefix)?;
+            return self
+                .list_from_store(resource, &prefix, filter, rv, Some(start), limit)
+                .await;
+        }
+        if let ReadFrom::Exact(rv) = read {
+            return self
+                .list_from_store(resource, &prefix, filter, rv, None, limit)
+                .await;
+        }
+        self.wait_read(read).await?;
+        let mut items = Vec::new();
+        let mut last_key = None;
+        let mut more = false;
+        let mut remaining = 0u64;
+        let revision = self.cache.for_each(&prefix, |key, object| {
+            if !filter.matches(resource, object) {
+                return;
+            }
+            if limit > 0 && items.len() >= limit {
+                more = true;
+                remaining += 1;
+                return;
+            }
+            items.push(object.clone());
+            last_key = Some(key.to_string());
+        });
+        let continue_token = match (more, last_key) {
+            (true, Some(key)) => Some(encode_continue(revision, &key, &prefix)),
+            _ => None,
+        };
+        let unfiltered = filter.labels.is_empty() && filter.fields.is_empty();
+        Ok(ListPage {
+            items,
+            revision,
+            remaining: (more && unfiltered).then_some(remaining),
+            continue_token,
+        })
+    }
+
+    async fn list_from_store(
+        &self,
+        resource: &Resource,
+        prefix: &str,
+        filter: &Filter,
+        revision: Revision,
+        mut start_after: Option<String>,
+        limit: usize,
+    ) -> Result<ListPage, Status> {
+        let mut items = Vec::new();
+        loop {
+            let page = self
+                .store
+                .list(
+                    prefix,
+                    badge_store::ListOptions {
+                        revision: Some(revision),
+                        limit: limit.max(1) * 2,
+                        start_after: start_after.clone(),
+                    },
+                )
+                .await
+                .map_err(|e| match e {
+                    badge_store::Error::Compacted { .. } => Status::resource_expired(CONTINUE_EXPIRED),
+                    other => store_error(other),
+                })?;
+            let exhausted = page.remaining == 0;
+            let count = page.items.len();
+            for (i, kv) in page.items.into_iter().enumerate() {
+                start_after = Some(kv.key.clone());
+                let Some(object) = decode_object(&kv.value, kv.mod_revision) else {
+                    continue;
+                };
+                if !filter.matches(resource, &object) {
+                    continue;
+                }
+                items.push(Arc::new(object));
+                if limit > 0 && items.len() >= limit {
+                    let more = !exhausted || i + 1 < count;
+                    let token = more.then(|| encode_continue(revision, &kv.key, prefix));
+                    return Ok(ListPage {
+                        items,
+                        revision,
+                        continue_token: token,
+                        remaining: None,
+                    });
+                }
+            }
+            if exhausted {
+                return Ok(ListPage {
+                    items,
+                    revision,
+                    continue_token: None,
+                    remaining: None,
+                });
+            }
+        }
+    }
+
+    /// Creates an object. `object` has been decoded for the resource.
+    pub async fn create(
+        &self,
+        resource: &Resource,
+        namespace: &str,
+        mut object: Value,
+        options: &WriteOptions,
+    ) -> Result<Value, Status> {
+        let gr = resource.group_resource();
+        if resource.namespaced {
+            let given = meta::namespace(&object).to_string();
+            if !given.is_empty() && given != namespace {
+                return Err(Status::bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                ));
+            }
+            meta::set(&mut object, "namespace", namespace);
+        } else {
+            meta::remove(&mut object, "namespace");
+        }
+        let generated = meta::name(&object).is_empty() && !meta::generate_name(&object).is_empty();
+        if generated {
+            let name = generate_name(meta::generate_name(&object));
+            meta::set(&mut object, "name", name);
+        }
+        if resource.namespaced {
+            self.check_namespace_open(resource, namespace, meta::name(&object))
+                .await?;
+        }
+        let now = meta::format_time(jiff::Timestamp::now());
+        meta::set(&mut object, "uid", uuid::Uuid::new_v4().to_string());
+        meta::set(&mut object, "creationTimestamp", now);
+        for field in [
+            "resourceVersion",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "selfLink",
+        ] {
+            meta::remove(&mut object, field);
+        }
+        strategy::prepare_create(resource.plural, &mut object);
+        let mut errors = validate_meta(resource, &object);
+        errors.extend(strategy::validate(resource.plural, &object, None));
+        if !errors.is_empty() {
+            return Err(Status::invalid(
+                resource.group,
+                resource.kind,
+                meta::name(&object),
+                &errors,
+            ));
+        }
+        let name = meta::name(&object).to_string();
+        if options.dry_run {
+            return Ok(object);
+        }
+        let key = resource.key(namespace, &name);
+        let revision = self
+            .store
+            .create(&key, encode(&object)?)
+            .await
+            .map_err(|e| match e {
+                badge_store::Error::AlreadyExists { .. } => {
+                    let mut status = Status::already_exists(gr, &name);
+                    if generated {
+                        status
+                            .message
+                            .push_str(", the server was not able to generate a unique name for the object");
+                    }
+                    status
+                }
+                other => store_error(other),
+            })?;
+        meta::set(&mut object, "resourceVersion", revision.to_string());
+        Ok(object)
+    }
+
+    async fn check_namespace_open(
+        &self,
+        resource: &Resource,
+        namespace: &str,
+        name: &str,
+    ) -> Result<(), Status> {
+        let Some(ns_resource) = resources::lookup("", "v1", "namespaces") else {
+            return Ok(());
+        };
+        let key = ns_resource.key("", namespace);
+        let mut found = self.cache.get(&key).0;
+        if found.is_none() {
+            // A namespace created a moment ago may not be in the cache yet.
+            self.sync().await?;
+            found = self.cache.get(&key).0;
+        }
+        let Some(ns) = found else {
+            return Err(Status::not_found(ns_resource.group_resource(), namespace));
+        };
+        if meta::deletion_timestamp(&ns).is_some() {
+            let mut status = Status::forbidden(
+                resource.group_resource(),
+                name,
+                &format!(
+                    "unable to create new content in namespace {namespace} because it is being terminated"
+                ),
+            );
+            if let Some(details) = status.details.as_mut() {
+                details.causes.push(StatusCause {
+                    reason: "NamespaceTerminating".into(),
+                    message: format!("namespace {namespace} is being terminated"),
+                    field: "metadata.namespace".into(),
+                });
+            }
+            return Err(status);
+        }
+        Ok(())
+    }
+
+    /// Reads the object, lets `change` produce its new state, and writes it with a
+    /// compare-and-swap, retrying on conflict (`GuaranteedUpdate`). `change` sees the
+    /// current object with its resourceVersion and may fail (a stale resourceVersion in a
+    /// PUT is its 409). `subresource` selects status-like update rules.
+    pub async fn update<F>(
+        &self,
+        resource: &Resource,
+        namespace: &str,
+        name: &str,
+        subresource: &str,
+        options: &WriteOptions,
+        mut change: F,
+    ) -> Result<Value, Status>
+    where
+        F: FnMut(&Value) -> Result<Value, Status> + Send,
+    {
+        let gr = resource.group_resource();
+        let key = resource.key(namespace, name);
+        for _ in 0..64 {
+            let (current_kv, _) = self.store.get(&key).await.map_err(store_error)?;
+            let Some(current_kv) = current_kv else {
+                return Err(Status::not_found(gr, name));
+            };
+            let current = decode_object(&current_kv.value, current_kv.mod_revision)
+                .ok_or_else(|| Status::internal("undecodable object in the store"))?;
+            let mut object = change(&current)?;
+            if meta::name(&object) != name {
+                return Err(Status::bad_request(format!(
+                    "the name of the object ({}) does not match the name on the URL ({name})",
+                    meta::name(&object)
+                )));
+            }
+            if resource.namespaced {
+                let given = meta::namespace(&object).to_string();
+                if !given.is_empty() && given != namespace {
+                    return Err(Status::bad_request(
+                        "the namespace of the provided object does not match the namespace sent on the request",
+                    ));
+                }
+                meta::set(&mut object, "namespace", namespace);
+            }
+            // Metadata the server owns.
+            let mut errors = Vec::new();
+            let given_uid = meta::uid(&object).to_string();
+            if !given_uid.is_empty() && given_uid != meta::uid(&current) {
+                errors.push(FieldError::invalid(
+                    "metadata.uid",
+                    given_uid,
+                    "field is immutable",
+                ));
+            }
+            for field in [
+                "uid",
+                "creationTimestamp",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+                "generation",
+            ] {
+                match current.get("metadata").and_then(|m| m.get(field)) {
+                    Some(v) => meta::set(&mut object, field, v.clone()),
+                    None => meta::remove(&mut object, field),
+                }
+            }
+            strategy::prepare_update(resource.plural, subresource, &mut object, &current);
+            errors.extend(validate_meta(resource, &object));
+            errors.extend(strategy::validate(resource.plural, &object, Some(&current)));
+            if !errors.is_empty() {
+                return Err(Status::invalid(resource.group, resource.kind, name, &errors));
+            }
+            meta::set(
+                &mut object,
+                "resourceVersion",
+                current_kv.mod_revision.to_string(),
+            );
+            if object == current {
+                return Ok(object);
+            }
+            if options.dry_run {
+                return Ok(object);
+            }
+            if is_finished_deleting(resource, &object) {
+                match self.store.delete(&key, current_kv.mod_revision).await {
+                    Ok(revision) => {
+                        meta::set(&mut object, "resourceVersion", revision.to_string());
+                        return Ok(object);
+                    }
+                    Err(badge_store::Error::Conflict { .. }) => continue,
+                    Err(e) => return Err(store_error(e)),
+                }
+            }
+            match self
+                .store
+                .update(&key, encode(&object)?, current_kv.mod_revision)
+                .await
+            {
+                Ok(revision) => {
+                    meta::set(&mut object, "resourceVersion", revision.to_string());
+                    return Ok(object);
+                }
+                Err(badge_store::Error::Conflict { .. }) => continue,
+                Err(e) => return Err(store_error(e)),
+            }
+        }
+        Err(Status::conflict(
+            gr,
+            name,
+            "too many concurrent updates; please try again",
+        ))
+    }
+
+    /// Deletes an object: at once, or by marking it when finalizers must run first.
+    pub async fn delete(
+        &self,
+        resource: &Resource,
+        namespace: &str,
+        name: &str,
+        options: &DeleteOptions,
+    ) -> Result<DeleteOutcome, Status> {
+        let gr = resource.group_resource();
+        let key = resource.key(namespace, name);
+        for _ in 0..64 {
+            let (current_kv, _) = self.store.get(&key).await.map_err(store_error)?;
+            let Some(current_kv) = current_kv else {
+                return Err(Status::not_found(gr, name));
+            };
+            let current = decode_object(&current_kv.value, current_kv.mod_revision)
+                .ok_or_else(|| Status::internal("undecodable object in the store"))?;
+            if let Some(uid) = options.precondition_uid.as_deref()
+                && uid != meta::uid(&current)
+            {
+                return Err(Status::conflict(
+                    gr,
+                    name,
+                    &format!(
+                        "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                        meta::uid(&current)
+                    ),
+                ));
+            }
+            if let Some(rv) = options.precondition_resource_version.as_deref()
+                && rv != meta::resource_version(&current)
+            {
+                return Err(Status::conflict(
+                    gr,
+                    name,
+                    &format!(
+                        "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                        meta::resource_version(&current)
+                    ),
+                ));
+            }
+            let needs_finalizing =
+                !meta::finalizers(&current).is_empty() || namespace_finalizers(resource, &current);
+            if needs_finalizing {
+                if meta::deletion_timestamp(&current).is_some() {
+                    return Ok(DeleteOutcome::Pending(current));
+                }
+                let mut object = current.clone();
+                meta::set(
+                    &mut object,
+                    "deletionTimestamp",
+                    meta::format_time(jiff::Timestamp::now()),
+                );
+                meta::set(&mut object, "deletionGracePeriodSeconds", 0);
+                if resource.plural == "namespaces"
+                    && let Some(status) = object
+                        .as_object_mut()
+                        .map(|o| o.entry("status").or_insert_with(|| serde_json::json!({})))
+                    && let Some(s) = status.as_object_mut()
+                {
+                    s.insert("phase".into(), Value::String("Terminating".into()));
+                }
+                if options.dry_run {
+                    return Ok(DeleteOutcome::Pending(object));
+                }
+                match self
+                    .store
+                    .update(&key, encode(&object)?, current_kv.mod_revision)
+                    .await
+                {
+                    Ok(revision) => {
+                        meta::set(&mut object, "resourceVersion", revision.to_string());
+                        return Ok(DeleteOutcome::Pending(object));
+                    }
+                    Err(badge_store::Error::Conflict { .. }) => continue,
+                    Err(e) => return Err(store_error(e)),
+                }
+            }
+            if options.dry_run {
+                return Ok(DeleteOutcome::Deleted(current));
+            }
+            match self.store.delete(&key, current_kv.mod_revision).await {
+                Ok(revision) => {
+                    let mut object = current;
+                    meta::set(&mut object, "resourceVersion", revision.to_string());
+                    return Ok(DeleteOutcome::Deleted(object));
+                }
+                Err(badge_store::Error::Conflict { .. }) => continue,
+                Err(e) => return Err(store_error(e)),
+            }
+        }
+        Err(Status::conflict(
+            gr,
+            name,
+            "too many concurrent updates; please try again",
+        ))
+    }
+}
+
+const CONTINUE_EXPIRED: &str = "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.";
+
+fn namespace_finalizers(resource: &Resource, object: &Value) -> bool {
+    resource.plural == "namespaces"
+        && object
+            .pointer("/spec/finalizers")
+            .and_then(Value::as_array)
+            .is_some_and(|f| !f.is_empty())
+}
+
+/// An object marked for deletion whose finalizers have all run is removed.
+fn is_finished_deleting(resource: &Resource, object: &Value) -> bool {
+    meta::deletion_timestamp(object).is_some()
+        && meta::finalizers(object).is_empty()
+        && !namespace_finalizers(resource, object)
+}
+
+fn too_large_resource_version(requested: Revision, current: Revision) -> Status {
+    let mut status = Status::timeout(format!(
+        "Too large resource version: {requested}, current: {current}"
+    ));
+    status.details = Some(StatusDetails {
+        causes: vec![StatusCause {
+            reason: "ResourceVersionTooLarge".into(),
+            message: "Too large resource version".into(),
+            field: String::new(),
+        }],
+        retry_after_seconds: Some(1),
+        ..Default::default()
+    });
+    status
+}
+
+/// The JSON stored for an object: everything but its resourceVersion, which the store's
+/// revision provides.
+fn encode(object: &Value) -> Result<bytes::Bytes, Status> {
+    let mut stored = object.clone();
+    meta::remove(&mut stored, "resourceVersion");
+    serde_json::to_vec(&stored)
+        .map(bytes::Bytes::from)
+        .map_err(|e| Status::internal(e.to_string()))
+}
+
+/// Maps a store failure to the Status upstream answers with.
+pub fn store_error(error: badge_store::Error) -> Status {
+    match error {
+        badge_store::Error::Compacted { requested, compacted } => {
+            Status::resource_expired(format!("too old resource version: {requested} ({compacted})"))
+        }
+        badge_store::Error::FutureRevision { requested, current } => {
+            too_large_resource_version(requested, current)
+        }
+        badge_store::Error::TooLarge => {
+            Status::request_entity_too_large(badge_api::status::MAX_REQUEST_BODY_BYTES)
+        }
+        badge_store::Error::Unavailable(m) => {
+            Status::service_unavailable(format!("storage unavailable: {m}"))
+        }
+        badge_store::Error::Timeout(m) => Status::timeout(format!("storage timeout: {m}")),
+        other => Status::internal(other.to_string()),
+    }
+}
+
+/// `ValidateObjectMeta`: name or generateName, labels, annotations, finalizers.
+fn validate_meta(resource: &Resource, object: &Value) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    let name = meta::name(object);
+    if name.is_empty() {
+        errs.push(FieldError::required(
+            "metadata.name",
+            "name or generateName is required",
+        ));
+    } else {
+        for m in strategy::name_rule(resource.plural).errors(name) {
+            errs.push(FieldError::invalid("metadata.name", name, m));
+        }
+    }
+    if resource.namespaced && meta::namespace(object).is_empty() {
+        errs.push(FieldError::required("metadata.namespace", ""));
+    }
+    if let Some(m) = object.get("metadata").and_then(|m| m.get("labels")) {
+        match m.as_object() {
+            Some(labels) => errs.extend(badge_api::validation::validate_labels(labels, "metadata.labels")),
+            None if !m.is_null() => {
+                errs.push(FieldError::invalid("metadata.labels", m.clone(), "must be a map"))
+            }
+            None => {}
+        }
+    }
+    if let Some(a) = object
+        .get("metadata")
+        .and_then(|m| m.get("annotations"))
+        .and_then(Value::as_object)
+    {
+        errs.extend(badge_api::validation::validate_annotations(
+            a,
+            "metadata.annotations",
+        ));
+    }
+    for (i, f) in meta::finalizers(object).iter().enumerate() {
+        for m in badge_api::validation::qualified_name_errors(f) {
+            errs.push(FieldError::invalid(
+                format!("metadata.finalizers[{i}]"),
+                f.as_str(),
+                m,
+            ));
+        }
+    }
+    errs
+}
+
+/// `names.SimpleNameGenerator`: the prefix plus five random characters.
+fn generate_name(prefix: &str) -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut rng = rand::rng();
+    let prefix = if prefix.len() > 58 { &prefix[..58] } else { prefix };
+    let suffix: String = (0..5)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect();
+    format!("{prefix}{suffix}")
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ContinueToken {
+    v: String,
+    rv: Revision,
+    start: String,
+}
+
+fn encode_continue(revision: Revision, last_key: &str, prefix: &str) -> String {
+    let token = ContinueToken {
+        v: "meta.k8s.io/v1".into(),
+        rv: revision,
+        start: last_key.strip_prefix(prefix).unwrap_or(last_key).to_string(),
+    };
+    let json = serde_json::to_vec(&token).unwrap_or_default();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
+}
+
+fn decode_continue(token: &str, prefix: &str) -> Result<(Revision, String), Status> {
+    let bad = || {
+        Status::bad_request(
+            "continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)",
+        )
+    };
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .map_err(|_| bad())?;
+    let token: ContinueToken = serde_json::from_slice(&bytes).map_err(|_| bad())?;
+    if token.v != "meta.k8s.io/v1" || token.rv <= 0 || token.start.contains("..") {
+        return Err(bad());
+    }
+    Ok((token.rv, format!("{prefix}{}", token.start)))
+}
+
+/// A group-resource for errors about `resource`.
+pub fn group_resource(resource: &Resource) -> GroupResource<'static> {
+    resource.group_resource()
+}

@@ -1,0 +1,503 @@
+//! Per-resource rules, as upstream's `rest.RESTCreateStrategy`/`RESTUpdateStrategy`:
+//! defaults on create, what an update may not change, validation, selectable fields.
+
+use badge_api::meta;
+use badge_api::status::FieldError;
+use badge_api::validation::{NameRule, config_key_errors};
+use base64::Engine;
+use serde_json::{Map, Value};
+
+/// The Secret types upstream knows, with the keys each requires.
+const SECRET_TYPES: &[&str] = &[
+    "Opaque",
+    "kubernetes.io/service-account-token",
+    "kubernetes.io/dockercfg",
+    "kubernetes.io/dockerconfigjson",
+    "kubernetes.io/basic-auth",
+    "kubernetes.io/ssh-auth",
+    "kubernetes.io/tls",
+    "bootstrap.kubernetes.io/token",
+];
+
+/// The largest total size of a Secret's or ConfigMap's data (`MaxSecretSize`).
+pub const MAX_DATA_SIZE: usize = 1024 * 1024;
+
+/// Fills defaults on create (after metadata is set).
+pub fn prepare_create(resource: &str, object: &mut Value) {
+    match resource {
+        "namespaces" => {
+            set_default(object, &["spec", "finalizers"], serde_json::json!(["kubernetes"]));
+            set_path(object, &["status", "phase"], Value::String("Active".into()));
+        }
+        "secrets" => {
+            fold_string_data(object);
+            set_default(object, &["type"], Value::String("Opaque".into()));
+        }
+        "pods" => {
+            set_default(object, &["spec", "restartPolicy"], "Always".into());
+            set_default(object, &["spec", "dnsPolicy"], "ClusterFirst".into());
+            set_default(object, &["spec", "terminationGracePeriodSeconds"], 30.into());
+            set_default(object, &["spec", "schedulerName"], "default-scheduler".into());
+            set_default(object, &["spec", "enableServiceLinks"], true.into());
+            set_default(object, &["spec", "securityContext"], serde_json::json!({}));
+            if object.pointer("/status/phase").is_none() {
+                set_path(object, &["status", "phase"], "Pending".into());
+                set_path(object, &["status", "qosClass"], "BestEffort".into());
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Carries over on update what this kind of update may not change: a plain update keeps
+/// the status of kinds with a status subresource; `status` keeps everything but status;
+/// `finalize` (namespaces) keeps everything but `spec.finalizers`.
+pub fn prepare_update(resource: &str, subresource: &str, object: &mut Value, old: &Value) {
+    match subresource {
+        "status" => {
+            let status = object.get("status").cloned();
+            *object = old.clone();
+            if let Some(status) = status {
+                set_path(object, &["status"], status);
+            }
+            return;
+        }
+        "finalize" => {
+            let finalizers = object.pointer("/spec/finalizers").cloned();
+            *object = old.clone();
+            match finalizers {
+                Some(f) => set_path(object, &["spec", "finalizers"], f),
+                None => {
+                    if let Some(spec) = object.get_mut("spec").and_then(Value::as_object_mut) {
+                        spec.remove("finalizers");
+                    }
+                }
+            }
+            return;
+        }
+        _ => {}
+    }
+    match resource {
+        "namespaces" => {
+            // Phase is the server's; spec.finalizers change only through /finalize.
+            if let Some(status) = old.get("status") {
+                set_path(object, &["status"], status.clone());
+            }
+            if let Some(f) = old.pointer("/spec/finalizers") {
+                set_path(object, &["spec", "finalizers"], f.clone());
+            } else if let Some(spec) = object.get_mut("spec").and_then(Value::as_object_mut) {
+                spec.remove("finalizers");
+            }
+        }
+        "secrets" => {
+            fold_string_data(object);
+            set_default(
+                object,
+                &["type"],
+                old.get("type").cloned().unwrap_or_else(|| "Opaque".into()),
+            );
+        }
+        "pods" => {
+            if let Some(status) = old.get("status") {
+                set_path(object, &["status"], status.clone());
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Validates an object for create (`old` None) or update.
+pub fn validate(resource: &str, object: &Value, old: Option<&Value>) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    match resource {
+        "secrets" => validate_secret(object, old, &mut errs),
+        "configmaps" => validate_configmap(object, old, &mut errs),
+        "pods" => validate_pod(object, old, &mut errs),
+        _ => {}
+    }
+    errs
+}
+
+/// The name rule of a resource.
+pub fn name_rule(resource: &str) -> NameRule {
+    NameRule::for_resource(resource)
+}
+
+/// The value of a selectable field, for field selectors; None when the field is not
+/// selectable for the resource.
+pub fn field_value(resource: &str, object: &Value, field: &str) -> Option<String> {
+    let s = |p: &str| {
+        Some(
+            object
+                .pointer(p)
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
+        )
+    };
+    match field {
+        "metadata.name" => return Some(meta::name(object).to_string()),
+        "metadata.namespace" => return Some(meta::namespace(object).to_string()),
+        _ => {}
+    }
+    match (resource, field) {
+        ("secrets", "type") => s("/type"),
+        ("namespaces", "status.phase") => s("/status/phase"),
+        ("pods", "spec.nodeName") => s("/spec/nodeName"),
+        ("pods", "spec.serviceAccountName") => s("/spec/serviceAccountName"),
+        ("pods", "spec.restartPolicy") => s("/spec/restartPolicy"),
+        ("pods", "spec.schedulerName") => s("/spec/schedulerName"),
+        ("pods", "status.phase") => s("/status/phase"),
+        ("pods", "status.podIP") => s("/status/podIP"),
+        ("pods", "status.nominatedNodeName") => s("/status/nominatedNodeName"),
+        ("events", f) => {
+            let pointer = format!("/{}", f.replace('.', "/"));
+            match f {
+                "involvedObject.kind"
+                | "involvedObject.namespace"
+                | "involvedObject.name"
+                | "involvedObject.uid"
+                | "involvedObject.apiVersion"
+                | "involvedObject.resourceVersion"
+                | "involvedObject.fieldPath"
+                | "reason"
+                | "reportingComponent"
+                | "source"
+                | "type" => s(&pointer),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+fn set_path(object: &mut Value, path: &[&str], value: Value) {
+    let mut cur = object;
+    for (i, part) in path.iter().enumerate() {
+        if !cur.is_object() {
+            *cur = Value::Object(Map::new());
+        }
+        let Value::Object(map) = cur else { return };
+        if i == path.len() - 1 {
+            map.insert((*part).to_string(), value);
+            return;
+        }
+        cur = map
+            .entry((*part).to_string())
+            .or_insert_with(|| Value::Object(Map::new()));
+    }
+}
+
+fn set_default(object: &mut Value, path: &[&str], value: Value) {
+    let pointer: String = path.iter().map(|p| format!("/{p}")).collect();
+    match object.pointer(&pointer) {
+        None | Some(Value::Null) => set_path(object, path, value),
+        Some(Value::String(s)) if s.is_empty() => set_path(object, path, value),
+        _ => {}
+    }
+}
+
+/// Secrets' `stringData` is write-only: merged into `data` (base64) and dropped.
+fn fold_string_data(object: &mut Value) {
+    let Some(obj) = object.as_object_mut() else { return };
+    let Some(Value::Object(string_data)) = obj.remove("stringData") else {
+        return;
+    };
+    let data = obj.entry("data").or_insert_with(|| Value::Object(Map::new()));
+    if !data.is_object() {
+        *data = Value::Object(Map::new());
+    }
+    if let Value::Object(data) = data {
+        for (k, v) in string_data {
+            let text = v.as_str().unwrap_or_default();
+            data.insert(
+                k,
+                Value::String(base64::engine::general_purpose::STANDARD.encode(text)),
+            );
+        }
+    }
+}
+
+fn data_keys_and_size(object: &Value, fields: &[&str], errs: &mut Vec<FieldError>) -> usize {
+    let mut total = 0;
+    let mut seen = std::collections::BTreeSet::new();
+    for field in fields {
+        let Some(map) = object.get(*field).and_then(Value::as_object) else {
+            continue;
+        };
+        for (k, v) in map {
+            for m in config_key_errors(k) {
+                errs.push(FieldError::invalid(format!("{field}[{k}]"), k.as_str(), m));
+            }
+            if !seen.insert(k.clone()) {
+                errs.push(FieldError::invalid(
+                    format!("{field}[{k}]"),
+                    k.as_str(),
+                    "duplicate of key present in another field",
+                ));
+            }
+            total += decoded_len(field, v);
+        }
+    }
+    total
+}
+
+/// The stored size of one data value (base64 fields count their decoded bytes).
+fn decoded_len(field: &str, v: &Value) -> usize {
+    let s = v.as_str().unwrap_or("");
+    if field == "data" || field == "binaryData" {
+        s.len() / 4 * 3
+    } else {
+        s.len()
+    }
+}
+
+fn immutable(object: &Value) -> bool {
+    object.get("immutable").and_then(Value::as_bool).unwrap_or(false)
+}
+
+fn check_immutable(object: &Value, old: Option<&Value>, fields: &[&str], errs: &mut Vec<FieldError>) {
+    let Some(old) = old else { return };
+    if !immutable(old) {
+        return;
+    }
+    if !immutable(object) {
+        errs.push(FieldError::forbidden(
+            "immutable",
+            "field is immutable when `immutable` is set",
+        ));
+    }
+    for field in fields {
+        if object.get(*field) != old.get(*field) {
+            errs.push(FieldError::forbidden(
+                *field,
+                "field is immutable when `immutable` is set",
+            ));
+        }
+    }
+}
+
+fn secret_data_has(object: &Value, key: &str) -> bool {
+    object.get("data").and_then(|d| d.get(key)).is_some()
+}
+
+fn validate_secret(object: &Value, old: Option<&Value>, errs: &mut Vec<FieldError>) {
+    let total = data_keys_and_size(object, &["data"], errs);
+    if total > MAX_DATA_SIZE {
+        errs.push(FieldError::too_long("data", MAX_DATA_SIZE));
+    }
+    let kind = object.get("type").and_then(Value::as_str).unwrap_or("Opaque");
+    match kind {
+        "kubernetes.io/service-account-token" => {
+            if meta::annotation(object, "kubernetes.io/service-account.name")
+                .unwrap_or("")
+                .is_empty()
+            {
+                errs.push(FieldError::required(
+                    "metadata.annotations[kubernetes.io/service-account.name]",
+                    "",
+                ));
+            }
+        }
+        "kubernetes.io/dockercfg" => require_json_key(object, ".dockercfg", errs),
+        "kubernetes.io/dockerconfigjson" => require_json_key(object, ".dockerconfigjson", errs),
+        "kubernetes.io/basic-auth" => {
+            if !secret_data_has(object, "username") && !secret_data_has(object, "password") {
+                errs.push(FieldError::required("data[username]", ""));
+                errs.push(FieldError::required("data[password]", ""));
+            }
+        }
+        "kubernetes.io/ssh-auth" => {
+            if !secret_data_has(object, "ssh-privatekey") {
+                errs.push(FieldError::required("data[ssh-privatekey]", ""));
+            }
+        }
+        "kubernetes.io/tls" => {
+            for key in ["tls.key", "tls.crt"] {
+                if !secret_data_has(object, key) {
+                    errs.push(FieldError::required(format!("data[{key}]"), ""));
+                }
+            }
+        }
+        other => {
+            // Any other type is allowed if it is a qualified name, as upstream.
+            if !SECRET_TYPES.contains(&other)
+                && !badge_api::validation::qualified_name_errors(other).is_empty()
+            {
+                errs.push(FieldError::invalid("type", other, "must be a qualified name"));
+            }
+        }
+    }
+    if let Some(old) = old {
+        let old_type = old.get("type").and_then(Value::as_str).unwrap_or("Opaque");
+        if old_type != kind {
+            errs.push(FieldError::invalid("type", kind, "field is immutable"));
+        }
+    }
+    check_immutable(object, old, &["data"], errs);
+}
+
+fn require_json_key(object: &Value, key: &str, errs: &mut Vec<FieldError>) {
+    let field = format!("data[{key}]");
+    match object
+        .get("data")
+        .and_then(|d| d.get(key))
+        .and_then(Value::as_str)
+    {
+        None => errs.push(FieldError::required(field, "")),
+        Some(b64) => {
+            let ok = base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .ok()
+                .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
+                .is_some();
+            if !ok {
+                // The value is a credential: never echo it.
+                errs.push(FieldError::invalid(
+                    field,
+                    "<secret contents redacted>",
+                    "invalid JSON",
+                ));
+            }
+        }
+    }
+}
+
+fn validate_configmap(object: &Value, old: Option<&Value>, errs: &mut Vec<FieldError>) {
+    let total = data_keys_and_size(object, &["data", "binaryData"], errs);
+    if total > MAX_DATA_SIZE {
+        errs.push(FieldError::too_long("", MAX_DATA_SIZE));
+    }
+    check_immutable(object, old, &["data", "binaryData"], errs);
+}
+
+fn validate_pod(object: &Value, old: Option<&Value>, errs: &mut Vec<FieldError>) {
+    let containers = object.pointer("/spec/containers").and_then(Value::as_array);
+    match containers {
+        None => errs.push(FieldError::required("spec.containers", "")),
+        Some(list) if list.is_empty() => errs.push(FieldError::required("spec.containers", "")),
+        Some(list) => {
+            let mut names = std::collections::BTreeSet::new();
+            for (i, c) in list.iter().enumerate() {
+                let name = c.get("name").and_then(Value::as_str).unwrap_or("");
+                if name.is_empty() {
+                    errs.push(FieldError::required(format!("spec.containers[{i}].name"), ""));
+                } else {
+                    for m in badge_api::validation::dns1123_label_errors(name) {
+                        errs.push(FieldError::invalid(format!("spec.containers[{i}].name"), name, m));
+                    }
+                    if !names.insert(name.to_string()) {
+                        errs.push(FieldError::duplicate(format!("spec.containers[{i}].name"), name));
+                    }
+                }
+                if c.get("image").and_then(Value::as_str).unwrap_or("").is_empty() {
+                    errs.push(FieldError::required(format!("spec.containers[{i}].image"), ""));
+                }
+            }
+        }
+    }
+    if let Some(old) = old {
+        // Only a few pod spec fields may change after creation.
+        let mut new_spec = object.get("spec").cloned().unwrap_or(Value::Null);
+        let mut old_spec = old.get("spec").cloned().unwrap_or(Value::Null);
+        for spec in [&mut new_spec, &mut old_spec] {
+            if let Some(map) = spec.as_object_mut() {
+                map.remove("activeDeadlineSeconds");
+                map.remove("tolerations");
+                if let Some(Value::Array(cs)) = map.get_mut("containers") {
+                    for c in cs.iter_mut().filter_map(Value::as_object_mut) {
+                        c.remove("image");
+                    }
+                }
+            }
+        }
+        if new_spec != old_spec {
+            errs.push(FieldError::forbidden(
+                "spec",
+                "pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)",
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn secret_defaults_and_string_data() {
+        let mut s = json!({"metadata":{"name":"s"},"stringData":{"a":"b"}});
+        prepare_create("secrets", &mut s);
+        assert_eq!(s["type"], "Opaque");
+        assert_eq!(s["data"]["a"], "Yg==");
+        assert!(s.get("stringData").is_none());
+    }
+
+    #[test]
+    fn secret_type_rules() {
+        let tls = json!({"type":"kubernetes.io/tls","data":{"tls.crt":"eA=="}});
+        let errs = validate("secrets", &tls, None);
+        assert_eq!(errs.len(), 1);
+        assert_eq!(errs[0].field, "data[tls.key]");
+        let sat = json!({"type":"kubernetes.io/service-account-token"});
+        assert_eq!(
+            validate("secrets", &sat, None)[0].field,
+            "metadata.annotations[kubernetes.io/service-account.name]"
+        );
+        let bad_key = json!({"data":{"a/b":"eA=="}});
+        assert_eq!(validate("secrets", &bad_key, None)[0].field, "data[a/b]");
+    }
+
+    #[test]
+    fn immutable_secret() {
+        let old = json!({"type":"Opaque","immutable":true,"data":{"a":"eA=="}});
+        let changed = json!({"type":"Opaque","immutable":true,"data":{"a":"eQ=="}});
+        let errs = validate("secrets", &changed, Some(&old));
+        assert!(errs.iter().any(|e| e.field == "data"), "{errs:?}");
+        let unset = json!({"type":"Opaque","data":{"a":"eA=="}});
+        assert!(
+            validate("secrets", &unset, Some(&old))
+                .iter()
+                .any(|e| e.field == "immutable")
+        );
+        let retyped = json!({"type":"kubernetes.io/basic-auth","data":{"username":"eA=="}});
+        assert!(
+            validate("secrets", &retyped, Some(&json!({"type":"Opaque"})))
+                .iter()
+                .any(|e| e.field == "type")
+        );
+    }
+
+    #[test]
+    fn namespace_defaults() {
+        let mut ns = json!({"metadata":{"name":"a"}});
+        prepare_create("namespaces", &mut ns);
+        assert_eq!(ns["spec"]["finalizers"], json!(["kubernetes"]));
+        assert_eq!(ns["status"]["phase"], "Active");
+    }
+
+    #[test]
+    fn pod_rules() {
+        assert_eq!(
+            validate("pods", &json!({"spec":{}}), None)[0].field,
+            "spec.containers"
+        );
+        let ok = json!({"spec":{"containers":[{"name":"c","image":"i"}]}});
+        assert!(validate("pods", &ok, None).is_empty());
+        let changed = json!({"spec":{"containers":[{"name":"c","image":"j"}],"nodeName":"n"}});
+        assert!(!validate("pods", &changed, Some(&ok)).is_empty());
+    }
+
+    #[test]
+    fn selectable_fields() {
+        let s = json!({"metadata":{"name":"a","namespace":"n"},"type":"Opaque"});
+        assert_eq!(field_value("secrets", &s, "type").as_deref(), Some("Opaque"));
+        assert_eq!(
+            field_value("secrets", &s, "metadata.namespace").as_deref(),
+            Some("n")
+        );
+        assert_eq!(field_value("secrets", &s, "spec.nodeName"), None);
+    }
+}

@@ -1,0 +1,350 @@
+//! Test support for end-to-end tests: the real `badge` binary started on port 0 in a
+//! temporary data dir, the real kubectl, and a raw HTTPS client for what kubectl cannot
+//! send (anonymous requests, odd content types, oversized bodies).
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+
+/// The real kubectl: `$BADGE_KUBECTL`, else the copy `scripts/install-kubectl.sh` caches.
+pub fn kubectl_path() -> PathBuf {
+    if let Ok(p) = std::env::var("BADGE_KUBECTL") {
+        return PathBuf::from(p);
+    }
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    let cached = PathBuf::from(home).join(".cache/badge/kubectl");
+    assert!(
+        cached.exists(),
+        "kubectl not found at {}: run scripts/install-kubectl.sh",
+        cached.display()
+    );
+    cached
+}
+
+/// A running badge server.
+pub struct TestServer {
+    binary: PathBuf,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+    pub port: u16,
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    extra_args: Vec<String>,
+}
+
+impl TestServer {
+    /// Starts `binary server` in a new data dir.
+    pub fn start(binary: &str) -> TestServer {
+        TestServer::start_with(binary, &[])
+    }
+
+    pub fn start_with(binary: &str, args: &[&str]) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let mut server = TestServer {
+            binary: PathBuf::from(binary),
+            dir,
+            child: None,
+            port: 0,
+            log: Default::default(),
+            extra_args: args.iter().map(|s| s.to_string()).collect(),
+        };
+        server.launch();
+        server
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.dir.path().join("admin.kubeconfig")
+    }
+
+    fn launch(&mut self) {
+        let mut child = Command::new(&self.binary)
+            .arg("server")
+            .arg("--data-dir")
+            .arg(self.dir.path())
+            .arg("--secure-port")
+            .arg("0")
+            .args(&self.extra_args)
+            .env("BADGE_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting badge");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        let log = self.log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("serving securely on") {
+                    let port = line.rsplit(':').next().and_then(|p| p.trim().parse::<u16>().ok());
+                    let _ = tx.send(port);
+                }
+                log.lock().unwrap().push(line);
+            }
+        });
+        let port = rx.recv_timeout(Duration::from_secs(30)).ok().flatten();
+        self.child = Some(child);
+        self.port = port.unwrap_or_else(|| {
+            panic!(
+                "badge did not report its port; log:\n{}",
+                self.log.lock().unwrap().join("\n")
+            )
+        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(r) = self.request("GET", "/readyz", None, &[], Credential::Anonymous)
+                && r.status == 200
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("badge did not become ready");
+    }
+
+    /// Sends SIGTERM and waits; returns the exit status.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("badge did not stop after SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills the server with SIGKILL.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same data dir (a new port).
+    pub fn restart(&mut self) {
+        if self.child.is_some() {
+            let status = self.stop();
+            assert!(status.success(), "badge exited with {status}");
+        }
+        self.launch();
+    }
+
+    /// Runs kubectl with the admin kubeconfig.
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        self.kubectl_with_stdin(args, None)
+    }
+
+    pub fn kubectl_with_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut cmd = Command::new(kubectl_path());
+        cmd.arg("--kubeconfig")
+            .arg(self.kubeconfig())
+            .arg("--cache-dir")
+            .arg(self.dir.path().join("kube-cache"));
+        cmd.args(args);
+        cmd.stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("running kubectl");
+        if let Some(input) = stdin {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        }
+        child.wait_with_output().unwrap()
+    }
+
+    /// Runs kubectl and returns stdout, panicking with stderr on failure.
+    pub fn kubectl_ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs kubectl expecting failure; returns stderr.
+    pub fn kubectl_err(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        assert!(
+            !out.status.success(),
+            "kubectl {args:?} unexpectedly succeeded:\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    /// The admin client certificate and key from the kubeconfig.
+    fn admin_identity(&self) -> (Vec<u8>, Vec<u8>) {
+        let text = std::fs::read_to_string(self.kubeconfig()).unwrap();
+        let config: serde_json::Value = serde_yaml_ng::from_str(&text).unwrap();
+        let user = &config["users"][0]["user"];
+        let decode = |field: &str| {
+            base64::engine::general_purpose::STANDARD
+                .decode(user[field].as_str().unwrap())
+                .unwrap()
+        };
+        (decode("client-certificate-data"), decode("client-key-data"))
+    }
+
+    fn ca_pem(&self) -> Vec<u8> {
+        std::fs::read(self.dir.path().join("pki/ca.crt")).unwrap()
+    }
+
+    /// Sends one raw HTTPS request.
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Vec<u8>>,
+        headers: &[(&str, &str)],
+        credential: Credential,
+    ) -> std::io::Result<RawResponse> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let identity = match credential {
+            Credential::Admin => Some(self.admin_identity()),
+            _ => None,
+        };
+        let bearer = match &credential {
+            Credential::Bearer(t) => Some(t.clone()),
+            _ => None,
+        };
+        runtime.block_on(raw_request(
+            self.port,
+            &self.ca_pem(),
+            identity,
+            bearer,
+            method,
+            path,
+            body,
+            headers,
+        ))
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Which credential a raw request carries.
+#[derive(Clone, Debug)]
+pub enum Credential {
+    Anonymous,
+    Admin,
+    Bearer(String),
+}
+
+/// A raw response.
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn header(&self, name: &str) -> &str {
+        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn raw_request(
+    port: u16,
+    ca_pem: &[u8],
+    identity: Option<(Vec<u8>, Vec<u8>)>,
+    bearer: Option<String>,
+    method: &str,
+    path: &str,
+    body: Option<Vec<u8>>,
+    headers: &[(&str, &str)],
+) -> std::io::Result<RawResponse> {
+    use http_body_util::BodyExt;
+    let io_err = |e: &dyn std::fmt::Display| std::io::Error::other(e.to_string());
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut &ca_pem[..]) {
+        roots.add(cert?).map_err(|e| io_err(&e))?;
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| io_err(&e))?
+        .with_root_certificates(roots);
+    let config = match identity {
+        Some((cert, key)) => {
+            let certs: Vec<_> = rustls_pemfile::certs(&mut &cert[..]).collect::<Result<_, _>>()?;
+            let key = rustls_pemfile::private_key(&mut &key[..])?.ok_or_else(|| io_err(&"no key"))?;
+            builder
+                .with_client_auth_cert(certs, key)
+                .map_err(|e| io_err(&e))?
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    let server_name = rustls::pki_types::ServerName::try_from("localhost").map_err(|e| io_err(&e))?;
+    let tls = connector.connect(server_name, tcp).await?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+        .await
+        .map_err(|e| io_err(&e))?;
+    tokio::spawn(connection);
+    let mut request = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "localhost");
+    for (k, v) in headers {
+        request = request.header(*k, *v);
+    }
+    if let Some(token) = bearer {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let request = request
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            body.unwrap_or_default(),
+        )))
+        .map_err(|e| io_err(&e))?;
+    let response = sender.send_request(request).await.map_err(|e| io_err(&e))?;
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| io_err(&e))?
+        .to_bytes()
+        .to_vec();
+    Ok(RawResponse {
+        status,
+        headers,
+        body,
+    })
+}
