@@ -48,6 +48,7 @@ impl ApiServer {
             _ => Status::path_not_found(),
         })?;
         let user = self.authenticate(&request, peer)?;
+        let user = self.impersonate(request.headers(), user)?;
         self.authorize(&user, &info)?;
 
         let header = |name: header::HeaderName| {
@@ -79,6 +80,7 @@ impl ApiServer {
             accept,
             content_type,
             body,
+            user: user.clone(),
         };
 
         if !info.subresource.is_empty() {
@@ -105,7 +107,10 @@ impl ApiServer {
             ));
         }
         if resource.storage == resources::Storage::Virtual {
-            return Err(Status::path_not_found());
+            return match info.verb.as_str() {
+                "create" if info.name.is_empty() => self.review(&call, &user),
+                _ => Err(Status::method_not_allowed()),
+            };
         }
         let named = !info.name.is_empty();
         match info.verb.as_str() {
@@ -132,10 +137,28 @@ impl ApiServer {
     }
 
     fn authenticate<B>(&self, request: &Request<B>, peer: &PeerIdentity) -> Result<UserInfo, Status> {
-        if request.headers().contains_key(header::AUTHORIZATION) {
-            // No bearer authenticator accepts it: a credential that fails is 401, never
-            // a fall back to anonymous.
-            return Err(Status::unauthorized());
+        if let Some(value) = request.headers().get(header::AUTHORIZATION) {
+            // A credential that fails is 401, never a fall back to anonymous; why it failed
+            // stays in the server (and never includes the token).
+            let token = value
+                .to_str()
+                .ok()
+                .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .ok_or_else(Status::unauthorized)?;
+            let outcome = match &self.tokens {
+                Some(tokens) => tokens.authenticate_token(token, &self.api_audiences),
+                None => badge_auth::TokenOutcome::NotMine,
+            };
+            return match outcome {
+                badge_auth::TokenOutcome::Authenticated { user, .. } => Ok(user),
+                badge_auth::TokenOutcome::Invalid(reason) => {
+                    tracing::debug!(%reason, "bearer token refused");
+                    Err(Status::unauthorized())
+                }
+                badge_auth::TokenOutcome::NotMine => Err(Status::unauthorized()),
+            };
         }
         if let Some(user) = &peer.0 {
             return Ok(user.clone());
@@ -145,6 +168,101 @@ impl ApiServer {
         } else {
             Err(Status::unauthorized())
         }
+    }
+
+    /// Applies `Impersonate-*` headers, each allowed by the `impersonate` verb
+    /// (`endpoints/filters/impersonation.go`).
+    fn impersonate(&self, headers: &http::HeaderMap, user: UserInfo) -> Result<UserInfo, Status> {
+        let value = |v: &http::HeaderValue| {
+            v.to_str()
+                .map(str::to_string)
+                .map_err(|_| Status::bad_request("invalid impersonation header"))
+        };
+        let target_user = headers.get("impersonate-user").map(value).transpose()?;
+        let groups: Vec<String> = headers
+            .get_all("impersonate-group")
+            .iter()
+            .map(value)
+            .collect::<Result<_, _>>()?;
+        let uid = headers.get("impersonate-uid").map(value).transpose()?;
+        let mut extra: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        for (name, v) in headers {
+            if let Some(key) = name.as_str().strip_prefix("impersonate-extra-") {
+                let key = percent_encoding::percent_decode_str(key)
+                    .decode_utf8_lossy()
+                    .to_string();
+                extra.entry(key).or_default().push(value(v)?);
+            }
+        }
+        let Some(target) = target_user else {
+            if groups.is_empty() && uid.is_none() && extra.is_empty() {
+                return Ok(user);
+            }
+            return Err(Status::bad_request(format!(
+                "requested {:?} without impersonating a user",
+                groups.iter().chain(uid.iter()).collect::<Vec<_>>()
+            )));
+        };
+        let check = |verb_target: Attributes| -> Result<(), Status> {
+            match self.authorizer.authorize(&verb_target) {
+                Decision::Allow => Ok(()),
+                _ => {
+                    let message = forbidden_message(&verb_target);
+                    let gr = badge_api::GroupResource {
+                        group: &verb_target.api_group,
+                        resource: &verb_target.resource,
+                    };
+                    Err(Status::forbidden(gr, &verb_target.name, &message))
+                }
+            }
+        };
+        let base = |resource: &str, group: &str, name: &str| Attributes {
+            user: user.clone(),
+            verb: "impersonate".into(),
+            is_resource_request: true,
+            api_group: group.into(),
+            resource: resource.into(),
+            name: name.into(),
+            ..Default::default()
+        };
+        let mut impersonated = UserInfo {
+            name: target.clone(),
+            ..Default::default()
+        };
+        if let Some(rest) = target.strip_prefix("system:serviceaccount:") {
+            let (ns, name) = rest.split_once(':').unwrap_or(("", rest));
+            let mut attrs = base("serviceaccounts", "", name);
+            attrs.namespace = ns.to_string();
+            check(attrs)?;
+            impersonated.groups.push("system:serviceaccounts".into());
+            impersonated.groups.push(format!("system:serviceaccounts:{ns}"));
+        } else {
+            check(base("users", "", &target))?;
+        }
+        for group in &groups {
+            check(base("groups", "", group))?;
+            impersonated.groups.push(group.clone());
+        }
+        if let Some(uid) = uid {
+            check(base("uids", "authentication.k8s.io", &uid))?;
+            impersonated.uid = uid;
+        }
+        for (key, values) in &extra {
+            for v in values {
+                let mut attrs = base("userextras", "authentication.k8s.io", v);
+                attrs.subresource = key.clone();
+                check(attrs)?;
+            }
+        }
+        impersonated.extra = extra;
+        if impersonated.name == badge_auth::user::ANONYMOUS {
+            impersonated
+                .groups
+                .push(badge_auth::user::ALL_UNAUTHENTICATED.into());
+        } else {
+            impersonated.add_authenticated_group();
+        }
+        Ok(impersonated)
     }
 
     fn authorize(&self, user: &UserInfo, info: &RequestInfo) -> Result<(), Status> {

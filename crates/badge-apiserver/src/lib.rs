@@ -5,21 +5,57 @@
 pub mod discovery;
 pub mod handler;
 pub mod params;
+pub mod rbac;
 pub mod response;
 pub mod rest;
+pub mod reviews;
 pub mod server;
 pub mod table;
 pub mod watch;
 
 use std::sync::Arc;
 
-use badge_auth::Authorizer;
+use badge_auth::{Authorizer, TokenAuthenticator, UserInfo};
 use badge_registry::Registry;
+use serde_json::{Value, json};
+
+/// Lists the rules a user holds in a namespace (SelfSubjectRulesReview): resource rules,
+/// non-resource rules, whether the list is incomplete, and an evaluation error.
+pub trait RulesResolver: Send + Sync {
+    fn rules_for(&self, user: &UserInfo, namespace: &str) -> (Vec<Value>, Vec<Value>, bool, Option<String>);
+}
+
+/// The rules of the privileged-group authorizer: everything for `system:masters`.
+pub struct PrivilegedRules;
+
+impl RulesResolver for PrivilegedRules {
+    fn rules_for(&self, user: &UserInfo, _namespace: &str) -> (Vec<Value>, Vec<Value>, bool, Option<String>) {
+        if user.in_group(badge_auth::user::SYSTEM_MASTERS) {
+            (
+                vec![json!({"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]})],
+                vec![json!({"verbs": ["*"], "nonResourceURLs": ["*"]})],
+                false,
+                None,
+            )
+        } else {
+            (Vec::new(), Vec::new(), false, None)
+        }
+    }
+}
 
 /// What the API server needs to answer requests.
 pub struct ApiServer {
     pub registry: Arc<Registry>,
     pub authorizer: Box<dyn Authorizer>,
+    pub rules: Box<dyn RulesResolver>,
+    /// The RBAC index, for escalation checks (None without RBAC).
+    pub rbac: Option<Arc<badge_auth::rbac::RbacIndex>>,
+    /// Follows the watch cache into the RBAC index.
+    pub rbac_follower: Option<Arc<rbac::Rbac>>,
+    /// Bearer tokens; None when no token authenticator is configured.
+    pub tokens: Option<Arc<dyn TokenAuthenticator>>,
+    /// The audiences API requests' tokens must carry (`--api-audiences`).
+    pub api_audiences: Vec<String>,
     /// Requests without a credential are `system:anonymous` (`--anonymous-auth`).
     pub anonymous_auth: bool,
     /// Fires when the server shuts down, ending open watches.
@@ -39,8 +75,86 @@ impl ApiServer {
         ApiServer {
             registry,
             authorizer: Box::new(authorizer),
+            rules: Box::new(PrivilegedRules),
+            rbac: None,
+            rbac_follower: None,
+            tokens: None,
+            api_audiences: Vec::new(),
             anonymous_auth,
             shutdown,
         }
+    }
+
+    /// Authorizes with `system:masters` then RBAC, as `--authorization-mode=RBAC`.
+    pub fn with_rbac(mut self, follower: Arc<rbac::Rbac>) -> ApiServer {
+        let index = follower.index.clone();
+        self.authorizer = Box::new(badge_auth::authorizer::Union(vec![
+            Box::new(badge_auth::authorizer::PrivilegedGroups),
+            Box::new(rbac::RbacAuthorizer(index.clone())),
+        ]));
+        self.rules = Box::new(rbac::RbacRules(index.clone()));
+        self.rbac = Some(index);
+        self.rbac_follower = Some(follower);
+        self
+    }
+
+    /// The rules `user` holds in `namespace`.
+    pub fn rules_for(
+        &self,
+        user: &UserInfo,
+        namespace: &str,
+    ) -> (Vec<Value>, Vec<Value>, bool, Option<String>) {
+        self.rules.rules_for(user, namespace)
+    }
+
+    /// TokenReview: the same token authenticator API requests use, with the review's
+    /// audiences (the API audiences when it names none).
+    pub(crate) fn token_review(
+        &self,
+        mut review: Value,
+    ) -> Result<http::Response<response::Body>, badge_api::Status> {
+        let token = review
+            .pointer("/spec/token")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        if token.is_empty() {
+            return Err(badge_api::Status::invalid(
+                "authentication.k8s.io",
+                "TokenReview",
+                "",
+                &[badge_api::FieldError::required("spec.token", "")],
+            ));
+        }
+        let requested: Vec<String> = review
+            .pointer("/spec/audiences")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+            .unwrap_or_default();
+        let audiences = if requested.is_empty() {
+            self.api_audiences.clone()
+        } else {
+            requested
+        };
+        let outcome = match &self.tokens {
+            Some(tokens) => tokens.authenticate_token(&token, &audiences),
+            None => badge_auth::TokenOutcome::NotMine,
+        };
+        review["status"] = match outcome {
+            badge_auth::TokenOutcome::Authenticated { user, audiences } => {
+                let mut user_json = json!({"username": user.name, "groups": user.groups});
+                if !user.uid.is_empty() {
+                    user_json["uid"] = json!(user.uid);
+                }
+                if !user.extra.is_empty() {
+                    user_json["extra"] = json!(user.extra);
+                }
+                json!({"authenticated": true, "user": user_json, "audiences": audiences})
+            }
+            badge_auth::TokenOutcome::NotMine => json!({"user": {}}),
+            badge_auth::TokenOutcome::Invalid(reason) => json!({"user": {}, "error": reason}),
+        };
+        review["metadata"] = json!({"creationTimestamp": null});
+        Ok(response::json(http::StatusCode::CREATED, &review))
     }
 }

@@ -27,6 +27,8 @@ pub struct Call<'a> {
     pub accept: String,
     pub content_type: String,
     pub body: Bytes,
+    /// Who is asking (after impersonation).
+    pub user: badge_auth::UserInfo,
 }
 
 impl Call<'_> {
@@ -170,23 +172,26 @@ impl ApiServer {
                     if !wanted.is_empty() && wanted != meta::resource_version(current) {
                         return Err(Status::conflict(gr, &name, Status::OPTIMISTIC_LOCK_MESSAGE));
                     }
+                    self.check_rbac_write(
+                        &call.user,
+                        call.resource,
+                        &call.info.namespace,
+                        &given,
+                        Some(current),
+                    )?;
                     Ok(given.clone())
                 },
             )
             .await?;
+        self.settle_rbac_write(call.resource, &object).await;
         Ok(object_response(call, StatusCode::OK, &object, &decoded.warnings))
     }
 
     pub(crate) async fn patch(&self, call: &Call<'_>) -> Result<Response<Body>, Status> {
         let patch_type = PatchType::from_content_type(&call.content_type)
             .ok_or_else(|| patch::unsupported_patch_type(&call.content_type))?;
-        if patch_type != PatchType::Merge && patch_type != PatchType::StrategicMerge {
+        if patch_type == PatchType::Apply {
             return Err(patch::unsupported_patch_type(&call.content_type));
-        }
-        let (patch_doc, _) = decode::parse_json(&call.body)
-            .map_err(|e| Status::bad_request(format!("error decoding patch: {e}")))?;
-        if !patch_doc.is_object() {
-            return Err(Status::bad_request("the patch must be a JSON object"));
         }
         let validation = call.field_validation()?;
         let resource = call.resource;
@@ -202,18 +207,25 @@ impl ApiServer {
                 &call.info.subresource,
                 &call.write_options()?,
                 |current| {
-                    let mut patched = current.clone();
-                    patch::merge_patch(&mut patched, &patch_doc);
+                    let patched = patch::apply_patch(patch_type, current, &call.body, resource.kind)?;
                     let decoded = decode::decode_for(resource, patched, &[], validation)?;
                     let wanted = meta::resource_version(&decoded.object);
                     if !wanted.is_empty() && wanted != meta::resource_version(current) {
                         return Err(Status::conflict(gr, &name, Status::OPTIMISTIC_LOCK_MESSAGE));
                     }
+                    self.check_rbac_write(
+                        &call.user,
+                        resource,
+                        &call.info.namespace,
+                        &decoded.object,
+                        Some(current),
+                    )?;
                     warnings = decoded.warnings;
                     Ok(decoded.object)
                 },
             )
             .await?;
+        self.settle_rbac_write(call.resource, &object).await;
         Ok(object_response(call, StatusCode::OK, &object, &warnings))
     }
 

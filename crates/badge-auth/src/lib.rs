@@ -2,8 +2,11 @@
 //! authenticators with upstream's three-way answer, and authorizers with
 //! Allow/Deny/NoOpinion, composed in order.
 
+pub mod authenticator;
 pub mod authorizer;
+pub mod rbac;
 pub mod user;
 
+pub use authenticator::{TokenAuthenticator, TokenOutcome};
 pub use authorizer::{Attributes, Authorizer, Decision};
 pub use user::UserInfo;

@@ -113,9 +113,145 @@ pub fn validate(resource: &str, object: &Value, old: Option<&Value>) -> Vec<Fiel
         "secrets" => validate_secret(object, old, &mut errs),
         "configmaps" => validate_configmap(object, old, &mut errs),
         "pods" => validate_pod(object, old, &mut errs),
+        "roles" => validate_rules(object, true, &mut errs),
+        "clusterroles" => validate_rules(object, false, &mut errs),
+        "rolebindings" => validate_binding(object, old, true, &mut errs),
+        "clusterrolebindings" => validate_binding(object, old, false, &mut errs),
         _ => {}
     }
     errs
+}
+
+const RBAC_GROUP: &str = "rbac.authorization.k8s.io";
+
+fn strings(value: Option<&Value>) -> Vec<&str> {
+    value
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default()
+}
+
+/// `ValidatePolicyRule` for every rule of a Role or ClusterRole.
+fn validate_rules(object: &Value, namespaced: bool, errs: &mut Vec<FieldError>) {
+    let Some(rules) = object.get("rules").and_then(Value::as_array) else {
+        return;
+    };
+    for (i, rule) in rules.iter().enumerate() {
+        let field = |f: &str| format!("rules[{i}].{f}");
+        if strings(rule.get("verbs")).is_empty() {
+            errs.push(FieldError::required(
+                field("verbs"),
+                "verbs must contain at least one value",
+            ));
+        }
+        let urls = strings(rule.get("nonResourceURLs"));
+        if !urls.is_empty() {
+            if namespaced {
+                errs.push(FieldError::invalid(
+                    field("nonResourceURLs"),
+                    rule["nonResourceURLs"].clone(),
+                    "namespaced rules cannot apply to non-resource URLs",
+                ));
+            }
+            if !strings(rule.get("apiGroups")).is_empty() || !strings(rule.get("resources")).is_empty() {
+                errs.push(FieldError::invalid(
+                    field("nonResourceURLs"),
+                    rule["nonResourceURLs"].clone(),
+                    "rules cannot apply to both regular resources and non-resource URLs",
+                ));
+            }
+            continue;
+        }
+        if strings(rule.get("apiGroups")).is_empty()
+            && rule.get("apiGroups").and_then(Value::as_array).is_none()
+        {
+            errs.push(FieldError::required(
+                field("apiGroups"),
+                "resource rules must supply at least one api group",
+            ));
+        }
+        if strings(rule.get("resources")).is_empty() {
+            errs.push(FieldError::required(
+                field("resources"),
+                "resource rules must supply at least one resource",
+            ));
+        }
+    }
+}
+
+/// `ValidateRoleBinding` / `ValidateClusterRoleBinding`, and `roleRef` immutability.
+fn validate_binding(object: &Value, old: Option<&Value>, namespaced: bool, errs: &mut Vec<FieldError>) {
+    let role_ref = object.get("roleRef").cloned().unwrap_or(Value::Null);
+    let s = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+    let group = s(&role_ref, "apiGroup");
+    if group != RBAC_GROUP {
+        errs.push(FieldError::not_supported(
+            "roleRef.apiGroup",
+            group,
+            &[RBAC_GROUP],
+        ));
+    }
+    let kind = s(&role_ref, "kind");
+    let kinds: &[&str] = if namespaced {
+        &["Role", "ClusterRole"]
+    } else {
+        &["ClusterRole"]
+    };
+    if !kinds.contains(&kind.as_str()) {
+        errs.push(FieldError::not_supported("roleRef.kind", kind, kinds));
+    }
+    let name = s(&role_ref, "name");
+    if name.is_empty() {
+        errs.push(FieldError::required("roleRef.name", ""));
+    } else {
+        for m in NameRule::PathSegment.errors(&name) {
+            errs.push(FieldError::invalid("roleRef.name", name.as_str(), m));
+        }
+    }
+    if let Some(subjects) = object.get("subjects").and_then(Value::as_array) {
+        for (i, subject) in subjects.iter().enumerate() {
+            let field = |f: &str| format!("subjects[{i}].{f}");
+            let name = s(subject, "name");
+            if name.is_empty() {
+                errs.push(FieldError::required(field("name"), ""));
+            }
+            let api_group = s(subject, "apiGroup");
+            match s(subject, "kind").as_str() {
+                "ServiceAccount" => {
+                    if !api_group.is_empty() {
+                        errs.push(FieldError::not_supported(field("apiGroup"), api_group, &[""]));
+                    }
+                    if !name.is_empty() {
+                        for m in badge_api::validation::dns1123_subdomain_errors(&name) {
+                            errs.push(FieldError::invalid(field("name"), name.as_str(), m));
+                        }
+                    }
+                    if !namespaced && s(subject, "namespace").is_empty() {
+                        errs.push(FieldError::required(field("namespace"), ""));
+                    }
+                }
+                "User" | "Group" => {
+                    if api_group != RBAC_GROUP {
+                        errs.push(FieldError::not_supported(
+                            field("apiGroup"),
+                            api_group,
+                            &[RBAC_GROUP],
+                        ));
+                    }
+                }
+                other => errs.push(FieldError::not_supported(
+                    field("kind"),
+                    other,
+                    &["ServiceAccount", "User", "Group"],
+                )),
+            }
+        }
+    }
+    if let Some(old) = old
+        && old.get("roleRef") != object.get("roleRef")
+    {
+        errs.push(FieldError::invalid("roleRef", role_ref, "cannot change roleRef"));
+    }
 }
 
 /// The name rule of a resource.
@@ -488,6 +624,41 @@ mod tests {
         assert!(validate("pods", &ok, None).is_empty());
         let changed = json!({"spec":{"containers":[{"name":"c","image":"j"}],"nodeName":"n"}});
         assert!(!validate("pods", &changed, Some(&ok)).is_empty());
+    }
+
+    #[test]
+    fn rbac_rules() {
+        let role = json!({"rules":[{"verbs":[],"apiGroups":[""],"resources":["pods"]},{"verbs":["get"],"nonResourceURLs":["/x"]}]});
+        let errs = validate("roles", &role, None);
+        let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, vec!["rules[0].verbs", "rules[1].nonResourceURLs"]);
+        let ok = json!({"rules":[{"verbs":["get"],"apiGroups":[""],"resources":["pods"]}]});
+        assert!(validate("roles", &ok, None).is_empty());
+        assert!(
+            validate(
+                "clusterroles",
+                &json!({"rules":[{"verbs":["get"],"nonResourceURLs":["/x"]}]}),
+                None
+            )
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn rbac_bindings() {
+        let b = json!({"roleRef":{"apiGroup":"rbac.authorization.k8s.io","kind":"Role","name":"r"},
+                       "subjects":[{"kind":"ServiceAccount","name":"sa"},{"kind":"User","name":"u","apiGroup":"rbac.authorization.k8s.io"}]});
+        assert!(validate("rolebindings", &b, None).is_empty());
+        let errs = validate("clusterrolebindings", &b, None);
+        let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, vec!["roleRef.kind", "subjects[0].namespace"]);
+        let mut changed = b.clone();
+        changed["roleRef"]["name"] = json!("other");
+        assert!(
+            validate("rolebindings", &changed, Some(&b))
+                .iter()
+                .any(|e| e.detail == "cannot change roleRef")
+        );
     }
 
     #[test]

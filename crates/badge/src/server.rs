@@ -70,14 +70,17 @@ pub async fn run(options: ServerOptions) -> anyhow::Result<()> {
     badge_controllers::ensure_system_namespaces(&registry)
         .await
         .map_err(|s| anyhow::anyhow!("{s}"))?;
+    badge_apiserver::rbac::reconcile_defaults(&registry)
+        .await
+        .map_err(|s| anyhow::anyhow!("reconciling the default RBAC policy: {s}"))?;
+    let rbac = badge_apiserver::rbac::Rbac::start(registry.clone());
     badge_controllers::spawn_all(registry.clone(), pki.ca_pem().to_string());
 
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
-    let api = Arc::new(badge_apiserver::ApiServer::new(
-        registry,
-        options.anonymous_auth,
-        shutdown_rx.clone(),
-    ));
+    let api = Arc::new(
+        badge_apiserver::ApiServer::new(registry, options.anonymous_auth, shutdown_rx.clone())
+            .with_rbac(rbac),
+    );
     tracing::info!("serving securely on {address}");
     tracing::info!(
         "admin kubeconfig written: export KUBECONFIG={}",

@@ -360,3 +360,134 @@ fn dry_run_and_patch() {
     ]);
     assert_eq!(data, "1");
 }
+
+#[test]
+fn finalizers_hold_a_terminating_namespace() {
+    let s = server();
+    s.kubectl_ok(&["create", "ns", "held"]);
+    let held = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: held\n  namespace: held\n  finalizers: [\"example.com/hold\"]\n";
+    let out = s.kubectl_with_stdin(&["create", "-f", "-"], Some(held));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    s.kubectl_ok(&["delete", "ns", "held", "--wait=false"]);
+    eventually(
+        "the namespace to be Terminating with only the held ConfigMap left",
+        || {
+            let phase = s.kubectl_ok(&["get", "ns", "held", "-o", "jsonpath={.status.phase}"]);
+            let left = s.kubectl_ok(&["get", "cm", "-n", "held", "-o", "name"]);
+            phase == "Terminating" && left.trim() == "configmap/held"
+        },
+    );
+    let refused = s.kubectl_err(&["create", "sa", "late", "-n", "held"]);
+    assert!(
+        refused.contains("unable to create new content in namespace held because it is being terminated"),
+        "{refused}"
+    );
+    let ts = s.kubectl_ok(&[
+        "get",
+        "cm",
+        "held",
+        "-n",
+        "held",
+        "-o",
+        "jsonpath={.metadata.deletionTimestamp}",
+    ]);
+    assert!(!ts.is_empty(), "the held ConfigMap is marked for deletion");
+    s.kubectl_ok(&[
+        "patch",
+        "cm",
+        "held",
+        "-n",
+        "held",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"finalizers":null}}"#,
+    ]);
+    eventually("the namespace to be gone", || {
+        !s.kubectl(&["get", "ns", "held"]).status.success()
+    });
+}
+
+#[test]
+fn every_patch_type() {
+    let s = server();
+    s.kubectl_ok(&["create", "sa", "p", "-n", "default"]);
+    // Strategic merge (kubectl's default): secrets merge by name.
+    s.kubectl_ok(&[
+        "patch",
+        "sa",
+        "p",
+        "-n",
+        "default",
+        "-p",
+        r#"{"secrets":[{"name":"a"}]}"#,
+    ]);
+    s.kubectl_ok(&[
+        "patch",
+        "sa",
+        "p",
+        "-n",
+        "default",
+        "-p",
+        r#"{"secrets":[{"name":"b"}]}"#,
+    ]);
+    let secrets = s.kubectl_ok(&[
+        "get",
+        "sa",
+        "p",
+        "-n",
+        "default",
+        "-o",
+        "jsonpath={.secrets[*].name}",
+    ]);
+    assert_eq!(secrets, "b a");
+    // JSON patch with a test op.
+    s.kubectl_ok(&[
+        "patch",
+        "sa",
+        "p",
+        "-n",
+        "default",
+        "--type=json",
+        "-p",
+        r#"[{"op":"test","path":"/secrets/0/name","value":"b"},{"op":"remove","path":"/secrets/0"}]"#,
+    ]);
+    let secrets = s.kubectl_ok(&[
+        "get",
+        "sa",
+        "p",
+        "-n",
+        "default",
+        "-o",
+        "jsonpath={.secrets[*].name}",
+    ]);
+    assert_eq!(secrets, "a");
+    let failed = s.kubectl_err(&[
+        "patch",
+        "sa",
+        "p",
+        "-n",
+        "default",
+        "--type=json",
+        "-p",
+        r#"[{"op":"test","path":"/secrets/0/name","value":"zzz"}]"#,
+    ]);
+    assert!(
+        failed.contains("Invalid")
+            || failed.contains("422")
+            || failed.contains("the server rejected our request"),
+        "{failed}"
+    );
+    // Merge patch removing the list.
+    s.kubectl_ok(&[
+        "patch",
+        "sa",
+        "p",
+        "-n",
+        "default",
+        "--type=merge",
+        "-p",
+        r#"{"secrets":null}"#,
+    ]);
+    let secrets = s.kubectl_ok(&["get", "sa", "p", "-n", "default", "-o", "jsonpath={.secrets}"]);
+    assert_eq!(secrets, "");
+}

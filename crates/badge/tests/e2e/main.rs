@@ -4,6 +4,7 @@
 
 mod api_core;
 mod kubectl;
+mod reviews;
 
 use badge_testkit::TestServer;
 

@@ -1,0 +1,84 @@
+//! Bearer-token authentication with upstream's three-way answer
+//! (`k8s.io/apiserver/pkg/authentication/authenticator`): "not mine, ask the next one",
+//! "this is the user", or "mine, and it is bad". Token authenticators answer from memory
+//! (keys and the watch cache), so the trait is synchronous.
+
+use crate::user::UserInfo;
+
+/// What one authenticator says about a token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TokenOutcome {
+    /// The token is valid: the user and the audiences it was accepted for.
+    Authenticated { user: UserInfo, audiences: Vec<String> },
+    /// Not a token this authenticator recognises.
+    NotMine,
+    /// A token of this authenticator's kind that fails; the reason is for logs only and
+    /// never contains the token.
+    Invalid(String),
+}
+
+/// Authenticates bearer tokens.
+pub trait TokenAuthenticator: Send + Sync {
+    /// `audiences` are the audiences the caller accepts (the API audiences for API
+    /// requests, a TokenReview's `spec.audiences` for reviews).
+    fn authenticate_token(&self, token: &str, audiences: &[String]) -> TokenOutcome;
+}
+
+/// Tries each authenticator in order; the first to authenticate wins, and failures are
+/// collected (`token/union`, `New` rather than `NewFailOnError`).
+pub struct TokenUnion(pub Vec<Box<dyn TokenAuthenticator>>);
+
+impl TokenAuthenticator for TokenUnion {
+    fn authenticate_token(&self, token: &str, audiences: &[String]) -> TokenOutcome {
+        let mut errors = Vec::new();
+        for authenticator in &self.0 {
+            match authenticator.authenticate_token(token, audiences) {
+                TokenOutcome::NotMine => {}
+                TokenOutcome::Invalid(reason) => errors.push(reason),
+                authenticated => return authenticated,
+            }
+        }
+        if errors.is_empty() {
+            TokenOutcome::NotMine
+        } else {
+            TokenOutcome::Invalid(errors.join("; "))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Fixed(TokenOutcome);
+
+    impl TokenAuthenticator for Fixed {
+        fn authenticate_token(&self, _: &str, _: &[String]) -> TokenOutcome {
+            self.0.clone()
+        }
+    }
+
+    #[test]
+    fn union_takes_the_first_success_and_collects_failures() {
+        let yes = TokenOutcome::Authenticated {
+            user: UserInfo::anonymous(),
+            audiences: vec![],
+        };
+        let u = TokenUnion(vec![
+            Box::new(Fixed(TokenOutcome::NotMine)),
+            Box::new(Fixed(TokenOutcome::Invalid("bad signature".into()))),
+            Box::new(Fixed(yes.clone())),
+        ]);
+        assert_eq!(u.authenticate_token("t", &[]), yes);
+        let none = TokenUnion(vec![Box::new(Fixed(TokenOutcome::NotMine))]);
+        assert_eq!(none.authenticate_token("t", &[]), TokenOutcome::NotMine);
+        let bad = TokenUnion(vec![
+            Box::new(Fixed(TokenOutcome::Invalid("a".into()))),
+            Box::new(Fixed(TokenOutcome::Invalid("b".into()))),
+        ]);
+        assert_eq!(
+            bad.authenticate_token("t", &[]),
+            TokenOutcome::Invalid("a; b".into())
+        );
+    }
+}

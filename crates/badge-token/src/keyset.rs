@@ -1,0 +1,567 @@
+//! The keys in force, and how they rotate.
+//!
+//! [`KeySet`] is upstream's `staticPublicKeysGetter` (pkg/serviceaccount/jwt.go) plus the signer:
+//! verification keys in configuration order (for the JWKS) and a kid index (for verification).
+//!
+//! [`KeyRing`] has no upstream counterpart; upstream rotation is an operator procedure
+//! (UPSTREAM.md §9.2). It is the pure state machine SECURITY.md §5.3 asks for, after SPIRE's
+//! prepare/activate and Vault's `verification_ttl`: a new key is published before it signs,
+//! a retired key keeps verifying for at least the longest token lifetime plus leeway, and a
+//! revoked key stops verifying at once. Time is always passed in.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::claims::LEEWAY_SECONDS;
+use crate::keys::{Algorithm, SigningKey, VerifyingKey};
+
+// === impl KeySet ===
+
+/// The signing key (if this server signs) and every verification key, indexed by kid.
+#[derive(Clone, Default)]
+pub struct KeySet {
+    signer: Option<SigningKey>,
+    keys: Vec<VerifyingKey>,
+    by_kid: HashMap<String, VerifyingKey>,
+}
+
+impl KeySet {
+    /// A key set from a signer and verification keys in configuration order. Duplicates stay
+    /// in [`KeySet::keys`] (upstream lists them in the JWKS too). The signer's public key is
+    /// appended if it is missing, so a server always accepts what it issues.
+    pub fn new(signer: Option<SigningKey>, verifying: impl IntoIterator<Item = VerifyingKey>) -> Self {
+        let mut keys: Vec<VerifyingKey> = verifying.into_iter().collect();
+        if let Some(s) = &signer
+            && !keys.iter().any(|k| k.kid() == s.kid())
+        {
+            keys.push(s.public().clone());
+        }
+        let by_kid = keys.iter().map(|k| (k.kid().to_owned(), k.clone())).collect();
+        Self { signer, keys, by_kid }
+    }
+
+    /// The key new tokens are signed with.
+    pub fn signer(&self) -> Option<&SigningKey> {
+        self.signer.as_ref()
+    }
+
+    /// The verification key with exactly this kid.
+    pub fn get(&self, kid: &str) -> Option<&VerifyingKey> {
+        self.by_kid.get(kid)
+    }
+
+    /// Every verification key, in order.
+    pub fn keys(&self) -> &[VerifyingKey] {
+        &self.keys
+    }
+
+    /// Whether there is no verification key.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// The algorithms of the verification keys, sorted by name and de-duplicated (as the
+    /// discovery document lists them).
+    pub fn algorithms(&self) -> Vec<Algorithm> {
+        let mut algs: Vec<Algorithm> = self.keys.iter().map(VerifyingKey::algorithm).collect();
+        algs.sort_unstable_by_key(|a| a.as_str());
+        algs.dedup();
+        algs
+    }
+}
+
+impl fmt::Debug for KeySet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeySet")
+            .field("signer", &self.signer.as_ref().map(SigningKey::kid))
+            .field(
+                "keys",
+                &self.keys.iter().map(VerifyingKey::kid).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+// === impl KeyRing ===
+
+/// Where a key is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KeyState {
+    /// Published for verification, not yet signing.
+    Pending,
+    /// Signing (the newest active key signs) and verifying.
+    Active,
+    /// No longer signing; verifying until `retires_at` + keep-after-retire.
+    Retired,
+    /// Compromised: neither signs nor verifies.
+    Revoked,
+}
+
+/// One key of a [`KeyRing`]. Times are unix seconds.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct KeyEntry {
+    /// The key; persisted as PKCS#8 PEM, so the serialised ring is secret.
+    #[serde(with = "pkcs8_pem")]
+    pub key: SigningKey,
+    /// The state as of the last operation on the ring; [`KeyEntry::state_at`] is authoritative.
+    pub state: KeyState,
+    /// When the key entered the ring.
+    pub created: i64,
+    /// When the key starts signing.
+    pub activates_at: i64,
+    /// When the key stops signing.
+    pub retires_at: Option<i64>,
+    /// When the key was revoked.
+    pub revoked_at: Option<i64>,
+}
+
+impl KeyEntry {
+    /// The key's kid.
+    pub fn kid(&self) -> &str {
+        self.key.kid()
+    }
+
+    /// The key's state at `now`, from its times.
+    pub fn state_at(&self, now: i64) -> KeyState {
+        if self.revoked_at.is_some() {
+            KeyState::Revoked
+        } else if self.retires_at.is_some_and(|r| r <= now) {
+            KeyState::Retired
+        } else if self.activates_at <= now {
+            KeyState::Active
+        } else {
+            KeyState::Pending
+        }
+    }
+
+    fn verifies_at(&self, now: i64, keep: i64) -> bool {
+        match self.state_at(now) {
+            KeyState::Pending | KeyState::Active => true,
+            KeyState::Retired => self.retires_at.is_some_and(|r| now < r.saturating_add(keep)),
+            KeyState::Revoked => false,
+        }
+    }
+}
+
+/// Why a ring operation was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RingError {
+    /// Durations are never negative.
+    #[error("durations must not be negative")]
+    NegativeDuration,
+    /// Keep-after-retire must cover the longest token lifetime plus the leeway.
+    #[error("keys are kept {keep} s after retirement but tokens may live {required} s including leeway")]
+    KeepTooShort {
+        /// The configured keep.
+        keep: i64,
+        /// The lifetime it must cover.
+        required: i64,
+    },
+    /// The kid is already in the ring (or was revoked and is still remembered).
+    #[error("key is already in the ring")]
+    DuplicateKey,
+    /// No entry has this kid.
+    #[error("no key with this kid in the ring")]
+    UnknownKey,
+    /// One rotation at a time: a published key is still waiting to sign.
+    #[error("a rotation is already pending")]
+    RotationPending,
+    /// Retiring the only signer would stop token issuance; rotate first.
+    #[error("retiring the only active key would leave nothing to sign with")]
+    LastSigner,
+    /// Revoked keys stay revoked.
+    #[error("key is revoked")]
+    Revoked,
+}
+
+/// Keys with a schedule, serialisable so the server can persist it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct KeyRing {
+    keep_after_retire: i64,
+    entries: Vec<KeyEntry>,
+}
+
+impl KeyRing {
+    /// An empty ring keeping retired keys verifiable for `keep_after_retire` seconds.
+    pub fn new(keep_after_retire: i64) -> Result<Self, RingError> {
+        if keep_after_retire < 0 {
+            return Err(RingError::NegativeDuration);
+        }
+        Ok(Self {
+            keep_after_retire,
+            entries: Vec::new(),
+        })
+    }
+
+    /// Refuses a configuration whose retired keys vanish while tokens they signed are still
+    /// valid: keep-after-retire must be ≥ `max_token_lifetime` + leeway (with the 1-year extended
+    /// tokens when expiry extension is on).
+    pub fn check_keep_covers(&self, max_token_lifetime: i64) -> Result<(), RingError> {
+        let required = max_token_lifetime.saturating_add(LEEWAY_SECONDS);
+        if self.keep_after_retire < required {
+            return Err(RingError::KeepTooShort {
+                keep: self.keep_after_retire,
+                required,
+            });
+        }
+        Ok(())
+    }
+
+    /// How long retired keys keep verifying.
+    pub fn keep_after_retire(&self) -> i64 {
+        self.keep_after_retire
+    }
+
+    /// The entries, oldest first.
+    pub fn entries(&self) -> &[KeyEntry] {
+        &self.entries
+    }
+
+    /// Adds `key`, published from `now` and signing from `now + publish_lead`. The keys active
+    /// now retire when it activates. With an empty ring and a lead of 0 this is the first key.
+    /// `publish_lead` should be at least the JWKS cache max-age (3600 s) so every verifier
+    /// holds the key before it signs anything.
+    pub fn rotate(&mut self, key: SigningKey, now: i64, publish_lead: i64) -> Result<(), RingError> {
+        if publish_lead < 0 {
+            return Err(RingError::NegativeDuration);
+        }
+        if self.position(key.kid()).is_some() {
+            return Err(RingError::DuplicateKey);
+        }
+        if self.entries.iter().any(|e| e.state_at(now) == KeyState::Pending) {
+            return Err(RingError::RotationPending);
+        }
+        let activates_at = now.saturating_add(publish_lead);
+        for e in &mut self.entries {
+            if e.state_at(now) == KeyState::Active && e.retires_at.is_none_or(|r| r > activates_at) {
+                e.retires_at = Some(activates_at);
+            }
+        }
+        self.entries.push(KeyEntry {
+            key,
+            state: KeyState::Pending,
+            created: now,
+            activates_at,
+            retires_at: None,
+            revoked_at: None,
+        });
+        self.refresh_states(now);
+        Ok(())
+    }
+
+    /// Stops `kid` signing now; it keeps verifying for keep-after-retire (tokens it signed stay
+    /// valid). Retiring a pending key cancels that rotation. Retiring the only active key is
+    /// refused: rotate first.
+    pub fn retire(&mut self, kid: &str, now: i64) -> Result<(), RingError> {
+        let i = self.position(kid).ok_or(RingError::UnknownKey)?;
+        match self.entries[i].state_at(now) {
+            KeyState::Revoked => return Err(RingError::Revoked),
+            KeyState::Retired => return Ok(()),
+            KeyState::Pending => self.cancel_succession(i, now),
+            KeyState::Active => {
+                let others = self
+                    .entries
+                    .iter()
+                    .enumerate()
+                    .any(|(j, e)| j != i && e.state_at(now) == KeyState::Active);
+                if !others {
+                    return Err(RingError::LastSigner);
+                }
+            }
+        }
+        self.entries[i].retires_at = Some(now);
+        self.refresh_states(now);
+        Ok(())
+    }
+
+    /// Withdraws `kid` at once: it neither signs nor verifies, and tokens it signed die now
+    /// (callers must also flush any verified-token cache). Revoking the signer leaves no signer
+    /// until a rotation; revoking a pending key cancels that rotation.
+    pub fn revoke(&mut self, kid: &str, now: i64) -> Result<(), RingError> {
+        let i = self.position(kid).ok_or(RingError::UnknownKey)?;
+        match self.entries[i].state_at(now) {
+            KeyState::Revoked => return Ok(()),
+            KeyState::Pending => self.cancel_succession(i, now),
+            KeyState::Active | KeyState::Retired => {}
+        }
+        self.entries[i].revoked_at = Some(now);
+        self.refresh_states(now);
+        Ok(())
+    }
+
+    /// The key that signs at `now`: the most recently activated active key.
+    pub fn current_signer(&self, now: i64) -> Option<&SigningKey> {
+        self.entries
+            .iter()
+            .filter(|e| e.state_at(now) == KeyState::Active)
+            .max_by_key(|e| e.activates_at)
+            .map(|e| &e.key)
+    }
+
+    /// Every key that verifies at `now`: pending, active, and retired within keep. Never a
+    /// revoked key.
+    pub fn verification_keys(&self, now: i64) -> Vec<VerifyingKey> {
+        self.entries
+            .iter()
+            .filter(|e| e.verifies_at(now, self.keep_after_retire))
+            .map(|e| e.key.public().clone())
+            .collect()
+    }
+
+    /// The [`KeySet`] in force at `now`, with `extra` verification keys (e.g. from key files)
+    /// listed first.
+    pub fn key_set(&self, now: i64, extra: &[VerifyingKey]) -> KeySet {
+        let verifying = extra.iter().cloned().chain(self.verification_keys(now));
+        KeySet::new(self.current_signer(now).cloned(), verifying)
+    }
+
+    /// The next time after `now` at which [`KeyRing::key_set`] changes, so the server knows
+    /// when to rebuild it.
+    pub fn next_change(&self, now: i64) -> Option<i64> {
+        let keep = self.keep_after_retire;
+        self.entries
+            .iter()
+            .flat_map(|e| {
+                [
+                    Some(e.activates_at),
+                    e.retires_at,
+                    e.retires_at.map(|r| r.saturating_add(keep)),
+                    e.revoked_at.map(|r| r.saturating_add(keep)),
+                ]
+            })
+            .flatten()
+            .filter(|&t| t > now)
+            .min()
+    }
+
+    /// Records every entry's state at `now` and drops keys past their keep window (revoked keys
+    /// too, remembered until then so they cannot be re-added). Returns the dropped kids.
+    pub fn advance(&mut self, now: i64) -> Vec<String> {
+        let keep = self.keep_after_retire;
+        let mut dropped = Vec::new();
+        self.entries.retain(|e| {
+            let gone = match e.state_at(now) {
+                KeyState::Retired => e.retires_at.is_some_and(|r| now >= r.saturating_add(keep)),
+                KeyState::Revoked => e.revoked_at.is_some_and(|r| now >= r.saturating_add(keep)),
+                KeyState::Pending | KeyState::Active => false,
+            };
+            if gone {
+                dropped.push(e.kid().to_owned());
+            }
+            !gone
+        });
+        self.refresh_states(now);
+        dropped
+    }
+
+    fn position(&self, kid: &str) -> Option<usize> {
+        self.entries.iter().position(|e| e.kid() == kid)
+    }
+
+    /// A pending key is withdrawn: the keys scheduled to retire when it activated stay active.
+    fn cancel_succession(&mut self, pending: usize, now: i64) {
+        let at = self.entries[pending].activates_at;
+        for (j, e) in self.entries.iter_mut().enumerate() {
+            if j != pending && e.retires_at == Some(at) && at > now && e.revoked_at.is_none() {
+                e.retires_at = None;
+            }
+        }
+    }
+
+    fn refresh_states(&mut self, now: i64) {
+        for e in &mut self.entries {
+            e.state = e.state_at(now);
+        }
+    }
+}
+
+/// Persists a [`SigningKey`] as PKCS#8 PEM and parses it back once.
+mod pkcs8_pem {
+    use serde::{Deserialize, Deserializer, Serializer, de, ser};
+
+    use crate::keys::SigningKey;
+
+    pub(super) fn serialize<S: Serializer>(key: &SigningKey, s: S) -> Result<S::Ok, S::Error> {
+        let pem = key.to_pkcs8_pem().map_err(ser::Error::custom)?;
+        s.serialize_str(&pem)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SigningKey, D::Error> {
+        let pem = String::deserialize(d)?;
+        SigningKey::from_pem(&pem).map_err(de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::keys::Curve;
+
+    const HOUR: i64 = 3600;
+    const DAY: i64 = 24 * HOUR;
+
+    fn key() -> SigningKey {
+        SigningKey::generate_ec(Curve::P256).unwrap()
+    }
+
+    fn kids(keys: &[VerifyingKey]) -> Vec<&str> {
+        keys.iter().map(VerifyingKey::kid).collect()
+    }
+
+    #[test]
+    fn key_set_indexes_and_adds_the_signer() {
+        let (a, b) = (key(), key());
+        let set = KeySet::new(Some(a.clone()), [b.public().clone(), b.public().clone()]);
+        assert_eq!(kids(set.keys()), vec![b.kid(), b.kid(), a.kid()]);
+        assert_eq!(set.get(a.kid()).unwrap().kid(), a.kid());
+        assert!(set.get("nope").is_none());
+        assert_eq!(set.signer().unwrap().kid(), a.kid());
+        assert_eq!(set.algorithms(), vec![Algorithm::Es256]);
+        let shown = format!("{set:?}");
+        assert!(shown.contains(a.kid()));
+    }
+
+    #[test]
+    fn publish_before_use_then_retire_then_drop() {
+        let mut ring = KeyRing::new(2 * DAY).unwrap();
+        let (k1, k2) = (key(), key());
+        let t0 = 1_000_000;
+        ring.rotate(k1.clone(), t0, 0).unwrap();
+        assert_eq!(ring.current_signer(t0).unwrap().kid(), k1.kid());
+        assert_eq!(ring.entries()[0].state, KeyState::Active);
+
+        // Rotation: k2 is published at once but signs only after the lead.
+        let t1 = t0 + 10 * DAY;
+        ring.rotate(k2.clone(), t1, HOUR).unwrap();
+        assert_eq!(ring.entries()[1].state, KeyState::Pending);
+        assert_eq!(kids(&ring.verification_keys(t1)), vec![k1.kid(), k2.kid()]);
+        assert_eq!(ring.current_signer(t1).unwrap().kid(), k1.kid());
+        assert_eq!(ring.current_signer(t1 + HOUR - 1).unwrap().kid(), k1.kid());
+        assert_eq!(ring.next_change(t1), Some(t1 + HOUR));
+
+        // At activation k2 signs and k1 retires but still verifies.
+        let t2 = t1 + HOUR;
+        assert_eq!(ring.current_signer(t2).unwrap().kid(), k2.kid());
+        assert_eq!(ring.entries()[0].state_at(t2), KeyState::Retired);
+        assert_eq!(kids(&ring.verification_keys(t2)), vec![k1.kid(), k2.kid()]);
+        assert_eq!(ring.next_change(t2), Some(t2 + 2 * DAY));
+
+        // k1 verifies until keep runs out, then advance drops it.
+        assert_eq!(kids(&ring.verification_keys(t2 + 2 * DAY - 1)).len(), 2);
+        assert_eq!(kids(&ring.verification_keys(t2 + 2 * DAY)), vec![k2.kid()]);
+        assert!(ring.advance(t2 + 2 * DAY - 1).is_empty());
+        assert_eq!(ring.advance(t2 + 2 * DAY), vec![k1.kid().to_owned()]);
+        assert_eq!(ring.entries().len(), 1);
+        assert_eq!(ring.entries()[0].state, KeyState::Active);
+    }
+
+    #[test]
+    fn one_rotation_at_a_time_and_no_duplicates() {
+        let mut ring = KeyRing::new(DAY).unwrap();
+        let (k1, k2, k3) = (key(), key(), key());
+        ring.rotate(k1.clone(), 0, 0).unwrap();
+        assert_eq!(ring.rotate(k1.clone(), 1, 0), Err(RingError::DuplicateKey));
+        ring.rotate(k2, 1, HOUR).unwrap();
+        assert_eq!(ring.rotate(k3.clone(), 2, HOUR), Err(RingError::RotationPending));
+        assert_eq!(ring.rotate(k3.clone(), 2, -1), Err(RingError::NegativeDuration));
+        ring.rotate(k3, 1 + HOUR, HOUR).unwrap();
+    }
+
+    #[test]
+    fn retire_keeps_verifying_and_refuses_the_last_signer() {
+        let mut ring = KeyRing::new(DAY).unwrap();
+        let (k1, k2) = (key(), key());
+        ring.rotate(k1.clone(), 0, 0).unwrap();
+        assert_eq!(ring.retire(k1.kid(), 10), Err(RingError::LastSigner));
+        assert_eq!(ring.retire("nope", 10), Err(RingError::UnknownKey));
+        ring.rotate(k2.clone(), 10, 0).unwrap();
+        // k1 already retired by the immediate rotation; retiring again is a no-op.
+        ring.retire(k1.kid(), 20).unwrap();
+        assert_eq!(ring.current_signer(20).unwrap().kid(), k2.kid());
+        assert_eq!(kids(&ring.verification_keys(20)), vec![k1.kid(), k2.kid()]);
+        assert_eq!(ring.entries()[0].retires_at, Some(10));
+    }
+
+    #[test]
+    fn cancelling_a_pending_key_keeps_the_old_signer() {
+        let mut ring = KeyRing::new(DAY).unwrap();
+        let (k1, k2, k3) = (key(), key(), key());
+        ring.rotate(k1.clone(), 0, 0).unwrap();
+        ring.rotate(k2.clone(), 100, HOUR).unwrap();
+        ring.retire(k2.kid(), 200).unwrap();
+        assert_eq!(ring.current_signer(100 + 2 * HOUR).unwrap().kid(), k1.kid());
+        ring.rotate(k3.clone(), 300, HOUR).unwrap();
+        ring.revoke(k3.kid(), 400).unwrap();
+        assert_eq!(ring.current_signer(300 + 2 * HOUR).unwrap().kid(), k1.kid());
+        assert!(!kids(&ring.verification_keys(500)).contains(&k3.kid()));
+    }
+
+    #[test]
+    fn revoke_stops_verification_at_once() {
+        let mut ring = KeyRing::new(DAY).unwrap();
+        let (k1, k2) = (key(), key());
+        ring.rotate(k1.clone(), 0, 0).unwrap();
+        ring.rotate(k2.clone(), 10, 0).unwrap();
+        // k1 retired at 10 and would verify until 10 + DAY; revoking ends that now.
+        ring.revoke(k1.kid(), 20).unwrap();
+        assert_eq!(ring.entries()[0].state, KeyState::Revoked);
+        assert_eq!(kids(&ring.verification_keys(20)), vec![k2.kid()]);
+        assert_eq!(ring.retire(k1.kid(), 30), Err(RingError::Revoked));
+        // The tombstone blocks re-adding it until keep passes.
+        assert_eq!(ring.rotate(k1.clone(), 30, 0), Err(RingError::DuplicateKey));
+        // Revoking the signer leaves none.
+        ring.revoke(k2.kid(), 40).unwrap();
+        assert!(ring.current_signer(40).is_none());
+        assert!(ring.verification_keys(40).is_empty());
+        assert_eq!(ring.advance(20 + DAY), vec![k1.kid().to_owned()]);
+    }
+
+    #[test]
+    fn keep_must_cover_token_lifetime() {
+        let ring = KeyRing::new(DAY).unwrap();
+        assert!(ring.check_keep_covers(DAY - 60).is_ok());
+        assert_eq!(
+            ring.check_keep_covers(DAY),
+            Err(RingError::KeepTooShort {
+                keep: DAY,
+                required: DAY + 60
+            })
+        );
+        assert!(KeyRing::new(-1).is_err());
+    }
+
+    #[test]
+    fn key_set_from_ring() {
+        let mut ring = KeyRing::new(DAY).unwrap();
+        let (k1, k2, file_key) = (key(), key(), key());
+        ring.rotate(k1.clone(), 0, 0).unwrap();
+        ring.rotate(k2.clone(), 10, HOUR).unwrap();
+        let set = ring.key_set(20, &[file_key.public().clone()]);
+        assert_eq!(set.signer().unwrap().kid(), k1.kid());
+        assert_eq!(kids(set.keys()), vec![file_key.kid(), k1.kid(), k2.kid()]);
+    }
+
+    #[test]
+    fn serde_round_trip_keeps_keys_and_schedule() {
+        let mut ring = KeyRing::new(DAY).unwrap();
+        let (k1, k2) = (key(), SigningKey::generate_ec(Curve::P384).unwrap());
+        ring.rotate(k1.clone(), 0, 0).unwrap();
+        ring.rotate(k2.clone(), 10, HOUR).unwrap();
+        let text = serde_json::to_string(&ring).unwrap();
+        let back: KeyRing = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.keep_after_retire(), DAY);
+        assert_eq!(back.entries().len(), 2);
+        assert_eq!(back.entries()[1].kid(), k2.kid());
+        assert_eq!(back.entries()[1].state, KeyState::Pending);
+        assert_eq!(back.entries()[0].retires_at, Some(10 + HOUR));
+        let sig = back.current_signer(20).unwrap().sign(b"m").unwrap();
+        assert!(k1.public().verify(b"m", &sig));
+        // Debug of the ring shows kids, not keys.
+        let shown = format!("{back:?}");
+        assert!(!shown.contains("PRIVATE KEY"));
+    }
+}
