@@ -5,6 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BADGE_KUBECTL="${BADGE_KUBECTL:-$(bash scripts/install-kubectl.sh)}"
 export BADGE_KUBECTL
+# The outside verifier of the OIDC tests: PyJWT with the cryptography backend.
+python3 -c "import jwt, cryptography" 2>/dev/null || python3 -m pip install --quiet pyjwt cryptography >&2
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast "$@"
 else

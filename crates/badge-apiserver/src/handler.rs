@@ -64,6 +64,10 @@ impl ApiServer {
         let query = Query::parse(uri.query());
 
         if !info.is_resource_request {
+            if info.path.starts_with("/badge/v1/keys") {
+                let body = read_body(request.into_body()).await?;
+                return self.keys_api(&method, &info.path, uri.query(), &body).await;
+            }
             return self.non_resource(&method, &info, &accept);
         }
         let resource = resources::lookup(&info.api_group, &info.api_version, &info.resource)
@@ -94,6 +98,7 @@ impl ApiServer {
                 ));
             }
             return match (resource.plural, sub.name, info.verb.as_str()) {
+                ("serviceaccounts", "token", "create") => self.token_request(&call).await,
                 ("namespaces", "finalize", "update") | (_, "status", "update") => self.update(&call).await,
                 (_, "status", "get") => self.get(&call).await,
                 (_, "status", "patch") => self.patch(&call).await,
@@ -345,12 +350,112 @@ impl ApiServer {
             ["apis", group, version] => discovery::api_resource_list(group, version)
                 .map(|d| response::json(StatusCode::OK, &d))
                 .ok_or_else(Status::path_not_found),
+            [".well-known", "openid-configuration"] | ["openid", "v1", "jwks"] => self.oidc(path),
             ["openapi", "v3"] => Ok(openapi_response(badge_api::openapi::index_bytes())),
             ["openapi", "v3", rest @ ..] => badge_api::openapi::document_bytes(&rest.join("/"))
                 .map(openapi_response)
                 .ok_or_else(Status::path_not_found),
             _ => Err(Status::path_not_found()),
         }
+    }
+}
+
+impl ApiServer {
+    /// OIDC discovery and the JWKS, as `pkg/routes/openidmetadata.go` serves them.
+    fn oidc(&self, path: &str) -> Result<Response<Body>, Status> {
+        let issuer = self.token_issuer.as_ref().ok_or_else(Status::path_not_found)?;
+        let first = issuer.config.issuers.first().cloned().unwrap_or_default();
+        if !crate::serviceaccount::serves_discovery(&first) {
+            return Err(Status::path_not_found());
+        }
+        let keys = issuer.keys.public_keys();
+        let (body, content_type) = if path.ends_with("jwks") {
+            (
+                badge_token::oidc::jwks(&keys),
+                badge_token::oidc::JWKS_CONTENT_TYPE,
+            )
+        } else {
+            (
+                badge_token::oidc::openid_configuration(&first, &issuer.config.jwks_uri, &keys),
+                badge_token::oidc::CONFIG_CONTENT_TYPE,
+            )
+        };
+        let mut response = response::json_bytes(StatusCode::OK, content_type, body);
+        response.headers_mut().insert(
+            header::CACHE_CONTROL,
+            http::HeaderValue::from_static(badge_token::oidc::CACHE_CONTROL),
+        );
+        Ok(response)
+    }
+
+    /// `/badge/v1/keys`: list (GET), `rotate` and `<kid>/revoke` (POST).
+    async fn keys_api(
+        &self,
+        method: &Method,
+        path: &str,
+        query: Option<&str>,
+        _body: &Bytes,
+    ) -> Result<Response<Body>, Status> {
+        let issuer = self.token_issuer.as_ref().ok_or_else(Status::path_not_found)?;
+        let rest = path.trim_start_matches("/badge/v1/keys").trim_matches('/');
+        let parts: Vec<&str> = if rest.is_empty() {
+            Vec::new()
+        } else {
+            rest.split('/').collect()
+        };
+        match (method, parts.as_slice()) {
+            (&Method::GET, []) => Ok(response::json(StatusCode::OK, &issuer.keys.describe())),
+            (&Method::POST, ["rotate"]) => {
+                let query = crate::params::Query::parse(query);
+                let lead = match query.get("publishLeadSeconds") {
+                    Some(v) => v
+                        .parse::<i64>()
+                        .map_err(|_| Status::bad_request(format!("invalid publishLeadSeconds: {v}")))?,
+                    None => badge_token::oidc::CACHE_MAX_AGE_SECONDS,
+                };
+                let kid = issuer.keys.rotate(lead).await?;
+                let mut described = issuer.keys.describe();
+                described["rotated"] = serde_json::json!(kid);
+                Ok(response::json(StatusCode::OK, &described))
+            }
+            (&Method::POST, [kid, "revoke"]) => {
+                issuer.keys.revoke(kid).await?;
+                Ok(response::json(StatusCode::OK, &issuer.keys.describe()))
+            }
+            (&Method::GET | &Method::POST, _) => Err(Status::path_not_found()),
+            _ => Err(Status::method_not_allowed()),
+        }
+    }
+
+    /// `POST .../serviceaccounts/NAME/token`.
+    async fn token_request(&self, call: &Call<'_>) -> Result<Response<Body>, Status> {
+        let issuer = self.token_issuer.as_ref().ok_or_else(Status::path_not_found)?;
+        let sub = call
+            .resource
+            .subresource("token")
+            .ok_or_else(Status::path_not_found)?;
+        let media = badge_api::decode::media_type(&call.content_type)
+            .ok_or_else(|| Status::unsupported_media_type(&call.content_type))?;
+        let (value, duplicates) = if call.body.is_empty() {
+            (serde_json::json!({}), Vec::new())
+        } else {
+            badge_api::decode::parse_body(media, &call.body)?
+        };
+        badge_api::decode::check_type_meta(&value, "authentication.k8s.io/v1", "TokenRequest")?;
+        let validation = badge_api::decode::FieldValidation::parse(call.query.get("fieldValidation"))?;
+        let decoded = badge_api::decode::decode_object(value, &duplicates, sub.roundtrip, validation)?;
+        let (object, mut warnings) = issuer
+            .create(
+                &self.registry,
+                &call.info.namespace,
+                &call.info.name,
+                decoded.object,
+            )
+            .await?;
+        warnings.extend(decoded.warnings);
+        let mut response = response::json(StatusCode::CREATED, &object);
+        response::add_warnings(&mut response, &warnings);
+        Ok(response)
     }
 }
 

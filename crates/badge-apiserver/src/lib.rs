@@ -10,6 +10,7 @@ pub mod response;
 pub mod rest;
 pub mod reviews;
 pub mod server;
+pub mod serviceaccount;
 pub mod table;
 pub mod watch;
 
@@ -52,6 +53,8 @@ pub struct ApiServer {
     pub rbac: Option<Arc<badge_auth::rbac::RbacIndex>>,
     /// Follows the watch cache into the RBAC index.
     pub rbac_follower: Option<Arc<rbac::Rbac>>,
+    /// TokenRequest, OIDC discovery and the keys API; None when tokens are not served.
+    pub token_issuer: Option<Arc<serviceaccount::TokenIssuer>>,
     /// Bearer tokens; None when no token authenticator is configured.
     pub tokens: Option<Arc<dyn TokenAuthenticator>>,
     /// The audiences API requests' tokens must carry (`--api-audiences`).
@@ -78,6 +81,7 @@ impl ApiServer {
             rules: Box::new(PrivilegedRules),
             rbac: None,
             rbac_follower: None,
+            token_issuer: None,
             tokens: None,
             api_audiences: Vec::new(),
             anonymous_auth,
@@ -95,6 +99,19 @@ impl ApiServer {
         self.rules = Box::new(rbac::RbacRules(index.clone()));
         self.rbac = Some(index);
         self.rbac_follower = Some(follower);
+        self
+    }
+
+    /// Serves TokenRequest, OIDC discovery and the keys API, and authenticates bearer tokens.
+    pub fn with_tokens(
+        mut self,
+        authenticator: Arc<dyn TokenAuthenticator>,
+        api_audiences: Vec<String>,
+        issuer: Arc<serviceaccount::TokenIssuer>,
+    ) -> ApiServer {
+        self.tokens = Some(authenticator);
+        self.api_audiences = api_audiences;
+        self.token_issuer = Some(issuer);
         self
     }
 

@@ -5,6 +5,7 @@
 pub mod authenticator;
 pub mod authorizer;
 pub mod rbac;
+pub mod serviceaccount;
 pub mod user;
 
 pub use authenticator::{TokenAuthenticator, TokenOutcome};

@@ -6,6 +6,9 @@
 //! - `namespace`: a terminating namespace has its content deleted, then is finalized.
 
 pub mod runtime;
+pub mod tokens;
+
+pub use tokens::LegacyTokenSigner;
 
 use std::sync::Arc;
 use std::time::Duration;

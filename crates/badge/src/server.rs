@@ -25,6 +25,36 @@ pub struct ServerOptions {
     /// Treat requests without a credential as system:anonymous.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     anonymous_auth: bool,
+    /// Issuer of ServiceAccount tokens (repeatable: the first signs, all verify).
+    #[arg(
+        long = "service-account-issuer",
+        default_value = "https://kubernetes.default.svc.cluster.local"
+    )]
+    service_account_issuer: Vec<String>,
+    /// Audiences API requests' tokens must carry (default: the issuers).
+    #[arg(long = "api-audiences", value_delimiter = ',')]
+    api_audiences: Vec<String>,
+    /// The longest token a TokenRequest gets (a Go duration such as 24h; unset: no limit).
+    #[arg(long)]
+    service_account_max_token_expiration: Option<String>,
+    /// Give the kubelet's 3607 s tokens a one-year lifetime with a warnafter claim.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    service_account_extend_token_expiration: bool,
+    /// A PEM private key to sign tokens with instead of badge's own rotating keys.
+    #[arg(long)]
+    service_account_signing_key_file: Option<PathBuf>,
+    /// PEM files of further keys whose tokens verify (repeatable).
+    #[arg(long = "service-account-key-file")]
+    service_account_key_file: Vec<PathBuf>,
+    /// The kind of key badge generates: RS256 (RSA 2048) or ES256 (P-256).
+    #[arg(long, default_value = "RS256")]
+    service_account_signing_key_type: String,
+    /// The JWKS URL published in OIDC discovery (default: this server's /openid/v1/jwks).
+    #[arg(long)]
+    service_account_jwks_uri: Option<String>,
+    /// Create a token Secret for every ServiceAccount, as before Kubernetes 1.24.
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
+    legacy_service_account_token_auto_generation: bool,
     /// How many past events the watch cache keeps for watches resuming from a
     /// resourceVersion; older ones get 410 Gone.
     #[arg(long, default_value_t = badge_registry::cache::DEFAULT_HISTORY)]
@@ -38,7 +68,8 @@ pub async fn run(options: ServerOptions) -> anyhow::Result<()> {
         .with_context(|| format!("opening the store at {}", store_path.display()))?;
     let store = Arc::new(store);
     store.spawn_compactor(std::time::Duration::from_secs(300));
-    let registry = badge_registry::Registry::start(store, options.default_watch_cache_size).await;
+    let store: Arc<dyn badge_store::Store> = store;
+    let registry = badge_registry::Registry::start(store.clone(), options.default_watch_cache_size).await;
 
     let mut sans = vec![options.bind_address.to_string()];
     sans.extend(options.tls_san.iter().cloned());
@@ -74,12 +105,101 @@ pub async fn run(options: ServerOptions) -> anyhow::Result<()> {
         .await
         .map_err(|s| anyhow::anyhow!("reconciling the default RBAC policy: {s}"))?;
     let rbac = badge_apiserver::rbac::Rbac::start(registry.clone());
+
+    let max_expiration = match &options.service_account_max_token_expiration {
+        None => 0,
+        Some(text) => {
+            let seconds = parse_duration(text)
+                .with_context(|| format!("--service-account-max-token-expiration={text}"))?;
+            if !(3600..=(1i64 << 32)).contains(&seconds) {
+                anyhow::bail!(
+                    "the service-account-max-token-expiration must be between 1 hour and 2^32 seconds"
+                );
+            }
+            seconds
+        }
+    };
+    let key_type = match options.service_account_signing_key_type.as_str() {
+        "RS256" => badge_apiserver::serviceaccount::KeyType::Rs256,
+        "ES256" => badge_apiserver::serviceaccount::KeyType::Es256,
+        other => anyhow::bail!("--service-account-signing-key-type must be RS256 or ES256, not {other}"),
+    };
+    let signing_pem = match &options.service_account_signing_key_file {
+        Some(path) => {
+            Some(std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?)
+        }
+        None => None,
+    };
+    let mut extra_keys = Vec::new();
+    for path in &options.service_account_key_file {
+        let pem = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        extra_keys.extend(
+            badge_token::VerifyingKey::all_from_pem(&pem)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
+        );
+    }
+    // Retired keys verify as long as the longest token they may have signed lives.
+    let longest = if options.service_account_extend_token_expiration {
+        365 * 24 * 3600
+    } else {
+        0
+    };
+    let keep_after_retire = longest.max(max_expiration).max(3600) + 60;
+    let keys = badge_apiserver::serviceaccount::ServiceAccountKeys::load(
+        store.clone(),
+        key_type,
+        signing_pem,
+        extra_keys,
+        keep_after_retire,
+    )
+    .await
+    .map_err(|s| anyhow::anyhow!("loading the service account keys: {}", s.message))?;
+    keys.spawn_refresher();
+    let issuers = options.service_account_issuer.clone();
+    let api_audiences = if options.api_audiences.is_empty() {
+        issuers.clone()
+    } else {
+        options.api_audiences.clone()
+    };
+    let token_config = badge_apiserver::serviceaccount::TokenConfig {
+        issuers: issuers.clone(),
+        api_audiences: api_audiences.clone(),
+        max_expiration,
+        extend_expiration: options.service_account_extend_token_expiration,
+        jwks_uri: options
+            .service_account_jwks_uri
+            .clone()
+            .unwrap_or_else(|| format!("{server_url}/openid/v1/jwks")),
+    };
+    let authenticator = badge_auth::serviceaccount::ServiceAccountAuthenticator {
+        keys: keys.verification.clone(),
+        issuers,
+        api_audiences: api_audiences.clone(),
+        getter: Arc::new(badge_apiserver::serviceaccount::CacheTokenGetter(
+            registry.clone(),
+        )),
+        clock: badge_auth::serviceaccount::now,
+    };
+    badge_controllers::tokens::spawn(
+        registry.clone(),
+        keys.clone(),
+        Arc::new(pki.ca_pem().to_string()),
+        options.legacy_service_account_token_auto_generation,
+    );
     badge_controllers::spawn_all(registry.clone(), pki.ca_pem().to_string());
 
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let api = Arc::new(
         badge_apiserver::ApiServer::new(registry, options.anonymous_auth, shutdown_rx.clone())
-            .with_rbac(rbac),
+            .with_rbac(rbac)
+            .with_tokens(
+                Arc::new(authenticator),
+                api_audiences,
+                Arc::new(badge_apiserver::serviceaccount::TokenIssuer {
+                    keys,
+                    config: token_config,
+                }),
+            ),
     );
     tracing::info!("serving securely on {address}");
     tracing::info!(
@@ -121,4 +241,30 @@ fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
         .mode(0o700)
         .create(dir)
         .with_context(|| format!("creating {}", dir.display()))
+}
+
+/// Parses a Go duration (`1h`, `90m`, `1h30m`, `3600s`) into seconds.
+fn parse_duration(text: &str) -> anyhow::Result<i64> {
+    let mut total = 0i64;
+    let mut number = String::new();
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            number.push(c);
+            continue;
+        }
+        let n: i64 = number
+            .parse()
+            .map_err(|_| anyhow::anyhow!("invalid duration {text:?}"))?;
+        number.clear();
+        total += match c {
+            'h' => n * 3600,
+            'm' => n * 60,
+            's' => n,
+            _ => anyhow::bail!("invalid duration {text:?}"),
+        };
+    }
+    if !number.is_empty() {
+        anyhow::bail!("invalid duration {text:?}: missing unit");
+    }
+    Ok(total)
 }

@@ -5,6 +5,7 @@
 mod api_core;
 mod kubectl;
 mod reviews;
+mod tokens;
 
 use badge_testkit::TestServer;
 

@@ -1,0 +1,594 @@
+//! ServiceAccount tokens in the server: the signing keys (a rotating key ring kept in the
+//! store, or keys from files as kube-apiserver's flags give them), TokenRequest
+//! (`pkg/registry/core/serviceaccount/storage/token.go`), the object lookups the
+//! authenticator needs (backed by the watch cache), and OIDC discovery
+//! (`pkg/routes/openidmetadata.go`).
+
+use std::sync::Arc;
+
+use badge_api::{FieldError, Resource, Status, meta, resources};
+use badge_auth::serviceaccount::{ObjectInfo, SecretInfo, ServiceAccountTokenGetter, TokenKeys};
+use badge_registry::Registry;
+use badge_store::Store;
+use badge_token::keys::Curve;
+use badge_token::{BoundClaims, KeyRing, KeySet, LegacyClaims, ObjectRef, SigningKey, VerifyingKey, jwt};
+use base64::Engine;
+use bytes::Bytes;
+use parking_lot::Mutex;
+use serde_json::{Value, json};
+
+/// Where the key ring is kept: outside `/registry/`, so the API never serves it.
+pub const KEYRING_KEY: &str = "/badge/serviceaccount-keys";
+/// The smallest `expirationSeconds` (`MinTokenAgeSec`).
+pub const MIN_TOKEN_SECONDS: i64 = 600;
+/// `WarnOnlyBoundTokenExpirationSeconds`: what ServiceAccount admission asks for.
+pub const KUBELET_TOKEN_SECONDS: i64 = 3607;
+/// `ExpirationExtensionSeconds`: how long the kubelet's tokens really live.
+pub const EXTENDED_EXPIRATION_SECONDS: i64 = 365 * 24 * 3600;
+
+/// The kind of key to generate when badge makes its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyType {
+    Rs256,
+    Es256,
+}
+
+impl KeyType {
+    fn generate(self) -> Result<SigningKey, Status> {
+        match self {
+            KeyType::Rs256 => SigningKey::generate_rsa(2048),
+            KeyType::Es256 => SigningKey::generate_ec(Curve::P256),
+        }
+        .map_err(|e| Status::internal(format!("generating a signing key: {e}")))
+    }
+}
+
+/// Token settings, named after kube-apiserver's flags.
+#[derive(Clone, Debug)]
+pub struct TokenConfig {
+    /// `--service-account-issuer` (the first signs; all verify).
+    pub issuers: Vec<String>,
+    /// `--api-audiences` (default: the issuers).
+    pub api_audiences: Vec<String>,
+    /// `--service-account-max-token-expiration` in seconds (0: none).
+    pub max_expiration: i64,
+    /// `--service-account-extend-token-expiration`.
+    pub extend_expiration: bool,
+    /// `--service-account-jwks-uri`.
+    pub jwks_uri: String,
+}
+
+enum Mode {
+    /// Keys badge generated and rotates, persisted in the store.
+    Ring(Mutex<KeyRing>),
+    /// `--service-account-signing-key-file`: one signer, no rotation.
+    Files(SigningKey),
+}
+
+/// The signing and verification keys of the server.
+pub struct ServiceAccountKeys {
+    mode: Mode,
+    key_type: KeyType,
+    /// `--service-account-key-file` keys, always accepted.
+    extra: Vec<VerifyingKey>,
+    /// What the authenticator verifies with, swapped on every change.
+    pub verification: Arc<TokenKeys>,
+    signer: parking_lot::RwLock<Option<SigningKey>>,
+    store: Arc<dyn Store>,
+}
+
+fn now() -> i64 {
+    jiff::Timestamp::now().as_second()
+}
+
+impl ServiceAccountKeys {
+    /// Loads the key ring from the store, creating it with one active key on first start;
+    /// or uses the signing key file.
+    pub async fn load(
+        store: Arc<dyn Store>,
+        key_type: KeyType,
+        signing_key_pem: Option<String>,
+        extra: Vec<VerifyingKey>,
+        keep_after_retire: i64,
+    ) -> Result<Arc<ServiceAccountKeys>, Status> {
+        let mode = match signing_key_pem {
+            Some(pem) => Mode::Files(
+                SigningKey::from_pem(&pem)
+                    .map_err(|e| Status::bad_request(format!("the signing key file: {e}")))?,
+            ),
+            None => {
+                let (stored, _) = store
+                    .get(KEYRING_KEY)
+                    .await
+                    .map_err(badge_registry::registry::store_error)?;
+                let ring = match stored {
+                    Some(kv) => serde_json::from_slice::<KeyRing>(&kv.value)
+                        .map_err(|e| Status::internal(format!("the stored key ring cannot be read: {e}")))?,
+                    None => {
+                        let mut ring =
+                            KeyRing::new(keep_after_retire).map_err(|e| Status::internal(e.to_string()))?;
+                        ring.rotate(key_type.generate()?, now(), 0)
+                            .map_err(|e| Status::internal(e.to_string()))?;
+                        let bytes = serde_json::to_vec(&ring).map_err(|e| Status::internal(e.to_string()))?;
+                        match store.create(KEYRING_KEY, Bytes::from(bytes)).await {
+                            Ok(_) => ring,
+                            // Another server made it first: use theirs.
+                            Err(badge_store::Error::AlreadyExists { .. }) => {
+                                let (kv, _) = store
+                                    .get(KEYRING_KEY)
+                                    .await
+                                    .map_err(badge_registry::registry::store_error)?;
+                                let kv = kv.ok_or_else(|| Status::internal("the key ring vanished"))?;
+                                serde_json::from_slice(&kv.value)
+                                    .map_err(|e| Status::internal(e.to_string()))?
+                            }
+                            Err(e) => return Err(badge_registry::registry::store_error(e)),
+                        }
+                    }
+                };
+                Mode::Ring(Mutex::new(ring))
+            }
+        };
+        let keys = Arc::new(ServiceAccountKeys {
+            mode,
+            key_type,
+            extra,
+            verification: Arc::new(TokenKeys::default()),
+            signer: parking_lot::RwLock::new(None),
+            store,
+        });
+        keys.refresh();
+        Ok(keys)
+    }
+
+    /// Recomputes the signer and the verification keys for now.
+    pub fn refresh(&self) {
+        let now = now();
+        match &self.mode {
+            Mode::Files(key) => {
+                *self.signer.write() = Some(key.clone());
+                self.verification
+                    .replace(KeySet::new(Some(key.clone()), self.extra.iter().cloned()));
+            }
+            Mode::Ring(ring) => {
+                let mut ring = ring.lock();
+                ring.advance(now);
+                *self.signer.write() = ring.current_signer(now).cloned();
+                self.verification.replace(ring.key_set(now, &self.extra));
+            }
+        }
+    }
+
+    /// Keeps the keys current: applies scheduled activations and retirements, and picks up
+    /// changes another server wrote to the store.
+    pub fn spawn_refresher(self: &Arc<Self>) {
+        let keys = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                if let Mode::Ring(ring) = &keys.mode
+                    && let Ok((Some(kv), _)) = keys.store.get(KEYRING_KEY).await
+                    && let Ok(stored) = serde_json::from_slice::<KeyRing>(&kv.value)
+                {
+                    *ring.lock() = stored;
+                }
+                keys.refresh();
+            }
+        });
+    }
+
+    pub fn signer(&self) -> Option<SigningKey> {
+        self.signer.read().clone()
+    }
+
+    /// Signs claims with the current key.
+    pub fn sign(&self, claims: &Value) -> Result<jwt::Token, Status> {
+        let signer = self
+            .signer()
+            .ok_or_else(|| Status::internal("failed to generate token: no active signing key"))?;
+        jwt::sign(&signer, claims).map_err(|e| Status::internal(format!("failed to generate token: {e}")))
+    }
+
+    /// The keys published in the JWKS.
+    pub fn public_keys(&self) -> Vec<VerifyingKey> {
+        self.verification.current().keys().to_vec()
+    }
+
+    /// Changes the ring with `change` and persists it with a compare-and-swap.
+    async fn change_ring(&self, change: impl Fn(&mut KeyRing) -> Result<(), Status>) -> Result<(), Status> {
+        let Mode::Ring(ring) = &self.mode else {
+            return Err(Status::bad_request(
+                "the signing key comes from --service-account-signing-key-file; rotate it by replacing the file",
+            ));
+        };
+        for _ in 0..16 {
+            let (kv, _) = self
+                .store
+                .get(KEYRING_KEY)
+                .await
+                .map_err(badge_registry::registry::store_error)?;
+            let kv = kv.ok_or_else(|| Status::internal("the key ring is missing from the store"))?;
+            let mut stored: KeyRing =
+                serde_json::from_slice(&kv.value).map_err(|e| Status::internal(e.to_string()))?;
+            change(&mut stored)?;
+            let bytes = serde_json::to_vec(&stored).map_err(|e| Status::internal(e.to_string()))?;
+            match self
+                .store
+                .update(KEYRING_KEY, Bytes::from(bytes), kv.mod_revision)
+                .await
+            {
+                Ok(_) => {
+                    *ring.lock() = stored;
+                    self.refresh();
+                    return Ok(());
+                }
+                Err(badge_store::Error::Conflict { .. }) => continue,
+                Err(e) => return Err(badge_registry::registry::store_error(e)),
+            }
+        }
+        Err(Status::conflict(
+            badge_api::GroupResource {
+                group: "",
+                resource: "keys",
+            },
+            KEYRING_KEY,
+            "too many concurrent changes",
+        ))
+    }
+
+    /// Adds a new key: published at once, signing after `publish_lead` seconds.
+    pub async fn rotate(&self, publish_lead: i64) -> Result<String, Status> {
+        let key = self.key_type.generate()?;
+        let kid = key.kid().to_string();
+        self.change_ring(|ring| {
+            ring.rotate(key.clone(), now(), publish_lead)
+                .map_err(|e| Status::bad_request(e.to_string()))
+        })
+        .await?;
+        tracing::info!(%kid, publish_lead, "service account signing key rotation started");
+        Ok(kid)
+    }
+
+    /// Revokes a key now: its tokens stop verifying at once.
+    pub async fn revoke(&self, kid: &str) -> Result<(), Status> {
+        self.change_ring(|ring| {
+            ring.revoke(kid, now())
+                .map_err(|e| Status::bad_request(e.to_string()))
+        })
+        .await?;
+        tracing::warn!(%kid, "service account signing key revoked");
+        Ok(())
+    }
+
+    /// Each key with its state and dates, for `badge keys list`.
+    pub fn describe(&self) -> Value {
+        let now = now();
+        match &self.mode {
+            Mode::Files(key) => {
+                json!({"keys": [{"kid": key.kid(), "algorithm": key.algorithm().as_str(), "state": "Active", "source": "file"}]})
+            }
+            Mode::Ring(ring) => {
+                let ring = ring.lock();
+                let keys: Vec<Value> = ring
+                    .entries()
+                    .iter()
+                    .map(|e| {
+                        let t = |s: Option<i64>| {
+                            s.and_then(|s| jiff::Timestamp::from_second(s).ok())
+                                .map(meta::format_time)
+                        };
+                        json!({
+                            "kid": e.kid(),
+                            "algorithm": e.key.algorithm().as_str(),
+                            "state": format!("{:?}", e.state_at(now)),
+                            "created": t(Some(e.created)),
+                            "activatesAt": t(Some(e.activates_at)),
+                            "retiresAt": t(e.retires_at),
+                            "revokedAt": t(e.revoked_at),
+                        })
+                    })
+                    .collect();
+                json!({"keys": keys})
+            }
+        }
+    }
+}
+
+impl badge_controllers::LegacyTokenSigner for ServiceAccountKeys {
+    fn sign_legacy(&self, claims: &LegacyClaims) -> Result<String, String> {
+        self.sign(&claims.to_value())
+            .map(jwt::Token::into_exposed)
+            .map_err(|s| s.message)
+    }
+}
+
+fn core(plural: &str) -> &'static Resource {
+    match resources::lookup("", "v1", plural) {
+        Some(r) => r,
+        None => unreachable!("core/v1 {plural} is in the resource table"),
+    }
+}
+
+fn object_info(object: &Value) -> ObjectInfo {
+    ObjectInfo {
+        uid: meta::uid(object).to_string(),
+        deletion_timestamp: meta::deletion_timestamp(object)
+            .and_then(meta::parse_time)
+            .map(|t| t.as_second()),
+    }
+}
+
+/// The authenticator's lookups, answered from the watch cache.
+pub struct CacheTokenGetter(pub Arc<Registry>);
+
+impl ServiceAccountTokenGetter for CacheTokenGetter {
+    fn service_account(&self, namespace: &str, name: &str) -> Option<ObjectInfo> {
+        self.0
+            .get_cached(core("serviceaccounts"), namespace, name)
+            .map(|o| object_info(&o))
+    }
+
+    fn pod(&self, namespace: &str, name: &str) -> Option<ObjectInfo> {
+        self.0
+            .get_cached(core("pods"), namespace, name)
+            .map(|o| object_info(&o))
+    }
+
+    fn secret(&self, namespace: &str, name: &str) -> Option<SecretInfo> {
+        self.0
+            .get_cached(core("secrets"), namespace, name)
+            .map(|o| SecretInfo {
+                object: object_info(&o),
+                token: o
+                    .pointer("/data/token")
+                    .and_then(Value::as_str)
+                    .and_then(|t| base64::engine::general_purpose::STANDARD.decode(t).ok()),
+                invalidated: o
+                    .pointer("/metadata/labels/kubernetes.io~1legacy-token-invalid-since")
+                    .is_some(),
+            })
+    }
+
+    fn node(&self, name: &str) -> Option<ObjectInfo> {
+        self.0
+            .get_cached(core("nodes"), "", name)
+            .map(|o| object_info(&o))
+    }
+}
+
+/// What the TokenRequest handler needs.
+pub struct TokenIssuer {
+    pub keys: Arc<ServiceAccountKeys>,
+    pub config: TokenConfig,
+}
+
+fn token_request_invalid(errors: &[FieldError]) -> Status {
+    Status::invalid("authentication.k8s.io", "TokenRequest", "", errors)
+}
+
+impl TokenIssuer {
+    /// `POST .../serviceaccounts/NAME/token`, in upstream's order of checks.
+    pub async fn create(
+        &self,
+        registry: &Registry,
+        namespace: &str,
+        sa_name: &str,
+        mut request: Value,
+    ) -> Result<(Value, Vec<String>), Status> {
+        if namespace.is_empty() {
+            return Err(Status::bad_request("namespace is required"));
+        }
+        let mut errors = Vec::new();
+        let given_name = meta::name(&request).to_string();
+        if !given_name.is_empty() && given_name != sa_name {
+            errors.push(FieldError::invalid(
+                "metadata.name",
+                given_name,
+                "must match the service account name if specified",
+            ));
+        }
+        let given_ns = meta::namespace(&request).to_string();
+        if !given_ns.is_empty() && given_ns != namespace {
+            errors.push(FieldError::invalid(
+                "metadata.namespace",
+                given_ns,
+                "must match the service account namespace if specified",
+            ));
+        }
+        if !errors.is_empty() {
+            return Err(token_request_invalid(&errors));
+        }
+        let sa = registry
+            .get(
+                core("serviceaccounts"),
+                namespace,
+                sa_name,
+                badge_registry::ReadFrom::Any,
+            )
+            .await?;
+        let sa_uid = meta::uid(&sa).to_string();
+        let given_uid = meta::uid(&request).to_string();
+        if !given_uid.is_empty() && given_uid != sa_uid {
+            return Err(Status::conflict(
+                badge_api::GroupResource {
+                    group: "authentication.k8s.io",
+                    resource: "TokenRequest",
+                },
+                sa_name,
+                &format!(
+                    "the UID in the token request ({given_uid}) does not match the UID of the service account ({sa_uid})"
+                ),
+            ));
+        }
+        let mut audiences: Vec<String> = request
+            .pointer("/spec/audiences")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+            .unwrap_or_default();
+        if audiences.is_empty() {
+            audiences = self.config.api_audiences.clone();
+        }
+        let now_ts = jiff::Timestamp::now();
+        let now = now_ts.as_second();
+        let mut expiration = request
+            .pointer("/spec/expirationSeconds")
+            .and_then(Value::as_i64)
+            .unwrap_or(3600);
+        if expiration < MIN_TOKEN_SECONDS {
+            return Err(token_request_invalid(&[FieldError::invalid(
+                "spec.expirationSeconds",
+                expiration,
+                "may not specify a duration less than 10 minutes",
+            )]));
+        }
+        if expiration > 1 << 32 {
+            return Err(token_request_invalid(&[FieldError::invalid(
+                "spec.expirationSeconds",
+                expiration,
+                "may not specify a duration larger than 2^32 seconds",
+            )]));
+        }
+        let mut claims = BoundClaims::new(
+            self.config.issuers.first().cloned().unwrap_or_default(),
+            audiences.clone(),
+            namespace,
+            ObjectRef::new(sa_name, sa_uid.clone()),
+            now,
+            expiration,
+        );
+        let bound_ref = request
+            .pointer("/spec/boundObjectRef")
+            .filter(|v| v.is_object())
+            .cloned();
+        let mut bound_to_pod = false;
+        if let Some(r) = &bound_ref {
+            let s = |k: &str| r.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+            let (kind, api_version, name, uid) = (s("kind"), s("apiVersion"), s("name"), s("uid"));
+            let group = api_version
+                .rsplit_once('/')
+                .map(|(g, _)| g.to_string())
+                .unwrap_or_default();
+            let live_of = |object: &Value, kind: &str| -> Result<String, Status> {
+                let live_uid = meta::uid(object).to_string();
+                if !uid.is_empty() && uid != live_uid {
+                    return Err(Status::conflict(
+                        badge_api::GroupResource {
+                            group: "",
+                            resource: kind,
+                        },
+                        &name,
+                        &format!(
+                            "the UID in the bound object reference ({uid}) does not match the UID in record. The object might have been deleted and then recreated"
+                        ),
+                    ));
+                }
+                Ok(live_uid)
+            };
+            match (group.as_str(), kind.as_str()) {
+                ("", "Pod") => {
+                    let pod = registry
+                        .get(core("pods"), namespace, &name, badge_registry::ReadFrom::Any)
+                        .await?;
+                    let pod_sa = pod
+                        .pointer("/spec/serviceAccountName")
+                        .and_then(Value::as_str)
+                        .unwrap_or("");
+                    if pod_sa != sa_name {
+                        return Err(Status::bad_request(format!(
+                            "cannot bind token for serviceaccount \"{sa_name}\" to pod running with different serviceaccount name."
+                        )));
+                    }
+                    let pod_uid = live_of(&pod, "Pod")?;
+                    claims.pod = Some(ObjectRef::new(name.clone(), pod_uid));
+                    let node_name = pod
+                        .pointer("/spec/nodeName")
+                        .and_then(Value::as_str)
+                        .unwrap_or("");
+                    if !node_name.is_empty() {
+                        let node_uid = registry
+                            .get_cached(core("nodes"), "", node_name)
+                            .map(|n| meta::uid(&n).to_string());
+                        claims.node = Some(badge_token::claims::NodeRef {
+                            name: node_name.to_string(),
+                            uid: node_uid,
+                        });
+                    }
+                    bound_to_pod = true;
+                }
+                ("", "Secret") => {
+                    let secret = registry
+                        .get(core("secrets"), namespace, &name, badge_registry::ReadFrom::Any)
+                        .await?;
+                    claims.secret = Some(ObjectRef::new(name.clone(), live_of(&secret, "Secret")?));
+                }
+                ("", "Node") => {
+                    let node = registry
+                        .get(core("nodes"), "", &name, badge_registry::ReadFrom::Any)
+                        .await?;
+                    let node_uid = live_of(&node, "Node")?;
+                    claims.node = Some(badge_token::claims::NodeRef {
+                        name: name.clone(),
+                        uid: Some(node_uid),
+                    });
+                }
+                _ => {
+                    let version = api_version.rsplit('/').next().unwrap_or("");
+                    return Err(Status::bad_request(format!(
+                        "cannot bind token to object of type {group}/{version}, Kind={kind}"
+                    )));
+                }
+            }
+        }
+        let mut warnings = Vec::new();
+        if self.config.max_expiration > 0 && expiration > self.config.max_expiration {
+            warnings.push(format!(
+                "requested expiration of {expiration} seconds shortened to {} seconds",
+                self.config.max_expiration
+            ));
+            expiration = self.config.max_expiration;
+        }
+        claims.expires_at = now + expiration;
+        let all_api_audiences = audiences.iter().all(|a| self.config.api_audiences.contains(a));
+        if self.config.extend_expiration
+            && bound_to_pod
+            && expiration == KUBELET_TOKEN_SECONDS
+            && all_api_audiences
+        {
+            claims.expires_at = now + EXTENDED_EXPIRATION_SECONDS;
+            claims.warn_after = Some(now + KUBELET_TOKEN_SECONDS);
+        }
+        let payload = claims.to_value().map_err(|e| Status::internal(e.to_string()))?;
+        let token = self.keys.sign(&payload)?;
+        let jti = claims.jti.clone().unwrap_or_default();
+        tracing::info!(
+            namespace,
+            serviceaccount = sa_name,
+            jti = %jti,
+            "issued credential JTI={jti}"
+        );
+        let expiration_timestamp = jiff::Timestamp::from_second(now + expiration)
+            .map(meta::format_time)
+            .unwrap_or_default();
+        request["apiVersion"] = json!("authentication.k8s.io/v1");
+        request["kind"] = json!("TokenRequest");
+        request["metadata"] = json!({
+            "name": sa_name,
+            "namespace": namespace,
+            "uid": sa_uid,
+            "creationTimestamp": meta::format_time(now_ts),
+        });
+        request["spec"] = json!({
+            "audiences": audiences,
+            "expirationSeconds": expiration,
+            "boundObjectRef": bound_ref,
+        });
+        request["status"] =
+            json!({"token": token.into_exposed(), "expirationTimestamp": expiration_timestamp});
+        Ok((request, warnings))
+    }
+}
+
+/// Whether OIDC discovery is served for this issuer (only https issuers, as upstream).
+pub fn serves_discovery(issuer: &str) -> bool {
+    badge_token::oidc::serves_discovery(issuer)
+}

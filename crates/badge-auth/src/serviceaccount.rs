@@ -1,0 +1,405 @@
+//! The ServiceAccount token authenticator (`pkg/serviceaccount/jwt.go` `JWTTokenAuthenticator`
+//! with the validators of `claims.go` and `legacy.go`): signature and claims by
+//! `badge-token`, then the objects the token names must still exist with the same uid —
+//! which is how deleting them revokes the token.
+//!
+//! The objects are looked up through [`ServiceAccountTokenGetter`], which the server backs
+//! with its watch cache, so authentication never touches the store.
+
+use std::sync::Arc;
+
+use badge_token::claims::{self, Expectations, TokenKind, ValidatedClaims};
+use badge_token::{KeySet, jwt};
+use parking_lot::RwLock;
+
+use crate::authenticator::{TokenAuthenticator, TokenOutcome};
+use crate::user::UserInfo;
+
+/// How long a deleted object's tokens keep working (upstream's 60 s grace after
+/// `deletionTimestamp`).
+pub const DELETION_GRACE_SECONDS: i64 = 60;
+
+/// What the authenticator needs to know of an object a token names.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub uid: String,
+    /// `metadata.deletionTimestamp`, unix seconds.
+    pub deletion_timestamp: Option<i64>,
+}
+
+/// A Secret, as the legacy validator needs it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SecretInfo {
+    pub object: ObjectInfo,
+    /// The decoded `data.token`.
+    pub token: Option<Vec<u8>>,
+    /// The `kubernetes.io/legacy-token-invalid-since` label is set.
+    pub invalidated: bool,
+}
+
+/// Looks up the objects tokens are bound to (`ServiceAccountTokenGetter` upstream).
+pub trait ServiceAccountTokenGetter: Send + Sync {
+    fn service_account(&self, namespace: &str, name: &str) -> Option<ObjectInfo>;
+    fn pod(&self, namespace: &str, name: &str) -> Option<ObjectInfo>;
+    fn secret(&self, namespace: &str, name: &str) -> Option<SecretInfo>;
+    fn node(&self, name: &str) -> Option<ObjectInfo>;
+}
+
+/// The current verification keys, swapped whole on rotation so readers never wait.
+#[derive(Default)]
+pub struct TokenKeys {
+    current: RwLock<Arc<KeySet>>,
+}
+
+impl TokenKeys {
+    pub fn new(keys: KeySet) -> TokenKeys {
+        TokenKeys {
+            current: RwLock::new(Arc::new(keys)),
+        }
+    }
+
+    /// The key set now; cheap (an `Arc` clone under a read lock held for no longer).
+    pub fn current(&self) -> Arc<KeySet> {
+        self.current.read().clone()
+    }
+
+    pub fn replace(&self, keys: KeySet) {
+        *self.current.write() = Arc::new(keys);
+    }
+}
+
+/// The authenticator.
+pub struct ServiceAccountAuthenticator {
+    pub keys: Arc<TokenKeys>,
+    /// Every `--service-account-issuer`.
+    pub issuers: Vec<String>,
+    /// `--api-audiences`.
+    pub api_audiences: Vec<String>,
+    pub getter: Arc<dyn ServiceAccountTokenGetter>,
+    /// Unix seconds now; replaceable for tests.
+    pub clock: fn() -> i64,
+}
+
+/// The wall clock in unix seconds.
+pub fn now() -> i64 {
+    jiff::Timestamp::now().as_second()
+}
+
+fn alive(object: &ObjectInfo, uid: &str, now: i64) -> bool {
+    object.uid == uid
+        && object
+            .deletion_timestamp
+            .is_none_or(|t| now <= t + DELETION_GRACE_SECONDS)
+}
+
+impl ServiceAccountAuthenticator {
+    /// The object checks of `claims.go` (bound) and `legacy.go` (legacy).
+    fn check_objects(&self, token: &str, c: &ValidatedClaims, now: i64) -> Result<(), String> {
+        let ns = &c.namespace;
+        let sa = self
+            .getter
+            .service_account(ns, &c.service_account.name)
+            .ok_or_else(|| format!("service account {ns}/{} has been deleted", c.service_account.name))?;
+        if !alive(&sa, &c.service_account.uid, now) {
+            return Err(format!(
+                "service account UID ({}) does not match claim ({})",
+                sa.uid, c.service_account.uid
+            ));
+        }
+        match c.kind {
+            TokenKind::Legacy => {
+                let name = c.legacy_secret_name.as_deref().unwrap_or_default();
+                let secret = self
+                    .getter
+                    .secret(ns, name)
+                    .ok_or_else(|| format!("secret {ns}/{name} has been deleted"))?;
+                if secret.object.deletion_timestamp.is_some() {
+                    return Err(format!("secret {ns}/{name} is being deleted"));
+                }
+                if secret.token.as_deref() != Some(token.as_bytes()) {
+                    return Err(format!("token does not match the one in secret {ns}/{name}"));
+                }
+                if secret.invalidated {
+                    return Err("the token in the secret has been invalidated".into());
+                }
+            }
+            TokenKind::Bound => {
+                if let Some(pod) = &c.pod {
+                    let live = self
+                        .getter
+                        .pod(ns, &pod.name)
+                        .ok_or_else(|| format!("pod {ns}/{} has been deleted", pod.name))?;
+                    if !alive(&live, &pod.uid, now) {
+                        return Err(format!(
+                            "pod {ns}/{} is not the one the token is bound to",
+                            pod.name
+                        ));
+                    }
+                }
+                if let Some(secret) = &c.secret {
+                    let live = self
+                        .getter
+                        .secret(ns, &secret.name)
+                        .ok_or_else(|| format!("secret {ns}/{} has been deleted", secret.name))?;
+                    if !alive(&live.object, &secret.uid, now) {
+                        return Err(format!(
+                            "secret {ns}/{} is not the one the token is bound to",
+                            secret.name
+                        ));
+                    }
+                }
+                // A pod-bound token's node claim is informational; only node-bound tokens
+                // are checked against their Node.
+                if c.pod.is_none()
+                    && let Some(node) = &c.node
+                {
+                    let uid = node.uid.as_deref().unwrap_or_default();
+                    let live = self
+                        .getter
+                        .node(&node.name)
+                        .ok_or_else(|| format!("node {} has been deleted", node.name))?;
+                    if !alive(&live, uid, now) {
+                        return Err(format!("node {} is not the one the token is bound to", node.name));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Verifies a token for `audiences`, returning the claims and the user.
+    pub fn authenticate(&self, token: &str, audiences: &[String]) -> TokenOutcome {
+        let now = (self.clock)();
+        let keys = self.keys.current();
+        let verified = match jwt::parse_and_verify(token, &keys) {
+            Ok(v) => v,
+            Err(e) if e.is_not_a_jws() => return TokenOutcome::NotMine,
+            Err(e) => return TokenOutcome::Invalid(e.to_string()),
+        };
+        let expect = Expectations {
+            issuers: &self.issuers,
+            api_audiences: &self.api_audiences,
+            requested_audiences: audiences,
+            accept_legacy: true,
+            now,
+        };
+        let validated = match claims::validate(verified.claims(), &expect) {
+            Ok(v) => v,
+            Err(e) => return TokenOutcome::Invalid(e.to_string()),
+        };
+        if let Err(reason) = self.check_objects(token, &validated, now) {
+            return TokenOutcome::Invalid(reason);
+        }
+        let mut user = UserInfo {
+            name: validated.username(),
+            uid: validated.uid().to_string(),
+            groups: validated.groups(),
+            extra: validated.extra(),
+        };
+        user.add_authenticated_group();
+        TokenOutcome::Authenticated {
+            user,
+            audiences: validated.audiences,
+        }
+    }
+}
+
+impl TokenAuthenticator for ServiceAccountAuthenticator {
+    fn authenticate_token(&self, token: &str, audiences: &[String]) -> TokenOutcome {
+        self.authenticate(token, audiences)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::collections::HashMap;
+
+    use badge_token::{BoundClaims, LegacyClaims, ObjectRef, SigningKey};
+    use parking_lot::Mutex;
+
+    use super::*;
+
+    const ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
+    const NOW: i64 = 1_700_000_000;
+
+    #[derive(Default)]
+    struct Objects(Mutex<HashMap<String, SecretInfo>>);
+
+    impl Objects {
+        fn put(&self, key: &str, uid: &str) {
+            self.0.lock().insert(
+                key.into(),
+                SecretInfo {
+                    object: ObjectInfo {
+                        uid: uid.into(),
+                        deletion_timestamp: None,
+                    },
+                    ..Default::default()
+                },
+            );
+        }
+        fn get(&self, key: String) -> Option<SecretInfo> {
+            self.0.lock().get(&key).cloned()
+        }
+    }
+
+    impl ServiceAccountTokenGetter for Objects {
+        fn service_account(&self, ns: &str, name: &str) -> Option<ObjectInfo> {
+            self.get(format!("sa/{ns}/{name}")).map(|s| s.object)
+        }
+        fn pod(&self, ns: &str, name: &str) -> Option<ObjectInfo> {
+            self.get(format!("pod/{ns}/{name}")).map(|s| s.object)
+        }
+        fn secret(&self, ns: &str, name: &str) -> Option<SecretInfo> {
+            self.get(format!("secret/{ns}/{name}"))
+        }
+        fn node(&self, name: &str) -> Option<ObjectInfo> {
+            self.get(format!("node/{name}")).map(|s| s.object)
+        }
+    }
+
+    fn setup() -> (SigningKey, Arc<Objects>, ServiceAccountAuthenticator) {
+        let key = SigningKey::generate_ec(badge_token::Curve::P256).unwrap();
+        let objects = Arc::new(Objects::default());
+        objects.put("sa/demo/app", "sa-uid");
+        let auth = ServiceAccountAuthenticator {
+            keys: Arc::new(TokenKeys::new(KeySet::new(Some(key.clone()), []))),
+            issuers: vec![ISSUER.into()],
+            api_audiences: vec![ISSUER.into()],
+            getter: objects.clone(),
+            clock: || NOW,
+        };
+        (key, objects, auth)
+    }
+
+    fn bound(key: &SigningKey, pod: Option<ObjectRef>) -> String {
+        let mut c = BoundClaims::new(
+            ISSUER,
+            vec![ISSUER.into()],
+            "demo",
+            ObjectRef::new("app", "sa-uid"),
+            NOW,
+            3600,
+        );
+        c.pod = pod;
+        jwt::sign(key, &c.to_value().unwrap()).unwrap().into_exposed()
+    }
+
+    #[test]
+    fn bound_tokens_authenticate_with_upstream_user_info() {
+        let (key, objects, auth) = setup();
+        objects.put("pod/demo/p", "pod-uid");
+        let token = bound(&key, Some(ObjectRef::new("p", "pod-uid")));
+        let TokenOutcome::Authenticated { user, audiences } = auth.authenticate(&token, &[]) else {
+            panic!("refused")
+        };
+        assert_eq!(user.name, "system:serviceaccount:demo:app");
+        assert_eq!(user.uid, "sa-uid");
+        assert_eq!(
+            user.groups,
+            vec![
+                "system:serviceaccounts",
+                "system:serviceaccounts:demo",
+                "system:authenticated"
+            ]
+        );
+        assert_eq!(
+            user.extra["authentication.kubernetes.io/pod-name"],
+            vec!["p".to_string()]
+        );
+        assert!(user.extra["authentication.kubernetes.io/credential-id"][0].starts_with("JTI="));
+        assert_eq!(audiences, vec![ISSUER.to_string()]);
+    }
+
+    #[test]
+    fn deleting_or_recreating_bound_objects_revokes() {
+        let (key, objects, auth) = setup();
+        objects.put("pod/demo/p", "pod-uid");
+        let token = bound(&key, Some(ObjectRef::new("p", "pod-uid")));
+        objects.put("pod/demo/p", "new-uid");
+        assert!(matches!(auth.authenticate(&token, &[]), TokenOutcome::Invalid(_)));
+        objects.0.lock().remove("pod/demo/p");
+        assert!(matches!(auth.authenticate(&token, &[]), TokenOutcome::Invalid(_)));
+        let plain = bound(&key, None);
+        assert!(matches!(
+            auth.authenticate(&plain, &[]),
+            TokenOutcome::Authenticated { .. }
+        ));
+        objects.put("sa/demo/app", "recreated");
+        assert!(matches!(auth.authenticate(&plain, &[]), TokenOutcome::Invalid(_)));
+    }
+
+    #[test]
+    fn deletion_grace_is_sixty_seconds() {
+        let (key, objects, auth) = setup();
+        let token = bound(&key, None);
+        objects
+            .0
+            .lock()
+            .get_mut("sa/demo/app")
+            .unwrap()
+            .object
+            .deletion_timestamp = Some(NOW - 30);
+        assert!(matches!(
+            auth.authenticate(&token, &[]),
+            TokenOutcome::Authenticated { .. }
+        ));
+        objects
+            .0
+            .lock()
+            .get_mut("sa/demo/app")
+            .unwrap()
+            .object
+            .deletion_timestamp = Some(NOW - 61);
+        assert!(matches!(auth.authenticate(&token, &[]), TokenOutcome::Invalid(_)));
+    }
+
+    #[test]
+    fn wrong_audience_and_garbage() {
+        let (key, _, auth) = setup();
+        let token = bound(&key, None);
+        assert!(matches!(
+            auth.authenticate(&token, &["vault".to_string()]),
+            TokenOutcome::Invalid(_)
+        ));
+        assert_eq!(auth.authenticate("not-a-jwt", &[]), TokenOutcome::NotMine);
+    }
+
+    #[test]
+    fn legacy_tokens_must_match_their_secret() {
+        let (key, objects, auth) = setup();
+        let claims = LegacyClaims {
+            namespace: "demo".into(),
+            secret_name: "app-token".into(),
+            service_account: ObjectRef::new("app", "sa-uid"),
+        };
+        let token = jwt::sign(&key, &claims.to_value()).unwrap().into_exposed();
+        assert!(
+            matches!(auth.authenticate(&token, &[]), TokenOutcome::Invalid(_)),
+            "no secret yet"
+        );
+        objects.0.lock().insert(
+            "secret/demo/app-token".into(),
+            SecretInfo {
+                object: ObjectInfo {
+                    uid: "s".into(),
+                    deletion_timestamp: None,
+                },
+                token: Some(token.clone().into_bytes()),
+                invalidated: false,
+            },
+        );
+        assert!(matches!(
+            auth.authenticate(&token, &[]),
+            TokenOutcome::Authenticated { .. }
+        ));
+        objects
+            .0
+            .lock()
+            .get_mut("secret/demo/app-token")
+            .unwrap()
+            .invalidated = true;
+        assert!(matches!(auth.authenticate(&token, &[]), TokenOutcome::Invalid(_)));
+    }
+}

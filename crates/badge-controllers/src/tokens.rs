@@ -1,0 +1,255 @@
+//! The tokens controller (`pkg/controller/serviceaccount/tokens_controller.go`): fills
+//! ServiceAccount token Secrets with a legacy token, the CA and the namespace, deletes token
+//! Secrets whose ServiceAccount is gone, and — with
+//! `--legacy-service-account-token-auto-generation`, as before Kubernetes 1.24 — creates a
+//! token Secret for every ServiceAccount and lists it in `.secrets`.
+
+use std::sync::Arc;
+
+use badge_api::{Resource, Status, meta, resources};
+use badge_registry::{DeleteOptions, Filter, ReadFrom, Registry, WriteOptions};
+use badge_token::{LegacyClaims, ObjectRef};
+use base64::Engine;
+use rand::Rng;
+use serde_json::{Value, json};
+
+use crate::runtime::{Action, Controller};
+
+pub const SERVICE_ACCOUNT_TOKEN_TYPE: &str = "kubernetes.io/service-account-token";
+pub const SA_NAME_ANNOTATION: &str = "kubernetes.io/service-account.name";
+pub const SA_UID_ANNOTATION: &str = "kubernetes.io/service-account.uid";
+
+/// Signs legacy tokens; the server's key holder implements it.
+pub trait LegacyTokenSigner: Send + Sync {
+    fn sign_legacy(&self, claims: &LegacyClaims) -> Result<String, String>;
+}
+
+fn core(plural: &str) -> &'static Resource {
+    match resources::lookup("", "v1", plural) {
+        Some(r) => r,
+        None => unreachable!("core/v1 {plural} is in the resource table"),
+    }
+}
+
+fn is_token_secret(secret: &Value) -> bool {
+    secret.get("type").and_then(Value::as_str) == Some(SERVICE_ACCOUNT_TOKEN_TYPE)
+}
+
+/// Starts the controller.
+pub fn spawn(
+    registry: Arc<Registry>,
+    signer: Arc<dyn LegacyTokenSigner>,
+    ca_pem: Arc<String>,
+    auto_generate: bool,
+) {
+    let controller = Controller::new("tokens", registry.clone(), |event| {
+        if let Some(rest) = event.key.strip_prefix("/registry/serviceaccounts/") {
+            return vec![rest.to_string()];
+        }
+        if let Some(rest) = event.key.strip_prefix("/registry/secrets/")
+            && is_token_secret(&event.object)
+        {
+            let ns = rest.split('/').next().unwrap_or("");
+            if let Some(sa) = meta::annotation(&event.object, SA_NAME_ANNOTATION) {
+                return vec![format!("{ns}/{sa}")];
+            }
+        }
+        Vec::new()
+    });
+    controller.spawn(move |key| {
+        let registry = registry.clone();
+        let signer = signer.clone();
+        let ca = ca_pem.clone();
+        async move {
+            let Some((ns, name)) = key.split_once('/') else {
+                return Ok(Action::Done);
+            };
+            reconcile(&registry, signer.as_ref(), &ca, auto_generate, ns, name).await
+        }
+    });
+}
+
+async fn reconcile(
+    registry: &Registry,
+    signer: &dyn LegacyTokenSigner,
+    ca_pem: &str,
+    auto_generate: bool,
+    ns: &str,
+    sa_name: &str,
+) -> Result<Action, Status> {
+    let secrets = core("secrets");
+    let page = registry
+        .list(secrets, ns, &Filter::default(), ReadFrom::Latest, 0, None)
+        .await?;
+    let token_secrets: Vec<Arc<Value>> = page
+        .items
+        .into_iter()
+        .filter(|s| is_token_secret(s) && meta::annotation(s, SA_NAME_ANNOTATION) == Some(sa_name))
+        .collect();
+    let sa = registry
+        .get_cached(core("serviceaccounts"), ns, sa_name)
+        .filter(|sa| meta::deletion_timestamp(sa).is_none());
+    let Some(sa) = sa else {
+        // The ServiceAccount is gone: so are its token Secrets.
+        for secret in token_secrets {
+            delete_quietly(registry, secrets, ns, meta::name(&secret)).await?;
+        }
+        return Ok(Action::Done);
+    };
+    let sa_uid = meta::uid(&sa).to_string();
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let mut live_names = Vec::new();
+    for secret in &token_secrets {
+        let name = meta::name(secret).to_string();
+        let annotated_uid = meta::annotation(secret, SA_UID_ANNOTATION).unwrap_or("");
+        if !annotated_uid.is_empty() && annotated_uid != sa_uid {
+            // Made for an earlier ServiceAccount of the same name.
+            delete_quietly(registry, secrets, ns, &name).await?;
+            continue;
+        }
+        live_names.push(name.clone());
+        let data = secret.get("data");
+        let has = |k: &str| {
+            data.and_then(|d| d.get(k))
+                .and_then(Value::as_str)
+                .is_some_and(|v| !v.is_empty())
+        };
+        if has("token") && has("ca.crt") && has("namespace") && annotated_uid == sa_uid {
+            continue;
+        }
+        let claims = LegacyClaims {
+            namespace: ns.to_string(),
+            service_account: ObjectRef::new(sa_name, sa_uid.clone()),
+            secret_name: name.clone(),
+        };
+        let token = signer.sign_legacy(&claims).map_err(Status::internal)?;
+        let result = registry
+            .update(secrets, ns, &name, "", &WriteOptions::default(), |current| {
+                let mut updated = current.clone();
+                let data = updated
+                    .as_object_mut()
+                    .map(|o| o.entry("data").or_insert_with(|| json!({})));
+                if let Some(Value::Object(d)) = data {
+                    if d.get("token")
+                        .and_then(Value::as_str)
+                        .is_none_or(|t| t.is_empty())
+                    {
+                        d.insert("token".into(), json!(b64(&token)));
+                    }
+                    d.insert("ca.crt".into(), json!(b64(ca_pem)));
+                    d.insert("namespace".into(), json!(b64(ns)));
+                }
+                meta::set_annotation(&mut updated, SA_UID_ANNOTATION, &sa_uid);
+                Ok(updated)
+            })
+            .await;
+        match result {
+            Ok(_) => tracing::info!(namespace = ns, secret = %name, "filled service account token secret"),
+            Err(s) if s.is_not_found() => {}
+            Err(s) => return Err(s),
+        }
+    }
+    if auto_generate {
+        let listed: Vec<&str> = sa
+            .get("secrets")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.get("name").and_then(Value::as_str))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !listed.iter().any(|n| live_names.iter().any(|l| l == n)) {
+            create_token_secret(registry, ns, sa_name, &sa_uid).await?;
+        }
+    }
+    Ok(Action::Done)
+}
+
+async fn delete_quietly(
+    registry: &Registry,
+    resource: &Resource,
+    ns: &str,
+    name: &str,
+) -> Result<(), Status> {
+    match registry
+        .delete(resource, ns, name, &DeleteOptions::default())
+        .await
+    {
+        Ok(_) => {
+            tracing::info!(
+                namespace = ns,
+                secret = name,
+                "deleted token secret of a deleted service account"
+            );
+            Ok(())
+        }
+        Err(s) if s.is_not_found() => Ok(()),
+        Err(s) => Err(s),
+    }
+}
+
+/// The pre-1.24 flow: a `<sa>-token-xxxxx` Secret, then listed in the ServiceAccount.
+async fn create_token_secret(
+    registry: &Registry,
+    ns: &str,
+    sa_name: &str,
+    sa_uid: &str,
+) -> Result<(), Status> {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let suffix: String = {
+        let mut rng = rand::rng();
+        (0..5)
+            .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+            .collect()
+    };
+    let prefix = if sa_name.len() > 50 {
+        &sa_name[..50]
+    } else {
+        sa_name
+    };
+    let name = format!("{prefix}-token-{suffix}");
+    let secret = json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": name,
+            "namespace": ns,
+            "annotations": {SA_NAME_ANNOTATION: sa_name, SA_UID_ANNOTATION: sa_uid},
+        },
+        "type": SERVICE_ACCOUNT_TOKEN_TYPE,
+    });
+    match registry
+        .create(core("secrets"), ns, secret, &WriteOptions::default())
+        .await
+    {
+        Ok(_) => {}
+        Err(s) if s.is_already_exists() || s.code == 403 || s.is_not_found() => return Ok(()),
+        Err(s) => return Err(s),
+    }
+    let result = registry
+        .update(
+            core("serviceaccounts"),
+            ns,
+            sa_name,
+            "",
+            &WriteOptions::default(),
+            |current| {
+                let mut updated = current.clone();
+                let list = updated
+                    .as_object_mut()
+                    .map(|o| o.entry("secrets").or_insert_with(|| json!([])));
+                if let Some(Value::Array(list)) = list {
+                    list.push(json!({"name": name}));
+                }
+                Ok(updated)
+            },
+        )
+        .await;
+    match result {
+        Ok(_) => Ok(()),
+        // The ServiceAccount went away meanwhile; its Secret follows on the next pass.
+        Err(s) if s.is_not_found() => Ok(()),
+        Err(s) => Err(s),
+    }
+}
