@@ -137,6 +137,13 @@ impl ApiServer {
 
     pub(crate) async fn create(&self, call: &Call<'_>) -> Result<Response<Body>, Status> {
         let decoded = call.decode_body()?;
+        self.check_rbac_write(
+            &call.user,
+            call.resource,
+            &call.info.namespace,
+            &decoded.object,
+            None,
+        )?;
         let object = self
             .registry
             .create(
@@ -146,6 +153,7 @@ impl ApiServer {
                 &call.write_options()?,
             )
             .await?;
+        self.settle_rbac_write(call.resource, &object).await;
         Ok(object_response(
             call,
             StatusCode::CREATED,
