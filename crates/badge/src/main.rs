@@ -1,5 +1,8 @@
 //! The `badge` binary: parse flags into a config, build the server, run, drain on SIGTERM.
 
+mod client;
+mod inspect;
+mod keys;
 mod server;
 
 use clap::{Parser, Subcommand};
@@ -19,6 +22,17 @@ struct Cli {
 enum Command {
     /// Run the API server.
     Server(server::ServerOptions),
+    /// Manage the ServiceAccount signing keys of a running server.
+    Keys(keys::KeysOptions),
+    /// Work with tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Decode a token for people and check whether the server accepts it.
+    Inspect(inspect::InspectOptions),
 }
 
 fn main() -> std::process::ExitCode {
@@ -41,6 +55,8 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Server(options) => server::run(options).await,
+            Command::Keys(options) => keys::run(options).await,
+            Command::Token(TokenCommand::Inspect(options)) => inspect::run(options).await,
         }
     });
     match result {

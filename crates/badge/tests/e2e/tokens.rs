@@ -667,3 +667,63 @@ fn max_expiration_clamps_with_a_warning() {
         7200
     );
 }
+
+#[test]
+fn badge_keys_and_token_inspect_commands() {
+    let s = server();
+    let badge = |args: &[&str], stdin: Option<&str>| {
+        use std::io::Write;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_badge"))
+            .args(args)
+            .env("KUBECONFIG", s.kubeconfig())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        if let Some(input) = stdin {
+            child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        }
+        child.wait_with_output().unwrap()
+    };
+    let listed = badge(&["keys", "list"], None);
+    let text = String::from_utf8_lossy(&listed.stdout).to_string();
+    assert!(listed.status.success() && text.contains("Active"), "{text}");
+    let rotated = badge(&["keys", "rotate", "--publish-lead-seconds", "0"], None);
+    let text = String::from_utf8_lossy(&rotated.stdout).to_string();
+    assert!(text.starts_with("added key "), "{text}");
+    let new_kid = text
+        .lines()
+        .next()
+        .unwrap()
+        .trim_start_matches("added key ")
+        .to_string();
+    assert!(text.contains("Retired"), "{text}");
+
+    s.kubectl_ok(&["create", "sa", "cli", "-n", "default"]);
+    let token = s.kubectl_ok(&["create", "token", "cli", "-n", "default"]);
+    assert_eq!(header_of(&token)["kid"], new_kid.as_str());
+    let inspected = badge(&["token", "inspect", "-"], Some(&token));
+    let text = String::from_utf8_lossy(&inspected.stdout).to_string();
+    assert!(
+        inspected.status.success(),
+        "{}",
+        String::from_utf8_lossy(&inspected.stderr)
+    );
+    assert!(
+        text.contains("Subject:     system:serviceaccount:default:cli"),
+        "{text}"
+    );
+    assert!(text.contains("In JWKS:     yes"), "{text}");
+    assert!(
+        text.contains("Verifies:    yes, the server accepts it as system:serviceaccount:default:cli"),
+        "{text}"
+    );
+    s.kubectl_ok(&["delete", "sa", "cli", "-n", "default"]);
+    crate::eventually("the token to be refused", || {
+        let out = badge(&["token", "inspect", "-"], Some(&token));
+        String::from_utf8_lossy(&out.stdout).contains("Verifies:    no")
+    });
+    let garbage = badge(&["token", "inspect", "not.a.token"], None);
+    assert!(!garbage.status.success());
+}
