@@ -68,6 +68,74 @@ impl TokenKeys {
     }
 }
 
+/// Verified tokens, so a token seen before skips signature verification. Keyed by an
+/// HMAC of the token and audiences under a per-process random key (upstream's
+/// `cached_token_authenticator`), so no token sits in memory as a key. Entries only stand
+/// in for the signature and claim checks: expiry, the signing key still being trusted, and
+/// the object checks (revocation by deletion) run on every hit.
+pub struct VerifiedCache {
+    key: aws_lc_rs::hmac::Key,
+    entries: RwLock<std::collections::HashMap<[u8; 32], Arc<CachedToken>>>,
+}
+
+/// What a cache entry remembers.
+pub struct CachedToken {
+    kid: String,
+    claims: ValidatedClaims,
+}
+
+/// The most entries kept; the cache is emptied when full (tokens are cheap to re-verify).
+const CACHE_CAPACITY: usize = 65_536;
+
+impl Default for VerifiedCache {
+    fn default() -> Self {
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        let key = aws_lc_rs::hmac::Key::generate(aws_lc_rs::hmac::HMAC_SHA256, &rng).unwrap_or_else(|_| {
+            aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &now().to_be_bytes())
+        });
+        VerifiedCache {
+            key,
+            entries: RwLock::new(Default::default()),
+        }
+    }
+}
+
+impl VerifiedCache {
+    fn fingerprint(&self, token: &str, audiences: &[String]) -> [u8; 32] {
+        let mut ctx = aws_lc_rs::hmac::Context::with_key(&self.key);
+        // Length-prefixed so no two (token, audiences) lists hash the same input.
+        ctx.update(&(token.len() as u64).to_be_bytes());
+        ctx.update(token.as_bytes());
+        for a in audiences {
+            ctx.update(&(a.len() as u64).to_be_bytes());
+            ctx.update(a.as_bytes());
+        }
+        let mut out = [0u8; 32];
+        out.copy_from_slice(ctx.sign().as_ref());
+        out
+    }
+
+    fn get(&self, fingerprint: &[u8; 32]) -> Option<Arc<CachedToken>> {
+        self.entries.read().get(fingerprint).cloned()
+    }
+
+    fn insert(&self, fingerprint: [u8; 32], entry: CachedToken) {
+        let mut entries = self.entries.write();
+        if entries.len() >= CACHE_CAPACITY {
+            entries.clear();
+        }
+        entries.insert(fingerprint, Arc::new(entry));
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.read().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// The authenticator.
 pub struct ServiceAccountAuthenticator {
     pub keys: Arc<TokenKeys>,
@@ -78,6 +146,7 @@ pub struct ServiceAccountAuthenticator {
     pub getter: Arc<dyn ServiceAccountTokenGetter>,
     /// Unix seconds now; replaceable for tests.
     pub clock: fn() -> i64,
+    pub cache: VerifiedCache,
 }
 
 /// The wall clock in unix seconds.
@@ -171,6 +240,16 @@ impl ServiceAccountAuthenticator {
     pub fn authenticate(&self, token: &str, audiences: &[String]) -> TokenOutcome {
         let now = (self.clock)();
         let keys = self.keys.current();
+        let fingerprint = self.cache.fingerprint(token, audiences);
+        if let Some(hit) = self.cache.get(&fingerprint) {
+            let expired = hit
+                .claims
+                .expires_at
+                .is_some_and(|exp| now > exp + claims::LEEWAY_SECONDS);
+            if !expired && keys.get(&hit.kid).is_some() {
+                return self.finish(token, &hit.claims, now);
+            }
+        }
         let verified = match jwt::parse_and_verify(token, &keys) {
             Ok(v) => v,
             Err(e) if e.is_not_a_jws() => return TokenOutcome::NotMine,
@@ -187,7 +266,22 @@ impl ServiceAccountAuthenticator {
             Ok(v) => v,
             Err(e) => return TokenOutcome::Invalid(e.to_string()),
         };
-        if let Err(reason) = self.check_objects(token, &validated, now) {
+        let outcome = self.finish(token, &validated, now);
+        if matches!(outcome, TokenOutcome::Authenticated { .. }) {
+            self.cache.insert(
+                fingerprint,
+                CachedToken {
+                    kid: verified.kid().to_string(),
+                    claims: validated,
+                },
+            );
+        }
+        outcome
+    }
+
+    /// The object checks and the user, for a token whose signature and claims are good.
+    fn finish(&self, token: &str, validated: &ValidatedClaims, now: i64) -> TokenOutcome {
+        if let Err(reason) = self.check_objects(token, validated, now) {
             return TokenOutcome::Invalid(reason);
         }
         let mut user = UserInfo {
@@ -199,7 +293,7 @@ impl ServiceAccountAuthenticator {
         user.add_authenticated_group();
         TokenOutcome::Authenticated {
             user,
-            audiences: validated.audiences,
+            audiences: validated.audiences.clone(),
         }
     }
 }
@@ -269,6 +363,7 @@ mod tests {
             api_audiences: vec![ISSUER.into()],
             getter: objects.clone(),
             clock: || NOW,
+            cache: VerifiedCache::default(),
         };
         (key, objects, auth)
     }
@@ -328,6 +423,41 @@ mod tests {
         ));
         objects.put("sa/demo/app", "recreated");
         assert!(matches!(auth.authenticate(&plain, &[]), TokenOutcome::Invalid(_)));
+    }
+
+    #[test]
+    fn cache_hits_still_see_revocation_and_key_changes() {
+        let (key, objects, auth) = setup();
+        let token = bound(&key, None);
+        assert!(matches!(
+            auth.authenticate(&token, &[]),
+            TokenOutcome::Authenticated { .. }
+        ));
+        assert_eq!(auth.cache.len(), 1);
+        assert!(matches!(
+            auth.authenticate(&token, &[]),
+            TokenOutcome::Authenticated { .. }
+        ));
+        // A different audience list is a different entry, and is checked afresh.
+        assert!(matches!(
+            auth.authenticate(&token, &["vault".to_string()]),
+            TokenOutcome::Invalid(_)
+        ));
+        // Deleting the ServiceAccount kills the cached token at once.
+        objects.0.lock().remove("sa/demo/app");
+        assert!(matches!(auth.authenticate(&token, &[]), TokenOutcome::Invalid(_)));
+        objects.put("sa/demo/app", "sa-uid");
+        assert!(matches!(
+            auth.authenticate(&token, &[]),
+            TokenOutcome::Authenticated { .. }
+        ));
+        // Dropping the key (revocation) kills it too.
+        let other = SigningKey::generate_ec(badge_token::Curve::P256).unwrap();
+        auth.keys.replace(KeySet::new(Some(other), []));
+        assert!(!matches!(
+            auth.authenticate(&token, &[]),
+            TokenOutcome::Authenticated { .. }
+        ));
     }
 
     #[test]

@@ -179,6 +179,7 @@ pub async fn run(options: ServerOptions) -> anyhow::Result<()> {
             registry.clone(),
         )),
         clock: badge_auth::serviceaccount::now,
+        cache: Default::default(),
     };
     badge_controllers::tokens::spawn(
         registry.clone(),

@@ -727,3 +727,62 @@ fn badge_keys_and_token_inspect_commands() {
     let garbage = badge(&["token", "inspect", "not.a.token"], None);
     assert!(!garbage.status.success());
 }
+
+#[test]
+fn keys_from_files_sign_and_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let signer = badge_token::SigningKey::generate_ec(badge_token::Curve::P256).unwrap();
+    let other = badge_token::SigningKey::generate_rsa(2048).unwrap();
+    let signer_path = dir.path().join("sa.key");
+    let other_path = dir.path().join("other.pub");
+    std::fs::write(&signer_path, signer.to_pkcs8_pem().unwrap()).unwrap();
+    std::fs::write(&other_path, other.public().to_pem()).unwrap();
+    let s = TestServer::start_with(
+        env!("CARGO_BIN_EXE_badge"),
+        &[
+            "--service-account-signing-key-file",
+            signer_path.to_str().unwrap(),
+            "--service-account-key-file",
+            other_path.to_str().unwrap(),
+        ],
+    );
+    s.kubectl_ok(&["create", "sa", "files", "-n", "default"]);
+    let token = s.kubectl_ok(&["create", "token", "files", "-n", "default"]);
+    assert_eq!(header_of(&token)["kid"], signer.kid());
+    assert_eq!(header_of(&token)["alg"], "ES256");
+    // A token signed elsewhere with a key listed in --service-account-key-file verifies.
+    let uid = s.kubectl_ok(&[
+        "get",
+        "sa",
+        "files",
+        "-n",
+        "default",
+        "-o",
+        "jsonpath={.metadata.uid}",
+    ]);
+    let now = jiff::Timestamp::now().as_second();
+    let claims = badge_token::BoundClaims::new(
+        "https://kubernetes.default.svc.cluster.local",
+        vec!["https://kubernetes.default.svc.cluster.local".into()],
+        "default",
+        badge_token::ObjectRef::new("files", uid),
+        now,
+        600,
+    );
+    let outside = badge_token::jwt::sign(&other, &claims.to_value().unwrap())
+        .unwrap()
+        .into_exposed();
+    assert!(authenticated(&s, &outside));
+    let jwks = s
+        .request("GET", "/openid/v1/jwks", None, &[], Admin)
+        .unwrap()
+        .json();
+    assert_eq!(jwks["keys"].as_array().unwrap().len(), 2);
+    // Keys from files are rotated by replacing the files, not through the API.
+    assert_eq!(
+        s.request("POST", "/badge/v1/keys/rotate", None, &[], Admin)
+            .unwrap()
+            .status,
+        400
+    );
+}
