@@ -7,6 +7,7 @@ mod kubectl;
 mod rbac;
 mod reviews;
 mod tokens;
+mod workflow;
 
 use badge_testkit::TestServer;
 

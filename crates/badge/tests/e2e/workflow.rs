@@ -1,0 +1,218 @@
+//! The everyday kubectl workflow: apply and re-apply, diff, edit, create generators, output
+//! formats, describe.
+
+use crate::server;
+
+const CM_V1: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\n  namespace: default\n  labels:\n    app: web\n    tier: front\ndata:\n  a: \"1\"\n  b: \"2\"\n";
+const CM_V2: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\n  namespace: default\n  labels:\n    app: web\ndata:\n  a: \"1\"\n";
+
+#[test]
+fn apply_reapply_removes_dropped_fields_and_diff() {
+    let s = server();
+    let out = s.kubectl_with_stdin(&["apply", "-f", "-"], Some(CM_V1));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("configmap/settings created"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let annotation = s.kubectl_ok(&[
+        "get",
+        "cm",
+        "settings",
+        "-o",
+        "jsonpath={.metadata.annotations.kubectl\\.kubernetes\\.io/last-applied-configuration}",
+    ]);
+    assert!(annotation.contains("\"tier\":\"front\""), "{annotation}");
+    let same = s.kubectl_with_stdin(&["apply", "-f", "-"], Some(CM_V1));
+    assert!(String::from_utf8_lossy(&same.stdout).contains("unchanged"));
+    // kubectl diff shows what a re-apply would change and exits 1.
+    let diff = s.kubectl_with_stdin(&["diff", "-f", "-"], Some(CM_V2));
+    assert_eq!(
+        diff.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&diff.stderr)
+    );
+    let text = String::from_utf8_lossy(&diff.stdout);
+    assert!(
+        text.contains("-  b: \"2\"") && text.contains("-    tier: front"),
+        "{text}"
+    );
+    let out = s.kubectl_with_stdin(&["apply", "-f", "-"], Some(CM_V2));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("configured"));
+    let cm: serde_json::Value =
+        serde_json::from_str(&s.kubectl_ok(&["get", "cm", "settings", "-o", "json"])).unwrap();
+    assert!(cm["data"].get("b").is_none(), "{cm}");
+    assert!(cm["metadata"]["labels"].get("tier").is_none(), "{cm}");
+    assert_eq!(cm["data"]["a"], "1");
+    let out = s.kubectl_with_stdin(&["delete", "-f", "-"], Some(CM_V2));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("deleted"));
+}
+
+#[test]
+fn edit_through_an_editor_script() {
+    let s = server();
+    s.kubectl_ok(&["create", "sa", "edited", "-n", "default"]);
+    let dir = tempfile::tempdir().unwrap();
+    let editor = dir.path().join("editor.sh");
+    std::fs::write(
+        &editor,
+        "#!/bin/sh\nsed -i 's/^  name: edited$/  name: edited\\n  labels:\\n    edited: \"yes\"/' \"$1\"\n",
+    )
+    .unwrap();
+    std::process::Command::new("chmod")
+        .arg("+x")
+        .arg(&editor)
+        .status()
+        .unwrap();
+    let out = std::process::Command::new(badge_testkit::kubectl_path())
+        .arg("--kubeconfig")
+        .arg(s.kubeconfig())
+        .args(["edit", "sa", "edited", "-n", "default"])
+        .env("EDITOR", &editor)
+        .env("KUBE_EDITOR", &editor)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let label = s.kubectl_ok(&[
+        "get",
+        "sa",
+        "edited",
+        "-n",
+        "default",
+        "-o",
+        "jsonpath={.metadata.labels.edited}",
+    ]);
+    assert_eq!(label, "yes");
+}
+
+#[test]
+fn create_generators_and_output_formats() {
+    let s = server();
+    let cert = format!("--cert={}", s.data_dir().join("pki/apiserver.crt").display());
+    let keyp = format!("--key={}", s.data_dir().join("pki/apiserver.key").display());
+    for args in [
+        vec!["create", "secret", "tls", "web-tls", cert.as_str(), keyp.as_str()],
+        vec![
+            "create",
+            "configmap",
+            "cfg",
+            "--from-literal=k=v",
+            "--from-literal=x=y",
+        ],
+        vec![
+            "create",
+            "clusterrole",
+            "reader",
+            "--verb=get",
+            "--resource=configmaps",
+        ],
+        vec![
+            "create",
+            "clusterrolebinding",
+            "reader",
+            "--clusterrole=reader",
+            "--user=alice",
+        ],
+        vec![
+            "create",
+            "rolebinding",
+            "reader",
+            "--clusterrole=reader",
+            "--group=devs",
+        ],
+    ] {
+        s.kubectl_ok(&args);
+    }
+    assert_eq!(
+        s.kubectl_ok(&["get", "secret", "web-tls", "-o", "jsonpath={.type}"]),
+        "kubernetes.io/tls"
+    );
+    let cm_table = s.kubectl_ok(&["get", "cm", "cfg"]);
+    assert!(
+        cm_table.lines().nth(1).unwrap().split_whitespace().nth(1) == Some("2"),
+        "{cm_table}"
+    );
+    let names = s.kubectl_ok(&["get", "cm", "-o", "name"]);
+    assert!(names.contains("configmap/cfg"));
+    let columns = s.kubectl_ok(&[
+        "get",
+        "cm",
+        "cfg",
+        "-o",
+        "custom-columns=NAME:.metadata.name,K:.data.k",
+    ]);
+    assert_eq!(
+        columns
+            .lines()
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        vec!["cfg", "v"]
+    );
+    s.kubectl_ok(&["label", "cm", "cfg", "team=id"]);
+    let labels = s.kubectl_ok(&["get", "cm", "cfg", "--show-labels"]);
+    assert!(labels.contains("team=id"), "{labels}");
+    let all = s.kubectl_ok(&["get", "cm", "-A"]);
+    assert!(
+        all.starts_with("NAMESPACE") && all.contains("kube-system"),
+        "{all}"
+    );
+    let wide = s.kubectl_ok(&["get", "rolebinding", "reader", "-o", "wide"]);
+    assert!(
+        wide.contains("ClusterRole/reader") && wide.contains("devs"),
+        "{wide}"
+    );
+    let crb = s.kubectl_ok(&["describe", "clusterrolebinding", "reader"]);
+    assert!(crb.contains("alice") && crb.contains("ClusterRole"), "{crb}");
+    let role = s.kubectl_ok(&["describe", "clusterrole", "reader"]);
+    assert!(role.contains("configmaps") && role.contains("[get]"), "{role}");
+    let secret = s.kubectl_ok(&["describe", "secret", "web-tls"]);
+    assert!(
+        secret.contains("tls.crt:") && secret.contains("bytes") && !secret.contains("BEGIN"),
+        "{secret}"
+    );
+    let ns = s.kubectl_ok(&["describe", "ns", "default"]);
+    assert!(ns.contains("Status:") && ns.contains("Active"), "{ns}");
+}
+
+#[test]
+fn pods_are_stored_and_described() {
+    let s = server();
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\nspec:\n  containers:\n  - name: c\n    image: busybox\n";
+    let out = s.kubectl_with_stdin(&["apply", "-f", "-"], Some(pod));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let table = s.kubectl_ok(&["get", "pods"]);
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(header, vec!["NAME", "READY", "STATUS", "RESTARTS", "AGE"]);
+    assert!(table.contains("0/1") && table.contains("Pending"), "{table}");
+    let describe = s.kubectl_ok(&["describe", "pod", "web"]);
+    assert!(
+        describe.contains("busybox") && describe.contains("Pending"),
+        "{describe}"
+    );
+    let unknown = s.kubectl_with_stdin(
+        &["apply", "-f", "-"],
+        Some(&pod.replace("image: busybox", "image: busybox\n    bogus: 1")),
+    );
+    assert!(!unknown.status.success());
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr).contains("unknown field"),
+        "{}",
+        String::from_utf8_lossy(&unknown.stderr)
+    );
+    let warn = s.kubectl_with_stdin(
+        &["apply", "--validate=warn", "-f", "-"],
+        Some(
+            &pod.replace("name: web", "name: web2")
+                .replace("image: busybox", "image: busybox\n    bogus: 1"),
+        ),
+    );
+    assert!(warn.status.success(), "{}", String::from_utf8_lossy(&warn.stderr));
+    assert!(
+        String::from_utf8_lossy(&warn.stderr).contains("unknown field"),
+        "{}",
+        String::from_utf8_lossy(&warn.stderr)
+    );
+}
