@@ -444,6 +444,16 @@ impl ApiServer {
         badge_api::decode::check_type_meta(&value, "authentication.k8s.io/v1", "TokenRequest")?;
         let validation = badge_api::decode::FieldValidation::parse(call.query.get("fieldValidation"))?;
         let decoded = badge_api::decode::decode_object(value, &duplicates, sub.roundtrip, validation)?;
+        if let Some(node) = crate::node::node_name(&call.user) {
+            crate::node::admit_node_token_request(
+                &self.registry,
+                node,
+                &call.info.namespace,
+                &call.info.name,
+                &decoded.object,
+                &issuer.config.api_audiences,
+            )?;
+        }
         let (object, mut warnings) = issuer
             .create(
                 &self.registry,

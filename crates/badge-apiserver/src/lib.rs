@@ -4,6 +4,7 @@
 
 pub mod discovery;
 pub mod handler;
+pub mod node;
 pub mod params;
 pub mod rbac;
 pub mod response;
@@ -94,6 +95,7 @@ impl ApiServer {
         let index = follower.index.clone();
         self.authorizer = Box::new(badge_auth::authorizer::Union(vec![
             Box::new(badge_auth::authorizer::PrivilegedGroups),
+            Box::new(node::NodeAuthorizer(self.registry.clone())),
             Box::new(rbac::RbacAuthorizer(index.clone())),
         ]));
         self.rules = Box::new(rbac::RbacRules(index.clone()));

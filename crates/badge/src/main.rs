@@ -3,6 +3,7 @@
 mod client;
 mod inspect;
 mod keys;
+mod node;
 mod server;
 
 use clap::{Parser, Subcommand};
@@ -24,6 +25,9 @@ enum Command {
     Server(server::ServerOptions),
     /// Manage the ServiceAccount signing keys of a running server.
     Keys(keys::KeysOptions),
+    /// Node credentials.
+    #[command(subcommand)]
+    Node(node::NodeCommand),
     /// Work with tokens.
     #[command(subcommand)]
     Token(TokenCommand),
@@ -56,6 +60,7 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Server(options) => server::run(options).await,
             Command::Keys(options) => keys::run(options).await,
+            Command::Node(command) => node::run(command),
             Command::Token(TokenCommand::Inspect(options)) => inspect::run(options).await,
         }
     });

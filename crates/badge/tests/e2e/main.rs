@@ -4,6 +4,7 @@
 
 mod api_core;
 mod kubectl;
+mod nodes;
 mod rbac;
 mod reviews;
 mod tokens;

@@ -1,0 +1,106 @@
+//! Node credentials, the Node authorizer and NodeRestriction for token requests.
+
+use badge_testkit::Credential::Admin;
+use serde_json::json;
+
+use crate::server;
+
+fn post(s: &badge_testkit::TestServer, path: &str, body: serde_json::Value) -> badge_testkit::RawResponse {
+    s.request(
+        "POST",
+        path,
+        Some(serde_json::to_vec(&body).unwrap()),
+        &[("content-type", "application/json")],
+        Admin,
+    )
+    .unwrap()
+}
+
+#[test]
+fn nodes_get_tokens_only_for_their_own_pods() {
+    let s = server();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_badge"))
+        .args(["node", "add", "node-a", "--data-dir"])
+        .arg(s.data_dir())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let node_kubeconfig = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let as_node = |args: &[&str]| {
+        std::process::Command::new(badge_testkit::kubectl_path())
+            .arg("--kubeconfig")
+            .arg(&node_kubeconfig)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let who = as_node(&["auth", "whoami", "-o", "jsonpath={.status.userInfo.username}"]);
+    assert_eq!(
+        String::from_utf8_lossy(&who.stdout),
+        "system:node:node-a",
+        "{}",
+        String::from_utf8_lossy(&who.stderr)
+    );
+
+    s.kubectl_ok(&["create", "sa", "app", "-n", "default"]);
+    s.kubectl_ok(&["create", "secret", "generic", "mounted", "--from-literal=a=b"]);
+    s.kubectl_ok(&["create", "secret", "generic", "other", "--from-literal=a=b"]);
+    for (name, node) in [("mine", "node-a"), ("theirs", "node-b")] {
+        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": {
+        "serviceAccountName": "app", "nodeName": node,
+        "containers": [{"name": "c", "image": "i"}],
+        "volumes": [
+            {"name": "s", "secret": {"secretName": "mounted"}},
+            {"name": "t", "projected": {"sources": [{"serviceAccountToken": {"audience": "vault", "path": "token"}}]}}
+        ]}});
+        assert_eq!(post(&s, "/api/v1/namespaces/default/pods", pod).status, 201);
+    }
+    // Reads: only what its pods use.
+    assert!(as_node(&["get", "secret", "mounted"]).status.success());
+    assert!(!as_node(&["get", "secret", "other"]).status.success());
+    assert!(
+        !as_node(&["get", "secrets"]).status.success(),
+        "nodes cannot list secrets"
+    );
+    assert!(as_node(&["get", "pods"]).status.success());
+
+    let uid_of = |name: &str| s.kubectl_ok(&["get", "pod", name, "-o", "jsonpath={.metadata.uid}"]);
+    let request = |pod: &str, uid: &str, audience: &str| {
+        let mut args = vec!["create", "token", "app", "--bound-object-kind=Pod"];
+        let name = format!("--bound-object-name={pod}");
+        let uid = format!("--bound-object-uid={uid}");
+        let aud = format!("--audience={audience}");
+        args.push(&name);
+        if !uid.ends_with('=') {
+            args.push(&uid);
+        }
+        args.push(&aud);
+        as_node(&args)
+    };
+    let ok = request("mine", &uid_of("mine"), "vault");
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let other_node = request("theirs", &uid_of("theirs"), "vault");
+    assert!(
+        String::from_utf8_lossy(&other_node.stderr).contains("forbidden"),
+        "{}",
+        String::from_utf8_lossy(&other_node.stderr)
+    );
+    let no_uid = request("mine", "", "vault");
+    assert!(
+        String::from_utf8_lossy(&no_uid.stderr).contains("without a uid"),
+        "{}",
+        String::from_utf8_lossy(&no_uid.stderr)
+    );
+    let audience = request("mine", &uid_of("mine"), "other-audience");
+    assert!(
+        String::from_utf8_lossy(&audience.stderr).contains("not authorized to request tokens for audience"),
+        "{}",
+        String::from_utf8_lossy(&audience.stderr)
+    );
+    let unbound = as_node(&["create", "token", "app"]);
+    assert!(
+        String::from_utf8_lossy(&unbound.stderr).contains("not bound to a pod"),
+        "{}",
+        String::from_utf8_lossy(&unbound.stderr)
+    );
+}
