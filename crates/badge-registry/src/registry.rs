@@ -438,12 +438,7 @@ impl Registry {
         let gr = resource.group_resource();
         let key = resource.key(namespace, name);
         for _ in 0..64 {
-            let (current_kv, _) = self.store.get(&key).await.map_err(store_error)?;
-            let Some(current_kv) = current_kv else {
-                return Err(Status::not_found(gr, name));
-            };
-            let current = decode_object(&current_kv.value, current_kv.mod_revision)
-                .ok_or_else(|| Status::internal("undecodable object in the store"))?;
+            let (current_kv, current) = self.read_current(&key, gr, name).await?;
             let mut object = change(&current)?;
             if meta::name(&object) != name {
                 return Err(Status::bad_request(format!(
@@ -529,6 +524,21 @@ impl Registry {
         ))
     }
 
+    /// The stored object at `key` with its resourceVersion, read from the store (not the
+    /// cache) because a compare-and-swap follows.
+    async fn read_current(
+        &self,
+        key: &str,
+        gr: GroupResource<'_>,
+        name: &str,
+    ) -> Result<(badge_store::KeyValue, Value), Status> {
+        let (current_kv, _) = self.store.get(key).await.map_err(store_error)?;
+        let current_kv = current_kv.ok_or_else(|| Status::not_found(gr, name))?;
+        let current = decode_object(&current_kv.value, current_kv.mod_revision)
+            .ok_or_else(|| Status::internal("undecodable object in the store"))?;
+        Ok((current_kv, current))
+    }
+
     /// Deletes an object: at once, or by marking it when finalizers must run first.
     pub async fn delete(
         &self,
@@ -540,12 +550,7 @@ impl Registry {
         let gr = resource.group_resource();
         let key = resource.key(namespace, name);
         for _ in 0..64 {
-            let (current_kv, _) = self.store.get(&key).await.map_err(store_error)?;
-            let Some(current_kv) = current_kv else {
-                return Err(Status::not_found(gr, name));
-            };
-            let current = decode_object(&current_kv.value, current_kv.mod_revision)
-                .ok_or_else(|| Status::internal("undecodable object in the store"))?;
+            let (current_kv, current) = self.read_current(&key, gr, name).await?;
             if let Some(uid) = options.precondition_uid.as_deref()
                 && uid != meta::uid(&current)
             {
@@ -781,9 +786,4 @@ fn decode_continue(token: &str, prefix: &str) -> Result<(Revision, String), Stat
         return Err(bad());
     }
     Ok((token.rv, format!("{prefix}{}", token.start)))
-}
-
-/// A group-resource for errors about `resource`.
-pub fn group_resource(resource: &Resource) -> GroupResource<'static> {
-    resource.group_resource()
 }
