@@ -5,6 +5,7 @@
 //! - `root-ca-cert-publisher`: a ConfigMap `kube-root-ca.crt` with the CA in every namespace.
 //! - `namespace`: a terminating namespace has its content deleted, then is finalized.
 
+pub mod leader;
 pub mod runtime;
 pub mod tokens;
 
@@ -50,7 +51,7 @@ pub async fn ensure_system_namespaces(registry: &Registry) -> Result<(), Status>
 }
 
 /// Starts every controller; they run until the process ends.
-pub fn spawn_all(registry: Arc<Registry>, ca_pem: String) {
+pub fn spawn_all(registry: Arc<Registry>, ca_pem: String, leading: Option<leader::Leading>) {
     let ca_pem = Arc::new(ca_pem);
     let service_accounts = Controller::new("serviceaccounts", registry.clone(), |event| {
         match event.key.strip_prefix("/registry/namespaces/") {
@@ -61,6 +62,7 @@ pub fn spawn_all(registry: Arc<Registry>, ca_pem: String) {
                 .unwrap_or_default(),
         }
     });
+    let service_accounts = service_accounts.with_leader_election(leading.clone());
     let reg = registry.clone();
     service_accounts.spawn(move |ns| {
         let registry = reg.clone();
@@ -76,6 +78,7 @@ pub fn spawn_all(registry: Arc<Registry>, ca_pem: String) {
                 .unwrap_or_default(),
         }
     });
+    let publisher = publisher.with_leader_election(leading.clone());
     let reg = registry.clone();
     publisher.spawn(move |ns| {
         let registry = reg.clone();
@@ -90,6 +93,7 @@ pub fn spawn_all(registry: Arc<Registry>, ca_pem: String) {
             .map(|ns| vec![ns.to_string()])
             .unwrap_or_default()
     });
+    let namespaces = namespaces.with_leader_election(leading);
     let reg = registry;
     namespaces.spawn(move |ns| {
         let registry = reg.clone();

@@ -27,6 +27,8 @@ pub struct Controller {
     keys_of: KeysOf,
     queue: Mutex<(Vec<String>, HashSet<String>)>,
     wake: Notify,
+    /// Reconcile only while this server leads (None: always).
+    leading: Option<crate::leader::Leading>,
 }
 
 impl Controller {
@@ -41,7 +43,19 @@ impl Controller {
             keys_of: Box::new(keys_of),
             queue: Mutex::new((Vec::new(), HashSet::new())),
             wake: Notify::new(),
+            leading: None,
         })
+    }
+
+    /// Makes the controller wait for leadership before each reconcile.
+    pub fn with_leader_election(self: Arc<Self>, leading: Option<crate::leader::Leading>) -> Arc<Self> {
+        match Arc::try_unwrap(self) {
+            Ok(mut controller) => {
+                controller.leading = leading;
+                Arc::new(controller)
+            }
+            Err(shared) => shared,
+        }
     }
 
     pub fn enqueue(&self, key: String) {
@@ -99,7 +113,13 @@ impl Controller {
         let reconcile = Arc::new(reconcile);
         tokio::spawn(async move {
             let mut failures: std::collections::HashMap<String, u32> = Default::default();
+            let mut leading = worker.leading.clone();
             loop {
+                if let Some(leading) = leading.as_mut()
+                    && leading.wait_for(|l| *l).await.is_err()
+                {
+                    return;
+                }
                 let Some(key) = worker.pop() else {
                     worker.wake.notified().await;
                     continue;

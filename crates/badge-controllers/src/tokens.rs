@@ -41,6 +41,7 @@ pub fn spawn(
     signer: Arc<dyn LegacyTokenSigner>,
     ca_pem: Arc<String>,
     auto_generate: bool,
+    leading: Option<crate::leader::Leading>,
 ) {
     let controller = Controller::new("tokens", registry.clone(), |event| {
         if let Some(rest) = event.key.strip_prefix("/registry/serviceaccounts/") {
@@ -56,6 +57,7 @@ pub fn spawn(
         }
         Vec::new()
     });
+    let controller = controller.with_leader_election(leading);
     controller.spawn(move |key| {
         let registry = registry.clone();
         let signer = signer.clone();

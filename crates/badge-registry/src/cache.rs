@@ -43,6 +43,9 @@ pub struct CacheEvent {
     pub prev: Option<Arc<Value>>,
 }
 
+/// The keys the cache holds: API objects.
+const OBJECT_PREFIX: &str = "/registry/";
+
 /// How many past events are kept by default for watches that resume from a resourceVersion.
 pub const DEFAULT_HISTORY: usize = 20_000;
 /// How many live events a slow watcher may fall behind before it is ended.
@@ -218,6 +221,11 @@ impl WatchCache {
             if event.revision <= state.revision {
                 continue;
             }
+            if !event.key.starts_with(OBJECT_PREFIX) {
+                last = event.revision;
+                state.revision = event.revision;
+                continue;
+            }
             let object = match decode_object(&event.value, event.revision) {
                 Some(o) => Arc::new(o),
                 None => {
@@ -291,7 +299,9 @@ impl WatchCache {
         if let Some(tx) = ready.take() {
             let _ = tx.send(());
         }
-        let mut stream = store.watch("/registry/", self.revision()).await?;
+        // The whole keyspace, not just `/registry/`: a consistent read waits for the store's
+        // revision, which writes outside the API (the key ring) advance too.
+        let mut stream = store.watch("", self.revision()).await?;
         while let Some(batch) = stream.next().await {
             self.apply(batch?);
         }
@@ -304,4 +314,35 @@ pub fn decode_object(bytes: &[u8], revision: Revision) -> Option<Value> {
     let mut value: Value = serde_json::from_slice(bytes).ok()?;
     badge_api::meta::set(&mut value, "resourceVersion", revision.to_string());
     Some(value)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use badge_store::sqlite::SqliteStore;
+
+    #[tokio::test]
+    async fn writes_outside_the_api_still_advance_the_cache_revision() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("s.db")).unwrap());
+        let cache = Arc::new(WatchCache::default());
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(cache.clone().run(store.clone(), tx));
+        rx.await.unwrap();
+        store
+            .create("/registry/serviceaccounts/a/b", bytes::Bytes::from_static(b"{}"))
+            .await
+            .unwrap();
+        let outside = store
+            .create("/badge/other", bytes::Bytes::from_static(b"{}"))
+            .await
+            .unwrap();
+        assert!(
+            cache.wait_for(outside, Duration::from_secs(5)).await,
+            "the cache must reach the store's revision"
+        );
+        assert!(cache.get("/badge/other").0.is_none(), "only API objects are held");
+        assert!(cache.get("/registry/serviceaccounts/a/b").0.is_some());
+    }
 }

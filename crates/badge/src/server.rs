@@ -181,13 +181,17 @@ pub async fn run(options: ServerOptions) -> anyhow::Result<()> {
         clock: badge_auth::serviceaccount::now,
         cache: Default::default(),
     };
+    // Controllers run on the one server holding the controller lease.
+    let identity = format!("{}_{}", hostname(), uuid_like());
+    let leading = badge_controllers::leader::spawn(registry.clone(), identity);
     badge_controllers::tokens::spawn(
         registry.clone(),
         keys.clone(),
         Arc::new(pki.ca_pem().to_string()),
         options.legacy_service_account_token_auto_generation,
+        Some(leading.clone()),
     );
-    badge_controllers::spawn_all(registry.clone(), pki.ca_pem().to_string());
+    badge_controllers::spawn_all(registry.clone(), pki.ca_pem().to_string(), Some(leading.clone()));
 
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let api = Arc::new(
@@ -268,4 +272,19 @@ fn parse_duration(text: &str) -> anyhow::Result<i64> {
         anyhow::bail!("invalid duration {text:?}: missing unit");
     }
     Ok(total)
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "badge".into())
+}
+
+/// A process-unique suffix for the leader identity, as upstream appends a UUID.
+fn uuid_like() -> String {
+    format!(
+        "{:x}{:x}",
+        std::process::id(),
+        jiff::Timestamp::now().as_nanosecond()
+    )
 }

@@ -31,6 +31,17 @@ fn system_namespaces_default_serviceaccounts_and_root_ca() {
         ]);
         sa.matches("serviceaccount/default").count() == 4 && !cm.is_empty()
     });
+    // Controllers run under the controller lease, which this server holds.
+    let holder = s.kubectl_ok(&[
+        "get",
+        "lease",
+        "badge-controller-manager",
+        "-n",
+        "kube-system",
+        "-o",
+        "jsonpath={.spec.holderIdentity}",
+    ]);
+    assert!(!holder.is_empty());
     let ca = s.kubectl_ok(&[
         "get",
         "cm",
