@@ -104,3 +104,56 @@ fn nodes_get_tokens_only_for_their_own_pods() {
         String::from_utf8_lossy(&unbound.stderr)
     );
 }
+
+#[test]
+fn kubelet_tokens_get_the_extended_expiry() {
+    use base64::Engine;
+    let s = server();
+    s.kubectl_ok(&["create", "sa", "app"]);
+    let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"}});
+    assert_eq!(post(&s, "/api/v1/nodes", node).status, 201);
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+        "spec": {"serviceAccountName": "app", "nodeName": "n1", "containers": [{"name": "c", "image": "i"}]}});
+    assert_eq!(post(&s, "/api/v1/namespaces/default/pods", pod).status, 201);
+    let request = |seconds: i64| {
+        let body = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+            "spec": {"expirationSeconds": seconds, "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": "p"}}});
+        post(&s, "/api/v1/namespaces/default/serviceaccounts/app/token", body).json()
+    };
+    let claims_of = |token: &str| -> serde_json::Value {
+        let payload = token.split('.').nth(1).unwrap();
+        serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(payload)
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    let extended = request(3607);
+    let claims = claims_of(extended["status"]["token"].as_str().unwrap());
+    let iat = claims["iat"].as_i64().unwrap();
+    assert_eq!(
+        claims["exp"].as_i64().unwrap() - iat,
+        365 * 24 * 3600,
+        "the JWT lives a year"
+    );
+    assert_eq!(claims["kubernetes.io"]["warnafter"].as_i64().unwrap() - iat, 3607);
+    assert_eq!(
+        extended["spec"]["expirationSeconds"], 3607,
+        "the API still reports 3607 s"
+    );
+    let reported =
+        jiff::Timestamp::from_str_helper(extended["status"]["expirationTimestamp"].as_str().unwrap());
+    assert!((reported - iat - 3607).abs() <= 1);
+    assert!(
+        claims["kubernetes.io"]["node"]["uid"].is_string(),
+        "the pod's node is named with its uid"
+    );
+    let plain = request(3600);
+    let claims = claims_of(plain["status"]["token"].as_str().unwrap());
+    assert_eq!(
+        claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
+        3600
+    );
+    assert!(claims["kubernetes.io"].get("warnafter").is_none());
+}
