@@ -136,7 +136,7 @@ impl ApiServer {
     }
 
     pub(crate) async fn create(&self, call: &Call<'_>) -> Result<Response<Body>, Status> {
-        let decoded = call.decode_body()?;
+        let mut decoded = call.decode_body()?;
         self.check_rbac_write(
             &call.user,
             call.resource,
@@ -144,6 +144,11 @@ impl ApiServer {
             &decoded.object,
             None,
         )?;
+        if call.resource.plural == "pods" {
+            decoded
+                .warnings
+                .extend(self.admit_pod(&call.info.namespace, &mut decoded.object).await?);
+        }
         let object = self
             .registry
             .create(

@@ -746,13 +746,17 @@ fn validate_meta(resource: &Resource, object: &Value) -> Vec<FieldError> {
 
 /// `names.SimpleNameGenerator`: the prefix plus five random characters.
 fn generate_name(prefix: &str) -> String {
+    let prefix = if prefix.len() > 58 { &prefix[..58] } else { prefix };
+    format!("{prefix}{}", random_suffix())
+}
+
+/// Five characters of `utilrand.String(5)`'s alphabet (no vowels, no look-alikes).
+pub fn random_suffix() -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let mut rng = rand::rng();
-    let prefix = if prefix.len() > 58 { &prefix[..58] } else { prefix };
-    let suffix: String = (0..5)
+    (0..5)
         .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
-        .collect();
-    format!("{prefix}{suffix}")
+        .collect()
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]

@@ -99,8 +99,15 @@ impl TestServer {
         });
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if let Ok(r) = self.request("GET", "/readyz", None, &[], Credential::Anonymous)
-                && r.status == 200
+            // Ready, and the controllers have made the default ServiceAccount pods need.
+            let ready = self
+                .request("GET", "/readyz", None, &[], Credential::Anonymous)
+                .is_ok_and(|r| r.status == 200);
+            let path = "/api/v1/namespaces/default/serviceaccounts/default";
+            if ready
+                && self
+                    .request("GET", path, None, &[], Credential::Admin)
+                    .is_ok_and(|r| r.status == 200)
             {
                 return;
             }

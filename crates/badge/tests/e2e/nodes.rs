@@ -161,3 +161,71 @@ fn kubelet_tokens_get_the_extended_expiry() {
     );
     assert!(claims["kubernetes.io"].get("warnafter").is_none());
 }
+
+#[test]
+fn serviceaccount_admission_mounts_the_token_volume() {
+    let s = server();
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: plain\nspec:\n  containers:\n  - name: c\n    image: busybox\n";
+    let out = s.kubectl_with_stdin(&["create", "-f", "-"], Some(pod));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let created: serde_json::Value =
+        serde_json::from_str(&s.kubectl_ok(&["get", "pod", "plain", "-o", "json"])).unwrap();
+    assert_eq!(created["spec"]["serviceAccountName"], "default");
+    let volume = &created["spec"]["volumes"][0];
+    assert!(
+        volume["name"].as_str().unwrap().starts_with("kube-api-access-"),
+        "{volume}"
+    );
+    assert_eq!(volume["projected"]["defaultMode"], 420);
+    assert_eq!(
+        volume["projected"]["sources"][0]["serviceAccountToken"]["expirationSeconds"],
+        3607
+    );
+    assert_eq!(
+        created["spec"]["containers"][0]["volumeMounts"][0]["mountPath"],
+        "/var/run/secrets/kubernetes.io/serviceaccount"
+    );
+    assert_eq!(
+        created["spec"]["containers"][0]["volumeMounts"][0]["readOnly"],
+        true
+    );
+
+    let missing = s.kubectl_with_stdin(
+        &["create", "-f", "-"],
+        Some(
+            &pod.replace("name: plain", "name: lost")
+                .replace("spec:\n", "spec:\n  serviceAccountName: ghost\n"),
+        ),
+    );
+    assert!(!missing.status.success());
+    let err = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        err.contains("error looking up service account default/ghost: serviceaccount \"ghost\" not found"),
+        "{err}"
+    );
+
+    s.kubectl_ok(&["create", "sa", "quiet"]);
+    s.kubectl_ok(&[
+        "patch",
+        "sa",
+        "quiet",
+        "-p",
+        r#"{"automountServiceAccountToken":false,"imagePullSecrets":[{"name":"reg"}]}"#,
+    ]);
+    let quiet = s.kubectl_with_stdin(
+        &["create", "-f", "-"],
+        Some(
+            &pod.replace("name: plain", "name: quiet")
+                .replace("spec:\n", "spec:\n  serviceAccountName: quiet\n"),
+        ),
+    );
+    assert!(
+        quiet.status.success(),
+        "{}",
+        String::from_utf8_lossy(&quiet.stderr)
+    );
+    let created: serde_json::Value =
+        serde_json::from_str(&s.kubectl_ok(&["get", "pod", "quiet", "-o", "json"])).unwrap();
+    assert!(created["spec"].get("volumes").is_none(), "{created}");
+    assert_eq!(created["spec"]["imagePullSecrets"], json!([{"name": "reg"}]));
+}
