@@ -1,5 +1,6 @@
 //! The `badge` binary: parse flags into a config, build the server, run, drain on SIGTERM.
 
+mod agent;
 mod client;
 mod inspect;
 mod keys;
@@ -23,6 +24,9 @@ struct Cli {
 enum Command {
     /// Run the API server.
     Server(server::ServerOptions),
+    /// Play the kubelet's token part: write and refresh the projected token volumes of the
+    /// pods bound to a node.
+    Agent(agent::AgentOptions),
     /// Manage the ServiceAccount signing keys of a running server.
     Keys(keys::KeysOptions),
     /// Node credentials.
@@ -59,6 +63,7 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Server(options) => server::run(options).await,
+            Command::Agent(options) => agent::run(options).await,
             Command::Keys(options) => keys::run(options).await,
             Command::Node(command) => node::run(command),
             Command::Token(TokenCommand::Inspect(options)) => inspect::run(options).await,

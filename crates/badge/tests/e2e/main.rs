@@ -2,6 +2,7 @@
 //! One test binary; each test starts its own server on port 0.
 #![allow(clippy::unwrap_used)]
 
+mod agent;
 mod api_core;
 mod kubectl;
 mod nodes;
