@@ -10,6 +10,8 @@
 use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
@@ -37,15 +39,95 @@ pub struct AgentOptions {
     /// Refresh a token at least this often.
     #[arg(long, default_value_t = 24 * 3600)]
     max_token_refresh_seconds: u64,
+    /// Serve Prometheus metrics here (for example 127.0.0.1:10255).
+    #[arg(long)]
+    metrics_bind_address: Option<std::net::SocketAddr>,
 }
 
-/// What the agent counts, reported in its log.
+/// What the agent counts, reported in its log and at `--metrics-bind-address`.
 #[derive(Default, Debug)]
 struct Counters {
-    tokens_requested: u64,
-    token_request_errors: u64,
-    volumes_written: u64,
-    pods_cleaned: u64,
+    tokens_requested: AtomicU64,
+    token_request_errors: AtomicU64,
+    volumes_written: AtomicU64,
+    volume_write_errors: AtomicU64,
+    pods_cleaned: AtomicU64,
+}
+
+impl Counters {
+    fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The Prometheus text exposition of the counters.
+    fn render(&self) -> String {
+        let mut out = String::new();
+        for (name, help, value) in [
+            (
+                "badge_agent_token_requests_total",
+                "TokenRequests sent.",
+                &self.tokens_requested,
+            ),
+            (
+                "badge_agent_token_request_errors_total",
+                "TokenRequests that failed.",
+                &self.token_request_errors,
+            ),
+            (
+                "badge_agent_volumes_written_total",
+                "Projected volumes written.",
+                &self.volumes_written,
+            ),
+            (
+                "badge_agent_volume_write_errors_total",
+                "Projected volume writes that failed (old files kept).",
+                &self.volume_write_errors,
+            ),
+            (
+                "badge_agent_pods_cleaned_total",
+                "Pods whose volumes were removed.",
+                &self.pods_cleaned,
+            ),
+        ] {
+            out.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
+                value.load(Ordering::Relaxed)
+            ));
+        }
+        out
+    }
+}
+
+/// Serves the counters as Prometheus text on `address` (plain HTTP, meant for loopback).
+async fn serve_metrics(address: std::net::SocketAddr, counters: Arc<Counters>) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("binding {address}"))?;
+    tracing::info!(%address, "serving agent metrics");
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let counters = counters.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |_request| {
+                    let body = counters.render();
+                    async move {
+                        let mut response =
+                            http::Response::new(http_body_util::Full::new(bytes::Bytes::from(body)));
+                        response.headers_mut().insert(
+                            http::header::CONTENT_TYPE,
+                            http::HeaderValue::from_static("text/plain; version=0.0.4"),
+                        );
+                        Ok::<_, std::convert::Infallible>(response)
+                    }
+                });
+                let io = hyper_util::rt::TokioIo::new(tcp);
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(io, service)
+                    .await;
+            });
+        }
+    });
+    Ok(())
 }
 
 struct VolumeState {
@@ -62,7 +144,7 @@ struct Agent {
     client: Client,
     options: AgentOptions,
     pods: HashMap<String, PodState>,
-    counters: Counters,
+    counters: Arc<Counters>,
 }
 
 fn uid_of(pod: &Value) -> String {
@@ -248,7 +330,7 @@ impl Agent {
         if dir.exists() {
             match std::fs::remove_dir_all(&dir) {
                 Ok(()) => {
-                    self.counters.pods_cleaned += 1;
+                    Counters::bump(&self.counters.pods_cleaned);
                     tracing::info!(pod_uid = uid, "removed the volumes of a deleted pod");
                 }
                 Err(e) => tracing::warn!(pod_uid = uid, error = %e, "could not remove pod volumes"),
@@ -304,7 +386,7 @@ impl Agent {
                 }
                 let request =
                     json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec});
-                self.counters.tokens_requested += 1;
+                Counters::bump(&self.counters.tokens_requested);
                 let (status, body) = self
                     .client
                     .request(
@@ -314,7 +396,7 @@ impl Agent {
                     )
                     .await?;
                 if status != 201 {
-                    self.counters.token_request_errors += 1;
+                    Counters::bump(&self.counters.token_request_errors);
                     bail!(
                         "token request for pod {ns}/{name}: {}",
                         crate::client::error_text(&body)
@@ -450,12 +532,13 @@ impl Agent {
                 Ok(refresh) => {
                     state.failures = 0;
                     state.due = Instant::now() + refresh;
-                    self.counters.volumes_written += 1;
+                    Counters::bump(&self.counters.volumes_written);
                     tracing::info!(pod_uid = %uid, volume = %volume_name, counters = ?self.counters, "wrote projected volume");
                 }
                 Err(e) => {
                     // Keep what is on disk (the old token is valid until it expires) and retry.
                     state.failures += 1;
+                    Counters::bump(&self.counters.volume_write_errors);
                     let backoff = Duration::from_secs(1u64 << state.failures.min(6));
                     state.due = Instant::now() + backoff;
                     tracing::warn!(pod_uid = %uid, volume = %volume_name, error = %e, retry_in_seconds = backoff.as_secs(), "could not write projected volume");
@@ -557,11 +640,15 @@ pub async fn run(options: AgentOptions) -> anyhow::Result<()> {
         .mode(0o755)
         .create(options.root.join("pods"))
         .context("creating the root")?;
+    let counters = Arc::new(Counters::default());
+    if let Some(address) = options.metrics_bind_address {
+        serve_metrics(address, counters.clone()).await?;
+    }
     let mut agent = Agent {
         client,
         options,
         pods: HashMap::new(),
-        counters: Counters::default(),
+        counters,
     };
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut backoff = Duration::from_millis(500);

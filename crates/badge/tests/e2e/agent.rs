@@ -8,9 +8,18 @@ use serde_json::json;
 
 use crate::{eventually, server};
 
-fn start_agent(kubeconfig: &str, root: &Path) -> Child {
+fn start_agent(kubeconfig: &str, root: &Path, metrics: &str) -> Child {
     Command::new(env!("CARGO_BIN_EXE_badge"))
-        .args(["agent", "--kubeconfig", kubeconfig, "--node-name", "n1", "--root"])
+        .args([
+            "agent",
+            "--kubeconfig",
+            kubeconfig,
+            "--node-name",
+            "n1",
+            "--metrics-bind-address",
+            metrics,
+            "--root",
+        ])
         .arg(root)
         // 3607 s tokens refresh after a few seconds.
         .args(["--token-refresh-fraction", "0.001"])
@@ -76,7 +85,11 @@ fn the_agent_writes_refreshes_and_removes_pod_tokens() {
     let (web, quiet, elsewhere) = (uid("web"), uid("quiet"), uid("elsewhere"));
 
     let root = tempfile::tempdir().unwrap();
-    let mut agent = start_agent(&kubeconfig, root.path());
+    let metrics = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().to_string()
+    };
+    let mut agent = start_agent(&kubeconfig, root.path(), &metrics);
     let mut volume = None;
     eventually("the agent to write the token volume", || {
         volume = volume_of(root.path(), &web);
@@ -118,6 +131,22 @@ fn the_agent_writes_refreshes_and_removes_pod_tokens() {
     eventually("the token to be refreshed before it expires", || {
         std::fs::read_to_string(volume.join("token")).is_ok_and(|t| t != first)
     });
+    let scrape = || {
+        use std::io::{Read, Write};
+        let mut tcp = std::net::TcpStream::connect(&metrics).unwrap();
+        tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut text = String::new();
+        tcp.read_to_string(&mut text).unwrap();
+        text
+    };
+    let text = scrape();
+    let written = text
+        .lines()
+        .find_map(|l| l.strip_prefix("badge_agent_volumes_written_total "))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(written >= 2, "{text}");
     assert!(
         !root.path().join("pods").join(&quiet).exists(),
         "automount disabled: no token files"
@@ -131,7 +160,7 @@ fn the_agent_writes_refreshes_and_removes_pod_tokens() {
     agent.kill().unwrap();
     agent.wait().unwrap();
     let kept = std::fs::read_to_string(volume.join("token")).unwrap();
-    let mut agent = start_agent(&kubeconfig, root.path());
+    let mut agent = start_agent(&kubeconfig, root.path(), &metrics);
     eventually("a refresh after the restart", || {
         std::fs::read_to_string(volume.join("token")).is_ok_and(|t| t != kept)
     });
