@@ -2,6 +2,7 @@
 //! RBAC; `Status` errors; request path parsing; selectors; strict decoding of bodies;
 //! patches; object metadata helpers.
 
+pub mod apply;
 pub mod decode;
 pub mod meta;
 pub mod openapi;

@@ -149,6 +149,7 @@ impl ApiServer {
                 .warnings
                 .extend(self.admit_pod(&call.info.namespace, &mut decoded.object).await?);
         }
+        Self::track_fields(call, None, &mut decoded.object);
         let object = self
             .registry
             .create(
@@ -192,7 +193,9 @@ impl ApiServer {
                         &given,
                         Some(current),
                     )?;
-                    Ok(given.clone())
+                    let mut updated = given.clone();
+                    Self::track_fields(call, Some(current), &mut updated);
+                    Ok(updated)
                 },
             )
             .await?;
@@ -204,7 +207,7 @@ impl ApiServer {
         let patch_type = PatchType::from_content_type(&call.content_type)
             .ok_or_else(|| patch::unsupported_patch_type(&call.content_type))?;
         if patch_type == PatchType::Apply {
-            return Err(patch::unsupported_patch_type(&call.content_type));
+            return self.server_side_apply(call).await;
         }
         let validation = call.field_validation()?;
         let resource = call.resource;
@@ -234,7 +237,9 @@ impl ApiServer {
                         Some(current),
                     )?;
                     warnings = decoded.warnings;
-                    Ok(decoded.object)
+                    let mut updated = decoded.object;
+                    Self::track_fields(call, Some(current), &mut updated);
+                    Ok(updated)
                 },
             )
             .await?;
@@ -332,3 +337,148 @@ impl ApiServer {
 
 /// The handlers need the registry; re-exported for the server.
 pub type SharedServer = Arc<ApiServer>;
+
+fn now_micro() -> String {
+    jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+impl Call<'_> {
+    /// `fieldManager`, when the client named one.
+    fn field_manager(&self) -> Option<&str> {
+        self.query.get("fieldManager").filter(|m| !m.is_empty())
+    }
+}
+
+impl ApiServer {
+    /// Records the fields a non-apply write changed as its manager's. Without a manager the
+    /// server's record stands: a client cannot rewrite `managedFields` by sending them.
+    pub(crate) fn track_fields(call: &Call<'_>, old: Option<&Value>, new: &mut Value) {
+        let manager = call.field_manager().unwrap_or("");
+        badge_api::apply::track_update(old, new, manager, call.resource.kind, &now_micro());
+    }
+
+    /// `PATCH` with `application/apply-patch+yaml`: server-side apply, creating the object
+    /// when it does not exist.
+    async fn server_side_apply(&self, call: &Call<'_>) -> Result<Response<Body>, Status> {
+        let resource = call.resource;
+        let manager = call
+            .field_manager()
+            .ok_or_else(|| {
+                Status::bad_request(
+                    "PATCH requests with application/apply-patch+yaml must specify a fieldManager",
+                )
+            })?
+            .to_string();
+        if manager.len() > 128 {
+            return Err(Status::bad_request(
+                "fieldManager: Too long: may not be longer than 128 characters",
+            ));
+        }
+        let force = call.query.flag("force");
+        let validation = call.field_validation()?;
+        let applied = decode::parse_yaml(&call.body).map_err(Status::bad_request)?;
+        if !applied.is_object() {
+            return Err(Status::bad_request("the applied configuration must be an object"));
+        }
+        decode::check_type_meta(&applied, &resource.api_version(), resource.kind)?;
+        if applied.get("apiVersion").is_none() || applied.get("kind").is_none() {
+            return Err(Status::bad_request(
+                "apiVersion and kind must be set in an applied configuration",
+            ));
+        }
+        let given = meta::name(&applied);
+        if given != call.info.name {
+            return Err(Status::bad_request(format!(
+                "the name of the object ({given}) does not match the name on the URL ({})",
+                call.info.name
+            )));
+        }
+        let gr = resource.group_resource();
+        let to_status = |conflict: badge_api::apply::ApplyConflict| {
+            conflict.to_status(resource.group, resource.plural, &call.info.name)
+        };
+        let existing = match self
+            .registry
+            .get(
+                resource,
+                &call.info.namespace,
+                &call.info.name,
+                badge_registry::ReadFrom::Latest,
+            )
+            .await
+        {
+            Ok(o) => Some(o),
+            Err(s) if s.is_not_found() => None,
+            Err(s) => return Err(s),
+        };
+        if existing.is_none() {
+            let created =
+                badge_api::apply::apply(None, &applied, &manager, force, resource.kind, &now_micro())?
+                    .map_err(to_status)?;
+            let mut decoded = decode::decode_for(resource, created, &[], validation)?;
+            self.check_rbac_write(&call.user, resource, &call.info.namespace, &decoded.object, None)?;
+            if resource.plural == "pods" {
+                decoded
+                    .warnings
+                    .extend(self.admit_pod(&call.info.namespace, &mut decoded.object).await?);
+            }
+            let object = self
+                .registry
+                .create(
+                    resource,
+                    &call.info.namespace,
+                    decoded.object,
+                    &call.write_options()?,
+                )
+                .await?;
+            self.settle_rbac_write(resource, &object).await;
+            return Ok(object_response(
+                call,
+                StatusCode::CREATED,
+                &object,
+                &decoded.warnings,
+            ));
+        }
+        let mut warnings = Vec::new();
+        let object = self
+            .registry
+            .update(
+                resource,
+                &call.info.namespace,
+                &call.info.name,
+                &call.info.subresource,
+                &call.write_options()?,
+                |current| {
+                    let merged = badge_api::apply::apply(
+                        Some(current),
+                        &applied,
+                        &manager,
+                        force,
+                        resource.kind,
+                        &now_micro(),
+                    )?
+                    .map_err(to_status)?;
+                    let decoded = decode::decode_for(resource, merged, &[], validation)?;
+                    self.check_rbac_write(
+                        &call.user,
+                        resource,
+                        &call.info.namespace,
+                        &decoded.object,
+                        Some(current),
+                    )?;
+                    warnings = decoded.warnings;
+                    Ok(decoded.object)
+                },
+            )
+            .await
+            .map_err(|s| {
+                if s.is_not_found() {
+                    Status::conflict(gr, &call.info.name, "the object was deleted while being applied")
+                } else {
+                    s
+                }
+            })?;
+        self.settle_rbac_write(resource, &object).await;
+        Ok(object_response(call, StatusCode::OK, &object, &warnings))
+    }
+}

@@ -216,3 +216,87 @@ fn pods_are_stored_and_described() {
         String::from_utf8_lossy(&warn.stderr)
     );
 }
+
+#[test]
+fn server_side_apply_with_managers_and_conflicts() {
+    let s = server();
+    let cm = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ssa\n  namespace: default\ndata:\n  a: \"1\"\n  b: \"2\"\n";
+    let out = s.kubectl_with_stdin(&["apply", "--server-side", "-f", "-"], Some(cm));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("serverside-applied"));
+    let managers = s.kubectl_ok(&[
+        "get",
+        "cm",
+        "ssa",
+        "--show-managed-fields",
+        "-o",
+        "jsonpath={.metadata.managedFields[*].manager}",
+    ]);
+    assert_eq!(managers, "kubectl");
+    // Dropping a field from the applied configuration removes it.
+    let out = s.kubectl_with_stdin(
+        &["apply", "--server-side", "-f", "-"],
+        Some(&cm.replace("  b: \"2\"\n", "")),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let data = s.kubectl_ok(&["get", "cm", "ssa", "-o", "jsonpath={.data}"]);
+    assert_eq!(data, r#"{"a":"1"}"#);
+    // Another manager setting the same field differently conflicts...
+    let other = cm.replace("  a: \"1\"\n  b: \"2\"\n", "  a: \"9\"\n");
+    let conflict = s.kubectl_with_stdin(
+        &["apply", "--server-side", "--field-manager=other", "-f", "-"],
+        Some(&other),
+    );
+    assert!(!conflict.status.success());
+    let err = String::from_utf8_lossy(&conflict.stderr);
+    assert!(
+        err.contains("Apply failed with 1 conflict: conflict with \"kubectl\"") && err.contains(".data.a"),
+        "{err}"
+    );
+    assert_eq!(
+        s.kubectl_ok(&["get", "cm", "ssa", "-o", "jsonpath={.data.a}"]),
+        "1",
+        "nothing changed"
+    );
+    // ...until forced, which moves ownership.
+    let forced = s.kubectl_with_stdin(
+        &[
+            "apply",
+            "--server-side",
+            "--field-manager=other",
+            "--force-conflicts",
+            "-f",
+            "-",
+        ],
+        Some(&other),
+    );
+    assert!(
+        forced.status.success(),
+        "{}",
+        String::from_utf8_lossy(&forced.stderr)
+    );
+    assert_eq!(
+        s.kubectl_ok(&["get", "cm", "ssa", "-o", "jsonpath={.data.a}"]),
+        "9"
+    );
+    // Server-side diff and dry run.
+    let diff = s.kubectl_with_stdin(
+        &["diff", "--server-side", "--field-manager=other", "-f", "-"],
+        Some(&other.replace("\"9\"", "\"10\"")),
+    );
+    assert_eq!(
+        diff.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&diff.stderr)
+    );
+    assert_eq!(
+        s.kubectl_ok(&["get", "cm", "ssa", "-o", "jsonpath={.data.a}"]),
+        "9"
+    );
+    // Creating through apply works for a missing object.
+    let sa = "apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: applied-sa\n  namespace: default\n";
+    let out = s.kubectl_with_stdin(&["apply", "--server-side", "-f", "-"], Some(sa));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    s.kubectl_ok(&["get", "sa", "applied-sa"]);
+}
