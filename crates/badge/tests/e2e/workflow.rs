@@ -300,3 +300,63 @@ fn server_side_apply_with_managers_and_conflicts() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     s.kubectl_ok(&["get", "sa", "applied-sa"]);
 }
+
+#[test]
+fn version_resources_dry_runs_and_watch_only() {
+    let s = server();
+    let version: serde_json::Value = serde_json::from_str(&s.kubectl_ok(&["version", "-o", "json"])).unwrap();
+    assert_eq!(version["serverVersion"]["gitVersion"], "v1.35.0");
+    let wide = s.kubectl_ok(&["api-resources", "-o", "wide"]);
+    let sa = wide.lines().find(|l| l.starts_with("serviceaccounts ")).unwrap();
+    assert!(
+        sa.contains("create,delete,deletecollection,get,list,patch,update,watch"),
+        "{sa}"
+    );
+    s.kubectl_ok(&["create", "sa", "dry"]);
+    let patched = s.kubectl_ok(&[
+        "patch",
+        "sa",
+        "dry",
+        "--dry-run=server",
+        "-p",
+        r#"{"metadata":{"labels":{"x":"y"}}}"#,
+    ]);
+    assert!(patched.contains("patched"), "{patched}");
+    assert_eq!(
+        s.kubectl_ok(&["get", "sa", "dry", "-o", "jsonpath={.metadata.labels}"]),
+        ""
+    );
+    let deleted = s.kubectl_ok(&["delete", "sa", "dry", "--dry-run=server"]);
+    assert!(deleted.contains("(server dry run)"), "{deleted}");
+    s.kubectl_ok(&["get", "sa", "dry"]);
+    // --validate=false drops unknown fields instead of refusing them.
+    let cm = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: loose\ndata:\n  a: \"1\"\nbogus: true\n";
+    let out = s.kubectl_with_stdin(&["apply", "--validate=false", "-f", "-"], Some(cm));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stored: serde_json::Value =
+        serde_json::from_str(&s.kubectl_ok(&["get", "cm", "loose", "-o", "json"])).unwrap();
+    assert!(stored.get("bogus").is_none(), "{stored}");
+    // --watch-only prints changes, not the current state.
+    let mut child = std::process::Command::new(badge_testkit::kubectl_path())
+        .arg("--kubeconfig")
+        .arg(s.kubeconfig())
+        .args(["get", "sa", "--watch-only", "-o", "name"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    s.kubectl_ok(&["create", "sa", "fresh"]);
+    let first = rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+    assert_eq!(first, "serviceaccount/fresh", "existing objects are not listed");
+    let _ = child.kill();
+    let _ = child.wait();
+}
