@@ -1,0 +1,148 @@
+//! The load generator, run as its own process (`badge-perf load ...`): N keep-alive HTTPS
+//! connections in a closed loop for a duration (or over a list of bodies once), printing one
+//! JSON line of results.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Args;
+use http_body_util::BodyExt;
+
+#[derive(Args, Debug, Clone)]
+pub struct LoadOptions {
+    #[arg(long)]
+    pub port: u16,
+    #[arg(long)]
+    pub ca: PathBuf,
+    /// Client certificate and key (PEM), for the admin.
+    #[arg(long)]
+    pub cert: Option<PathBuf>,
+    #[arg(long)]
+    pub key: Option<PathBuf>,
+    #[arg(long)]
+    pub path: String,
+    /// One request body per line; connections cycle through them.
+    #[arg(long)]
+    pub bodies: PathBuf,
+    #[arg(long, default_value_t = 16)]
+    pub connections: usize,
+    #[arg(long, default_value_t = 3.0)]
+    pub seconds: f64,
+    /// Send every body exactly once, then stop.
+    #[arg(long)]
+    pub once: bool,
+}
+
+pub fn client_config(
+    ca: &PathBuf,
+    cert: Option<&PathBuf>,
+    key: Option<&PathBuf>,
+) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    let mut roots = rustls::RootCertStore::empty();
+    let ca = std::fs::read(ca)?;
+    for c in rustls_pemfile::certs(&mut &ca[..]) {
+        roots.add(c?)?;
+    }
+    let builder =
+        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots);
+    let config = match (cert, key) {
+        (Some(cert), Some(key)) => {
+            let cert = std::fs::read(cert)?;
+            let key = std::fs::read(key)?;
+            let certs: Vec<_> = rustls_pemfile::certs(&mut &cert[..]).collect::<Result<_, _>>()?;
+            let key = rustls_pemfile::private_key(&mut &key[..])?.context("no key")?;
+            builder.with_client_auth_cert(certs, key)?
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    Ok(Arc::new(config))
+}
+
+pub async fn run(options: LoadOptions) -> anyhow::Result<()> {
+    let tls = client_config(&options.ca, options.cert.as_ref(), options.key.as_ref())?;
+    let bodies: Arc<Vec<bytes::Bytes>> = Arc::new(
+        std::fs::read_to_string(&options.bodies)?
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(|l| bytes::Bytes::from(l.to_string()))
+            .collect(),
+    );
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let deadline = Instant::now() + Duration::from_secs_f64(options.seconds);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..options.connections {
+        let tls = tls.clone();
+        let bodies = bodies.clone();
+        let next = next.clone();
+        let path = options.path.clone();
+        let port = options.port;
+        let once = options.once;
+        tasks.push(tokio::spawn(async move {
+            let mut latencies: Vec<u32> = Vec::new();
+            let mut errors = 0u64;
+            let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+            tcp.set_nodelay(true)?;
+            let name = rustls::pki_types::ServerName::try_from("localhost")?;
+            let stream = tokio_rustls::TlsConnector::from(tls).connect(name, tcp).await?;
+            let (mut sender, connection) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+            tokio::spawn(connection);
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if once && i >= bodies.len() {
+                    break;
+                }
+                if !once && Instant::now() >= deadline {
+                    break;
+                }
+                let body = bodies[i % bodies.len()].clone();
+                let request = http::Request::builder()
+                    .method("POST")
+                    .uri(&path)
+                    .header("host", "localhost")
+                    .header("content-type", "application/json")
+                    .header("accept", "application/json")
+                    .body(http_body_util::Full::new(body))?;
+                let t = Instant::now();
+                let response = sender.send_request(request).await?;
+                let ok = response.status().is_success();
+                let _ = response.into_body().collect().await?;
+                latencies.push(t.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                if !ok {
+                    errors += 1;
+                }
+            }
+            anyhow::Ok((latencies, errors))
+        }));
+    }
+    let mut latencies = Vec::new();
+    let mut errors = 0;
+    for task in tasks {
+        let (l, e) = task.await??;
+        latencies.extend(l);
+        errors += e;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    latencies.sort_unstable();
+    let pct = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0)
+    };
+    let out = serde_json::json!({
+        "requests": latencies.len(),
+        "errors": errors,
+        "seconds": elapsed,
+        "rps": latencies.len() as f64 / elapsed,
+        "p50_us": pct(0.5),
+        "p99_us": pct(0.99),
+    });
+    println!("{out}");
+    Ok(())
+}
