@@ -128,14 +128,13 @@ pub struct Decoded {
 pub fn decode_object(
     value: Value,
     duplicates: &[String],
-    roundtrip: fn(Value) -> Result<Value, String>,
+    roundtrip: fn(&Value) -> Result<Value, String>,
     validation: FieldValidation,
 ) -> Result<Decoded, Status> {
     if !value.is_object() {
         return Err(Status::bad_request("the body must be a JSON object"));
     }
-    let typed =
-        roundtrip(value.clone()).map_err(|e| Status::bad_request(format!("error decoding body: {e}")))?;
+    let typed = roundtrip(&value).map_err(|e| Status::bad_request(format!("error decoding body: {e}")))?;
     let mut problems: Vec<String> = duplicates
         .iter()
         .map(|p| format!("duplicate field \"{p}\""))

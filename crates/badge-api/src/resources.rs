@@ -21,7 +21,7 @@ pub struct Subresource {
     pub kind: &'static str,
     pub verbs: &'static [&'static str],
     pub schema: fn(&mut SchemaGenerator) -> Schema,
-    pub roundtrip: fn(serde_json::Value) -> Result<serde_json::Value, String>,
+    pub roundtrip: fn(&serde_json::Value) -> Result<serde_json::Value, String>,
 }
 
 /// One resource type.
@@ -42,7 +42,7 @@ pub struct Resource {
     pub schema: fn(&mut SchemaGenerator) -> Schema,
     /// Decodes a body into the real type and back: wrong types fail here, and fields the
     /// type does not know are missing from the result (see [`crate::decode`]).
-    pub roundtrip: fn(serde_json::Value) -> Result<serde_json::Value, String>,
+    pub roundtrip: fn(&serde_json::Value) -> Result<serde_json::Value, String>,
 }
 
 impl Resource {
@@ -120,9 +120,10 @@ const NAMESPACE_VERBS: &[&str] = &["create", "delete", "get", "list", "patch", "
 const CREATE_ONLY: &[&str] = &["create"];
 
 fn roundtrip_of<T: serde::de::DeserializeOwned + serde::Serialize>(
-    value: serde_json::Value,
+    value: &serde_json::Value,
 ) -> Result<serde_json::Value, String> {
-    let typed: T = serde_json::from_value(value).map_err(|e| e.to_string())?;
+    // Deserializing from a borrowed value spares a deep copy of every body.
+    let typed = T::deserialize(value).map_err(|e| e.to_string())?;
     serde_json::to_value(&typed).map_err(|e| e.to_string())
 }
 
