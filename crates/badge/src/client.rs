@@ -133,59 +133,6 @@ impl Client {
     }
 }
 
-impl Client {
-    /// Starts a watch (a streaming GET) and sends each event line, parsed, to the returned
-    /// channel; the channel closes when the stream ends or fails.
-    pub async fn watch(&self, path: &str) -> anyhow::Result<tokio::sync::mpsc::Receiver<Value>> {
-        let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port)).await?;
-        let name = if self.host.parse::<std::net::IpAddr>().is_ok() {
-            "localhost".to_string()
-        } else {
-            self.host.clone()
-        };
-        let server_name = rustls::pki_types::ServerName::try_from(name)?;
-        let tls = tokio_rustls::TlsConnector::from(self.tls.clone())
-            .connect(server_name, tcp)
-            .await?;
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await?;
-        tokio::spawn(connection);
-        let mut request = http::Request::builder()
-            .method("GET")
-            .uri(path)
-            .header("host", &self.host)
-            .header("accept", "application/json");
-        if let Some(token) = &self.bearer {
-            request = request.header("authorization", format!("Bearer {token}"));
-        }
-        let response = sender
-            .send_request(request.body(http_body_util::Full::new(bytes::Bytes::new()))?)
-            .await?;
-        if response.status() != 200 {
-            let body = response.into_body().collect().await?.to_bytes();
-            anyhow::bail!("watch failed: {}", String::from_utf8_lossy(&body));
-        }
-        let (tx, rx) = tokio::sync::mpsc::channel(256);
-        let mut body = response.into_body();
-        tokio::spawn(async move {
-            let mut buffer: Vec<u8> = Vec::new();
-            while let Some(Ok(frame)) = body.frame().await {
-                let Ok(data) = frame.into_data() else { continue };
-                buffer.extend_from_slice(&data);
-                while let Some(end) = buffer.iter().position(|b| *b == b'\n') {
-                    let line: Vec<u8> = buffer.drain(..=end).collect();
-                    if let Ok(event) = serde_json::from_slice::<Value>(&line)
-                        && tx.send(event).await.is_err()
-                    {
-                        return;
-                    }
-                }
-            }
-        });
-        Ok(rx)
-    }
-}
-
 /// The `message` of a Status, or the body.
 pub fn error_text(body: &Value) -> String {
     body.get("message")

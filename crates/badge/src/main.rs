@@ -1,6 +1,5 @@
 //! The `badge` binary: parse flags into a config, build the server, run, drain on SIGTERM.
 
-mod agent;
 mod client;
 mod inspect;
 mod keys;
@@ -26,7 +25,7 @@ enum Command {
     Server(server::ServerOptions),
     /// Play the kubelet's token part: write and refresh the projected token volumes of the
     /// pods bound to a node.
-    Agent(agent::AgentOptions),
+    Agent(badge_agent::AgentOptions),
     /// Manage the ServiceAccount signing keys of a running server.
     Keys(keys::KeysOptions),
     /// Node credentials.
@@ -63,7 +62,7 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Server(options) => server::run(options).await,
-            Command::Agent(options) => agent::run(options).await,
+            Command::Agent(options) => badge_agent::run(options, terminated()).await,
             Command::Keys(options) => keys::run(options).await,
             Command::Node(command) => node::run(command),
             Command::Token(TokenCommand::Inspect(options)) => inspect::run(options).await,
@@ -74,6 +73,21 @@ fn main() -> std::process::ExitCode {
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Completes on SIGTERM or Ctrl-C.
+async fn terminated() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
         }
     }
 }

@@ -1,17 +1,28 @@
-//! `badge agent` end to end: a real server, a real agent process, the kubelet's file layout.
+//! `badge agent` end to end: a real server, a real agent process, the kubelet's file layout
+//! (crates/badge-agent). `BADGE_AGENT_BIN=/path/to/badge-agent` runs the standalone binary
+//! instead of `badge agent` (same flags).
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use badge_testkit::Credential::Admin;
+use base64::Engine;
 use serde_json::json;
 
 use crate::{eventually, server};
 
 fn start_agent(kubeconfig: &str, root: &Path, metrics: &str) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_badge"))
+    let mut command = match std::env::var_os("BADGE_AGENT_BIN") {
+        Some(binary) => Command::new(binary),
+        None => {
+            let mut c = Command::new(env!("CARGO_BIN_EXE_badge"));
+            c.arg("agent");
+            c
+        }
+    };
+    command
         .args([
-            "agent",
             "--kubeconfig",
             kubeconfig,
             "--node-name",
@@ -29,13 +40,36 @@ fn start_agent(kubeconfig: &str, root: &Path, metrics: &str) -> Child {
         .unwrap()
 }
 
-fn volume_of(root: &Path, uid: &str) -> Option<PathBuf> {
-    let dir = root
-        .join("pods")
+/// `badge node add n1`; returns the node's kubeconfig path.
+fn node_kubeconfig(s: &badge_testkit::TestServer) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_badge"))
+        .args(["node", "add", "n1", "--data-dir"])
+        .arg(s.data_dir())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn free_address() -> String {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    probe.local_addr().unwrap().to_string()
+}
+
+fn create(s: &badge_testkit::TestServer, manifest: &str) {
+    let out = s.kubectl_with_stdin(&["create", "-f", "-"], Some(manifest));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn projected(root: &Path, uid: &str) -> PathBuf {
+    root.join("pods")
         .join(uid)
         .join("volumes")
-        .join("kubernetes.io~projected");
-    std::fs::read_dir(dir)
+        .join("kubernetes.io~projected")
+}
+
+fn volume_of(root: &Path, uid: &str) -> Option<PathBuf> {
+    std::fs::read_dir(projected(root, uid))
         .ok()?
         .flatten()
         .map(|e| e.path())
@@ -57,16 +91,19 @@ fn authenticated(s: &badge_testkit::TestServer, token: &str) -> serde_json::Valu
     r.json()["status"].clone()
 }
 
+fn jti(token: &str) -> String {
+    let payload = token.split('.').nth(1).unwrap();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .unwrap();
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    claims["jti"].as_str().unwrap().to_string()
+}
+
 #[test]
 fn the_agent_writes_refreshes_and_removes_pod_tokens() {
     let s = server();
-    let out = Command::new(env!("CARGO_BIN_EXE_badge"))
-        .args(["node", "add", "n1", "--data-dir"])
-        .arg(s.data_dir())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let kubeconfig = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let kubeconfig = node_kubeconfig(&s);
     s.kubectl_ok(&["create", "sa", "app"]);
     let pod = |name: &str, node: &str, automount: bool| {
         format!(
@@ -78,17 +115,13 @@ fn the_agent_writes_refreshes_and_removes_pod_tokens() {
         ("quiet", "n1", false),
         ("elsewhere", "n2", true),
     ] {
-        let out = s.kubectl_with_stdin(&["create", "-f", "-"], Some(&pod(name, node, automount)));
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        create(&s, &pod(name, node, automount));
     }
     let uid = |name: &str| s.kubectl_ok(&["get", "pod", name, "-o", "jsonpath={.metadata.uid}"]);
     let (web, quiet, elsewhere) = (uid("web"), uid("quiet"), uid("elsewhere"));
 
     let root = tempfile::tempdir().unwrap();
-    let metrics = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        probe.local_addr().unwrap().to_string()
-    };
+    let metrics = free_address();
     let mut agent = start_agent(&kubeconfig, root.path(), &metrics);
     let mut volume = None;
     eventually("the agent to write the token volume", || {
@@ -171,6 +204,178 @@ fn the_agent_writes_refreshes_and_removes_pod_tokens() {
         authenticated(&s, &current).get("authenticated").is_none()
             && !root.path().join("pods").join(&web).exists()
     });
+    agent.kill().unwrap();
+    agent.wait().unwrap();
+}
+
+/// The volume ServiceAccount admission injects, spelled out, plus a Secret source with an
+/// item mode; a planted symlink where a volume belongs is never written through.
+#[test]
+fn an_explicit_kube_api_access_volume_with_modes_jti_and_a_planted_link() {
+    let s = server();
+    let kubeconfig = node_kubeconfig(&s);
+    s.kubectl_ok(&["create", "sa", "app"]);
+    s.kubectl_ok(&[
+        "create",
+        "secret",
+        "generic",
+        "extra",
+        "--from-literal=key=s3cret",
+    ]);
+    let pod = |name: &str, node: &str| {
+        format!(
+            r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+spec:
+  serviceAccountName: app
+  nodeName: {node}
+  containers:
+  - name: c
+    image: busybox
+    volumeMounts:
+    - name: kube-api-access-test
+      mountPath: /var/run/secrets/kubernetes.io/serviceaccount
+      readOnly: true
+    - name: extra
+      mountPath: /extra
+  volumes:
+  - name: kube-api-access-test
+    projected:
+      defaultMode: 420
+      sources:
+      - serviceAccountToken:
+          expirationSeconds: 3607
+          path: token
+      - configMap:
+          name: kube-root-ca.crt
+          items:
+          - key: ca.crt
+            path: ca.crt
+      - downwardAPI:
+          items:
+          - path: namespace
+            fieldRef:
+              apiVersion: v1
+              fieldPath: metadata.namespace
+  - name: extra
+    projected:
+      sources:
+      - secret:
+          name: extra
+          items:
+          - key: key
+            path: nested/key
+            mode: 256
+  - name: planted
+    projected:
+      sources:
+      - downwardAPI:
+          items:
+          - path: name
+            fieldRef:
+              fieldPath: metadata.name
+"#
+        )
+    };
+    create(&s, &pod("web", "n1"));
+    create(&s, &pod("away", "n2"));
+    let uid = |name: &str| s.kubectl_ok(&["get", "pod", name, "-o", "jsonpath={.metadata.uid}"]);
+    let (web, away) = (uid("web"), uid("away"));
+
+    // Something other than the agent left a link where the `planted` volume goes.
+    let root = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(projected(root.path(), &web)).unwrap();
+    std::os::unix::fs::symlink(outside.path(), projected(root.path(), &web).join("planted")).unwrap();
+
+    let metrics = free_address();
+    let mut agent = start_agent(&kubeconfig, root.path(), &metrics);
+    let volume = projected(root.path(), &web).join("kube-api-access-test");
+    eventually("the agent to write the volume", || volume.join("token").exists());
+    assert_eq!(
+        s.kubectl_ok(&["get", "node", "n1", "-o", "jsonpath={.metadata.name}"]),
+        "n1",
+        "the agent registers its Node"
+    );
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    for name in ["token", "ca.crt", "namespace"] {
+        assert_eq!(
+            std::fs::read_link(volume.join(name)).unwrap(),
+            Path::new("..data").join(name)
+        );
+        assert_eq!(mode(&volume.join(name)), 0o644, "{name}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(volume.join("namespace")).unwrap(),
+        "default"
+    );
+    let extra = projected(root.path(), &web).join("extra");
+    eventually("the Secret volume", || extra.join("nested/key").exists());
+    assert_eq!(
+        std::fs::read_link(extra.join("nested")).unwrap(),
+        Path::new("..data/nested")
+    );
+    assert_eq!(
+        std::fs::read_to_string(extra.join("nested/key")).unwrap(),
+        "s3cret"
+    );
+    assert_eq!(mode(&extra.join("nested/key")), 0o400);
+    assert!(
+        std::fs::read_dir(outside.path()).unwrap().next().is_none(),
+        "nothing is written through a planted link"
+    );
+
+    let first = std::fs::read_to_string(volume.join("token")).unwrap();
+    let review = authenticated(&s, &first);
+    assert_eq!(review["authenticated"], true, "{review}");
+    assert_eq!(
+        review["user"]["extra"]["authentication.kubernetes.io/pod-uid"],
+        json!([web])
+    );
+    let who: serde_json::Value =
+        serde_json::from_str(&s.kubectl_ok(&["--token", &first, "auth", "whoami", "-o", "json"])).unwrap();
+    assert_eq!(
+        who["status"]["userInfo"]["extra"]["authentication.kubernetes.io/pod-name"],
+        json!(["web"]),
+        "{who}"
+    );
+    let first_jti = jti(&first);
+    eventually("a token with a new jti", || {
+        std::fs::read_to_string(volume.join("token")).is_ok_and(|t| jti(&t) != first_jti)
+    });
+    // The replaced token still authenticates until its own expiry (refresh is early).
+    assert_eq!(authenticated(&s, &first)["authenticated"], true);
+
+    assert!(
+        !root.path().join("pods").join(&away).exists(),
+        "another node's pod is ignored"
+    );
+
+    // While the agent is down the files stay readable.
+    agent.kill().unwrap();
+    agent.wait().unwrap();
+    let kept = std::fs::read_to_string(volume.join("token")).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(std::fs::read_to_string(volume.join("token")).unwrap(), kept);
+    let mut agent = start_agent(&kubeconfig, root.path(), &metrics);
+    eventually("a refresh after the restart", || {
+        std::fs::read_to_string(volume.join("token")).is_ok_and(|t| t != kept)
+    });
+    assert!(
+        std::fs::read_dir(outside.path()).unwrap().next().is_none(),
+        "still nothing through the planted link"
+    );
+
+    s.kubectl_ok(&["delete", "pod", "web", "--wait=false"]);
+    eventually("the pod's directory to be removed", || {
+        !root.path().join("pods").join(&web).exists()
+    });
+    assert!(
+        outside.path().exists(),
+        "removing the pod removes the link, not its target"
+    );
     agent.kill().unwrap();
     agent.wait().unwrap();
 }

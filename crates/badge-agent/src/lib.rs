@@ -1,0 +1,894 @@
+//! badge-agent: the kubelet's token part for a machine that runs workloads. It registers
+//! its Node, watches the pods bound to it, and materializes their projected volumes
+//! (ServiceAccount token, ConfigMap, Secret and downward API sources) the way the kubelet
+//! does: pkg/kubelet/token/token_manager.go for the token cache and refresh rule,
+//! pkg/volume/projected/projected.go for the sources, pkg/volume/util/atomic_writer.go
+//! for the file layout (see [`writer`]). Old files are kept while the API is unreachable,
+//! and a pod's directory is removed with the pod.
+
+#![forbid(unsafe_code)]
+
+mod client;
+pub mod metrics;
+pub mod schedule;
+pub mod writer;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, anyhow, bail};
+use base64::Engine;
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+use crate::client::{Client, error_text};
+use crate::metrics::{Counters, bump};
+use crate::writer::File;
+
+/// How often a volume is rebuilt even when its tokens are fresh, so ConfigMap and Secret
+/// changes reach the files (the kubelet's periodic volume resync).
+const RESYNC: Duration = Duration::from_secs(60);
+/// The longest wait between retries after failures.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// How often the counters are logged.
+const LOG_COUNTERS: Duration = Duration::from_secs(300);
+
+/// Flags of the agent (embedded by `badge agent`, and the `badge-agent` binary).
+#[derive(clap::Args, Debug, Clone)]
+pub struct AgentOptions {
+    /// The node's kubeconfig (from `badge node add`).
+    #[arg(long)]
+    pub kubeconfig: PathBuf,
+    /// The node this agent plays the kubelet for.
+    #[arg(long)]
+    pub node_name: String,
+    /// Where pod volumes are written (`ROOT/pods/<uid>/volumes/...`, like /var/lib/kubelet).
+    #[arg(long)]
+    pub root: PathBuf,
+    /// Refresh a token once this fraction of its lifetime has passed.
+    #[arg(long, visible_alias = "token-refresh-fraction", default_value_t = 0.8, value_parser = parse_fraction)]
+    pub refresh_fraction: f64,
+    /// Refresh a token at least this often, in seconds.
+    #[arg(long = "max-refresh-seconds", visible_alias = "max-token-refresh-seconds", default_value = "86400", value_parser = parse_seconds)]
+    pub max_refresh: Duration,
+    /// Serve the counters as Prometheus text at http://ADDRESS/metrics (e.g. 127.0.0.1:10255).
+    #[arg(long, visible_alias = "metrics-bind-address")]
+    pub metrics_address: Option<std::net::SocketAddr>,
+}
+
+fn parse_fraction(text: &str) -> Result<f64, String> {
+    let value: f64 = text.parse().map_err(|e| format!("{e}"))?;
+    if !(value > 0.0 && value <= 1.0) {
+        return Err("must be in (0, 1]".into());
+    }
+    Ok(value)
+}
+
+fn parse_seconds(text: &str) -> Result<Duration, String> {
+    let value: u64 = text.parse().map_err(|e| format!("{e}"))?;
+    if value == 0 {
+        return Err("must be positive".into());
+    }
+    Ok(Duration::from_secs(value))
+}
+
+/// Runs the agent until `shutdown` completes. Only start-up errors (an unreadable
+/// kubeconfig, an unusable root, a metrics address in use) are returned; API errors are
+/// logged and retried.
+pub async fn run(options: AgentOptions, shutdown: impl Future) -> anyhow::Result<()> {
+    let client = Client::from_kubeconfig(&options.kubeconfig)?;
+    writer::validate_name(&options.node_name).context("the node name")?;
+    std::fs::create_dir_all(&options.root).with_context(|| format!("creating {}", options.root.display()))?;
+    writer::ensure_dir(&options.root, &["pods"])?;
+    let counters = Arc::new(Counters::default());
+    if let Some(address) = options.metrics_address {
+        metrics::serve(address, counters.clone()).await?;
+    }
+    let mut agent = Agent {
+        ctx: Ctx {
+            client,
+            options,
+            counters,
+        },
+        pods: HashMap::new(),
+    };
+    tokio::select! {
+        () = agent.run() => Ok(()),
+        _ = shutdown => {
+            // Every file write is synchronous, so stopping here never leaves half a volume.
+            tracing::info!(counters = %agent.ctx.counters.summary(), "agent stopping");
+            Ok(())
+        }
+    }
+}
+
+// === impl Agent ===
+
+/// What does not change while the agent runs.
+struct Ctx {
+    client: Client,
+    options: AgentOptions,
+    counters: Arc<Counters>,
+}
+
+/// A token as the kubelet's token manager caches it. No `Debug`: it holds the token.
+struct CachedToken {
+    token: String,
+    expires: SystemTime,
+    refresh_at: SystemTime,
+}
+
+struct VolumeState {
+    due: Instant,
+    failures: u32,
+    /// By the source's path in the volume.
+    tokens: HashMap<String, CachedToken>,
+}
+
+struct PodEntry {
+    pod: Value,
+    /// By volume name; empty for pods without projected volumes or that are terminating.
+    volumes: BTreeMap<String, VolumeState>,
+}
+
+struct Agent {
+    ctx: Ctx,
+    /// By pod uid.
+    pods: HashMap<String, PodEntry>,
+}
+
+fn text<'a>(value: &'a Value, pointer: &str) -> &'a str {
+    value.pointer(pointer).and_then(Value::as_str).unwrap_or("")
+}
+
+fn projected_volumes(pod: &Value) -> impl Iterator<Item = &Value> {
+    pod.pointer("/spec/volumes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|v| v.pointer("/projected/sources").is_some())
+}
+
+/// The `jti` of a token, for logs; the token itself is never logged.
+pub fn jti_of(token: &str) -> String {
+    token
+        .split('.')
+        .nth(1)
+        .and_then(|p| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(p).ok())
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .and_then(|c| c.get("jti").and_then(Value::as_str).map(String::from))
+        .unwrap_or_else(|| "-".into())
+}
+
+impl Agent {
+    async fn run(&mut self) {
+        let mut failures = 0;
+        while let Err(e) = self.ctx.register_node().await {
+            failures += 1;
+            let wait = schedule::backoff(failures, MAX_BACKOFF);
+            tracing::warn!(error = %format!("{e:#}"), retry_in = ?wait, "registering the node failed");
+            tokio::time::sleep(wait).await;
+        }
+        tracing::info!(node = %self.ctx.options.node_name, "agent started");
+        let mut log_counters = tokio::time::interval_at(Instant::now() + LOG_COUNTERS, LOG_COUNTERS);
+        let mut failures = 0;
+        loop {
+            let rv = match self.relist().await {
+                Ok(rv) => rv,
+                Err(e) => {
+                    failures += 1;
+                    let wait = schedule::backoff(failures, MAX_BACKOFF);
+                    tracing::warn!(error = %format!("{e:#}"), retry_in = ?wait, "listing pods failed; keeping the current files");
+                    self.idle(wait).await;
+                    continue;
+                }
+            };
+            let path = format!(
+                "/api/v1/pods?fieldSelector={}&watch=true&allowWatchBookmarks=true&resourceVersion={rv}",
+                self.ctx.selector()
+            );
+            let mut events = match self.ctx.client.watch(&path).await {
+                Ok(events) => events,
+                Err(e) => {
+                    failures += 1;
+                    let wait = schedule::backoff(failures, MAX_BACKOFF);
+                    tracing::warn!(error = %format!("{e:#}"), retry_in = ?wait, "watching pods failed");
+                    self.idle(wait).await;
+                    continue;
+                }
+            };
+            let watching = Instant::now();
+            loop {
+                self.process_due().await;
+                let wake = self.next_due();
+                tokio::select! {
+                    event = events.recv() => match event {
+                        Some(Ok(event)) => {
+                            if !self.apply(&event) {
+                                break;
+                            }
+                        }
+                        Some(Err(e)) => {
+                            tracing::warn!(error = %format!("{e:#}"), "the pod watch broke; relisting");
+                            break;
+                        }
+                        None => {
+                            tracing::debug!("the pod watch ended; relisting");
+                            break;
+                        }
+                    },
+                    () = tokio::time::sleep_until(wake) => {}
+                    _ = log_counters.tick() => {
+                        tracing::info!(counters = %self.ctx.counters.summary(), "agent counters");
+                    }
+                }
+            }
+            // A watch that ends at once (a server refusing it) must not spin the relist.
+            if watching.elapsed() < Duration::from_secs(1) {
+                failures += 1;
+                self.idle(schedule::backoff(failures, MAX_BACKOFF)).await;
+            } else {
+                failures = 0;
+            }
+        }
+    }
+
+    /// Applies one watch event; false when the watch must be restarted with a relist.
+    fn apply(&mut self, event: &Value) -> bool {
+        let object = &event["object"];
+        match event["type"].as_str() {
+            Some("ADDED" | "MODIFIED") => self.upsert(object.clone()),
+            Some("DELETED") => self.remove(text(object, "/metadata/uid")),
+            Some("BOOKMARK") => {}
+            Some("ERROR") => {
+                // 410 Gone: the resourceVersion is too old; any other error also relists.
+                tracing::info!(code = %object["code"], message = %text(object, "/message"), "the pod watch reported an error; relisting");
+                return false;
+            }
+            other => tracing::warn!(kind = ?other, "unexpected watch event"),
+        }
+        true
+    }
+
+    /// Keeps volumes fresh while the API cannot be watched.
+    async fn idle(&mut self, wait: Duration) {
+        let until = Instant::now() + wait;
+        while Instant::now() < until {
+            self.process_due().await;
+            tokio::time::sleep_until(self.next_due().min(until)).await;
+        }
+    }
+
+    /// Lists the node's pods and forgets (and cleans) any that are gone, including
+    /// directories an earlier run left behind. Returns the list's resourceVersion.
+    async fn relist(&mut self) -> anyhow::Result<String> {
+        let (status, body) = self
+            .ctx
+            .client
+            .request(
+                "GET",
+                &format!("/api/v1/pods?fieldSelector={}", self.ctx.selector()),
+                None,
+            )
+            .await?;
+        if status != 200 {
+            bail!("listing pods ({status}): {}", error_text(&body));
+        }
+        let items = body["items"].as_array().cloned().unwrap_or_default();
+        let live: HashSet<String> = items
+            .iter()
+            .map(|p| text(p, "/metadata/uid").to_string())
+            .collect();
+        let gone: Vec<String> = self.pods.keys().filter(|u| !live.contains(*u)).cloned().collect();
+        for uid in gone {
+            self.remove(&uid);
+        }
+        if let Ok(entries) = std::fs::read_dir(self.ctx.options.root.join("pods")) {
+            for entry in entries.flatten() {
+                let uid = entry.file_name().to_string_lossy().into_owned();
+                if !live.contains(&uid) {
+                    self.remove(&uid);
+                }
+            }
+        }
+        for pod in items {
+            self.upsert(pod);
+        }
+        Ok(text(&body, "/metadata/resourceVersion").to_string())
+    }
+
+    /// Tracks a pod; volumes not yet written are due now.
+    fn upsert(&mut self, pod: Value) {
+        let uid = text(&pod, "/metadata/uid").to_string();
+        if let Err(e) = writer::validate_name(&uid) {
+            tracing::warn!(error = %e, "ignoring a pod with an unusable uid");
+            return;
+        }
+        if text(&pod, "/spec/nodeName") != self.ctx.options.node_name {
+            // Moved away (or a selector the server ignored): not ours.
+            self.remove(&uid);
+            return;
+        }
+        let terminating = pod.pointer("/metadata/deletionTimestamp").is_some();
+        let names: Vec<String> = if terminating {
+            // Files stay until the pod is gone, but are no longer refreshed.
+            Vec::new()
+        } else {
+            projected_volumes(&pod)
+                .map(|v| text(v, "/name").to_string())
+                .collect()
+        };
+        let entry = self.pods.entry(uid).or_insert_with(|| PodEntry {
+            pod: Value::Null,
+            volumes: BTreeMap::new(),
+        });
+        entry.pod = pod;
+        entry.volumes.retain(|name, _| names.contains(name));
+        for name in names {
+            entry.volumes.entry(name).or_insert_with(|| VolumeState {
+                due: Instant::now(),
+                failures: 0,
+                tokens: HashMap::new(),
+            });
+        }
+    }
+
+    /// Forgets a pod and removes `ROOT/pods/<uid>`.
+    fn remove(&mut self, uid: &str) {
+        if writer::validate_name(uid).is_err() {
+            return;
+        }
+        self.pods.remove(uid);
+        let dir = self.ctx.options.root.join("pods").join(uid);
+        let Ok(meta) = std::fs::symlink_metadata(&dir) else {
+            return;
+        };
+        // A link is removed itself, never followed.
+        let result = if meta.file_type().is_dir() {
+            std::fs::remove_dir_all(&dir)
+        } else {
+            std::fs::remove_file(&dir)
+        };
+        match result {
+            Ok(()) => {
+                bump(&self.ctx.counters.pods_cleaned);
+                tracing::info!(pod_uid = uid, "pod cleaned: removed its volumes");
+            }
+            Err(e) => tracing::warn!(pod_uid = uid, error = %e, "could not remove the pod's volumes"),
+        }
+    }
+
+    fn next_due(&self) -> Instant {
+        self.pods
+            .values()
+            .flat_map(|p| p.volumes.values())
+            .map(|v| v.due)
+            .min()
+            .unwrap_or_else(|| Instant::now() + RESYNC)
+            .min(Instant::now() + RESYNC)
+    }
+
+    /// Rebuilds and writes every volume that is due.
+    async fn process_due(&mut self) {
+        let now = Instant::now();
+        let due: Vec<(String, String)> = self
+            .pods
+            .iter()
+            .flat_map(|(uid, p)| {
+                p.volumes
+                    .iter()
+                    .filter(|(_, v)| v.due <= now)
+                    .map(move |(name, _)| (uid.clone(), name.clone()))
+            })
+            .collect();
+        for (uid, name) in due {
+            let Some(entry) = self.pods.get_mut(&uid) else {
+                continue;
+            };
+            let Some(state) = entry.volumes.get_mut(&name) else {
+                continue;
+            };
+            self.ctx.sync_volume(&uid, &entry.pod, &name, state).await;
+        }
+    }
+}
+
+// === impl Ctx ===
+
+impl Ctx {
+    fn selector(&self) -> String {
+        format!("spec.nodeName%3D{}", self.options.node_name)
+    }
+
+    async fn register_node(&self) -> anyhow::Result<()> {
+        let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": self.options.node_name}});
+        let (status, body) = self.client.request("POST", "/api/v1/nodes", Some(node)).await?;
+        match status {
+            201 => tracing::info!(node = %self.options.node_name, "registered the node"),
+            409 => {}
+            _ => bail!(
+                "creating Node {} ({status}): {}",
+                self.options.node_name,
+                error_text(&body)
+            ),
+        }
+        Ok(())
+    }
+
+    /// Builds one volume and writes it; on failure keeps the files on disk and schedules a
+    /// retry with backoff.
+    async fn sync_volume(&self, uid: &str, pod: &Value, name: &str, state: &mut VolumeState) {
+        let pod_name = text(pod, "/metadata/name");
+        let namespace = text(pod, "/metadata/namespace");
+        let result = match self.build(pod, name, &mut state.tokens).await {
+            Ok(files) => writer::ensure_dir(
+                &self.options.root,
+                &["pods", uid, "volumes", "kubernetes.io~projected", name],
+            )
+            .and_then(|dir| writer::write(&dir, &files)),
+            Err(e) => Err(e),
+        };
+        let now = SystemTime::now();
+        match result {
+            Ok(written) => {
+                state.failures = 0;
+                if written {
+                    bump(&self.counters.volumes_written);
+                    tracing::info!(pod = %format!("{namespace}/{pod_name}"), pod_uid = uid, volume = name, "volume written");
+                }
+                let next = state
+                    .tokens
+                    .values()
+                    .map(|t| t.refresh_at)
+                    .min()
+                    .unwrap_or(now + RESYNC)
+                    .min(now + RESYNC);
+                state.due = Instant::now() + next.duration_since(now).unwrap_or_default();
+            }
+            Err(e) => {
+                state.failures += 1;
+                bump(&self.counters.volume_write_errors);
+                let wait = schedule::backoff(state.failures, MAX_BACKOFF);
+                state.due = Instant::now() + wait;
+                let expired = state.tokens.values().any(|t| t.expires <= now);
+                if expired {
+                    tracing::error!(pod = %format!("{namespace}/{pod_name}"), pod_uid = uid, volume = name, error = %format!("{e:#}"), retry_in = ?wait, "updating the volume failed and its token has expired");
+                } else {
+                    tracing::warn!(pod = %format!("{namespace}/{pod_name}"), pod_uid = uid, volume = name, error = %format!("{e:#}"), retry_in = ?wait, "updating the volume failed; the old files are kept");
+                }
+            }
+        }
+    }
+
+    /// The files of one projected volume, in source order.
+    async fn build(
+        &self,
+        pod: &Value,
+        name: &str,
+        tokens: &mut HashMap<String, CachedToken>,
+    ) -> anyhow::Result<Vec<File>> {
+        let volume = projected_volumes(pod)
+            .find(|v| text(v, "/name") == name)
+            .ok_or_else(|| anyhow!("the pod has no volume {name:?}"))?;
+        let default_mode = mode(volume.pointer("/projected/defaultMode"), 0o644)?;
+        let namespace = text(pod, "/metadata/namespace");
+        let mut files = Vec::new();
+        for source in volume
+            .pointer("/projected/sources")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(token) = source.get("serviceAccountToken") {
+                let path = token.get("path").and_then(Value::as_str).unwrap_or("");
+                writer::validate_path(path)?;
+                let value = self.token(pod, name, token, path, tokens).await?;
+                files.push(File {
+                    path: path.to_string(),
+                    data: value.into_bytes(),
+                    mode: default_mode,
+                });
+            } else if let Some(cm) = source.get("configMap") {
+                let object = self.get_object(namespace, "configmaps", cm).await?;
+                let exists = object.is_some();
+                let object = object.unwrap_or(Value::Null);
+                let mut data = BTreeMap::new();
+                for (key, value) in object["data"].as_object().into_iter().flatten() {
+                    if let Some(s) = value.as_str() {
+                        data.insert(key.clone(), s.as_bytes().to_vec());
+                    }
+                }
+                for (key, value) in object["binaryData"].as_object().into_iter().flatten() {
+                    data.insert(key.clone(), decode(value)?);
+                }
+                files.extend(key_files(cm, exists, &data, default_mode)?);
+            } else if let Some(secret) = source.get("secret") {
+                let object = self.get_object(namespace, "secrets", secret).await?;
+                let exists = object.is_some();
+                let object = object.unwrap_or(Value::Null);
+                let mut data = BTreeMap::new();
+                for (key, value) in object["data"].as_object().into_iter().flatten() {
+                    data.insert(key.clone(), decode(value)?);
+                }
+                files.extend(key_files(secret, exists, &data, default_mode)?);
+            } else if let Some(downward) = source.get("downwardAPI") {
+                for item in downward
+                    .get("items")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    let path = text(item, "/path");
+                    writer::validate_path(path)?;
+                    let field = item
+                        .pointer("/fieldRef/fieldPath")
+                        .and_then(Value::as_str)
+                        .ok_or_else(|| anyhow!("downwardAPI item {path:?}: only fieldRef is supported"))?;
+                    files.push(File {
+                        path: path.to_string(),
+                        data: field_value(pod, field)?.into_bytes(),
+                        mode: mode(item.get("mode"), default_mode)?,
+                    });
+                }
+            } else {
+                tracing::debug!(volume = name, "skipping an unsupported projected source");
+            }
+        }
+        Ok(files)
+    }
+
+    /// A cached token while it is fresh, else a new one from the TokenRequest API.
+    async fn token(
+        &self,
+        pod: &Value,
+        volume: &str,
+        source: &Value,
+        path: &str,
+        tokens: &mut HashMap<String, CachedToken>,
+    ) -> anyhow::Result<String> {
+        let now = SystemTime::now();
+        if let Some(cached) = tokens.get(path)
+            && now < cached.refresh_at
+        {
+            return Ok(cached.token.clone());
+        }
+        let namespace = text(pod, "/metadata/namespace");
+        let pod_name = text(pod, "/metadata/name");
+        let sa = match text(pod, "/spec/serviceAccountName") {
+            "" => "default",
+            sa => sa,
+        };
+        let expiration = source
+            .get("expirationSeconds")
+            .and_then(Value::as_i64)
+            .unwrap_or(3600);
+        let mut spec = json!({
+            "expirationSeconds": expiration,
+            "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": pod_name, "uid": text(pod, "/metadata/uid")},
+        });
+        // An empty audience means the API audiences: send none and let the server choose.
+        if let Some(audience) = source
+            .get("audience")
+            .and_then(Value::as_str)
+            .filter(|a| !a.is_empty())
+        {
+            spec["audiences"] = json!([audience]);
+        }
+        let request = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec});
+        bump(&self.counters.tokens_requested);
+        let response = self
+            .client
+            .request(
+                "POST",
+                &format!("/api/v1/namespaces/{namespace}/serviceaccounts/{sa}/token"),
+                Some(request),
+            )
+            .await;
+        let body = match response {
+            Ok((201, body)) => body,
+            Ok((status, body)) => {
+                bump(&self.counters.token_request_errors);
+                bail!(
+                    "token request for {namespace}/{sa} ({status}): {}",
+                    error_text(&body)
+                );
+            }
+            Err(e) => {
+                bump(&self.counters.token_request_errors);
+                return Err(e.context(format!("token request for {namespace}/{sa}")));
+            }
+        };
+        let token = text(&body, "/status/token");
+        if token.is_empty() {
+            bump(&self.counters.token_request_errors);
+            bail!("the token response for {namespace}/{sa} has no token");
+        }
+        let expires = text(&body, "/status/expirationTimestamp")
+            .parse::<jiff::Timestamp>()
+            .map(SystemTime::from)
+            .context("the token response's expirationTimestamp")?;
+        // Upstream's iat: the reported expiry minus the granted lifetime.
+        let granted = body
+            .pointer("/spec/expirationSeconds")
+            .and_then(Value::as_u64)
+            .unwrap_or(expiration.max(0).unsigned_abs());
+        let issued = expires
+            .checked_sub(Duration::from_secs(granted))
+            .unwrap_or(now)
+            .min(now);
+        let jitter = Duration::from_secs_f64(rand::random::<f64>() * schedule::MAX_JITTER.as_secs_f64());
+        let refresh_at = schedule::refresh_at(
+            issued,
+            expires,
+            now,
+            self.options.refresh_fraction,
+            self.options.max_refresh,
+            jitter,
+        );
+        let jti = jti_of(token);
+        let refresh_in = refresh_at.duration_since(now).unwrap_or_default();
+        let previous = tokens.get(path).map(|t| jti_of(&t.token));
+        tracing::info!(
+            pod = %format!("{namespace}/{pod_name}"),
+            volume,
+            service_account = sa,
+            jti = %jti,
+            previous_jti = previous.as_deref().unwrap_or("-"),
+            expires = %jiff::Timestamp::try_from(expires).map(|t| t.to_string()).unwrap_or_default(),
+            refresh_in = ?Duration::from_secs(refresh_in.as_secs()),
+            "token refreshed"
+        );
+        tokens.insert(
+            path.to_string(),
+            CachedToken {
+                token: token.to_string(),
+                expires,
+                refresh_at,
+            },
+        );
+        Ok(token.to_string())
+    }
+
+    /// GETs the ConfigMap or Secret a source names; None when it is missing and optional.
+    async fn get_object(
+        &self,
+        namespace: &str,
+        plural: &str,
+        source: &Value,
+    ) -> anyhow::Result<Option<Value>> {
+        let name = text(source, "/name");
+        writer::validate_name(name).with_context(|| format!("a {plural} source"))?;
+        let (status, body) = self
+            .client
+            .request(
+                "GET",
+                &format!("/api/v1/namespaces/{namespace}/{plural}/{name}"),
+                None,
+            )
+            .await?;
+        match status {
+            200 => Ok(Some(body)),
+            404 if source.get("optional").and_then(Value::as_bool) == Some(true) => Ok(None),
+            _ => bail!(
+                "getting {plural} {namespace}/{name} ({status}): {}",
+                error_text(&body)
+            ),
+        }
+    }
+}
+
+/// A mode from the API (a decimal number such as 420 for 0644), or `default`.
+fn mode(value: Option<&Value>, default: u32) -> anyhow::Result<u32> {
+    match value.filter(|v| !v.is_null()) {
+        None => Ok(default),
+        Some(v) => v
+            .as_u64()
+            .filter(|m| *m <= 0o777)
+            .map(|m| m as u32)
+            .ok_or_else(|| anyhow!("file mode {v} is not between 0 and 0777")),
+    }
+}
+
+fn decode(value: &Value) -> anyhow::Result<Vec<u8>> {
+    let text = value
+        .as_str()
+        .ok_or_else(|| anyhow!("data that is not a string"))?;
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .context("data that is not base64")
+}
+
+/// The files of a ConfigMap or Secret source: its `items`, else every key.
+fn key_files(
+    source: &Value,
+    exists: bool,
+    data: &BTreeMap<String, Vec<u8>>,
+    default_mode: u32,
+) -> anyhow::Result<Vec<File>> {
+    let optional = source.get("optional").and_then(Value::as_bool) == Some(true);
+    if !exists {
+        return Ok(Vec::new());
+    }
+    let mut files = Vec::new();
+    match source.get("items").and_then(Value::as_array) {
+        Some(items) => {
+            for item in items {
+                let key = text(item, "/key");
+                let Some(bytes) = data.get(key) else {
+                    if optional {
+                        continue;
+                    }
+                    bail!("key {key:?} of {:?} is missing", text(source, "/name"));
+                };
+                let path = text(item, "/path");
+                writer::validate_path(path)?;
+                files.push(File {
+                    path: path.to_string(),
+                    data: bytes.clone(),
+                    mode: mode(item.get("mode"), default_mode)?,
+                });
+            }
+        }
+        None => {
+            for (key, bytes) in data {
+                writer::validate_path(key)?;
+                files.push(File {
+                    path: key.clone(),
+                    data: bytes.clone(),
+                    mode: default_mode,
+                });
+            }
+        }
+    }
+    Ok(files)
+}
+
+/// A downward API `fieldRef.fieldPath` (pkg/fieldpath/fieldpath.go `ExtractFieldPathAsString`).
+fn field_value(pod: &Value, field: &str) -> anyhow::Result<String> {
+    // metadata.labels['key'] and metadata.annotations['key'].
+    if let Some((map, rest)) = field.split_once("['")
+        && let Some(key) = rest.strip_suffix("']")
+        && matches!(map, "metadata.labels" | "metadata.annotations")
+    {
+        let map = map.trim_start_matches("metadata.");
+        return Ok(pod["metadata"][map][key].as_str().unwrap_or("").to_string());
+    }
+    let pointer = match field {
+        "metadata.name"
+        | "metadata.namespace"
+        | "metadata.uid"
+        | "spec.nodeName"
+        | "spec.serviceAccountName"
+        | "status.hostIP"
+        | "status.podIP" => {
+            format!("/{}", field.replace('.', "/"))
+        }
+        "metadata.labels" | "metadata.annotations" => {
+            let map = field.trim_start_matches("metadata.");
+            // The upstream format: sorted `key="value"` lines, values quoted like Go's %q.
+            let mut lines: Vec<String> = pod["metadata"][map]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| format!("{k}={}", Value::String(v.as_str().unwrap_or("").into())))
+                .collect();
+            lines.sort();
+            return Ok(lines.join("\n"));
+        }
+        _ => bail!("unsupported downward API field {field:?}"),
+    };
+    Ok(text(pod, &pointer).to_string())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jti_is_read_from_the_payload() {
+        let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(br#"{"jti":"abc-123"}"#);
+        assert_eq!(jti_of(&format!("h.{payload}.sig")), "abc-123");
+        assert_eq!(jti_of("not a jwt"), "-");
+    }
+
+    #[test]
+    fn downward_api_fields() {
+        let pod = json!({
+            "metadata": {"name": "web", "namespace": "default", "uid": "u-1",
+                         "labels": {"b": "2", "a": "x\"y"}, "annotations": {}},
+            "spec": {"nodeName": "n1", "serviceAccountName": "app"},
+        });
+        assert_eq!(field_value(&pod, "metadata.namespace").unwrap(), "default");
+        assert_eq!(field_value(&pod, "metadata.uid").unwrap(), "u-1");
+        assert_eq!(field_value(&pod, "spec.serviceAccountName").unwrap(), "app");
+        assert_eq!(field_value(&pod, "metadata.labels['b']").unwrap(), "2");
+        assert_eq!(
+            field_value(&pod, "metadata.labels").unwrap(),
+            "a=\"x\\\"y\"\nb=\"2\""
+        );
+        assert!(field_value(&pod, "spec.containers").is_err());
+    }
+
+    #[test]
+    fn configmap_and_secret_items() {
+        let data: BTreeMap<String, Vec<u8>> = [
+            ("ca.crt".to_string(), b"CA".to_vec()),
+            ("other".to_string(), b"o".to_vec()),
+        ]
+        .into();
+        let source =
+            json!({"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt", "mode": 256}]});
+        let files = key_files(&source, true, &data, 0o644).unwrap();
+        assert_eq!(files.len(), 1);
+        assert_eq!((files[0].path.as_str(), files[0].mode), ("ca.crt", 0o400));
+        let all = key_files(&json!({"name": "x"}), true, &data, 0o600).unwrap();
+        assert_eq!(all.len(), 2);
+        let missing = json!({"name": "x", "items": [{"key": "nope", "path": "p"}]});
+        assert!(key_files(&missing, true, &data, 0o644).is_err());
+        let optional = json!({"name": "x", "optional": true, "items": [{"key": "nope", "path": "p"}]});
+        assert!(key_files(&optional, true, &data, 0o644).unwrap().is_empty());
+        let escape = json!({"name": "x", "items": [{"key": "other", "path": "../../etc/x"}]});
+        assert!(key_files(&escape, true, &data, 0o644).is_err());
+        assert!(mode(Some(&json!(420)), 0).unwrap() == 0o644);
+        assert!(mode(Some(&json!(4096)), 0).is_err());
+    }
+
+    #[test]
+    fn flags() {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            options: AgentOptions,
+        }
+        let cli = Cli::try_parse_from([
+            "x",
+            "--kubeconfig",
+            "k",
+            "--node-name",
+            "n1",
+            "--root",
+            "/r",
+            "--token-refresh-fraction",
+            "0.01",
+            "--metrics-bind-address",
+            "127.0.0.1:0",
+        ])
+        .unwrap();
+        assert_eq!(cli.options.refresh_fraction, 0.01);
+        assert_eq!(cli.options.max_refresh, Duration::from_secs(86_400));
+        assert!(cli.options.metrics_address.is_some());
+        let cli = Cli::try_parse_from([
+            "x",
+            "--kubeconfig",
+            "k",
+            "--node-name",
+            "n1",
+            "--root",
+            "/r",
+            "--max-refresh-seconds",
+            "5",
+        ])
+        .unwrap();
+        assert_eq!(cli.options.refresh_fraction, 0.8);
+        assert_eq!(cli.options.max_refresh, Duration::from_secs(5));
+        assert!(
+            Cli::try_parse_from([
+                "x",
+                "--kubeconfig",
+                "k",
+                "--node-name",
+                "n",
+                "--root",
+                "r",
+                "--refresh-fraction",
+                "0"
+            ])
+            .is_err()
+        );
+    }
+}
