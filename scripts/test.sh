@@ -5,6 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BADGE_KUBECTL="${BADGE_KUBECTL:-$(bash scripts/install-kubectl.sh)}"
 export BADGE_KUBECTL
+# The etcd backend's conformance and high-availability tests start a real etcd.
+BADGE_ETCD="${BADGE_ETCD:-$(bash scripts/install-etcd.sh)}"
+export BADGE_ETCD
 # The outside verifier of the OIDC tests: PyJWT with the cryptography backend.
 python3 -c "import jwt, cryptography" 2>/dev/null || python3 -m pip install --quiet pyjwt cryptography >&2
 if cargo nextest --version >/dev/null 2>&1; then

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 
+pub mod etcd;
+
 /// The real kubectl: `$BADGE_KUBECTL`, else the copy `scripts/install-kubectl.sh` caches.
 pub fn kubectl_path() -> PathBuf {
     if let Ok(p) = std::env::var("BADGE_KUBECTL") {
