@@ -100,7 +100,19 @@ pub struct ListPage {
 pub struct Registry {
     store: Arc<dyn Store>,
     cache: Arc<WatchCache>,
+    /// When the cache was last confirmed to hold every committed write (see [`Registry::sync`]).
+    confirmed: parking_lot::Mutex<std::time::Instant>,
 }
+
+/// How long after the cache was last confirmed current a consistent read may still be
+/// served from it while the store cannot say what its revision is (etcd without quorum).
+/// Without quorum nothing new commits, so such reads miss at most the writes committed
+/// between the last confirmation and the outage; a server cut off from a majority that
+/// goes on writing serves reads this much behind at worst, then answers 503.
+pub const STALE_READ_BOUND: Duration = Duration::from_secs(30);
+/// How often an idle server confirms its cache is current, so the bound above holds from
+/// the moment an outage begins.
+const CONFIRM_INTERVAL: Duration = Duration::from_secs(1);
 
 impl Registry {
     /// Starts the watch cache over `store` and returns once it holds the store's state.
@@ -111,7 +123,20 @@ impl Registry {
         // The sender is only dropped after sending, or if the task ends, which it never does
         // before the first list succeeds.
         let _ = ready_rx.await;
-        Arc::new(Registry { store, cache })
+        let registry = Arc::new(Registry {
+            store,
+            cache,
+            confirmed: parking_lot::Mutex::new(std::time::Instant::now()),
+        });
+        let weak = Arc::downgrade(&registry);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(CONFIRM_INTERVAL).await;
+                let Some(registry) = weak.upgrade() else { return };
+                let _ = registry.confirm_current().await;
+            }
+        });
+        registry
     }
 
     pub fn cache(&self) -> &Arc<WatchCache> {
@@ -122,16 +147,36 @@ impl Registry {
         &self.store
     }
 
-    /// Waits until the cache reflects every write committed before this call.
+    /// Waits until the cache reflects every write committed before this call. When the
+    /// store cannot tell its revision (unavailable, or timing out), the cache as it is
+    /// stands in for up to [`STALE_READ_BOUND`] after it was last confirmed current.
     pub async fn sync(&self) -> Result<Revision, Status> {
-        let current = self.store.current_revision().await.map_err(store_error)?;
-        if !self.cache.wait_for(current, FRESHNESS_TIMEOUT).await {
-            return Err(Status::timeout(format!(
+        match self.confirm_current().await {
+            Err(badge_store::Error::Unavailable(_) | badge_store::Error::Timeout(_))
+                if self.confirmed.lock().elapsed() <= STALE_READ_BOUND =>
+            {
+                Ok(self.cache.revision())
+            }
+            Err(e) => Err(store_error(e)),
+            Ok((current, false)) => Err(Status::timeout(format!(
                 "Too large resource version: {current}, current: {}",
                 self.cache.revision()
-            )));
+            ))),
+            Ok((current, true)) => Ok(current),
         }
-        Ok(current)
+    }
+
+    /// Asks the store for its revision and waits for the cache to reach it; the revision,
+    /// and whether the cache reached it in time.
+    async fn confirm_current(&self) -> badge_store::Result<(Revision, bool)> {
+        let asked = std::time::Instant::now();
+        let current = self.store.current_revision().await?;
+        if !self.cache.wait_for(current, FRESHNESS_TIMEOUT).await {
+            return Ok((current, false));
+        }
+        let mut confirmed = self.confirmed.lock();
+        *confirmed = (*confirmed).max(asked);
+        Ok((current, true))
     }
 
     async fn wait_read(&self, read: ReadFrom) -> Result<(), Status> {

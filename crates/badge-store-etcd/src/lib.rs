@@ -47,6 +47,10 @@ const MAX_MESSAGE: usize = 256 * 1024 * 1024;
 /// Delay between watch reconnection attempts, doubling up to the maximum.
 const WATCH_RETRY_MIN: Duration = Duration::from_millis(50);
 const WATCH_RETRY_MAX: Duration = Duration::from_secs(2);
+/// How long a request keeps going round members that refuse it because they have no
+/// leader or cannot be reached: long enough for an election after a member dies, short
+/// enough that a cluster without quorum fails writes fast (503).
+const NO_LEADER_BUDGET: Duration = Duration::from_secs(2);
 
 /// How to reach the cluster.
 #[derive(Clone, Debug)]
@@ -532,7 +536,8 @@ impl Inner {
         Req: prost::Message + Clone + Send + Sync + 'static,
         Resp: prost::Message + Default + Send + Sync + 'static,
     {
-        let deadline = Instant::now() + self.timeout;
+        let started = Instant::now();
+        let deadline = started + self.timeout;
         let count = self.members.len();
         let first = self.preferred.load(Ordering::Relaxed);
         let mut last_failure = String::from("no member answered");
@@ -569,18 +574,15 @@ impl Inner {
                     return Ok(response.into_inner());
                 }
                 Ok(Err(status)) => status,
-                Err(_) => {
-                    let message = format!("no answer from {} in time", member.url);
-                    return Err(match call {
-                        Call::Read => Error::Timeout(message),
-                        Call::Write => Error::Timeout(message),
-                    });
-                }
+                Err(_) => return Err(Error::Timeout(format!("no answer from {} in time", member.url))),
             };
             match classify(&status) {
                 Failure::Final(error) => return Err(error),
                 Failure::Unknown(message) if call == Call::Write => {
                     return Err(Error::Timeout(format!("{}: {message}", member.url)));
+                }
+                Failure::NotTaken(message) if started.elapsed() >= NO_LEADER_BUDGET => {
+                    return Err(Error::Unavailable(format!("{}: {message}", member.url)));
                 }
                 Failure::Unknown(message) | Failure::NotTaken(message) => {
                     tracing::debug!(member = %member.url, %message, "etcd member failed; trying the next");

@@ -58,6 +58,34 @@ impl TestServer {
         server
     }
 
+    /// Starts another server that shares `peer`'s certificates (CA, serving and admin
+    /// certificates), as servers behind one address must: the peer's admin kubeconfig
+    /// works against both.
+    pub fn start_sharing_pki(binary: &str, args: &[&str], peer: &TestServer) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        copy_dir(&peer.dir.path().join("pki"), &dir.path().join("pki"));
+        let mut server = TestServer {
+            binary: PathBuf::from(binary),
+            dir,
+            child: None,
+            port: 0,
+            log: Default::default(),
+            extra_args: args.iter().map(|s| s.to_string()).collect(),
+        };
+        server.launch();
+        server
+    }
+
+    /// The process id, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Whether the process is running.
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
     pub fn data_dir(&self) -> &Path {
         self.dir.path()
     }
@@ -152,6 +180,17 @@ impl TestServer {
             let status = self.stop();
             assert!(status.success(), "badge exited with {status}");
         }
+        self.launch();
+    }
+
+    /// Stops the server if running and starts it again on the same data dir with other
+    /// flags.
+    pub fn restart_with(&mut self, args: &[&str]) {
+        if self.child.is_some() {
+            let status = self.stop();
+            assert!(status.success(), "badge exited with {status}");
+        }
+        self.extra_args = args.iter().map(|s| s.to_string()).collect();
         self.launch();
     }
 
@@ -250,6 +289,20 @@ impl TestServer {
             body,
             headers,
         ))
+    }
+}
+
+/// Copies a directory tree (files and subdirectories), keeping file modes.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
     }
 }
 

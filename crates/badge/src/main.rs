@@ -3,6 +3,7 @@
 mod client;
 mod inspect;
 mod keys;
+mod migrate;
 mod node;
 mod server;
 
@@ -22,12 +23,15 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the API server.
-    Server(server::ServerOptions),
+    Server(Box<server::ServerOptions>),
     /// Play the kubelet's token part: write and refresh the projected token volumes of the
     /// pods bound to a node.
     Agent(badge_agent::AgentOptions),
     /// Manage the ServiceAccount signing keys of a running server.
     Keys(keys::KeysOptions),
+    /// Copy every object (and the signing keys) between the embedded store of a data dir
+    /// and etcd, keeping uids and data.
+    Migrate(migrate::MigrateOptions),
     /// Node credentials.
     #[command(subcommand)]
     Node(node::NodeCommand),
@@ -61,7 +65,8 @@ fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Server(options) => server::run(options).await,
+            Command::Server(options) => server::run(*options).await,
+            Command::Migrate(options) => migrate::run(options).await,
             Command::Agent(options) => badge_agent::run(options, terminated()).await,
             Command::Keys(options) => keys::run(options).await,
             Command::Node(command) => node::run(command),

@@ -59,16 +59,112 @@ pub struct ServerOptions {
     /// resourceVersion; older ones get 410 Gone.
     #[arg(long, default_value_t = badge_registry::cache::DEFAULT_HISTORY)]
     default_watch_cache_size: usize,
+    #[command(flatten)]
+    storage: StorageOptions,
+}
+
+/// Where objects are stored: the embedded store in the data dir, or an etcd cluster that
+/// several servers share.
+#[derive(Args, Debug, Clone)]
+pub struct StorageOptions {
+    /// `embedded` (SQLite in the data dir) or `etcd`.
+    #[arg(long = "storage", default_value = "embedded")]
+    pub storage: String,
+    /// How often history is compacted (a Go duration; 0 never).
+    #[arg(long = "etcd-compaction-interval", default_value = "5m")]
+    pub compaction_interval: String,
+    #[command(flatten)]
+    pub etcd: EtcdOptions,
+}
+
+/// How to reach etcd, with kube-apiserver's flag names.
+#[derive(Args, Debug, Clone)]
+pub struct EtcdOptions {
+    /// Client URLs of the etcd members, comma-separated.
+    #[arg(long = "etcd-servers", value_delimiter = ',')]
+    pub servers: Vec<String>,
+    /// The key every object is stored under in etcd.
+    #[arg(long = "etcd-prefix", default_value = "/registry")]
+    pub prefix: String,
+    /// CA certificate that signed the etcd members' serving certificates.
+    #[arg(long = "etcd-cafile")]
+    pub cafile: Option<PathBuf>,
+    /// Client certificate for etcd.
+    #[arg(long = "etcd-certfile")]
+    pub certfile: Option<PathBuf>,
+    /// Private key of the etcd client certificate.
+    #[arg(long = "etcd-keyfile")]
+    pub keyfile: Option<PathBuf>,
+    /// How long one store operation may take before it fails with 504 (a Go duration).
+    #[arg(long = "etcd-request-timeout", default_value = "5s")]
+    pub request_timeout: String,
+}
+
+impl StorageOptions {
+    /// Opens the store these options name; `data_dir` holds the embedded one.
+    pub async fn open(&self, data_dir: &std::path::Path) -> anyhow::Result<Arc<dyn badge_store::Store>> {
+        let compaction = parse_duration(&self.compaction_interval)
+            .with_context(|| format!("--etcd-compaction-interval={}", self.compaction_interval))?;
+        let compaction = (compaction > 0).then(|| std::time::Duration::from_secs(compaction as u64));
+        match self.storage.as_str() {
+            "embedded" => {
+                let store = Arc::new(open_embedded(data_dir)?);
+                if let Some(interval) = compaction {
+                    store.spawn_compactor(interval);
+                }
+                Ok(store)
+            }
+            "etcd" => {
+                let store = self.etcd.connect().await?;
+                if let Some(interval) = compaction {
+                    store.spawn_compactor(interval);
+                }
+                Ok(Arc::new(store))
+            }
+            other => anyhow::bail!("--storage must be embedded or etcd, not {other:?}"),
+        }
+    }
+}
+
+/// The embedded store of a data dir.
+pub fn open_embedded(data_dir: &std::path::Path) -> anyhow::Result<badge_store::sqlite::SqliteStore> {
+    let store_path = data_dir.join("store.db");
+    badge_store::sqlite::SqliteStore::open(&store_path)
+        .with_context(|| format!("opening the store at {}", store_path.display()))
+}
+
+impl EtcdOptions {
+    /// Connects to the cluster and waits until a member answers.
+    pub async fn connect(&self) -> anyhow::Result<badge_store_etcd::EtcdStore> {
+        if self.servers.is_empty() {
+            anyhow::bail!("etcd storage needs --etcd-servers");
+        }
+        let read = |path: &Option<PathBuf>| -> anyhow::Result<Option<Vec<u8>>> {
+            path.as_ref()
+                .map(|p| std::fs::read(p).with_context(|| format!("reading {}", p.display())))
+                .transpose()
+        };
+        let timeout = parse_duration(&self.request_timeout)
+            .with_context(|| format!("--etcd-request-timeout={}", self.request_timeout))?;
+        let mut config = badge_store_etcd::EtcdConfig::new(self.servers.clone());
+        config.prefix = self.prefix.clone();
+        config.ca_pem = read(&self.cafile)?;
+        config.client_cert_pem = read(&self.certfile)?;
+        config.client_key_pem = read(&self.keyfile)?;
+        config.request_timeout = std::time::Duration::from_secs(timeout.max(1) as u64);
+        let store = badge_store_etcd::EtcdStore::new(config)?;
+        tracing::info!(servers = ?self.servers, prefix = %self.prefix, "connecting to etcd");
+        store
+            .wait_ready(std::time::Duration::from_secs(60))
+            .await
+            .map_err(|e| anyhow::anyhow!("etcd did not answer: {e}"))?;
+        Ok(store)
+    }
 }
 
 pub async fn run(options: ServerOptions) -> anyhow::Result<()> {
     create_private_dir(&options.data_dir)?;
-    let store_path = options.data_dir.join("store.db");
-    let store = badge_store::sqlite::SqliteStore::open(&store_path)
-        .with_context(|| format!("opening the store at {}", store_path.display()))?;
-    let store = Arc::new(store);
-    store.spawn_compactor(std::time::Duration::from_secs(300));
-    let store: Arc<dyn badge_store::Store> = store;
+    let store = options.storage.open(&options.data_dir).await?;
     let registry = badge_registry::Registry::start(store.clone(), options.default_watch_cache_size).await;
 
     let mut sans = vec![options.bind_address.to_string()];
@@ -249,7 +345,10 @@ fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
 }
 
 /// Parses a Go duration (`1h`, `90m`, `1h30m`, `3600s`) into seconds.
-fn parse_duration(text: &str) -> anyhow::Result<i64> {
+pub fn parse_duration(text: &str) -> anyhow::Result<i64> {
+    if text == "0" {
+        return Ok(0);
+    }
     let mut total = 0i64;
     let mut number = String::new();
     for c in text.chars() {

@@ -4,6 +4,7 @@
 
 mod agent;
 mod api_core;
+mod ha;
 mod kubectl;
 mod nodes;
 mod rbac;

@@ -1,0 +1,63 @@
+//! `badge migrate`: copies everything a badge deployment stores — API objects and the
+//! ServiceAccount key ring — between a data dir's embedded store and etcd, in either
+//! direction. Objects keep their uids and contents; resourceVersions become the
+//! destination's revisions, as after an etcd restore. Stop the servers first: the copy is
+//! one consistent snapshot of the source, and writes after it are not carried over.
+
+use clap::Args;
+
+use crate::server::{EtcdOptions, open_embedded};
+use badge_store::{ListOptions, Store};
+
+#[derive(Args, Debug)]
+pub struct MigrateOptions {
+    /// The data dir whose embedded store is copied from or into.
+    #[arg(long, default_value = "./badge-data")]
+    data_dir: std::path::PathBuf,
+    /// The direction: `etcd` copies the data dir into etcd, `embedded` copies etcd into the
+    /// data dir.
+    #[arg(long)]
+    to: String,
+    #[command(flatten)]
+    etcd: EtcdOptions,
+}
+
+pub async fn run(options: MigrateOptions) -> anyhow::Result<()> {
+    let etcd = options.etcd.connect().await?;
+    std::fs::create_dir_all(&options.data_dir)?;
+    let embedded = open_embedded(&options.data_dir)?;
+    let (source, destination): (&dyn Store, &dyn Store) = match options.to.as_str() {
+        "etcd" => (&embedded, &etcd),
+        "embedded" => (&etcd, &embedded),
+        other => anyhow::bail!("--to must be etcd or embedded, not {other:?}"),
+    };
+    let (from, to) = match options.to.as_str() {
+        "etcd" => (options.data_dir.display().to_string(), "etcd".to_string()),
+        _ => ("etcd".to_string(), options.data_dir.display().to_string()),
+    };
+    let occupied = destination
+        .list(
+            "",
+            ListOptions {
+                limit: 1,
+                ..Default::default()
+            },
+        )
+        .await?;
+    if let Some(first) = occupied.items.first() {
+        anyhow::bail!(
+            "{to} already holds data (such as {}); migrate only into an empty store",
+            first.key
+        );
+    }
+    let snapshot = source.list("", ListOptions::default()).await?;
+    for kv in &snapshot.items {
+        destination.create(&kv.key, kv.value.clone()).await?;
+    }
+    println!(
+        "copied {} keys from {from} (revision {}) to {to}",
+        snapshot.items.len(),
+        snapshot.revision
+    );
+    Ok(())
+}
