@@ -65,9 +65,46 @@ enum Mode {
     Files(SigningKey),
 }
 
+/// How the key ring is kept in the store: sealed (AES-256-GCM) with the deployment's
+/// sealing key, so private keys are never at rest in the clear in the data dir or etcd.
+/// A ring stored in the clear by an older version is still read, and sealed when next
+/// written.
+pub struct StoredRing {
+    sealer: badge_token::seal::Sealer,
+}
+
+impl StoredRing {
+    pub fn new(seal_key: &[u8; 32]) -> StoredRing {
+        StoredRing {
+            sealer: badge_token::seal::Sealer::new(seal_key),
+        }
+    }
+
+    fn decode(&self, value: &[u8]) -> Result<KeyRing, Status> {
+        let opened;
+        let json = if badge_token::seal::Sealer::is_sealed(value) {
+            opened = self
+                .sealer
+                .open(value, KEYRING_KEY.as_bytes())
+                .map_err(|e| Status::internal(format!("the stored key ring: {e}")))?;
+            opened.as_slice()
+        } else {
+            value
+        };
+        serde_json::from_slice(json)
+            .map_err(|e| Status::internal(format!("the stored key ring cannot be read: {e}")))
+    }
+
+    fn encode(&self, ring: &KeyRing) -> Result<Bytes, Status> {
+        let json = serde_json::to_vec(ring).map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Bytes::from(self.sealer.seal(&json, KEYRING_KEY.as_bytes())))
+    }
+}
+
 /// The signing and verification keys of the server.
 pub struct ServiceAccountKeys {
     mode: Mode,
+    stored: StoredRing,
     key_type: KeyType,
     /// `--service-account-key-file` keys, always accepted.
     extra: Vec<VerifyingKey>,
@@ -86,6 +123,7 @@ impl ServiceAccountKeys {
     /// or uses the signing key file.
     pub async fn load(
         store: Arc<dyn Store>,
+        stored_ring: StoredRing,
         key_type: KeyType,
         signing_key_pem: Option<String>,
         extra: Vec<VerifyingKey>,
@@ -102,15 +140,26 @@ impl ServiceAccountKeys {
                     .await
                     .map_err(badge_registry::registry::store_error)?;
                 let ring = match stored {
-                    Some(kv) => serde_json::from_slice::<KeyRing>(&kv.value)
-                        .map_err(|e| Status::internal(format!("the stored key ring cannot be read: {e}")))?,
+                    Some(kv) if !badge_token::seal::Sealer::is_sealed(&kv.value) => {
+                        // Written in the clear by an older version: seal it now. Another
+                        // server doing the same at once is fine; either write will do.
+                        let ring = stored_ring.decode(&kv.value)?;
+                        match store
+                            .update(KEYRING_KEY, stored_ring.encode(&ring)?, kv.mod_revision)
+                            .await
+                        {
+                            Ok(_) | Err(badge_store::Error::Conflict { .. }) => {}
+                            Err(e) => return Err(badge_registry::registry::store_error(e)),
+                        }
+                        ring
+                    }
+                    Some(kv) => stored_ring.decode(&kv.value)?,
                     None => {
                         let mut ring =
                             KeyRing::new(keep_after_retire).map_err(|e| Status::internal(e.to_string()))?;
                         ring.rotate(key_type.generate()?, now(), 0)
                             .map_err(|e| Status::internal(e.to_string()))?;
-                        let bytes = serde_json::to_vec(&ring).map_err(|e| Status::internal(e.to_string()))?;
-                        match store.create(KEYRING_KEY, Bytes::from(bytes)).await {
+                        match store.create(KEYRING_KEY, stored_ring.encode(&ring)?).await {
                             Ok(_) => ring,
                             // Another server made it first: use theirs.
                             Err(badge_store::Error::AlreadyExists { .. }) => {
@@ -119,8 +168,7 @@ impl ServiceAccountKeys {
                                     .await
                                     .map_err(badge_registry::registry::store_error)?;
                                 let kv = kv.ok_or_else(|| Status::internal("the key ring vanished"))?;
-                                serde_json::from_slice(&kv.value)
-                                    .map_err(|e| Status::internal(e.to_string()))?
+                                stored_ring.decode(&kv.value)?
                             }
                             Err(e) => return Err(badge_registry::registry::store_error(e)),
                         }
@@ -131,6 +179,7 @@ impl ServiceAccountKeys {
         };
         let keys = Arc::new(ServiceAccountKeys {
             mode,
+            stored: stored_ring,
             key_type,
             extra,
             verification: Arc::new(TokenKeys::default()),
@@ -168,7 +217,7 @@ impl ServiceAccountKeys {
                 tokio::time::sleep(std::time::Duration::from_secs(1)).await;
                 if let Mode::Ring(ring) = &keys.mode
                     && let Ok((Some(kv), _)) = keys.store.get(KEYRING_KEY).await
-                    && let Ok(stored) = serde_json::from_slice::<KeyRing>(&kv.value)
+                    && let Ok(stored) = keys.stored.decode(&kv.value)
                 {
                     *ring.lock() = stored;
                 }
@@ -208,13 +257,11 @@ impl ServiceAccountKeys {
                 .await
                 .map_err(badge_registry::registry::store_error)?;
             let kv = kv.ok_or_else(|| Status::internal("the key ring is missing from the store"))?;
-            let mut stored: KeyRing =
-                serde_json::from_slice(&kv.value).map_err(|e| Status::internal(e.to_string()))?;
+            let mut stored = self.stored.decode(&kv.value)?;
             change(&mut stored)?;
-            let bytes = serde_json::to_vec(&stored).map_err(|e| Status::internal(e.to_string()))?;
             match self
                 .store
-                .update(KEYRING_KEY, Bytes::from(bytes), kv.mod_revision)
+                .update(KEYRING_KEY, self.stored.encode(&stored)?, kv.mod_revision)
                 .await
             {
                 Ok(_) => {

@@ -57,6 +57,9 @@ pub const APISERVER_KEY_FILE: &str = "apiserver.key";
 pub const ADMIN_CERT_FILE: &str = "admin.crt";
 /// File name of the admin client certificate's private key inside the PKI directory.
 pub const ADMIN_KEY_FILE: &str = "admin.key";
+/// The key the ServiceAccount key ring is sealed with in the store (32 random bytes, hex).
+/// Servers of one deployment share it with the rest of this directory.
+pub const KEYRING_SEAL_FILE: &str = "keyring-seal.key";
 
 /// Subject CN of the CA.
 pub const CA_COMMON_NAME: &str = "badge-ca";
@@ -261,6 +264,33 @@ impl Pki {
     /// The directory the PKI lives in.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The key ring's sealing key, made on first use (mode 0600).
+    pub fn keyring_seal_key(&self) -> Result<[u8; 32], PkiError> {
+        let path = self.dir.join(KEYRING_SEAL_FILE);
+        if let Some(text) = read_optional(&path)? {
+            let text = text.trim();
+            let mut key = [0u8; 32];
+            let valid = text.len() == 64
+                && key.iter_mut().enumerate().all(|(i, byte)| {
+                    u8::from_str_radix(&text[2 * i..2 * i + 2], 16)
+                        .map(|b| *byte = b)
+                        .is_ok()
+                });
+            if !valid {
+                return Err(PkiError::Parse {
+                    what: path.display().to_string(),
+                    reason: "expected 64 hexadecimal digits".into(),
+                });
+            }
+            return Ok(key);
+        }
+        let mut key = [0u8; 32];
+        rand::fill(&mut key);
+        let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+        write_atomic(&path, format!("{hex}\n").as_bytes(), 0o600)?;
+        Ok(key)
     }
 
     /// The CA certificate, PEM (for the `kube-root-ca.crt` ConfigMap and kubeconfigs).

@@ -20,6 +20,7 @@ pub mod keys;
 pub mod keyset;
 pub mod oidc;
 mod pem;
+pub mod seal;
 
 pub use claims::{BoundClaims, Expectations, LegacyClaims, ObjectRef, TokenKind, ValidatedClaims};
 pub use error::TokenError;

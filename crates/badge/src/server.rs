@@ -241,8 +241,12 @@ pub async fn run(options: ServerOptions) -> anyhow::Result<()> {
         0
     };
     let keep_after_retire = longest.max(max_expiration).max(3600) + 60;
+    let seal_key = pki
+        .keyring_seal_key()
+        .context("loading the key ring's sealing key")?;
     let keys = badge_apiserver::serviceaccount::ServiceAccountKeys::load(
         store.clone(),
+        badge_apiserver::serviceaccount::StoredRing::new(&seal_key),
         key_type,
         signing_pem,
         extra_keys,

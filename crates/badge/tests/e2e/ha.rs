@@ -451,3 +451,53 @@ fn migrate_copies_a_data_dir_into_etcd_and_back() {
     server.kubectl_ok(&["get", "configmap", "written-on-etcd"]);
     assert_eq!(whoami(&server, &token).status, 201);
 }
+
+/// The raw value of a store key in etcd.
+fn etcd_value(etcd: &EtcdCluster, key: &str) -> Vec<u8> {
+    use badge_store::Store;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let store =
+            badge_store_etcd::EtcdStore::new(badge_store_etcd::EtcdConfig::new(etcd.endpoints())).unwrap();
+        store
+            .get(key)
+            .await
+            .unwrap()
+            .0
+            .expect("the key exists")
+            .value
+            .to_vec()
+    })
+}
+
+#[test]
+fn ha_key_ring_is_sealed_and_needs_the_shared_seal_key() {
+    let etcd = EtcdCluster::start(1);
+    let _server = start_on(&etcd);
+    let ring = etcd_value(&etcd, "/badge/serviceaccount-keys");
+    assert!(
+        ring.starts_with(b"badge-sealed:v1:"),
+        "the key ring is sealed in etcd"
+    );
+    assert!(
+        !String::from_utf8_lossy(&ring).contains("PRIVATE KEY"),
+        "no private key in the clear"
+    );
+
+    // A server with its own certificates (so its own seal key) cannot use the ring: it
+    // refuses to start rather than sign with keys of its own.
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(BIN)
+        .args(["server", "--secure-port", "0", "--storage", "etcd"])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["--etcd-servers", &etcd.endpoints_flag()])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("cannot be opened with this key"), "{stderr}");
+}
