@@ -2,12 +2,14 @@
 //!
 //! ```sh
 //! cargo build --release -p badge -p badge-perf && target/release/badge-perf [--quick]
+//! target/release/badge-perf [--quick] etcd    # creates through badge on etcd vs raw puts
 //! ```
 //!
 //! The load generator is this binary's `load` subcommand, run as a separate process on
 //! 127.0.0.1; the HTTP ceiling is its `ceiling` subcommand (the same rustls + hyper stack
 //! as badge answering a fixed reply). Results go to `bench-results/latest.{json,md}`.
 
+mod etcd;
 mod load;
 
 use std::io::{BufRead, BufReader};
@@ -43,6 +45,8 @@ enum Sub {
     Load(load::LoadOptions),
     /// The HTTP ceiling server.
     Ceiling { dir: PathBuf },
+    /// ServiceAccount creates through badge on etcd against raw etcd puts.
+    Etcd,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -51,6 +55,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Some(Sub::Load(options)) => runtime.block_on(load::run(options)),
         Some(Sub::Ceiling { dir }) => runtime.block_on(ceiling(&dir)),
+        Some(Sub::Etcd) => runtime.block_on(etcd::bench(cli.quick, &cli.badge, &cli.out)),
         None => runtime.block_on(bench(cli.quick, &cli.badge, &cli.out)),
     }
 }

@@ -25,6 +25,8 @@ struct Member {
     name: String,
     client_port: u16,
     peer_port: u16,
+    /// Plain HTTP `/health` and `/metrics`, whatever the client port speaks.
+    metrics_port: u16,
     child: Option<Child>,
 }
 
@@ -33,6 +35,18 @@ pub struct EtcdCluster {
     dir: tempfile::TempDir,
     members: Vec<Member>,
     token: String,
+    /// Client TLS with client-certificate authentication, when started with [`EtcdCluster::start_tls`].
+    tls: Option<EtcdTls>,
+}
+
+/// Certificate files of a TLS cluster: a CA, the members' serving certificate for
+/// 127.0.0.1, and a client certificate the members accept.
+pub struct EtcdTls {
+    pub ca_file: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
 }
 
 fn free_port() -> u16 {
@@ -45,17 +59,48 @@ fn free_port() -> u16 {
 impl EtcdCluster {
     /// Starts `size` members and waits until the cluster has a leader.
     pub fn start(size: usize) -> EtcdCluster {
+        EtcdCluster::start_with(size, false)
+    }
+
+    /// Starts `size` members serving clients over TLS and requiring client certificates.
+    pub fn start_tls(size: usize) -> EtcdCluster {
+        EtcdCluster::start_with(size, true)
+    }
+
+    /// The certificate files of a TLS cluster.
+    pub fn tls(&self) -> Option<&EtcdTls> {
+        self.tls.as_ref()
+    }
+
+    fn start_with(size: usize, tls: bool) -> EtcdCluster {
         let members = (0..size)
             .map(|i| Member {
                 name: format!("m{i}"),
                 client_port: free_port(),
                 peer_port: free_port(),
+                metrics_port: free_port(),
                 child: None,
             })
             .collect();
         let dir = tempfile::tempdir().expect("temporary directory");
         let token = format!("badge-test-{}", dir.path().display()).replace('/', "-");
-        let mut cluster = EtcdCluster { dir, members, token };
+        let tls = tls.then(|| {
+            let pki_dir = dir.path().join("pki");
+            badge_pki::Pki::load_or_create(&pki_dir, &["127.0.0.1".to_string()]).expect("test certificates");
+            EtcdTls {
+                ca_file: pki_dir.join(badge_pki::CA_CERT_FILE),
+                server_cert: pki_dir.join(badge_pki::APISERVER_CERT_FILE),
+                server_key: pki_dir.join(badge_pki::APISERVER_KEY_FILE),
+                client_cert: pki_dir.join(badge_pki::ADMIN_CERT_FILE),
+                client_key: pki_dir.join(badge_pki::ADMIN_KEY_FILE),
+            }
+        });
+        let mut cluster = EtcdCluster {
+            dir,
+            members,
+            token,
+            tls,
+        };
         for i in 0..size {
             cluster.launch(i);
         }
@@ -80,9 +125,23 @@ impl EtcdCluster {
             .append(true)
             .open(self.dir.path().join(format!("{}.log", member.name)))
             .expect("etcd log file");
-        let client = format!("http://127.0.0.1:{}", member.client_port);
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let client = format!("{scheme}://127.0.0.1:{}", member.client_port);
         let peer = format!("http://127.0.0.1:{}", member.peer_port);
-        let child = Command::new(etcd_path())
+        let mut command = Command::new(etcd_path());
+        if let Some(tls) = &self.tls {
+            command
+                .arg("--cert-file")
+                .arg(&tls.server_cert)
+                .arg("--key-file")
+                .arg(&tls.server_key)
+                .arg("--trusted-ca-file")
+                .arg(&tls.ca_file)
+                .arg("--client-cert-auth");
+        }
+        let metrics = format!("http://127.0.0.1:{}", member.metrics_port);
+        let child = command
+            .args(["--listen-metrics-urls", &metrics])
             .args(["--name", &member.name])
             .arg("--data-dir")
             .arg(&data)
@@ -113,9 +172,10 @@ impl EtcdCluster {
 
     /// Client URLs of every member, running or not.
     pub fn endpoints(&self) -> Vec<String> {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
         self.members
             .iter()
-            .map(|m| format!("http://127.0.0.1:{}", m.client_port))
+            .map(|m| format!("{scheme}://127.0.0.1:{}", m.client_port))
             .collect()
     }
 
@@ -140,7 +200,7 @@ impl EtcdCluster {
 
     /// Whether member `index` reports itself healthy (has a leader).
     pub fn member_healthy(&self, index: usize) -> bool {
-        let port = self.members[index].client_port;
+        let port = self.members[index].metrics_port;
         let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
             return false;
         };

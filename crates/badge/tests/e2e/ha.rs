@@ -501,3 +501,33 @@ fn ha_key_ring_is_sealed_and_needs_the_shared_seal_key() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("cannot be opened with this key"), "{stderr}");
 }
+
+#[test]
+fn server_on_etcd_over_tls_with_client_certificates() {
+    let etcd = EtcdCluster::start_tls(1);
+    let tls = etcd.tls().unwrap();
+    let (ca, cert, key) = (
+        tls.ca_file.display().to_string(),
+        tls.client_cert.display().to_string(),
+        tls.client_key.display().to_string(),
+    );
+    let endpoints = etcd.endpoints_flag();
+    assert!(endpoints.starts_with("https://"));
+    let server = TestServer::start_with(
+        BIN,
+        &[
+            "--storage",
+            "etcd",
+            "--etcd-servers",
+            &endpoints,
+            "--etcd-cafile",
+            &ca,
+            "--etcd-certfile",
+            &cert,
+            "--etcd-keyfile",
+            &key,
+        ],
+    );
+    server.kubectl_ok(&["create", "serviceaccount", "over-tls"]);
+    server.kubectl_ok(&["get", "serviceaccount", "over-tls"]);
+}
