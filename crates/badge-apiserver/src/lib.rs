@@ -2,7 +2,6 @@
 //! authorization → handler), the generic REST handler, discovery, OpenAPI, tables, watch,
 //! and the one place where every error becomes a `Status`.
 
-pub mod admission;
 pub mod discovery;
 pub mod handler;
 pub mod node;

@@ -9,7 +9,7 @@ use badge_api::request_info::RequestInfo;
 use badge_api::resources::Resource;
 use badge_api::selectors::{FieldSelector, LabelSelector};
 use badge_api::{Status, meta};
-use badge_registry::{DeleteOptions, DeleteOutcome, Filter, WriteOptions};
+use badge_registry::{DeleteOptions, DeleteOutcome, Filter, WriteOptions, admission};
 use bytes::Bytes;
 use http::{Response, StatusCode};
 use serde_json::{Value, json};
@@ -84,7 +84,47 @@ fn object_response(call: &Call<'_>, code: StatusCode, object: &Value, warnings: 
     response
 }
 
+/// The warnings a resource's strategy gives on a write (`WarningsOnCreate`/`WarningsOnUpdate`
+/// upstream); `old` is the stored object on an update.
+fn strategy_warnings(resource: &Resource, object: &Value, old: Option<&Value>) -> Vec<String> {
+    match (resource.group, resource.plural) {
+        ("", "serviceaccounts") => admission::enforce_mountable_secrets_warnings(object, old),
+        _ => Vec::new(),
+    }
+}
+
 impl ApiServer {
+    /// Runs ServiceAccount admission on a pod being created in `namespace`.
+    async fn admit_pod(&self, namespace: &str, pod: &mut Value) -> Result<Vec<String>, Status> {
+        if let Some(meta) = pod.get_mut("metadata").and_then(Value::as_object_mut) {
+            meta.insert("namespace".into(), json!(namespace));
+        }
+        let Some(serviceaccounts) = badge_api::resources::lookup("", "v1", "serviceaccounts") else {
+            return Ok(Vec::new());
+        };
+        let name = admission::service_account_name(pod);
+        let service_account = match self
+            .registry
+            .get(
+                serviceaccounts,
+                namespace,
+                &name,
+                badge_registry::ReadFrom::Latest,
+            )
+            .await
+        {
+            Ok(found) => Some(found),
+            Err(s) if s.is_not_found() => None,
+            Err(s) => return Err(s),
+        };
+        admission::admit_pod(
+            pod,
+            service_account.as_deref(),
+            namespace,
+            &badge_registry::registry::random_suffix(),
+        )
+    }
+
     pub(crate) async fn get(&self, call: &Call<'_>) -> Result<Response<Body>, Status> {
         let read = call.query.read_from()?;
         let object = self
@@ -149,6 +189,9 @@ impl ApiServer {
                 .warnings
                 .extend(self.admit_pod(&call.info.namespace, &mut decoded.object).await?);
         }
+        decoded
+            .warnings
+            .extend(strategy_warnings(call.resource, &decoded.object, None));
         Self::track_fields(call, None, &mut decoded.object);
         let object = self
             .registry
@@ -169,8 +212,9 @@ impl ApiServer {
     }
 
     pub(crate) async fn update(&self, call: &Call<'_>) -> Result<Response<Body>, Status> {
-        let decoded = call.decode_body()?;
+        let mut decoded = call.decode_body()?;
         let given = decoded.object;
+        let mut update_warnings = Vec::new();
         let gr = call.resource.group_resource();
         let name = call.info.name.clone();
         let object = self
@@ -193,12 +237,14 @@ impl ApiServer {
                         &given,
                         Some(current),
                     )?;
+                    update_warnings = strategy_warnings(call.resource, &given, Some(current));
                     let mut updated = given.clone();
                     Self::track_fields(call, Some(current), &mut updated);
                     Ok(updated)
                 },
             )
             .await?;
+        decoded.warnings.extend(update_warnings);
         self.settle_rbac_write(call.resource, &object).await;
         Ok(object_response(call, StatusCode::OK, &object, &decoded.warnings))
     }
@@ -237,6 +283,7 @@ impl ApiServer {
                         Some(current),
                     )?;
                     warnings = decoded.warnings;
+                    warnings.extend(strategy_warnings(resource, &decoded.object, Some(current)));
                     let mut updated = decoded.object;
                     Self::track_fields(call, Some(current), &mut updated);
                     Ok(updated)
@@ -422,6 +469,9 @@ impl ApiServer {
                     .warnings
                     .extend(self.admit_pod(&call.info.namespace, &mut decoded.object).await?);
             }
+            decoded
+                .warnings
+                .extend(strategy_warnings(resource, &decoded.object, None));
             let object = self
                 .registry
                 .create(
@@ -467,6 +517,7 @@ impl ApiServer {
                         Some(current),
                     )?;
                     warnings = decoded.warnings;
+                    warnings.extend(strategy_warnings(resource, &decoded.object, Some(current)));
                     Ok(decoded.object)
                 },
             )

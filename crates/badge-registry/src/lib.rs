@@ -2,6 +2,7 @@
 //! resourceVersion from the store revision, per-resource strategies, and the watch cache
 //! that serves reads and watches.
 
+pub mod admission;
 pub mod cache;
 pub mod registry;
 pub mod strategy;

@@ -229,3 +229,46 @@ fn serviceaccount_admission_mounts_the_token_volume() {
     assert!(created["spec"].get("volumes").is_none(), "{created}");
     assert_eq!(created["spec"]["imagePullSecrets"], json!([{"name": "reg"}]));
 }
+
+#[test]
+fn the_enforce_mountable_secrets_annotation_warns_on_serviceaccount_writes_only() {
+    const WARNING: &str = "Warning: metadata.annotations[kubernetes.io/enforce-mountable-secrets]: deprecated in v1.32+; prefer separate namespaces to isolate access to mounted secrets";
+    let s = server();
+    let stderr = |out: &std::process::Output| {
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let annotated = "apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: locked\n  annotations:\n    kubernetes.io/enforce-mountable-secrets: \"true\"\nsecrets:\n- name: allowed\n";
+    let created = stderr(&s.kubectl_with_stdin(&["create", "-f", "-"], Some(annotated)));
+    assert!(created.contains(WARNING), "{created}");
+
+    // Setting it on an existing ServiceAccount warns; keeping it does not.
+    s.kubectl_ok(&["create", "sa", "later"]);
+    let annotate = s.kubectl(&[
+        "annotate",
+        "sa",
+        "later",
+        "kubernetes.io/enforce-mountable-secrets=true",
+    ]);
+    assert!(stderr(&annotate).contains(WARNING));
+    let relabel = s.kubectl(&["label", "sa", "later", "team=a"]);
+    assert!(!stderr(&relabel).contains("Warning"));
+
+    // A pod of that ServiceAccount is admitted without a warning, and is held to the policy.
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: NAME\nspec:\n  serviceAccountName: locked\n  containers:\n  - name: c\n    image: busybox\n    envFrom:\n    - secretRef:\n        name: SECRET\n";
+    let allowed = s.kubectl_with_stdin(
+        &["create", "-f", "-"],
+        Some(&pod.replace("NAME", "ok").replace("SECRET", "allowed")),
+    );
+    assert!(!stderr(&allowed).contains("Warning"));
+    let refused = s.kubectl_with_stdin(
+        &["create", "-f", "-"],
+        Some(&pod.replace("NAME", "refused").replace("SECRET", "other")),
+    );
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("container c with envFrom referencing secret.secretName=\"other\" is not allowed because service account locked does not reference that secret"),
+        "{err}"
+    );
+}
