@@ -34,7 +34,7 @@ pub enum KeyType {
 }
 
 impl KeyType {
-    fn generate(self) -> Result<SigningKey, Status> {
+    pub fn generate(self) -> Result<SigningKey, Status> {
         match self {
             KeyType::Rs256 => SigningKey::generate_rsa(2048),
             KeyType::Es256 => SigningKey::generate_ec(Curve::P256),
@@ -119,12 +119,13 @@ fn now() -> i64 {
 }
 
 impl ServiceAccountKeys {
-    /// Loads the key ring from the store, creating it with one active key on first start;
-    /// or uses the signing key file.
+    /// Loads the key ring from the store, creating it on first start with one active key
+    /// (`first_key` when the caller made one ahead of time); or uses the signing key file.
     pub async fn load(
         store: Arc<dyn Store>,
         stored_ring: StoredRing,
         key_type: KeyType,
+        first_key: Option<SigningKey>,
         signing_key_pem: Option<String>,
         extra: Vec<VerifyingKey>,
         keep_after_retire: i64,
@@ -157,7 +158,11 @@ impl ServiceAccountKeys {
                     None => {
                         let mut ring =
                             KeyRing::new(keep_after_retire).map_err(|e| Status::internal(e.to_string()))?;
-                        ring.rotate(key_type.generate()?, now(), 0)
+                        let first_key = match first_key {
+                            Some(key) => key,
+                            None => key_type.generate()?,
+                        };
+                        ring.rotate(first_key, now(), 0)
                             .map_err(|e| Status::internal(e.to_string()))?;
                         match store.create(KEYRING_KEY, stored_ring.encode(&ring)?).await {
                             Ok(_) => ring,

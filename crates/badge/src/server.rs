@@ -165,11 +165,38 @@ impl EtcdOptions {
 pub async fn run(options: ServerOptions) -> anyhow::Result<()> {
     create_private_dir(&options.data_dir)?;
     let store = options.storage.open(&options.data_dir).await?;
-    let registry = badge_registry::Registry::start(store.clone(), options.default_watch_cache_size).await;
-
+    let key_type = match options.service_account_signing_key_type.as_str() {
+        "RS256" => badge_apiserver::serviceaccount::KeyType::Rs256,
+        "ES256" => badge_apiserver::serviceaccount::KeyType::Es256,
+        other => anyhow::bail!("--service-account-signing-key-type must be RS256 or ES256, not {other}"),
+    };
+    // A first start makes a CA, certificates and a signing key: CPU work that runs on the
+    // blocking pool while the store loads and the default objects are written.
+    let first_key = match options.service_account_signing_key_file {
+        None if matches!(
+            store.get(badge_apiserver::serviceaccount::KEYRING_KEY).await,
+            Ok((None, _))
+        ) =>
+        {
+            Some(tokio::task::spawn_blocking(move || key_type.generate()))
+        }
+        _ => None,
+    };
     let mut sans = vec![options.bind_address.to_string()];
     sans.extend(options.tls_san.iter().cloned());
-    let pki = badge_pki::Pki::load_or_create(&options.data_dir.join("pki"), &sans)
+    let pki_dir = options.data_dir.join("pki");
+    let pki = tokio::task::spawn_blocking(move || badge_pki::Pki::load_or_create(&pki_dir, &sans));
+
+    let registry = badge_registry::Registry::start(store.clone(), options.default_watch_cache_size).await;
+    badge_controllers::ensure_system_namespaces(&registry)
+        .await
+        .map_err(|s| anyhow::anyhow!("{s}"))?;
+    badge_apiserver::rbac::reconcile_defaults(&registry)
+        .await
+        .map_err(|s| anyhow::anyhow!("reconciling the default RBAC policy: {s}"))?;
+    let pki = pki
+        .await
+        .context("creating the certificates")?
         .context("loading the certificates")?;
     let tls = pki
         .server_config(&[b"h2", b"http/1.1"])
@@ -194,12 +221,6 @@ pub async fn run(options: ServerOptions) -> anyhow::Result<()> {
     pki.write_admin_kubeconfig(&kubeconfig, &server_url)
         .context("writing the admin kubeconfig")?;
 
-    badge_controllers::ensure_system_namespaces(&registry)
-        .await
-        .map_err(|s| anyhow::anyhow!("{s}"))?;
-    badge_apiserver::rbac::reconcile_defaults(&registry)
-        .await
-        .map_err(|s| anyhow::anyhow!("reconciling the default RBAC policy: {s}"))?;
     let rbac = badge_apiserver::rbac::Rbac::start(registry.clone());
 
     let max_expiration = match &options.service_account_max_token_expiration {
@@ -214,11 +235,6 @@ pub async fn run(options: ServerOptions) -> anyhow::Result<()> {
             }
             seconds
         }
-    };
-    let key_type = match options.service_account_signing_key_type.as_str() {
-        "RS256" => badge_apiserver::serviceaccount::KeyType::Rs256,
-        "ES256" => badge_apiserver::serviceaccount::KeyType::Es256,
-        other => anyhow::bail!("--service-account-signing-key-type must be RS256 or ES256, not {other}"),
     };
     let signing_pem = match &options.service_account_signing_key_file {
         Some(path) => {
@@ -248,6 +264,14 @@ pub async fn run(options: ServerOptions) -> anyhow::Result<()> {
         store.clone(),
         badge_apiserver::serviceaccount::StoredRing::new(&seal_key),
         key_type,
+        match first_key {
+            Some(task) => Some(
+                task.await
+                    .context("generating the first signing key")?
+                    .map_err(|s| anyhow::anyhow!("{}", s.message))?,
+            ),
+            None => None,
+        },
         signing_pem,
         extra_keys,
         keep_after_retire,
