@@ -18,6 +18,8 @@ use crate::strategy;
 
 /// How long a consistent read waits for the cache to catch up with the store.
 const FRESHNESS_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a consistent read waits for the cache before asking the store for a barrier.
+const BARRIER_AFTER: Duration = Duration::from_millis(5);
 
 /// Options of a write.
 #[derive(Clone, Debug, Default)]
@@ -170,9 +172,17 @@ impl Registry {
     /// and whether the cache reached it in time.
     async fn confirm_current(&self) -> badge_store::Result<(Revision, bool)> {
         let asked = std::time::Instant::now();
-        let current = self.store.current_revision().await?;
-        if !self.cache.wait_for(current, FRESHNESS_TIMEOUT).await {
-            return Ok((current, false));
+        let mut current = self.store.current_revision().await?;
+        if !self.cache.wait_for(current, BARRIER_AFTER).await {
+            // Still behind: the watch is lagging, or the revisions between went to keys
+            // outside this store (etcd shared under another prefix), which the watch never
+            // delivers. A marker written now is delivered after everything before it.
+            if let Some(marker) = self.store.barrier().await? {
+                current = marker;
+            }
+            if !self.cache.wait_for(current, FRESHNESS_TIMEOUT).await {
+                return Ok((current, false));
+            }
         }
         let mut confirmed = self.confirmed.lock();
         *confirmed = (*confirmed).max(asked);

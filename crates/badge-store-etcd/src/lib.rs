@@ -269,6 +269,9 @@ impl EtcdStore {
         self.inner.call(TXN, request, Call::Write).await
     }
 
+    /// Where [`Store::barrier`] writes: outside `/registry/`, so no API object.
+    pub const BARRIER_KEY: &'static str = "/badge/revision-barrier";
+
     /// The key's current value from a failed transaction's read.
     fn current_from_failure(&self, response: &proto::TxnResponse) -> Option<Box<KeyValue>> {
         let kv = response.responses.first().and_then(|op| match &op.response {
@@ -464,6 +467,14 @@ impl Store for EtcdStore {
             receiver.recv().await.map(|batch| (batch, receiver))
         })
         .boxed())
+    }
+
+    /// etcd's revision counts every prefix's writes; the marker's revision is one this
+    /// store's watchers see.
+    async fn barrier(&self) -> Result<Option<Revision>> {
+        self.put_unconditionally(Self::BARRIER_KEY, Bytes::new())
+            .await
+            .map(Some)
     }
 
     async fn compact(&self, revision: Revision) -> Result<()> {

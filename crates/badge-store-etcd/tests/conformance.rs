@@ -75,3 +75,47 @@ async fn tls_with_client_certificates() {
         "a client without a certificate is refused"
     );
 }
+
+/// Two stores under different prefixes of one etcd: neither sees the other's keys, and a
+/// barrier gives a watcher of one a revision past the other's writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefixes_isolate_and_barriers_mark_progress() {
+    use badge_store::Store;
+    use futures::StreamExt;
+    let etcd = tokio::task::spawn_blocking(|| EtcdCluster::start(1))
+        .await
+        .expect("etcd started");
+    let store = |prefix: &str| {
+        let mut config = EtcdConfig::new(etcd.endpoints());
+        config.prefix = prefix.to_string();
+        EtcdStore::new(config).unwrap()
+    };
+    let (a, b) = (store("/one/registry"), store("/two/registry"));
+    b.wait_ready(Duration::from_secs(10)).await.unwrap();
+    let start = b.current_revision().await.unwrap();
+    let mut watch = b.watch("", start).await.unwrap();
+    let mut last = 0;
+    for i in 0..5 {
+        last = a
+            .create(&format!("/registry/things/t{i}"), bytes::Bytes::from_static(b"x"))
+            .await
+            .unwrap();
+    }
+    assert!(b.list("", Default::default()).await.unwrap().items.is_empty());
+    let marker = b.barrier().await.unwrap().expect("etcd writes a marker");
+    assert!(marker > last);
+    let batch = tokio::time::timeout(Duration::from_secs(10), watch.next())
+        .await
+        .expect("the marker is delivered")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        batch.len(),
+        1,
+        "only the marker, none of the other prefix's keys: {batch:?}"
+    );
+    assert_eq!(
+        (batch[0].key.as_str(), batch[0].revision),
+        (EtcdStore::BARRIER_KEY, marker)
+    );
+}

@@ -157,4 +157,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// The revision history has been compacted to (0 when never).
     async fn compacted_revision(&self) -> Result<Revision>;
+
+    /// For backends whose revisions other writers share (one etcd cluster, several
+    /// prefixes): writes a marker under this store's keys and returns its revision, so a
+    /// watcher of this store's keys can tell it has seen everything up to a revision taken
+    /// from [`Store::current_revision`] even when the revisions between went to keys it does
+    /// not watch. `None` when every revision is this store's own (nothing to mark).
+    async fn barrier(&self) -> Result<Option<Revision>> {
+        Ok(None)
+    }
 }
