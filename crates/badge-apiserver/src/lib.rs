@@ -13,6 +13,7 @@ pub mod reviews;
 pub mod server;
 pub mod serviceaccount;
 pub mod table;
+pub mod tokenrequest;
 mod tokenreview;
 pub mod watch;
 
