@@ -36,9 +36,10 @@ fn for_each_pod_on(registry: &Registry, node: &str, namespace: &str, mut f: impl
     } else {
         pods().namespace_prefix(namespace)
     };
-    registry.cache().for_each(&prefix, |_, pod| {
+    registry.cache().for_each(&prefix, |_, cached| {
+        let pod = cached.value();
         if pod.pointer("/spec/nodeName").and_then(Value::as_str) == Some(node) {
-            f(pod);
+            f(&pod);
         }
     });
 }

@@ -313,6 +313,17 @@ fn core(plural: &str) -> &'static Resource {
     }
 }
 
+/// What the authenticator checks of an object, read without decoding it.
+fn cached_object_info(object: &badge_registry::CachedObject) -> ObjectInfo {
+    ObjectInfo {
+        uid: object.uid().to_string(),
+        deletion_timestamp: object
+            .deletion_timestamp()
+            .and_then(meta::parse_time)
+            .map(|t| t.as_second()),
+    }
+}
+
 fn object_info(object: &Value) -> ObjectInfo {
     ObjectInfo {
         uid: meta::uid(object).to_string(),
@@ -328,14 +339,14 @@ pub struct CacheTokenGetter(pub Arc<Registry>);
 impl ServiceAccountTokenGetter for CacheTokenGetter {
     fn service_account(&self, namespace: &str, name: &str) -> Option<ObjectInfo> {
         self.0
-            .get_cached(core("serviceaccounts"), namespace, name)
-            .map(|o| object_info(&o))
+            .get_cached_object(core("serviceaccounts"), namespace, name)
+            .map(|o| cached_object_info(&o))
     }
 
     fn pod(&self, namespace: &str, name: &str) -> Option<ObjectInfo> {
         self.0
-            .get_cached(core("pods"), namespace, name)
-            .map(|o| object_info(&o))
+            .get_cached_object(core("pods"), namespace, name)
+            .map(|o| cached_object_info(&o))
     }
 
     fn secret(&self, namespace: &str, name: &str) -> Option<SecretInfo> {
@@ -355,8 +366,8 @@ impl ServiceAccountTokenGetter for CacheTokenGetter {
 
     fn node(&self, name: &str) -> Option<ObjectInfo> {
         self.0
-            .get_cached(core("nodes"), "", name)
-            .map(|o| object_info(&o))
+            .get_cached_object(core("nodes"), "", name)
+            .map(|o| cached_object_info(&o))
     }
 }
 
