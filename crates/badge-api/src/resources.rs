@@ -444,9 +444,12 @@ pub const GROUPS: &[&str] = &["", AUTHN, AUTHZ, COORD, RBAC];
 
 /// The resource a group, version and plural name.
 pub fn lookup(group: &str, version: &str, plural: &str) -> Option<&'static Resource> {
+    // Every request looks its resource up: the plural comes first because it tells most
+    // entries apart by length alone, while most groups and versions are equal strings that
+    // would each cost a full comparison.
     RESOURCES
         .iter()
-        .find(|r| r.group == group && r.version == version && r.plural == plural)
+        .find(|r| r.plural == plural && r.version == version && r.group == group)
 }
 
 /// The resource of a kind in a group (any version).

@@ -436,34 +436,55 @@ impl ApiServer {
             .ok_or_else(Status::path_not_found)?;
         let media = badge_api::decode::media_type(&call.content_type)
             .ok_or_else(|| Status::unsupported_media_type(&call.content_type))?;
-        let (value, duplicates) = if call.body.is_empty() {
-            (serde_json::json!({}), Vec::new())
-        } else {
-            badge_api::decode::parse_body(media, &call.body)?
+        let typed = match media {
+            badge_api::decode::MediaType::Json => crate::tokenrequest::decode_typed(&call.body),
+            _ => None,
         };
-        badge_api::decode::check_type_meta(&value, "authentication.k8s.io/v1", "TokenRequest")?;
-        let validation = badge_api::decode::FieldValidation::parse(call.query.get("fieldValidation"))?;
-        let decoded = badge_api::decode::decode_object(value, &duplicates, sub.roundtrip, validation)?;
+        let (request, decode_warnings) = match typed {
+            Some(request) => {
+                // Checked where the generic path checks it: after the body decoded.
+                badge_api::decode::FieldValidation::parse(call.query.get("fieldValidation"))?;
+                (request, Vec::new())
+            }
+            None => {
+                let (value, duplicates) = if call.body.is_empty() {
+                    (serde_json::json!({}), Vec::new())
+                } else {
+                    badge_api::decode::parse_body(media, &call.body)?
+                };
+                badge_api::decode::check_type_meta(
+                    &value,
+                    crate::tokenrequest::API_VERSION,
+                    crate::tokenrequest::KIND,
+                )?;
+                let validation =
+                    badge_api::decode::FieldValidation::parse(call.query.get("fieldValidation"))?;
+                let decoded =
+                    badge_api::decode::decode_object(value, &duplicates, sub.roundtrip, validation)?;
+                (
+                    crate::tokenrequest::TokenRequestInput::from_value(&decoded.object),
+                    decoded.warnings,
+                )
+            }
+        };
         if let Some(node) = crate::node::node_name(&call.user) {
             crate::node::admit_node_token_request(
                 &self.registry,
                 node,
                 &call.info.namespace,
                 &call.info.name,
-                &decoded.object,
+                &request,
                 &issuer.config.api_audiences,
             )?;
         }
-        let (object, mut warnings) = issuer
-            .create(
-                &self.registry,
-                &call.info.namespace,
-                &call.info.name,
-                decoded.object,
-            )
+        let (reply, mut warnings) = issuer
+            .create(&self.registry, &call.info.namespace, &call.info.name, request)
             .await?;
-        warnings.extend(decoded.warnings);
-        let mut response = response::json(StatusCode::CREATED, &object);
+        warnings.extend(decode_warnings);
+        let bytes = reply
+            .to_bytes()
+            .map_err(|e| Status::internal(format!("encoding the response: {e}")))?;
+        let mut response = response::json_bytes(StatusCode::CREATED, response::JSON, bytes);
         response::add_warnings(&mut response, &warnings);
         Ok(response)
     }

@@ -13,6 +13,8 @@ pub mod reviews;
 pub mod server;
 pub mod serviceaccount;
 pub mod table;
+pub mod tokenrequest;
+mod tokenreview;
 pub mod watch;
 
 use std::sync::Arc;
@@ -126,54 +128,26 @@ impl ApiServer {
         self.rules.rules_for(user, namespace)
     }
 
-    /// TokenReview: the same token authenticator API requests use, with the review's
-    /// audiences (the API audiences when it names none).
+    /// TokenReview on the generic path: the same token authenticator API requests use, with
+    /// the review's audiences (the API audiences when it names none).
     pub(crate) fn token_review(
         &self,
-        mut review: Value,
+        review: Value,
     ) -> Result<http::Response<response::Body>, badge_api::Status> {
-        let token = review
-            .pointer("/spec/token")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
-        if token.is_empty() {
-            return Err(badge_api::Status::invalid(
-                "authentication.k8s.io",
-                "TokenReview",
-                "",
-                &[badge_api::FieldError::required("spec.token", "")],
-            ));
-        }
-        let requested: Vec<String> = review
-            .pointer("/spec/audiences")
-            .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
-            .unwrap_or_default();
-        let audiences = if requested.is_empty() {
-            self.api_audiences.clone()
-        } else {
-            requested
+        let outcome = self.review_token(&tokenreview::request_of(&review)?);
+        let reply = tokenreview::reply_value(review, &tokenreview::ReviewStatus::of(&outcome))?;
+        Ok(response::json(http::StatusCode::CREATED, &reply))
+    }
+
+    /// Authenticates a reviewed token for its audiences.
+    pub(crate) fn review_token(&self, request: &tokenreview::ReviewRequest<'_>) -> badge_auth::TokenOutcome {
+        let audiences = match request.audiences.as_deref() {
+            Some(requested) if !requested.is_empty() => requested,
+            _ => &self.api_audiences,
         };
-        let outcome = match &self.tokens {
-            Some(tokens) => tokens.authenticate_token(&token, &audiences),
+        match &self.tokens {
+            Some(tokens) => tokens.authenticate_token(&request.token, audiences),
             None => badge_auth::TokenOutcome::NotMine,
-        };
-        review["status"] = match outcome {
-            badge_auth::TokenOutcome::Authenticated { user, audiences } => {
-                let mut user_json = json!({"username": user.name, "groups": user.groups});
-                if !user.uid.is_empty() {
-                    user_json["uid"] = json!(user.uid);
-                }
-                if !user.extra.is_empty() {
-                    user_json["extra"] = json!(user.extra);
-                }
-                json!({"authenticated": true, "user": user_json, "audiences": audiences})
-            }
-            badge_auth::TokenOutcome::NotMine => json!({"user": {}}),
-            badge_auth::TokenOutcome::Invalid(reason) => json!({"user": {}, "error": reason}),
-        };
-        review["metadata"] = json!({"creationTimestamp": null});
-        Ok(response::json(http::StatusCode::CREATED, &review))
+        }
     }
 }

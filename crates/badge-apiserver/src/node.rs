@@ -36,9 +36,10 @@ fn for_each_pod_on(registry: &Registry, node: &str, namespace: &str, mut f: impl
     } else {
         pods().namespace_prefix(namespace)
     };
-    registry.cache().for_each(&prefix, |_, pod| {
+    registry.cache().for_each(&prefix, |_, cached| {
+        let pod = cached.value();
         if pod.pointer("/spec/nodeName").and_then(Value::as_str) == Some(node) {
-            f(pod);
+            f(&pod);
         }
     });
 }
@@ -213,7 +214,7 @@ pub fn admit_node_token_request(
     node: &str,
     namespace: &str,
     sa_name: &str,
-    request: &Value,
+    request: &crate::tokenrequest::TokenRequestInput,
     api_audiences: &[String],
 ) -> Result<(), Status> {
     let gr = badge_api::GroupResource {
@@ -221,24 +222,27 @@ pub fn admit_node_token_request(
         resource: "serviceaccounts",
     };
     let forbidden = |message: String| Status::forbidden(gr, sa_name, &message);
-    let r = request.pointer("/spec/boundObjectRef").filter(|v| v.is_object());
-    let s = |k: &str| r.and_then(|r| r.get(k)).and_then(Value::as_str).unwrap_or("");
-    if r.is_none() || s("apiVersion") != "v1" || s("kind") != "Pod" || s("name").is_empty() {
+    let r = request.bound_object_ref.clone().unwrap_or_default();
+    if request.bound_object_ref.is_none()
+        || r.api_version() != "v1"
+        || r.kind() != "Pod"
+        || r.name().is_empty()
+    {
         return Err(forbidden(format!(
             "node \"{node}\" requested token not bound to a pod"
         )));
     }
-    if s("uid").is_empty() {
+    if r.uid().is_empty() {
         return Err(forbidden(format!(
             "node \"{node}\" requested token with a pod binding without a uid"
         )));
     }
-    let pod = registry.get_cached(pods(), namespace, s("name")).ok_or_else(|| {
+    let pod = registry.get_cached(pods(), namespace, r.name()).ok_or_else(|| {
         forbidden(format!(
             "node \"{node}\" requested token bound to a pod that does not exist"
         ))
     })?;
-    if meta::uid(&pod) != s("uid") {
+    if meta::uid(&pod) != r.uid() {
         return Err(forbidden(format!(
             "node \"{node}\" requested token with a pod binding with an outdated uid"
         )));
@@ -249,14 +253,13 @@ pub fn admit_node_token_request(
         )));
     }
     let allowed = pod_token_audiences(&pod, api_audiences);
-    let requested: Vec<String> = request
-        .pointer("/spec/audiences")
-        .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
-        .filter(|a: &Vec<String>| !a.is_empty())
-        .unwrap_or_else(|| api_audiences.to_vec());
+    let requested = if request.audiences.is_empty() {
+        api_audiences
+    } else {
+        &request.audiences
+    };
     for audience in requested {
-        if !allowed.contains(&audience) {
+        if !allowed.contains(audience) {
             return Err(forbidden(format!(
                 "node \"{node}\" is not authorized to request tokens for audience \"{audience}\" for service account \"{sa_name}\""
             )));

@@ -109,7 +109,7 @@ impl Rbac {
         };
         let object = match event.kind {
             badge_registry::EventType::Deleted => None,
-            _ => Some(event.object.as_ref().clone()),
+            _ => Some(Arc::unwrap_or_clone(event.object.value())),
         };
         if let Err(e) = self.index.apply(plural, &ns, &name, object) {
             tracing::warn!(error = %e, key = %event.key, "RBAC object not understood");

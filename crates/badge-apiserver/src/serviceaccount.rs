@@ -17,6 +17,10 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use serde_json::{Value, json};
 
+use crate::tokenrequest::{
+    self, ReplyMetadata, ReplySpec, ReplyStatus, TokenRequestInput, TokenRequestReply,
+};
+
 /// Where the key ring is kept: outside `/registry/`, so the API never serves it.
 pub const KEYRING_KEY: &str = "/badge/serviceaccount-keys";
 /// The smallest `expirationSeconds` (`MinTokenAgeSec`).
@@ -361,6 +365,17 @@ fn core(plural: &str) -> &'static Resource {
     }
 }
 
+/// What the authenticator checks of an object, read without decoding it.
+fn cached_object_info(object: &badge_registry::CachedObject) -> ObjectInfo {
+    ObjectInfo {
+        uid: object.uid().to_string(),
+        deletion_timestamp: object
+            .deletion_timestamp()
+            .and_then(meta::parse_time)
+            .map(|t| t.as_second()),
+    }
+}
+
 fn object_info(object: &Value) -> ObjectInfo {
     ObjectInfo {
         uid: meta::uid(object).to_string(),
@@ -376,14 +391,14 @@ pub struct CacheTokenGetter(pub Arc<Registry>);
 impl ServiceAccountTokenGetter for CacheTokenGetter {
     fn service_account(&self, namespace: &str, name: &str) -> Option<ObjectInfo> {
         self.0
-            .get_cached(core("serviceaccounts"), namespace, name)
-            .map(|o| object_info(&o))
+            .get_cached_object(core("serviceaccounts"), namespace, name)
+            .map(|o| cached_object_info(&o))
     }
 
     fn pod(&self, namespace: &str, name: &str) -> Option<ObjectInfo> {
         self.0
-            .get_cached(core("pods"), namespace, name)
-            .map(|o| object_info(&o))
+            .get_cached_object(core("pods"), namespace, name)
+            .map(|o| cached_object_info(&o))
     }
 
     fn secret(&self, namespace: &str, name: &str) -> Option<SecretInfo> {
@@ -403,8 +418,8 @@ impl ServiceAccountTokenGetter for CacheTokenGetter {
 
     fn node(&self, name: &str) -> Option<ObjectInfo> {
         self.0
-            .get_cached(core("nodes"), "", name)
-            .map(|o| object_info(&o))
+            .get_cached_object(core("nodes"), "", name)
+            .map(|o| cached_object_info(&o))
     }
 }
 
@@ -425,13 +440,13 @@ impl TokenIssuer {
         registry: &Registry,
         namespace: &str,
         sa_name: &str,
-        mut request: Value,
-    ) -> Result<(Value, Vec<String>), Status> {
+        request: TokenRequestInput,
+    ) -> Result<(TokenRequestReply, Vec<String>), Status> {
         if namespace.is_empty() {
             return Err(Status::bad_request("namespace is required"));
         }
         let mut errors = Vec::new();
-        let given_name = meta::name(&request).to_string();
+        let given_name = request.name;
         if !given_name.is_empty() && given_name != sa_name {
             errors.push(FieldError::invalid(
                 "metadata.name",
@@ -439,7 +454,7 @@ impl TokenIssuer {
                 "must match the service account name if specified",
             ));
         }
-        let given_ns = meta::namespace(&request).to_string();
+        let given_ns = request.namespace;
         if !given_ns.is_empty() && given_ns != namespace {
             errors.push(FieldError::invalid(
                 "metadata.namespace",
@@ -459,7 +474,7 @@ impl TokenIssuer {
             )
             .await?;
         let sa_uid = meta::uid(&sa).to_string();
-        let given_uid = meta::uid(&request).to_string();
+        let given_uid = request.uid;
         if !given_uid.is_empty() && given_uid != sa_uid {
             return Err(Status::conflict(
                 badge_api::GroupResource {
@@ -472,20 +487,13 @@ impl TokenIssuer {
                 ),
             ));
         }
-        let mut audiences: Vec<String> = request
-            .pointer("/spec/audiences")
-            .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
-            .unwrap_or_default();
+        let mut audiences = request.audiences;
         if audiences.is_empty() {
             audiences = self.config.api_audiences.clone();
         }
         let now_ts = jiff::Timestamp::now();
         let now = now_ts.as_second();
-        let mut expiration = request
-            .pointer("/spec/expirationSeconds")
-            .and_then(Value::as_i64)
-            .unwrap_or(3600);
+        let mut expiration = request.expiration_seconds.unwrap_or(3600);
         if expiration < MIN_TOKEN_SECONDS {
             return Err(token_request_invalid(&[FieldError::invalid(
                 "spec.expirationSeconds",
@@ -508,14 +516,10 @@ impl TokenIssuer {
             now,
             expiration,
         );
-        let bound_ref = request
-            .pointer("/spec/boundObjectRef")
-            .filter(|v| v.is_object())
-            .cloned();
+        let bound_ref = request.bound_object_ref;
         let mut bound_to_pod = false;
         if let Some(r) = &bound_ref {
-            let s = |k: &str| r.get(k).and_then(Value::as_str).unwrap_or("").to_string();
-            let (kind, api_version, name, uid) = (s("kind"), s("apiVersion"), s("name"), s("uid"));
+            let (kind, api_version, name, uid) = (r.kind(), r.api_version(), r.name(), r.uid());
             let group = api_version
                 .rsplit_once('/')
                 .map(|(g, _)| g.to_string())
@@ -528,7 +532,7 @@ impl TokenIssuer {
                             group: "",
                             resource: kind,
                         },
-                        &name,
+                        name,
                         &format!(
                             "the UID in the bound object reference ({uid}) does not match the UID in record. The object might have been deleted and then recreated"
                         ),
@@ -536,10 +540,10 @@ impl TokenIssuer {
                 }
                 Ok(live_uid)
             };
-            match (group.as_str(), kind.as_str()) {
+            match (group.as_str(), kind) {
                 ("", "Pod") => {
                     let pod = registry
-                        .get(core("pods"), namespace, &name, badge_registry::ReadFrom::Any)
+                        .get(core("pods"), namespace, name, badge_registry::ReadFrom::Any)
                         .await?;
                     let pod_sa = pod
                         .pointer("/spec/serviceAccountName")
@@ -551,7 +555,7 @@ impl TokenIssuer {
                         )));
                     }
                     let pod_uid = live_of(&pod, "Pod")?;
-                    claims.pod = Some(ObjectRef::new(name.clone(), pod_uid));
+                    claims.pod = Some(ObjectRef::new(name.to_string(), pod_uid));
                     let node_name = pod
                         .pointer("/spec/nodeName")
                         .and_then(Value::as_str)
@@ -569,17 +573,17 @@ impl TokenIssuer {
                 }
                 ("", "Secret") => {
                     let secret = registry
-                        .get(core("secrets"), namespace, &name, badge_registry::ReadFrom::Any)
+                        .get(core("secrets"), namespace, name, badge_registry::ReadFrom::Any)
                         .await?;
-                    claims.secret = Some(ObjectRef::new(name.clone(), live_of(&secret, "Secret")?));
+                    claims.secret = Some(ObjectRef::new(name.to_string(), live_of(&secret, "Secret")?));
                 }
                 ("", "Node") => {
                     let node = registry
-                        .get(core("nodes"), "", &name, badge_registry::ReadFrom::Any)
+                        .get(core("nodes"), "", name, badge_registry::ReadFrom::Any)
                         .await?;
                     let node_uid = live_of(&node, "Node")?;
                     claims.node = Some(badge_token::claims::NodeRef {
-                        name: name.clone(),
+                        name: name.to_string(),
                         uid: Some(node_uid),
                     });
                 }
@@ -621,22 +625,26 @@ impl TokenIssuer {
         let expiration_timestamp = jiff::Timestamp::from_second(now + expiration)
             .map(meta::format_time)
             .unwrap_or_default();
-        request["apiVersion"] = json!("authentication.k8s.io/v1");
-        request["kind"] = json!("TokenRequest");
-        request["metadata"] = json!({
-            "name": sa_name,
-            "namespace": namespace,
-            "uid": sa_uid,
-            "creationTimestamp": meta::format_time(now_ts),
-        });
-        request["spec"] = json!({
-            "audiences": audiences,
-            "expirationSeconds": expiration,
-            "boundObjectRef": bound_ref,
-        });
-        request["status"] =
-            json!({"token": token.into_exposed(), "expirationTimestamp": expiration_timestamp});
-        Ok((request, warnings))
+        let reply = TokenRequestReply {
+            api_version: tokenrequest::API_VERSION,
+            kind: tokenrequest::KIND,
+            metadata: ReplyMetadata {
+                creation_timestamp: meta::format_time(now_ts),
+                name: sa_name.to_string(),
+                namespace: namespace.to_string(),
+                uid: sa_uid,
+            },
+            spec: ReplySpec {
+                audiences,
+                bound_object_ref: bound_ref,
+                expiration_seconds: expiration,
+            },
+            status: ReplyStatus {
+                expiration_timestamp,
+                token: token.into_exposed(),
+            },
+        };
+        Ok((reply, warnings))
     }
 }
 

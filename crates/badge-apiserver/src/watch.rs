@@ -97,17 +97,23 @@ fn visible(
     if !event.key.starts_with(prefix) {
         return None;
     }
-    let now = filter.matches(resource, &event.object);
-    let before = event.prev.as_ref().is_some_and(|p| filter.matches(resource, p));
+    let object = event.object.value();
+    let now = filter.matches(resource, &object);
     match event.kind {
-        EventType::Added if now => Some((EventType::Added, event.object.clone())),
-        EventType::Deleted if now => Some((EventType::Deleted, event.object.clone())),
-        EventType::Modified => match (before, now) {
-            (true, true) => Some((EventType::Modified, event.object.clone())),
-            (false, true) => Some((EventType::Added, event.object.clone())),
-            (true, false) => Some((EventType::Deleted, event.object.clone())),
-            (false, false) => None,
-        },
+        EventType::Added if now => Some((EventType::Added, object)),
+        EventType::Deleted if now => Some((EventType::Deleted, object)),
+        EventType::Modified => {
+            let before = event
+                .prev
+                .as_ref()
+                .is_some_and(|p| filter.matches(resource, &p.value()));
+            match (before, now) {
+                (true, true) => Some((EventType::Modified, object)),
+                (false, true) => Some((EventType::Added, object)),
+                (true, false) => Some((EventType::Deleted, object)),
+                (false, false) => None,
+            }
+        }
         _ => None,
     }
 }

@@ -47,11 +47,13 @@ pub fn spawn(
         if let Some(rest) = event.key.strip_prefix("/registry/serviceaccounts/") {
             return vec![rest.to_string()];
         }
-        if let Some(rest) = event.key.strip_prefix("/registry/secrets/")
-            && is_token_secret(&event.object)
-        {
+        if let Some(rest) = event.key.strip_prefix("/registry/secrets/") {
+            let secret = event.object.value();
+            if !is_token_secret(&secret) {
+                return Vec::new();
+            }
             let ns = rest.split('/').next().unwrap_or("");
-            if let Some(sa) = meta::annotation(&event.object, SA_NAME_ANNOTATION) {
+            if let Some(sa) = meta::annotation(&secret, SA_NAME_ANNOTATION) {
                 return vec![format!("{ns}/{sa}")];
             }
         }

@@ -38,9 +38,79 @@ pub struct CacheEvent {
     pub key: String,
     pub revision: Revision,
     /// The object after the change; for a delete, its last state with the delete's revision.
-    pub object: Arc<Value>,
+    pub object: Arc<CachedObject>,
     /// The object before the change (None for an add).
-    pub prev: Option<Arc<Value>>,
+    pub prev: Option<Arc<CachedObject>>,
+}
+
+/// An object as the cache holds it: the JSON the store holds and the revision it was read
+/// at, decoded on each read, plus the metadata the token authenticator checks on every
+/// request. A decoded `Value` takes several times the memory of its JSON (a map node per
+/// object, an allocation per string), and the cache holds every object.
+pub struct CachedObject {
+    json: Box<[u8]>,
+    revision: Revision,
+    uid: Box<str>,
+    deletion_timestamp: Option<Box<str>>,
+}
+
+impl CachedObject {
+    /// Keeps a stored object; None when it is not a JSON object.
+    pub fn new(json: &[u8], revision: Revision) -> Option<CachedObject> {
+        #[derive(serde::Deserialize)]
+        struct Object<'a> {
+            #[serde(borrow, default)]
+            metadata: Option<Metadata<'a>>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Metadata<'a> {
+            #[serde(borrow, default)]
+            uid: Option<std::borrow::Cow<'a, str>>,
+            #[serde(rename = "deletionTimestamp", borrow, default)]
+            deletion_timestamp: Option<std::borrow::Cow<'a, str>>,
+        }
+        let object: Object<'_> = serde_json::from_slice(json).ok()?;
+        let metadata = object.metadata;
+        let uid = metadata.as_ref().and_then(|m| m.uid.as_deref()).unwrap_or("");
+        let deletion_timestamp = metadata.as_ref().and_then(|m| m.deletion_timestamp.as_deref());
+        Some(CachedObject {
+            json: json.into(),
+            revision,
+            uid: uid.into(),
+            deletion_timestamp: deletion_timestamp.map(Into::into),
+        })
+    }
+
+    /// The object, with its resourceVersion set.
+    pub fn value(&self) -> Arc<Value> {
+        // Only valid JSON objects are kept, so decoding cannot fail.
+        Arc::new(decode_object(&self.json, self.revision).unwrap_or(Value::Null))
+    }
+
+    /// The revision it was written at (its resourceVersion).
+    pub fn revision(&self) -> Revision {
+        self.revision
+    }
+
+    /// `metadata.uid` ("" when unset).
+    pub fn uid(&self) -> &str {
+        &self.uid
+    }
+
+    /// `metadata.deletionTimestamp`, as stored.
+    pub fn deletion_timestamp(&self) -> Option<&str> {
+        self.deletion_timestamp.as_deref()
+    }
+}
+
+impl std::fmt::Debug for CachedObject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Objects may be Secrets: their content is never printed.
+        f.debug_struct("CachedObject")
+            .field("revision", &self.revision)
+            .field("bytes", &self.json.len())
+            .finish()
+    }
 }
 
 /// The keys the cache holds: API objects.
@@ -53,7 +123,7 @@ const BROADCAST: usize = 8_192;
 
 struct State {
     revision: Revision,
-    objects: BTreeMap<String, Arc<Value>>,
+    objects: BTreeMap<String, Arc<CachedObject>>,
     history: VecDeque<Arc<CacheEvent>>,
     /// Every event with a revision above this is in `history`.
     history_floor: Revision,
@@ -113,6 +183,12 @@ impl WatchCache {
 
     /// One object, and the cache revision it was read at.
     pub fn get(&self, key: &str) -> (Option<Arc<Value>>, Revision) {
+        let (object, revision) = self.get_cached(key);
+        (object.map(|o| o.value()), revision)
+    }
+
+    /// One object as the cache holds it, and the cache revision it was read at.
+    pub fn get_cached(&self, key: &str) -> (Option<Arc<CachedObject>>, Revision) {
         let state = self.state.read();
         (state.objects.get(key).cloned(), state.revision)
     }
@@ -129,12 +205,15 @@ impl WatchCache {
             .range((start, std::ops::Bound::Unbounded))
             .take_while(|(k, _)| k.starts_with(prefix))
             .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        (items, state.revision)
+            .collect::<Vec<_>>();
+        let revision = state.revision;
+        drop(state);
+        let items = items.into_iter().map(|(k, v)| (k, v.value())).collect();
+        (items, revision)
     }
 
     /// Calls `f` for each object under `prefix` without copying the list.
-    pub fn for_each(&self, prefix: &str, mut f: impl FnMut(&str, &Arc<Value>)) -> Revision {
+    pub fn for_each(&self, prefix: &str, mut f: impl FnMut(&str, &Arc<CachedObject>)) -> Revision {
         let state = self.state.read();
         for (k, v) in state
             .objects
@@ -203,7 +282,7 @@ impl WatchCache {
     }
 
     /// Replaces the whole state with a fresh list at `revision` (start and relist).
-    fn reset(&self, items: Vec<(String, Arc<Value>)>, revision: Revision) {
+    fn reset(&self, items: Vec<(String, Arc<CachedObject>)>, revision: Revision) {
         let mut state = self.state.write();
         state.objects = items.into_iter().collect();
         state.history.clear();
@@ -226,7 +305,7 @@ impl WatchCache {
                 state.revision = event.revision;
                 continue;
             }
-            let object = match decode_object(&event.value, event.revision) {
+            let object = match CachedObject::new(&event.value, event.revision) {
                 Some(o) => Arc::new(o),
                 None => {
                     tracing::error!(key = %event.key, revision = event.revision, "undecodable object in the store");
@@ -287,7 +366,7 @@ impl WatchCache {
         let list = store.list("/registry/", Default::default()).await?;
         let mut items = Vec::with_capacity(list.items.len());
         for kv in list.items {
-            match decode_object(&kv.value, kv.mod_revision) {
+            match CachedObject::new(&kv.value, kv.mod_revision) {
                 Some(o) => items.push((kv.key, Arc::new(o))),
                 None => tracing::error!(key = %kv.key, "undecodable object in the store"),
             }
@@ -321,6 +400,28 @@ pub fn decode_object(bytes: &[u8], revision: Revision) -> Option<Value> {
 mod tests {
     use super::*;
     use badge_store::sqlite::SqliteStore;
+
+    #[test]
+    fn cached_objects_keep_their_json_and_the_metadata_reviews_read() {
+        let json = br#"{"kind":"Secret","metadata":{"name":"s","uid":"u-1","deletionTimestamp":"2030-01-01T00:00:00Z"},"data":{"token":"c2VjcmV0"}}"#;
+        let cached = CachedObject::new(json, 42).unwrap();
+        assert_eq!(cached.uid(), "u-1");
+        assert_eq!(cached.deletion_timestamp(), Some("2030-01-01T00:00:00Z"));
+        assert_eq!(cached.revision(), 42);
+        let value = cached.value();
+        assert_eq!(value["metadata"]["resourceVersion"], "42");
+        assert_eq!(value["data"]["token"], "c2VjcmV0");
+        assert!(
+            !format!("{cached:?}").contains("c2VjcmV0"),
+            "content is never printed"
+        );
+
+        let bare = CachedObject::new(br#"{"kind":"ConfigMap"}"#, 1).unwrap();
+        assert_eq!(bare.uid(), "");
+        assert_eq!(bare.deletion_timestamp(), None);
+        assert!(CachedObject::new(b"[1]", 1).is_none());
+        assert!(CachedObject::new(b"{", 1).is_none());
+    }
 
     #[tokio::test]
     async fn writes_outside_the_api_still_advance_the_cache_revision() {

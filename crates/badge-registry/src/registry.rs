@@ -13,7 +13,7 @@ use base64::Engine;
 use rand::Rng;
 use serde_json::Value;
 
-use crate::cache::{WatchCache, decode_object};
+use crate::cache::{CachedObject, WatchCache, decode_object};
 use crate::strategy;
 
 /// How long a consistent read waits for the cache to catch up with the store.
@@ -208,6 +208,17 @@ impl Registry {
         self.cache.get(&resource.key(namespace, name)).0
     }
 
+    /// An object as the watch cache holds it, without decoding it: for reads of its uid and
+    /// deletion timestamp on hot paths.
+    pub fn get_cached_object(
+        &self,
+        resource: &Resource,
+        namespace: &str,
+        name: &str,
+    ) -> Option<Arc<CachedObject>> {
+        self.cache.get_cached(&resource.key(namespace, name)).0
+    }
+
     pub async fn get(
         &self,
         resource: &Resource,
@@ -275,23 +286,30 @@ impl Registry {
         let mut last_key = None;
         let mut more = false;
         let mut remaining = 0u64;
-        let revision = self.cache.for_each(&prefix, |key, object| {
-            if !filter.matches(resource, object) {
-                return;
-            }
+        let unfiltered = filter.labels.is_empty() && filter.fields.is_empty();
+        let revision = self.cache.for_each(&prefix, |key, cached| {
+            // Objects are decoded only when a selector must look at them or they are listed.
+            let object = if unfiltered {
+                None
+            } else {
+                let object = cached.value();
+                if !filter.matches(resource, &object) {
+                    return;
+                }
+                Some(object)
+            };
             if limit > 0 && items.len() >= limit {
                 more = true;
                 remaining += 1;
                 return;
             }
-            items.push(object.clone());
+            items.push(object.unwrap_or_else(|| cached.value()));
             last_key = Some(key.to_string());
         });
         let continue_token = match (more, last_key) {
             (true, Some(key)) => Some(encode_continue(revision, &key, &prefix)),
             _ => None,
         };
-        let unfiltered = filter.labels.is_empty() && filter.fields.is_empty();
         Ok(ListPage {
             items,
             revision,

@@ -3,6 +3,7 @@
 mod client;
 mod inspect;
 mod keys;
+mod log_writer;
 mod migrate;
 mod node;
 mod server;
@@ -47,12 +48,13 @@ enum TokenCommand {
 }
 
 fn main() -> std::process::ExitCode {
+    let (log_output, flush_logs) = log_writer::spawn();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("BADGE_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(log_output)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
@@ -73,6 +75,8 @@ fn main() -> std::process::ExitCode {
             Command::Token(TokenCommand::Inspect(options)) => inspect::run(options).await,
         }
     });
+    // Every line logged is written before the outcome is printed.
+    drop(flush_logs);
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

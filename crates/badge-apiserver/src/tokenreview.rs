@@ -1,0 +1,359 @@
+//! TokenReview (`pkg/registry/authentication/tokenreview/storage.go`): the token authenticator
+//! API requests use, run on a token someone else was handed.
+//!
+//! Reviews are a hot path, so the usual body of a review is decoded straight into the few
+//! fields it has and the reply written straight from typed values. The typed decoder refuses
+//! anything it does not fully understand (unknown or duplicated fields, wrong types, an
+//! empty token, other media types), and such bodies take the generic path (parse, round-trip
+//! through the kind's type, field validation), whose errors and warnings stay the only ones.
+//! A body the typed decoder accepts is one the generic path accepts with no warning, and
+//! both paths write the same reply bytes: members in the order the generic path's sorted maps
+//! give them.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use badge_api::Status;
+use badge_auth::TokenOutcome;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+pub(crate) const API_VERSION: &str = "authentication.k8s.io/v1";
+pub(crate) const KIND: &str = "TokenReview";
+
+/// What a review asks: the token, and the audiences (None: the API's).
+pub(crate) struct ReviewRequest<'a> {
+    pub token: Cow<'a, str>,
+    pub audiences: Option<Vec<String>>,
+}
+
+/// The review's body as the typed path accepts it. Members it does not list make it refuse
+/// the body; `metadata` and `status` are checked for validity only, since the reply replaces
+/// them.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Body<'a> {
+    #[serde(rename = "apiVersion", borrow, default, deserialize_with = "present")]
+    api_version: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    kind: Option<Cow<'a, str>>,
+    #[serde(default, deserialize_with = "present")]
+    #[allow(dead_code)] // read only to check it
+    metadata: Option<BodyMetadata>,
+    #[serde(borrow)]
+    spec: BodySpec<'a>,
+    #[serde(default, deserialize_with = "present")]
+    #[allow(dead_code)] // read only to check it
+    status: Option<BodyStatus>,
+}
+
+/// A member that, when present, must not be null: the generic path's types refuse null for
+/// these, so the typed path leaves such bodies to it.
+fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
+}
+
+/// What Go clients send for an empty ObjectMeta.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BodyMetadata {
+    #[serde(rename = "creationTimestamp", default)]
+    #[allow(dead_code)] // read only to check it
+    creation_timestamp: Option<Time>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BodySpec<'a> {
+    #[serde(borrow)]
+    token: Cow<'a, str>,
+    #[serde(default)]
+    audiences: Option<Vec<String>>,
+}
+
+/// What Go clients send for an empty status (`{"user":{}}`), and a little more.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // read only to check it
+struct BodyStatus {
+    #[serde(default)]
+    audiences: Option<Vec<String>>,
+    #[serde(default)]
+    authenticated: Option<bool>,
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(default)]
+    user: Option<BodyUser>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // read only to check it
+struct BodyUser {
+    #[serde(default)]
+    groups: Option<Vec<String>>,
+    #[serde(default)]
+    uid: Option<String>,
+    #[serde(default)]
+    username: Option<String>,
+}
+
+/// Decodes a JSON review body on the typed path; None sends it to the generic path.
+pub(crate) fn decode_typed(body: &[u8]) -> Option<ReviewRequest<'_>> {
+    let body: Body<'_> = serde_json::from_slice(body).ok()?;
+    // Exactly the served ones: the generic path's type refuses any other, even empty.
+    let type_meta_matches = body.api_version.as_deref().is_none_or(|v| v == API_VERSION)
+        && body.kind.as_deref().is_none_or(|k| k == KIND);
+    if !type_meta_matches || body.spec.token.is_empty() {
+        return None;
+    }
+    Some(ReviewRequest {
+        token: body.spec.token,
+        audiences: body.spec.audiences,
+    })
+}
+
+/// The request's fields from a body the generic path decoded (unknown fields gone).
+pub(crate) fn request_of(review: &Value) -> Result<ReviewRequest<'_>, Status> {
+    let token = review
+        .pointer("/spec/token")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if token.is_empty() {
+        return Err(Status::invalid(
+            "authentication.k8s.io",
+            KIND,
+            "",
+            &[badge_api::FieldError::required("spec.token", "")],
+        ));
+    }
+    let audiences = review
+        .pointer("/spec/audiences")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect());
+    Ok(ReviewRequest {
+        token: Cow::Borrowed(token),
+        audiences,
+    })
+}
+
+/// The review's `status`, members in sorted order.
+#[derive(Serialize)]
+pub(crate) struct ReviewStatus<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    audiences: Option<&'a [String]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    authenticated: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+    user: ReviewUser<'a>,
+}
+
+#[derive(Serialize, Default)]
+struct ReviewUser<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    extra: Option<&'a BTreeMap<String, Vec<String>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    groups: Option<&'a [String]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    uid: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    username: Option<&'a str>,
+}
+
+impl<'a> ReviewStatus<'a> {
+    /// Upstream's status for an authenticator's answer: the user and audiences when the token
+    /// is good, the reason when it is bad, an empty user when no authenticator knows it.
+    pub(crate) fn of(outcome: &'a TokenOutcome) -> ReviewStatus<'a> {
+        match outcome {
+            TokenOutcome::Authenticated { user, audiences } => ReviewStatus {
+                audiences: Some(audiences),
+                authenticated: Some(true),
+                error: None,
+                user: ReviewUser {
+                    extra: Some(&user.extra).filter(|extra| !extra.is_empty()),
+                    groups: Some(&user.groups),
+                    uid: Some(user.uid.as_str()).filter(|uid| !uid.is_empty()),
+                    username: Some(&user.name),
+                },
+            },
+            TokenOutcome::NotMine => ReviewStatus {
+                audiences: None,
+                authenticated: None,
+                error: None,
+                user: ReviewUser::default(),
+            },
+            TokenOutcome::Invalid(reason) => ReviewStatus {
+                audiences: None,
+                authenticated: None,
+                error: Some(reason),
+                user: ReviewUser::default(),
+            },
+        }
+    }
+}
+
+/// The reply on the typed path: the request's spec (as the generic path's round trip leaves
+/// it: `audiences` only when given), an empty metadata and the status.
+pub(crate) fn reply_bytes(request: &ReviewRequest<'_>, status: &ReviewStatus<'_>) -> Result<Vec<u8>, Status> {
+    #[derive(Serialize)]
+    struct Reply<'a> {
+        #[serde(rename = "apiVersion")]
+        api_version: &'static str,
+        kind: &'static str,
+        metadata: Metadata,
+        spec: Spec<'a>,
+        status: &'a ReviewStatus<'a>,
+    }
+    #[derive(Serialize)]
+    struct Metadata {
+        #[serde(rename = "creationTimestamp")]
+        creation_timestamp: Option<()>,
+    }
+    #[derive(Serialize)]
+    struct Spec<'a> {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        audiences: Option<&'a [String]>,
+        token: &'a str,
+    }
+    let reply = Reply {
+        api_version: API_VERSION,
+        kind: KIND,
+        metadata: Metadata {
+            creation_timestamp: None,
+        },
+        spec: Spec {
+            audiences: request.audiences.as_deref(),
+            token: &request.token,
+        },
+        status,
+    };
+    // The token is most of the reply.
+    let mut bytes = Vec::with_capacity(request.token.len() + 512);
+    serde_json::to_writer(&mut bytes, &reply)
+        .map_err(|e| Status::internal(format!("encoding the response: {e}")))?;
+    Ok(bytes)
+}
+
+/// The generic path's reply: the decoded review with its metadata and status replaced.
+pub(crate) fn reply_value(mut review: Value, status: &ReviewStatus<'_>) -> Result<Value, Status> {
+    review["status"] =
+        serde_json::to_value(status).map_err(|e| Status::internal(format!("encoding the response: {e}")))?;
+    review["metadata"] = json!({"creationTimestamp": null});
+    Ok(review)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use badge_api::decode::{self, FieldValidation};
+    use badge_auth::UserInfo;
+
+    use super::*;
+
+    fn outcomes() -> Vec<TokenOutcome> {
+        let mut extra = BTreeMap::new();
+        extra.insert(
+            "authentication.kubernetes.io/pod-name".to_string(),
+            vec!["web".to_string()],
+        );
+        vec![
+            TokenOutcome::Authenticated {
+                user: UserInfo {
+                    name: "system:serviceaccount:default:app".into(),
+                    uid: "a-uid".into(),
+                    groups: vec!["system:serviceaccounts".into(), "system:authenticated".into()],
+                    extra,
+                },
+                audiences: vec!["https://kubernetes.default.svc".into()],
+            },
+            TokenOutcome::Authenticated {
+                user: UserInfo {
+                    name: "plain".into(),
+                    ..Default::default()
+                },
+                audiences: Vec::new(),
+            },
+            TokenOutcome::NotMine,
+            TokenOutcome::Invalid("token has expired".into()),
+        ]
+    }
+
+    /// The reply the generic path gives for `body`.
+    fn generic_reply(body: &str, status: &ReviewStatus<'_>) -> Vec<u8> {
+        let resource = badge_api::resources::lookup("authentication.k8s.io", "v1", "tokenreviews").unwrap();
+        let (value, duplicates) = decode::parse_body(decode::MediaType::Json, body.as_bytes()).unwrap();
+        let decoded = decode::decode_for(resource, value, &duplicates, FieldValidation::Strict).unwrap();
+        assert!(decoded.warnings.is_empty());
+        serde_json::to_vec(&reply_value(decoded.object, status).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn typed_replies_are_byte_for_byte_the_generic_ones() {
+        let bodies = [
+            r#"{"spec":{"token":"abc.def.ghi"}}"#,
+            r#"{"apiVersion":"authentication.k8s.io/v1","kind":"TokenReview","spec":{"token":"abc.def.ghi"}}"#,
+            r#"{"kind":"TokenReview","apiVersion":"authentication.k8s.io/v1","metadata":{"creationTimestamp":null},"spec":{"token":"a\"b\\c\u00e9","audiences":["vault","api"]},"status":{"user":{}}}"#,
+            r#"{"spec":{"token":"t","audiences":[]},"metadata":{},"status":{"authenticated":false,"user":{"username":"x","groups":["g"]}}}"#,
+            r#"{"metadata":{"creationTimestamp":"2024-01-02T03:04:05Z"},"spec":{"audiences":null,"token":"t"}}"#,
+            r#"{"spec":{"token":"t"},"status":{"audiences":null,"authenticated":null,"error":null,"user":{"groups":null,"uid":null,"username":null}}}"#,
+            r#"{"spec":{"token":"t"},"status":{"audiences":["a"],"authenticated":true,"error":"e","user":null}}"#,
+        ];
+        for body in bodies {
+            let request =
+                decode_typed(body.as_bytes()).unwrap_or_else(|| panic!("typed path refused {body}"));
+            for outcome in outcomes() {
+                let status = ReviewStatus::of(&outcome);
+                let typed = reply_bytes(&request, &status).unwrap();
+                assert_eq!(
+                    String::from_utf8(typed).unwrap(),
+                    String::from_utf8(generic_reply(body, &status)).unwrap(),
+                    "{body}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn bodies_the_generic_path_would_refuse_or_warn_about_are_left_to_it() {
+        let bodies = [
+            // Unknown and duplicated fields: Strict refuses them, Warn names them.
+            r#"{"spec":{"token":"t","extra":1}}"#,
+            r#"{"spec":{"token":"t"},"surprise":true}"#,
+            r#"{"spec":{"token":"t","token":"u"}}"#,
+            r#"{"metadata":{"name":"x"},"spec":{"token":"t"}}"#,
+            r#"{"spec":{"token":"t"},"status":{"user":{"extra":{"k":["v"],"k":["w"]}}}}"#,
+            // Errors the generic path words.
+            r#"{"spec":{"token":""}}"#,
+            r#"{"spec":{}}"#,
+            r#"{"spec":{"token":7}}"#,
+            r#"{"kind":"TokenRequest","spec":{"token":"t"}}"#,
+            r#"{"apiVersion":"authentication.k8s.io/v1beta1","spec":{"token":"t"}}"#,
+            r#"{"apiVersion":"","spec":{"token":"t"}}"#,
+            r#"{"kind":null,"spec":{"token":"t"}}"#,
+            r#"{"metadata":null,"spec":{"token":"t"}}"#,
+            r#"{"metadata":{"creationTimestamp":"yesterday"},"spec":{"token":"t"}}"#,
+            r#"{"spec":{"token":"t"}} trailing"#,
+            "[]",
+            "",
+        ];
+        for body in bodies {
+            assert!(decode_typed(body.as_bytes()).is_none(), "{body}");
+        }
+    }
+
+    #[test]
+    fn the_generic_path_reads_the_same_request() {
+        let review = json!({"spec": {"token": "t", "audiences": ["a"]}});
+        let request = request_of(&review).unwrap();
+        assert_eq!(request.token, "t");
+        assert_eq!(request.audiences, Some(vec!["a".to_string()]));
+        let err = request_of(&json!({"spec": {}})).map(|_| ()).unwrap_err();
+        assert_eq!(err.code, 422);
+    }
+}
