@@ -272,6 +272,26 @@ impl EtcdStore {
     /// Where [`Store::barrier`] writes: outside `/registry/`, so no API object.
     pub const BARRIER_KEY: &'static str = "/badge/revision-barrier";
 
+    /// Applies `operation` if `key` exists at mod revision `expected`; otherwise
+    /// [`Error::Conflict`] with the key's current value.
+    async fn compare_mod_and(
+        &self,
+        key: &str,
+        expected: Revision,
+        operation: proto::RequestOp,
+    ) -> Result<Revision> {
+        let compare = compare_mod(self.inner.keys.etcd_key(key), expected);
+        let response = self.compare_and_swap(key, compare, operation).await?;
+        if response.succeeded {
+            Ok(header_revision(&response.header))
+        } else {
+            Err(Error::Conflict {
+                key: key.to_string(),
+                current: self.current_from_failure(&response),
+            })
+        }
+    }
+
     /// The key's current value from a failed transaction's read.
     fn current_from_failure(&self, response: &proto::TxnResponse) -> Option<Box<KeyValue>> {
         let kv = response.responses.first().and_then(|op| match &op.response {
@@ -410,38 +430,18 @@ impl Store for EtcdStore {
 
     async fn update(&self, key: &str, value: Bytes, expected: Revision) -> Result<Revision> {
         let etcd_key = self.inner.keys.etcd_key(key);
-        let compare = compare_mod(etcd_key.clone(), expected);
-        let response = self
-            .compare_and_swap(key, compare, put_op(etcd_key, value))
-            .await?;
-        if response.succeeded {
-            Ok(header_revision(&response.header))
-        } else {
-            Err(Error::Conflict {
-                key: key.to_string(),
-                current: self.current_from_failure(&response),
-            })
-        }
+        self.compare_mod_and(key, expected, put_op(etcd_key, value)).await
     }
 
     async fn delete(&self, key: &str, expected: Revision) -> Result<Revision> {
         let etcd_key = self.inner.keys.etcd_key(key);
-        let compare = compare_mod(etcd_key.clone(), expected);
         let delete = proto::RequestOp {
             request: Some(request_op::Request::DeleteRange(proto::DeleteRangeRequest {
                 key: etcd_key,
                 range_end: Bytes::new(),
             })),
         };
-        let response = self.compare_and_swap(key, compare, delete).await?;
-        if response.succeeded {
-            Ok(header_revision(&response.header))
-        } else {
-            Err(Error::Conflict {
-                key: key.to_string(),
-                current: self.current_from_failure(&response),
-            })
-        }
+        self.compare_mod_and(key, expected, delete).await
     }
 
     async fn current_revision(&self) -> Result<Revision> {

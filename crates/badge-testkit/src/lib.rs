@@ -45,7 +45,10 @@ impl TestServer {
     }
 
     pub fn start_with(binary: &str, args: &[&str]) -> TestServer {
-        let dir = tempfile::tempdir().unwrap();
+        TestServer::start_in(binary, args, tempfile::tempdir().unwrap())
+    }
+
+    fn start_in(binary: &str, args: &[&str], dir: tempfile::TempDir) -> TestServer {
         let mut server = TestServer {
             binary: PathBuf::from(binary),
             dir,
@@ -64,16 +67,7 @@ impl TestServer {
     pub fn start_sharing_pki(binary: &str, args: &[&str], peer: &TestServer) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
         copy_dir(&peer.dir.path().join("pki"), &dir.path().join("pki"));
-        let mut server = TestServer {
-            binary: PathBuf::from(binary),
-            dir,
-            child: None,
-            port: 0,
-            log: Default::default(),
-            extra_args: args.iter().map(|s| s.to_string()).collect(),
-        };
-        server.launch();
-        server
+        TestServer::start_in(binary, args, dir)
     }
 
     /// The process id, while running.
