@@ -38,7 +38,7 @@ pub enum KeyType {
 }
 
 impl KeyType {
-    fn generate(self) -> Result<SigningKey, Status> {
+    pub fn generate(self) -> Result<SigningKey, Status> {
         match self {
             KeyType::Rs256 => SigningKey::generate_rsa(2048),
             KeyType::Es256 => SigningKey::generate_ec(Curve::P256),
@@ -86,14 +86,16 @@ fn now() -> i64 {
 }
 
 impl ServiceAccountKeys {
-    /// Loads the key ring from the store, creating it with one active key on first start;
-    /// or uses the signing key file.
+    /// Loads the key ring from the store, creating it with one active key on first start
+    /// (`fresh_key` when the caller generated it ahead, else one generated here); or uses the
+    /// signing key file.
     pub async fn load(
         store: Arc<dyn Store>,
         key_type: KeyType,
         signing_key_pem: Option<String>,
         extra: Vec<VerifyingKey>,
         keep_after_retire: i64,
+        fresh_key: Option<SigningKey>,
     ) -> Result<Arc<ServiceAccountKeys>, Status> {
         let mode = match signing_key_pem {
             Some(pem) => Mode::Files(
@@ -111,7 +113,11 @@ impl ServiceAccountKeys {
                     None => {
                         let mut ring =
                             KeyRing::new(keep_after_retire).map_err(|e| Status::internal(e.to_string()))?;
-                        ring.rotate(key_type.generate()?, now(), 0)
+                        let first = match fresh_key {
+                            Some(key) => key,
+                            None => key_type.generate()?,
+                        };
+                        ring.rotate(first, now(), 0)
                             .map_err(|e| Status::internal(e.to_string()))?;
                         let bytes = serde_json::to_vec(&ring).map_err(|e| Status::internal(e.to_string()))?;
                         match store.create(KEYRING_KEY, Bytes::from(bytes)).await {

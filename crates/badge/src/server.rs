@@ -63,17 +63,37 @@ pub struct ServerOptions {
 
 pub async fn run(options: ServerOptions) -> anyhow::Result<()> {
     create_private_dir(&options.data_dir)?;
+    let key_type = match options.service_account_signing_key_type.as_str() {
+        "RS256" => badge_apiserver::serviceaccount::KeyType::Rs256,
+        "ES256" => badge_apiserver::serviceaccount::KeyType::Es256,
+        other => anyhow::bail!("--service-account-signing-key-type must be RS256 or ES256, not {other}"),
+    };
+    // On a first start the certificates are generated and written durably, and so is the
+    // signing key (RSA generation alone takes tens of milliseconds): both run on blocking
+    // threads while the store opens and the defaults are written.
+    let mut sans = vec![options.bind_address.to_string()];
+    sans.extend(options.tls_san.iter().cloned());
+    let pki_dir = options.data_dir.join("pki");
+    let pki = tokio::task::spawn_blocking(move || badge_pki::Pki::load_or_create(&pki_dir, &sans));
     let store_path = options.data_dir.join("store.db");
     let store = badge_store::sqlite::SqliteStore::open(&store_path)
         .with_context(|| format!("opening the store at {}", store_path.display()))?;
     let store = Arc::new(store);
     store.spawn_compactor(std::time::Duration::from_secs(300));
     let store: Arc<dyn badge_store::Store> = store;
+    let first_start = options.service_account_signing_key_file.is_none()
+        && store
+            .get(badge_apiserver::serviceaccount::KEYRING_KEY)
+            .await
+            .context("reading the signing keys")?
+            .0
+            .is_none();
+    let fresh_key = first_start.then(|| tokio::task::spawn_blocking(move || key_type.generate()));
     let registry = badge_registry::Registry::start(store.clone(), options.default_watch_cache_size).await;
 
-    let mut sans = vec![options.bind_address.to_string()];
-    sans.extend(options.tls_san.iter().cloned());
-    let pki = badge_pki::Pki::load_or_create(&options.data_dir.join("pki"), &sans)
+    let pki = pki
+        .await
+        .context("loading the certificates")?
         .context("loading the certificates")?;
     let tls = pki
         .server_config(&[b"h2", b"http/1.1"])
@@ -119,11 +139,6 @@ pub async fn run(options: ServerOptions) -> anyhow::Result<()> {
             seconds
         }
     };
-    let key_type = match options.service_account_signing_key_type.as_str() {
-        "RS256" => badge_apiserver::serviceaccount::KeyType::Rs256,
-        "ES256" => badge_apiserver::serviceaccount::KeyType::Es256,
-        other => anyhow::bail!("--service-account-signing-key-type must be RS256 or ES256, not {other}"),
-    };
     let signing_pem = match &options.service_account_signing_key_file {
         Some(path) => {
             Some(std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?)
@@ -145,12 +160,22 @@ pub async fn run(options: ServerOptions) -> anyhow::Result<()> {
         0
     };
     let keep_after_retire = longest.max(max_expiration).max(3600) + 60;
+    let fresh_key = match fresh_key {
+        Some(generating) => Some(
+            generating
+                .await
+                .context("generating the signing key")?
+                .map_err(|s| anyhow::anyhow!("generating the signing key: {}", s.message))?,
+        ),
+        None => None,
+    };
     let keys = badge_apiserver::serviceaccount::ServiceAccountKeys::load(
         store.clone(),
         key_type,
         signing_pem,
         extra_keys,
         keep_after_retire,
+        fresh_key,
     )
     .await
     .map_err(|s| anyhow::anyhow!("loading the service account keys: {}", s.message))?;
