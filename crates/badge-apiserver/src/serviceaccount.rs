@@ -466,14 +466,14 @@ impl TokenIssuer {
             return Err(token_request_invalid(&errors));
         }
         let sa = registry
-            .get(
+            .get_object(
                 core("serviceaccounts"),
                 namespace,
                 sa_name,
                 badge_registry::ReadFrom::Any,
             )
             .await?;
-        let sa_uid = meta::uid(&sa).to_string();
+        let sa_uid = sa.uid().to_string();
         let given_uid = request.uid;
         if !given_uid.is_empty() && given_uid != sa_uid {
             return Err(Status::conflict(

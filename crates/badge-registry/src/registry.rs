@@ -226,6 +226,17 @@ impl Registry {
         name: &str,
         read: ReadFrom,
     ) -> Result<Arc<Value>, Status> {
+        Ok(self.get_object(resource, namespace, name, read).await?.value())
+    }
+
+    /// [`Registry::get`] without decoding the object: for reads of its uid on hot paths.
+    pub async fn get_object(
+        &self,
+        resource: &Resource,
+        namespace: &str,
+        name: &str,
+        read: ReadFrom,
+    ) -> Result<Arc<CachedObject>, Status> {
         let key = resource.key(namespace, name);
         if let ReadFrom::Exact(rv) = read {
             let list = self
@@ -243,13 +254,13 @@ impl Registry {
                 .items
                 .into_iter()
                 .find(|kv| kv.key == key)
-                .and_then(|kv| decode_object(&kv.value, kv.mod_revision))
+                .and_then(|kv| CachedObject::new(&kv.value, kv.mod_revision))
                 .map(Arc::new)
                 .ok_or_else(|| Status::not_found(resource.group_resource(), name));
         }
         self.wait_read(read).await?;
         self.cache
-            .get(&key)
+            .get_cached(&key)
             .0
             .ok_or_else(|| Status::not_found(resource.group_resource(), name))
     }

@@ -132,7 +132,13 @@ impl BoundClaims {
             issued_at: now,
             expires_at: now.saturating_add(expiration_seconds),
             warn_after: None,
-            jti: Some(uuid::Uuid::new_v4().to_string()),
+            // A random (v4) UUID as upstream's, drawn from the thread's CSPRNG: `new_v4` asks
+            // the kernel for every token, a system call on the issuing path.
+            jti: Some(
+                uuid::Builder::from_random_bytes(rand::random())
+                    .into_uuid()
+                    .to_string(),
+            ),
         }
     }
 
@@ -621,6 +627,18 @@ mod tests {
                 now,
             },
         )
+    }
+
+    #[test]
+    fn every_token_gets_its_own_random_uuid_jti() {
+        let jtis: std::collections::HashSet<String> = (0..64).filter_map(|_| bound().jti).collect();
+        assert_eq!(jtis.len(), 64);
+        for jti in &jtis {
+            let id = uuid::Uuid::parse_str(jti).unwrap();
+            assert_eq!(id.get_version_num(), 4, "{jti}");
+            assert_eq!(id.get_variant(), uuid::Variant::RFC4122, "{jti}");
+            assert_eq!(jti.len(), 36, "hyphenated like upstream's");
+        }
     }
 
     #[test]

@@ -88,14 +88,14 @@ pub fn sign(key: &SigningKey, claims: &Value) -> Result<Token, SignError> {
         key.algorithm().as_str(),
         key.kid()
     );
-    let mut payload = String::with_capacity(512);
+    let mut payload = Vec::with_capacity(512);
     write_sorted(claims, &mut payload);
 
     // base64 grows by 4/3; 1400 covers an RSA-8192 signature.
     let mut token = String::with_capacity((header.len() + payload.len()) * 4 / 3 + 1400);
     URL_SAFE_NO_PAD.encode_string(header.as_bytes(), &mut token);
     token.push('.');
-    URL_SAFE_NO_PAD.encode_string(payload.as_bytes(), &mut token);
+    URL_SAFE_NO_PAD.encode_string(&payload, &mut token);
     let signature = key.sign(token.as_bytes())?;
     token.push('.');
     URL_SAFE_NO_PAD.encode_string(&signature, &mut token);
@@ -267,33 +267,46 @@ fn check_registered_claims(claims: &Map<String, Value>) -> Result<(), TokenError
 
 /// Compact JSON with object members sorted by name (byte order, as Go sorts map keys).
 /// Explicit, so the layout does not depend on serde_json's `preserve_order` feature.
-fn write_sorted(value: &Value, out: &mut String) {
+fn write_sorted(value: &Value, out: &mut Vec<u8>) {
     match value {
         Value::Object(map) => {
-            let mut members: Vec<_> = map.iter().collect();
-            members.sort_unstable_by(|a, b| a.0.cmp(b.0));
-            out.push('{');
-            for (i, (name, member)) in members.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&Value::String(name.clone()).to_string());
-                out.push(':');
-                write_sorted(member, out);
+            out.push(b'{');
+            // Maps usually iterate in key order already; only otherwise are members sorted,
+            // which costs an allocation.
+            if map.keys().is_sorted() {
+                write_members(map.iter(), out);
+            } else {
+                let mut members: Vec<_> = map.iter().collect();
+                members.sort_unstable_by(|a, b| a.0.cmp(b.0));
+                write_members(members.into_iter(), out);
             }
-            out.push('}');
+            out.push(b'}');
         }
         Value::Array(items) => {
-            out.push('[');
+            out.push(b'[');
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
                 write_sorted(item, out);
             }
-            out.push(']');
+            out.push(b']');
         }
-        scalar => out.push_str(&scalar.to_string()),
+        // Writing a string or scalar into a Vec cannot fail.
+        scalar => {
+            let _ = serde_json::to_writer(&mut *out, scalar);
+        }
+    }
+}
+
+fn write_members<'a>(members: impl Iterator<Item = (&'a String, &'a Value)>, out: &mut Vec<u8>) {
+    for (i, (name, member)) in members.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        let _ = serde_json::to_writer(&mut *out, name);
+        out.push(b':');
+        write_sorted(member, out);
     }
 }
 

@@ -164,14 +164,18 @@ impl EtcdOptions {
 
 pub async fn run(options: ServerOptions) -> anyhow::Result<()> {
     create_private_dir(&options.data_dir)?;
+    // A first start makes a CA, certificates and a signing key: CPU work that runs on the
+    // blocking pool while the store opens and loads and the default objects are written.
+    let mut sans = vec![options.bind_address.to_string()];
+    sans.extend(options.tls_san.iter().cloned());
+    let pki_dir = options.data_dir.join("pki");
+    let pki = tokio::task::spawn_blocking(move || badge_pki::Pki::load_or_create(&pki_dir, &sans));
     let store = options.storage.open(&options.data_dir).await?;
     let key_type = match options.service_account_signing_key_type.as_str() {
         "RS256" => badge_apiserver::serviceaccount::KeyType::Rs256,
         "ES256" => badge_apiserver::serviceaccount::KeyType::Es256,
         other => anyhow::bail!("--service-account-signing-key-type must be RS256 or ES256, not {other}"),
     };
-    // A first start makes a CA, certificates and a signing key: CPU work that runs on the
-    // blocking pool while the store loads and the default objects are written.
     let first_key = match options.service_account_signing_key_file {
         None if matches!(
             store.get(badge_apiserver::serviceaccount::KEYRING_KEY).await,
@@ -182,10 +186,6 @@ pub async fn run(options: ServerOptions) -> anyhow::Result<()> {
         }
         _ => None,
     };
-    let mut sans = vec![options.bind_address.to_string()];
-    sans.extend(options.tls_san.iter().cloned());
-    let pki_dir = options.data_dir.join("pki");
-    let pki = tokio::task::spawn_blocking(move || badge_pki::Pki::load_or_create(&pki_dir, &sans));
 
     let registry = badge_registry::Registry::start(store.clone(), options.default_watch_cache_size).await;
     badge_controllers::ensure_system_namespaces(&registry)
