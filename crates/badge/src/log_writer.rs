@@ -16,6 +16,8 @@ const QUEUED_LINES: usize = 16_384;
 /// How long the writer gathers lines after the first of a batch: short next to anything a
 /// reader of the log waits for, long next to one request.
 const BATCH_WINDOW: std::time::Duration = std::time::Duration::from_millis(2);
+/// Lines arriving within this of the previous batch mean a busy server: gather a batch.
+const BUSY_GAP: std::time::Duration = std::time::Duration::from_millis(10);
 
 enum Message {
     Line(Vec<u8>),
@@ -58,11 +60,15 @@ pub fn spawn() -> (QueuedStderr, FlushOnDrop) {
 fn write_lines(lines: &Receiver<Message>, dropped: &AtomicU64) {
     let mut stderr = std::io::BufWriter::with_capacity(64 * 1024, std::io::stderr().lock());
     let mut reported = 0;
-    // Blocks for the first line of a batch, then lets a short while gather more: a sender
-    // wakes this thread only when it is blocked, so a busy server pays one wake-up and one
-    // write per batch instead of per line.
+    let mut last_batch: Option<std::time::Instant> = None;
+    // Blocks for the first line of a batch; when lines keep coming, lets a short while gather
+    // more: a sender wakes this thread only when it is blocked, so a busy server pays one
+    // wake-up and one write per batch instead of per line. After a quiet spell a line is
+    // written at once (start-up messages are awaited by whoever started the server).
     while let Ok(first) = lines.recv() {
-        std::thread::sleep(BATCH_WINDOW);
+        if last_batch.is_some_and(|at| at.elapsed() < BUSY_GAP) {
+            std::thread::sleep(BATCH_WINDOW);
+        }
         let mut next = Some(first);
         while let Some(message) = next {
             let Message::Line(line) = message else {
@@ -82,6 +88,7 @@ fn write_lines(lines: &Receiver<Message>, dropped: &AtomicU64) {
             reported = now_dropped;
         }
         let _ = stderr.flush();
+        last_batch = Some(std::time::Instant::now());
     }
     let _ = stderr.flush();
 }
