@@ -6,8 +6,8 @@
 use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
-use std::thread::JoinHandle;
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, channel, sync_channel};
+use std::time::{Duration, Instant};
 
 use tracing_subscriber::fmt::MakeWriter;
 
@@ -15,7 +15,12 @@ use tracing_subscriber::fmt::MakeWriter;
 const QUEUED_LINES: usize = 16_384;
 /// How long the writer gathers lines after the first of a batch: short next to anything a
 /// reader of the log waits for, long next to one request.
-const BATCH_WINDOW: std::time::Duration = std::time::Duration::from_millis(2);
+const BATCH_WINDOW: Duration = Duration::from_millis(2);
+/// Lines arriving within this of the previous batch mean a busy server: gather a batch.
+const BUSY_GAP: Duration = Duration::from_millis(10);
+/// How long the end of the program waits for queued lines to be written: a reader of stderr
+/// that stopped reading must not keep the program from exiting.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
 enum Message {
     Line(Vec<u8>),
@@ -33,36 +38,50 @@ pub struct QueuedStderr {
 /// Stops the writer thread once every queued line is written; dropped at the end of `main`.
 pub struct FlushOnDrop {
     queue: SyncSender<Message>,
-    thread: Option<JoinHandle<()>>,
+    /// Signalled by the writer thread when it has written everything and stopped.
+    written: Option<Receiver<()>>,
 }
 
 /// Starts the writer thread. Falls back to nothing: if the thread cannot start, lines are
 /// dropped, which is better than failing to start the program for want of logs.
 pub fn spawn() -> (QueuedStderr, FlushOnDrop) {
     let (queue, lines) = sync_channel(QUEUED_LINES);
+    let (done, written) = channel();
     let dropped = Arc::new(AtomicU64::new(0));
     let counter = dropped.clone();
-    let thread = std::thread::Builder::new()
+    let started = std::thread::Builder::new()
         .name("log-writer".into())
-        .spawn(move || write_lines(&lines, &counter))
-        .ok();
+        .spawn(move || {
+            write_lines(&lines, &counter);
+            // Lines sent from now on fail at once instead of waiting in a queue nobody reads.
+            drop(lines);
+            let _ = done.send(());
+        })
+        .is_ok();
     (
         QueuedStderr {
             queue: queue.clone(),
             dropped,
         },
-        FlushOnDrop { queue, thread },
+        FlushOnDrop {
+            queue,
+            written: started.then_some(written),
+        },
     )
 }
 
 fn write_lines(lines: &Receiver<Message>, dropped: &AtomicU64) {
     let mut stderr = std::io::BufWriter::with_capacity(64 * 1024, std::io::stderr().lock());
     let mut reported = 0;
-    // Blocks for the first line of a batch, then lets a short while gather more: a sender
-    // wakes this thread only when it is blocked, so a busy server pays one wake-up and one
-    // write per batch instead of per line.
+    let mut last_batch: Option<Instant> = None;
+    // Blocks for the first line of a batch; when lines keep coming, lets a short while gather
+    // more: a sender wakes this thread only when it is blocked, so a busy server pays one
+    // wake-up and one write per batch instead of per line. After a quiet spell a line is
+    // written at once (start-up messages are awaited by whoever started the server).
     while let Ok(first) = lines.recv() {
-        std::thread::sleep(BATCH_WINDOW);
+        if last_batch.is_some_and(|at| at.elapsed() < BUSY_GAP) {
+            std::thread::sleep(BATCH_WINDOW);
+        }
         let mut next = Some(first);
         while let Some(message) = next {
             let Message::Line(line) = message else {
@@ -82,17 +101,26 @@ fn write_lines(lines: &Receiver<Message>, dropped: &AtomicU64) {
             reported = now_dropped;
         }
         let _ = stderr.flush();
+        last_batch = Some(Instant::now());
     }
     let _ = stderr.flush();
 }
 
 impl Drop for FlushOnDrop {
     fn drop(&mut self) {
-        if self.queue.send(Message::Stop).is_ok()
-            && let Some(thread) = self.thread.take()
-        {
-            let _ = thread.join();
+        let Some(written) = &self.written else { return };
+        let deadline = Instant::now() + FLUSH_TIMEOUT;
+        // The queue may be full while the writer catches up.
+        loop {
+            match self.queue.try_send(Message::Stop) {
+                Ok(()) => break,
+                Err(TrySendError::Full(_)) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(_) => return,
+            }
         }
+        let _ = written.recv_timeout(deadline.saturating_duration_since(Instant::now()));
     }
 }
 
@@ -166,6 +194,20 @@ mod tests {
             Message::Line(line) => assert_eq!(line, b"issued credential\n"),
             Message::Stop => panic!("expected a line"),
         }
+    }
+
+    #[test]
+    fn ending_the_program_writes_what_was_queued_and_stops_the_writer() {
+        let (stderr, flush) = spawn();
+        stderr.make_writer().write_all(b"last words\n").unwrap();
+        drop(flush);
+        // The writer has stopped: later lines go nowhere and are not counted as dropped.
+        stderr.make_writer().write_all(b"too late\n").unwrap();
+        assert_eq!(stderr.dropped.load(Ordering::Relaxed), 0);
+        assert!(matches!(
+            stderr.queue.try_send(Message::Stop),
+            Err(TrySendError::Disconnected(_))
+        ));
     }
 
     #[test]
