@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use badge_store::Store;
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::{Server, call, review_body};
+use crate::Server;
 
 /// Requests in flight, as the HTTP load generator's connection count.
 const IN_FLIGHT: usize = 16;
@@ -80,7 +80,7 @@ pub async fn bench(quick: bool, badge: &Path, out: &Path) -> anyhow::Result<()> 
         peer_dir,
         &["--storage", "etcd", "--etcd-servers", &endpoints],
     )?;
-    let revocation = cross_server_revocation_ms(&server, &peer).await?;
+    let revocation = crate::revocation_ms(&server, &peer).await?;
     drop(peer);
     drop(server);
     drop(etcd);
@@ -115,58 +115,4 @@ fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
         std::fs::copy(entry.path(), to.join(entry.file_name()))?;
     }
     Ok(())
-}
-
-async fn cross_server_revocation_ms(writer: &Server, reviewer: &Server) -> anyhow::Result<f64> {
-    let (writer_tls, reviewer_tls) = (writer.admin()?, reviewer.admin()?);
-    let mut samples = Vec::new();
-    for i in 0..5 {
-        let name = format!("ha-rev-{i}");
-        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
-            "spec": {"containers": [{"name": "c", "image": "i"}]}});
-        call(
-            &writer_tls,
-            writer.port,
-            "POST",
-            "/api/v1/namespaces/default/pods",
-            Some(pod),
-        )
-        .await?;
-        let request = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
-            "spec": {"boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": name}}});
-        let (_, body) = call(
-            &writer_tls,
-            writer.port,
-            "POST",
-            "/api/v1/namespaces/default/serviceaccounts/default/token",
-            Some(request),
-        )
-        .await?;
-        let token = body["status"]["token"].as_str().unwrap_or_default().to_string();
-        let review: Value = serde_json::from_str(&review_body(&token))?;
-        let path = "/apis/authentication.k8s.io/v1/tokenreviews";
-        let (_, first) = call(&reviewer_tls, reviewer.port, "POST", path, Some(review.clone())).await?;
-        anyhow::ensure!(
-            first["status"]["authenticated"] == true,
-            "the other server did not accept the token"
-        );
-        let start = Instant::now();
-        call(
-            &writer_tls,
-            writer.port,
-            "DELETE",
-            &format!("/api/v1/namespaces/default/pods/{name}"),
-            None,
-        )
-        .await?;
-        loop {
-            let (_, r) = call(&reviewer_tls, reviewer.port, "POST", path, Some(review.clone())).await?;
-            if r["status"]["authenticated"] != true || start.elapsed() > std::time::Duration::from_secs(5) {
-                break;
-            }
-        }
-        samples.push(start.elapsed().as_secs_f64() * 1000.0);
-    }
-    samples.sort_by(f64::total_cmp);
-    Ok(samples[samples.len() / 2])
 }

@@ -338,24 +338,30 @@ fn review_body(token: &str) -> String {
         .to_string()
 }
 
-async fn revocation_ms(server: &Server) -> anyhow::Result<f64> {
-    let tls = server.admin()?;
+/// Median time from deleting a bound Pod through `writer` to the first failing TokenReview
+/// on `reviewer` (the same server, or another one on the same store), with the token
+/// verified (and cached) on `reviewer` beforehand.
+async fn revocation_ms(writer: &Server, reviewer: &Server) -> anyhow::Result<f64> {
+    let (writer_tls, reviewer_tls) = (writer.admin()?, reviewer.admin()?);
+    let review_path = "/apis/authentication.k8s.io/v1/tokenreviews";
     let mut samples = Vec::new();
     for i in 0..5 {
         let name = format!("rev-{i}");
-        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": {"containers": [{"name": "c", "image": "i"}]}});
+        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+            "spec": {"containers": [{"name": "c", "image": "i"}]}});
         call(
-            &tls,
-            server.port,
+            &writer_tls,
+            writer.port,
             "POST",
             "/api/v1/namespaces/default/pods",
             Some(pod),
         )
         .await?;
-        let request = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": name}}});
+        let request = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+            "spec": {"boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": name}}});
         let (_, body) = call(
-            &tls,
-            server.port,
+            &writer_tls,
+            writer.port,
             "POST",
             "/api/v1/namespaces/default/serviceaccounts/default/token",
             Some(request),
@@ -363,10 +369,22 @@ async fn revocation_ms(server: &Server) -> anyhow::Result<f64> {
         .await?;
         let token = body["status"]["token"].as_str().unwrap_or_default().to_string();
         let review: Value = serde_json::from_str(&review_body(&token))?;
+        let (_, first) = call(
+            &reviewer_tls,
+            reviewer.port,
+            "POST",
+            review_path,
+            Some(review.clone()),
+        )
+        .await?;
+        anyhow::ensure!(
+            first["status"]["authenticated"] == true,
+            "the reviewing server did not accept the token"
+        );
         let start = Instant::now();
         call(
-            &tls,
-            server.port,
+            &writer_tls,
+            writer.port,
             "DELETE",
             &format!("/api/v1/namespaces/default/pods/{name}"),
             None,
@@ -374,10 +392,10 @@ async fn revocation_ms(server: &Server) -> anyhow::Result<f64> {
         .await?;
         loop {
             let (_, r) = call(
-                &tls,
-                server.port,
+                &reviewer_tls,
+                reviewer.port,
                 "POST",
-                "/apis/authentication.k8s.io/v1/tokenreviews",
+                review_path,
                 Some(review.clone()),
             )
             .await?;
@@ -624,7 +642,7 @@ async fn bench(quick: bool, badge: &Path, out: &Path) -> anyhow::Result<()> {
             Some(rps / ceiling_rps >= 0.7),
         ));
         if alg == "RS256" {
-            let ms = revocation_ms(&server).await?;
+            let ms = revocation_ms(&server, &server).await?;
             rows.push(row(
                 "4 revocation",
                 format!("{ms:.1} ms from pod delete to failing TokenReview (median of 5)"),

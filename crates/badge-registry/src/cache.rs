@@ -225,6 +225,41 @@ impl WatchCache {
         state.revision
     }
 
+    /// Calls `f` for each object under `prefix` after `start_after`, as they were at
+    /// `revision`: only when nothing under `prefix` has changed since (the history reaching
+    /// back that far shows it), so the current objects are that snapshot. Returns false,
+    /// without calling `f`, when that cannot be shown.
+    pub fn for_each_as_of(
+        &self,
+        prefix: &str,
+        start_after: &str,
+        revision: Revision,
+        mut f: impl FnMut(&str, &Arc<CachedObject>),
+    ) -> bool {
+        use std::ops::Bound;
+        let state = self.state.read();
+        if state.revision < revision || state.history_floor > revision {
+            return false;
+        }
+        let changed = state
+            .history
+            .iter()
+            .rev()
+            .take_while(|event| event.revision > revision)
+            .any(|event| event.key.starts_with(prefix));
+        if changed {
+            return false;
+        }
+        for (k, v) in state
+            .objects
+            .range::<str, _>((Bound::Excluded(start_after), Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix))
+        {
+            f(k, v);
+        }
+        true
+    }
+
     /// Waits until the cache has applied `revision`; false on timeout.
     pub async fn wait_for(&self, revision: Revision, timeout: Duration) -> bool {
         let mut rx = self.revision.subscribe();

@@ -98,6 +98,67 @@ pub struct ListPage {
     pub remaining: Option<u64>,
 }
 
+/// Collects one page of a list from the cache: selector matching, the limit, and what
+/// remains after it.
+struct PageBuilder<'a> {
+    resource: &'a Resource,
+    filter: &'a Filter,
+    limit: usize,
+    unfiltered: bool,
+    items: Vec<Arc<Value>>,
+    last_key: Option<String>,
+    more: bool,
+    remaining: u64,
+}
+
+impl<'a> PageBuilder<'a> {
+    fn new(resource: &'a Resource, filter: &'a Filter, limit: usize) -> PageBuilder<'a> {
+        PageBuilder {
+            resource,
+            filter,
+            limit,
+            unfiltered: filter.labels.is_empty() && filter.fields.is_empty(),
+            items: Vec::new(),
+            last_key: None,
+            more: false,
+            remaining: 0,
+        }
+    }
+
+    fn offer(&mut self, key: &str, cached: &Arc<crate::cache::CachedObject>) {
+        // Objects are decoded only when a selector must look at them or they are listed.
+        let object = if self.unfiltered {
+            None
+        } else {
+            let object = cached.value();
+            if !self.filter.matches(self.resource, &object) {
+                return;
+            }
+            Some(object)
+        };
+        if self.limit > 0 && self.items.len() >= self.limit {
+            self.more = true;
+            self.remaining += 1;
+            return;
+        }
+        self.items.push(object.unwrap_or_else(|| cached.value()));
+        self.last_key = Some(key.to_string());
+    }
+
+    fn finish(self, revision: Revision, prefix: &str) -> ListPage {
+        let continue_token = match (self.more, self.last_key) {
+            (true, Some(key)) => Some(encode_continue(revision, &key, prefix)),
+            _ => None,
+        };
+        ListPage {
+            items: self.items,
+            revision,
+            remaining: (self.more && self.unfiltered).then_some(self.remaining),
+            continue_token,
+        }
+    }
+}
+
 /// The registry.
 pub struct Registry {
     store: Arc<dyn Store>,
@@ -283,6 +344,16 @@ impl Registry {
         };
         if let Some(token) = continue_token.filter(|t| !t.is_empty()) {
             let (rv, start) = decode_continue(token, &prefix)?;
+            // The next page of a snapshot comes from the cache when nothing under the prefix
+            // changed since the snapshot's revision (a paged list of a quiet resource);
+            // otherwise from the store, which keeps the history.
+            let mut page = PageBuilder::new(resource, filter, limit);
+            if self
+                .cache
+                .for_each_as_of(&prefix, &start, rv, |key, cached| page.offer(key, cached))
+            {
+                return Ok(page.finish(rv, &prefix));
+            }
             return self
                 .list_from_store(resource, &prefix, filter, rv, Some(start), limit)
                 .await;
@@ -293,40 +364,11 @@ impl Registry {
                 .await;
         }
         self.wait_read(read).await?;
-        let mut items = Vec::new();
-        let mut last_key = None;
-        let mut more = false;
-        let mut remaining = 0u64;
-        let unfiltered = filter.labels.is_empty() && filter.fields.is_empty();
-        let revision = self.cache.for_each(&prefix, |key, cached| {
-            // Objects are decoded only when a selector must look at them or they are listed.
-            let object = if unfiltered {
-                None
-            } else {
-                let object = cached.value();
-                if !filter.matches(resource, &object) {
-                    return;
-                }
-                Some(object)
-            };
-            if limit > 0 && items.len() >= limit {
-                more = true;
-                remaining += 1;
-                return;
-            }
-            items.push(object.unwrap_or_else(|| cached.value()));
-            last_key = Some(key.to_string());
-        });
-        let continue_token = match (more, last_key) {
-            (true, Some(key)) => Some(encode_continue(revision, &key, &prefix)),
-            _ => None,
-        };
-        Ok(ListPage {
-            items,
-            revision,
-            remaining: (more && unfiltered).then_some(remaining),
-            continue_token,
-        })
+        let mut page = PageBuilder::new(resource, filter, limit);
+        let revision = self
+            .cache
+            .for_each(&prefix, |key, cached| page.offer(key, cached));
+        Ok(page.finish(revision, &prefix))
     }
 
     async fn list_from_store(

@@ -269,6 +269,49 @@ fn paging_with_limit_and_continue() {
         }
     }
     assert_eq!(names, vec!["default", "p0", "p1", "p2", "p3", "p4", "p5", "p6"]);
+
+    // Pages continue one snapshot: changes made between pages do not show.
+    let first = s
+        .request("GET", &format!("{SA_PATH}?limit=3"), None, &[], Admin)
+        .unwrap()
+        .json();
+    assert_eq!(first["metadata"]["remainingItemCount"], 5);
+    let token = first["metadata"]["continue"].as_str().unwrap().to_string();
+    let create = s
+        .request(
+            "POST",
+            SA_PATH,
+            Some(br#"{"metadata":{"name":"p9"}}"#.to_vec()),
+            &json_headers(),
+            Admin,
+        )
+        .unwrap();
+    assert_eq!(create.status, 201);
+    let delete = s
+        .request("DELETE", &format!("{SA_PATH}/p5"), None, &[], Admin)
+        .unwrap();
+    assert_eq!(delete.status, 200);
+    let rest = s
+        .request(
+            "GET",
+            &format!("{SA_PATH}?limit=10&continue={token}"),
+            None,
+            &[],
+            Admin,
+        )
+        .unwrap()
+        .json();
+    let rest: Vec<&str> = rest["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        rest,
+        vec!["p2", "p3", "p4", "p5", "p6"],
+        "the snapshot of the first page"
+    );
     let bad = s
         .request(
             "GET",
