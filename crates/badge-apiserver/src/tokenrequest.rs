@@ -9,6 +9,7 @@
 //! yields the same input. The reply's members are in the order the generic path's sorted maps
 //! gave them.
 
+use crate::tokenreview::present;
 use badge_api::meta;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde::{Deserialize, Serialize};
@@ -129,16 +130,6 @@ struct BodySpec {
     bound_object_ref: Option<BoundObjectRef>,
     #[serde(rename = "expirationSeconds", default)]
     expiration_seconds: Option<i64>,
-}
-
-/// A member that, when present, must not be null: the generic path's types refuse null for
-/// these, so the typed path leaves such bodies to it.
-fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    T::deserialize(deserializer).map(Some)
 }
 
 /// Decodes a JSON TokenRequest body on the typed path; None sends it to the generic path.

@@ -50,7 +50,7 @@ struct Body<'a> {
 
 /// A member that, when present, must not be null: the generic path's types refuse null for
 /// these, so the typed path leaves such bodies to it.
-fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+pub(crate) fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
 where
     D: serde::Deserializer<'de>,
     T: Deserialize<'de>,
