@@ -1,6 +1,7 @@
 //! A small HTTPS client configured from a kubeconfig the way kubectl reads one (the current
 //! context's cluster server and CA, the user's client certificate or token), with a
-//! streaming GET for watches. Adapted from the `badge` CLI's client.
+//! streaming GET for watches. The agent and the `badge` commands that talk to a server
+//! (`keys`, `token inspect`) share it.
 
 use std::path::Path;
 use std::sync::Arc;

@@ -8,7 +8,7 @@
 
 #![forbid(unsafe_code)]
 
-mod client;
+pub mod client;
 pub mod metrics;
 pub mod schedule;
 pub mod writer;

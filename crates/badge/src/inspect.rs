@@ -8,7 +8,7 @@ use base64::Engine;
 use clap::Args;
 use serde_json::{Value, json};
 
-use crate::client::Client;
+use badge_agent::client::Client;
 
 #[derive(Args, Debug)]
 pub struct InspectOptions {
@@ -147,7 +147,10 @@ pub async fn run(options: InspectOptions) -> anyhow::Result<()> {
         )
         .await?;
     if status != 201 {
-        println!("Verifies:    unknown ({})", crate::client::error_text(&body));
+        println!(
+            "Verifies:    unknown ({})",
+            badge_agent::client::error_text(&body)
+        );
     } else if body["status"]["authenticated"] == true {
         println!(
             "Verifies:    yes, the server accepts it as {}",

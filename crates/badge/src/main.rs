@@ -1,6 +1,5 @@
 //! The `badge` binary: parse flags into a config, build the server, run, drain on SIGTERM.
 
-mod client;
 mod inspect;
 mod keys;
 mod log_writer;
