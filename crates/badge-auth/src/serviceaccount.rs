@@ -75,8 +75,12 @@ impl TokenKeys {
 /// the object checks (revocation by deletion) run on every hit.
 pub struct VerifiedCache {
     key: aws_lc_rs::hmac::Key,
-    entries: RwLock<std::collections::HashMap<[u8; 32], Arc<CachedToken>>>,
+    /// Split by the fingerprint's first byte, so a miss being inserted locks out only the
+    /// reviews that land in its shard, never every review.
+    shards: Box<[CacheShard]>,
 }
+
+type CacheShard = RwLock<std::collections::HashMap<[u8; 32], Arc<CachedToken>>>;
 
 /// What a cache entry remembers.
 pub struct CachedToken {
@@ -84,8 +88,10 @@ pub struct CachedToken {
     claims: ValidatedClaims,
 }
 
-/// The most entries kept; the cache is emptied when full (tokens are cheap to re-verify).
+/// The most entries kept; a shard is emptied when full (tokens are cheap to re-verify).
 const CACHE_CAPACITY: usize = 65_536;
+/// A power of two, well above the number of cores that could contend.
+const CACHE_SHARDS: usize = 16;
 
 impl Default for VerifiedCache {
     fn default() -> Self {
@@ -95,7 +101,7 @@ impl Default for VerifiedCache {
         });
         VerifiedCache {
             key,
-            entries: RwLock::new(Default::default()),
+            shards: (0..CACHE_SHARDS).map(|_| RwLock::default()).collect(),
         }
     }
 }
@@ -115,20 +121,28 @@ impl VerifiedCache {
         out
     }
 
+    fn shard(
+        &self,
+        fingerprint: &[u8; 32],
+    ) -> &RwLock<std::collections::HashMap<[u8; 32], Arc<CachedToken>>> {
+        // The fingerprint is an HMAC output: its bytes are uniform.
+        &self.shards[usize::from(fingerprint[0]) % CACHE_SHARDS]
+    }
+
     fn get(&self, fingerprint: &[u8; 32]) -> Option<Arc<CachedToken>> {
-        self.entries.read().get(fingerprint).cloned()
+        self.shard(fingerprint).read().get(fingerprint).cloned()
     }
 
     fn insert(&self, fingerprint: [u8; 32], entry: CachedToken) {
-        let mut entries = self.entries.write();
-        if entries.len() >= CACHE_CAPACITY {
+        let mut entries = self.shard(&fingerprint).write();
+        if entries.len() >= CACHE_CAPACITY / CACHE_SHARDS {
             entries.clear();
         }
         entries.insert(fingerprint, Arc::new(entry));
     }
 
     pub fn len(&self) -> usize {
-        self.entries.read().len()
+        self.shards.iter().map(|shard| shard.read().len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -458,6 +472,34 @@ mod tests {
             auth.authenticate(&token, &[]),
             TokenOutcome::Authenticated { .. }
         ));
+    }
+
+    #[test]
+    fn cache_stays_bounded_and_keeps_the_latest_entries() {
+        let (key, _, auth) = setup();
+        let token = bound(&key, None);
+        assert!(matches!(
+            auth.authenticate(&token, &[]),
+            TokenOutcome::Authenticated { .. }
+        ));
+        let seen = auth.cache.get(&auth.cache.fingerprint(&token, &[])).unwrap();
+        let fingerprint_of = |i: usize| {
+            let mut f = [0u8; 32];
+            f[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            f
+        };
+        for i in 0..2 * CACHE_CAPACITY {
+            let entry = CachedToken {
+                kid: seen.kid.clone(),
+                claims: seen.claims.clone(),
+            };
+            auth.cache.insert(fingerprint_of(i), entry);
+            assert!(auth.cache.get(&fingerprint_of(i)).is_some());
+        }
+        assert!(auth.cache.len() <= CACHE_CAPACITY);
+        assert!(auth.cache.len() > CACHE_CAPACITY / 2);
+        // Every shard took its share: the fingerprints spread over all of them.
+        assert!(auth.cache.shards.iter().all(|shard| !shard.read().is_empty()));
     }
 
     #[test]
