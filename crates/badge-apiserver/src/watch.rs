@@ -24,6 +24,9 @@ use crate::table::{self, IncludeObject};
 const BOOKMARK_INTERVAL: Duration = Duration::from_secs(10);
 /// The longest watch when the client sets no timeout (upstream: 30 to 60 minutes).
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);
+/// Initial events are sent in chunks of about this size: one TLS record and one system call
+/// per chunk instead of per event. Live events go out one by one, as they happen.
+const INITIAL_CHUNK: usize = 64 * 1024;
 
 struct Encoder {
     resource: &'static badge_api::Resource,
@@ -34,7 +37,14 @@ struct Encoder {
 
 impl Encoder {
     fn event(&mut self, kind: &str, object: &Value) -> Bytes {
-        let object = if self.table {
+        let mut line = Vec::with_capacity(512);
+        self.write_event(&mut line, kind, object);
+        Bytes::from(line)
+    }
+
+    /// Appends one event line.
+    fn write_event(&mut self, out: &mut Vec<u8>, kind: &str, object: &Value) {
+        if self.table {
             let t = table::table(
                 self.resource.plural,
                 [object],
@@ -43,13 +53,10 @@ impl Encoder {
                 self.include,
             );
             self.sent_columns = true;
-            t
+            write_line(out, kind, &t);
         } else {
-            object.clone()
-        };
-        let mut line = serde_json::to_vec(&json!({"type": kind, "object": object})).unwrap_or_default();
-        line.push(b'\n');
-        Bytes::from(line)
+            write_line(out, kind, object);
+        }
     }
 
     fn bookmark(&self, revision: i64) -> Bytes {
@@ -58,9 +65,7 @@ impl Encoder {
             "apiVersion": self.resource.api_version(),
             "metadata": {"resourceVersion": revision.to_string(), "creationTimestamp": null},
         });
-        let mut line = serde_json::to_vec(&json!({"type": "BOOKMARK", "object": object})).unwrap_or_default();
-        line.push(b'\n');
-        Bytes::from(line)
+        line("BOOKMARK", &object)
     }
 
     /// The bookmark that ends the initial events of a WatchList.
@@ -74,16 +79,29 @@ impl Encoder {
                 "annotations": {"k8s.io/initial-events-end": "true"},
             },
         });
-        let mut line = serde_json::to_vec(&json!({"type": "BOOKMARK", "object": object})).unwrap_or_default();
-        line.push(b'\n');
-        Bytes::from(line)
+        line("BOOKMARK", &object)
     }
 
     fn error(status: &Status) -> Bytes {
-        let mut line = serde_json::to_vec(&json!({"type": "ERROR", "object": status})).unwrap_or_default();
-        line.push(b'\n');
-        Bytes::from(line)
+        line("ERROR", status)
     }
+}
+
+/// Appends one event line, `{"type":...,"object":...}` in upstream's field order, without
+/// copying the object into an envelope first.
+fn write_line(out: &mut Vec<u8>, kind: &str, object: &impl serde::Serialize) {
+    out.extend_from_slice(b"{\"type\":\"");
+    out.extend_from_slice(kind.as_bytes());
+    out.extend_from_slice(b"\",\"object\":");
+    // Writing to a Vec fails only for a map with non-string keys, which these have not.
+    let _ = serde_json::to_writer(&mut *out, object);
+    out.extend_from_slice(b"}\n");
+}
+
+fn line(kind: &str, object: &impl serde::Serialize) -> Bytes {
+    let mut out = Vec::with_capacity(256);
+    write_line(&mut out, kind, object);
+    Bytes::from(out)
 }
 
 /// What a watcher sees of a cache event after filtering (upstream cacher semantics: an
@@ -203,13 +221,20 @@ impl ApiServer {
                     let deadline = tokio::time::sleep(timeout);
                     tokio::pin!(deadline);
                     let mut last_sent = cache_watch.revision;
+                    let mut chunk = Vec::new();
                     for event in cache_watch.initial.drain(..) {
-                        if let Some((kind, object)) = visible(&event, &prefix, &filter, resource)
-                            && tx.send(encoder.event(kind.as_str(), &object)).await.is_err()
-                        {
-                            return;
+                        if let Some((kind, object)) = visible(&event, &prefix, &filter, resource) {
+                            encoder.write_event(&mut chunk, kind.as_str(), &object);
+                            if chunk.len() >= INITIAL_CHUNK
+                                && tx.send(Bytes::from(std::mem::take(&mut chunk))).await.is_err()
+                            {
+                                return;
+                            }
                         }
                         last_sent = last_sent.max(event.revision);
+                    }
+                    if !chunk.is_empty() && tx.send(Bytes::from(chunk)).await.is_err() {
+                        return;
                     }
                     if send_initial_events && tx.send(encoder.initial_events_end(last_sent)).await.is_err() {
                         return;

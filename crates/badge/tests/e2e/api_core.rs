@@ -499,3 +499,83 @@ fn aggregated_discovery_and_openapi() {
     let doc = s.request("GET", &url, None, &[], Admin).unwrap().json();
     assert!(doc["components"]["schemas"]["io.k8s.api.core.v1.ServiceAccount"].is_object());
 }
+
+#[test]
+fn watch_list_sends_every_object_then_the_initial_events_bookmark() {
+    let s = server();
+    let ns = r#"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"watch-list"}}"#;
+    assert_eq!(
+        s.request(
+            "POST",
+            "/api/v1/namespaces",
+            Some(ns.into()),
+            &json_headers(),
+            Admin
+        )
+        .unwrap()
+        .status,
+        201
+    );
+    let path = "/api/v1/namespaces/watch-list/configmaps";
+    // Enough data that the initial events span several chunks.
+    let filler = "x".repeat(1000);
+    let mut last_rv = 0i64;
+    for i in 0..150 {
+        let body = format!(r#"{{"metadata":{{"name":"cm-{i:03}"}},"data":{{"filler":"{filler}"}}}}"#);
+        let r = s
+            .request("POST", path, Some(body.into_bytes()), &json_headers(), Admin)
+            .unwrap();
+        assert_eq!(r.status, 201);
+        last_rv = r.json()["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+    }
+    let watch = "?watch=true&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&timeoutSeconds=1";
+    let refused = s
+        .request("GET", &format!("{path}{watch}"), None, &[], Admin)
+        .unwrap();
+    assert_eq!(refused.status, 422);
+    assert_eq!(refused.json()["reason"], "Invalid");
+    let r = s
+        .request(
+            "GET",
+            &format!("{path}{watch}&allowWatchBookmarks=true"),
+            None,
+            &[],
+            Admin,
+        )
+        .unwrap();
+    assert_eq!(r.status, 200);
+    let body = String::from_utf8_lossy(&r.body).into_owned();
+    let lines: Vec<&str> = body.lines().collect();
+    let (end, added) = lines.split_last().unwrap();
+    let mut names = Vec::new();
+    for line in added {
+        // Upstream's field order: the type leads.
+        assert!(line.starts_with(r#"{"type":"ADDED","object":"#), "{line:.80}");
+        let event: serde_json::Value = serde_json::from_str(line).unwrap();
+        let name = event["object"]["metadata"]["name"].as_str().unwrap().to_string();
+        // The namespace's kube-root-ca.crt, published by the controllers, may be there too.
+        if name != "kube-root-ca.crt" {
+            assert_eq!(event["object"]["data"]["filler"], filler);
+            names.push(name);
+        }
+    }
+    let expected: Vec<String> = (0..150).map(|i| format!("cm-{i:03}")).collect();
+    assert_eq!(names, expected, "every object once, in key order");
+    let end: serde_json::Value = serde_json::from_str(end).unwrap();
+    assert_eq!(end["type"], "BOOKMARK");
+    assert_eq!(end["object"]["kind"], "ConfigMap");
+    assert_eq!(
+        end["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"],
+        "true"
+    );
+    let bookmark_rv: i64 = end["object"]["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(bookmark_rv >= last_rv, "{bookmark_rv} < {last_rv}");
+}
