@@ -51,32 +51,28 @@ pub fn parse(method: &str, raw_path: &str, query: Option<&str>) -> Result<Reques
         ..Default::default()
     };
     let trimmed = raw_path.trim_matches('/');
-    let raw_parts: Vec<&str> = if trimmed.is_empty() {
-        Vec::new()
-    } else {
-        trimmed.split('/').collect()
-    };
-    let Some(prefix) = raw_parts.first().copied() else {
-        return Ok(non_resource(path));
-    };
-    if prefix != "api" && prefix != "apis" {
+    let prefix = trimmed.split('/').next().unwrap_or_default();
+    if trimmed.is_empty() || (prefix != "api" && prefix != "apis") {
         return Ok(non_resource(path));
     }
     // Discovery documents (`/api`, `/api/v1`, `/apis`, `/apis/g`, `/apis/g/v`) are not
     // resource requests.
     let group_parts = if prefix == "api" { 1 } else { 2 };
-    if raw_parts.len() < 1 + group_parts + 1 {
+    if trimmed.split('/').count() < 1 + group_parts + 1 {
         return Ok(non_resource(path));
     }
-    let mut parts = Vec::with_capacity(raw_parts.len());
-    for raw in &raw_parts {
+    // Segments borrow from the path unless they were percent-encoded: one allocation for
+    // the list instead of one per segment, on every request.
+    let mut parts: Vec<std::borrow::Cow<'_, str>> = Vec::with_capacity(8);
+    for raw in trimmed.split('/') {
         if raw.is_empty() {
             return Err(PathError::EmptySegment);
         }
-        let decoded = percent_decode_str(raw)
-            .decode_utf8()
-            .map_err(|_| PathError::NotUtf8)?;
-        parts.push(decoded.into_owned());
+        parts.push(
+            percent_decode_str(raw)
+                .decode_utf8()
+                .map_err(|_| PathError::NotUtf8)?,
+        );
     }
     let mut info = RequestInfo {
         is_resource_request: true,
@@ -84,33 +80,33 @@ pub fn parse(method: &str, raw_path: &str, query: Option<&str>) -> Result<Reques
         api_prefix: prefix.to_string(),
         ..Default::default()
     };
-    let mut rest: &[String] = &parts[1..];
+    let mut rest = &parts[1..];
     if prefix == "apis" {
-        info.api_group = rest[0].clone();
+        info.api_group = rest[0].to_string();
         rest = &rest[1..];
     }
-    info.api_version = rest[0].clone();
+    info.api_version = rest[0].to_string();
     rest = &rest[1..];
 
     let mut is_watch_path = false;
-    if rest.first().map(String::as_str) == Some("watch") {
+    if rest.first().is_some_and(|s| s == "watch") {
         is_watch_path = true;
         rest = &rest[1..];
     }
-    if rest.first().map(String::as_str) == Some("namespaces") && rest.len() > 1 {
-        info.namespace = rest[1].clone();
-        if rest.len() > 2 && !NAMESPACE_SUBRESOURCES.contains(&rest[2].as_str()) {
+    if rest.first().is_some_and(|s| s == "namespaces") && rest.len() > 1 {
+        info.namespace = rest[1].to_string();
+        if rest.len() > 2 && !NAMESPACE_SUBRESOURCES.contains(&rest[2].as_ref()) {
             rest = &rest[2..];
         }
     }
     if let Some(resource) = rest.first() {
-        info.resource = resource.clone();
+        info.resource = resource.to_string();
     }
     if let Some(name) = rest.get(1) {
-        info.name = name.clone();
+        info.name = name.to_string();
     }
     if let Some(sub) = rest.get(2) {
-        info.subresource = sub.clone();
+        info.subresource = sub.to_string();
     }
     if rest.len() > 3 {
         // Deeper paths name nothing; the handler answers 404.

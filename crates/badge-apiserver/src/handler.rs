@@ -49,7 +49,7 @@ impl ApiServer {
         })?;
         let user = self.authenticate(&request, peer)?;
         let user = self.impersonate(request.headers(), user)?;
-        self.authorize(&user, &info)?;
+        let (user, info) = self.authorize(user, info)?;
 
         let header = |name: header::HeaderName| {
             request
@@ -84,7 +84,7 @@ impl ApiServer {
             accept,
             content_type,
             body,
-            user: user.clone(),
+            user,
         };
 
         if !info.subresource.is_empty() {
@@ -113,7 +113,7 @@ impl ApiServer {
         }
         if resource.storage == resources::Storage::Virtual {
             return match info.verb.as_str() {
-                "create" if info.name.is_empty() => self.review(&call, &user),
+                "create" if info.name.is_empty() => self.review(&call, &call.user),
                 _ => Err(Status::method_not_allowed()),
             };
         }
@@ -270,21 +270,62 @@ impl ApiServer {
         Ok(impersonated)
     }
 
-    fn authorize(&self, user: &UserInfo, info: &RequestInfo) -> Result<(), Status> {
+    /// Authorizes the request. The attributes are made of the user and the request info and
+    /// handed back as them: nothing is copied on the way, on every request.
+    fn authorize(&self, user: UserInfo, info: RequestInfo) -> Result<(UserInfo, RequestInfo), Status> {
+        let RequestInfo {
+            is_resource_request,
+            path,
+            verb,
+            api_prefix,
+            api_group,
+            api_version,
+            namespace,
+            resource,
+            subresource,
+            name,
+        } = info;
         let attributes = Attributes {
-            user: user.clone(),
-            verb: info.verb.clone(),
-            is_resource_request: info.is_resource_request,
-            namespace: info.namespace.clone(),
-            api_group: info.api_group.clone(),
-            api_version: info.api_version.clone(),
-            resource: info.resource.clone(),
-            subresource: info.subresource.clone(),
-            name: info.name.clone(),
-            path: info.path.clone(),
+            user,
+            verb,
+            is_resource_request,
+            namespace,
+            api_group,
+            api_version,
+            resource,
+            subresource,
+            name,
+            path,
         };
+        let info = &attributes;
         match self.authorizer.authorize(&attributes) {
-            Decision::Allow => Ok(()),
+            Decision::Allow => {
+                let Attributes {
+                    user,
+                    verb,
+                    is_resource_request,
+                    namespace,
+                    api_group,
+                    api_version,
+                    resource,
+                    subresource,
+                    name,
+                    path,
+                } = attributes;
+                let info = RequestInfo {
+                    is_resource_request,
+                    path,
+                    verb,
+                    api_prefix,
+                    api_group,
+                    api_version,
+                    namespace,
+                    resource,
+                    subresource,
+                    name,
+                };
+                Ok((user, info))
+            }
             Decision::Deny(reason) | Decision::NoOpinion(reason) => {
                 let mut message = forbidden_message(&attributes);
                 if !reason.is_empty() {

@@ -22,10 +22,12 @@ pub fn json_bytes(code: StatusCode, content_type: &str, body: Vec<u8>) -> Respon
     let mut response = Response::new(full(body));
     *response.status_mut() = code;
     let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_str(content_type).unwrap_or(HeaderValue::from_static(JSON)),
-    );
+    let content_type = match content_type {
+        JSON => HeaderValue::from_static(JSON),
+        TABLE_JSON => HeaderValue::from_static(TABLE_JSON),
+        other => HeaderValue::from_str(other).unwrap_or(HeaderValue::from_static(JSON)),
+    };
+    headers.insert(header::CONTENT_TYPE, content_type);
     headers.insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("no-cache, private"),

@@ -287,10 +287,11 @@ impl ValidatedClaims {
     /// `system:serviceaccounts` and `system:serviceaccounts:<ns>`, in that order.
     /// (`system:authenticated` is added later by the group adder.)
     pub fn groups(&self) -> Vec<String> {
-        vec![
-            ALL_SERVICE_ACCOUNTS_GROUP.to_owned(),
-            format!("{ALL_SERVICE_ACCOUNTS_GROUP}:{}", self.namespace),
-        ]
+        // Room for the group the authenticator adds, so adding it does not reallocate.
+        let mut groups = Vec::with_capacity(3);
+        groups.push(ALL_SERVICE_ACCOUNTS_GROUP.to_owned());
+        groups.push(format!("{ALL_SERVICE_ACCOUNTS_GROUP}:{}", self.namespace));
+        groups
     }
 
     /// `JTI=<jti>` for bound tokens with a jti; legacy tokens have none (upstream's legacy
