@@ -166,12 +166,21 @@ impl ApiServer {
             let bytes = serde_json::to_vec(&t).map_err(|e| Status::internal(e.to_string()))?;
             return Ok(response::json_bytes(StatusCode::OK, response::TABLE_JSON, bytes));
         }
-        let list = json!({
-            "kind": call.resource.list_kind(),
-            "apiVersion": call.resource.api_version(),
-            "metadata": list_meta,
-            "items": page.items.iter().map(|o| o.as_ref()).collect::<Vec<_>>(),
-        });
+        // Serialized from borrowed items: a `json!` list would first copy every object.
+        #[derive(serde::Serialize)]
+        struct List<'a, K, V> {
+            kind: K,
+            #[serde(rename = "apiVersion")]
+            api_version: V,
+            metadata: Value,
+            items: Vec<&'a Value>,
+        }
+        let list = List {
+            kind: call.resource.list_kind(),
+            api_version: call.resource.api_version(),
+            metadata: list_meta,
+            items: page.items.iter().map(|o| o.as_ref()).collect(),
+        };
         Ok(response::json(StatusCode::OK, &list))
     }
 

@@ -230,6 +230,39 @@ fn block<F: std::future::Future>(f: F) -> F::Output {
     tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
 }
 
+/// One keep-alive HTTPS connection, as a client such as kubectl holds.
+struct Connection {
+    sender: hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>,
+}
+
+impl Connection {
+    async fn open(tls: &Arc<rustls::ClientConfig>, port: u16) -> anyhow::Result<Connection> {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        let stream = tokio_rustls::TlsConnector::from(tls.clone())
+            .connect(rustls::pki_types::ServerName::try_from("localhost")?, tcp)
+            .await?;
+        let (sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+        tokio::spawn(connection);
+        Ok(Connection { sender })
+    }
+
+    async fn send(&mut self, method: &str, path: &str, body: Option<Value>) -> anyhow::Result<(u16, Value)> {
+        let bytes = body.map(|b| b.to_string()).unwrap_or_default();
+        let request = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "localhost")
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::new(bytes::Bytes::from(bytes)))?;
+        self.sender.ready().await?;
+        let response = self.sender.send_request(request).await?;
+        let status = response.status().as_u16();
+        let body = response.into_body().collect().await?.to_bytes();
+        Ok((status, serde_json::from_slice(&body).unwrap_or(Value::Null)))
+    }
+}
+
 /// One request on its own connection.
 async fn call(
     tls: &Arc<rustls::ClientConfig>,
@@ -238,24 +271,7 @@ async fn call(
     path: &str,
     body: Option<Value>,
 ) -> anyhow::Result<(u16, Value)> {
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    let stream = tokio_rustls::TlsConnector::from(tls.clone())
-        .connect(rustls::pki_types::ServerName::try_from("localhost")?, tcp)
-        .await?;
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
-    tokio::spawn(connection);
-    let bytes = body.map(|b| b.to_string()).unwrap_or_default();
-    let request = http::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", "localhost")
-        .header("content-type", "application/json")
-        .body(http_body_util::Full::new(bytes::Bytes::from(bytes)))?;
-    let response = sender.send_request(request).await?;
-    let status = response.status().as_u16();
-    let body = response.into_body().collect().await?.to_bytes();
-    Ok((status, serde_json::from_slice(&body).unwrap_or(Value::Null)))
+    Connection::open(tls, port).await?.send(method, path, body).await
 }
 
 /// A WatchList (`sendInitialEvents=true`, as client-go's informers open it) of `path` on
@@ -399,15 +415,11 @@ async fn mint(server: &Server, n: usize) -> anyhow::Result<Vec<String>> {
         let port = server.port;
         tasks.push(tokio::spawn(async move {
             let mut out = Vec::new();
+            let mut connection = Connection::open(&tls, port).await?;
             for _ in 0..per {
-                let (_, body) = call(
-                    &tls,
-                    port,
-                    "POST",
-                    path,
-                    Some(serde_json::from_str(TOKEN_REQUEST)?),
-                )
-                .await?;
+                let (_, body) = connection
+                    .send("POST", path, Some(serde_json::from_str(TOKEN_REQUEST)?))
+                    .await?;
                 out.push(body["status"]["token"].as_str().unwrap_or_default().to_string());
             }
             anyhow::Ok(out)
@@ -752,11 +764,12 @@ async fn bench(quick: bool, badge: &Path, out: &Path) -> anyhow::Result<()> {
     let per_object = (rss_loaded.saturating_sub(rss_empty)) as f64 / (2 * n) as f64;
     let tls = server.admin()?;
     let list_start = Instant::now();
+    let mut connection = Connection::open(&tls, server.port).await?;
     let mut token = String::new();
     let mut listed = 0usize;
     loop {
         let path = format!("/api/v1/namespaces/default/serviceaccounts?limit=500&continue={token}");
-        let (_, page) = call(&tls, server.port, "GET", &path, None).await?;
+        let (_, page) = connection.send("GET", &path, None).await?;
         listed += page["items"].as_array().map_or(0, Vec::len);
         match page["metadata"]["continue"].as_str() {
             Some(t) if !t.is_empty() => token = t.to_string(),
