@@ -49,7 +49,7 @@ impl ApiServer {
         })?;
         let user = self.authenticate(&request, peer)?;
         let user = self.impersonate(request.headers(), user)?;
-        let (user, info) = self.authorize(user, info)?;
+        let user = self.authorize(user, &info)?;
 
         let header = |name: header::HeaderName| {
             request
@@ -270,62 +270,23 @@ impl ApiServer {
         Ok(impersonated)
     }
 
-    /// Authorizes the request. The attributes are made of the user and the request info and
-    /// handed back as them: nothing is copied on the way, on every request.
-    fn authorize(&self, user: UserInfo, info: RequestInfo) -> Result<(UserInfo, RequestInfo), Status> {
-        let RequestInfo {
-            is_resource_request,
-            path,
-            verb,
-            api_prefix,
-            api_group,
-            api_version,
-            namespace,
-            resource,
-            subresource,
-            name,
-        } = info;
+    /// Authorizes the request. The user moves into the attributes and is handed back, so
+    /// the caller's identity is not copied on every request.
+    fn authorize(&self, user: UserInfo, info: &RequestInfo) -> Result<UserInfo, Status> {
         let attributes = Attributes {
             user,
-            verb,
-            is_resource_request,
-            namespace,
-            api_group,
-            api_version,
-            resource,
-            subresource,
-            name,
-            path,
+            verb: info.verb.clone(),
+            is_resource_request: info.is_resource_request,
+            namespace: info.namespace.clone(),
+            api_group: info.api_group.clone(),
+            api_version: info.api_version.clone(),
+            resource: info.resource.clone(),
+            subresource: info.subresource.clone(),
+            name: info.name.clone(),
+            path: info.path.clone(),
         };
-        let info = &attributes;
         match self.authorizer.authorize(&attributes) {
-            Decision::Allow => {
-                let Attributes {
-                    user,
-                    verb,
-                    is_resource_request,
-                    namespace,
-                    api_group,
-                    api_version,
-                    resource,
-                    subresource,
-                    name,
-                    path,
-                } = attributes;
-                let info = RequestInfo {
-                    is_resource_request,
-                    path,
-                    verb,
-                    api_prefix,
-                    api_group,
-                    api_version,
-                    namespace,
-                    resource,
-                    subresource,
-                    name,
-                };
-                Ok((user, info))
-            }
+            Decision::Allow => Ok(attributes.user),
             Decision::Deny(reason) | Decision::NoOpinion(reason) => {
                 let mut message = forbidden_message(&attributes);
                 if !reason.is_empty() {
