@@ -73,6 +73,21 @@ impl EtcdCluster {
     }
 
     fn start_with(size: usize, tls: bool) -> EtcdCluster {
+        // A port chosen free can be taken by another process before etcd binds it; then
+        // the cluster starts again on new ports.
+        for _ in 0..5 {
+            let mut cluster = EtcdCluster::launch_new(size, tls);
+            if cluster.become_healthy(Duration::from_secs(30)) {
+                return cluster;
+            }
+            if !cluster.logs().contains("address already in use") {
+                panic!("etcd did not become healthy; logs:\n{}", cluster.logs());
+            }
+        }
+        panic!("etcd could not bind its ports in five attempts");
+    }
+
+    fn launch_new(size: usize, tls: bool) -> EtcdCluster {
         let members = (0..size)
             .map(|i| Member {
                 name: format!("m{i}"),
@@ -104,8 +119,43 @@ impl EtcdCluster {
         for i in 0..size {
             cluster.launch(i);
         }
-        cluster.wait_healthy(Duration::from_secs(30));
         cluster
+    }
+
+    /// Every member's log, one after another.
+    fn logs(&self) -> String {
+        let logs: Vec<String> = self
+            .members
+            .iter()
+            .map(|m| {
+                std::fs::read_to_string(self.dir.path().join(format!("{}.log", m.name))).unwrap_or_default()
+            })
+            .collect();
+        logs.join("\n---\n")
+    }
+
+    /// Waits until every running member is healthy; false after `timeout`, or at once when
+    /// a member has exited.
+    fn become_healthy(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut running = Vec::new();
+            for (i, member) in self.members.iter_mut().enumerate() {
+                if let Some(child) = &mut member.child {
+                    if !matches!(child.try_wait(), Ok(None)) {
+                        return false;
+                    }
+                    running.push(i);
+                }
+            }
+            if running.iter().all(|&i| self.member_healthy(i)) {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     fn initial_cluster(&self) -> String {
@@ -215,27 +265,9 @@ impl EtcdCluster {
     }
 
     /// Waits until every running member is healthy.
-    pub fn wait_healthy(&self, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let running: Vec<usize> = (0..self.members.len())
-                .filter(|&i| self.members[i].child.is_some())
-                .collect();
-            if running.iter().all(|&i| self.member_healthy(i)) {
-                return;
-            }
-            if Instant::now() > deadline {
-                let logs: Vec<String> = self
-                    .members
-                    .iter()
-                    .map(|m| {
-                        std::fs::read_to_string(self.dir.path().join(format!("{}.log", m.name)))
-                            .unwrap_or_default()
-                    })
-                    .collect();
-                panic!("etcd did not become healthy; logs:\n{}", logs.join("\n---\n"));
-            }
-            std::thread::sleep(Duration::from_millis(50));
+    pub fn wait_healthy(&mut self, timeout: Duration) {
+        if !self.become_healthy(timeout) {
+            panic!("etcd did not become healthy; logs:\n{}", self.logs());
         }
     }
 }
