@@ -8,6 +8,7 @@ pub mod meta;
 pub mod openapi;
 pub mod patch;
 pub mod protobuf;
+pub mod query;
 pub mod request_info;
 pub mod resources;
 pub mod selectors;

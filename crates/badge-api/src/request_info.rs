@@ -22,6 +22,12 @@ pub struct RequestInfo {
     pub resource: String,
     pub subresource: String,
     pub name: String,
+    /// True when the path named a namespace as a scope (`/namespaces/NS/<resource>...`), as
+    /// opposed to naming a Namespace object (`/namespaces/NS`, `/namespaces/NS/status`). A
+    /// cluster-scoped resource under such a path names nothing (CVE-2019-11247).
+    pub namespace_scoped_path: bool,
+    /// True when the verb came from the legacy `/watch/` path prefix.
+    pub watch_path: bool,
 }
 
 /// Why a path cannot be parsed into a request.
@@ -88,14 +94,14 @@ pub fn parse(method: &str, raw_path: &str, query: Option<&str>) -> Result<Reques
     info.api_version = rest[0].to_string();
     rest = &rest[1..];
 
-    let mut is_watch_path = false;
-    if rest.first().is_some_and(|s| s == "watch") {
-        is_watch_path = true;
+    if rest.first().is_some_and(|s| s == "watch") && rest.len() > 1 {
+        info.watch_path = true;
         rest = &rest[1..];
     }
     if rest.first().is_some_and(|s| s == "namespaces") && rest.len() > 1 {
         info.namespace = rest[1].to_string();
         if rest.len() > 2 && !NAMESPACE_SUBRESOURCES.contains(&rest[2].as_ref()) {
+            info.namespace_scoped_path = true;
             rest = &rest[2..];
         }
     }
@@ -113,7 +119,7 @@ pub fn parse(method: &str, raw_path: &str, query: Option<&str>) -> Result<Reques
         info.subresource = rest[2..].join("/");
     }
     // `/api/v1/namespaces/NAME` names a namespace: the "namespace" is the object itself.
-    if info.resource == "namespaces" && !info.name.is_empty() {
+    if info.resource == "namespaces" && !info.name.is_empty() && !info.namespace_scoped_path {
         info.namespace = info.name.clone();
     }
     for segment in [&info.namespace, &info.name] {
@@ -122,15 +128,26 @@ pub fn parse(method: &str, raw_path: &str, query: Option<&str>) -> Result<Reques
         }
     }
 
-    let watch_param = query.is_some_and(|q| {
-        q.split('&').any(|kv| {
-            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            k == "watch" && (v == "true" || v == "1")
-        })
-    });
+    // As upstream: the `/watch/` prefix makes the verb `watch` whatever the method; a GET
+    // without a name is a list or a watch, and then an exact `metadata.name` field selector
+    // names the request, so a grant on one name allows listing and watching that one object.
+    if info.watch_path {
+        info.verb = "watch".to_string();
+        return Ok(info);
+    }
     info.verb = match method {
-        "GET" | "HEAD" if is_watch_path || watch_param => "watch",
-        "GET" | "HEAD" if info.name.is_empty() => "list",
+        "GET" | "HEAD" if info.name.is_empty() => {
+            let params = crate::query::QueryParams::parse(query);
+            if let Some(name) = params
+                .get("fieldSelector")
+                .and_then(|text| crate::selectors::FieldSelector::parse(text).ok())
+                .and_then(|selector| selector.required_value("metadata.name").map(str::to_string))
+                .filter(|name| is_valid_path_segment_name(name))
+            {
+                info.name = name;
+            }
+            if params.watch() { "watch" } else { "list" }
+        }
         "GET" | "HEAD" => "get",
         "POST" => "create",
         "PUT" => "update",
@@ -268,5 +285,94 @@ mod tests {
             parse("GET", "/api/v1/namespaces/%ff/secrets", None),
             Err(PathError::NotUtf8)
         ));
+    }
+
+    #[test]
+    fn a_name_field_selector_names_a_list_or_watch() {
+        let i = p(
+            "GET",
+            "/api/v1/namespaces/demo/secrets",
+            Some("watch=true&fieldSelector=metadata.name%3Dmine"),
+        );
+        assert_eq!((i.verb.as_str(), i.name.as_str()), ("watch", "mine"));
+        let i = p(
+            "GET",
+            "/api/v1/namespaces/demo/secrets",
+            Some("fieldSelector=metadata.name==mine,type=x"),
+        );
+        assert_eq!((i.verb.as_str(), i.name.as_str()), ("list", "mine"));
+        // Not an exact match, or not a valid path segment: no name.
+        for query in [
+            "fieldSelector=metadata.name!=mine",
+            "fieldSelector=metadata.name=a/b",
+            "fieldSelector=type=x",
+        ] {
+            let i = p("GET", "/api/v1/namespaces/demo/secrets", Some(query));
+            assert_eq!((i.verb.as_str(), i.name.as_str()), ("list", ""), "{query}");
+        }
+        // Deletes and the legacy watch prefix are not named by a selector (as upstream).
+        let i = p(
+            "DELETE",
+            "/api/v1/namespaces/demo/secrets",
+            Some("fieldSelector=metadata.name=mine"),
+        );
+        assert_eq!((i.verb.as_str(), i.name.as_str()), ("deletecollection", ""));
+        let i = p(
+            "GET",
+            "/api/v1/watch/namespaces/demo/secrets",
+            Some("fieldSelector=metadata.name=mine"),
+        );
+        assert_eq!((i.verb.as_str(), i.name.as_str()), ("watch", ""));
+    }
+
+    #[test]
+    fn named_paths_keep_their_verb() {
+        // `?watch=true` on a named path stays a get, as upstream.
+        let i = p("GET", "/api/v1/namespaces/demo/secrets/mine", Some("watch=true"));
+        assert_eq!((i.verb.as_str(), i.name.as_str()), ("get", "mine"));
+        let i = p("GET", "/api/v1/watch/namespaces/demo/secrets/mine", None);
+        assert_eq!(
+            (i.verb.as_str(), i.name.as_str(), i.watch_path),
+            ("watch", "mine", true)
+        );
+        // The watch prefix decides the verb whatever the method.
+        let i = p("DELETE", "/api/v1/watch/namespaces/demo/secrets", None);
+        assert_eq!(i.verb, "watch");
+        // A percent-encoded prefix is the same prefix.
+        let i = p("GET", "/api/v1/%77atch/namespaces/demo/secrets/mi%6Ee", None);
+        assert_eq!((i.verb.as_str(), i.name.as_str()), ("watch", "mine"));
+    }
+
+    #[test]
+    fn namespace_scope_is_told_apart_from_the_namespace_object() {
+        for (path, scoped, resource, namespace, name) in [
+            ("/api/v1/namespaces/a/namespaces", true, "namespaces", "a", ""),
+            ("/api/v1/namespaces/a/namespaces/a", true, "namespaces", "a", "a"),
+            (
+                "/api/v1/namespaces/a/namespaces/kube-system",
+                true,
+                "namespaces",
+                "a",
+                "kube-system",
+            ),
+            ("/api/v1/namespaces/a/nodes/n", true, "nodes", "a", "n"),
+            ("/api/v1/namespaces/a", false, "namespaces", "a", "a"),
+            ("/api/v1/namespaces/a/status", false, "namespaces", "a", "a"),
+            ("/api/v1/namespaces/a/finalize", false, "namespaces", "a", "a"),
+            ("/api/v1/namespaces", false, "namespaces", "", ""),
+            ("/api/v1/namespaces/a/secrets", true, "secrets", "a", ""),
+        ] {
+            let i = p("GET", path, None);
+            assert_eq!(
+                (
+                    i.namespace_scoped_path,
+                    i.resource.as_str(),
+                    i.namespace.as_str(),
+                    i.name.as_str()
+                ),
+                (scoped, resource, namespace, name),
+                "{path}"
+            );
+        }
     }
 }

@@ -122,8 +122,16 @@ const CREATE_ONLY: &[&str] = &["create"];
 fn roundtrip_of<T: serde::de::DeserializeOwned + serde::Serialize>(
     value: &serde_json::Value,
 ) -> Result<serde_json::Value, String> {
-    // Deserializing from a borrowed value spares a deep copy of every body.
-    let typed = T::deserialize(value).map_err(|e| e.to_string())?;
+    // Deserializing from a borrowed value spares a deep copy of every body; the error names
+    // the field that failed (`spec.expirationSeconds: invalid type: ...`).
+    let typed: T = serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        if path == "." {
+            e.into_inner().to_string()
+        } else {
+            format!("{path}: {}", e.into_inner())
+        }
+    })?;
     serde_json::to_value(&typed).map_err(|e| e.to_string())
 }
 

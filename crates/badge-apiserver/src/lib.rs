@@ -1,15 +1,25 @@
-//! The HTTP side of badge: TLS, the filter chain (request info → authentication →
-//! authorization → handler), the generic REST handler, discovery, OpenAPI, tables, watch,
-//! and the one place where every error becomes a `Status`.
+//! The HTTP side of badge: TLS (`server`), the request chain (`handler`, one module per
+//! stage: `authentication`, `impersonation`, `audit`, `authorization`, `router`), the
+//! generic REST handler (`rest`, `watch`, `table`), one module per endpoint (`tokenrequest`,
+//! `tokenreview`, `reviews`, `oidc`, `keys_api`, `nonresource`, `discovery`), and the one
+//! place where every error becomes a `Status` (`response`).
 
+pub mod audit;
+pub mod authentication;
+mod authorization;
 pub mod discovery;
 pub mod handler;
+mod impersonation;
+mod keys_api;
 pub mod node;
+mod nonresource;
+mod oidc;
 pub mod params;
 pub mod rbac;
 pub mod response;
 pub mod rest;
 pub mod reviews;
+mod router;
 pub mod server;
 pub mod serviceaccount;
 pub mod table;
@@ -58,12 +68,14 @@ pub struct ApiServer {
     pub rbac_follower: Option<Arc<rbac::Rbac>>,
     /// TokenRequest, OIDC discovery and the keys API; None when tokens are not served.
     pub token_issuer: Option<Arc<serviceaccount::TokenIssuer>>,
-    /// Bearer tokens; None when no token authenticator is configured.
+    /// The token authenticator, also run by TokenReview; None when tokens are not served.
     pub tokens: Option<Arc<dyn TokenAuthenticator>>,
     /// The audiences API requests' tokens must carry (`--api-audiences`).
     pub api_audiences: Vec<String>,
-    /// Requests without a credential are `system:anonymous` (`--anonymous-auth`).
-    pub anonymous_auth: bool,
+    /// The request authenticators in upstream's order, and anonymous access.
+    pub authentication: authentication::Authentication,
+    /// Where every authenticated request is recorded.
+    pub audit: Box<dyn audit::AuditSink>,
     /// Fires when the server shuts down, ending open watches.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
@@ -87,7 +99,8 @@ impl ApiServer {
             token_issuer: None,
             tokens: None,
             api_audiences: Vec::new(),
-            anonymous_auth,
+            authentication: authentication::Authentication::new(anonymous_auth),
+            audit: Box::new(audit::NoAudit),
             shutdown,
         }
     }
@@ -113,6 +126,12 @@ impl ApiServer {
         api_audiences: Vec<String>,
         issuer: Arc<serviceaccount::TokenIssuer>,
     ) -> ApiServer {
+        self.authentication
+            .authenticators
+            .push(Box::new(authentication::BearerToken {
+                tokens: authenticator.clone(),
+                audiences: api_audiences.clone(),
+            }));
         self.tokens = Some(authenticator);
         self.api_audiences = api_audiences;
         self.token_issuer = Some(issuer);
@@ -126,28 +145,5 @@ impl ApiServer {
         namespace: &str,
     ) -> (Vec<Value>, Vec<Value>, bool, Option<String>) {
         self.rules.rules_for(user, namespace)
-    }
-
-    /// TokenReview on the generic path: the same token authenticator API requests use, with
-    /// the review's audiences (the API audiences when it names none).
-    pub(crate) fn token_review(
-        &self,
-        review: Value,
-    ) -> Result<http::Response<response::Body>, badge_api::Status> {
-        let outcome = self.review_token(&tokenreview::request_of(&review)?);
-        let reply = tokenreview::reply_value(review, &tokenreview::ReviewStatus::of(&outcome))?;
-        Ok(response::json(http::StatusCode::CREATED, &reply))
-    }
-
-    /// Authenticates a reviewed token for its audiences.
-    pub(crate) fn review_token(&self, request: &tokenreview::ReviewRequest<'_>) -> badge_auth::TokenOutcome {
-        let audiences = match request.audiences.as_deref() {
-            Some(requested) if !requested.is_empty() => requested,
-            _ => &self.api_audiences,
-        };
-        match &self.tokens {
-            Some(tokens) => tokens.authenticate_token(&request.token, audiences),
-            None => badge_auth::TokenOutcome::NotMine,
-        }
     }
 }

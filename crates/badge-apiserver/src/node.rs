@@ -171,10 +171,11 @@ impl Authorizer for NodeAuthorizer {
         }
         let read = matches!(a.verb.as_str(), "get" | "list" | "watch");
         let allowed = match (a.api_group.as_str(), a.resource.as_str(), a.subresource.as_str()) {
-            ("", "secrets" | "configmaps", "") => {
-                a.verb == "get" && !a.name.is_empty() && self.related(node, a)
+            // Named reads only: a get, or a list or watch that an exact `metadata.name` field
+            // selector names (the kubelet watches each Secret it mounts that way).
+            ("", "secrets" | "configmaps" | "serviceaccounts", "") => {
+                read && !a.name.is_empty() && self.related(node, a)
             }
-            ("", "serviceaccounts", "") => a.verb == "get" && !a.name.is_empty() && self.related(node, a),
             ("", "serviceaccounts", "token") => a.verb == "create" && self.related(node, a),
             // The kubelet's own node and the pods it runs (the `system:node` rules).
             ("", "nodes", "") => {
@@ -209,7 +210,7 @@ impl Authorizer for NodeAuthorizer {
 }
 
 /// NodeRestriction for a TokenRequest made by a node.
-pub fn admit_node_token_request(
+pub async fn admit_node_token_request(
     registry: &Registry,
     node: &str,
     namespace: &str,
@@ -228,29 +229,27 @@ pub fn admit_node_token_request(
         || r.kind() != "Pod"
         || r.name().is_empty()
     {
-        return Err(forbidden(format!(
-            "node \"{node}\" requested token not bound to a pod"
-        )));
+        return Err(forbidden("node requested token not bound to a pod".to_string()));
     }
     if r.uid().is_empty() {
-        return Err(forbidden(format!(
-            "node \"{node}\" requested token with a pod binding without a uid"
-        )));
+        return Err(forbidden(
+            "node requested token with a pod binding without a uid".to_string(),
+        ));
     }
-    let pod = registry.get_cached(pods(), namespace, r.name()).ok_or_else(|| {
-        forbidden(format!(
-            "node \"{node}\" requested token bound to a pod that does not exist"
-        ))
-    })?;
+    // A missing pod is the lookup's 404, as upstream returns it unwrapped.
+    let pod = registry
+        .get(pods(), namespace, r.name(), badge_registry::ReadFrom::Recent)
+        .await?;
     if meta::uid(&pod) != r.uid() {
         return Err(forbidden(format!(
-            "node \"{node}\" requested token with a pod binding with an outdated uid"
+            "the UID in the bound object reference ({}) does not match the UID in record. The object might have been deleted and then recreated",
+            r.uid()
         )));
     }
     if pod.pointer("/spec/nodeName").and_then(Value::as_str) != Some(node) {
-        return Err(forbidden(format!(
-            "node \"{node}\" requested token bound to a pod scheduled on a different node"
-        )));
+        return Err(forbidden(
+            "node requested token bound to a pod scheduled on a different node".to_string(),
+        ));
     }
     let allowed = pod_token_audiences(&pod, api_audiences);
     let requested = if request.audiences.is_empty() {

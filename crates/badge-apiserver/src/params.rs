@@ -1,27 +1,21 @@
 //! Query parameters of API requests.
 
-use std::collections::BTreeMap;
-
 use badge_api::Status;
+use badge_api::query::QueryParams;
 use badge_registry::ReadFrom;
 
-/// The decoded query string (last value wins, as Go's `Query().Get`).
+/// The decoded query string, decoded as request info decodes it (first value wins, as Go's
+/// `Query().Get`).
 #[derive(Debug, Default)]
-pub struct Query(BTreeMap<String, String>);
+pub struct Query(QueryParams);
 
 impl Query {
     pub fn parse(query: Option<&str>) -> Query {
-        let mut map = BTreeMap::new();
-        for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            let decode = |s: &str| percent_decode(&s.replace('+', " "));
-            map.entry(decode(k)).or_insert_with(|| decode(v));
-        }
-        Query(map)
+        Query(QueryParams::parse(query))
     }
 
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).map(String::as_str)
+        self.0.get(key)
     }
 
     pub fn flag(&self, key: &str) -> bool {
@@ -75,25 +69,6 @@ impl Query {
                 .map_err(|_| Status::bad_request(format!("invalid limit: {v}"))),
         }
     }
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16)
-        {
-            out.push(b);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use badge_api::decode::{self, FieldValidation, MediaType};
 use badge_api::patch::{self, PatchType};
 use badge_api::request_info::RequestInfo;
 use badge_api::resources::Resource;
-use badge_api::selectors::{FieldSelector, LabelSelector};
+use badge_api::selectors::{FieldSelector, FieldTerm, LabelSelector};
 use badge_api::{Status, meta};
 use badge_registry::{DeleteOptions, DeleteOutcome, Filter, WriteOptions, admission};
 use bytes::Bytes;
@@ -54,11 +54,34 @@ impl Call<'_> {
         decode::decode_for(self.resource, value, &duplicates, self.field_validation()?)
     }
 
+    /// The selectors of a list or watch. A request that names an object (a named watch
+    /// path, or a `metadata.name` field selector that request info took as the name) was
+    /// authorized for that name alone, so it selects that name and nothing else, as
+    /// upstream's `ListResource` does.
     pub fn filter(&self) -> Result<Filter, Status> {
         let labels = LabelSelector::parse(self.query.get("labelSelector").unwrap_or(""))
             .map_err(|e| Status::bad_request(e.to_string()))?;
-        let fields = FieldSelector::parse(self.query.get("fieldSelector").unwrap_or(""))
+        let mut fields = FieldSelector::parse(self.query.get("fieldSelector").unwrap_or(""))
             .map_err(|e| Status::bad_request(format!("invalid field selector: {e}")))?;
+        let name = &self.info.name;
+        if !name.is_empty() {
+            match fields.required_value("metadata.name") {
+                Some(selected) if selected == name => {}
+                None if fields.is_empty() => {}
+                _ => {
+                    return Err(Status::bad_request(
+                        "fieldSelector metadata.name doesn't match requested name",
+                    ));
+                }
+            }
+            // Added even when the selector already requires it: every term must hold, so
+            // nothing but the authorized name can match.
+            fields.terms.push(FieldTerm {
+                field: "metadata.name".into(),
+                value: name.clone(),
+                negated: false,
+            });
+        }
         Ok(Filter { labels, fields })
     }
 }

@@ -146,25 +146,6 @@ impl ApiServer {
         Ok(badge_api::decode::decode_for(call.resource, value, &[], validation)?.object)
     }
 
-    /// A TokenReview whose body the typed path understands; None leaves it to the generic path.
-    fn typed_token_review(&self, call: &Call<'_>) -> Result<Option<Response<Body>>, Status> {
-        if badge_api::decode::media_type(&call.content_type) != Some(badge_api::decode::MediaType::Json) {
-            return Ok(None);
-        }
-        let Some(request) = tokenreview::decode_typed(&call.body) else {
-            return Ok(None);
-        };
-        // Checked where the generic path checks it: after the body decoded.
-        badge_api::decode::FieldValidation::parse(call.query.get("fieldValidation"))?;
-        let outcome = self.review_token(&request);
-        let bytes = tokenreview::reply_bytes(&request, &tokenreview::ReviewStatus::of(&outcome))?;
-        Ok(Some(response::json_bytes(
-            StatusCode::CREATED,
-            response::JSON,
-            bytes,
-        )))
-    }
-
     /// POST to a create-only review resource.
     pub(crate) fn review(&self, call: &Call<'_>, user: &UserInfo) -> Result<Response<Body>, Status> {
         if call.resource.kind == tokenreview::KIND

@@ -470,7 +470,7 @@ impl TokenIssuer {
                 core("serviceaccounts"),
                 namespace,
                 sa_name,
-                badge_registry::ReadFrom::Any,
+                badge_registry::ReadFrom::Recent,
             )
             .await?;
         let sa_uid = sa.uid().to_string();
@@ -543,7 +543,7 @@ impl TokenIssuer {
             match (group.as_str(), kind) {
                 ("", "Pod") => {
                     let pod = registry
-                        .get(core("pods"), namespace, name, badge_registry::ReadFrom::Any)
+                        .get(core("pods"), namespace, name, badge_registry::ReadFrom::Recent)
                         .await?;
                     let pod_sa = pod
                         .pointer("/spec/serviceAccountName")
@@ -573,13 +573,13 @@ impl TokenIssuer {
                 }
                 ("", "Secret") => {
                     let secret = registry
-                        .get(core("secrets"), namespace, name, badge_registry::ReadFrom::Any)
+                        .get(core("secrets"), namespace, name, badge_registry::ReadFrom::Recent)
                         .await?;
                     claims.secret = Some(ObjectRef::new(name.to_string(), live_of(&secret, "Secret")?));
                 }
                 ("", "Node") => {
                     let node = registry
-                        .get(core("nodes"), "", name, badge_registry::ReadFrom::Any)
+                        .get(core("nodes"), "", name, badge_registry::ReadFrom::Recent)
                         .await?;
                     let node_uid = live_of(&node, "Node")?;
                     claims.node = Some(badge_token::claims::NodeRef {

@@ -9,8 +9,13 @@
 //! yields the same input. The reply's members are in the order the generic path's sorted maps
 //! gave them.
 
+use crate::ApiServer;
+use crate::response;
+use crate::rest::Call;
 use crate::tokenreview::present;
+use badge_api::Status;
 use badge_api::meta;
+use http::{Response, StatusCode};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -201,6 +206,71 @@ impl TokenRequestReply {
         let mut bytes = Vec::with_capacity(self.status.token.len() + 512);
         serde_json::to_writer(&mut bytes, self)?;
         Ok(bytes)
+    }
+}
+
+impl ApiServer {
+    /// `POST .../serviceaccounts/NAME/token`.
+    pub(crate) async fn token_request(&self, call: &Call<'_>) -> Result<Response<response::Body>, Status> {
+        let issuer = self.token_issuer.as_ref().ok_or_else(Status::path_not_found)?;
+        let sub = call
+            .resource
+            .subresource("token")
+            .ok_or_else(Status::path_not_found)?;
+        let media = badge_api::decode::media_type(&call.content_type)
+            .ok_or_else(|| Status::unsupported_media_type(&call.content_type))?;
+        let typed = match media {
+            badge_api::decode::MediaType::Json => crate::tokenrequest::decode_typed(&call.body),
+            _ => None,
+        };
+        let (request, decode_warnings) = match typed {
+            Some(request) => {
+                // Checked where the generic path checks it: after the body decoded.
+                badge_api::decode::FieldValidation::parse(call.query.get("fieldValidation"))?;
+                (request, Vec::new())
+            }
+            None => {
+                let (value, duplicates) = if call.body.is_empty() {
+                    (serde_json::json!({}), Vec::new())
+                } else {
+                    badge_api::decode::parse_body(media, &call.body)?
+                };
+                badge_api::decode::check_type_meta(
+                    &value,
+                    crate::tokenrequest::API_VERSION,
+                    crate::tokenrequest::KIND,
+                )?;
+                let validation =
+                    badge_api::decode::FieldValidation::parse(call.query.get("fieldValidation"))?;
+                let decoded =
+                    badge_api::decode::decode_object(value, &duplicates, sub.roundtrip, validation)?;
+                (
+                    crate::tokenrequest::TokenRequestInput::from_value(&decoded.object),
+                    decoded.warnings,
+                )
+            }
+        };
+        if let Some(node) = crate::node::node_name(&call.user) {
+            crate::node::admit_node_token_request(
+                &self.registry,
+                node,
+                &call.info.namespace,
+                &call.info.name,
+                &request,
+                &issuer.config.api_audiences,
+            )
+            .await?;
+        }
+        let (reply, mut warnings) = issuer
+            .create(&self.registry, &call.info.namespace, &call.info.name, request)
+            .await?;
+        warnings.extend(decode_warnings);
+        let bytes = reply
+            .to_bytes()
+            .map_err(|e| Status::internal(format!("encoding the response: {e}")))?;
+        let mut response = response::json_bytes(StatusCode::CREATED, response::JSON, bytes);
+        response::add_warnings(&mut response, &warnings);
+        Ok(response)
     }
 }
 

@@ -141,10 +141,10 @@ impl ApiServer {
         let resource = call.resource;
         let filter = call.filter()?;
         filter.validate(resource)?;
+        // A named watch narrows by the filter's exact name, never by a key prefix (a prefix
+        // `a` would also match `ab`).
         let prefix = if resource.namespaced && !call.info.namespace.is_empty() {
             resource.namespace_prefix(&call.info.namespace)
-        } else if !call.info.name.is_empty() {
-            resource.key(&call.info.namespace, &call.info.name)
         } else {
             resource.key_prefix()
         };

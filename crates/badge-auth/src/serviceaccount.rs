@@ -168,67 +168,103 @@ pub fn now() -> i64 {
     jiff::Timestamp::now().as_second()
 }
 
-fn alive(object: &ObjectInfo, uid: &str, now: i64) -> bool {
-    object.uid == uid
-        && object
-            .deletion_timestamp
-            .is_none_or(|t| now <= t + DELETION_GRACE_SECONDS)
+/// Whether a deletion happened longer ago than the grace upstream allows bound tokens
+/// (`invalidIfDeletedBefore`).
+fn deleted_before_grace(object: &ObjectInfo, now: i64) -> bool {
+    object
+        .deletion_timestamp
+        .is_some_and(|t| t + DELETION_GRACE_SECONDS < now)
 }
 
+/// Compares two secrets without an early exit, so the time taken says nothing about where
+/// they differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The message of a bound object that is gone, deleted or replaced (`claims.go`).
+const INVALIDATED: &str = "service account token has been invalidated";
+
 impl ServiceAccountAuthenticator {
-    /// The object checks of `claims.go` (bound) and `legacy.go` (legacy).
+    /// The object checks of `claims.go` (bound) and `legacy.go` (legacy), in upstream's order
+    /// and words.
     fn check_objects(&self, token: &str, c: &ValidatedClaims, now: i64) -> Result<(), String> {
         let ns = &c.namespace;
-        let sa = self
-            .getter
-            .service_account(ns, &c.service_account.name)
-            .ok_or_else(|| format!("service account {ns}/{} has been deleted", c.service_account.name))?;
-        if !alive(&sa, &c.service_account.uid, now) {
-            return Err(format!(
-                "service account UID ({}) does not match claim ({})",
-                sa.uid, c.service_account.uid
-            ));
-        }
+        let sa_name = &c.service_account.name;
+        let not_found = |resource: &str, name: &str| format!("{resource} \"{name}\" not found");
         match c.kind {
             TokenKind::Legacy => {
                 let name = c.legacy_secret_name.as_deref().unwrap_or_default();
                 let secret = self
                     .getter
                     .secret(ns, name)
-                    .ok_or_else(|| format!("secret {ns}/{name} has been deleted"))?;
-                if secret.object.deletion_timestamp.is_some() {
-                    return Err(format!("secret {ns}/{name} is being deleted"));
+                    .filter(|s| s.object.deletion_timestamp.is_none())
+                    .ok_or("Token has been invalidated")?;
+                if !secret
+                    .token
+                    .as_deref()
+                    .is_some_and(|stored| constant_time_eq(stored, token.as_bytes()))
+                {
+                    return Err("Token does not match server's copy".into());
                 }
-                if secret.token.as_deref() != Some(token.as_bytes()) {
-                    return Err(format!("token does not match the one in secret {ns}/{name}"));
+                let sa = self
+                    .getter
+                    .service_account(ns, sa_name)
+                    .ok_or_else(|| not_found("serviceaccounts", sa_name))?;
+                if sa.deletion_timestamp.is_some() {
+                    return Err(format!("ServiceAccount {ns}/{sa_name} has been deleted"));
+                }
+                if sa.uid != c.service_account.uid {
+                    return Err(format!(
+                        "ServiceAccount UID ({}) does not match claim ({})",
+                        sa.uid, c.service_account.uid
+                    ));
                 }
                 if secret.invalidated {
-                    return Err("the token in the secret has been invalidated".into());
+                    return Err(format!(
+                        "the token in secret {ns}/{name} for service account {ns}/{sa_name} has been marked invalid. Use tokens from the TokenRequest API or manually created secret-based tokens, or remove the 'kubernetes.io/legacy-token-invalid-since' label from the secret to temporarily allow use of this token"
+                    ));
                 }
             }
             TokenKind::Bound => {
-                if let Some(pod) = &c.pod {
-                    let live = self
-                        .getter
-                        .pod(ns, &pod.name)
-                        .ok_or_else(|| format!("pod {ns}/{} has been deleted", pod.name))?;
-                    if !alive(&live, &pod.uid, now) {
-                        return Err(format!(
-                            "pod {ns}/{} is not the one the token is bound to",
-                            pod.name
-                        ));
-                    }
+                let sa = self
+                    .getter
+                    .service_account(ns, sa_name)
+                    .ok_or_else(|| not_found("serviceaccounts", sa_name))?;
+                if sa.uid != c.service_account.uid {
+                    return Err(format!(
+                        "service account UID ({}) does not match claim ({})",
+                        sa.uid, c.service_account.uid
+                    ));
+                }
+                if deleted_before_grace(&sa, now) {
+                    return Err(format!("service account {ns}/{sa_name} has been deleted"));
                 }
                 if let Some(secret) = &c.secret {
-                    let live = self
-                        .getter
-                        .secret(ns, &secret.name)
-                        .ok_or_else(|| format!("secret {ns}/{} has been deleted", secret.name))?;
-                    if !alive(&live.object, &secret.uid, now) {
+                    let live = self.getter.secret(ns, &secret.name).ok_or(INVALIDATED)?;
+                    if live.object.uid != secret.uid {
                         return Err(format!(
-                            "secret {ns}/{} is not the one the token is bound to",
-                            secret.name
+                            "secret UID ({}) does not match service account secret ref claim ({})",
+                            live.object.uid, secret.uid
                         ));
+                    }
+                    if deleted_before_grace(&live.object, now) {
+                        return Err(INVALIDATED.into());
+                    }
+                }
+                if let Some(pod) = &c.pod {
+                    let live = self.getter.pod(ns, &pod.name).ok_or(INVALIDATED)?;
+                    if live.uid != pod.uid {
+                        return Err(format!(
+                            "pod UID ({}) does not match service account pod ref claim ({})",
+                            live.uid, pod.uid
+                        ));
+                    }
+                    if deleted_before_grace(&live, now) {
+                        return Err(INVALIDATED.into());
                     }
                 }
                 // A pod-bound token's node claim is informational; only node-bound tokens
@@ -237,12 +273,15 @@ impl ServiceAccountAuthenticator {
                     && let Some(node) = &c.node
                 {
                     let uid = node.uid.as_deref().unwrap_or_default();
-                    let live = self
-                        .getter
-                        .node(&node.name)
-                        .ok_or_else(|| format!("node {} has been deleted", node.name))?;
-                    if !alive(&live, uid, now) {
-                        return Err(format!("node {} is not the one the token is bound to", node.name));
+                    let live = self.getter.node(&node.name).ok_or(INVALIDATED)?;
+                    if live.uid != uid {
+                        return Err(format!(
+                            "node UID ({}) does not match service account node ref claim ({uid})",
+                            live.uid
+                        ));
+                    }
+                    if deleted_before_grace(&live, now) {
+                        return Err(INVALIDATED.into());
                     }
                 }
             }

@@ -52,6 +52,10 @@ pub enum ReadFrom {
     Latest,
     /// `0`: whatever the cache holds.
     Any,
+    /// The cache, and on a miss the cache once it has caught up with the store: a hot path
+    /// that still sees every write acknowledged before the request began (read your writes),
+    /// paying for the store round trip only when the object is not (yet) cached.
+    Recent,
     /// `N` (NotOlderThan): at least revision N.
     NotOlderThan(Revision),
     /// `N` with `resourceVersionMatch=Exact`: exactly revision N.
@@ -253,7 +257,7 @@ impl Registry {
     async fn wait_read(&self, read: ReadFrom) -> Result<(), Status> {
         match read {
             ReadFrom::Latest => self.sync().await.map(|_| ()),
-            ReadFrom::Any | ReadFrom::Exact(_) => Ok(()),
+            ReadFrom::Any | ReadFrom::Recent | ReadFrom::Exact(_) => Ok(()),
             ReadFrom::NotOlderThan(rv) => {
                 if self.cache.wait_for(rv, FRESHNESS_TIMEOUT).await {
                     Ok(())
@@ -320,10 +324,16 @@ impl Registry {
                 .ok_or_else(|| Status::not_found(resource.group_resource(), name));
         }
         self.wait_read(read).await?;
-        self.cache
-            .get_cached(&key)
-            .0
-            .ok_or_else(|| Status::not_found(resource.group_resource(), name))
+        if let Some(found) = self.cache.get_cached(&key).0 {
+            return Ok(found);
+        }
+        if read == ReadFrom::Recent {
+            self.sync().await?;
+            if let Some(found) = self.cache.get_cached(&key).0 {
+                return Ok(found);
+            }
+        }
+        Err(Status::not_found(resource.group_resource(), name))
     }
 
     /// Lists objects of a resource (in one namespace, or all when `namespace` is empty).

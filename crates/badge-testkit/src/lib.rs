@@ -193,10 +193,34 @@ impl TestServer {
         self.kubectl_with_stdin(args, None)
     }
 
+    /// The admin kubeconfig without the client certificate: the server and its CA only, for
+    /// requests whose credential is a `--token` (a client certificate would win over it, as
+    /// in kube-apiserver).
+    pub fn credential_free_kubeconfig(&self) -> PathBuf {
+        let path = self.dir.path().join("no-credential.kubeconfig");
+        let admin = std::fs::read_to_string(self.kubeconfig()).unwrap();
+        let mut text: String = admin
+            .lines()
+            .filter(|l| !l.contains("client-certificate-data") && !l.contains("client-key-data"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        if text.ends_with("  user:\n") {
+            text.truncate(text.len() - "user:\n".len());
+            text.push_str("user: {}\n");
+        }
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
     pub fn kubectl_with_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
         let mut cmd = Command::new(kubectl_path());
+        let kubeconfig = if args.contains(&"--token") {
+            self.credential_free_kubeconfig()
+        } else {
+            self.kubeconfig()
+        };
         cmd.arg("--kubeconfig")
-            .arg(self.kubeconfig())
+            .arg(kubeconfig)
             .arg("--cache-dir")
             .arg(self.dir.path().join("kube-cache"));
         cmd.args(args);

@@ -410,7 +410,10 @@ pub fn validate(claims: &Value, expect: &Expectations<'_>) -> Result<ValidatedCl
         .cloned()
         .collect();
     if audiences.is_empty() {
-        return Err(TokenError::AudienceMismatch);
+        return Err(TokenError::AudienceMismatch {
+            token: token_audiences.iter().map(|a| a.to_string()).collect(),
+            target: requested.to_vec(),
+        });
     }
 
     let jti = str_claim(claims, "jti")?.map(str::to_owned);
@@ -717,10 +720,10 @@ mod tests {
         assert!(v.extra().is_empty());
         // Without aud it carries the API audiences, so it is valid for them only.
         assert_eq!(v.audiences, strings(&[ISS, "https://old.example"]));
-        assert_eq!(
+        assert!(matches!(
             check(&c.to_value(), &["vault"], NOW),
-            Err(TokenError::AudienceMismatch)
-        );
+            Err(TokenError::AudienceMismatch { .. })
+        ));
         assert_eq!(v.expires_at, None);
     }
 
@@ -862,9 +865,15 @@ mod tests {
             check(&v, &["c", "x", "a"], NOW).unwrap().audiences,
             strings(&["c", "a"])
         );
-        assert_eq!(check(&v, &["x"], NOW), Err(TokenError::AudienceMismatch));
+        assert!(matches!(
+            check(&v, &["x"], NOW),
+            Err(TokenError::AudienceMismatch { .. })
+        ));
         // Default: the API audiences.
-        assert_eq!(check(&v, &[], NOW), Err(TokenError::AudienceMismatch));
+        assert!(matches!(
+            check(&v, &[], NOW),
+            Err(TokenError::AudienceMismatch { .. })
+        ));
         let mut api_tok = v.clone();
         api_tok["aud"] = json!("https://old.example");
         assert_eq!(

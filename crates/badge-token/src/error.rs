@@ -82,9 +82,10 @@ pub enum TokenError {
     IssuedInFuture,
 
     // --- step 10: audience
-    /// No requested audience is among the token's.
-    #[error("token audiences are invalid for the target audiences")]
-    AudienceMismatch,
+    /// No requested audience is among the token's (upstream's words, with Go's `%q` of
+    /// each list).
+    #[error("token audiences {} is invalid for the target audiences {}", go_quoted(.token), go_quoted(.target))]
+    AudienceMismatch { token: Vec<String>, target: Vec<String> },
 
     // --- claim content (upstream validators)
     /// A claim the token kind requires is absent or empty (upstream: "`<name>` claim is missing").
@@ -104,4 +105,13 @@ impl TokenError {
             Self::TooLarge | Self::SegmentCount | Self::EmptySegment(_) | Self::Base64(_)
         )
     }
+}
+
+/// A string list as Go's `%q` prints a `[]string`: `["a" "b"]`.
+fn go_quoted(items: &[String]) -> String {
+    let quoted: Vec<String> = items
+        .iter()
+        .map(|item| serde_json::Value::String(item.clone()).to_string())
+        .collect();
+    format!("[{}]", quoted.join(" "))
 }

@@ -1025,12 +1025,18 @@ fn cross_audience_replay() {
     v["aud"] = json!(["vault"]);
     let t = jwt::sign(&w.rsa, &v).unwrap();
     assert_eq!(
-        full(t.expose(), &w, &[], NOW).map(|_| ()),
-        Err(TokenError::AudienceMismatch)
+        full(t.expose(), &w, &[], NOW)
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
+        Err(format!(
+            "token audiences [\"vault\"] is invalid for the target audiences [\"{ISS}\"]"
+        ))
     );
     assert_eq!(
-        full(t.expose(), &w, &["other"], NOW).map(|_| ()),
-        Err(TokenError::AudienceMismatch)
+        full(t.expose(), &w, &["other"], NOW)
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
+        Err("token audiences [\"vault\"] is invalid for the target audiences [\"other\"]".to_string())
     );
     assert_eq!(
         full(t.expose(), &w, &["x", "vault"], NOW).unwrap().audiences,

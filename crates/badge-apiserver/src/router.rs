@@ -1,0 +1,124 @@
+//! Routing an authorized request to the handler of what it names: non-resource paths, the
+//! generic REST verbs, subresources, reviews and TokenRequest. Request info decided what the
+//! request names before authorization; the router serves exactly that.
+
+use badge_api::request_info::RequestInfo;
+use badge_api::{Status, resources};
+use badge_auth::UserInfo;
+use bytes::Bytes;
+use http::{HeaderMap, Method, Response, Uri, header};
+
+use crate::ApiServer;
+use crate::handler::read_body;
+use crate::params::Query;
+use crate::response::Body;
+use crate::rest::Call;
+
+impl ApiServer {
+    pub(crate) async fn route<B>(
+        &self,
+        method: Method,
+        uri: Uri,
+        headers: HeaderMap,
+        body: B,
+        info: RequestInfo,
+        user: UserInfo,
+    ) -> Result<Response<Body>, Status>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let header = |name: header::HeaderName| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string()
+        };
+        let accept = header(header::ACCEPT);
+        let content_type = header(header::CONTENT_TYPE);
+        let query = Query::parse(uri.query());
+
+        if !info.is_resource_request {
+            if info.path.starts_with("/badge/v1/keys") {
+                let body = read_body(body).await?;
+                return self.keys_api(&method, &info.path, uri.query(), &body).await;
+            }
+            return self.non_resource(&method, &info, &accept);
+        }
+        let resource = resources::lookup(&info.api_group, &info.api_version, &info.resource)
+            .ok_or_else(Status::path_not_found)?;
+        // A namespaced path to a cluster-scoped kind names nothing (CVE-2019-11247), whatever
+        // authorization allowed in that namespace.
+        if !resource.namespaced && info.namespace_scoped_path {
+            return Err(Status::path_not_found());
+        }
+        // The legacy `/watch/` prefix serves watches only.
+        if info.watch_path && method != Method::GET && method != Method::HEAD {
+            return Err(Status::method_not_allowed());
+        }
+        let body = read_body(body).await?;
+        let call = Call {
+            info: &info,
+            resource,
+            query,
+            accept,
+            content_type,
+            body,
+            user,
+        };
+
+        if !info.subresource.is_empty() {
+            let sub = resource
+                .subresource(&info.subresource)
+                .ok_or_else(Status::path_not_found)?;
+            if !sub.verbs.contains(&info.verb.as_str()) {
+                return Err(Status::method_not_supported(
+                    resource.group_resource(),
+                    &info.verb,
+                ));
+            }
+            return match (resource.plural, sub.name, info.verb.as_str()) {
+                ("serviceaccounts", "token", "create") => self.token_request(&call).await,
+                ("namespaces", "finalize", "update") | (_, "status", "update") => self.update(&call).await,
+                (_, "status", "get") => self.get(&call).await,
+                (_, "status", "patch") => self.patch(&call).await,
+                _ => Err(Status::path_not_found()),
+            };
+        }
+        if !resource.allows(&info.verb) {
+            return Err(Status::method_not_supported(
+                resource.group_resource(),
+                &info.verb,
+            ));
+        }
+        if resource.storage == resources::Storage::Virtual {
+            return match info.verb.as_str() {
+                "create" if info.name.is_empty() => self.review(&call, &call.user),
+                _ => Err(Status::method_not_allowed()),
+            };
+        }
+        let named = !info.name.is_empty();
+        match info.verb.as_str() {
+            "create" | "list" | "watch" | "deletecollection" => {}
+            _ if !named => return Err(Status::method_not_allowed()),
+            _ => {}
+        }
+        match info.verb.as_str() {
+            "get" => self.get(&call).await,
+            "list" => self.list(&call).await,
+            "watch" => self.watch(&call).await,
+            "create" => {
+                if !info.name.is_empty() {
+                    return Err(Status::method_not_allowed());
+                }
+                self.create(&call).await
+            }
+            "update" => self.update(&call).await,
+            "patch" => self.patch(&call).await,
+            "delete" => self.delete(&call).await,
+            "deletecollection" => self.delete_collection(&call).await,
+            _ => Err(Status::method_not_allowed()),
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! The in-process ring: the API server's handler driven with a request and a peer identity
+//! over a temporary store, with no socket, no TLS and no kubectl. Fast enough to be
+//! exhaustive: the authorization matrix over every path form and resource, the
+//! authentication order, impersonation, the Node authorizer, RBAC escalation and
+//! TokenRequest validation.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+mod audit;
+mod authentication;
+mod impersonation;
+mod matrix;
+mod node;
+mod tokenrequest;

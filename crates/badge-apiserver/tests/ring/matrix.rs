@@ -1,0 +1,495 @@
+//! What is served is what was authorized, for every path form the router accepts and every
+//! resource's scope. A recording authorizer allows one user everything and notes what each
+//! request asked for; each reply must hold nothing outside that.
+
+use std::sync::Arc;
+
+use badge_api::resources::{RESOURCES, Resource, Storage};
+use badge_auth::{Attributes, Authorizer, Decision};
+use parking_lot::Mutex;
+use serde_json::{Value, json};
+
+use crate::support::{Caller, Ring, event_names};
+
+const PROBE: &str = "matrix-probe";
+
+/// Allows [`PROBE`] everything and records what it was asked; everyone else goes to the
+/// server's own authorizer.
+struct Recording {
+    inner: Box<dyn Authorizer>,
+    asked: Arc<Mutex<Vec<Attributes>>>,
+}
+
+impl Authorizer for Recording {
+    fn authorize(&self, attributes: &Attributes) -> Decision {
+        if attributes.user.name == PROBE {
+            self.asked.lock().push(attributes.clone());
+            return Decision::Allow;
+        }
+        self.inner.authorize(attributes)
+    }
+}
+
+/// A minimal valid object of `resource` named `name`.
+fn object(resource: &Resource, namespace: &str, name: &str) -> Value {
+    let mut object =
+        json!({"apiVersion": resource.api_version(), "kind": resource.kind, "metadata": {"name": name}});
+    let rest = match resource.plural {
+        "configmaps" => json!({"data": {"k": "v"}}),
+        "events" => json!({"involvedObject": {"kind": "Pod", "name": "p", "namespace": namespace},
+                           "reason": "Probe", "message": "m"}),
+        "namespaces" | "nodes" | "serviceaccounts" => json!({}),
+        "pods" => json!({"spec": {"serviceAccountName": "default",
+                                   "containers": [{"name": "c", "image": "i"}]}}),
+        "secrets" => json!({"stringData": {"value": format!("secret-of-{name}")}}),
+        "leases" => json!({"spec": {}}),
+        "clusterroles" | "roles" => json!({"rules": []}),
+        "clusterrolebindings" | "rolebindings" => json!({
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "nobody"}]}),
+        other => panic!("the matrix needs an object of {other}: add one"),
+    };
+    for (key, value) in rest.as_object().unwrap() {
+        object[key] = value.clone();
+    }
+    object
+}
+
+fn prefix(resource: &Resource) -> String {
+    if resource.group.is_empty() {
+        format!("/api/{}", resource.version)
+    } else {
+        format!("/apis/{}/{}", resource.group, resource.version)
+    }
+}
+
+/// The collection path of `resource` in namespace `ns` (cluster-wide when empty).
+fn collection(resource: &Resource, ns: &str) -> String {
+    if ns.is_empty() {
+        format!("{}/{}", prefix(resource), resource.plural)
+    } else {
+        format!("{}/namespaces/{ns}/{}", prefix(resource), resource.plural)
+    }
+}
+
+struct Probe<'a> {
+    ring: &'a Ring,
+    asked: Arc<Mutex<Vec<Attributes>>>,
+    resource: &'static Resource,
+}
+
+impl Probe<'_> {
+    /// The one authorization the last request asked for: (verb, namespace, name).
+    fn last_asked(&self) -> (String, String, String) {
+        let mut asked = self.asked.lock();
+        assert_eq!(asked.len(), 1, "one authorization per request: {:?}", *asked);
+        let a = asked.remove(0);
+        assert_eq!(
+            (a.resource.as_str(), a.api_group.as_str()),
+            (self.resource.plural, self.resource.group)
+        );
+        (a.verb, a.namespace, a.name)
+    }
+
+    fn expect_asked(&self, path: &str, verb: &str, namespace: &str, name: &str) {
+        assert_eq!(
+            self.last_asked(),
+            (verb.to_string(), namespace.to_string(), name.to_string()),
+            "{path}"
+        );
+    }
+
+    /// Every item lies inside what was authorized.
+    fn check_served(&self, path: &str, items: &[Value], namespace: &str, name: &str) {
+        for item in items {
+            let meta = &item["metadata"];
+            if !name.is_empty() {
+                assert_eq!(meta["name"], name, "{path} served another object");
+            }
+            if !namespace.is_empty() && self.resource.namespaced && self.resource.plural != "namespaces" {
+                assert_eq!(meta["namespace"], namespace, "{path} served another namespace");
+            }
+        }
+    }
+
+    async fn get(&self, path: &str, namespace: &str, name: &str) {
+        let reply = self.ring.get(&Caller::user(PROBE), path).await;
+        assert_eq!(reply.code, 200, "{path}: {}", reply.body);
+        // A Namespace's path names its namespace too (`/api/v1/namespaces/NAME`).
+        let asked_namespace = if self.resource.plural == "namespaces" {
+            name
+        } else {
+            namespace
+        };
+        self.expect_asked(path, "get", asked_namespace, name);
+        self.check_served(path, std::slice::from_ref(&reply.body), namespace, name);
+        assert_eq!(reply.body["metadata"]["name"], name, "{path}");
+    }
+
+    /// A list; `want` items, or as many as the admin sees when None.
+    async fn list(&self, path: &str, namespace: &str, name: &str, want: Option<usize>) {
+        let want = match want {
+            Some(n) => n,
+            None => self.ring.get(&Caller::admin(), path).await.names().len(),
+        };
+        let reply = self.ring.get(&Caller::user(PROBE), path).await;
+        assert_eq!(reply.code, 200, "{path}: {}", reply.body);
+        self.expect_asked(path, "list", namespace, name);
+        let items = reply.body["items"].as_array().cloned().unwrap_or_default();
+        self.check_served(path, &items, namespace, name);
+        assert_eq!(items.len(), want, "{path}: {:?}", reply.names());
+    }
+
+    /// Opens a watch, then changes `xy` and `x` in `namespace` as the admin: the watch must
+    /// show `x` only (initial state included), and its change arrives after any of `xy`'s.
+    async fn watch(&self, path: &str, namespace: &str, name: &str, changed_ns: &str) {
+        let mut watch = match self.ring.watch(&Caller::user(PROBE), path).await {
+            Ok(w) => w,
+            Err(reply) => panic!("{path}: {} {}", reply.code, reply.body),
+        };
+        self.expect_asked(path, "watch", namespace, name);
+        for changed in ["xy", "x"] {
+            let named = if self.resource.namespaced {
+                format!("{}/{changed}", collection(self.resource, changed_ns))
+            } else {
+                format!("{}/{changed}", collection(self.resource, ""))
+            };
+            let reply = self
+                .ring
+                .call(
+                    &Caller::admin(),
+                    "PATCH",
+                    &named,
+                    Some(&json!({"metadata": {"labels": {"touched": "yes"}}})),
+                )
+                .await;
+            assert_eq!(reply.code, 200, "PATCH {named}: {}", reply.body);
+        }
+        let events = watch
+            .until(|e| e["type"] == "MODIFIED" && e["object"]["metadata"]["name"] == "x")
+            .await;
+        let objects: Vec<Value> = events.iter().map(|e| e["object"].clone()).collect();
+        self.check_served(path, &objects, namespace, name);
+        assert!(
+            event_names(&events).iter().all(|n| n == name),
+            "{path}: {:?}",
+            event_names(&events)
+        );
+        // Undo, so the next watch sees the change again.
+        for changed in ["xy", "x"] {
+            let named = format!(
+                "{}/{changed}",
+                collection(
+                    self.resource,
+                    if self.resource.namespaced { changed_ns } else { "" }
+                )
+            );
+            self.ring
+                .call(
+                    &Caller::admin(),
+                    "PATCH",
+                    &named,
+                    Some(&json!({"metadata": {"labels": {"touched": null}}})),
+                )
+                .await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_path_form_serves_exactly_what_was_authorized() {
+    let asked = Arc::new(Mutex::new(Vec::new()));
+    let recorder = asked.clone();
+    let ring = Ring::build(move |mut api| {
+        let inner = std::mem::replace(
+            &mut api.authorizer,
+            Box::new(badge_auth::authorizer::PrivilegedGroups),
+        );
+        api.authorizer = Box::new(Recording {
+            inner,
+            asked: recorder,
+        });
+        api
+    })
+    .await;
+    for ns in ["a", "b"] {
+        ring.namespace(ns).await;
+        ring.service_account(ns, "default").await;
+    }
+    let mut covered = 0;
+    for resource in RESOURCES.iter().filter(|r| r.storage == Storage::Stored) {
+        let probe = Probe {
+            ring: &ring,
+            asked: asked.clone(),
+            resource,
+        };
+        let names = ["x", "xy"];
+        if resource.namespaced {
+            for ns in ["a", "b"] {
+                for name in names {
+                    if !(resource.plural == "serviceaccounts" && name == "default") {
+                        ring.create(&collection(resource, ns), object(resource, ns, name))
+                            .await;
+                    }
+                }
+            }
+        } else {
+            for name in names {
+                ring.create(&collection(resource, ""), object(resource, "", name))
+                    .await;
+            }
+        }
+        let ns = if resource.namespaced { "a" } else { "" };
+        let base = collection(resource, ns);
+        let p = prefix(resource);
+        let watch_base = if resource.namespaced {
+            format!("{p}/watch/namespaces/a/{}", resource.plural)
+        } else {
+            format!("{p}/watch/{}", resource.plural)
+        };
+        // Named reads, plain, percent-encoded, and with a `watch` parameter (a get, as upstream).
+        probe.get(&format!("{base}/x"), ns, "x").await;
+        probe.get(&format!("{base}/%78"), ns, "x").await;
+        probe.get(&format!("{base}/x?watch=true"), ns, "x").await;
+        // Lists: the collection, and named by an exact field selector.
+        probe.list(&base, ns, "", None).await;
+        probe
+            .list(
+                &format!("{base}?fieldSelector=metadata.name%3Dx"),
+                ns,
+                "x",
+                Some(1),
+            )
+            .await;
+        probe
+            .list(
+                &format!("{base}?fieldSelector=metadata.name%3D%3Dx,metadata.name%3Dx"),
+                ns,
+                "x",
+                Some(1),
+            )
+            .await;
+        if resource.namespaced {
+            // Across namespaces, named: both namespaces' `x`.
+            probe
+                .list(
+                    &format!("{}?fieldSelector=metadata.name%3Dx", collection(resource, "")),
+                    "",
+                    "x",
+                    Some(2),
+                )
+                .await;
+        }
+        // Watches named three ways.
+        let named_ns = if resource.plural == "namespaces" { "x" } else { ns };
+        probe.watch(&format!("{watch_base}/x"), named_ns, "x", "a").await;
+        probe
+            .watch(
+                &format!("{base}?watch=true&fieldSelector=metadata.name%3Dx"),
+                ns,
+                "x",
+                "a",
+            )
+            .await;
+        probe
+            .watch(
+                &format!("{base}?watch=1&fieldSelector=metadata.name%3Dx"),
+                ns,
+                "x",
+                "a",
+            )
+            .await;
+        // A named watch path whose selector names another object is refused.
+        let reply = ring
+            .get(
+                &Caller::user(PROBE),
+                &format!("{watch_base}/x?fieldSelector=metadata.name%3Dxy"),
+            )
+            .await;
+        assert_eq!(reply.code, 400, "{}", reply.body);
+        assert_eq!(
+            reply.body["message"],
+            "fieldSelector metadata.name doesn't match requested name"
+        );
+        asked.lock().clear();
+        // Writes through the legacy watch prefix are refused.
+        let reply = ring
+            .call(&Caller::user(PROBE), "DELETE", &format!("{watch_base}/x"), None)
+            .await;
+        assert_eq!(reply.code, 405, "{}", reply.body);
+        asked.lock().clear();
+        // A cluster-scoped kind under a namespace path names nothing, for every verb.
+        if !resource.namespaced {
+            let scoped = format!("{p}/namespaces/a/{}", resource.plural);
+            let body = object(resource, "", "z");
+            for (method, path, body) in [
+                ("GET", scoped.clone(), None),
+                ("GET", format!("{scoped}/x"), None),
+                ("GET", format!("{scoped}?watch=true"), None),
+                ("GET", format!("{p}/watch/namespaces/a/{}", resource.plural), None),
+                ("POST", scoped.clone(), Some(&body)),
+                ("PUT", format!("{scoped}/x"), Some(&body)),
+                ("PATCH", format!("{scoped}/x"), Some(&body)),
+                ("DELETE", format!("{scoped}/x"), None),
+                ("DELETE", scoped.clone(), None),
+            ] {
+                let reply = ring.call(&Caller::user(PROBE), method, &path, body).await;
+                assert_eq!(reply.code, 404, "{method} {path}: {}", reply.body);
+            }
+            asked.lock().clear();
+            // Nothing was created cluster-wide.
+            let reply = ring.get(&Caller::admin(), &format!("{base}/z")).await;
+            assert_eq!(reply.code, 404, "{}", reply.body);
+        } else {
+            // deletecollection by name deletes that name only.
+            let reply = ring
+                .call(
+                    &Caller::user(PROBE),
+                    "DELETE",
+                    &format!("{base}?fieldSelector=metadata.name%3Dx"),
+                    None,
+                )
+                .await;
+            assert!(reply.code == 200, "{}", reply.body);
+            probe.expect_asked("deletecollection", "deletecollection", ns, "");
+            for (name, code) in [("x", 404), ("xy", 200)] {
+                let left = ring.get(&Caller::admin(), &format!("{base}/{name}")).await;
+                assert_eq!(left.code, code, "{name} after deleting x: {}", left.body);
+            }
+        }
+        covered += 1;
+    }
+    assert_eq!(
+        covered,
+        RESOURCES.iter().filter(|r| r.storage == Storage::Stored).count()
+    );
+}
+
+#[tokio::test]
+async fn a_grant_on_one_secret_serves_that_secret_only() {
+    let ring = Ring::new().await;
+    ring.namespace("a").await;
+    for name in ["mine", "mine2", "other"] {
+        ring.secret("a", name).await;
+    }
+    ring.grant(
+        "a",
+        "reader",
+        json!([{"apiGroups": [""], "resources": ["secrets"],
+        "resourceNames": ["mine"], "verbs": ["get", "list", "watch"]}]),
+    )
+    .await;
+    let reader = Caller::user("reader");
+    let code = |path: &'static str| {
+        let ring = &ring;
+        let reader = reader.clone();
+        async move { ring.get(&reader, path).await }
+    };
+    // Allowed: the object itself, however it is named.
+    for path in [
+        "/api/v1/namespaces/a/secrets/mine",
+        "/api/v1/namespaces/a/secrets/mi%6Ee",
+        "/api/v1/namespaces/a/secrets/mine?watch=true",
+    ] {
+        let reply = code(path).await;
+        assert_eq!(
+            (reply.code, reply.body["metadata"]["name"].as_str()),
+            (200, Some("mine")),
+            "{path}"
+        );
+    }
+    let reply = code("/api/v1/namespaces/a/secrets?fieldSelector=metadata.name%3Dmine").await;
+    assert_eq!((reply.code, reply.names()), (200, vec!["mine".to_string()]));
+    // Refused: other names, prefixes of the name, the collection, all namespaces.
+    for path in [
+        "/api/v1/namespaces/a/secrets/other",
+        "/api/v1/namespaces/a/secrets/mine2",
+        "/api/v1/namespaces/a/secrets",
+        "/api/v1/namespaces/a/secrets?watch=true",
+        "/api/v1/watch/namespaces/a/secrets",
+        "/api/v1/watch/namespaces/a/secrets?fieldSelector=metadata.name%3Dmine",
+        "/api/v1/namespaces/a/secrets?fieldSelector=metadata.name%3Dother",
+        "/api/v1/namespaces/a/secrets?fieldSelector=metadata.name!%3Dother",
+        "/api/v1/secrets?fieldSelector=metadata.name%3Dmine",
+        "/api/v1/watch/namespaces/a/secrets/mine2",
+    ] {
+        assert_eq!(code(path).await.code, 403, "{path}");
+    }
+    let reply = ring
+        .call(
+            &reader,
+            "DELETE",
+            "/api/v1/namespaces/a/secrets?fieldSelector=metadata.name%3Dmine",
+            None,
+        )
+        .await;
+    assert_eq!(reply.code, 403);
+    // Watches, named by path and by selector, show `mine` and nothing else.
+    for path in [
+        "/api/v1/watch/namespaces/a/secrets/mine",
+        "/api/v1/namespaces/a/secrets?watch=true&fieldSelector=metadata.name%3Dmine",
+    ] {
+        let mut watch = ring.watch(&reader, path).await.unwrap();
+        for name in ["mine2", "other", "mine"] {
+            ring.call(
+                &Caller::admin(),
+                "PATCH",
+                &format!("/api/v1/namespaces/a/secrets/{name}"),
+                Some(&json!({"metadata": {"labels": {"seen": path.len().to_string()}}})),
+            )
+            .await;
+        }
+        let events = watch
+            .until(|e| e["type"] == "MODIFIED" && e["object"]["metadata"]["name"] == "mine")
+            .await;
+        assert!(
+            event_names(&events).iter().all(|n| n == "mine"),
+            "{path}: {:?}",
+            event_names(&events)
+        );
+        assert!(!events.iter().any(|e| e.to_string().contains("secret-of-other")));
+    }
+}
+
+#[tokio::test]
+async fn namespaced_paths_to_namespaces_are_not_found_whatever_rbac_allowed() {
+    let ring = Ring::new().await;
+    ring.namespace("a").await;
+    ring.grant(
+        "a",
+        "ns-admin",
+        json!([{"apiGroups": [""], "resources": ["namespaces"],
+        "verbs": ["get", "list", "watch", "create", "delete", "update", "patch"]}]),
+    )
+    .await;
+    let user = Caller::user("ns-admin");
+    for (method, path) in [
+        ("GET", "/api/v1/namespaces/a/namespaces"),
+        ("GET", "/api/v1/namespaces/a/namespaces/a"),
+        ("GET", "/api/v1/namespaces/a/namespaces?watch=true"),
+        ("GET", "/api/v1/watch/namespaces/a/namespaces"),
+        ("DELETE", "/api/v1/namespaces/a/namespaces/kube-system"),
+    ] {
+        let reply = ring.call(&user, method, path, None).await;
+        assert_eq!(reply.code, 404, "{method} {path}: {}", reply.body);
+    }
+    let body = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "escaped"}});
+    let reply = ring
+        .call(&user, "POST", "/api/v1/namespaces/a/namespaces", Some(&body))
+        .await;
+    assert_eq!(reply.code, 404, "{}", reply.body);
+    assert_eq!(
+        ring.get(&Caller::admin(), "/api/v1/namespaces/escaped")
+            .await
+            .code,
+        404
+    );
+    // The Namespace object itself, and its subresources, are still reachable as such.
+    assert_eq!(ring.get(&Caller::admin(), "/api/v1/namespaces/a").await.code, 200);
+    assert_eq!(
+        ring.get(&Caller::admin(), "/api/v1/namespaces/a/status")
+            .await
+            .code,
+        200
+    );
+}

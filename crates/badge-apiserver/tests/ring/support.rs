@@ -1,0 +1,372 @@
+//! A server assembled as `badge server` assembles it, over SQLite in a temporary directory,
+//! and a client that hands it requests directly.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use badge_apiserver::ApiServer;
+use badge_apiserver::handler::PeerIdentity;
+use badge_apiserver::serviceaccount::{
+    CacheTokenGetter, KeyType, ServiceAccountKeys, StoredRing, TokenConfig, TokenIssuer,
+};
+use badge_auth::UserInfo;
+use badge_registry::Registry;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Request};
+use http_body_util::{BodyExt, Full};
+use serde_json::{Value, json};
+
+pub const ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
+
+/// Who sends a request.
+#[derive(Clone, Debug)]
+pub enum Caller {
+    /// A verified client certificate.
+    Cert(String, Vec<String>),
+    /// An `Authorization` header value.
+    Header(String),
+    /// A client certificate and an `Authorization` header at once.
+    CertAndHeader(String, Vec<String>, String),
+    Anonymous,
+}
+
+impl Caller {
+    pub fn admin() -> Caller {
+        Caller::Cert("kubernetes-admin".into(), vec!["system:masters".into()])
+    }
+
+    pub fn user(name: &str) -> Caller {
+        Caller::Cert(name.into(), Vec::new())
+    }
+
+    pub fn node(name: &str) -> Caller {
+        Caller::Cert(format!("system:node:{name}"), vec!["system:nodes".into()])
+    }
+
+    pub fn bearer(token: &str) -> Caller {
+        Caller::Header(format!("Bearer {token}"))
+    }
+
+    fn peer(&self) -> PeerIdentity {
+        match self {
+            Caller::Cert(name, groups) | Caller::CertAndHeader(name, groups, _) => {
+                PeerIdentity(Some(UserInfo::from_certificate(name, groups)))
+            }
+            _ => PeerIdentity(None),
+        }
+    }
+
+    fn authorization(&self) -> Option<&str> {
+        match self {
+            Caller::Header(h) | Caller::CertAndHeader(_, _, h) => Some(h),
+            _ => None,
+        }
+    }
+}
+
+/// A reply, its body parsed as JSON when it is JSON.
+#[derive(Debug)]
+pub struct Reply {
+    pub code: u16,
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+impl Reply {
+    pub fn names(&self) -> Vec<String> {
+        self.body["items"]
+            .as_array()
+            .map(|items| {
+                items
+                    .iter()
+                    .map(|i| i["metadata"]["name"].as_str().unwrap_or_default().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// One server and its store.
+pub struct Ring {
+    pub api: Arc<ApiServer>,
+    _dir: tempfile::TempDir,
+    _shutdown: tokio::sync::watch::Sender<bool>,
+}
+
+impl Ring {
+    pub async fn new() -> Ring {
+        Ring::build(|api| api).await
+    }
+
+    /// A server whose assembly `finish` may change (an authorizer, an audit sink).
+    pub async fn build(finish: impl FnOnce(ApiServer) -> ApiServer) -> Ring {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn badge_store::Store> =
+            Arc::new(badge_store::sqlite::SqliteStore::open(&dir.path().join("store.db")).unwrap());
+        let registry = Registry::start(store.clone(), 1000).await;
+        badge_controllers::ensure_system_namespaces(&registry)
+            .await
+            .unwrap();
+        badge_apiserver::rbac::reconcile_defaults(&registry)
+            .await
+            .unwrap();
+        let rbac = badge_apiserver::rbac::Rbac::start(registry.clone());
+        let keys = ServiceAccountKeys::load(
+            store,
+            StoredRing::new(&[7; 32]),
+            KeyType::Es256,
+            None,
+            None,
+            Vec::new(),
+            3600 + 60,
+        )
+        .await
+        .unwrap();
+        let audiences = vec![ISSUER.to_string()];
+        let authenticator = badge_auth::serviceaccount::ServiceAccountAuthenticator {
+            keys: keys.verification.clone(),
+            issuers: audiences.clone(),
+            api_audiences: audiences.clone(),
+            getter: Arc::new(CacheTokenGetter(registry.clone())),
+            clock: badge_auth::serviceaccount::now,
+            cache: Default::default(),
+        };
+        let issuer = TokenIssuer {
+            keys,
+            config: TokenConfig {
+                issuers: audiences.clone(),
+                api_audiences: audiences.clone(),
+                max_expiration: 0,
+                extend_expiration: true,
+                jwks_uri: "https://127.0.0.1/openid/v1/jwks".into(),
+            },
+        };
+        let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
+        let api = ApiServer::new(registry.clone(), true, shutdown_rx)
+            .with_rbac(rbac)
+            .with_tokens(Arc::new(authenticator), audiences, Arc::new(issuer));
+        Ring {
+            api: Arc::new(finish(api)),
+            _dir: dir,
+            _shutdown: shutdown,
+        }
+    }
+
+    fn request(caller: &Caller, method: &str, path: &str, body: Option<&Value>) -> Request<Full<Bytes>> {
+        let bytes = body.map(|b| serde_json::to_vec(b).unwrap()).unwrap_or_default();
+        let mut request = Request::builder()
+            .method(Method::from_bytes(method.as_bytes()).unwrap())
+            .uri(path)
+            .body(Full::new(Bytes::from(bytes)))
+            .unwrap();
+        let headers = request.headers_mut();
+        if body.is_some() {
+            let content_type = if method == "PATCH" {
+                "application/merge-patch+json"
+            } else {
+                "application/json"
+            };
+            headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        }
+        if let Some(value) = caller.authorization() {
+            headers.insert(
+                http::header::AUTHORIZATION,
+                HeaderValue::from_bytes(value.as_bytes()).unwrap(),
+            );
+        }
+        request
+    }
+
+    /// Sends a request with extra headers, reading the whole reply.
+    pub async fn call_with(
+        &self,
+        caller: &Caller,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        extra: &[(&str, &str)],
+    ) -> Reply {
+        let mut request = Ring::request(caller, method, path, body);
+        for (name, value) in extra {
+            request.headers_mut().append(
+                http::header::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        let response = self.api.clone().handle(request, Arc::new(caller.peer())).await;
+        let code = response.status().as_u16();
+        let headers = response.headers().clone();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let body =
+            serde_json::from_slice(&bytes).unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()));
+        Reply { code, headers, body }
+    }
+
+    pub async fn call(&self, caller: &Caller, method: &str, path: &str, body: Option<&Value>) -> Reply {
+        self.call_with(caller, method, path, body, &[]).await
+    }
+
+    pub async fn get(&self, caller: &Caller, path: &str) -> Reply {
+        self.call(caller, "GET", path, None).await
+    }
+
+    /// Creates an object as the admin, asserting success.
+    pub async fn create(&self, path: &str, body: Value) -> Value {
+        let reply = self.call(&Caller::admin(), "POST", path, Some(&body)).await;
+        assert_eq!(reply.code, 201, "POST {path}: {}", reply.body);
+        reply.body
+    }
+
+    pub async fn namespace(&self, name: &str) {
+        self.create(
+            "/api/v1/namespaces",
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}),
+        )
+        .await;
+    }
+
+    pub async fn secret(&self, namespace: &str, name: &str) -> Value {
+        self.create(
+            &format!("/api/v1/namespaces/{namespace}/secrets"),
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
+                   "stringData": {"value": format!("secret-of-{name}")}}),
+        )
+        .await
+    }
+
+    pub async fn service_account(&self, namespace: &str, name: &str) -> Value {
+        self.create(
+            &format!("/api/v1/namespaces/{namespace}/serviceaccounts"),
+            json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name}}),
+        )
+        .await
+    }
+
+    /// A Role with `rules` in `namespace`, bound to `user`.
+    pub async fn grant(&self, namespace: &str, user: &str, rules: Value) {
+        let name = format!("{user}-{}", rules.to_string().len());
+        self.create(
+            &format!("/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/roles"),
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+                   "metadata": {"name": name}, "rules": rules}),
+        )
+        .await;
+        self.create(
+            &format!("/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/rolebindings"),
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                   "metadata": {"name": name},
+                   "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+                   "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]}),
+        )
+        .await;
+    }
+
+    /// A ClusterRole with `rules`, bound cluster-wide to `user`.
+    pub async fn grant_cluster(&self, user: &str, rules: Value) {
+        let name = format!("{user}-{}", rules.to_string().len());
+        self.create(
+            "/apis/rbac.authorization.k8s.io/v1/clusterroles",
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+                   "metadata": {"name": name}, "rules": rules}),
+        )
+        .await;
+        self.create(
+            "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+                   "metadata": {"name": name},
+                   "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+                   "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]}),
+        )
+        .await;
+    }
+
+    /// A token for a ServiceAccount, from TokenRequest as the admin.
+    pub async fn token(&self, namespace: &str, name: &str, spec: Value) -> String {
+        let reply = self
+            .call(
+                &Caller::admin(),
+                "POST",
+                &format!("/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token"),
+                Some(
+                    &json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec}),
+                ),
+            )
+            .await;
+        assert_eq!(reply.code, 201, "{}", reply.body);
+        reply.body["status"]["token"].as_str().unwrap().to_string()
+    }
+
+    /// Opens a watch; the events come from [`Watch::next`].
+    pub async fn watch(&self, caller: &Caller, path: &str) -> Result<Watch, Reply> {
+        let request = Ring::request(caller, "GET", path, None);
+        let response = self.api.clone().handle(request, Arc::new(caller.peer())).await;
+        if response.status() != 200 {
+            let code = response.status().as_u16();
+            let headers = response.headers().clone();
+            let bytes = response.into_body().collect().await.unwrap().to_bytes();
+            return Err(Reply {
+                code,
+                headers,
+                body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+            });
+        }
+        Ok(Watch {
+            body: response.into_body(),
+            buffer: Vec::new(),
+        })
+    }
+}
+
+/// An open watch.
+pub struct Watch {
+    body: badge_apiserver::response::Body,
+    buffer: Vec<u8>,
+}
+
+impl Watch {
+    /// The next event; panics when none comes within a generous bound (a hang, not a
+    /// timing assertion).
+    pub async fn next(&mut self) -> Value {
+        loop {
+            if let Some(end) = self.buffer.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.buffer.drain(..=end).collect();
+                return serde_json::from_slice(&line).unwrap();
+            }
+            let frame = tokio::time::timeout(Duration::from_secs(20), self.body.frame())
+                .await
+                .expect("no watch event within 20 s")
+                .expect("the watch ended")
+                .unwrap();
+            if let Ok(data) = frame.into_data() {
+                self.buffer.extend_from_slice(&data);
+            }
+        }
+    }
+
+    /// Events until one satisfies `done`, returning every event read.
+    pub async fn until(&mut self, done: impl Fn(&Value) -> bool) -> Vec<Value> {
+        let mut events = Vec::new();
+        loop {
+            let event = self.next().await;
+            let stop = done(&event);
+            events.push(event);
+            if stop {
+                return events;
+            }
+        }
+    }
+}
+
+/// The object names an event list carries.
+pub fn event_names(events: &[Value]) -> Vec<String> {
+    events
+        .iter()
+        .filter(|e| e["type"] != "BOOKMARK")
+        .map(|e| {
+            e["object"]["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect()
+}
