@@ -161,9 +161,9 @@ fn parse_accept(header: &str) -> Vec<Clause<'_>> {
     clauses
 }
 
-/// The conversion a clause asks for, when it names one upstream serves for built-ins;
-/// `Err(())` when the clause must be skipped.
-fn accepts(clause: &Clause<'_>, serializer: Serializer) -> Result<Target, ()> {
+/// The conversion a clause asks for, or None when its parameters name something upstream
+/// does not serve for built-ins and the clause is skipped.
+fn accepts(clause: &Clause<'_>, serializer: Serializer) -> Option<Target> {
     let (mut kind, mut group, mut version) = (None, None, None);
     let (mut stream, mut server_version) = ("", "");
     // Later duplicates win, as in the map upstream collects parameters into.
@@ -179,33 +179,34 @@ fn accepts(clause: &Clause<'_>, serializer: Serializer) -> Result<Target, ()> {
         }
     }
     if !stream.is_empty() && (!serializer.streams() || stream != "watch") {
-        return Err(());
+        return None;
     }
     // The server version of the meta group badge's resources are served with.
     if !server_version.is_empty() && server_version != "v1" {
-        return Err(());
+        return None;
     }
     if kind.is_none() && group.is_none() && version.is_none() {
-        return Ok(Target::Object);
+        return Some(Target::Object);
     }
     let version = match (group.unwrap_or(""), version.unwrap_or("")) {
         ("meta.k8s.io", "v1") => MetaVersion::V1,
         ("meta.k8s.io", "v1beta1") => MetaVersion::V1Beta1,
-        _ => return Err(()),
+        _ => return None,
     };
     match kind.unwrap_or("") {
         // Tables have no protobuf encoding.
-        "Table" if serializer != Serializer::Protobuf => Ok(Target::Table),
-        "PartialObjectMetadata" => Ok(Target::Metadata(version)),
-        "PartialObjectMetadataList" => Ok(Target::MetadataList(version)),
-        _ => Err(()),
+        "Table" if serializer != Serializer::Protobuf => Some(Target::Table),
+        "PartialObjectMetadata" => Some(Target::Metadata(version)),
+        "PartialObjectMetadataList" => Some(Target::MetadataList(version)),
+        _ => None,
     }
 }
 
 /// Negotiates the output of a resource request: the first clause, in precedence order, that
 /// a serializer matches and whose parameters are served. An empty header is JSON.
 pub fn output(accept: &str) -> Result<Output, Status> {
-    if accept.is_empty() {
+    // The common cases need no parsing.
+    if accept.is_empty() || accept == "application/json" {
         return Ok(Output {
             serializer: Serializer::Json,
             target: Target::Object,
@@ -219,7 +220,7 @@ pub fn output(accept: &str) -> Result<Output, Status> {
             if !matches {
                 continue;
             }
-            if let Ok(target) = accepts(&clause, serializer) {
+            if let Some(target) = accepts(&clause, serializer) {
                 return Ok(Output { serializer, target });
             }
         }
