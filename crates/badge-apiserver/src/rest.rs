@@ -15,6 +15,7 @@ use http::{Response, StatusCode};
 use serde_json::{Value, json};
 
 use crate::ApiServer;
+use crate::negotiate::{self, Output, PartialObjectMetadata, Target};
 use crate::params::Query;
 use crate::response::{self, Body};
 use crate::table::{self, IncludeObject};
@@ -32,8 +33,10 @@ pub struct Call<'a> {
 }
 
 impl Call<'_> {
-    pub(crate) fn wants_table(&self) -> bool {
-        table::wants_table(&self.accept)
+    /// What the response becomes. Upstream negotiates before anything else: a write whose
+    /// answer no Accept clause allows is refused before it happens.
+    pub(crate) fn output(&self) -> Result<Output, Status> {
+        negotiate::output(&self.accept)
     }
 
     fn write_options(&self) -> Result<WriteOptions, Status> {
@@ -86,25 +89,89 @@ impl Call<'_> {
     }
 }
 
-/// Renders one object: as a one-row Table when asked, else as JSON.
-fn object_response(call: &Call<'_>, code: StatusCode, object: &Value, warnings: &[String]) -> Response<Body> {
-    let mut response = if call.wants_table() {
-        let t = table::table(
-            call.resource.plural,
-            [object],
-            json!({"resourceVersion": meta::resource_version(object)}),
-            true,
-            IncludeObject::parse(call.query.get("includeObject")),
-        );
-        match serde_json::to_vec(&t) {
-            Ok(bytes) => response::json_bytes(code, response::TABLE_JSON, bytes),
-            Err(e) => response::status(&Status::internal(e.to_string())),
+/// Renders one object in the negotiated form: itself, a one-row Table, or its metadata.
+fn object_response(
+    call: &Call<'_>,
+    output: Output,
+    code: StatusCode,
+    object: &Value,
+    warnings: &[String],
+) -> Response<Body> {
+    let mut response = match output.target {
+        Target::Table => {
+            let t = table::table(
+                call.resource.plural,
+                [object],
+                json!({"resourceVersion": meta::resource_version(object)}),
+                true,
+                IncludeObject::parse(call.query.get("includeObject")),
+            );
+            match serde_json::to_vec(&t) {
+                Ok(bytes) => response::json_bytes(code, response::TABLE_JSON, bytes),
+                Err(e) => response::status(&Status::internal(e.to_string())),
+            }
         }
-    } else {
-        response::json(code, object)
+        Target::Metadata(version) => response::json(code, &PartialObjectMetadata::of(object, version)),
+        Target::MetadataList(_) => response::status(&negotiate::metadata_list_of_object(call.resource)),
+        Target::Object => response::json(code, object),
     };
     response::add_warnings(&mut response, warnings);
     response
+}
+
+/// Renders a list in the negotiated form: itself, a Table, or its items' metadata.
+fn list_response(
+    call: &Call<'_>,
+    output: Output,
+    list_meta: Value,
+    items: Vec<&Value>,
+) -> Result<Response<Body>, Status> {
+    // Serialized from borrowed items: a `json!` list would first copy every object.
+    #[derive(serde::Serialize)]
+    struct List<K, V, I> {
+        kind: K,
+        #[serde(rename = "apiVersion")]
+        api_version: V,
+        metadata: Value,
+        items: I,
+    }
+    match output.target {
+        Target::Table => {
+            let t = table::table(
+                call.resource.plural,
+                items,
+                list_meta,
+                true,
+                IncludeObject::parse(call.query.get("includeObject")),
+            );
+            let bytes = serde_json::to_vec(&t).map_err(|e| Status::internal(e.to_string()))?;
+            Ok(response::json_bytes(StatusCode::OK, response::TABLE_JSON, bytes))
+        }
+        Target::Metadata(_) => Err(negotiate::metadata_of_list(call.resource)),
+        Target::MetadataList(version) => {
+            let partial: Vec<_> = items
+                .into_iter()
+                .map(|o| PartialObjectMetadata::of(o, version))
+                .collect();
+            let list = List {
+                kind: "PartialObjectMetadataList",
+                api_version: version.api_version(),
+                metadata: list_meta,
+                // Upstream builds this list afresh: without items it is `null`, not `[]`.
+                items: (!partial.is_empty()).then_some(partial),
+            };
+            Ok(response::json(StatusCode::OK, &list))
+        }
+        Target::Object => {
+            let list = List {
+                kind: call.resource.list_kind(),
+                api_version: call.resource.api_version(),
+                metadata: list_meta,
+                items,
+            };
+            Ok(response::json(StatusCode::OK, &list))
+        }
+    }
 }
 
 /// The warnings a resource's strategy gives on a write (`WarningsOnCreate`/`WarningsOnUpdate`
@@ -149,15 +216,17 @@ impl ApiServer {
     }
 
     pub(crate) async fn get(&self, call: &Call<'_>) -> Result<Response<Body>, Status> {
+        let output = call.output()?;
         let read = call.query.read_from()?;
         let object = self
             .registry
             .get(call.resource, &call.info.namespace, &call.info.name, read)
             .await?;
-        Ok(object_response(call, StatusCode::OK, &object, &[]))
+        Ok(object_response(call, output, StatusCode::OK, &object, &[]))
     }
 
     pub(crate) async fn list(&self, call: &Call<'_>) -> Result<Response<Body>, Status> {
+        let output = call.output()?;
         let read = call.query.read_from()?;
         let filter = call.filter()?;
         let page = self
@@ -178,36 +247,16 @@ impl ApiServer {
         if let Some(remaining) = page.remaining {
             list_meta["remainingItemCount"] = json!(remaining);
         }
-        if call.wants_table() {
-            let t = table::table(
-                call.resource.plural,
-                page.items.iter().map(|o| o.as_ref()),
-                list_meta,
-                true,
-                IncludeObject::parse(call.query.get("includeObject")),
-            );
-            let bytes = serde_json::to_vec(&t).map_err(|e| Status::internal(e.to_string()))?;
-            return Ok(response::json_bytes(StatusCode::OK, response::TABLE_JSON, bytes));
-        }
-        // Serialized from borrowed items: a `json!` list would first copy every object.
-        #[derive(serde::Serialize)]
-        struct List<'a, K, V> {
-            kind: K,
-            #[serde(rename = "apiVersion")]
-            api_version: V,
-            metadata: Value,
-            items: Vec<&'a Value>,
-        }
-        let list = List {
-            kind: call.resource.list_kind(),
-            api_version: call.resource.api_version(),
-            metadata: list_meta,
-            items: page.items.iter().map(|o| o.as_ref()).collect(),
-        };
-        Ok(response::json(StatusCode::OK, &list))
+        list_response(
+            call,
+            output,
+            list_meta,
+            page.items.iter().map(|o| o.as_ref()).collect(),
+        )
     }
 
     pub(crate) async fn create(&self, call: &Call<'_>) -> Result<Response<Body>, Status> {
+        let output = call.output()?;
         let mut decoded = call.decode_body()?;
         self.check_rbac_write(
             &call.user,
@@ -237,6 +286,7 @@ impl ApiServer {
         self.settle_rbac_write(call.resource, &object).await;
         Ok(object_response(
             call,
+            output,
             StatusCode::CREATED,
             &object,
             &decoded.warnings,
@@ -244,6 +294,7 @@ impl ApiServer {
     }
 
     pub(crate) async fn update(&self, call: &Call<'_>) -> Result<Response<Body>, Status> {
+        let output = call.output()?;
         let mut decoded = call.decode_body()?;
         let given = decoded.object;
         let mut update_warnings = Vec::new();
@@ -278,14 +329,21 @@ impl ApiServer {
             .await?;
         decoded.warnings.extend(update_warnings);
         self.settle_rbac_write(call.resource, &object).await;
-        Ok(object_response(call, StatusCode::OK, &object, &decoded.warnings))
+        Ok(object_response(
+            call,
+            output,
+            StatusCode::OK,
+            &object,
+            &decoded.warnings,
+        ))
     }
 
     pub(crate) async fn patch(&self, call: &Call<'_>) -> Result<Response<Body>, Status> {
+        let output = call.output()?;
         let patch_type = PatchType::from_content_type(&call.content_type)
             .ok_or_else(|| patch::unsupported_patch_type(&call.content_type))?;
         if patch_type == PatchType::Apply {
-            return self.server_side_apply(call).await;
+            return self.server_side_apply(call, output).await;
         }
         let validation = call.field_validation()?;
         let resource = call.resource;
@@ -323,7 +381,7 @@ impl ApiServer {
             )
             .await?;
         self.settle_rbac_write(call.resource, &object).await;
-        Ok(object_response(call, StatusCode::OK, &object, &warnings))
+        Ok(object_response(call, output, StatusCode::OK, &object, &warnings))
     }
 
     fn delete_options(call: &Call<'_>) -> Result<DeleteOptions, Status> {
@@ -359,15 +417,16 @@ impl ApiServer {
     }
 
     pub(crate) async fn delete(&self, call: &Call<'_>) -> Result<Response<Body>, Status> {
+        let output = call.output()?;
         let options = Self::delete_options(call)?;
         let outcome = self
             .registry
             .delete(call.resource, &call.info.namespace, &call.info.name, &options)
             .await?;
         Ok(match outcome {
-            DeleteOutcome::Pending(object) => object_response(call, StatusCode::OK, &object, &[]),
+            DeleteOutcome::Pending(object) => object_response(call, output, StatusCode::OK, &object, &[]),
             DeleteOutcome::Deleted(object) if call.resource.plural == "pods" => {
-                object_response(call, StatusCode::OK, &object, &[])
+                object_response(call, output, StatusCode::OK, &object, &[])
             }
             DeleteOutcome::Deleted(object) => response::status(&Status::success(
                 call.resource.group_resource(),
@@ -378,6 +437,7 @@ impl ApiServer {
     }
 
     pub(crate) async fn delete_collection(&self, call: &Call<'_>) -> Result<Response<Body>, Status> {
+        let output = call.output()?;
         let options = Self::delete_options(call)?;
         let filter = call.filter()?;
         let page = self
@@ -404,13 +464,12 @@ impl ApiServer {
                 Err(s) => return Err(s),
             }
         }
-        let list = json!({
-            "kind": call.resource.list_kind(),
-            "apiVersion": call.resource.api_version(),
-            "metadata": {"resourceVersion": self.registry.cache().revision().to_string()},
-            "items": deleted,
-        });
-        Ok(response::json(StatusCode::OK, &list))
+        list_response(
+            call,
+            output,
+            json!({"resourceVersion": self.registry.cache().revision().to_string()}),
+            deleted.iter().collect(),
+        )
     }
 }
 
@@ -438,7 +497,7 @@ impl ApiServer {
 
     /// `PATCH` with `application/apply-patch+yaml`: server-side apply, creating the object
     /// when it does not exist.
-    async fn server_side_apply(&self, call: &Call<'_>) -> Result<Response<Body>, Status> {
+    async fn server_side_apply(&self, call: &Call<'_>, output: Output) -> Result<Response<Body>, Status> {
         let resource = call.resource;
         let manager = call
             .field_manager()
@@ -516,6 +575,7 @@ impl ApiServer {
             self.settle_rbac_write(resource, &object).await;
             return Ok(object_response(
                 call,
+                output,
                 StatusCode::CREATED,
                 &object,
                 &decoded.warnings,
@@ -562,6 +622,6 @@ impl ApiServer {
                 }
             })?;
         self.settle_rbac_write(resource, &object).await;
-        Ok(object_response(call, StatusCode::OK, &object, &warnings))
+        Ok(object_response(call, output, StatusCode::OK, &object, &warnings))
     }
 }

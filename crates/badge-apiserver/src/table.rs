@@ -368,16 +368,6 @@ pub fn table<'a>(
     table
 }
 
-/// Whether the Accept header asks for a Table.
-pub fn wants_table(accept: &str) -> bool {
-    accept.split(',').any(|part| {
-        let params: Vec<&str> = part.split(';').map(str::trim).collect();
-        params.contains(&"as=Table")
-            && params.contains(&"g=meta.k8s.io")
-            && (params.contains(&"v=v1") || params.contains(&"v=v1beta1"))
-    })
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -412,13 +402,5 @@ mod tests {
         assert_eq!(t["rows"][0]["cells"][1], "Opaque");
         assert_eq!(t["rows"][0]["cells"][2], 2);
         assert!(t["rows"][0].get("object").is_none());
-    }
-
-    #[test]
-    fn table_accept() {
-        assert!(wants_table(
-            "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"
-        ));
-        assert!(!wants_table("application/json"));
     }
 }

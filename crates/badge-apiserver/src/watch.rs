@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::ApiServer;
+use crate::negotiate::{PartialObjectMetadata, Target};
 use crate::response::{self, Body};
 use crate::rest::Call;
 use crate::table::{self, IncludeObject};
@@ -30,21 +31,22 @@ const INITIAL_CHUNK: usize = 64 * 1024;
 
 struct Encoder {
     resource: &'static badge_api::Resource,
-    table: bool,
+    target: Target,
     include: IncludeObject,
     sent_columns: bool,
 }
 
+/// Events are written one by one until one cannot be: upstream then ends the watch.
 impl Encoder {
-    fn event(&mut self, kind: &str, object: &Value) -> Bytes {
+    fn event(&mut self, kind: &str, object: &Value) -> Option<Bytes> {
         let mut line = Vec::with_capacity(512);
-        self.write_event(&mut line, kind, object);
-        Bytes::from(line)
+        self.write_event(&mut line, kind, object)
+            .then(|| Bytes::from(line))
     }
 
-    /// Appends one event line.
-    fn write_event(&mut self, out: &mut Vec<u8>, kind: &str, object: &Value) {
-        if self.table {
+    /// Appends one event line; false when the object has no form the client accepts.
+    fn write_event(&mut self, out: &mut Vec<u8>, kind: &str, object: &Value) -> bool {
+        if self.target == Target::Table {
             let t = table::table(
                 self.resource.plural,
                 [object],
@@ -54,22 +56,44 @@ impl Encoder {
             );
             self.sent_columns = true;
             write_line(out, kind, &t);
-        } else {
-            write_line(out, kind, object);
+            return true;
+        }
+        self.write_plain(out, kind, object)
+    }
+
+    /// Appends an event line with the object itself or, when asked, its metadata.
+    fn write_plain(&self, out: &mut Vec<u8>, kind: &str, object: &Value) -> bool {
+        match self.target {
+            Target::Metadata(version) => {
+                write_line(out, kind, &PartialObjectMetadata::of(object, version));
+                true
+            }
+            // Upstream cannot turn one object into a list, nor encode the untransformed
+            // object in the meta group it negotiated: the watch ends without it.
+            Target::MetadataList(_) => false,
+            Target::Table | Target::Object => {
+                write_line(out, kind, object);
+                true
+            }
         }
     }
 
-    fn bookmark(&self, revision: i64) -> Bytes {
+    fn plain(&self, kind: &str, object: &Value) -> Option<Bytes> {
+        let mut out = Vec::with_capacity(256);
+        self.write_plain(&mut out, kind, object).then(|| Bytes::from(out))
+    }
+
+    fn bookmark(&self, revision: i64) -> Option<Bytes> {
         let object = json!({
             "kind": self.resource.kind,
             "apiVersion": self.resource.api_version(),
             "metadata": {"resourceVersion": revision.to_string(), "creationTimestamp": null},
         });
-        line("BOOKMARK", &object)
+        self.plain("BOOKMARK", &object)
     }
 
     /// The bookmark that ends the initial events of a WatchList.
-    fn initial_events_end(&self, revision: i64) -> Bytes {
+    fn initial_events_end(&self, revision: i64) -> Option<Bytes> {
         let object = json!({
             "kind": self.resource.kind,
             "apiVersion": self.resource.api_version(),
@@ -79,7 +103,7 @@ impl Encoder {
                 "annotations": {"k8s.io/initial-events-end": "true"},
             },
         });
-        line("BOOKMARK", &object)
+        self.plain("BOOKMARK", &object)
     }
 
     fn error(status: &Status) -> Bytes {
@@ -139,6 +163,7 @@ fn visible(
 impl ApiServer {
     pub(crate) async fn watch(&self, call: &Call<'_>) -> Result<Response<Body>, Status> {
         let resource = call.resource;
+        let output = call.output()?;
         let filter = call.filter()?;
         filter.validate(resource)?;
         // A named watch narrows by the filter's exact name, never by a key prefix (a prefix
@@ -192,14 +217,14 @@ impl ApiServer {
             .and_then(|t| t.parse::<u64>().ok())
             .map_or(DEFAULT_TIMEOUT, Duration::from_secs);
         let bookmarks = call.query.flag("allowWatchBookmarks");
-        let table = call.wants_table();
+        let target = output.for_watch()?.target;
         let mut encoder = Encoder {
             resource,
-            table,
+            target,
             include: IncludeObject::parse(call.query.get("includeObject")),
             sent_columns: false,
         };
-        let content_type = if table {
+        let content_type = if target == Target::Table {
             response::TABLE_JSON
         } else {
             response::JSON
@@ -224,7 +249,12 @@ impl ApiServer {
                     let mut chunk = Vec::new();
                     for event in cache_watch.initial.drain(..) {
                         if let Some((kind, object)) = visible(&event, &prefix, &filter, resource) {
-                            encoder.write_event(&mut chunk, kind.as_str(), &object);
+                            if !encoder.write_event(&mut chunk, kind.as_str(), &object) {
+                                if !chunk.is_empty() {
+                                    let _ = tx.send(Bytes::from(chunk)).await;
+                                }
+                                return;
+                            }
                             if chunk.len() >= INITIAL_CHUNK
                                 && tx.send(Bytes::from(std::mem::take(&mut chunk))).await.is_err()
                             {
@@ -236,8 +266,13 @@ impl ApiServer {
                     if !chunk.is_empty() && tx.send(Bytes::from(chunk)).await.is_err() {
                         return;
                     }
-                    if send_initial_events && tx.send(encoder.initial_events_end(last_sent)).await.is_err() {
-                        return;
+                    if send_initial_events {
+                        let Some(end) = encoder.initial_events_end(last_sent) else {
+                            return;
+                        };
+                        if tx.send(end).await.is_err() {
+                            return;
+                        }
                     }
                     let mut bookmark_timer = tokio::time::interval(BOOKMARK_INTERVAL);
                     bookmark_timer.tick().await;
@@ -249,17 +284,24 @@ impl ApiServer {
                                         continue;
                                     }
                                     last_sent = event.revision;
-                                    if let Some((kind, object)) = visible(&event, &prefix, &filter, resource)
-                                        && tx.send(encoder.event(kind.as_str(), &object)).await.is_err() {
+                                    if let Some((kind, object)) = visible(&event, &prefix, &filter, resource) {
+                                        let Some(line) = encoder.event(kind.as_str(), &object) else {
+                                            return;
+                                        };
+                                        if tx.send(line).await.is_err() {
                                             return;
                                         }
+                                    }
                                 }
                                 // A watcher that fell behind is ended; the client relists.
                                 Err(RecvError::Lagged(_)) | Err(RecvError::Closed) => return,
                             },
                             _ = bookmark_timer.tick(), if bookmarks => {
                                 let revision = *revisions.borrow_and_update();
-                                if tx.send(encoder.bookmark(revision.max(last_sent))).await.is_err() {
+                                let Some(bookmark) = encoder.bookmark(revision.max(last_sent)) else {
+                                    return;
+                                };
+                                if tx.send(bookmark).await.is_err() {
                                     return;
                                 }
                             }

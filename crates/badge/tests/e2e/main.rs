@@ -6,6 +6,7 @@ mod agent;
 mod api_core;
 mod ha;
 mod kubectl;
+mod metadata;
 mod nodes;
 mod rbac;
 mod reviews;
