@@ -4,6 +4,7 @@
 
 pub mod discovery;
 pub mod handler;
+pub mod limits;
 pub mod node;
 pub mod params;
 pub mod rbac;
