@@ -244,7 +244,11 @@ fn is_privileged(api: &ApiServer, headers: &http::HeaderMap, peer: &PeerIdentity
 
 /// The `timeout` query parameter, as upstream's `parseTimeout`.
 fn requested_timeout(query: Option<&str>) -> Result<Option<Duration>, Status> {
-    let query = crate::params::Query::parse(query);
+    // Most requests carry no timeout: they skip parsing the query.
+    let Some(query) = query.filter(|q| q.contains("timeout")) else {
+        return Ok(None);
+    };
+    let query = crate::params::Query::parse(Some(query));
     let Some(value) = query.get("timeout").filter(|v| !v.is_empty()) else {
         return Ok(None);
     };
