@@ -189,6 +189,7 @@ fn stalled_requests_are_closed_while_the_admin_is_served() {
 
     let ready = s.request("GET", "/readyz", None, &[], Admin).unwrap();
     assert_eq!((ready.status, ready.body.as_slice()), (200, b"ok".as_slice()));
+    assert_eq!(s.kubectl_ok(&["get", "--raw", "/readyz"]), "ok");
 
     let still_open = rt.block_on(async {
         let waits: Vec<_> = stalled
@@ -257,6 +258,12 @@ fn requests_past_the_inflight_limits_get_429() {
         .request("GET", &format!("{SA_PATH}?watch=true"), None, &[], Anonymous)
         .unwrap();
     assert_eq!(watch.status, 403);
+    // The refusal reaches an HTTP/2 client that is still sending its body.
+    if curl_speaks_http2() {
+        let (written, status) = Curl::new(&s).post("--http2", From::Anonymous, "small");
+        assert_eq!(written, "429 2");
+        assert_eq!(status["reason"], "TooManyRequests");
+    }
     drop((held_mutating, held_read));
     eventually("the slots to be free again", || {
         s.request("GET", "/version", None, &[], Anonymous).unwrap().status == 200
@@ -339,6 +346,68 @@ fn curl_speaks_http2() -> bool {
         .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).contains("HTTP2"))
 }
 
+/// Who curl's request is from.
+enum From {
+    Admin,
+    Anonymous,
+    Bearer(&'static str),
+}
+
+/// curl POSTing bodies to a server's ServiceAccounts, with the admin's certificate at hand.
+struct Curl {
+    dir: tempfile::TempDir,
+    url: String,
+}
+
+impl Curl {
+    fn new(server: &TestServer) -> Curl {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = admin_pem(server);
+        std::fs::write(dir.path().join("admin.crt"), cert).unwrap();
+        std::fs::write(dir.path().join("admin.key"), key).unwrap();
+        std::fs::write(dir.path().join("small"), vec![b'a'; 200 * 1024]).unwrap();
+        std::fs::write(dir.path().join("large"), vec![b'a'; 4 * 1024 * 1024]).unwrap();
+        Curl {
+            dir,
+            url: format!("https://127.0.0.1:{}{SA_PATH}", server.port),
+        }
+    }
+
+    /// POSTs the body file named `body`: what curl reports (`code version`) and the Status.
+    fn post(&self, version: &str, from: From, body: &str) -> (String, serde_json::Value) {
+        let path = |name: &str| self.dir.path().join(name);
+        let mut cmd = std::process::Command::new("curl");
+        cmd.args(["-sS", "-k", version, "-X", "POST"])
+            .args(["-H", "Content-Type: application/json"])
+            .arg("--data-binary")
+            .arg(format!("@{}", path(body).display()))
+            .arg("-o")
+            .arg(path("out"))
+            .args(["-w", "%{http_code} %{http_version}"]);
+        match from {
+            From::Admin => {
+                cmd.arg("--cert")
+                    .arg(path("admin.crt"))
+                    .arg("--key")
+                    .arg(path("admin.key"));
+            }
+            From::Bearer(token) => {
+                cmd.arg("-H").arg(format!("Authorization: Bearer {token}"));
+            }
+            From::Anonymous => {}
+        }
+        let out = cmd.arg(&self.url).output().unwrap();
+        assert!(
+            out.status.success(),
+            "curl {version} {body}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let written = String::from_utf8_lossy(&out.stdout).to_string();
+        let status = serde_json::from_slice(&std::fs::read(path("out")).unwrap()).unwrap();
+        (written, status)
+    }
+}
+
 #[test]
 fn refusals_before_the_body_reach_http2_clients_whole() {
     if !curl_speaks_http2() {
@@ -346,56 +415,18 @@ fn refusals_before_the_body_reach_http2_clients_whole() {
         return;
     }
     let s = crate::server();
-    let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = admin_pem(&s);
-    std::fs::write(dir.path().join("admin.crt"), cert).unwrap();
-    std::fs::write(dir.path().join("admin.key"), key).unwrap();
-    std::fs::write(dir.path().join("small"), vec![b'a'; 200 * 1024]).unwrap();
-    std::fs::write(dir.path().join("large"), vec![b'a'; 4 * 1024 * 1024]).unwrap();
-    let url = format!("https://127.0.0.1:{}{SA_PATH}", s.port);
-    let curl = |version: &str, admin: bool, body: &str| {
-        let out_file = dir.path().join("out");
-        let mut cmd = std::process::Command::new("curl");
-        cmd.args([
-            "-sS",
-            "-k",
-            version,
-            "-X",
-            "POST",
-            "-H",
-            "Content-Type: application/json",
-        ])
-        .arg("--data-binary")
-        .arg(format!("@{}", dir.path().join(body).display()))
-        .arg("-o")
-        .arg(&out_file)
-        .args(["-w", "%{http_code} %{http_version}"]);
-        if admin {
-            cmd.arg("--cert")
-                .arg(dir.path().join("admin.crt"))
-                .arg("--key")
-                .arg(dir.path().join("admin.key"));
-        } else {
-            cmd.args(["-H", "Authorization: Bearer not-a-token"]);
-        }
-        let out = cmd.arg(&url).output().unwrap();
-        assert!(
-            out.status.success(),
-            "curl {version} {body}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let written = String::from_utf8_lossy(&out.stdout).to_string();
-        let status: serde_json::Value = serde_json::from_slice(&std::fs::read(&out_file).unwrap()).unwrap();
-        (written, status)
-    };
+    let curl = Curl::new(&s);
     for (version, shown) in [("--http2", "2"), ("--http1.1", "1.1")] {
         for body in ["small", "large"] {
-            let (written, status) = curl(version, false, body);
+            let (written, status) = curl.post(version, From::Bearer("not-a-token"), body);
             assert_eq!(written, format!("401 {shown}"), "{body}");
             assert_eq!(status["reason"], "Unauthorized");
             assert_eq!(status["kind"], "Status");
         }
-        let (written, status) = curl(version, true, "large");
+        let (written, status) = curl.post(version, From::Anonymous, "small");
+        assert_eq!(written, format!("403 {shown}"));
+        assert_eq!(status["reason"], "Forbidden");
+        let (written, status) = curl.post(version, From::Admin, "large");
         assert_eq!(written, format!("413 {shown}"));
         assert_eq!(status["reason"], "RequestEntityTooLarge");
         assert_eq!(status["message"], "Request entity too large: limit is 3145728");
