@@ -11,6 +11,7 @@ pub mod discovery;
 pub mod handler;
 mod impersonation;
 mod keys_api;
+pub mod limits;
 pub mod negotiate;
 pub mod node;
 mod nonresource;

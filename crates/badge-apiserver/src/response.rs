@@ -42,16 +42,42 @@ pub fn json<T: serde::Serialize + ?Sized>(code: StatusCode, value: &T) -> Respon
     }
 }
 
+/// Why a request failed on the server's side (a 5xx), kept with the response so the edge
+/// logs it once; the client never sees an internal error's detail.
+#[derive(Clone, Debug)]
+pub struct ServerFailure(pub String);
+
+/// What a client is told of an internal error; the cause goes to the log.
+pub const INTERNAL_ERROR_MESSAGE: &str = "Internal error occurred: see the server log for the cause";
+
 /// A `Status` error (or success) response.
 pub fn status(status: &Status) -> Response<Body> {
     let code = StatusCode::from_u16(status.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if code.is_server_error() {
+        let cause = ServerFailure(status.to_string());
+        let mut response = if status.reason == "InternalError" {
+            let mut generic = status.clone();
+            generic.message = INTERNAL_ERROR_MESSAGE.into();
+            generic.details = None;
+            json(code, &generic)
+        } else {
+            json(code, status)
+        };
+        add_retry_after(&mut response, status);
+        response.extensions_mut().insert(cause);
+        return response;
+    }
     let mut response = json(code, status);
+    add_retry_after(&mut response, status);
+    response
+}
+
+fn add_retry_after(response: &mut Response<Body>, status: &Status) {
     if let Some(retry) = status.details.as_ref().and_then(|d| d.retry_after_seconds)
         && let Ok(v) = HeaderValue::from_str(&retry.to_string())
     {
         response.headers_mut().insert(header::RETRY_AFTER, v);
     }
-    response
 }
 
 /// A plain-text response (health checks).
@@ -75,5 +101,43 @@ pub fn add_warnings(response: &mut Response<Body>, warnings: &[String]) {
         if let Ok(v) = HeaderValue::from_str(&format!("299 - \"{escaped}\"")) {
             response.headers_mut().append(header::WARNING, v);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn internal_errors_reach_the_client_without_their_cause() {
+        let response = status(&Status::internal("the key ring at /secret/path"));
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(
+            response
+                .extensions()
+                .get::<ServerFailure>()
+                .unwrap()
+                .0
+                .contains("/secret/path")
+        );
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let body = runtime
+            .block_on(response.into_body().collect())
+            .unwrap()
+            .to_bytes();
+        let sent: Status = serde_json::from_slice(&body).unwrap();
+        assert_eq!(sent.reason, "InternalError");
+        assert_eq!(sent.message, INTERNAL_ERROR_MESSAGE);
+        assert!(sent.details.is_none());
+
+        let timeout = status(&Status::timeout("storage timeout: etcd"));
+        assert_eq!(
+            timeout.extensions().get::<ServerFailure>().unwrap().0,
+            "504 (Timeout): storage timeout: etcd"
+        );
+        let refused = status(&Status::unauthorized());
+        assert!(refused.extensions().get::<ServerFailure>().is_none());
     }
 }

@@ -59,6 +59,25 @@ pub struct ServerOptions {
     /// resourceVersion; older ones get 410 Gone.
     #[arg(long, default_value_t = badge_registry::cache::DEFAULT_HISTORY)]
     default_watch_cache_size: usize,
+    /// The most non-mutating requests served at once; more get 429 (0: no limit). Watches
+    /// are not counted; system:masters is never refused.
+    #[arg(long, default_value_t = 400)]
+    max_requests_inflight: usize,
+    /// The most mutating requests served at once; more get 429 (0: no limit).
+    #[arg(long, default_value_t = 200)]
+    max_mutating_requests_inflight: usize,
+    /// How long a request may take before it fails with 504; watches are exempt, and a
+    /// request's `?timeout=` may shorten it (a Go duration).
+    #[arg(long = "request-timeout", default_value = "1m0s")]
+    api_request_timeout: String,
+    /// How long the server waits on a client that sends nothing: for a request's headers,
+    /// the rest of its body, or any HTTP/2 frame (a Go duration).
+    #[arg(long, default_value = "60s")]
+    client_idle_timeout: String,
+    /// The most connections open at once; past it new ones wait until one closes (0: no
+    /// limit). Keep it below the open-file limit.
+    #[arg(long, default_value_t = 1000)]
+    max_connections: usize,
     #[command(flatten)]
     storage: StorageOptions,
 }
@@ -163,6 +182,7 @@ impl EtcdOptions {
 }
 
 pub async fn run(options: ServerOptions) -> anyhow::Result<()> {
+    let serve_options = options.serve_options()?;
     create_private_dir(&options.data_dir)?;
     // A first start makes a CA, certificates and a signing key: CPU work that runs on the
     // blocking pool while the store opens and loads and the default objects are written.
@@ -335,7 +355,13 @@ pub async fn run(options: ServerOptions) -> anyhow::Result<()> {
         "admin kubeconfig written: export KUBECONFIG={}",
         kubeconfig.display()
     );
-    let serving = tokio::spawn(badge_apiserver::server::serve(api, listener, tls, shutdown_rx));
+    let serving = tokio::spawn(badge_apiserver::server::serve(
+        api,
+        listener,
+        tls,
+        shutdown_rx,
+        serve_options,
+    ));
 
     wait_for_signal().await;
     tracing::info!("shutting down: draining in-flight requests");
@@ -343,6 +369,29 @@ pub async fn run(options: ServerOptions) -> anyhow::Result<()> {
     serving.await.context("the server task failed")?;
     tracing::info!("stopped");
     Ok(())
+}
+
+impl ServerOptions {
+    /// The connection and request limits the flags set.
+    fn serve_options(&self) -> anyhow::Result<badge_apiserver::server::ServeOptions> {
+        let positive = |flag: &str, text: &str| -> anyhow::Result<std::time::Duration> {
+            let duration = badge_apiserver::limits::parse_go_duration(text)
+                .map_err(|e| anyhow::anyhow!("--{flag}={text}: {e}"))?;
+            if duration.is_zero() {
+                anyhow::bail!("--{flag} must be positive, not {text}");
+            }
+            Ok(duration)
+        };
+        Ok(badge_apiserver::server::ServeOptions {
+            limits: badge_apiserver::limits::Limits {
+                max_requests_inflight: self.max_requests_inflight,
+                max_mutating_requests_inflight: self.max_mutating_requests_inflight,
+                request_timeout: positive("request-timeout", &self.api_request_timeout)?,
+                client_idle_timeout: positive("client-idle-timeout", &self.client_idle_timeout)?,
+            },
+            max_connections: self.max_connections,
+        })
+    }
 }
 
 async fn wait_for_signal() {

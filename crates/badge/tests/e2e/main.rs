@@ -6,6 +6,7 @@ mod agent;
 mod api_core;
 mod ha;
 mod kubectl;
+mod limits;
 mod metadata;
 mod nodes;
 mod rbac;
