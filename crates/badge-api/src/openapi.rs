@@ -16,6 +16,8 @@ use serde_json::{Map, Value, json};
 
 use crate::resources::{GROUPS, RESOURCES, Resource, Storage, Subresource, versions_of};
 
+pub mod v2;
+
 /// Where schemars (with OpenAPI 3.0 settings) puts definitions.
 const SCHEMA_PREFIX: &str = "#/components/schemas/";
 const PATCH_SCHEMA: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.Patch";
@@ -606,9 +608,9 @@ fn responses(codes: &[(&'static str, &'static str)], schema_ref: &str) -> Vec<Re
     out
 }
 
-const OK: (&'static str, &'static str) = ("200", "OK");
-const CREATED: (&'static str, &'static str) = ("201", "Created");
-const ACCEPTED: (&'static str, &'static str) = ("202", "Accepted");
+const OK: (&str, &str) = ("200", "OK");
+const CREATED: (&str, &str) = ("201", "Created");
+const ACCEPTED: (&str, &str) = ("202", "Accepted");
 
 fn add_resource_paths(paths: &mut Vec<PathItem>, r: &Resource, kind_ref: &str, list_ref: &str, refs: &Refs) {
     let base = format!("/{}", gv_path(r.group, r.version));

@@ -68,7 +68,8 @@ impl ApiServer {
                 let body = read_body(request.into_body()).await?;
                 return self.keys_api(&method, &info.path, uri.query(), &body).await;
             }
-            return self.non_resource(&method, &info, &accept);
+            let if_none_match = header(header::IF_NONE_MATCH);
+            return self.non_resource(&method, &info, &accept, &if_none_match);
         }
         let resource = resources::lookup(&info.api_group, &info.api_version, &info.resource)
             .ok_or_else(Status::path_not_found)?;
@@ -316,6 +317,7 @@ impl ApiServer {
         method: &Method,
         info: &RequestInfo,
         accept: &str,
+        if_none_match: &str,
     ) -> Result<Response<Body>, Status> {
         if method != Method::GET && method != Method::HEAD {
             return Err(Status::method_not_allowed());
@@ -353,6 +355,7 @@ impl ApiServer {
                 .map(|d| response::json(StatusCode::OK, &d))
                 .ok_or_else(Status::path_not_found),
             [".well-known", "openid-configuration"] | ["openid", "v1", "jwks"] => self.oidc(path),
+            ["openapi", "v2"] => Ok(openapi_v2_response(accept, if_none_match)),
             ["openapi", "v3"] => Ok(openapi_response(badge_api::openapi::index_bytes())),
             ["openapi", "v3", rest @ ..] => badge_api::openapi::document_bytes(&rest.join("/"))
                 .map(openapi_response)
@@ -499,6 +502,53 @@ fn openapi_response(bytes: &'static [u8]) -> Response<Body> {
         http::HeaderValue::from_static("no-cache, private"),
     );
     response
+}
+
+/// `/openapi/v2` in the form `Accept` asks for, as kube-openapi's handler serves it: one
+/// entity tag for both forms, `Vary: Accept`, 304 when the client's copy is current, and an
+/// empty 406 when no form is acceptable.
+fn openapi_v2_response(accept: &str, if_none_match: &str) -> Response<Body> {
+    use badge_api::openapi::v2;
+    let mut response = match v2::negotiate(accept) {
+        None => {
+            let mut response = Response::new(response::full(Bytes::new()));
+            *response.status_mut() = StatusCode::NOT_ACCEPTABLE;
+            response
+        }
+        Some(_) if etag_matches(if_none_match, v2::etag()) => {
+            let mut response = Response::new(response::full(Bytes::new()));
+            *response.status_mut() = StatusCode::NOT_MODIFIED;
+            response
+                .headers_mut()
+                .insert(header::ETAG, http::HeaderValue::from_static(v2::etag()));
+            response
+        }
+        Some(form) => {
+            let mut response = Response::new(response::full(Bytes::from_static(form.bytes())));
+            let headers = response.headers_mut();
+            headers.insert(
+                header::CONTENT_TYPE,
+                http::HeaderValue::from_static(form.content_type()),
+            );
+            headers.insert(header::ETAG, http::HeaderValue::from_static(v2::etag()));
+            response
+        }
+    };
+    let headers = response.headers_mut();
+    headers.insert(header::VARY, http::HeaderValue::from_static("Accept"));
+    headers.insert(
+        header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-cache, private"),
+    );
+    response
+}
+
+/// Whether an `If-None-Match` list names the tag (or is `*`); weak tags compare equal.
+fn etag_matches(if_none_match: &str, etag: &str) -> bool {
+    if_none_match
+        .split(',')
+        .map(str::trim)
+        .any(|candidate| candidate == "*" || candidate.strip_prefix("W/").unwrap_or(candidate) == etag)
 }
 
 /// `/version`, as upstream's `version.Info`.
