@@ -7,6 +7,7 @@ mod api_core;
 mod ha;
 mod kubectl;
 mod nodes;
+mod openapi;
 mod rbac;
 mod reviews;
 mod tokens;
