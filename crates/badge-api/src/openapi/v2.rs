@@ -1098,6 +1098,598 @@ mod tests {
         assert_eq!(Json.bytes(), json_bytes());
     }
 
+    /// The subset of gnostic's `openapi.v2` messages this document uses, declared by hand.
+    /// A oneof is declared as its members' optional fields: the wire format is the same.
+    mod gnostic {
+        #[derive(Clone, PartialEq, prost::Message)]
+        pub struct Document {
+            #[prost(string, tag = "1")]
+            pub swagger: String,
+            #[prost(message, optional, tag = "2")]
+            pub info: Option<Info>,
+            #[prost(message, optional, tag = "8")]
+            pub paths: Option<Paths>,
+            #[prost(message, optional, tag = "9")]
+            pub definitions: Option<Definitions>,
+            #[prost(message, optional, tag = "10")]
+            pub parameters: Option<ParameterDefinitions>,
+            #[prost(message, repeated, tag = "12")]
+            pub security: Vec<SecurityRequirement>,
+            #[prost(message, optional, tag = "13")]
+            pub security_definitions: Option<SecurityDefinitions>,
+        }
+        #[derive(Clone, PartialEq, prost::Message)]
+        pub struct Info {
+            #[prost(string, tag = "1")]
+            pub title: String,
+            #[prost(string, tag = "2")]
+            pub version: String,
+        }
+        #[derive(Clone, PartialEq, prost::Message)]
+        pub struct Paths {
+            #[prost(message, repeated, tag = "2")]
+            pub path: Vec<NamedPathItem>,
+        }
+        #[derive(Clone, PartialEq, prost::Message)]
+        pub struct NamedPathItem {
+            #[prost(string, tag = "1")]
+            pub name: String,
+            #[prost(message, optional, tag = "2")]
+            pub value: Option<PathItem>,
+        }
+        #[derive(Clone, PartialEq, prost::Message)]
+        pub struct PathItem {
+            #[prost(message, optional, tag = "2")]
+            pub get: Option<Operation>,
+            #[prost(message, optional, tag = "3")]
+            pub put: Option<Operation>,
+            #[prost(message, optional, tag = "4")]
+            pub post: Option<Operation>,
+            #[prost(message, optional, tag = "5")]
+            pub delete: Option<Operation>,
+            #[prost(message, optional, tag = "8")]
+            pub patch: Option<Operation>,
+            #[prost(message, repeated, tag = "9")]
+            pub parameters: Vec<ParametersItem>,
+        }
+        #[derive(Clone, PartialEq, prost::Message)]
+        pub struct Operation {
+            #[prost(string, repeated, tag = "1")]
+            pub tags: Vec<String>,
+            #[prost(string, tag = "3")]
+            pub description: String,
+            #[prost(string, tag = "5")]
+            pub operation_id: String,
+            #[prost(string, repeated, tag = "6")]
+            pub produces: Vec<String>,
+            #[prost(string, repeated, tag = "7")]
+            pub consumes: Vec<String>,
+            #[prost(message, repeated, tag = "8")]
+            pub parameters: Vec<ParametersItem>,
+            #[prost(message, optional, tag = "9")]
+            pub responses: Option<Responses>,
+            #[prost(string, repeated, tag = "10")]
+            pub schemes: Vec<String>,
+            #[prost(message, repeated, tag = "13")]
+            pub vendor_extension: Vec<NamedAny>,
+        }
+        #[derive(Clone, PartialEq, prost::Message)]
+        pub struct ParametersItem {
+            #[prost(message, optional, tag = "1")]
+            pub parameter: Option<Parameter>,
+            #[prost(message, optional, tag = "2")]
+            pub json_reference: Option<JsonReference>,
+        }
+        #[derive(Clone, PartialEq, prost::Message)]
+        pub struct JsonReference {
+            #[prost(string, tag = "1")]
+            pub r#ref: String,
+        }
+        #[derive(Clone, PartialEq, prost::Message)]
+        pub struct Parameter {
+            #[prost(message, optional, tag = "1")]
+            pub body_parameter: Option<BodyParameter>,
+            #[prost(message, optional, tag = "2")]
+            pub non_body_parameter: Option<NonBodyParameter>,
+        }
+        #[derive(Clone, PartialEq, prost::Message)]
+        pub struct BodyParameter {
+            #[prost(string, tag = "1")]
+            pub description: String,
+            #[prost(string, tag = "2")]
+            pub name: String,
+            #[prost(string, tag = "3")]
+            pub r#in: String,
+            #[prost(bool, tag = "4")]
+            pub required: bool,
+            #[prost(message, optional, tag = "5")]
+            pub schema: Option<Schema>,
+        }
+        #[derive(Clone, PartialEq, prost::Message)]
+        pub struct NonBodyParameter {
+            #[prost(message, optional, tag = "3")]
+            pub query_parameter_sub_schema: Option<QueryParameterSubSchema>,
+            #[prost(message, optional, tag = "4")]
+            pub path_parameter_sub_schema: Option<PathParameterSubSchema>,
+        }
+        #[derive(Clone, PartialEq, prost::Message)]
+        pub struct QueryParameterSubSchema {
+            #[prost(bool, tag = "1")]
+            pub required: bool,
+            #[prost(string, tag = "2")]
+            pub r#in: String,
+            #[prost(string, tag = "3")]
+            pub description: String,
+            #[prost(string, tag = "4")]
+            pub name: String,
+            #[prost(string, tag = "6")]
+            pub r#type: String,
+            #[prost(bool, tag = "20")]
+            pub unique_items: bool,
+        }
+        #[derive(Clone, PartialEq, prost::Message)]
+        pub struct PathParameterSubSchema {
+            #[prost(bool, tag = "1")]
+            pub required: bool,
+            #[prost(string, tag = "2")]
+            pub r#in: String,
+            #[prost(string, tag = "3")]
+            pub description: String,
+            #[prost(string, tag = "4")]
+            pub name: String,
+            #[prost(string, tag = "5")]
+            pub r#type: String,
+            #[prost(bool, tag = "19")]
+            pub unique_items: bool,
+        }
+        #[derive(Clone, PartialEq, prost::Message)]
+        pub struct Responses {
+            #[prost(message, repeated, tag = "1")]
+            pub response_code: Vec<NamedResponseValue>,
+        }
+        #[derive(Clone, PartialEq, prost::Message)]
+        pub struct NamedResponseValue {
+            #[prost(string, tag = "1")]
+            pub name: String,
+            #[prost(message, optional, tag = "2")]
+            pub value: Option<ResponseValue>,
+        }
+        #[derive(Clone, PartialEq, prost::Message)]
+        pub struct ResponseValue {
+            #[prost(message, optional, tag = "1")]
+            pub response: Option<Response>,
+        }
+        #[derive(Clone, PartialEq, prost::Message)]
+        pub struct Response {
+            #[prost(string, tag = "1")]
+            pub description: String,
+            #[prost(message, optional, tag = "2")]
+            pub schema: Option<SchemaItem>,
+        }
+        #[derive(Clone, PartialEq, prost::Message)]
+        pub struct SchemaItem {
+            #[prost(message, optional, tag = "1")]
+            pub schema: Option<Schema>,
+        }
+        #[derive(Clone, PartialEq, prost::Message)]
+        pub struct Schema {
+            #[prost(string, tag = "1")]
+            pub r#ref: String,
+            #[prost(string, tag = "2")]
+            pub format: String,
+            #[prost(string, tag = "4")]
+            pub description: String,
+            #[prost(message, optional, tag = "5")]
+            pub default: Option<Any>,
+            #[prost(string, repeated, tag = "19")]
+            pub required: Vec<String>,
+            #[prost(message, repeated, tag = "20")]
+            pub r#enum: Vec<Any>,
+            #[prost(message, optional, boxed, tag = "21")]
+            pub additional_properties: Option<Box<AdditionalPropertiesItem>>,
+            #[prost(message, optional, tag = "22")]
+            pub r#type: Option<TypeItem>,
+            #[prost(message, optional, tag = "23")]
+            pub items: Option<ItemsItem>,
+            #[prost(message, repeated, tag = "24")]
+            pub all_of: Vec<Schema>,
+            #[prost(message, optional, tag = "25")]
+            pub properties: Option<Properties>,
+            #[prost(message, repeated, tag = "31")]
+            pub vendor_extension: Vec<NamedAny>,
+        }
+        #[derive(Clone, PartialEq, prost::Message)]
+        pub struct AdditionalPropertiesItem {
+            #[prost(message, optional, tag = "1")]
+            pub schema: Option<Schema>,
+            #[prost(bool, optional, tag = "2")]
+            pub boolean: Option<bool>,
+        }
+        #[derive(Clone, PartialEq, prost::Message)]
+        pub struct TypeItem {
+            #[prost(string, repeated, tag = "1")]
+            pub value: Vec<String>,
+        }
+        #[derive(Clone, PartialEq, prost::Message)]
+        pub struct ItemsItem {
+            #[prost(message, repeated, tag = "1")]
+            pub schema: Vec<Schema>,
+        }
+        #[derive(Clone, PartialEq, prost::Message)]
+        pub struct Properties {
+            #[prost(message, repeated, tag = "1")]
+            pub additional_properties: Vec<NamedSchema>,
+        }
+        #[derive(Clone, PartialEq, prost::Message)]
+        pub struct Definitions {
+            #[prost(message, repeated, tag = "1")]
+            pub additional_properties: Vec<NamedSchema>,
+        }
+        #[derive(Clone, PartialEq, prost::Message)]
+        pub struct NamedSchema {
+            #[prost(string, tag = "1")]
+            pub name: String,
+            #[prost(message, optional, tag = "2")]
+            pub value: Option<Schema>,
+        }
+        #[derive(Clone, PartialEq, prost::Message)]
+        pub struct ParameterDefinitions {
+            #[prost(message, repeated, tag = "1")]
+            pub additional_properties: Vec<NamedParameter>,
+        }
+        #[derive(Clone, PartialEq, prost::Message)]
+        pub struct NamedParameter {
+            #[prost(string, tag = "1")]
+            pub name: String,
+            #[prost(message, optional, tag = "2")]
+            pub value: Option<Parameter>,
+        }
+        #[derive(Clone, PartialEq, prost::Message)]
+        pub struct NamedAny {
+            #[prost(string, tag = "1")]
+            pub name: String,
+            #[prost(message, optional, tag = "2")]
+            pub value: Option<Any>,
+        }
+        #[derive(Clone, PartialEq, prost::Message)]
+        pub struct Any {
+            #[prost(string, tag = "2")]
+            pub yaml: String,
+        }
+        #[derive(Clone, PartialEq, prost::Message)]
+        pub struct SecurityRequirement {
+            #[prost(message, repeated, tag = "1")]
+            pub additional_properties: Vec<NamedStringArray>,
+        }
+        #[derive(Clone, PartialEq, prost::Message)]
+        pub struct NamedStringArray {
+            #[prost(string, tag = "1")]
+            pub name: String,
+            #[prost(message, optional, tag = "2")]
+            pub value: Option<StringArray>,
+        }
+        #[derive(Clone, PartialEq, prost::Message)]
+        pub struct StringArray {
+            #[prost(string, repeated, tag = "1")]
+            pub value: Vec<String>,
+        }
+        #[derive(Clone, PartialEq, prost::Message)]
+        pub struct SecurityDefinitions {
+            #[prost(message, repeated, tag = "1")]
+            pub additional_properties: Vec<NamedSecurityDefinitionsItem>,
+        }
+        #[derive(Clone, PartialEq, prost::Message)]
+        pub struct NamedSecurityDefinitionsItem {
+            #[prost(string, tag = "1")]
+            pub name: String,
+            #[prost(message, optional, tag = "2")]
+            pub value: Option<SecurityDefinitionsItem>,
+        }
+        #[derive(Clone, PartialEq, prost::Message)]
+        pub struct SecurityDefinitionsItem {
+            #[prost(message, optional, tag = "2")]
+            pub api_key_security: Option<ApiKeySecurity>,
+        }
+        #[derive(Clone, PartialEq, prost::Message)]
+        pub struct ApiKeySecurity {
+            #[prost(string, tag = "1")]
+            pub r#type: String,
+            #[prost(string, tag = "2")]
+            pub name: String,
+            #[prost(string, tag = "3")]
+            pub r#in: String,
+            #[prost(string, tag = "4")]
+            pub description: String,
+        }
+    }
+
+    /// Renders decoded messages back as Swagger JSON, to compare with the JSON form.
+    mod back_to_json {
+        use super::gnostic::*;
+        use serde_json::{Map, Value, json};
+
+        fn put(object: &mut Map<String, Value>, key: &str, value: &str) {
+            if !value.is_empty() {
+                object.insert(key.into(), json!(value));
+            }
+        }
+
+        fn any(value: &Option<Any>) -> Value {
+            serde_json::from_str(&value.as_ref().unwrap().yaml).unwrap()
+        }
+
+        fn extensions(object: &mut Map<String, Value>, extensions: &[NamedAny]) {
+            for extension in extensions {
+                object.insert(extension.name.clone(), any(&extension.value));
+            }
+        }
+
+        pub fn document(d: &Document) -> Value {
+            let info = d.info.as_ref().unwrap();
+            let paths: Map<String, Value> = d
+                .paths
+                .as_ref()
+                .unwrap()
+                .path
+                .iter()
+                .map(|p| (p.name.clone(), path_item(p.value.as_ref().unwrap())))
+                .collect();
+            let definitions: Map<String, Value> = d
+                .definitions
+                .as_ref()
+                .unwrap()
+                .additional_properties
+                .iter()
+                .map(|s| (s.name.clone(), schema(s.value.as_ref().unwrap())))
+                .collect();
+            let parameters: Map<String, Value> = d
+                .parameters
+                .as_ref()
+                .unwrap()
+                .additional_properties
+                .iter()
+                .map(|p| (p.name.clone(), parameter(p.value.as_ref().unwrap())))
+                .collect();
+            let security: Vec<Value> = d
+                .security
+                .iter()
+                .map(|r| {
+                    let scopes: Map<String, Value> = r
+                        .additional_properties
+                        .iter()
+                        .map(|s| (s.name.clone(), json!(s.value.as_ref().unwrap().value)))
+                        .collect();
+                    Value::Object(scopes)
+                })
+                .collect();
+            let security_definitions: Map<String, Value> = d
+                .security_definitions
+                .as_ref()
+                .unwrap()
+                .additional_properties
+                .iter()
+                .map(|item| {
+                    let key = item.value.as_ref().unwrap().api_key_security.as_ref().unwrap();
+                    let value = json!({
+                        "type": key.r#type,
+                        "name": key.name,
+                        "in": key.r#in,
+                        "description": key.description,
+                    });
+                    (item.name.clone(), value)
+                })
+                .collect();
+            json!({
+                "swagger": d.swagger,
+                "info": {"title": info.title, "version": info.version},
+                "paths": paths,
+                "definitions": definitions,
+                "parameters": parameters,
+                "security": security,
+                "securityDefinitions": security_definitions,
+            })
+        }
+
+        fn path_item(item: &PathItem) -> Value {
+            let mut object = Map::new();
+            for (method, op) in [
+                ("get", &item.get),
+                ("put", &item.put),
+                ("post", &item.post),
+                ("delete", &item.delete),
+                ("patch", &item.patch),
+            ] {
+                if let Some(op) = op {
+                    object.insert(method.into(), operation(op));
+                }
+            }
+            if !item.parameters.is_empty() {
+                object.insert(
+                    "parameters".into(),
+                    item.parameters.iter().map(parameters_item).collect(),
+                );
+            }
+            Value::Object(object)
+        }
+
+        fn operation(op: &Operation) -> Value {
+            let mut object = Map::new();
+            object.insert("tags".into(), json!(op.tags));
+            put(&mut object, "description", &op.description);
+            put(&mut object, "operationId", &op.operation_id);
+            object.insert("produces".into(), json!(op.produces));
+            object.insert("consumes".into(), json!(op.consumes));
+            object.insert("schemes".into(), json!(op.schemes));
+            if !op.parameters.is_empty() {
+                object.insert(
+                    "parameters".into(),
+                    op.parameters.iter().map(parameters_item).collect(),
+                );
+            }
+            let responses: Map<String, Value> = op
+                .responses
+                .as_ref()
+                .unwrap()
+                .response_code
+                .iter()
+                .map(|r| {
+                    let response = r.value.as_ref().unwrap().response.as_ref().unwrap();
+                    let mut value = Map::new();
+                    put(&mut value, "description", &response.description);
+                    if let Some(item) = &response.schema {
+                        value.insert("schema".into(), schema(item.schema.as_ref().unwrap()));
+                    }
+                    (r.name.clone(), Value::Object(value))
+                })
+                .collect();
+            object.insert("responses".into(), Value::Object(responses));
+            extensions(&mut object, &op.vendor_extension);
+            Value::Object(object)
+        }
+
+        fn parameters_item(item: &ParametersItem) -> Value {
+            match (&item.parameter, &item.json_reference) {
+                (Some(p), None) => parameter(p),
+                (None, Some(r)) => json!({"$ref": r.r#ref}),
+                _ => panic!("a ParametersItem is one of the two"),
+            }
+        }
+
+        fn parameter(p: &Parameter) -> Value {
+            let mut object = Map::new();
+            match (&p.body_parameter, &p.non_body_parameter) {
+                (Some(body), None) => {
+                    put(&mut object, "description", &body.description);
+                    put(&mut object, "name", &body.name);
+                    put(&mut object, "in", &body.r#in);
+                    if body.required {
+                        object.insert("required".into(), json!(true));
+                    }
+                    object.insert("schema".into(), schema(body.schema.as_ref().unwrap()));
+                }
+                (None, Some(non_body)) => {
+                    let (required, location, description, name, ty, unique) = match (
+                        &non_body.query_parameter_sub_schema,
+                        &non_body.path_parameter_sub_schema,
+                    ) {
+                        (Some(q), None) => (
+                            q.required,
+                            &q.r#in,
+                            &q.description,
+                            &q.name,
+                            &q.r#type,
+                            q.unique_items,
+                        ),
+                        (None, Some(p)) => (
+                            p.required,
+                            &p.r#in,
+                            &p.description,
+                            &p.name,
+                            &p.r#type,
+                            p.unique_items,
+                        ),
+                        _ => panic!("query or path"),
+                    };
+                    if required {
+                        object.insert("required".into(), json!(true));
+                    }
+                    put(&mut object, "in", location);
+                    put(&mut object, "description", description);
+                    put(&mut object, "name", name);
+                    put(&mut object, "type", ty);
+                    if unique {
+                        object.insert("uniqueItems".into(), json!(true));
+                    }
+                }
+                _ => panic!("a Parameter is one of the two"),
+            }
+            Value::Object(object)
+        }
+
+        fn schema(s: &Schema) -> Value {
+            let mut object = Map::new();
+            put(&mut object, "$ref", &s.r#ref);
+            put(&mut object, "format", &s.format);
+            put(&mut object, "description", &s.description);
+            if s.default.is_some() {
+                object.insert("default".into(), any(&s.default));
+            }
+            if !s.required.is_empty() {
+                object.insert("required".into(), json!(s.required));
+            }
+            if !s.r#enum.is_empty() {
+                let values: Vec<Value> = s.r#enum.iter().map(|v| any(&Some(v.clone()))).collect();
+                object.insert("enum".into(), Value::Array(values));
+            }
+            if let Some(additional) = &s.additional_properties {
+                let value = match (&additional.schema, additional.boolean) {
+                    (Some(sub), None) => schema(sub),
+                    (None, Some(allowed)) => json!(allowed),
+                    _ => panic!("a schema or a boolean"),
+                };
+                object.insert("additionalProperties".into(), value);
+            }
+            if let Some(ty) = &s.r#type {
+                assert_eq!(ty.value.len(), 1);
+                object.insert("type".into(), json!(ty.value[0]));
+            }
+            if let Some(items) = &s.items {
+                assert_eq!(items.schema.len(), 1);
+                object.insert("items".into(), schema(&items.schema[0]));
+            }
+            if !s.all_of.is_empty() {
+                object.insert("allOf".into(), s.all_of.iter().map(schema).collect());
+            }
+            if let Some(properties) = &s.properties {
+                let properties: Map<String, Value> = properties
+                    .additional_properties
+                    .iter()
+                    .map(|p| (p.name.clone(), schema(p.value.as_ref().unwrap())))
+                    .collect();
+                object.insert("properties".into(), Value::Object(properties));
+            }
+            extensions(&mut object, &s.vendor_extension);
+            Value::Object(object)
+        }
+    }
+
+    #[test]
+    fn protobuf_decodes_to_the_json_document() {
+        use prost::Message;
+        let decoded = gnostic::Document::decode(protobuf_bytes()).unwrap();
+        assert_eq!(decoded.swagger, "2.0");
+        // Paths keep the JSON document's order, as a gnostic map does.
+        let names: Vec<&str> = decoded
+            .paths
+            .as_ref()
+            .unwrap()
+            .path
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect();
+        let json = document();
+        let json_names: Vec<&str> = json["paths"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(names, json_names);
+        assert_eq!(back_to_json::document(&decoded), json);
+        // The GVK extension kubectl reads from the PATCH operation is YAML (here JSON) text.
+        let item = decoded
+            .paths
+            .unwrap()
+            .path
+            .into_iter()
+            .find(|p| p.name == "/api/v1/namespaces/{name}")
+            .unwrap();
+        let patch = item.value.unwrap().patch.unwrap();
+        let gvk = patch.vendor_extension.iter().find(|e| e.name == GVK).unwrap();
+        let gvk: Value = serde_json::from_str(&gvk.value.as_ref().unwrap().yaml).unwrap();
+        assert_eq!(gvk, json!({"group": "", "version": "v1", "kind": "Namespace"}));
+    }
+
     #[test]
     fn short_hashes_are_eight_url_safe_characters() {
         let a = short_hash("{\"name\":\"pretty\"}");
