@@ -1,11 +1,14 @@
 //! OpenAPI v3 documents (`/openapi/v3` and `/openapi/v3/<group-version>`), generated from
-//! the resource table and k8s-openapi's real types.
+//! the resource table and k8s-openapi's real types. Each group-version is first built as a
+//! model (paths, operations, parameters, schemas); the v3 documents and the single v2
+//! document ([`v2`]) are both rendered from it.
 //!
 //! kubectl uses them for `explain` (schemas tagged `x-kubernetes-group-version-kind`, with
 //! descriptions), for apply's server-side validation check (a PATCH operation per kind that
 //! declares the `fieldValidation` query parameter) and for patch computation. PATCH
 //! operations deliberately do not list `application/strategic-merge-patch+json`, so kubectl
-//! computes strategic merge patches from its compiled-in types instead of these schemas.
+//! computes strategic merge patches from its compiled-in types instead of these schemas
+//! (the v2 PATCH operations' `consumes` leave it out for the same reason).
 
 use std::sync::OnceLock;
 
