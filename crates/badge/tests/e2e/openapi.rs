@@ -177,3 +177,58 @@ fn raw_openapi_v2_is_a_swagger_document() {
         .unwrap();
     assert_eq!(one.status, 404);
 }
+
+/// A `v1 List` is always validated on the client, item by item, against `/openapi/v2`.
+#[test]
+fn kubectl_validates_list_items_against_openapi_v2() {
+    let s = server();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("list.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: v1
+kind: List
+items:
+- apiVersion: v1
+  kind: ServiceAccount
+  metadata: {name: robot, namespace: default}
+  automountServiceAccountToken: false
+- apiVersion: v1
+  kind: ConfigMap
+  metadata: {name: settings, namespace: default}
+  data: {mode: fast}
+- apiVersion: rbac.authorization.k8s.io/v1
+  kind: Role
+  metadata: {name: reader, namespace: default}
+  rules:
+  - apiGroups: [\"\"]
+    resources: [configmaps]
+    verbs: [get]
+",
+    )
+    .unwrap();
+    let out = s.kubectl_ok(&["create", "-f", file.to_str().unwrap()]);
+    assert!(out.contains("serviceaccount/robot created"), "{out}");
+    assert!(
+        out.contains("role.rbac.authorization.k8s.io/reader created"),
+        "{out}"
+    );
+
+    std::fs::write(
+        &file,
+        "apiVersion: v1
+kind: List
+items:
+- apiVersion: v1
+  kind: ConfigMap
+  metadata: {name: other, namespace: default}
+  dta: {mode: slow}
+",
+    )
+    .unwrap();
+    let err = s.kubectl_err(&["create", "-f", file.to_str().unwrap()]);
+    assert!(
+        err.contains("ValidationError(ConfigMap): unknown field \"dta\""),
+        "{err}"
+    );
+}
