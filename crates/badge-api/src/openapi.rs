@@ -1,11 +1,14 @@
 //! OpenAPI v3 documents (`/openapi/v3` and `/openapi/v3/<group-version>`), generated from
-//! the resource table and k8s-openapi's real types.
+//! the resource table and k8s-openapi's real types. Each group-version is first built as a
+//! model (paths, operations, parameters, schemas); the v3 documents and the single v2
+//! document ([`v2`]) are both rendered from it.
 //!
 //! kubectl uses them for `explain` (schemas tagged `x-kubernetes-group-version-kind`, with
 //! descriptions), for apply's server-side validation check (a PATCH operation per kind that
 //! declares the `fieldValidation` query parameter) and for patch computation. PATCH
 //! operations deliberately do not list `application/strategic-merge-patch+json`, so kubectl
-//! computes strategic merge patches from its compiled-in types instead of these schemas.
+//! computes strategic merge patches from its compiled-in types instead of these schemas
+//! (the v2 PATCH operations' `consumes` leave it out for the same reason).
 
 use std::sync::OnceLock;
 
@@ -15,6 +18,8 @@ use schemars::{Schema, SchemaGenerator};
 use serde_json::{Map, Value, json};
 
 use crate::resources::{GROUPS, RESOURCES, Resource, Storage, Subresource, versions_of};
+
+pub mod v2;
 
 /// Where schemars (with OpenAPI 3.0 settings) puts definitions.
 const SCHEMA_PREFIX: &str = "#/components/schemas/";
@@ -36,6 +41,11 @@ pub fn gv_path(group: &str, version: &str) -> String {
 
 /// The OpenAPI 3.0 document of one served group-version, or `None` if it is not served.
 pub fn group_version_document(group: &str, version: &str) -> Option<Value> {
+    group_version_model(group, version).map(|model| model.to_v3())
+}
+
+/// The paths and schemas of one served group-version, or `None` if it is not served.
+pub(crate) fn group_version_model(group: &str, version: &str) -> Option<Model> {
     let resources: Vec<&Resource> = RESOURCES
         .iter()
         .filter(|r| r.group == group && r.version == version)
@@ -51,7 +61,7 @@ pub fn group_version_document(group: &str, version: &str) -> Option<Value> {
     };
     let list_meta = schema_ref(&mut generator, |g| g.subschema_for::<meta::ListMeta>());
 
-    let mut paths = Map::new();
+    let mut paths = Vec::new();
     // Schemas to tag with their GVK, and list schemas to add once the definitions exist.
     let mut tags: Vec<(String, Gvk)> = vec![(
         definition_name(&refs.status).to_string(),
@@ -122,12 +132,7 @@ pub fn group_version_document(group: &str, version: &str) -> Option<Value> {
         to_openapi30(schema);
     }
 
-    Some(json!({
-        "openapi": "3.0.0",
-        "info": {"title": "Kubernetes", "version": KUBERNETES_VERSION},
-        "paths": paths,
-        "components": {"schemas": schemas},
-    }))
+    Some(Model { paths, schemas })
 }
 
 #[derive(Clone, Debug)]
@@ -251,7 +256,7 @@ fn capitalize(word: &str) -> String {
         .collect()
 }
 
-/// One operation's description.
+/// One operation, independent of the OpenAPI version it is rendered in.
 struct Op {
     /// The verb of the operation ID: `read`, `list`, `create`, `replace`, `patch`, `delete`.
     id_verb: &'static str,
@@ -261,55 +266,165 @@ struct Op {
     action: &'static str,
     gvk: Gvk,
     description: String,
-    parameters: Vec<Value>,
-    request_body: Option<Value>,
-    responses: Value,
+    parameters: Vec<Param>,
+    body: Option<Body>,
+    responses: Vec<Reply>,
     tag: String,
     prefix: String,
 }
 
+/// A query or path parameter.
+#[derive(Clone)]
+struct Param {
+    name: &'static str,
+    location: &'static str,
+    description: String,
+    ty: &'static str,
+}
+
+/// A request body: the schema it carries and the media types it may come in.
+struct Body {
+    schema_ref: String,
+    required: bool,
+    media_types: &'static [&'static str],
+}
+
+/// One response code.
+struct Reply {
+    code: &'static str,
+    description: &'static str,
+    /// The schema and media types of the response body, if it has one.
+    schema_ref: Option<String>,
+    media_types: &'static [&'static str],
+}
+
+/// The operations on one path, with the parameters the path itself declares.
+struct PathItem {
+    path: String,
+    parameters: Vec<Param>,
+    operations: Vec<(&'static str, Op)>,
+}
+
+/// What both OpenAPI documents are rendered from: paths, and schemas whose references use
+/// the OpenAPI 3 prefix.
+pub(crate) struct Model {
+    paths: Vec<PathItem>,
+    schemas: Map<String, Value>,
+}
+
 impl Op {
-    fn into_value(self) -> Value {
+    fn operation_id(&self) -> String {
+        format!("{}{}{}", self.id_verb, self.prefix, self.id_subject)
+    }
+
+    fn to_v3(&self) -> Value {
         let mut op = Map::new();
         op.insert("tags".into(), json!([self.tag]));
-        op.insert("description".into(), Value::String(self.description));
-        op.insert(
-            "operationId".into(),
-            Value::String(format!("{}{}{}", self.id_verb, self.prefix, self.id_subject)),
-        );
+        op.insert("description".into(), Value::String(self.description.clone()));
+        op.insert("operationId".into(), Value::String(self.operation_id()));
         if !self.parameters.is_empty() {
-            op.insert("parameters".into(), Value::Array(self.parameters));
+            op.insert(
+                "parameters".into(),
+                self.parameters.iter().map(Param::to_v3).collect(),
+            );
         }
-        if let Some(body) = self.request_body {
-            op.insert("requestBody".into(), body);
+        if let Some(body) = &self.body {
+            let schema = json!({"schema": {"$ref": body.schema_ref}});
+            let content: Map<String, Value> = body
+                .media_types
+                .iter()
+                .map(|m| ((*m).to_string(), schema.clone()))
+                .collect();
+            let mut request_body = Map::new();
+            request_body.insert("content".into(), Value::Object(content));
+            if body.required {
+                request_body.insert("required".into(), Value::Bool(true));
+            }
+            op.insert("requestBody".into(), Value::Object(request_body));
         }
-        op.insert("responses".into(), self.responses);
+        let mut responses = Map::new();
+        for reply in &self.responses {
+            let mut response = Map::new();
+            response.insert("description".into(), json!(reply.description));
+            if let Some(schema_ref) = &reply.schema_ref {
+                let schema = json!({"schema": {"$ref": schema_ref}});
+                let content: Map<String, Value> = reply
+                    .media_types
+                    .iter()
+                    .map(|m| ((*m).to_string(), schema.clone()))
+                    .collect();
+                response.insert("content".into(), Value::Object(content));
+            }
+            responses.insert(reply.code.into(), Value::Object(response));
+        }
+        op.insert("responses".into(), Value::Object(responses));
         op.insert("x-kubernetes-action".into(), Value::String(self.action.into()));
         op.insert(GVK.into(), self.gvk.to_value());
         Value::Object(op)
     }
 }
 
-fn query_param(name: &str, ty: &str, description: &str) -> Value {
-    json!({
-        "name": name,
-        "in": "query",
-        "description": description,
-        "schema": {"type": ty, "uniqueItems": true},
-    })
+impl Param {
+    fn to_v3(&self) -> Value {
+        let mut param = json!({
+            "name": self.name,
+            "in": self.location,
+            "description": self.description,
+            "schema": {"type": self.ty, "uniqueItems": true},
+        });
+        if self.location == "path" {
+            param["required"] = Value::Bool(true);
+        }
+        param
+    }
 }
 
-fn path_param(name: &str, description: &str) -> Value {
-    json!({
-        "name": name,
-        "in": "path",
-        "description": description,
-        "required": true,
-        "schema": {"type": "string", "uniqueItems": true},
-    })
+impl Model {
+    /// The OpenAPI 3.0 document.
+    fn to_v3(&self) -> Value {
+        let mut paths = Map::new();
+        for item in &self.paths {
+            let mut value: Map<String, Value> = item
+                .operations
+                .iter()
+                .map(|(method, op)| ((*method).to_string(), op.to_v3()))
+                .collect();
+            if !item.parameters.is_empty() {
+                value.insert(
+                    "parameters".into(),
+                    item.parameters.iter().map(Param::to_v3).collect(),
+                );
+            }
+            paths.insert(item.path.clone(), Value::Object(value));
+        }
+        json!({
+            "openapi": "3.0.0",
+            "info": {"title": "Kubernetes", "version": KUBERNETES_VERSION},
+            "paths": paths,
+            "components": {"schemas": self.schemas},
+        })
+    }
 }
 
-fn pretty_param() -> Value {
+fn query_param(name: &'static str, ty: &'static str, description: &str) -> Param {
+    Param {
+        name,
+        location: "query",
+        description: description.to_string(),
+        ty,
+    }
+}
+
+fn path_param(name: &'static str, description: &str) -> Param {
+    Param {
+        name,
+        location: "path",
+        description: description.to_string(),
+        ty: "string",
+    }
+}
+
+fn pretty_param() -> Param {
     query_param(
         "pretty",
         "string",
@@ -317,7 +432,7 @@ fn pretty_param() -> Value {
     )
 }
 
-fn dry_run_param() -> Value {
+fn dry_run_param() -> Param {
     query_param(
         "dryRun",
         "string",
@@ -325,7 +440,7 @@ fn dry_run_param() -> Value {
     )
 }
 
-fn field_manager_param(patch: bool) -> Value {
+fn field_manager_param(patch: bool) -> Param {
     let description = if patch {
         "fieldManager is a name associated with the actor or entity that is making these changes. The value must be less than or 128 characters long, and only contain printable characters, as defined by https://golang.org/pkg/unicode/#IsPrint. This field is required for apply requests (application/apply-patch) but optional for non-apply patch types (JsonPatch, MergePatch, StrategicMergePatch)."
     } else {
@@ -334,7 +449,7 @@ fn field_manager_param(patch: bool) -> Value {
     query_param("fieldManager", "string", description)
 }
 
-fn field_validation_param() -> Value {
+fn field_validation_param() -> Param {
     query_param(
         "fieldValidation",
         "string",
@@ -342,7 +457,7 @@ fn field_validation_param() -> Value {
     )
 }
 
-fn write_params() -> Vec<Value> {
+fn write_params() -> Vec<Param> {
     vec![
         dry_run_param(),
         field_manager_param(false),
@@ -350,7 +465,7 @@ fn write_params() -> Vec<Value> {
     ]
 }
 
-fn patch_params() -> Vec<Value> {
+fn patch_params() -> Vec<Param> {
     vec![
         dry_run_param(),
         field_manager_param(true),
@@ -363,7 +478,7 @@ fn patch_params() -> Vec<Value> {
     ]
 }
 
-fn delete_params() -> Vec<Value> {
+fn delete_params() -> Vec<Param> {
     vec![
         dry_run_param(),
         query_param(
@@ -384,7 +499,7 @@ fn delete_params() -> Vec<Value> {
     ]
 }
 
-fn list_params() -> Vec<Value> {
+fn list_params() -> Vec<Param> {
     vec![
         query_param(
             "allowWatchBookmarks",
@@ -439,49 +554,68 @@ fn list_params() -> Vec<Value> {
     ]
 }
 
-fn json_content(schema_ref: &str) -> Value {
-    json!({"application/json": {"schema": {"$ref": schema_ref}}})
-}
+const JSON: &[&str] = &["application/json"];
+const ANY: &[&str] = &["*/*"];
+/// Patch types badge accepts; strategic merge is left out on purpose (see the module docs).
+const PATCH_TYPES: &[&str] = &[
+    "application/apply-patch+yaml",
+    "application/json-patch+json",
+    "application/merge-patch+json",
+];
+const LIST_TYPES: &[&str] = &["application/json", "application/json;stream=watch"];
 
-fn body(schema_ref: &str) -> Value {
-    json!({"content": {"*/*": {"schema": {"$ref": schema_ref}}}, "required": true})
-}
-
-fn patch_body(patch_ref: &str) -> Value {
-    let schema = json!({"schema": {"$ref": patch_ref}});
-    json!({
-        "content": {
-            "application/apply-patch+yaml": schema,
-            "application/json-patch+json": schema,
-            "application/merge-patch+json": schema,
-        },
-        "required": true,
+fn body(schema_ref: &str) -> Option<Body> {
+    Some(Body {
+        schema_ref: schema_ref.to_string(),
+        required: true,
+        media_types: ANY,
     })
 }
 
-fn responses(codes: &[(&str, &str)], schema_ref: &str) -> Value {
-    let mut out = Map::new();
-    for (code, description) in codes {
-        out.insert(
-            (*code).into(),
-            json!({"description": description, "content": json_content(schema_ref)}),
-        );
+fn delete_body(delete_options_ref: &str) -> Option<Body> {
+    Some(Body {
+        schema_ref: delete_options_ref.to_string(),
+        required: false,
+        media_types: ANY,
+    })
+}
+
+fn patch_body(patch_ref: &str) -> Option<Body> {
+    Some(Body {
+        schema_ref: patch_ref.to_string(),
+        required: true,
+        media_types: PATCH_TYPES,
+    })
+}
+
+fn unauthorized() -> Reply {
+    Reply {
+        code: "401",
+        description: "Unauthorized",
+        schema_ref: None,
+        media_types: &[],
     }
-    out.insert("401".into(), json!({"description": "Unauthorized"}));
-    Value::Object(out)
+}
+
+fn responses(codes: &[(&'static str, &'static str)], schema_ref: &str) -> Vec<Reply> {
+    let mut out: Vec<Reply> = codes
+        .iter()
+        .map(|(code, description)| Reply {
+            code,
+            description,
+            schema_ref: Some(schema_ref.to_string()),
+            media_types: JSON,
+        })
+        .collect();
+    out.push(unauthorized());
+    out
 }
 
 const OK: (&str, &str) = ("200", "OK");
 const CREATED: (&str, &str) = ("201", "Created");
 const ACCEPTED: (&str, &str) = ("202", "Accepted");
 
-fn add_resource_paths(
-    paths: &mut Map<String, Value>,
-    r: &Resource,
-    kind_ref: &str,
-    list_ref: &str,
-    refs: &Refs,
-) {
+fn add_resource_paths(paths: &mut Vec<PathItem>, r: &Resource, kind_ref: &str, list_ref: &str, refs: &Refs) {
     let base = format!("/{}", gv_path(r.group, r.version));
     let (collection, scope) = if r.namespaced {
         (
@@ -503,8 +637,8 @@ fn add_resource_paths(
         gvk: gvk.clone(),
         description,
         parameters: Vec::new(),
-        request_body: None,
-        responses: Value::Null,
+        body: None,
+        responses: Vec::new(),
         tag: tag.clone(),
         prefix: prefix.clone(),
     };
@@ -516,7 +650,7 @@ fn add_resource_paths(
         ));
     }
 
-    let mut collection_ops = Map::new();
+    let mut collection_ops = Vec::new();
     if r.allows("list") {
         let mut list = op(
             "list",
@@ -526,7 +660,7 @@ fn add_resource_paths(
         );
         list.parameters = list_params();
         list.responses = list_responses(list_ref);
-        collection_ops.insert("get".into(), list.into_value());
+        collection_ops.push(("get", list));
     }
     if r.allows("create") {
         let mut create = op(
@@ -536,13 +670,13 @@ fn add_resource_paths(
             format!("create {}", article(r.kind)),
         );
         create.parameters = write_params();
-        create.request_body = Some(body(kind_ref));
+        create.body = body(kind_ref);
         create.responses = if r.storage == Storage::Virtual {
             responses(&[OK, CREATED], kind_ref)
         } else {
             responses(&[OK, CREATED, ACCEPTED], kind_ref)
         };
-        collection_ops.insert("post".into(), create.into_value());
+        collection_ops.push(("post", create));
     }
     if r.allows("deletecollection") {
         let mut delete = op(
@@ -555,11 +689,11 @@ fn add_resource_paths(
         delete.parameters.extend(
             list_params()
                 .into_iter()
-                .filter(|p| p["name"] != "watch" && p["name"] != "allowWatchBookmarks"),
+                .filter(|p| p.name != "watch" && p.name != "allowWatchBookmarks"),
         );
-        delete.request_body = Some(json!({"content": {"*/*": {"schema": {"$ref": refs.delete_options}}}}));
+        delete.body = delete_body(&refs.delete_options);
         delete.responses = responses(&[OK], &refs.status);
-        collection_ops.insert("delete".into(), delete.into_value());
+        collection_ops.push(("delete", delete));
     }
     insert_path(
         paths,
@@ -578,12 +712,11 @@ fn add_resource_paths(
         list.parameters = list_params();
         list.parameters.push(pretty_param());
         list.responses = list_responses(list_ref);
-        let mut ops = Map::new();
-        ops.insert("get".into(), list.into_value());
+        let ops = vec![("get", list)];
         insert_path(paths, format!("{base}/{}", r.plural), ops, Vec::new());
     }
 
-    let mut item_ops = Map::new();
+    let mut item_ops = Vec::new();
     if r.allows("get") {
         let mut read = op(
             "read",
@@ -592,7 +725,7 @@ fn add_resource_paths(
             format!("read the specified {}", r.kind),
         );
         read.responses = responses(&[OK], kind_ref);
-        item_ops.insert("get".into(), read.into_value());
+        item_ops.push(("get", read));
     }
     if r.allows("update") {
         let mut replace = op(
@@ -602,9 +735,9 @@ fn add_resource_paths(
             format!("replace the specified {}", r.kind),
         );
         replace.parameters = write_params();
-        replace.request_body = Some(body(kind_ref));
+        replace.body = body(kind_ref);
         replace.responses = responses(&[OK, CREATED], kind_ref);
-        item_ops.insert("put".into(), replace.into_value());
+        item_ops.push(("put", replace));
     }
     if r.allows("patch") {
         let mut patch = op(
@@ -614,9 +747,9 @@ fn add_resource_paths(
             format!("partially update the specified {}", r.kind),
         );
         patch.parameters = patch_params();
-        patch.request_body = Some(patch_body(&refs.patch));
+        patch.body = patch_body(&refs.patch);
         patch.responses = responses(&[OK, CREATED], kind_ref);
-        item_ops.insert("patch".into(), patch.into_value());
+        item_ops.push(("patch", patch));
     }
     if r.allows("delete") {
         let mut delete = op(
@@ -626,9 +759,9 @@ fn add_resource_paths(
             format!("delete {}", article(r.kind)),
         );
         delete.parameters = delete_params();
-        delete.request_body = Some(json!({"content": {"*/*": {"schema": {"$ref": refs.delete_options}}}}));
+        delete.body = delete_body(&refs.delete_options);
         delete.responses = responses(&[OK, ACCEPTED], &refs.status);
-        item_ops.insert("delete".into(), delete.into_value());
+        item_ops.push(("delete", delete));
     }
     let mut item_params = vec![path_param("name", &format!("name of the {}", r.kind))];
     item_params.extend(scope_params);
@@ -637,7 +770,7 @@ fn add_resource_paths(
 }
 
 fn add_subresource_paths(
-    paths: &mut Map<String, Value>,
+    paths: &mut Vec<PathItem>,
     r: &Resource,
     sub: &Subresource,
     sub_ref: &str,
@@ -660,7 +793,7 @@ fn add_subresource_paths(
     let prefix = operation_prefix(r.group, r.version);
     let tag = operation_tag(r.group, r.version);
     let what = format!("{} of the specified {}", sub.name, r.kind);
-    let mut ops = Map::new();
+    let mut ops = Vec::new();
     for verb in sub.verbs {
         let (method, id_verb, action, description) = match *verb {
             "get" => ("get", "read", "get", format!("read {what}")),
@@ -675,9 +808,9 @@ fn add_subresource_paths(
             _ => continue,
         };
         let (parameters, request_body, codes): (_, _, &[_]) = match method {
-            "put" => (write_params(), Some(body(sub_ref)), &[OK, CREATED]),
-            "patch" => (patch_params(), Some(patch_body(&refs.patch)), &[OK, CREATED]),
-            "post" => (write_params(), Some(body(sub_ref)), &[OK, CREATED, ACCEPTED]),
+            "put" => (write_params(), body(sub_ref), &[OK, CREATED]),
+            "patch" => (patch_params(), patch_body(&refs.patch), &[OK, CREATED]),
+            "post" => (write_params(), body(sub_ref), &[OK, CREATED, ACCEPTED]),
             _ => (Vec::new(), None, &[OK]),
         };
         let op = Op {
@@ -687,12 +820,12 @@ fn add_subresource_paths(
             gvk: gvk.clone(),
             description,
             parameters,
-            request_body,
+            body: request_body,
             responses: responses(codes, sub_ref),
             tag: tag.clone(),
             prefix: prefix.clone(),
         };
-        ops.insert(method.into(), op.into_value());
+        ops.push((method, op));
     }
     let mut params = vec![path_param("name", &format!("name of the {}", sub.kind))];
     if r.namespaced {
@@ -705,31 +838,32 @@ fn add_subresource_paths(
     insert_path(paths, path, ops, params);
 }
 
-fn list_responses(list_ref: &str) -> Value {
-    let schema = json!({"schema": {"$ref": list_ref}});
-    json!({
-        "200": {
-            "description": "OK",
-            "content": {"application/json": schema, "application/json;stream=watch": schema},
+fn list_responses(list_ref: &str) -> Vec<Reply> {
+    vec![
+        Reply {
+            code: "200",
+            description: "OK",
+            schema_ref: Some(list_ref.to_string()),
+            media_types: LIST_TYPES,
         },
-        "401": {"description": "Unauthorized"},
-    })
+        unauthorized(),
+    ]
 }
 
 fn insert_path(
-    paths: &mut Map<String, Value>,
+    paths: &mut Vec<PathItem>,
     path: String,
-    ops: Map<String, Value>,
-    parameters: Vec<Value>,
+    operations: Vec<(&'static str, Op)>,
+    parameters: Vec<Param>,
 ) {
-    if ops.is_empty() {
+    if operations.is_empty() {
         return;
     }
-    let mut item = ops;
-    if !parameters.is_empty() {
-        item.insert("parameters".into(), Value::Array(parameters));
-    }
-    paths.insert(path, Value::Object(item));
+    paths.push(PathItem {
+        path,
+        parameters,
+        operations,
+    });
 }
 
 fn article(kind: &str) -> String {

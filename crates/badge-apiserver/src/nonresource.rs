@@ -2,6 +2,7 @@
 
 use badge_api::Status;
 use badge_api::request_info::RequestInfo;
+use bytes::Bytes;
 use http::{Method, Response, StatusCode, header};
 
 use crate::response::{self, Body};
@@ -16,6 +17,7 @@ impl ApiServer {
         method: &Method,
         info: &RequestInfo,
         accept: &str,
+        if_none_match: &str,
     ) -> Result<Response<Body>, Status> {
         if method != Method::GET && method != Method::HEAD {
             return Err(Status::method_not_allowed());
@@ -53,6 +55,7 @@ impl ApiServer {
                 .map(|d| response::json(StatusCode::OK, &d))
                 .ok_or_else(Status::path_not_found),
             [".well-known", "openid-configuration"] | ["openid", "v1", "jwks"] => self.oidc(path),
+            ["openapi", "v2"] => Ok(openapi_v2_response(accept, if_none_match)),
             ["openapi", "v3"] => Ok(openapi_response(badge_api::openapi::index_bytes())),
             ["openapi", "v3", rest @ ..] => badge_api::openapi::document_bytes(&rest.join("/"))
                 .map(openapi_response)
@@ -69,6 +72,53 @@ fn openapi_response(bytes: &'static [u8]) -> Response<Body> {
         http::HeaderValue::from_static("no-cache, private"),
     );
     response
+}
+
+/// `/openapi/v2` in the form `Accept` asks for, as kube-openapi's handler serves it: one
+/// entity tag for both forms, `Vary: Accept`, 304 when the client's copy is current, and an
+/// empty 406 when no form is acceptable.
+fn openapi_v2_response(accept: &str, if_none_match: &str) -> Response<Body> {
+    use badge_api::openapi::v2;
+    let mut response = match v2::negotiate(accept) {
+        None => {
+            let mut response = Response::new(response::full(Bytes::new()));
+            *response.status_mut() = StatusCode::NOT_ACCEPTABLE;
+            response
+        }
+        Some(_) if etag_matches(if_none_match, v2::etag()) => {
+            let mut response = Response::new(response::full(Bytes::new()));
+            *response.status_mut() = StatusCode::NOT_MODIFIED;
+            response
+                .headers_mut()
+                .insert(header::ETAG, http::HeaderValue::from_static(v2::etag()));
+            response
+        }
+        Some(form) => {
+            let mut response = Response::new(response::full(Bytes::from_static(form.bytes())));
+            let headers = response.headers_mut();
+            headers.insert(
+                header::CONTENT_TYPE,
+                http::HeaderValue::from_static(form.content_type()),
+            );
+            headers.insert(header::ETAG, http::HeaderValue::from_static(v2::etag()));
+            response
+        }
+    };
+    let headers = response.headers_mut();
+    headers.insert(header::VARY, http::HeaderValue::from_static("Accept"));
+    headers.insert(
+        header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-cache, private"),
+    );
+    response
+}
+
+/// Whether an `If-None-Match` list names the tag (or is `*`); weak tags compare equal.
+fn etag_matches(if_none_match: &str, etag: &str) -> bool {
+    if_none_match
+        .split(',')
+        .map(str::trim)
+        .any(|candidate| candidate == "*" || candidate.strip_prefix("W/").unwrap_or(candidate) == etag)
 }
 
 /// `/version`, as upstream's `version.Info`.

@@ -6,12 +6,12 @@ use badge_api::request_info::RequestInfo;
 use badge_api::{Status, resources};
 use badge_auth::UserInfo;
 use bytes::Bytes;
-use http::{HeaderMap, Method, Response, Uri, header};
+use http::{HeaderMap, Method, Response, StatusCode, Uri, header};
 
 use crate::ApiServer;
 use crate::handler::read_body;
 use crate::params::Query;
-use crate::response::Body;
+use crate::response::{self, Body};
 use crate::rest::Call;
 
 impl ApiServer {
@@ -44,10 +44,15 @@ impl ApiServer {
                 let body = read_body(body).await?;
                 return self.keys_api(&method, &info.path, uri.query(), &body).await;
             }
-            return self.non_resource(&method, &info, &accept);
+            let if_none_match = header(header::IF_NONE_MATCH);
+            return self.non_resource(&method, &info, &accept, &if_none_match);
         }
-        let resource = resources::lookup(&info.api_group, &info.api_version, &info.resource)
-            .ok_or_else(Status::path_not_found)?;
+        let Some(resource) = resources::lookup(&info.api_group, &info.api_version, &info.resource) else {
+            if is_custom_resource_definition_list(&info) {
+                return Ok(self.custom_resource_definition_list());
+            }
+            return Err(Status::path_not_found());
+        };
         // A namespaced path to a cluster-scoped kind names nothing (CVE-2019-11247), whatever
         // authorization allowed in that namespace.
         if !resource.namespaced && info.namespace_scoped_path {
@@ -120,5 +125,35 @@ impl ApiServer {
             "deletecollection" => self.delete_collection(&call).await,
             _ => Err(Status::method_not_allowed()),
         }
+    }
+}
+
+/// `GET /apis/apiextensions.k8s.io/v1/customresourcedefinitions`, and nothing else of that
+/// group.
+fn is_custom_resource_definition_list(info: &RequestInfo) -> bool {
+    info.verb == "list"
+        && info.api_group == "apiextensions.k8s.io"
+        && info.api_version == "v1"
+        && info.resource == "customresourcedefinitions"
+        && info.subresource.is_empty()
+        && info.namespace.is_empty()
+}
+
+impl ApiServer {
+    /// The empty list of CustomResourceDefinitions. kubectl's client-side validation asks for
+    /// it whenever OpenAPI v2 has no PATCH operation for a kind (the review kinds), to tell a
+    /// custom kind from a built-in one (cli-runtime `query_param_verifier.go`), and fails if
+    /// the list fails. badge serves no custom resources, so the honest answer is an empty
+    /// list; the group is not advertised, as nothing else of it is served.
+    fn custom_resource_definition_list(&self) -> Response<Body> {
+        response::json(
+            StatusCode::OK,
+            &serde_json::json!({
+                "kind": "CustomResourceDefinitionList",
+                "apiVersion": "apiextensions.k8s.io/v1",
+                "metadata": {"resourceVersion": self.registry.cache().revision().to_string()},
+                "items": [],
+            }),
+        )
     }
 }

@@ -9,6 +9,7 @@ mod kubectl;
 mod limits;
 mod metadata;
 mod nodes;
+mod openapi;
 mod rbac;
 mod reviews;
 mod tokens;
