@@ -1,0 +1,133 @@
+//! The command line itself: usage errors exit at once with clap's message, and the last log
+//! lines are written before the server exits.
+
+use std::path::Path;
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::eventually;
+
+/// Waits for `child` at most twenty seconds; a child still running then is killed and the
+/// test fails.
+fn wait_bounded(child: &mut std::process::Child, what: &str) -> ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("`badge {what}` did not exit within 20 s");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Runs badge with stderr to a pipe; returns its exit status and stderr.
+fn run_to_pipe(args: &[&str]) -> (ExitStatus, String) {
+    use std::io::Read;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_badge"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read while waiting: a full pipe must not be what holds the child up.
+    let mut stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let status = wait_bounded(&mut child, &args.join(" "));
+    (status, reader.join().unwrap())
+}
+
+/// Runs badge with stderr to a file; returns its exit status and stderr.
+fn run_to_file(args: &[&str], dir: &Path) -> (ExitStatus, String) {
+    let path = dir.join("stderr");
+    let file = std::fs::File::create(&path).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_badge"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(file)
+        .spawn()
+        .unwrap();
+    let status = wait_bounded(&mut child, &args.join(" "));
+    (status, std::fs::read_to_string(&path).unwrap())
+}
+
+#[test]
+fn usage_errors_print_clap_message_and_exit_2_at_once() {
+    let cases: [(&[&str], &str); 3] = [
+        (&["nosuch"], "error: unrecognized subcommand 'nosuch'"),
+        (
+            &["server", "--bogus"],
+            "error: unexpected argument '--bogus' found",
+        ),
+        (&["token", "create"], "error: unrecognized subcommand 'create'"),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    for (args, message) in cases {
+        for run in 0..20 {
+            for (sink, (status, stderr)) in [
+                ("pipe", run_to_pipe(args)),
+                ("file", run_to_file(args, dir.path())),
+            ] {
+                assert_eq!(
+                    status.code(),
+                    Some(2),
+                    "`badge {}` run {run}, stderr to a {sink}: {stderr}",
+                    args.join(" ")
+                );
+                assert!(
+                    stderr.contains(message) && stderr.contains("Usage: badge"),
+                    "`badge {}` run {run}, stderr to a {sink}: {stderr}",
+                    args.join(" ")
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn help_prints_and_exits_0_at_once() {
+    for run in 0..20 {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_badge"))
+            .arg("--help")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = std::io::Read::read_to_string(&mut stdout, &mut text);
+            text
+        });
+        let status = wait_bounded(&mut child, "--help");
+        let help = reader.join().unwrap();
+        assert_eq!(status.code(), Some(0), "run {run}");
+        assert!(help.contains("Usage: badge"), "run {run}: {help}");
+        let (status, _) = run_to_file(&["--help"], tempfile::tempdir().unwrap().path());
+        assert_eq!(status.code(), Some(0), "run {run}, stderr to a file");
+    }
+}
+
+#[test]
+fn the_last_log_lines_are_written_before_the_server_exits() {
+    let mut s = crate::server();
+    let status = s.stop();
+    assert!(status.success(), "badge exited with {status}");
+    eventually("the closing log line", || {
+        s.log
+            .lock()
+            .unwrap()
+            .last()
+            .is_some_and(|line| line.contains("stopped"))
+    });
+}
