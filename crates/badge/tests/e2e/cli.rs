@@ -1,9 +1,11 @@
-//! The command line itself: usage errors exit at once with clap's message, and the last log
-//! lines are written before the server exits.
+//! The command line itself: usage errors exit at once with clap's message, boolean flags
+//! parse as Go's pflag, and the last log lines are written before the server exits.
 
 use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
+
+use badge_testkit::TestServer;
 
 use crate::eventually;
 
@@ -62,13 +64,18 @@ fn run_to_file(args: &[&str], dir: &Path) -> (ExitStatus, String) {
 
 #[test]
 fn usage_errors_print_clap_message_and_exit_2_at_once() {
-    let cases: [(&[&str], &str); 3] = [
+    let cases: [(&[&str], &str); 4] = [
         (&["nosuch"], "error: unrecognized subcommand 'nosuch'"),
         (
             &["server", "--bogus"],
             "error: unexpected argument '--bogus' found",
         ),
         (&["token", "create"], "error: unrecognized subcommand 'create'"),
+        // A boolean flag does not take the next word as its value, as in pflag.
+        (
+            &["server", "--anonymous-auth", "false"],
+            "error: unexpected argument 'false' found",
+        ),
     ];
     let dir = tempfile::tempdir().unwrap();
     for (args, message) in cases {
@@ -116,6 +123,43 @@ fn help_prints_and_exits_0_at_once() {
         let (status, _) = run_to_file(&["--help"], tempfile::tempdir().unwrap().path());
         assert_eq!(status.code(), Some(0), "run {run}, stderr to a file");
     }
+}
+
+#[test]
+fn a_bare_legacy_token_flag_turns_auto_generation_on() {
+    let s = TestServer::start_with(
+        env!("CARGO_BIN_EXE_badge"),
+        &["--legacy-service-account-token-auto-generation"],
+    );
+    s.kubectl_ok(&["create", "sa", "bare", "-n", "default"]);
+    let mut name = String::new();
+    eventually("the ServiceAccount to list its token Secret", || {
+        name = s.kubectl_ok(&[
+            "get",
+            "sa",
+            "bare",
+            "-n",
+            "default",
+            "-o",
+            "jsonpath={.secrets[0].name}",
+        ]);
+        !name.is_empty()
+    });
+    assert!(name.starts_with("bare-token-"), "{name}");
+    let kind = s.kubectl_ok(&["get", "secret", &name, "-n", "default", "-o", "jsonpath={.type}"]);
+    assert_eq!(kind, "kubernetes.io/service-account-token");
+    eventually("the token to be filled in", || {
+        !s.kubectl_ok(&[
+            "get",
+            "secret",
+            &name,
+            "-n",
+            "default",
+            "-o",
+            "jsonpath={.data.token}",
+        ])
+        .is_empty()
+    });
 }
 
 #[test]
