@@ -1,5 +1,6 @@
 //! The command line itself: usage errors exit at once with clap's message, boolean flags
-//! parse as Go's pflag, and the last log lines are written before the server exits.
+//! parse as Go's pflag, `badge token inspect` fails when the token does not verify, and the
+//! last log lines are written before the server exits.
 
 use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
@@ -160,6 +161,54 @@ fn a_bare_legacy_token_flag_turns_auto_generation_on() {
         ])
         .is_empty()
     });
+}
+
+/// Runs `badge token inspect -` against `s` with the token on standard input.
+fn inspect(s: &TestServer, token: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_badge"))
+        .args(["token", "inspect", "-", "--kubeconfig"])
+        .arg(s.kubeconfig())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(token.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn token_inspect_exits_non_zero_when_the_token_does_not_verify() {
+    let s = crate::server();
+    s.kubectl_ok(&["create", "sa", "inspected", "-n", "default"]);
+    let token = s.kubectl_ok(&["create", "token", "inspected", "-n", "default"]);
+
+    let valid = inspect(&s, &token);
+    let stdout = String::from_utf8_lossy(&valid.stdout);
+    assert!(
+        valid.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&valid.stderr)
+    );
+    assert!(stdout.contains("Verifies:    yes"), "{stdout}");
+
+    // The real header and claims under a signature the server never made.
+    let (signed, _) = token.rsplit_once('.').unwrap();
+    let forged = format!("{signed}.c2lnbmVkIGJ5IHNvbWVvbmUgZWxzZQ");
+    let refused = inspect(&s, &forged);
+    let stdout = String::from_utf8_lossy(&refused.stdout);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(stdout.contains("Verifies:    no"), "{stdout}");
+    assert!(
+        stderr.contains("error: the server does not accept the token"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(signed) && !stdout.contains(signed));
+
+    let garbage = inspect(&s, "garbage");
+    assert_eq!(garbage.status.code(), Some(1));
 }
 
 #[test]
