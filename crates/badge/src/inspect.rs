@@ -146,16 +146,18 @@ pub async fn run(options: InspectOptions) -> anyhow::Result<()> {
             Some(review),
         )
         .await?;
+    // A check that was asked for and did not pass fails the command, so scripts can rely
+    // on the exit code.
     if status != 201 {
-        println!(
-            "Verifies:    unknown ({})",
-            badge_agent::client::error_text(&body)
-        );
+        let reason = badge_agent::client::error_text(&body);
+        println!("Verifies:    unknown ({reason})");
+        anyhow::bail!("the token could not be checked: {reason}");
     } else if body["status"]["authenticated"] == true {
         println!(
             "Verifies:    yes, the server accepts it as {}",
             body["status"]["user"]["username"].as_str().unwrap_or("-")
         );
+        Ok(())
     } else {
         println!(
             "Verifies:    no, {}",
@@ -163,6 +165,6 @@ pub async fn run(options: InspectOptions) -> anyhow::Result<()> {
                 .as_str()
                 .unwrap_or("the server does not accept it")
         );
+        anyhow::bail!("the server does not accept the token");
     }
-    Ok(())
 }

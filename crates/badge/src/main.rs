@@ -47,7 +47,10 @@ enum TokenCommand {
 }
 
 fn main() -> std::process::ExitCode {
-    let (log_output, flush_logs) = log_writer::spawn();
+    // A usage error prints clap's message and exits 2 at once: no thread is started before.
+    let cli = Cli::parse();
+    let (log_output, flush_logs) = log_writer::start();
+    let dropped_lines = log_output.error_counter();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("BADGE_LOG")
@@ -56,7 +59,6 @@ fn main() -> std::process::ExitCode {
         .with_writer(log_output)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -76,6 +78,7 @@ fn main() -> std::process::ExitCode {
     });
     // Every line logged is written before the outcome is printed.
     drop(flush_logs);
+    log_writer::report_dropped(&dropped_lines);
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

@@ -23,7 +23,8 @@ pub struct ServerOptions {
     #[arg(long = "tls-san")]
     tls_san: Vec<String>,
     /// Treat requests without a credential as system:anonymous.
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    #[arg(long, default_value_t = true, num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", action = clap::ArgAction::Set, value_parser = go_bool)]
     anonymous_auth: bool,
     /// Issuer of ServiceAccount tokens (repeatable: the first signs, all verify).
     #[arg(
@@ -38,7 +39,8 @@ pub struct ServerOptions {
     #[arg(long)]
     service_account_max_token_expiration: Option<String>,
     /// Give the kubelet's 3607 s tokens a one-year lifetime with a warnafter claim.
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    #[arg(long, default_value_t = true, num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", action = clap::ArgAction::Set, value_parser = go_bool)]
     service_account_extend_token_expiration: bool,
     /// A PEM private key to sign tokens with instead of badge's own rotating keys.
     #[arg(long)]
@@ -53,7 +55,8 @@ pub struct ServerOptions {
     #[arg(long)]
     service_account_jwks_uri: Option<String>,
     /// Create a token Secret for every ServiceAccount, as before Kubernetes 1.24.
-    #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
+    #[arg(long, default_value_t = false, num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", action = clap::ArgAction::Set, value_parser = go_bool)]
     legacy_service_account_token_auto_generation: bool,
     /// How many past events the watch cache keeps for watches resuming from a
     /// resourceVersion; older ones get 410 Gone.
@@ -421,6 +424,17 @@ fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
         .with_context(|| format!("creating {}", dir.display()))
 }
 
+/// A boolean flag's value as Go's flag packages take it (`strconv.ParseBool`). Boolean flags
+/// follow pflag: a bare `--flag` means true, `--flag=false` sets it, and a separate
+/// `--flag false` leaves `false` as a positional argument, which `badge server` refuses.
+fn go_bool(text: &str) -> Result<bool, String> {
+    match text {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
+        _ => Err(format!("strconv.ParseBool: parsing {text:?}: invalid syntax")),
+    }
+}
+
 /// Parses a Go duration (`1h`, `90m`, `1h30m`, `3600s`) into seconds.
 pub fn parse_duration(text: &str) -> anyhow::Result<i64> {
     if text == "0" {
@@ -463,4 +477,100 @@ fn uuid_like() -> String {
         std::process::id(),
         jiff::Timestamp::now().as_nanosecond()
     )
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Command {
+        #[command(flatten)]
+        options: ServerOptions,
+    }
+
+    fn parse(args: &[&str]) -> Result<ServerOptions, clap::Error> {
+        Command::try_parse_from(std::iter::once("server").chain(args.iter().copied())).map(|c| c.options)
+    }
+
+    type Flag = fn(&ServerOptions) -> bool;
+
+    /// Every boolean flag of `badge server`, with its default.
+    const BOOLEAN_FLAGS: [(&str, Flag, bool); 3] = [
+        ("anonymous-auth", |o| o.anonymous_auth, true),
+        (
+            "service-account-extend-token-expiration",
+            |o| o.service_account_extend_token_expiration,
+            true,
+        ),
+        (
+            "legacy-service-account-token-auto-generation",
+            |o| o.legacy_service_account_token_auto_generation,
+            false,
+        ),
+    ];
+
+    #[test]
+    fn boolean_flags_keep_their_defaults_when_absent() {
+        let options = parse(&[]).unwrap();
+        for (name, value, default) in BOOLEAN_FLAGS {
+            assert_eq!(value(&options), default, "--{name}");
+        }
+    }
+
+    #[test]
+    fn a_bare_boolean_flag_means_true() {
+        for (name, value, _) in BOOLEAN_FLAGS {
+            let options = parse(&[&format!("--{name}")]).unwrap();
+            assert!(value(&options), "--{name}");
+        }
+    }
+
+    #[test]
+    fn boolean_flags_take_a_value_after_an_equals_sign_as_go_parses_it() {
+        for (name, value, _) in BOOLEAN_FLAGS {
+            for text in ["true", "1", "t", "T", "TRUE", "True"] {
+                let options = parse(&[&format!("--{name}={text}")]).unwrap();
+                assert!(value(&options), "--{name}={text}");
+            }
+            for text in ["false", "0", "f", "F", "FALSE", "False"] {
+                let options = parse(&[&format!("--{name}={text}")]).unwrap();
+                assert!(!value(&options), "--{name}={text}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_separate_word_after_a_boolean_flag_is_not_its_value() {
+        for (name, _, _) in BOOLEAN_FLAGS {
+            for word in ["false", "true"] {
+                let flag = format!("--{name}");
+                let error = parse(&[&flag, word]).err().unwrap();
+                assert_eq!(
+                    error.kind(),
+                    clap::error::ErrorKind::UnknownArgument,
+                    "--{name} {word}: {error}"
+                );
+            }
+            // The next flag is not taken as the value either.
+            let options = parse(&[&format!("--{name}"), "--secure-port=7443"]).unwrap();
+            assert_eq!(options.secure_port, 7443);
+        }
+    }
+
+    #[test]
+    fn a_boolean_flag_refuses_a_value_go_would_not_parse() {
+        for (name, _, _) in BOOLEAN_FLAGS {
+            for text in ["yes", "", "tRuE"] {
+                let error = parse(&[&format!("--{name}={text}")]).err().unwrap();
+                assert_eq!(
+                    error.kind(),
+                    clap::error::ErrorKind::ValueValidation,
+                    "--{name}={text}: {error}"
+                );
+            }
+        }
+    }
 }
