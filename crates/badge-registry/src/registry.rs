@@ -408,6 +408,7 @@ impl Registry {
                     other => store_error(other),
                 })?;
             let exhausted = page.remaining == 0;
+            let remaining_in_store = page.remaining;
             let count = page.items.len();
             for (i, kv) in page.items.into_iter().enumerate() {
                 start_after = Some(kv.key.clone());
@@ -421,11 +422,14 @@ impl Registry {
                 if limit > 0 && items.len() >= limit {
                     let more = !exhausted || i + 1 < count;
                     let token = more.then(|| encode_continue(revision, &kv.key, prefix));
+                    // As upstream: without selectors every key left is an item left.
+                    let unfiltered = filter.labels.is_empty() && filter.fields.is_empty();
+                    let left = (count - i - 1) as u64 + remaining_in_store;
                     return Ok(ListPage {
                         items,
                         revision,
                         continue_token: token,
-                        remaining: None,
+                        remaining: (more && unfiltered).then_some(left),
                     });
                 }
             }

@@ -10,6 +10,7 @@ mod support;
 mod audit;
 mod authentication;
 mod impersonation;
+mod lists;
 mod matrix;
 mod node;
 mod tokenrequest;
