@@ -52,7 +52,7 @@ pub struct BearerToken {
 /// A bearer `Authorization` header, split as upstream splits it.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Bearer<'a> {
-    Token(&'a str),
+    Token(badge_token::Secret<&'a str>),
     /// No bearer credential: no header, another scheme, or an empty token.
     Absent,
     /// A bearer header that is not text: a credential, and a failing one.
@@ -76,7 +76,7 @@ pub fn bearer_token(headers: &HeaderMap) -> Bearer<'_> {
         .next()
         .is_some_and(|scheme| scheme.eq_ignore_ascii_case("bearer"));
     match parts.next() {
-        Some(token) if is_bearer && !token.is_empty() => Bearer::Token(token),
+        Some(token) if is_bearer && !token.is_empty() => Bearer::Token(badge_token::Secret::new(token)),
         _ => Bearer::Absent,
     }
 }
@@ -88,7 +88,7 @@ impl RequestAuthenticator for BearerToken {
             Bearer::Absent => return Outcome::NoCredential,
             Bearer::Unreadable => return Outcome::Refused,
         };
-        match self.tokens.authenticate_token(token, &self.audiences) {
+        match self.tokens.authenticate_token(token.expose(), &self.audiences) {
             TokenOutcome::Authenticated { user, .. } => Outcome::Authenticated(user),
             TokenOutcome::Invalid(reason) => {
                 // Why it failed stays in the server, and never includes the token.

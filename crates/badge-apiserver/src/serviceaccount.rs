@@ -351,10 +351,8 @@ impl ServiceAccountKeys {
 }
 
 impl badge_controllers::LegacyTokenSigner for ServiceAccountKeys {
-    fn sign_legacy(&self, claims: &LegacyClaims) -> Result<String, String> {
-        self.sign(&claims.to_value())
-            .map(jwt::Token::into_exposed)
-            .map_err(|s| s.message)
+    fn sign_legacy(&self, claims: &LegacyClaims) -> Result<jwt::Token, String> {
+        self.sign(&claims.to_value()).map_err(|s| s.message)
     }
 }
 
@@ -409,7 +407,8 @@ impl ServiceAccountTokenGetter for CacheTokenGetter {
                 token: o
                     .pointer("/data/token")
                     .and_then(Value::as_str)
-                    .and_then(|t| base64::engine::general_purpose::STANDARD.decode(t).ok()),
+                    .and_then(|t| base64::engine::general_purpose::STANDARD.decode(t).ok())
+                    .map(badge_token::Secret::new),
                 invalidated: o
                     .pointer("/metadata/labels/kubernetes.io~1legacy-token-invalid-since")
                     .is_some(),
@@ -641,7 +640,7 @@ impl TokenIssuer {
             },
             status: ReplyStatus {
                 expiration_timestamp,
-                token: token.into_exposed(),
+                token,
             },
         };
         Ok((reply, warnings))

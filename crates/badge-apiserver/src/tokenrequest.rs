@@ -197,13 +197,13 @@ pub struct ReplySpec {
 pub struct ReplyStatus {
     #[serde(rename = "expirationTimestamp")]
     pub expiration_timestamp: String,
-    pub token: String,
+    pub token: badge_token::Token,
 }
 
 impl TokenRequestReply {
     /// The reply's JSON, in a buffer sized for the token.
     pub fn to_bytes(&self) -> Result<Vec<u8>, serde_json::Error> {
-        let mut bytes = Vec::with_capacity(self.status.token.len() + 512);
+        let mut bytes = Vec::with_capacity(self.status.token.expose().len() + 512);
         serde_json::to_writer(&mut bytes, self)?;
         Ok(bytes)
     }
@@ -359,7 +359,7 @@ mod tests {
                 },
                 status: ReplyStatus {
                     expiration_timestamp: "2030-01-01T01:00:00Z".into(),
-                    token: "a.b.c".into(),
+                    token: badge_token::Token::new("a.b.c".into()),
                 },
             };
             // The reply as a JSON value, the way it was built before it was typed.

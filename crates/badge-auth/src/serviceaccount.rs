@@ -32,7 +32,7 @@ pub struct ObjectInfo {
 pub struct SecretInfo {
     pub object: ObjectInfo,
     /// The decoded `data.token`.
-    pub token: Option<Vec<u8>>,
+    pub token: Option<badge_token::Secret<Vec<u8>>>,
     /// The `kubernetes.io/legacy-token-invalid-since` label is set.
     pub invalidated: bool,
 }
@@ -93,16 +93,22 @@ const CACHE_CAPACITY: usize = 65_536;
 /// A power of two, well above the number of cores that could contend.
 const CACHE_SHARDS: usize = 16;
 
-impl Default for VerifiedCache {
-    fn default() -> Self {
+/// The system's random number generator failed: the cache cannot be keyed, and a key from
+/// anything predictable would let a token's fingerprint be forged.
+#[derive(Debug, thiserror::Error)]
+#[error("the system random number generator failed")]
+pub struct RandomUnavailable;
+
+impl VerifiedCache {
+    /// An empty cache under a fresh random key.
+    pub fn new() -> Result<VerifiedCache, RandomUnavailable> {
         let rng = aws_lc_rs::rand::SystemRandom::new();
-        let key = aws_lc_rs::hmac::Key::generate(aws_lc_rs::hmac::HMAC_SHA256, &rng).unwrap_or_else(|_| {
-            aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &now().to_be_bytes())
-        });
-        VerifiedCache {
+        let key = aws_lc_rs::hmac::Key::generate(aws_lc_rs::hmac::HMAC_SHA256, &rng)
+            .map_err(|_| RandomUnavailable)?;
+        Ok(VerifiedCache {
             key,
             shards: (0..CACHE_SHARDS).map(|_| RwLock::default()).collect(),
-        }
+        })
     }
 }
 
@@ -205,8 +211,8 @@ impl ServiceAccountAuthenticator {
                     .ok_or("Token has been invalidated")?;
                 if !secret
                     .token
-                    .as_deref()
-                    .is_some_and(|stored| constant_time_eq(stored, token.as_bytes()))
+                    .as_ref()
+                    .is_some_and(|stored| constant_time_eq(stored.expose(), token.as_bytes()))
                 {
                     return Err("Token does not match server's copy".into());
                 }
@@ -416,7 +422,7 @@ mod tests {
             api_audiences: vec![ISSUER.into()],
             getter: objects.clone(),
             clock: || NOW,
-            cache: VerifiedCache::default(),
+            cache: VerifiedCache::new().unwrap(),
         };
         (key, objects, auth)
     }
@@ -597,7 +603,7 @@ mod tests {
                     uid: "s".into(),
                     deletion_timestamp: None,
                 },
-                token: Some(token.clone().into_bytes()),
+                token: Some(badge_token::Secret::new(token.clone().into_bytes())),
                 invalidated: false,
             },
         );

@@ -21,7 +21,7 @@ pub const SA_UID_ANNOTATION: &str = "kubernetes.io/service-account.uid";
 
 /// Signs legacy tokens; the server's key holder implements it.
 pub trait LegacyTokenSigner: Send + Sync {
-    fn sign_legacy(&self, claims: &LegacyClaims) -> Result<String, String>;
+    fn sign_legacy(&self, claims: &LegacyClaims) -> Result<badge_token::Token, String>;
 }
 
 fn core(plural: &str) -> &'static Resource {
@@ -138,7 +138,7 @@ async fn reconcile(
                         .and_then(Value::as_str)
                         .is_none_or(|t| t.is_empty())
                     {
-                        d.insert("token".into(), json!(b64(&token)));
+                        d.insert("token".into(), json!(b64(token.expose())));
                     }
                     d.insert("ca.crt".into(), json!(b64(ca_pem)));
                     d.insert("namespace".into(), json!(b64(ns)));

@@ -21,9 +21,11 @@ pub mod keyset;
 pub mod oidc;
 mod pem;
 pub mod seal;
+pub mod secret;
 
 pub use claims::{BoundClaims, Expectations, LegacyClaims, ObjectRef, TokenKind, ValidatedClaims};
 pub use error::TokenError;
 pub use jwt::{Token, VerifiedToken};
 pub use keys::{Algorithm, Curve, KeyError, SigningKey, VerifyingKey};
 pub use keyset::{KeyRing, KeySet, KeyState};
+pub use secret::Secret;

@@ -10,7 +10,8 @@ use serde_json::{Value, json};
 
 use badge_agent::client::Client;
 
-#[derive(Args, Debug)]
+/// No `Debug`: it holds a token.
+#[derive(Args)]
 pub struct InspectOptions {
     /// The token, or `-` to read it from standard input (keeps it out of the process list).
     token: String,

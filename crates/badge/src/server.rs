@@ -326,7 +326,7 @@ pub async fn run(options: ServerOptions) -> anyhow::Result<()> {
             registry.clone(),
         )),
         clock: badge_auth::serviceaccount::now,
-        cache: Default::default(),
+        cache: badge_auth::serviceaccount::VerifiedCache::new().context("keying the verified-token cache")?,
     };
     // Controllers run on the one server holding the controller lease.
     let identity = format!("{}_{}", hostname(), uuid_like());

@@ -21,8 +21,15 @@ async fn every_unfiltered_page_but_the_last_counts_what_remains() {
         let ring = &ring;
         let admin = admin.clone();
         async move {
-            let token = continue_token.map(|t| format!("&continue={t}")).unwrap_or_default();
-            ring.get(&admin, &format!("/api/v1/namespaces/p/configmaps?limit=2{query}{token}")).await.body
+            let token = continue_token
+                .map(|t| format!("&continue={t}"))
+                .unwrap_or_default();
+            ring.get(
+                &admin,
+                &format!("/api/v1/namespaces/p/configmaps?limit=2{query}{token}"),
+            )
+            .await
+            .body
         }
     };
     // Quiet: pages from the cache.
@@ -39,7 +46,10 @@ async fn every_unfiltered_page_but_the_last_counts_what_remains() {
     )
     .await;
     let second_again = page(Some(token), "").await;
-    assert_eq!(second_again["metadata"]["remainingItemCount"], 3, "{second_again}");
+    assert_eq!(
+        second_again["metadata"]["remainingItemCount"], 3,
+        "{second_again}"
+    );
     assert_eq!(
         second_again["items"].as_array().unwrap().len(),
         2,
@@ -55,5 +65,8 @@ async fn every_unfiltered_page_but_the_last_counts_what_remains() {
     // With a selector the count is unknown, as upstream.
     let filtered = page(None, "&labelSelector=n").await;
     assert!(filtered["metadata"]["continue"].is_string());
-    assert!(filtered["metadata"].get("remainingItemCount").is_none(), "{filtered}");
+    assert!(
+        filtered["metadata"].get("remainingItemCount").is_none(),
+        "{filtered}"
+    );
 }

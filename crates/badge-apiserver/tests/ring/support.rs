@@ -129,7 +129,7 @@ impl Ring {
             api_audiences: audiences.clone(),
             getter: Arc::new(CacheTokenGetter(registry.clone())),
             clock: badge_auth::serviceaccount::now,
-            cache: Default::default(),
+            cache: badge_auth::serviceaccount::VerifiedCache::new().unwrap(),
         };
         let issuer = TokenIssuer {
             keys,
