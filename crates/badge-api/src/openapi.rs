@@ -1030,6 +1030,23 @@ fn find(gv_path: &str) -> Option<&'static Document> {
     cache().documents.iter().find(|d| d.path == gv_path)
 }
 
+/// Every `$ref` in a document, for tests that check each one resolves.
+#[cfg(test)]
+pub(crate) fn collect_refs<'a>(value: &'a Value, out: &mut Vec<&'a str>) {
+    match value {
+        Value::Object(object) => {
+            for (key, value) in object {
+                match (key.as_str(), value) {
+                    ("$ref", Value::String(reference)) => out.push(reference),
+                    _ => collect_refs(value, out),
+                }
+            }
+        }
+        Value::Array(values) => values.iter().for_each(|v| collect_refs(v, out)),
+        _ => {}
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -1119,21 +1136,6 @@ mod tests {
         );
         assert!(group_version_document("apps", "v1").is_none());
         assert!(group_version_document(RBAC, "v1beta1").is_none());
-    }
-
-    fn collect_refs<'a>(value: &'a Value, out: &mut Vec<&'a str>) {
-        match value {
-            Value::Object(object) => {
-                for (key, value) in object {
-                    match (key.as_str(), value) {
-                        ("$ref", Value::String(reference)) => out.push(reference),
-                        _ => collect_refs(value, out),
-                    }
-                }
-            }
-            Value::Array(values) => values.iter().for_each(|v| collect_refs(v, out)),
-            _ => {}
-        }
     }
 
     #[test]

@@ -261,7 +261,7 @@ impl TestServer {
     }
 
     /// The admin client certificate and key from the kubeconfig.
-    fn admin_identity(&self) -> (Vec<u8>, Vec<u8>) {
+    pub fn admin_identity(&self) -> (Vec<u8>, Vec<u8>) {
         let text = std::fs::read_to_string(self.kubeconfig()).unwrap();
         let config: serde_json::Value = serde_yaml_ng::from_str(&text).unwrap();
         let user = &config["users"][0]["user"];

@@ -435,33 +435,10 @@ fn go_bool(text: &str) -> Result<bool, String> {
     }
 }
 
-/// Parses a Go duration (`1h`, `90m`, `1h30m`, `3600s`) into seconds.
+/// Parses a Go duration (`1h`, `90m`, `1h30m`, `500ms`) into whole seconds.
 pub fn parse_duration(text: &str) -> anyhow::Result<i64> {
-    if text == "0" {
-        return Ok(0);
-    }
-    let mut total = 0i64;
-    let mut number = String::new();
-    for c in text.chars() {
-        if c.is_ascii_digit() {
-            number.push(c);
-            continue;
-        }
-        let n: i64 = number
-            .parse()
-            .map_err(|_| anyhow::anyhow!("invalid duration {text:?}"))?;
-        number.clear();
-        total += match c {
-            'h' => n * 3600,
-            'm' => n * 60,
-            's' => n,
-            _ => anyhow::bail!("invalid duration {text:?}"),
-        };
-    }
-    if !number.is_empty() {
-        anyhow::bail!("invalid duration {text:?}: missing unit");
-    }
-    Ok(total)
+    let duration = badge_apiserver::limits::parse_go_duration(text).map_err(anyhow::Error::msg)?;
+    i64::try_from(duration.as_secs()).map_err(|_| anyhow::anyhow!("duration {text:?} is too long"))
 }
 
 fn hostname() -> String {

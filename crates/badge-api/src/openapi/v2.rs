@@ -862,20 +862,7 @@ mod tests {
         );
     }
 
-    fn collect_refs<'a>(value: &'a Value, out: &mut Vec<&'a str>) {
-        match value {
-            Value::Object(object) => {
-                for (key, value) in object {
-                    match (key.as_str(), value) {
-                        ("$ref", Value::String(reference)) => out.push(reference),
-                        _ => collect_refs(value, out),
-                    }
-                }
-            }
-            Value::Array(values) => values.iter().for_each(|v| collect_refs(v, out)),
-            _ => {}
-        }
-    }
+    use crate::openapi::collect_refs;
 
     #[test]
     fn refs_resolve() {

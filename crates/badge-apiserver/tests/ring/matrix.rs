@@ -493,3 +493,145 @@ async fn namespaced_paths_to_namespaces_are_not_found_whatever_rbac_allowed() {
         200
     );
 }
+
+#[tokio::test]
+async fn subresources_and_reviews_are_authorized_as_what_they_serve() {
+    let asked = Arc::new(Mutex::new(Vec::new()));
+    let recorder = asked.clone();
+    let ring = Ring::build(move |mut api| {
+        let inner = std::mem::replace(
+            &mut api.authorizer,
+            Box::new(badge_auth::authorizer::PrivilegedGroups),
+        );
+        api.authorizer = Box::new(Recording {
+            inner,
+            asked: recorder,
+        });
+        api
+    })
+    .await;
+    ring.namespace("a").await;
+    ring.service_account("a", "default").await;
+    ring.service_account("a", "x").await;
+    let pod = RESOURCES.iter().find(|r| r.plural == "pods").unwrap();
+    for name in ["x", "xy"] {
+        ring.create("/api/v1/namespaces/a/pods", object(pod, "a", name))
+            .await;
+    }
+    let probe = Caller::user(PROBE);
+    let take = || {
+        let mut asked = asked.lock();
+        assert_eq!(asked.len(), 1, "{:?}", *asked);
+        let a = asked.remove(0);
+        (a.verb, a.namespace, a.resource, a.subresource, a.name)
+    };
+    let tuple = |v: &str, ns: &str, r: &str, s: &str, n: &str| {
+        (
+            v.to_string(),
+            ns.to_string(),
+            r.to_string(),
+            s.to_string(),
+            n.to_string(),
+        )
+    };
+    // Status subresources serve the named object.
+    for (path, resource, ns) in [
+        ("/api/v1/namespaces/a/pods/x/status", "pods", "a"),
+        ("/api/v1/namespaces/x/status", "namespaces", "x"),
+    ] {
+        if resource == "namespaces" {
+            ring.namespace("x").await;
+            asked.lock().clear();
+        }
+        let reply = ring.get(&probe, path).await;
+        assert_eq!(reply.code, 200, "{path}: {}", reply.body);
+        assert_eq!(reply.body["metadata"]["name"], "x", "{path}");
+        assert_eq!(take(), tuple("get", ns, resource, "status", "x"), "{path}");
+    }
+    // TokenRequest is a create on serviceaccounts/token for that ServiceAccount.
+    let body = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {}});
+    let reply = ring
+        .call(
+            &probe,
+            "POST",
+            "/api/v1/namespaces/a/serviceaccounts/x/token",
+            Some(&body),
+        )
+        .await;
+    assert_eq!(reply.code, 201, "{}", reply.body);
+    assert_eq!(take(), tuple("create", "a", "serviceaccounts", "token", "x"));
+    let claims = reply.body["status"]["token"]
+        .as_str()
+        .unwrap()
+        .split('.')
+        .nth(1)
+        .unwrap()
+        .to_string();
+    let claims: Value = serde_json::from_slice(
+        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, claims).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(claims["sub"], "system:serviceaccount:a:x");
+    // Subresources a kind does not have, and verbs a subresource does not take.
+    for (method, path, code) in [
+        ("GET", "/api/v1/namespaces/a/secrets/x/status", 404),
+        ("GET", "/api/v1/namespaces/a/pods/x/exec", 404),
+        ("GET", "/api/v1/namespaces/a/serviceaccounts/x/token", 405),
+        ("DELETE", "/api/v1/namespaces/a/pods/x/status", 405),
+    ] {
+        let reply = ring.call(&probe, method, path, None).await;
+        assert_eq!(reply.code, code, "{method} {path}: {}", reply.body);
+        asked.lock().clear();
+    }
+    // Reviews: a create on the review resource, in the namespace only when it is namespaced;
+    // a cluster-scoped review under a namespace path is not found.
+    for resource in RESOURCES.iter().filter(|r| r.storage == Storage::Virtual) {
+        let body = json!({"apiVersion": resource.api_version(), "kind": resource.kind,
+            "spec": {"token": "t", "resourceAttributes": {"verb": "get", "resource": "pods"}, "user": "u", "namespace": "a"}});
+        let path = collection(resource, if resource.namespaced { "a" } else { "" });
+        let reply = ring.call(&probe, "POST", &path, Some(&body)).await;
+        assert!(
+            reply.code == 201 || reply.code == 400 || reply.code == 422,
+            "{path}: {} {}",
+            reply.code,
+            reply.body
+        );
+        // The first authorization is the request's; access reviews then ask their own.
+        let first = asked.lock().remove(0);
+        asked.lock().clear();
+        let (verb, ns, plural, sub, name) = (
+            first.verb,
+            first.namespace,
+            first.resource,
+            first.subresource,
+            first.name,
+        );
+        assert_eq!(
+            (
+                verb.as_str(),
+                ns.as_str(),
+                plural.as_str(),
+                sub.as_str(),
+                name.as_str()
+            ),
+            (
+                "create",
+                if resource.namespaced { "a" } else { "" },
+                resource.plural,
+                "",
+                ""
+            ),
+            "{path}"
+        );
+        if !resource.namespaced {
+            let scoped = format!("{}/namespaces/a/{}", prefix(resource), resource.plural);
+            let reply = ring.call(&probe, "POST", &scoped, Some(&body)).await;
+            assert_eq!(reply.code, 404, "{scoped}: {}", reply.body);
+            asked.lock().clear();
+        }
+        // Reviews take no reads.
+        let reply = ring.get(&probe, &path).await;
+        assert_eq!(reply.code, 405, "GET {path}: {}", reply.body);
+        asked.lock().clear();
+    }
+}

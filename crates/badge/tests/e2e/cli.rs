@@ -126,43 +126,6 @@ fn help_prints_and_exits_0_at_once() {
     }
 }
 
-#[test]
-fn a_bare_legacy_token_flag_turns_auto_generation_on() {
-    let s = TestServer::start_with(
-        env!("CARGO_BIN_EXE_badge"),
-        &["--legacy-service-account-token-auto-generation"],
-    );
-    s.kubectl_ok(&["create", "sa", "bare", "-n", "default"]);
-    let mut name = String::new();
-    eventually("the ServiceAccount to list its token Secret", || {
-        name = s.kubectl_ok(&[
-            "get",
-            "sa",
-            "bare",
-            "-n",
-            "default",
-            "-o",
-            "jsonpath={.secrets[0].name}",
-        ]);
-        !name.is_empty()
-    });
-    assert!(name.starts_with("bare-token-"), "{name}");
-    let kind = s.kubectl_ok(&["get", "secret", &name, "-n", "default", "-o", "jsonpath={.type}"]);
-    assert_eq!(kind, "kubernetes.io/service-account-token");
-    eventually("the token to be filled in", || {
-        !s.kubectl_ok(&[
-            "get",
-            "secret",
-            &name,
-            "-n",
-            "default",
-            "-o",
-            "jsonpath={.data.token}",
-        ])
-        .is_empty()
-    });
-}
-
 /// Runs `badge token inspect -` against `s` with the token on standard input.
 fn inspect(s: &TestServer, token: &str) -> std::process::Output {
     use std::io::Write;

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use badge_testkit::Credential::{Admin, Anonymous};
 use badge_testkit::TestServer;
-use base64::Engine;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
@@ -22,19 +21,6 @@ fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .unwrap()
-}
-
-/// The admin's client certificate and key (PEM) from the kubeconfig.
-fn admin_pem(server: &TestServer) -> (Vec<u8>, Vec<u8>) {
-    let text = std::fs::read_to_string(server.kubeconfig()).unwrap();
-    let config: serde_json::Value = serde_yaml_ng::from_str(&text).unwrap();
-    let user = &config["users"][0]["user"];
-    let decode = |field: &str| {
-        base64::engine::general_purpose::STANDARD
-            .decode(user[field].as_str().unwrap())
-            .unwrap()
-    };
-    (decode("client-certificate-data"), decode("client-key-data"))
 }
 
 /// TLS client configurations for raw connections to one server.
@@ -59,7 +45,7 @@ impl Client {
                 .unwrap()
                 .with_root_certificates(roots.clone())
         };
-        let (cert, key) = admin_pem(server);
+        let (cert, key) = server.admin_identity();
         let certs: Vec<_> = rustls_pemfile::certs(&mut &cert[..])
             .collect::<Result<_, _>>()
             .unwrap();
@@ -362,7 +348,7 @@ struct Curl {
 impl Curl {
     fn new(server: &TestServer) -> Curl {
         let dir = tempfile::tempdir().unwrap();
-        let (cert, key) = admin_pem(server);
+        let (cert, key) = server.admin_identity();
         std::fs::write(dir.path().join("admin.crt"), cert).unwrap();
         std::fs::write(dir.path().join("admin.key"), key).unwrap();
         std::fs::write(dir.path().join("small"), vec![b'a'; 200 * 1024]).unwrap();

@@ -445,7 +445,8 @@ fn legacy_secret_tokens_are_filled_and_die_with_their_serviceaccount() {
 fn legacy_auto_generation_lists_a_working_secret() {
     let s = TestServer::start_with(
         env!("CARGO_BIN_EXE_badge"),
-        &["--legacy-service-account-token-auto-generation=true"],
+        // A bare boolean flag means true, as Go's pflag reads it.
+        &["--legacy-service-account-token-auto-generation"],
     );
     s.kubectl_ok(&["create", "sa", "legacy", "-n", "default"]);
     let mut name = String::new();
