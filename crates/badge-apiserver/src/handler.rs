@@ -48,12 +48,12 @@ impl ApiServer {
             _ => Status::path_not_found(),
         })?;
         let authenticated = self.authentication.authenticate(&mut headers, peer)?;
-        let user = self.impersonate(&headers, authenticated)?;
+        let user = crate::impersonation::impersonate(self.authorizer.as_ref(), &headers, authenticated)?;
         self.audit.request(&crate::audit::RequestEvent {
             info: &info,
             user: &user,
         });
-        let user = self.authorize(user, &info)?;
+        let user = crate::authorization::authorize(self.authorizer.as_ref(), user, &info)?;
         self.route(method, uri, headers, body, info, user).await
     }
 }

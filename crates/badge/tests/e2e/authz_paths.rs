@@ -109,5 +109,8 @@ fn the_client_certificate_wins_over_a_bearer_token() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "kubernetes-admin");
     // With no certificate the garbage token is refused.
     let err = s.kubectl_err(&["--token", "garbage", "get", "pods"]);
-    assert!(err.contains("the server has asked for the client to provide credentials"), "{err}");
+    assert!(
+        err.contains("the server has asked for the client to provide credentials"),
+        "{err}"
+    );
 }
