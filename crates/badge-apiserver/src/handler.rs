@@ -18,6 +18,11 @@ pub use crate::authentication::PeerIdentity;
 pub use crate::nonresource::{KUBERNETES_VERSION, version_info};
 use crate::response::{self, Body};
 
+/// Request info an outer filter already parsed (the limits need the verb), handed on so the
+/// path is parsed once.
+#[derive(Clone, Debug)]
+pub struct ParsedRequestInfo(pub Result<badge_api::request_info::RequestInfo, PathError>);
+
 impl ApiServer {
     /// Handles one request.
     pub async fn handle<B>(self: Arc<Self>, request: Request<B>, peer: Arc<PeerIdentity>) -> Response<Body>

@@ -14,7 +14,9 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use badge_api::Status;
-use badge_api::request_info;
+use badge_api::request_info::{self, PathError, RequestInfo};
+
+use crate::handler::ParsedRequestInfo;
 use bytes::Bytes;
 use futures::FutureExt;
 use http::{Method, Request, Response, StatusCode, Version};
@@ -84,8 +86,8 @@ struct Kind {
 impl Kind {
     /// Upstream's `BasicLongRunningRequestCheck` with kube-apiserver's verbs and
     /// subresources, and `maxinflight.go`'s non-mutating verbs.
-    fn of(method: &Method, uri: &http::Uri) -> Kind {
-        match request_info::parse(method.as_str(), uri.path(), uri.query()) {
+    fn of(method: &Method, info: &Result<RequestInfo, PathError>) -> Kind {
+        match info {
             Ok(info) => Kind {
                 long_running: matches!(info.verb.as_str(), "watch" | "proxy")
                     || (info.is_resource_request
@@ -159,7 +161,15 @@ impl RequestFilters {
         B: HttpBody<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<BoxError>,
     {
-        let kind = Kind::of(request.method(), request.uri());
+        // Request info is parsed once, here, and travels with the request to the chain.
+        let mut request = request;
+        let info = request_info::parse(
+            request.method().as_str(),
+            request.uri().path(),
+            request.uri().query(),
+        );
+        let kind = Kind::of(request.method(), &info);
+        request.extensions_mut().insert(ParsedRequestInfo(info));
         let deadline = if kind.long_running {
             None
         } else {
@@ -547,7 +557,11 @@ mod tests {
     #[test]
     fn long_running_and_mutating_as_upstream() {
         let kind = |method: Method, uri: &str| {
-            let k = Kind::of(&method, &uri.parse().unwrap());
+            let uri: http::Uri = uri.parse().unwrap();
+            let k = Kind::of(
+                &method,
+                &request_info::parse(method.as_str(), uri.path(), uri.query()),
+            );
             (k.long_running, k.mutating)
         };
         assert_eq!(
