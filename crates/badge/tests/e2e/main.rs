@@ -4,6 +4,7 @@
 
 mod agent;
 mod api_core;
+mod bootstrap;
 mod cli;
 mod ha;
 mod kubectl;
