@@ -126,6 +126,20 @@ fn failing_bootstrap_tokens_are_refused_and_never_logged() {
         "{}",
         String::from_utf8_lossy(&written.stderr)
     );
+    // Only kube-system holds bootstrap tokens.
+    let elsewhere = json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "bootstrap-token-6abcde", "namespace": "default"},
+        "type": "bootstrap.kubernetes.io/token",
+        "stringData": {"token-id": "6abcde", "token-secret": "6666666666666666",
+                       "usage-bootstrap-authentication": "true"},
+    });
+    let written = s.kubectl_with_stdin(&["create", "-f", "-"], Some(&elsewhere.to_string()));
+    assert!(
+        written.status.success(),
+        "{}",
+        String::from_utf8_lossy(&written.stderr)
+    );
     badge_token(
         &s,
         &[
@@ -148,6 +162,7 @@ fn failing_bootstrap_tokens_are_refused_and_never_logged() {
         ("deleted", "3abcde.3333333333333333"),
         ("malformed", "0abcde.0123456789ABCDEF"),
         ("unknown id", "4abcde.4444444444444444"),
+        ("outside kube-system", "6abcde.6666666666666666"),
     ] {
         assert_eq!(status_with(&s, token), 401, "{why}");
         let reviewed = review(&s, token, None);
@@ -165,6 +180,7 @@ fn failing_bootstrap_tokens_are_refused_and_never_logged() {
             "2222222222222222",
             "3333333333333333",
             "4444444444444444",
+            "6666666666666666",
         ],
     );
 }
