@@ -422,6 +422,28 @@ impl ServiceAccountTokenGetter for CacheTokenGetter {
     }
 }
 
+impl badge_auth::bootstrap::BootstrapTokenGetter for CacheTokenGetter {
+    fn bootstrap_secret(&self, name: &str) -> Option<badge_auth::bootstrap::BootstrapSecretInfo> {
+        let secret = self
+            .0
+            .get_cached(core("secrets"), badge_token::bootstrap::SECRET_NAMESPACE, name)?;
+        let engine = &base64::engine::general_purpose::STANDARD;
+        Some(badge_auth::bootstrap::BootstrapSecretInfo {
+            deleting: meta::deletion_timestamp(&secret).is_some(),
+            secret_type: secret
+                .get("type")
+                .and_then(Value::as_str)
+                .unwrap_or("Opaque")
+                .to_string(),
+            data: secret.get("data").and_then(Value::as_object).map(|data| {
+                data.iter()
+                    .filter_map(|(k, v)| Some((k.clone(), engine.decode(v.as_str()?).ok()?)))
+                    .collect()
+            }),
+        })
+    }
+}
+
 /// What the TokenRequest handler needs.
 pub struct TokenIssuer {
     pub keys: Arc<ServiceAccountKeys>,

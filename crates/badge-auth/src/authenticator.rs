@@ -46,6 +46,36 @@ impl TokenAuthenticator for TokenUnion {
     }
 }
 
+/// An authenticator whose tokens carry no audience, accepted for the API audiences only
+/// (`WrapAudienceAgnosticToken`): a caller whose audiences miss them gets "not mine", and a
+/// success answers with the audiences both accept.
+pub struct AudienceAgnostic {
+    pub api_audiences: Vec<String>,
+    pub inner: Box<dyn TokenAuthenticator>,
+}
+
+impl TokenAuthenticator for AudienceAgnostic {
+    fn authenticate_token(&self, token: &str, audiences: &[String]) -> TokenOutcome {
+        let accepted: Vec<String> = self
+            .api_audiences
+            .iter()
+            .filter(|a| audiences.contains(a))
+            .cloned()
+            .collect();
+        if accepted.is_empty() {
+            return TokenOutcome::NotMine;
+        }
+        match self.inner.authenticate_token(token, audiences) {
+            TokenOutcome::Authenticated { user, .. } => TokenOutcome::Authenticated {
+                user,
+                audiences: accepted,
+            },
+            TokenOutcome::Invalid(reason) => TokenOutcome::Invalid(reason),
+            TokenOutcome::NotMine => TokenOutcome::NotMine,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -80,5 +110,27 @@ mod tests {
             bad.authenticate_token("t", &[]),
             TokenOutcome::Invalid("a; b".into())
         );
+    }
+
+    #[test]
+    fn audience_agnostic_tokens_are_for_the_api_audiences() {
+        let yes = TokenOutcome::Authenticated {
+            user: UserInfo::anonymous(),
+            audiences: vec![],
+        };
+        let wrapped = AudienceAgnostic {
+            api_audiences: vec!["api".into(), "other-api".into()],
+            inner: Box::new(Fixed(yes)),
+        };
+        let audiences = |list: &[&str]| list.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            wrapped.authenticate_token("t", &audiences(&["vault"])),
+            TokenOutcome::NotMine
+        );
+        assert_eq!(wrapped.authenticate_token("t", &[]), TokenOutcome::NotMine);
+        match wrapped.authenticate_token("t", &audiences(&["vault", "other-api"])) {
+            TokenOutcome::Authenticated { audiences, .. } => assert_eq!(audiences, vec!["other-api"]),
+            other => panic!("{other:?}"),
+        }
     }
 }

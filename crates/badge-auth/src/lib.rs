@@ -4,6 +4,7 @@
 
 pub mod authenticator;
 pub mod authorizer;
+pub mod bootstrap;
 pub mod rbac;
 pub mod serviceaccount;
 pub mod user;

@@ -4,9 +4,11 @@
 //! - `serviceaccounts`: a ServiceAccount `default` in every active namespace.
 //! - `root-ca-cert-publisher`: a ConfigMap `kube-root-ca.crt` with the CA in every namespace.
 //! - `namespace`: a terminating namespace has its content deleted, then is finalized.
+//! - `tokencleaner`: expired bootstrap token Secrets are deleted.
 
 pub mod leader;
 pub mod runtime;
+pub mod tokencleaner;
 pub mod tokens;
 
 pub use tokens::LegacyTokenSigner;
@@ -93,6 +95,8 @@ pub fn spawn_all(registry: Arc<Registry>, ca_pem: String, leading: Option<leader
             .map(|ns| vec![ns.to_string()])
             .unwrap_or_default()
     });
+    tokencleaner::spawn(registry.clone(), leading.clone());
+
     let namespaces = namespaces.with_leader_election(leading);
     let reg = registry;
     namespaces.spawn(move |ns| {

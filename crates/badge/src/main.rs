@@ -6,6 +6,7 @@ mod log_writer;
 mod migrate;
 mod node;
 mod server;
+mod token_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -44,6 +45,14 @@ enum Command {
 enum TokenCommand {
     /// Decode a token for people and check whether the server accepts it.
     Inspect(inspect::InspectOptions),
+    /// Create a bootstrap token on the server and print it.
+    Create(token_cmd::CreateOptions),
+    /// List the bootstrap tokens on the server, their secrets masked.
+    List(token_cmd::ListOptions),
+    /// Delete bootstrap tokens, by id or whole token.
+    Delete(token_cmd::DeleteOptions),
+    /// Print a new random bootstrap token, without a server.
+    Generate,
 }
 
 fn main() -> std::process::ExitCode {
@@ -74,6 +83,10 @@ fn main() -> std::process::ExitCode {
             Command::Keys(options) => keys::run(options).await,
             Command::Node(command) => node::run(command),
             Command::Token(TokenCommand::Inspect(options)) => inspect::run(options).await,
+            Command::Token(TokenCommand::Create(options)) => token_cmd::create(options).await,
+            Command::Token(TokenCommand::List(options)) => token_cmd::list(options).await,
+            Command::Token(TokenCommand::Delete(options)) => token_cmd::delete(options).await,
+            Command::Token(TokenCommand::Generate) => token_cmd::generate(),
         }
     });
     // Every line logged is written before the outcome is printed.

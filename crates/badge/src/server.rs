@@ -58,6 +58,10 @@ pub struct ServerOptions {
     #[arg(long, default_value_t = false, num_args = 0..=1, require_equals = true,
           default_missing_value = "true", action = clap::ArgAction::Set, value_parser = go_bool)]
     legacy_service_account_token_auto_generation: bool,
+    /// Authenticate bootstrap tokens (`<id>.<secret>`) from their Secrets in kube-system.
+    #[arg(long, default_value_t = true, num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", action = clap::ArgAction::Set, value_parser = go_bool)]
+    enable_bootstrap_token_auth: bool,
     /// How many past events the watch cache keeps for watches resuming from a
     /// resourceVersion; older ones get 410 Gone.
     #[arg(long, default_value_t = badge_registry::cache::DEFAULT_HISTORY)]
@@ -328,6 +332,21 @@ pub async fn run(options: ServerOptions) -> anyhow::Result<()> {
         clock: badge_auth::serviceaccount::now,
         cache: badge_auth::serviceaccount::VerifiedCache::new().context("keying the verified-token cache")?,
     };
+    let cache_getter = Arc::new(badge_apiserver::serviceaccount::CacheTokenGetter(
+        registry.clone(),
+    ));
+    let mut token_authenticators: Vec<Box<dyn badge_auth::TokenAuthenticator>> =
+        vec![Box::new(authenticator)];
+    if options.enable_bootstrap_token_auth {
+        token_authenticators.push(Box::new(badge_auth::authenticator::AudienceAgnostic {
+            api_audiences: api_audiences.clone(),
+            inner: Box::new(badge_auth::bootstrap::BootstrapTokenAuthenticator {
+                getter: cache_getter,
+                clock: badge_auth::serviceaccount::now,
+            }),
+        }));
+    }
+    let token_authenticator = badge_auth::authenticator::TokenUnion(token_authenticators);
     // Controllers run on the one server holding the controller lease.
     let identity = format!("{}_{}", hostname(), uuid_like());
     let leading = badge_controllers::leader::spawn(registry.clone(), identity);
@@ -345,7 +364,7 @@ pub async fn run(options: ServerOptions) -> anyhow::Result<()> {
         badge_apiserver::ApiServer::new(registry, options.anonymous_auth, shutdown_rx.clone())
             .with_rbac(rbac)
             .with_tokens(
-                Arc::new(authenticator),
+                Arc::new(token_authenticator),
                 api_audiences,
                 Arc::new(badge_apiserver::serviceaccount::TokenIssuer {
                     keys,
@@ -475,7 +494,7 @@ mod tests {
     type Flag = fn(&ServerOptions) -> bool;
 
     /// Every boolean flag of `badge server`, with its default.
-    const BOOLEAN_FLAGS: [(&str, Flag, bool); 3] = [
+    const BOOLEAN_FLAGS: [(&str, Flag, bool); 4] = [
         ("anonymous-auth", |o| o.anonymous_auth, true),
         (
             "service-account-extend-token-expiration",
@@ -486,6 +505,11 @@ mod tests {
             "legacy-service-account-token-auto-generation",
             |o| o.legacy_service_account_token_auto_generation,
             false,
+        ),
+        (
+            "enable-bootstrap-token-auth",
+            |o| o.enable_bootstrap_token_auth,
+            true,
         ),
     ];
 

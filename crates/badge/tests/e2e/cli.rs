@@ -71,7 +71,7 @@ fn usage_errors_print_clap_message_and_exit_2_at_once() {
             &["server", "--bogus"],
             "error: unexpected argument '--bogus' found",
         ),
-        (&["token", "create"], "error: unrecognized subcommand 'create'"),
+        (&["token", "revoke"], "error: unrecognized subcommand 'revoke'"),
         // A boolean flag does not take the next word as its value, as in pflag.
         (
             &["server", "--anonymous-auth", "false"],

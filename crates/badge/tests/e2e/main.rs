@@ -5,6 +5,7 @@
 mod agent;
 mod api_core;
 mod authz_paths;
+mod bootstrap;
 mod cli;
 mod ha;
 mod kubectl;
