@@ -334,7 +334,7 @@ impl Registry {
             }
         }
         if let Some(reason) = self.cache.unreadable(&key) {
-            return Err(Status::internal(reason));
+            return Err(Status::internal_shown(reason));
         }
         Err(Status::not_found(resource.group_resource(), name))
     }
@@ -389,7 +389,7 @@ impl Registry {
     /// As upstream, a list that meets an object it cannot decrypt fails as a whole.
     fn fail_on_unreadable(&self, prefix: &str, start_after: Option<&str>) -> Result<(), Status> {
         match self.cache.first_unreadable(prefix, start_after) {
-            Some((key, reason)) => Err(Status::internal(format!(
+            Some((key, reason)) => Err(Status::internal_shown(format!(
                 "unable to transform key {key:?}: {reason}"
             ))),
             None => Ok(()),
@@ -847,6 +847,7 @@ pub fn store_error(error: badge_store::Error) -> Status {
             Status::service_unavailable(format!("storage unavailable: {m}"))
         }
         badge_store::Error::Timeout(m) => Status::timeout(format!("storage timeout: {m}")),
+        badge_store::Error::Transform(m) => Status::internal_shown(m),
         other => Status::internal(other.to_string()),
     }
 }

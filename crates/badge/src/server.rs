@@ -104,8 +104,9 @@ impl EncryptionOptions {
             Some(path) => badge_encryption::Encryption::load(path)
                 .map_err(|e| anyhow::anyhow!("--encryption-provider-config: {e}"))?,
             None => {
-                let (path, encryption) = badge_encryption::Encryption::load_or_create_default(&data_dir.join("pki"))
-                    .map_err(|e| anyhow::anyhow!("the default encryption configuration: {e}"))?;
+                let (path, encryption) =
+                    badge_encryption::Encryption::load_or_create_default(&data_dir.join("pki"))
+                        .map_err(|e| anyhow::anyhow!("the default encryption configuration: {e}"))?;
                 tracing::info!(config = %path.display(), "encrypting Secrets at rest");
                 encryption
             }
@@ -120,7 +121,9 @@ impl EncryptionOptions {
         data_dir: &std::path::Path,
     ) -> anyhow::Result<Arc<dyn badge_store::Store>> {
         let encryption = self.load(data_dir)?;
-        Ok(Arc::new(badge_store::transform::TransformedStore::new(store, encryption)))
+        Ok(Arc::new(badge_store::transform::TransformedStore::new(
+            store, encryption,
+        )))
     }
 }
 

@@ -5,6 +5,7 @@
 mod agent;
 mod api_core;
 mod cli;
+mod encryption;
 mod ha;
 mod kubectl;
 mod limits;
