@@ -143,6 +143,10 @@ impl Transformer for Encryption {
         }
     }
 
+    fn transforms(&self, key: &str) -> bool {
+        self.rule(key).is_some()
+    }
+
     fn transform_from_storage(&self, key: &str, stored: &[u8]) -> Result<Bytes, TransformError> {
         match self.rule(key) {
             Some(rule) => rule.open(key, stored),

@@ -219,6 +219,8 @@ fn only_the_configured_resources_are_encrypted() {
     let encryption = config(&keyed("secretbox", "k1", &[1u8; 32]));
     assert!(encryption.encrypts("/registry/secrets/ns/a"));
     assert!(!encryption.encrypts("/registry/serviceaccounts/ns/a"));
+    assert!(encryption.transforms("/registry/secrets/ns/a"));
+    assert!(!encryption.transforms("/registry/serviceaccounts/ns/a"));
     assert_eq!(
         encryption
             .transform_to_storage("/registry/serviceaccounts/ns/a", b"{}")

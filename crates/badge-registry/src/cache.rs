@@ -506,7 +506,7 @@ fn read_value(
     let Some(transformer) = transformer else {
         return Ok(stored.clone());
     };
-    transformer.transform_from_storage(key, stored).map_err(|e| {
+    badge_store::transform::read_through(transformer, key, stored).map_err(|e| {
         tracing::error!(key, error = %e, "failed to decrypt a stored object; reads of it fail");
         e.0
     })

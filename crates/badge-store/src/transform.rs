@@ -16,6 +16,34 @@ use crate::{Error, Event, KeyValue, ListOptions, ListResult, Result, Revision, S
 pub trait Transformer: Send + Sync + 'static {
     fn transform_to_storage(&self, key: &str, value: &[u8]) -> Result<Bytes, TransformError>;
     fn transform_from_storage(&self, key: &str, stored: &[u8]) -> Result<Bytes, TransformError>;
+
+    /// Whether values under `key` are transformed at all; the others pass as they are,
+    /// without a copy.
+    fn transforms(&self, key: &str) -> bool {
+        let _ = key;
+        true
+    }
+}
+
+/// `stored` as read through `transformer`.
+pub fn read_through(
+    transformer: &dyn Transformer,
+    key: &str,
+    stored: &Bytes,
+) -> Result<Bytes, TransformError> {
+    if transformer.transforms(key) {
+        transformer.transform_from_storage(key, stored)
+    } else {
+        Ok(stored.clone())
+    }
+}
+
+fn write_through(transformer: &dyn Transformer, key: &str, value: Bytes) -> Result<Bytes, TransformError> {
+    if transformer.transforms(key) {
+        transformer.transform_to_storage(key, &value)
+    } else {
+        Ok(value)
+    }
 }
 
 /// A value that could not be transformed; the message names the provider and key name,
@@ -46,8 +74,8 @@ impl TransformedStore {
         Ok(kv)
     }
 
-    fn read_value(&self, key: &str, stored: &[u8]) -> Result<Bytes> {
-        self.transformer.transform_from_storage(key, stored).map_err(|e| {
+    fn read_value(&self, key: &str, stored: &Bytes) -> Result<Bytes> {
+        read_through(&*self.transformer, key, stored).map_err(|e| {
             tracing::error!(key, error = %e, "failed to transform a stored value");
             e.into()
         })
@@ -95,12 +123,12 @@ impl Store for TransformedStore {
     }
 
     async fn create(&self, key: &str, value: Bytes) -> Result<Revision> {
-        let stored = self.transformer.transform_to_storage(key, &value)?;
+        let stored = write_through(&*self.transformer, key, value)?;
         self.inner.create(key, stored).await
     }
 
     async fn update(&self, key: &str, value: Bytes, expected: Revision) -> Result<Revision> {
-        let stored = self.transformer.transform_to_storage(key, &value)?;
+        let stored = write_through(&*self.transformer, key, value)?;
         self.inner
             .update(key, stored, expected)
             .await
@@ -127,7 +155,7 @@ impl Store for TransformedStore {
             batch?
                 .into_iter()
                 .map(|mut event: Event| {
-                    event.value = transformer.transform_from_storage(&event.key, &event.value)?;
+                    event.value = read_through(&*transformer, &event.key, &event.value)?;
                     Ok(event)
                 })
                 .collect()
