@@ -442,10 +442,15 @@ pub fn default_yaml() -> String {
 /// servers starting at once on a shared directory all end up with the same one.
 pub fn write_default(path: &Path) -> Result<(), ConfigError> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
     let fail = |e: std::io::Error| ConfigError(format!("writing {}: {e}", path.display()));
     let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(fail)?;
+    // Private like the rest of the pki dir, whichever of them creates it first.
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(fail)?;
     let temp = dir.join(format!(".{}.{}", crate::DEFAULT_CONFIG_FILE, uuid_like()));
     let mut file = std::fs::OpenOptions::new()
         .write(true)

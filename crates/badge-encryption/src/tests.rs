@@ -359,6 +359,10 @@ fn the_default_file_is_private_kept_and_encrypts_secrets_with_secretbox() {
         std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
         0o600
     );
+    assert_eq!(
+        std::fs::metadata(&pki).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
     let text = std::fs::read_to_string(&path).unwrap();
     let stored = first.transform_to_storage(SECRET_KEY, b"{}").unwrap();
     assert!(stored.starts_with(b"k8s:enc:secretbox:v1:key1:"));
