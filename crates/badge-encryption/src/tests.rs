@@ -132,11 +132,18 @@ fn a_wrong_key_or_tampered_bytes_fail_naming_provider_and_key() {
             .unwrap();
 
         let other_key = config(&keyed(provider, "k1", &[2u8; 32]));
-        let err = other_key.transform_from_storage(SECRET_KEY, &stored).unwrap_err();
-        assert!(
-            err.0.starts_with(&format!("{provider} key \"k1\": ")),
-            "{provider}: {err}"
-        );
+        match other_key.transform_from_storage(SECRET_KEY, &stored) {
+            Err(err) => assert!(
+                err.0.starts_with(&format!("{provider} key \"k1\": ")),
+                "{provider}: {err}"
+            ),
+            // Unauthenticated CBC under another key ends in valid padding now and then; the
+            // bytes are then garbage, never the value.
+            Ok(garbage) => {
+                assert_eq!(provider, "aescbc");
+                assert_ne!(garbage, &b"{\"a\":\"bcdefghijklmnopqrstuvwxyz\"}"[..]);
+            }
+        }
 
         let mut tampered = stored.to_vec();
         let last = tampered.len() - 1;
