@@ -18,6 +18,11 @@ pub struct Status {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub details: Option<StatusDetails>,
     pub code: u16,
+    /// An internal error whose message is written for the client and names no internals
+    /// (a stored value that cannot be decrypted); other internal errors reach clients with a
+    /// generic message. Never sent.
+    #[serde(skip)]
+    pub shown_to_client: bool,
 }
 
 /// `metav1.StatusDetails`.
@@ -80,6 +85,7 @@ impl Status {
             reason: reason.into(),
             details: None,
             code,
+            shown_to_client: false,
         }
     }
 
@@ -273,6 +279,15 @@ impl Status {
             ..Default::default()
         });
         status
+    }
+
+    /// [`Status::internal`] whose message the client sees: a stored value that cannot be
+    /// decrypted, named by provider and key name (never key material).
+    pub fn internal_shown(message: impl Into<String>) -> Status {
+        Status {
+            shown_to_client: true,
+            ..Status::internal(message)
+        }
     }
 
     pub fn service_unavailable(message: impl Into<String>) -> Status {

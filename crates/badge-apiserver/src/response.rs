@@ -55,7 +55,7 @@ pub fn status(status: &Status) -> Response<Body> {
     let code = StatusCode::from_u16(status.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     if code.is_server_error() {
         let cause = ServerFailure(status.to_string());
-        let mut response = if status.reason == "InternalError" {
+        let mut response = if status.reason == "InternalError" && !status.shown_to_client {
             let mut generic = status.clone();
             generic.message = INTERNAL_ERROR_MESSAGE.into();
             generic.details = None;

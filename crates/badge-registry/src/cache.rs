@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
+use badge_store::transform::Transformer;
 use badge_store::{EventKind, Revision, Store};
 use futures::StreamExt;
 use parking_lot::RwLock;
@@ -127,6 +128,9 @@ struct State {
     history: VecDeque<Arc<CacheEvent>>,
     /// Every event with a revision above this is in `history`.
     history_floor: Revision,
+    /// Keys whose stored value could not be transformed back (decrypted), with why: reads
+    /// of them fail with that reason, and everything else is served as usual.
+    unreadable: BTreeMap<String, Box<str>>,
 }
 
 /// A watch that resumes from a revision older than the history holds.
@@ -170,6 +174,7 @@ impl WatchCache {
                 objects: BTreeMap::new(),
                 history: VecDeque::new(),
                 history_floor: 0,
+                unreadable: BTreeMap::new(),
             }),
             events,
             revision,
@@ -191,6 +196,27 @@ impl WatchCache {
     pub fn get_cached(&self, key: &str) -> (Option<Arc<CachedObject>>, Revision) {
         let state = self.state.read();
         (state.objects.get(key).cloned(), state.revision)
+    }
+
+    /// Why the object at `key` cannot be read, when its stored value could not be
+    /// transformed back.
+    pub fn unreadable(&self, key: &str) -> Option<String> {
+        self.state
+            .read()
+            .unreadable
+            .get(key)
+            .map(|reason| reason.to_string())
+    }
+
+    /// The first key under `prefix` after `start_after` whose value cannot be read, and why.
+    pub fn first_unreadable(&self, prefix: &str, start_after: Option<&str>) -> Option<(String, String)> {
+        let state = self.state.read();
+        state
+            .unreadable
+            .range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .find(|(k, _)| start_after.is_none_or(|after| k.as_str() > after))
+            .map(|(k, reason)| (k.clone(), reason.to_string()))
     }
 
     /// Objects whose key starts with `prefix` and is after `start_after`, in key order.
@@ -317,9 +343,15 @@ impl WatchCache {
     }
 
     /// Replaces the whole state with a fresh list at `revision` (start and relist).
-    fn reset(&self, items: Vec<(String, Arc<CachedObject>)>, revision: Revision) {
+    fn reset(
+        &self,
+        items: Vec<(String, Arc<CachedObject>)>,
+        unreadable: BTreeMap<String, Box<str>>,
+        revision: Revision,
+    ) {
         let mut state = self.state.write();
         state.objects = items.into_iter().collect();
+        state.unreadable = unreadable;
         state.history.clear();
         state.history_floor = revision;
         state.revision = revision;
@@ -327,8 +359,8 @@ impl WatchCache {
         self.revision.send_replace(revision);
     }
 
-    /// Applies a batch of store events (in revision order).
-    fn apply(&self, events: Vec<badge_store::Event>) {
+    /// Applies a batch of store events (in revision order), their values as stored.
+    fn apply(&self, events: Vec<badge_store::Event>, transformer: Option<&dyn Transformer>) {
         let mut state = self.state.write();
         let mut last = state.revision;
         for event in events {
@@ -340,10 +372,36 @@ impl WatchCache {
                 state.revision = event.revision;
                 continue;
             }
-            let object = match CachedObject::new(&event.value, event.revision) {
+            let decoded = match read_value(transformer, &event.key, &event.value) {
+                Ok(value) => {
+                    state.unreadable.remove(&event.key);
+                    CachedObject::new(&value, event.revision)
+                }
+                // A delete still removes the object; its last state is the one held.
+                Err(reason) => {
+                    if event.kind == EventKind::Put {
+                        state.unreadable.insert(event.key.clone(), reason.into());
+                    } else {
+                        state.unreadable.remove(&event.key);
+                    }
+                    match (event.kind, state.objects.get(&event.key)) {
+                        (EventKind::Delete, Some(held)) => CachedObject::new(&held.json, event.revision),
+                        _ => {
+                            state.objects.remove(&event.key);
+                            None
+                        }
+                    }
+                }
+            };
+            let object = match decoded {
                 Some(o) => Arc::new(o),
                 None => {
-                    tracing::error!(key = %event.key, revision = event.revision, "undecodable object in the store");
+                    // Skipped, but applied: reads waiting for this revision must not stall.
+                    if !state.unreadable.contains_key(&event.key) {
+                        tracing::error!(key = %event.key, revision = event.revision, "undecodable object in the store");
+                    }
+                    last = event.revision;
+                    state.revision = event.revision;
                     continue;
                 }
             };
@@ -382,8 +440,14 @@ impl WatchCache {
     /// everything, then watches from the list's revision; relists when the watch breaks.
     pub async fn run(self: Arc<Self>, store: Arc<dyn Store>, ready: tokio::sync::oneshot::Sender<()>) {
         let mut ready = Some(ready);
+        // A store that decrypts values is read beneath, value by value, so one value that
+        // cannot be decrypted is set aside instead of failing every list and watch.
+        let (store, transformer) = match store.transformed() {
+            Some((raw, transformer)) => (raw, Some(transformer)),
+            None => (store, None),
+        };
         loop {
-            match self.sync_once(&store, &mut ready).await {
+            match self.sync_once(&store, transformer.as_deref(), &mut ready).await {
                 Ok(()) => return,
                 Err(e) => {
                     tracing::warn!(error = %e, "watch cache lost its store watch; relisting");
@@ -396,19 +460,28 @@ impl WatchCache {
     async fn sync_once(
         &self,
         store: &Arc<dyn Store>,
+        transformer: Option<&dyn Transformer>,
         ready: &mut Option<tokio::sync::oneshot::Sender<()>>,
     ) -> badge_store::Result<()> {
         let list = store.list("/registry/", Default::default()).await?;
         let mut items = Vec::with_capacity(list.items.len());
+        let mut unreadable = BTreeMap::new();
         for kv in list.items {
-            match CachedObject::new(&kv.value, kv.mod_revision) {
+            let value = match read_value(transformer, &kv.key, &kv.value) {
+                Ok(value) => value,
+                Err(reason) => {
+                    unreadable.insert(kv.key, reason.into());
+                    continue;
+                }
+            };
+            match CachedObject::new(&value, kv.mod_revision) {
                 Some(o) => items.push((kv.key, Arc::new(o))),
                 None => tracing::error!(key = %kv.key, "undecodable object in the store"),
             }
         }
         let revision = list.revision;
         if self.revision() == 0 || self.revision() < revision {
-            self.reset(items, revision);
+            self.reset(items, unreadable, revision);
         }
         if let Some(tx) = ready.take() {
             let _ = tx.send(());
@@ -417,10 +490,26 @@ impl WatchCache {
         // revision, which writes outside the API (the key ring) advance too.
         let mut stream = store.watch("", self.revision()).await?;
         while let Some(batch) = stream.next().await {
-            self.apply(batch?);
+            self.apply(batch?, transformer);
         }
         Err(badge_store::Error::Internal("store watch ended".into()))
     }
+}
+
+/// A stored value as the API reads it: through the store's transformer, when it has one.
+/// Failures are logged here, once per value met.
+fn read_value(
+    transformer: Option<&dyn Transformer>,
+    key: &str,
+    stored: &bytes::Bytes,
+) -> Result<bytes::Bytes, String> {
+    let Some(transformer) = transformer else {
+        return Ok(stored.clone());
+    };
+    badge_store::transform::read_through(transformer, key, stored).map_err(|e| {
+        tracing::error!(key, error = %e, "failed to decrypt a stored object; reads of it fail");
+        e.0
+    })
 }
 
 /// Decodes a stored value and sets its resourceVersion.
@@ -480,5 +569,90 @@ mod tests {
         );
         assert!(cache.get("/badge/other").0.is_none(), "only API objects are held");
         assert!(cache.get("/registry/serviceaccounts/a/b").0.is_some());
+    }
+
+    /// Reads values marked `sealed:`; anything else under a secret key is unreadable.
+    struct Sealed;
+
+    impl Transformer for Sealed {
+        fn transform_to_storage(
+            &self,
+            _key: &str,
+            value: &[u8],
+        ) -> Result<bytes::Bytes, badge_store::transform::TransformError> {
+            Ok([b"sealed:".as_slice(), value].concat().into())
+        }
+        fn transform_from_storage(
+            &self,
+            _key: &str,
+            stored: &[u8],
+        ) -> Result<bytes::Bytes, badge_store::transform::TransformError> {
+            stored
+                .strip_prefix(b"sealed:")
+                .map(bytes::Bytes::copy_from_slice)
+                .ok_or_else(|| badge_store::transform::TransformError("secretbox key \"gone\": no".into()))
+        }
+    }
+
+    #[tokio::test]
+    async fn values_that_cannot_be_decrypted_are_set_aside_without_stalling() {
+        use badge_store::transform::TransformedStore;
+        let dir = tempfile::tempdir().unwrap();
+        let raw: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("s.db")).unwrap());
+        let store: Arc<dyn Store> = Arc::new(TransformedStore::new(raw.clone(), Arc::new(Sealed)));
+        raw.create("/registry/secrets/a/broken", bytes::Bytes::from_static(b"{}"))
+            .await
+            .unwrap();
+        store
+            .create("/registry/secrets/a/fine", bytes::Bytes::from_static(b"{}"))
+            .await
+            .unwrap();
+        let cache = Arc::new(WatchCache::default());
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(cache.clone().run(store.clone(), tx));
+        rx.await.unwrap();
+        assert!(cache.get("/registry/secrets/a/fine").0.is_some());
+        assert!(cache.get("/registry/secrets/a/broken").0.is_none());
+        assert_eq!(
+            cache.unreadable("/registry/secrets/a/broken").as_deref(),
+            Some("secretbox key \"gone\": no")
+        );
+        assert_eq!(
+            cache
+                .first_unreadable("/registry/secrets/", None)
+                .map(|(k, _)| k)
+                .as_deref(),
+            Some("/registry/secrets/a/broken")
+        );
+        assert!(
+            cache
+                .first_unreadable("/registry/secrets/a/", Some("/registry/secrets/a/broken"))
+                .is_none()
+        );
+
+        // A readable object turning unreadable is dropped; the revision is applied all the same.
+        let revision = raw
+            .update("/registry/secrets/a/fine", bytes::Bytes::from_static(b"{}"), 2)
+            .await
+            .unwrap();
+        assert!(cache.wait_for(revision, Duration::from_secs(5)).await);
+        assert!(cache.get("/registry/secrets/a/fine").0.is_none());
+        assert!(cache.unreadable("/registry/secrets/a/fine").is_some());
+
+        // Deleting it, or writing it anew, clears it.
+        let deleted = raw.delete("/registry/secrets/a/broken", 1).await.unwrap();
+        assert!(cache.wait_for(deleted, Duration::from_secs(5)).await);
+        assert!(cache.unreadable("/registry/secrets/a/broken").is_none());
+        let rewritten = store
+            .update(
+                "/registry/secrets/a/fine",
+                bytes::Bytes::from_static(b"{}"),
+                revision,
+            )
+            .await
+            .unwrap();
+        assert!(cache.wait_for(rewritten, Duration::from_secs(5)).await);
+        assert!(cache.get("/registry/secrets/a/fine").0.is_some());
+        assert!(cache.first_unreadable("/registry/", None).is_none());
     }
 }

@@ -333,6 +333,9 @@ impl Registry {
                 return Ok(found);
             }
         }
+        if let Some(reason) = self.cache.unreadable(&key) {
+            return Err(Status::internal_shown(reason));
+        }
         Err(Status::not_found(resource.group_resource(), name))
     }
 
@@ -354,6 +357,7 @@ impl Registry {
         };
         if let Some(token) = continue_token.filter(|t| !t.is_empty()) {
             let (rv, start) = decode_continue(token, &prefix)?;
+            self.fail_on_unreadable(&prefix, Some(&start))?;
             // The next page of a snapshot comes from the cache when nothing under the prefix
             // changed since the snapshot's revision (a paged list of a quiet resource);
             // otherwise from the store, which keeps the history.
@@ -374,11 +378,22 @@ impl Registry {
                 .await;
         }
         self.wait_read(read).await?;
+        self.fail_on_unreadable(&prefix, None)?;
         let mut page = PageBuilder::new(resource, filter, limit);
         let revision = self
             .cache
             .for_each(&prefix, |key, cached| page.offer(key, cached));
         Ok(page.finish(revision, &prefix))
+    }
+
+    /// As upstream, a list that meets an object it cannot decrypt fails as a whole.
+    fn fail_on_unreadable(&self, prefix: &str, start_after: Option<&str>) -> Result<(), Status> {
+        match self.cache.first_unreadable(prefix, start_after) {
+            Some((key, reason)) => Err(Status::internal_shown(format!(
+                "unable to transform key {key:?}: {reason}"
+            ))),
+            None => Ok(()),
+        }
     }
 
     async fn list_from_store(
@@ -832,6 +847,7 @@ pub fn store_error(error: badge_store::Error) -> Status {
             Status::service_unavailable(format!("storage unavailable: {m}"))
         }
         badge_store::Error::Timeout(m) => Status::timeout(format!("storage timeout: {m}")),
+        badge_store::Error::Transform(m) => Status::internal_shown(m),
         other => Status::internal(other.to_string()),
     }
 }

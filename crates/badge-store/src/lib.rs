@@ -11,6 +11,7 @@
 
 pub mod conformance;
 pub mod sqlite;
+pub mod transform;
 
 use std::pin::Pin;
 
@@ -116,6 +117,10 @@ pub enum Error {
     /// The backend did not answer in time; a write may or may not have been committed.
     #[error("store timeout: {0}")]
     Timeout(String),
+    /// A stored value that could not be transformed back (decrypted), or a value that could
+    /// not be transformed for storage; the message names the provider and key name.
+    #[error("{0}")]
+    Transform(String),
     /// Anything else the backend reports (I/O, corruption).
     #[error("store error: {0}")]
     Internal(String),
@@ -165,5 +170,17 @@ pub trait Store: Send + Sync + 'static {
     /// not watch. `None` when every revision is this store's own (nothing to mark).
     async fn barrier(&self) -> Result<Option<Revision>> {
         Ok(None)
+    }
+
+    /// For a store whose values pass through a transformer ([`transform::TransformedStore`]):
+    /// the store beneath and the transformer, so a reader that must go on past a value it
+    /// cannot read (the watch cache) can transform values one by one. None for a plain store.
+    fn transformed(
+        &self,
+    ) -> Option<(
+        std::sync::Arc<dyn Store>,
+        std::sync::Arc<dyn transform::Transformer>,
+    )> {
+        None
     }
 }

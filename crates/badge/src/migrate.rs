@@ -1,12 +1,16 @@
 //! `badge migrate`: copies everything a badge deployment stores — API objects and the
 //! ServiceAccount key ring — between a data dir's embedded store and etcd, in either
 //! direction. Objects keep their uids and contents; resourceVersions become the
-//! destination's revisions, as after an etcd restore. Stop the servers first: the copy is
+//! destination's revisions, as after an etcd restore. Values pass through the encryption
+//! configuration both ways: read with every provider it lists, written with the first, so
+//! Secrets stored before encryption arrive encrypted. Stop the servers first: the copy is
 //! one consistent snapshot of the source, and writes after it are not carried over.
 
 use clap::Args;
 
-use crate::server::{EtcdOptions, open_embedded};
+use std::sync::Arc;
+
+use crate::server::{EncryptionOptions, EtcdOptions, open_embedded};
 use badge_store::{ListOptions, Store};
 
 #[derive(Args, Debug)]
@@ -20,15 +24,19 @@ pub struct MigrateOptions {
     to: String,
     #[command(flatten)]
     etcd: EtcdOptions,
+    #[command(flatten)]
+    encryption: EncryptionOptions,
 }
 
 pub async fn run(options: MigrateOptions) -> anyhow::Result<()> {
-    let etcd = options.etcd.connect().await?;
+    let etcd: Arc<dyn Store> = Arc::new(options.etcd.connect().await?);
     std::fs::create_dir_all(&options.data_dir)?;
-    let embedded = open_embedded(&options.data_dir)?;
+    let embedded: Arc<dyn Store> = Arc::new(open_embedded(&options.data_dir)?);
+    let etcd = options.encryption.wrap(etcd, &options.data_dir)?;
+    let embedded = options.encryption.wrap(embedded, &options.data_dir)?;
     let (source, destination): (&dyn Store, &dyn Store) = match options.to.as_str() {
-        "etcd" => (&embedded, &etcd),
-        "embedded" => (&etcd, &embedded),
+        "etcd" => (&*embedded, &*etcd),
+        "embedded" => (&*etcd, &*embedded),
         other => anyhow::bail!("--to must be etcd or embedded, not {other:?}"),
     };
     let (from, to) = match options.to.as_str() {

@@ -87,6 +87,48 @@ pub struct ServerOptions {
     max_connections: usize,
     #[command(flatten)]
     storage: StorageOptions,
+    #[command(flatten)]
+    encryption: EncryptionOptions,
+}
+
+/// Encryption at rest, as kube-apiserver's flag.
+#[derive(Args, Debug, Clone)]
+pub struct EncryptionOptions {
+    /// An EncryptionConfiguration (apiserver.config.k8s.io/v1, YAML or JSON) naming how each
+    /// resource is encrypted in the store. Default: <data-dir>/pki/encryption-config.yaml,
+    /// written on the first start to encrypt Secrets with a fresh secretbox key.
+    #[arg(long = "encryption-provider-config")]
+    pub encryption_provider_config: Option<PathBuf>,
+}
+
+impl EncryptionOptions {
+    /// The transformer of the configuration given, or of the data dir's own.
+    pub fn load(&self, data_dir: &std::path::Path) -> anyhow::Result<Arc<badge_encryption::Encryption>> {
+        let encryption = match &self.encryption_provider_config {
+            Some(path) => badge_encryption::Encryption::load(path)
+                .map_err(|e| anyhow::anyhow!("--encryption-provider-config: {e}"))?,
+            None => {
+                let (path, encryption) =
+                    badge_encryption::Encryption::load_or_create_default(&data_dir.join("pki"))
+                        .map_err(|e| anyhow::anyhow!("the default encryption configuration: {e}"))?;
+                tracing::info!(config = %path.display(), "encrypting Secrets at rest");
+                encryption
+            }
+        };
+        Ok(Arc::new(encryption))
+    }
+
+    /// `store` with values encrypted and decrypted as configured.
+    pub fn wrap(
+        &self,
+        store: Arc<dyn badge_store::Store>,
+        data_dir: &std::path::Path,
+    ) -> anyhow::Result<Arc<dyn badge_store::Store>> {
+        let encryption = self.load(data_dir)?;
+        Ok(Arc::new(badge_store::transform::TransformedStore::new(
+            store, encryption,
+        )))
+    }
 }
 
 /// Where objects are stored: the embedded store in the data dir, or an etcd cluster that
@@ -198,6 +240,7 @@ pub async fn run(options: ServerOptions) -> anyhow::Result<()> {
     let pki_dir = options.data_dir.join("pki");
     let pki = tokio::task::spawn_blocking(move || badge_pki::Pki::load_or_create(&pki_dir, &sans));
     let store = options.storage.open(&options.data_dir).await?;
+    let store = options.encryption.wrap(store, &options.data_dir)?;
     let key_type = match options.service_account_signing_key_type.as_str() {
         "RS256" => badge_apiserver::serviceaccount::KeyType::Rs256,
         "ES256" => badge_apiserver::serviceaccount::KeyType::Es256,

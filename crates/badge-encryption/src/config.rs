@@ -1,0 +1,476 @@
+//! `EncryptionConfiguration` (`apiserver.config.k8s.io/v1`): parsing, upstream's validation
+//! (`pkg/apis/apiserver/validation/validation_encryption.go`) and the rules it yields.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+
+use crate::ResourceTransformers;
+use crate::providers::{Cipher, PrefixTransformer};
+
+pub const API_VERSION: &str = "apiserver.config.k8s.io/v1";
+pub const KIND: &str = "EncryptionConfiguration";
+
+const AES_KEY_SIZES: &[usize] = &[16, 24, 32];
+const SECRETBOX_KEY_SIZES: &[usize] = &[32];
+
+/// A configuration that cannot be used; the message names the file or field at fault.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EncryptionConfiguration {
+    #[serde(default)]
+    pub api_version: String,
+    #[serde(default)]
+    pub kind: String,
+    #[serde(default)]
+    pub resources: Vec<ResourceConfiguration>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+pub struct ResourceConfiguration {
+    #[serde(default)]
+    pub resources: Vec<String>,
+    #[serde(default)]
+    pub providers: Vec<ProviderConfiguration>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+pub struct ProviderConfiguration {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aesgcm: Option<KeysConfiguration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aescbc: Option<KeysConfiguration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secretbox: Option<KeysConfiguration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kms: Option<serde_json::Value>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+pub struct KeysConfiguration {
+    #[serde(default)]
+    pub keys: Vec<Key>,
+}
+
+#[derive(Clone, Default, Deserialize, Serialize)]
+pub struct Key {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub secret: String,
+}
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Key")
+            .field("name", &self.name)
+            .field("secret", &"REDACTED")
+            .finish()
+    }
+}
+
+/// A `group`, `resource` pair as `schema.ParseGroupResource` splits `resource.group`.
+type GroupResource = (String, String);
+
+fn parse_group_resource(text: &str) -> GroupResource {
+    match text.split_once('.') {
+        Some((resource, group)) => (group.to_string(), resource.to_string()),
+        None => (String::new(), text.to_string()),
+    }
+}
+
+/// How upstream names a rule in errors (`*.` for every core resource).
+fn group_resource_string((group, resource): &GroupResource) -> String {
+    match (group.as_str(), resource.as_str()) {
+        ("", "*") => "*.".into(),
+        ("", r) => r.into(),
+        (g, r) => format!("{r}.{g}"),
+    }
+}
+
+impl EncryptionConfiguration {
+    /// Reads a file (YAML or JSON), as upstream's `LoadEncryptionConfig`.
+    pub fn load(path: &Path) -> Result<EncryptionConfiguration, ConfigError> {
+        let data = std::fs::read(path).map_err(|e| {
+            ConfigError(format!(
+                "error reading encryption provider configuration file {:?}: {e}",
+                path.display().to_string()
+            ))
+        })?;
+        if data.iter().all(u8::is_ascii_whitespace) {
+            return Err(ConfigError(format!(
+                "encryption provider configuration file {:?} is empty",
+                path.display().to_string()
+            )));
+        }
+        EncryptionConfiguration::parse(&data).map_err(|ConfigError(e)| {
+            ConfigError(format!(
+                "error while parsing encryption provider configuration file {:?}: {e}",
+                path.display().to_string()
+            ))
+        })
+    }
+
+    /// Decodes and validates a configuration.
+    pub fn parse(data: &[u8]) -> Result<EncryptionConfiguration, ConfigError> {
+        let config: EncryptionConfiguration =
+            serde_yaml_ng::from_slice(data).map_err(|e| ConfigError(format!("error decoding: {e}")))?;
+        if config.api_version != API_VERSION || config.kind != KIND {
+            return Err(ConfigError(format!(
+                "got unexpected config type: {}, Kind={}",
+                config.api_version, config.kind
+            )));
+        }
+        let errors = config.validate();
+        match errors.len() {
+            0 => Ok(config),
+            1 => Err(ConfigError(errors.concat())),
+            _ => Err(ConfigError(format!("[{}]", errors.join(", ")))),
+        }
+    }
+
+    /// Upstream's field errors, in its words.
+    pub fn validate(&self) -> Vec<String> {
+        let mut errors = Vec::new();
+        if self.resources.is_empty() {
+            errors.push("resources: Required value: at least one resources is required".into());
+            return errors;
+        }
+        for (i, rule) in self.resources.iter().enumerate() {
+            let r = format!("resources[{i}].resources");
+            let p = format!("resources[{i}].providers");
+            if rule.resources.is_empty() {
+                errors.push(format!("{r}: Required value: at least one {r} is required"));
+            }
+            validate_overlap(&rule.resources, &r, &mut errors);
+            validate_names(&rule.resources, &r, &mut errors);
+            if rule.providers.is_empty() {
+                errors.push(format!("{p}: Required value: at least one {p} is required"));
+            }
+            for (j, provider) in rule.providers.iter().enumerate() {
+                validate_provider(provider, &format!("{p}[{j}]"), &mut errors);
+            }
+        }
+        errors
+    }
+
+    /// Each resource's transformers, in rule order, as upstream's
+    /// `getTransformerOverridesAndKMSPluginHealthzCheckers`; a rule masked by an earlier
+    /// wildcard fails.
+    pub(crate) fn rules(&self) -> Result<Vec<(GroupResource, Arc<ResourceTransformers>)>, ConfigError> {
+        let mut rules: Vec<(GroupResource, Vec<Arc<PrefixTransformer>>)> = Vec::new();
+        for rule in &self.resources {
+            let transformers = rule
+                .providers
+                .iter()
+                .map(transformers_of)
+                .collect::<Result<Vec<_>, _>>()?
+                .into_iter()
+                .flatten()
+                .map(Arc::new)
+                .collect::<Vec<_>>();
+            for resource in &rule.resources {
+                let gr = parse_group_resource(resource);
+                for wildcard in [(gr.0.clone(), "*".to_string()), ("*".into(), "*".into())] {
+                    if rules.iter().any(|(existing, _)| *existing == wildcard) {
+                        return Err(ConfigError(format!(
+                            "resource {:?} is masked by earlier rule {:?}",
+                            group_resource_string(&gr),
+                            group_resource_string(&wildcard)
+                        )));
+                    }
+                }
+                match rules.iter_mut().find(|(existing, _)| *existing == gr) {
+                    Some((_, list)) => list.extend(transformers.iter().cloned()),
+                    None => rules.push((gr, transformers.clone())),
+                }
+            }
+        }
+        Ok(rules
+            .into_iter()
+            .map(|(gr, transformers)| (gr, Arc::new(ResourceTransformers { transformers })))
+            .collect())
+    }
+}
+
+fn validate_overlap(resources: &[String], path: &str, errors: &mut Vec<String>) {
+    if resources.len() < 2 {
+        return;
+    }
+    let parsed: Vec<GroupResource> = resources.iter().map(|r| parse_group_resource(r)).collect();
+    let (mut duplicate, mut overlap) = (false, false);
+    for (i, a) in parsed.iter().enumerate() {
+        for (j, b) in parsed.iter().enumerate() {
+            if i == j {
+                continue;
+            }
+            if a == b && !duplicate {
+                duplicate = true;
+                continue;
+            }
+            if overlap {
+                continue;
+            }
+            if a.0 == "*" && a.1 == "*" {
+                overlap = true;
+                continue;
+            }
+            if a.0 != b.0 {
+                continue;
+            }
+            if a.1 == "*" || b.1 == "*" {
+                overlap = true;
+            }
+        }
+    }
+    let value = go_string_list(resources);
+    if duplicate {
+        errors.push(format!(
+            "{path}: Invalid value: {value}: the same resource cannot be specified multiple times"
+        ));
+    }
+    if overlap {
+        errors.push(format!(
+            "{path}: Invalid value: {value}: using overlapping resources such as 'secrets' and '*.' \
+             in the same resource list is not allowed as they will be masked"
+        ));
+    }
+}
+
+fn go_string_list(values: &[String]) -> String {
+    let quoted: Vec<String> = values.iter().map(|v| format!("{v:?}")).collect();
+    format!("[]string{{{}}}", quoted.join(", "))
+}
+
+fn validate_names(resources: &[String], path: &str, errors: &mut Vec<String>) {
+    for (j, resource) in resources.iter().enumerate() {
+        let invalid = |detail: &str| format!("{path}[{j}]: Invalid value: {resource:?}: {detail}");
+        let (group, name) = parse_group_resource(resource);
+        let problem = if resource.chars().any(|c| c.is_ascii_uppercase()) {
+            "resource name should not contain capital letters"
+        } else if resource == "*" {
+            "use '*.' to encrypt all the resources from core API group or *.* to encrypt all resources"
+        } else if matches!(
+            resource.as_str(),
+            "apiserveripinfo" | "serviceipallocations" | "servicenodeportallocations"
+        ) {
+            "resources which do not have REST API/s cannot be encrypted"
+        } else if group == "events.k8s.io" {
+            "'*.events.k8s.io' objects are stored using the 'events' API group in etcd. Use 'events' \
+             instead in the config file"
+        } else if group == "extensions" {
+            "'extensions' group has been removed and cannot be used for encryption"
+        } else if group == "*" && name != "*" {
+            "encrypting the same resource across groups is not supported"
+        } else {
+            continue;
+        };
+        errors.push(invalid(problem));
+    }
+}
+
+fn validate_provider(provider: &ProviderConfiguration, path: &str, errors: &mut Vec<String>) {
+    let found = [
+        provider.kms.is_some(),
+        provider.aesgcm.is_some(),
+        provider.aescbc.is_some(),
+        provider.secretbox.is_some(),
+        provider.identity.is_some(),
+    ]
+    .iter()
+    .filter(|f| **f)
+    .count();
+    let shown = serde_json::to_string(provider).unwrap_or_default();
+    if found == 0 {
+        errors.push(format!(
+            "{path}: Invalid value: {shown:?}: provider does not contain any of the expected providers: \
+             KMS, AESGCM, AESCBC, Secretbox, Identity"
+        ));
+        return;
+    }
+    if found > 1 {
+        errors.push(format!(
+            "{path}: Invalid value: {shown:?}: more than one provider specified in a single element, \
+             should split into different list elements"
+        ));
+        return;
+    }
+    if provider.kms.is_some() {
+        errors.push(format!(
+            "{path}.kms: Unsupported value: \"kms\": KMS providers are not supported; use aescbc, aesgcm, \
+             secretbox or identity"
+        ));
+    }
+    let keyed = [
+        ("aesgcm", &provider.aesgcm, AES_KEY_SIZES),
+        ("aescbc", &provider.aescbc, AES_KEY_SIZES),
+        ("secretbox", &provider.secretbox, SECRETBOX_KEY_SIZES),
+    ];
+    for (name, config, sizes) in keyed {
+        if let Some(config) = config {
+            validate_keys(&config.keys, &format!("{path}.{name}.keys"), sizes, errors);
+        }
+    }
+}
+
+fn validate_keys(keys: &[Key], path: &str, sizes: &[usize], errors: &mut Vec<String>) {
+    if keys.is_empty() {
+        errors.push(format!("{path}: Required value: at least one keys is required"));
+    }
+    for (i, key) in keys.iter().enumerate() {
+        let path = format!("{path}[{i}]");
+        if key.name.is_empty() {
+            errors.push(format!(
+                "{path}.name: Required value: name is a mandatory field for a key"
+            ));
+        }
+        if key.secret.is_empty() {
+            errors.push(format!(
+                "{path}.secret: Required value: secret is a mandatory field for a key"
+            ));
+            continue;
+        }
+        match base64::engine::general_purpose::STANDARD.decode(&key.secret) {
+            Err(_) => errors.push(format!(
+                "{path}.secret: Invalid value: \"REDACTED\": secrets must be base64 encoded"
+            )),
+            Ok(secret) if !sizes.contains(&secret.len()) => {
+                let expected: Vec<String> = sizes.iter().map(ToString::to_string).collect();
+                errors.push(format!(
+                    "{path}.secret: Invalid value: \"REDACTED\": secret is not of the expected length, \
+                     got {}, expected one of [{}]",
+                    secret.len(),
+                    expected.join(" ")
+                ));
+            }
+            Ok(_) => {}
+        }
+    }
+}
+
+/// One prefix transformer per key of a (validated) provider.
+fn transformers_of(provider: &ProviderConfiguration) -> Result<Vec<PrefixTransformer>, ConfigError> {
+    let decode = |key: &Key| {
+        base64::engine::general_purpose::STANDARD
+            .decode(&key.secret)
+            .map_err(|_| ConfigError(format!("key {} has no valid secret", key.name)))
+    };
+    if let Some(config) = &provider.aescbc {
+        return config
+            .keys
+            .iter()
+            .map(|k| {
+                Ok(PrefixTransformer::new(
+                    "aescbc",
+                    &k.name,
+                    Cipher::AesCbc(decode(k)?),
+                ))
+            })
+            .collect();
+    }
+    if let Some(config) = &provider.aesgcm {
+        return config
+            .keys
+            .iter()
+            .map(|k| {
+                Ok(PrefixTransformer::new(
+                    "aesgcm",
+                    &k.name,
+                    Cipher::AesGcm(decode(k)?),
+                ))
+            })
+            .collect();
+    }
+    if let Some(config) = &provider.secretbox {
+        return config
+            .keys
+            .iter()
+            .map(|k| {
+                let secret: [u8; 32] = decode(k)?
+                    .try_into()
+                    .map_err(|_| ConfigError(format!("key {} is not 32 bytes", k.name)))?;
+                Ok(PrefixTransformer::new(
+                    "secretbox",
+                    &k.name,
+                    Cipher::Secretbox(secret),
+                ))
+            })
+            .collect();
+    }
+    if provider.identity.is_some() {
+        return Ok(vec![PrefixTransformer::new("identity", "", Cipher::Identity)]);
+    }
+    Err(ConfigError(
+        "provider does not contain any of the expected providers: KMS, AESGCM, AESCBC, Secretbox, Identity"
+            .into(),
+    ))
+}
+
+/// The configuration of a first start: Secrets sealed by secretbox with a fresh key, and
+/// still readable when stored before encryption (identity).
+pub fn default_yaml() -> String {
+    use rand::RngCore;
+    let mut secret = [0u8; 32];
+    rand::rng().fill_bytes(&mut secret);
+    let secret = base64::engine::general_purpose::STANDARD.encode(secret);
+    format!(
+        "# Written by badge on its first start: Secrets are encrypted at rest with this key.\n\
+         # Keep it private and with the data; servers sharing a store must share this file.\n\
+         apiVersion: {API_VERSION}\n\
+         kind: {KIND}\n\
+         resources:\n\
+         \x20 - resources:\n\
+         \x20     - secrets\n\
+         \x20   providers:\n\
+         \x20     - secretbox:\n\
+         \x20         keys:\n\
+         \x20           - name: key1\n\
+         \x20             secret: {secret}\n\
+         \x20     - identity: {{}}\n"
+    )
+}
+
+/// Writes the default configuration at `path` (mode 0600) unless a file is there already:
+/// servers starting at once on a shared directory all end up with the same one.
+pub fn write_default(path: &Path) -> Result<(), ConfigError> {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let fail = |e: std::io::Error| ConfigError(format!("writing {}: {e}", path.display()));
+    let dir = path.parent().unwrap_or(Path::new("."));
+    // Private like the rest of the pki dir, whichever of them creates it first.
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(fail)?;
+    let temp = dir.join(format!(".{}.{}", crate::DEFAULT_CONFIG_FILE, uuid_like()));
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&temp)
+        .map_err(fail)?;
+    let written = file
+        .write_all(default_yaml().as_bytes())
+        .and_then(|()| file.sync_all())
+        .and_then(|()| std::fs::hard_link(&temp, path));
+    let _ = std::fs::remove_file(&temp);
+    match written {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(fail(e)),
+    }
+}
+
+fn uuid_like() -> String {
+    use rand::RngCore;
+    format!("{:016x}", rand::rng().next_u64())
+}
