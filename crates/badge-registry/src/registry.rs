@@ -169,6 +169,8 @@ pub struct Registry {
     cache: Arc<WatchCache>,
     /// When the cache was last confirmed to hold every committed write (see [`Registry::sync`]).
     confirmed: parking_lot::Mutex<std::time::Instant>,
+    /// How long the cache may go unconfirmed before it is no longer served as current.
+    stale_read_bound: Duration,
 }
 
 /// How long after the cache was last confirmed current a consistent read may still be
@@ -180,10 +182,21 @@ pub const STALE_READ_BOUND: Duration = Duration::from_secs(30);
 /// How often an idle server confirms its cache is current, so the bound above holds from
 /// the moment an outage begins.
 const CONFIRM_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a readiness probe waits for the store's alarms.
+const ALARM_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl Registry {
     /// Starts the watch cache over `store` and returns once it holds the store's state.
     pub async fn start(store: Arc<dyn Store>, watch_history: usize) -> Arc<Registry> {
+        Registry::start_with_bound(store, watch_history, STALE_READ_BOUND).await
+    }
+
+    /// [`Registry::start`] with another bound than [`STALE_READ_BOUND`].
+    pub async fn start_with_bound(
+        store: Arc<dyn Store>,
+        watch_history: usize,
+        stale_read_bound: Duration,
+    ) -> Arc<Registry> {
         let cache = Arc::new(WatchCache::new(watch_history));
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         tokio::spawn(cache.clone().run(store.clone(), ready_tx));
@@ -194,6 +207,7 @@ impl Registry {
             store,
             cache,
             confirmed: parking_lot::Mutex::new(std::time::Instant::now()),
+            stale_read_bound,
         });
         let weak = Arc::downgrade(&registry);
         tokio::spawn(async move {
@@ -214,13 +228,38 @@ impl Registry {
         &self.store
     }
 
+    /// How long the cache may go unconfirmed before it is no longer served as current.
+    pub fn stale_read_bound(&self) -> Duration {
+        self.stale_read_bound
+    }
+
+    /// Whether the storage is fit to serve: the cache was confirmed current within the
+    /// stale-read bound (by the confirmations reads and the idle loop already make), and the
+    /// store raises no alarm that refuses writes (etcd's NOSPACE). The reason when not.
+    pub async fn storage_health(&self) -> Result<(), String> {
+        let unconfirmed = self.confirmed.lock().elapsed();
+        if unconfirmed > self.stale_read_bound {
+            return Err(format!(
+                "the storage could not be confirmed current for {}s",
+                unconfirmed.as_secs()
+            ));
+        }
+        // Unreachable or slow is the confirmation's business, not this probe's.
+        match tokio::time::timeout(ALARM_TIMEOUT, self.store.alarms()).await {
+            Ok(Ok(alarms)) if !alarms.is_empty() => {
+                Err(format!("the storage raised alarms: {}", alarms.join(", ")))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Waits until the cache reflects every write committed before this call. When the
     /// store cannot tell its revision (unavailable, or timing out), the cache as it is
     /// stands in for up to [`STALE_READ_BOUND`] after it was last confirmed current.
     pub async fn sync(&self) -> Result<Revision, Status> {
         match self.confirm_current().await {
             Err(badge_store::Error::Unavailable(_) | badge_store::Error::Timeout(_))
-                if self.confirmed.lock().elapsed() <= STALE_READ_BOUND =>
+                if self.confirmed.lock().elapsed() <= self.stale_read_bound =>
             {
                 Ok(self.cache.revision())
             }
@@ -832,6 +871,13 @@ pub fn store_error(error: badge_store::Error) -> Status {
             Status::service_unavailable(format!("storage unavailable: {m}"))
         }
         badge_store::Error::Timeout(m) => Status::timeout(format!("storage timeout: {m}")),
+        // Upstream passes etcd's error through unchanged: a 500 with etcd's own text, which
+        // is what tells an operator to compact, defragment and disarm.
+        badge_store::Error::NoSpace => {
+            let mut status = Status::internal(badge_store::NO_SPACE_MESSAGE);
+            status.message = badge_store::NO_SPACE_MESSAGE.into();
+            status
+        }
         other => Status::internal(other.to_string()),
     }
 }
