@@ -6,6 +6,7 @@ mod agent;
 mod api_core;
 mod cli;
 mod ha;
+mod ha_faults;
 mod kubectl;
 mod limits;
 mod metadata;
