@@ -871,11 +871,14 @@ pub fn store_error(error: badge_store::Error) -> Status {
             Status::service_unavailable(format!("storage unavailable: {m}"))
         }
         badge_store::Error::Timeout(m) => Status::timeout(format!("storage timeout: {m}")),
-        // Upstream passes etcd's error through unchanged: a 500 with etcd's own text, which
-        // is what tells an operator to compact, defragment and disarm.
+        // Upstream passes etcd's error through as it is (`ErrorToAPIStatus` on an error that
+        // is no Status): 500, reason Unknown, etcd's own text, which tells the operator to
+        // compact, defragment and disarm.
         badge_store::Error::NoSpace => {
             let mut status = Status::internal(badge_store::NO_SPACE_MESSAGE);
+            status.reason = String::new();
             status.message = badge_store::NO_SPACE_MESSAGE.into();
+            status.details = None;
             status
         }
         other => Status::internal(other.to_string()),

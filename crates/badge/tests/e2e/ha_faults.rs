@@ -287,3 +287,62 @@ fn ha_a_relist_after_compaction_ends_open_watches_with_410() {
     let _ = watch.kill();
     let _ = watch.wait();
 }
+
+#[test]
+fn ha_etcd_out_of_space_answers_with_its_text_and_fails_readiness() {
+    let etcd = EtcdCluster::start_with_args(1, &["--quota-backend-bytes=4194304"]);
+    let server = TestServer::start_with(
+        BIN,
+        &["--storage", "etcd", "--etcd-servers", &etcd.endpoints_flag()],
+    );
+    assert_eq!(get(&server, "/readyz", Credential::Anonymous), (200, "ok".into()));
+    let filler = "x".repeat(400 * 1024);
+    let mut refused = None;
+    for i in 0..40 {
+        let body = json!({
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": format!("filler-{i}")},
+            "data": {"x": filler},
+        });
+        let response = server
+            .request(
+                "POST",
+                "/api/v1/namespaces/default/configmaps",
+                Some(body.to_string().into_bytes()),
+                &[("Content-Type", "application/json")],
+                Credential::Admin,
+            )
+            .unwrap();
+        if response.status != 201 {
+            refused = Some(response);
+            break;
+        }
+    }
+    let refused = refused.expect("etcd never ran out of space");
+    let status = refused.json();
+    assert_eq!(refused.status, 500, "{status}");
+    // As upstream passes etcd's error through: reason Unknown, etcd's text.
+    assert_eq!(status["reason"].as_str().unwrap_or(""), "");
+    assert_eq!(status["message"], "etcdserver: mvcc: database space exceeded");
+
+    let (code, body) = get(&server, "/readyz?verbose", Credential::Anonymous);
+    assert_eq!(
+        (code, body.as_str()),
+        (
+            500,
+            "[+]ping ok\n[-]etcd failed: reason withheld\nreadyz check failed\n"
+        )
+    );
+    let (code, body) = get(&server, "/readyz/etcd", Credential::Admin);
+    assert_eq!(code, 500);
+    assert!(body.contains("NOSPACE"), "{body}");
+    assert_eq!(get(&server, "/livez", Credential::Anonymous), (200, "ok".into()));
+    // Reads go on.
+    let (code, _) = get(
+        &server,
+        "/api/v1/namespaces/default/configmaps/filler-0",
+        Credential::Admin,
+    );
+    assert_eq!(code, 200);
+}
