@@ -183,7 +183,7 @@ pub const STALE_READ_BOUND: Duration = Duration::from_secs(30);
 /// the moment an outage begins.
 const CONFIRM_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a readiness probe waits for the store's alarms.
-const ALARM_TIMEOUT: Duration = Duration::from_secs(2);
+const ALARM_TIMEOUT: Duration = Duration::from_millis(500);
 
 impl Registry {
     /// Starts the watch cache over `store` and returns once it holds the store's state.
@@ -211,10 +211,21 @@ impl Registry {
         });
         let weak = Arc::downgrade(&registry);
         tokio::spawn(async move {
+            let mut was_current = true;
             loop {
                 tokio::time::sleep(CONFIRM_INTERVAL).await;
                 let Some(registry) = weak.upgrade() else { return };
                 let _ = registry.confirm_current().await;
+                let current = registry.confirmed.lock().elapsed() <= registry.stale_read_bound;
+                if was_current && !current {
+                    tracing::warn!(
+                        bound_seconds = registry.stale_read_bound.as_secs(),
+                        "the watch cache could not be confirmed current within the stale-read bound; consistent reads fail and /readyz reports etcd failed"
+                    );
+                } else if !was_current && current {
+                    tracing::info!("the watch cache is confirmed current again");
+                }
+                was_current = current;
             }
         });
         registry
