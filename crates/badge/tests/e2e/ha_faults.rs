@@ -124,6 +124,16 @@ fn ha_etcd_down_fails_readiness_and_token_requests_but_serves_the_cache() {
         "the service account signing keys could not be confirmed current for 2s; refusing to issue tokens"
     );
 
+    let logged = |needle: &str| {
+        let log = server.log.lock().unwrap();
+        log.iter().filter(|line| line.contains(needle)).count()
+    };
+    const CROSSED: &str = "signing keys could not be confirmed current; refusing to issue tokens";
+    const RECOVERED: &str = "signing keys are confirmed current again";
+    within(Duration::from_secs(30), "the crossing to be logged", || {
+        logged(CROSSED) > 0
+    });
+
     etcd.restart(0);
     etcd.wait_healthy(Duration::from_secs(30));
     within(Duration::from_secs(30), "/readyz to pass", || {
@@ -132,6 +142,14 @@ fn ha_etcd_down_fails_readiness_and_token_requests_but_serves_the_cache() {
     within(Duration::from_secs(30), "tokens to be issued again", || {
         token_request(&server, "robot").status == 201
     });
+    within(Duration::from_secs(30), "the recovery to be logged", || {
+        logged(RECOVERED) > 0
+    });
+    assert_eq!(
+        (logged(CROSSED), logged(RECOVERED)),
+        (1, 1),
+        "logged once each way"
+    );
 }
 
 /// A TCP forwarder to one etcd member that can cut every connection through it and refuse
