@@ -991,3 +991,127 @@ fn decode_continue(token: &str, prefix: &str) -> Result<(Revision, String), Stat
     }
     Ok((token.rv, format!("{prefix}{}", token.start)))
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use badge_store::sqlite::SqliteStore;
+    use badge_store::{KeyValue, ListOptions, ListResult, WatchStream};
+    use bytes::Bytes;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// The embedded store, made unreachable or alarmed at will, as an etcd cluster can be.
+    struct Faulty {
+        inner: SqliteStore,
+        down: AtomicBool,
+        alarms: parking_lot::Mutex<Vec<String>>,
+    }
+
+    impl Faulty {
+        fn reachable(&self) -> badge_store::Result<()> {
+            if self.down.load(Ordering::SeqCst) {
+                return Err(badge_store::Error::Unavailable("no leader".into()));
+            }
+            Ok(())
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl Store for Faulty {
+        async fn get(&self, key: &str) -> badge_store::Result<(Option<KeyValue>, Revision)> {
+            self.reachable()?;
+            self.inner.get(key).await
+        }
+        async fn list(&self, prefix: &str, options: ListOptions) -> badge_store::Result<ListResult> {
+            self.reachable()?;
+            self.inner.list(prefix, options).await
+        }
+        async fn create(&self, key: &str, value: Bytes) -> badge_store::Result<Revision> {
+            self.reachable()?;
+            self.inner.create(key, value).await
+        }
+        async fn update(&self, key: &str, value: Bytes, expected: Revision) -> badge_store::Result<Revision> {
+            self.reachable()?;
+            self.inner.update(key, value, expected).await
+        }
+        async fn delete(&self, key: &str, expected: Revision) -> badge_store::Result<Revision> {
+            self.reachable()?;
+            self.inner.delete(key, expected).await
+        }
+        async fn current_revision(&self) -> badge_store::Result<Revision> {
+            self.reachable()?;
+            self.inner.current_revision().await
+        }
+        async fn watch(&self, prefix: &str, after: Revision) -> badge_store::Result<WatchStream> {
+            self.inner.watch(prefix, after).await
+        }
+        async fn compact(&self, revision: Revision) -> badge_store::Result<()> {
+            self.inner.compact(revision).await
+        }
+        async fn compacted_revision(&self) -> badge_store::Result<Revision> {
+            self.inner.compacted_revision().await
+        }
+        async fn alarms(&self) -> badge_store::Result<Vec<String>> {
+            self.reachable()?;
+            Ok(self.alarms.lock().clone())
+        }
+    }
+
+    async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
+        for _ in 0..200 {
+            if check().await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("timed out waiting for {what}");
+    }
+
+    #[tokio::test]
+    async fn storage_health_follows_the_confirmations_and_the_alarms() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Faulty {
+            inner: SqliteStore::open(&dir.path().join("s.db")).unwrap(),
+            down: AtomicBool::new(false),
+            alarms: Default::default(),
+        });
+        let registry = Registry::start_with_bound(store.clone(), 100, Duration::from_millis(300)).await;
+        registry.storage_health().await.unwrap();
+
+        // Unreachable: the cache still answers consistent reads within the bound, and past
+        // it neither they nor readiness pass.
+        store.down.store(true, Ordering::SeqCst);
+        eventually("the bound to be crossed", async || {
+            registry.storage_health().await.is_err()
+        })
+        .await;
+        let reason = registry.storage_health().await.unwrap_err();
+        assert!(
+            reason.starts_with("the storage could not be confirmed current for "),
+            "{reason}"
+        );
+        assert_eq!(registry.sync().await.unwrap_err().code, 503);
+
+        store.down.store(false, Ordering::SeqCst);
+        eventually("a confirmation", async || registry.storage_health().await.is_ok()).await;
+        registry.sync().await.unwrap();
+
+        // Reachable and current, but refusing writes.
+        store.alarms.lock().push("NOSPACE".into());
+        assert_eq!(
+            registry.storage_health().await.unwrap_err(),
+            "the storage raised alarms: NOSPACE"
+        );
+        store.alarms.lock().clear();
+        registry.storage_health().await.unwrap();
+    }
+
+    #[test]
+    fn a_full_store_answers_with_etcds_text() {
+        let status = store_error(badge_store::Error::NoSpace);
+        assert_eq!(status.code, 500);
+        assert_eq!(status.reason, "");
+        assert_eq!(status.message, "etcdserver: mvcc: database space exceeded");
+    }
+}
