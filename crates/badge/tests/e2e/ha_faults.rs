@@ -304,6 +304,11 @@ fn ha_a_relist_after_compaction_ends_open_watches_with_410() {
     assert!(!seen.contains("\"missed\""), "{seen}");
     let _ = watch.kill();
     let _ = watch.wait();
+
+    // A client that relists sees what the watch could not tell it.
+    let listed = cut_off.kubectl_ok(&["get", "configmaps", "-o", "name"]);
+    assert!(listed.contains("configmap/missed"), "{listed}");
+    assert!(!listed.contains("configmap/before"), "{listed}");
 }
 
 #[test]
