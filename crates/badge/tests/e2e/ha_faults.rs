@@ -64,6 +64,14 @@ fn ha_etcd_down_fails_readiness_and_token_requests_but_serves_the_cache() {
         (code, body.as_str()),
         (200, "[+]ping ok\n[+]etcd ok\nreadyz check passed\n")
     );
+    let (code, body) = get(&server, "/readyz?verbose&exclude=nope", Credential::Anonymous);
+    assert_eq!(
+        (code, body.as_str()),
+        (
+            200,
+            "[+]ping ok\n[+]etcd ok\nwarn: some health checks cannot be excluded: no matches for \"nope\"\nreadyz check passed\n"
+        )
+    );
     let token = token_request(&server, "robot").json()["status"]["token"]
         .as_str()
         .unwrap()
