@@ -120,7 +120,8 @@ impl ApiServer {
             ));
         }
         if !failed.is_empty() {
-            tracing::info!(checks = %failed.join("; "), "{endpoint} check failed");
+            // Probes repeat every few seconds; the transitions are logged where they happen.
+            tracing::debug!(checks = %failed.join("; "), "{endpoint} check failed");
             return Ok(health_text(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("{lines}{endpoint} check failed\n"),
