@@ -11,7 +11,131 @@ use crate::{ApiServer, discovery};
 /// The kube-apiserver version badge presents itself as.
 pub const KUBERNETES_VERSION: &str = "v1.35.0";
 
+/// The checks of a health endpoint, in the order upstream reports them. Only readiness
+/// looks at the storage: a server cut off from etcd still serves from its cache and must not
+/// be restarted for it, but should take no new traffic.
+fn health_checks(endpoint: &str) -> Option<&'static [&'static str]> {
+    match endpoint {
+        "healthz" | "livez" => Some(&["ping"]),
+        "readyz" => Some(&["ping", "etcd"]),
+        _ => None,
+    }
+}
+
+/// The health endpoint a path is under, if any.
+pub(crate) fn health_endpoint(path: &str) -> Option<&'static str> {
+    let first = path.trim_start_matches('/').split('/').next()?;
+    ["healthz", "livez", "readyz"].into_iter().find(|e| *e == first)
+}
+
+fn health_text(code: StatusCode, body: String) -> Response<Body> {
+    let mut response = Response::new(response::full(body));
+    *response.status_mut() = code;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(
+        "X-Content-Type-Options",
+        http::HeaderValue::from_static("nosniff"),
+    );
+    response
+}
+
 impl ApiServer {
+    async fn run_check(&self, name: &str) -> Result<(), String> {
+        match name {
+            "etcd" => self.registry.storage_health().await,
+            _ => Ok(()),
+        }
+    }
+
+    /// `/healthz`, `/livez`, `/readyz` and their per-check paths, as upstream's healthz
+    /// handlers answer them: `ok`, or every check's line when verbose or failing (the reason
+    /// withheld, since the root paths are public), `?exclude=` skipping checks; a per-check
+    /// path answers `ok` or its reason.
+    pub(crate) async fn health(
+        &self,
+        method: &Method,
+        endpoint: &'static str,
+        path: &str,
+        raw_query: Option<&str>,
+    ) -> Result<Response<Body>, Status> {
+        if method != Method::GET && method != Method::HEAD {
+            return Err(Status::method_not_allowed());
+        }
+        let checks = health_checks(endpoint).ok_or_else(Status::path_not_found)?;
+        let rest = path
+            .trim_start_matches('/')
+            .trim_end_matches('/')
+            .strip_prefix(endpoint)
+            .unwrap_or("")
+            .trim_start_matches('/');
+        if !rest.is_empty() {
+            let check = checks
+                .iter()
+                .find(|c| **c == rest)
+                .ok_or_else(Status::path_not_found)?;
+            return Ok(match self.run_check(check).await {
+                Ok(()) => health_text(StatusCode::OK, "ok".into()),
+                Err(reason) => health_text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("internal server error: {reason}\n"),
+                ),
+            });
+        }
+        // Every `exclude` value counts, and `verbose` counts by its presence, as Go's
+        // `url.Values` give them.
+        let pairs: Vec<badge_api::query::QueryParams> = raw_query
+            .unwrap_or("")
+            .split('&')
+            .map(|pair| badge_api::query::QueryParams::parse(Some(pair)))
+            .collect();
+        let verbose = pairs.iter().any(|p| p.get("verbose").is_some());
+        let mut excluded: Vec<&str> = pairs.iter().filter_map(|p| p.get("exclude")).collect();
+        let mut lines = String::new();
+        let mut failed = Vec::new();
+        for &name in checks {
+            if excluded.contains(&name) {
+                excluded.retain(|e| *e != name);
+                lines.push_str(&format!("[+]{name} excluded: ok\n"));
+                continue;
+            }
+            match self.run_check(name).await {
+                Ok(()) => lines.push_str(&format!("[+]{name} ok\n")),
+                Err(reason) => {
+                    lines.push_str(&format!("[-]{name} failed: reason withheld\n"));
+                    failed.push(format!("[-]{name} failed: {reason}"));
+                }
+            }
+        }
+        if !excluded.is_empty() {
+            excluded.sort_unstable();
+            excluded.dedup();
+            let quoted: Vec<String> = excluded.iter().map(|e| format!("{e:?}")).collect();
+            lines.push_str(&format!(
+                "warn: some health checks cannot be excluded: no matches for {}\n",
+                quoted.join(",")
+            ));
+        }
+        if !failed.is_empty() {
+            // Probes repeat every few seconds; the transitions are logged where they happen.
+            tracing::debug!(checks = %failed.join("; "), "{endpoint} check failed");
+            return Ok(health_text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("{lines}{endpoint} check failed\n"),
+            ));
+        }
+        if !verbose {
+            return Ok(health_text(StatusCode::OK, "ok".into()));
+        }
+        Ok(health_text(
+            StatusCode::OK,
+            format!("{lines}{endpoint} check passed\n"),
+        ))
+    }
+
     pub(crate) fn non_resource(
         &self,
         method: &Method,
@@ -25,7 +149,6 @@ impl ApiServer {
         let path = info.path.trim_end_matches('/');
         let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         match parts.as_slice() {
-            ["healthz"] | ["livez"] | ["readyz"] => Ok(response::text(StatusCode::OK, "ok")),
             ["version"] => Ok(response::json(StatusCode::OK, &version_info())),
             ["api"] | ["apis"] => {
                 let core = parts[0] == "api";

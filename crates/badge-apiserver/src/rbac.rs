@@ -73,7 +73,7 @@ impl Rbac {
                         tracing::warn!(error = %e, "clusterrole aggregation failed");
                     }
                 }
-                match cache_watch.live.recv().await {
+                match cache_watch.next().await {
                     Ok(event) => {
                         if event.key.starts_with("/registry/clusterroles/") {
                             needs_aggregation = true;
@@ -81,7 +81,7 @@ impl Rbac {
                         follower.apply(&event);
                         follower.applied.send_replace(event.revision);
                     }
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    Err(badge_registry::WatchEnd::Lagged | badge_registry::WatchEnd::Reset) => {
                         // Rebuild from the current state.
                         match aggregate_registry.cache().watch("/registry/", None) {
                             Ok(mut fresh) => {
@@ -96,7 +96,7 @@ impl Rbac {
                             Err(_) => return,
                         }
                     }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    Err(badge_registry::WatchEnd::Closed) => return,
                 }
             }
         });

@@ -44,6 +44,9 @@ impl ApiServer {
                 let body = read_body(body).await?;
                 return self.keys_api(&method, &info.path, uri.query(), &body).await;
             }
+            if let Some(endpoint) = crate::nonresource::health_endpoint(&info.path) {
+                return self.health(&method, endpoint, &info.path, uri.query()).await;
+            }
             let if_none_match = header(header::IF_NONE_MATCH);
             return self.non_resource(&method, &info, &accept, &if_none_match);
         }

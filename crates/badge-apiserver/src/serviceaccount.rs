@@ -5,6 +5,7 @@
 //! (`pkg/routes/openidmetadata.go`).
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use badge_api::{FieldError, Resource, Status, meta, resources};
 use badge_auth::serviceaccount::{ObjectInfo, SecretInfo, ServiceAccountTokenGetter, TokenKeys};
@@ -116,6 +117,11 @@ pub struct ServiceAccountKeys {
     pub verification: Arc<TokenKeys>,
     signer: parking_lot::RwLock<Option<SigningKey>>,
     store: Arc<dyn Store>,
+    /// When the ring was last read from (or written to) the store.
+    ring_confirmed: Mutex<Instant>,
+    /// How long signing goes on with an unconfirmed ring: set by the refresher, which is
+    /// what confirms it; None signs regardless.
+    ring_bound: Mutex<Option<Duration>>,
 }
 
 fn now() -> i64 {
@@ -194,6 +200,8 @@ impl ServiceAccountKeys {
             verification: Arc::new(TokenKeys::default()),
             signer: parking_lot::RwLock::new(None),
             store,
+            ring_confirmed: Mutex::new(Instant::now()),
+            ring_bound: Mutex::new(None),
         });
         keys.refresh();
         Ok(keys)
@@ -218,21 +226,51 @@ impl ServiceAccountKeys {
     }
 
     /// Keeps the keys current: applies scheduled activations and retirements, and picks up
-    /// changes another server wrote to the store.
-    pub fn spawn_refresher(self: &Arc<Self>) {
+    /// changes another server wrote to the store. Past `bound` without reading the ring
+    /// from the store, no token is signed: another server may have rotated or revoked the
+    /// key this one would sign with.
+    pub fn spawn_refresher(self: &Arc<Self>, bound: Duration) {
+        *self.ring_bound.lock() = Some(bound);
         let keys = self.clone();
         tokio::spawn(async move {
+            let mut was_current = true;
             loop {
-                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                if let Mode::Ring(ring) = &keys.mode
-                    && let Ok((Some(kv), _)) = keys.store.get(KEYRING_KEY).await
-                    && let Ok(stored) = keys.stored.decode(&kv.value)
-                {
-                    *ring.lock() = stored;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                if let Mode::Ring(ring) = &keys.mode {
+                    let asked = Instant::now();
+                    if let Ok((Some(kv), _)) = keys.store.get(KEYRING_KEY).await
+                        && let Ok(stored) = keys.stored.decode(&kv.value)
+                    {
+                        *ring.lock() = stored;
+                        keys.confirm_ring(asked);
+                    }
+                    let current = keys.ring_unconfirmed().is_none();
+                    if was_current && !current {
+                        tracing::warn!(
+                            bound_seconds = bound.as_secs(),
+                            "the service account signing keys could not be confirmed current; refusing to issue tokens"
+                        );
+                    } else if !was_current && current {
+                        tracing::info!(
+                            "the service account signing keys are confirmed current again; issuing tokens"
+                        );
+                    }
+                    was_current = current;
                 }
                 keys.refresh();
             }
         });
+    }
+
+    fn confirm_ring(&self, asked: Instant) {
+        let mut confirmed = self.ring_confirmed.lock();
+        *confirmed = (*confirmed).max(asked);
+    }
+
+    /// The bound crossed, when the ring has gone unconfirmed past it.
+    fn ring_unconfirmed(&self) -> Option<Duration> {
+        let bound = (*self.ring_bound.lock())?;
+        (matches!(self.mode, Mode::Ring(_)) && self.ring_confirmed.lock().elapsed() > bound).then_some(bound)
     }
 
     pub fn signer(&self) -> Option<SigningKey> {
@@ -241,6 +279,12 @@ impl ServiceAccountKeys {
 
     /// Signs claims with the current key.
     pub fn sign(&self, claims: &Value) -> Result<jwt::Token, Status> {
+        if let Some(bound) = self.ring_unconfirmed() {
+            return Err(Status::service_unavailable(format!(
+                "the service account signing keys could not be confirmed current for {}s; refusing to issue tokens",
+                bound.as_secs()
+            )));
+        }
         let signer = self
             .signer()
             .ok_or_else(|| Status::internal("failed to generate token: no active signing key"))?;
@@ -275,6 +319,7 @@ impl ServiceAccountKeys {
             {
                 Ok(_) => {
                     *ring.lock() = stored;
+                    self.confirm_ring(Instant::now());
                     self.refresh();
                     return Ok(());
                 }
@@ -672,4 +717,49 @@ impl TokenIssuer {
 /// Whether OIDC discovery is served for this issuer (only https issuers, as upstream).
 pub fn serves_discovery(issuer: &str) -> bool {
     badge_token::oidc::serves_discovery(issuer)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    async fn ring_keys(dir: &std::path::Path) -> Arc<ServiceAccountKeys> {
+        let store: Arc<dyn Store> =
+            Arc::new(badge_store::sqlite::SqliteStore::open(&dir.join("s.db")).unwrap());
+        ServiceAccountKeys::load(
+            store,
+            StoredRing::new(&[7; 32]),
+            KeyType::Es256,
+            None,
+            None,
+            Vec::new(),
+            3660,
+        )
+        .await
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn no_token_is_signed_with_a_ring_unconfirmed_past_the_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = ring_keys(dir.path()).await;
+        let claims = json!({"sub": "system:serviceaccount:default:robot"});
+        keys.sign(&claims).unwrap();
+
+        *keys.ring_bound.lock() = Some(Duration::from_secs(30));
+        keys.sign(&claims).unwrap();
+        *keys.ring_confirmed.lock() = Instant::now().checked_sub(Duration::from_secs(31)).unwrap();
+        let refused = keys.sign(&claims).unwrap_err();
+        assert_eq!(refused.code, 503);
+        assert_eq!(refused.reason, "ServiceUnavailable");
+        assert_eq!(
+            refused.message,
+            "the service account signing keys could not be confirmed current for 30s; refusing to issue tokens"
+        );
+
+        // Confirmed again (here by a write of the ring): signing resumes.
+        keys.rotate(3600).await.unwrap();
+        keys.sign(&claims).unwrap();
+    }
 }

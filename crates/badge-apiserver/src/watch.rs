@@ -7,13 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use badge_api::{Status, meta};
-use badge_registry::{CacheEvent, EventType, Filter};
+use badge_registry::{CacheEvent, EventType, Filter, WatchEnd};
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use serde_json::{Value, json};
-use tokio::sync::broadcast::error::RecvError;
 
 use crate::ApiServer;
 use crate::negotiate::{PartialObjectMetadata, Target};
@@ -278,7 +277,7 @@ impl ApiServer {
                     bookmark_timer.tick().await;
                     loop {
                         tokio::select! {
-                            received = cache_watch.live.recv() => match received {
+                            received = cache_watch.next() => match received {
                                 Ok(event) => {
                                     if event.revision <= last_sent && from.is_some() {
                                         continue;
@@ -293,8 +292,19 @@ impl ApiServer {
                                         }
                                     }
                                 }
+                                // The cache relisted: the events this watcher missed are
+                                // gone, so it ends with 410 as upstream's cacher ends its
+                                // watchers, and the client relists.
+                                Err(WatchEnd::Reset) => {
+                                    let status = Status::resource_expired(format!(
+                                        "too old resource version: {last_sent} ({})",
+                                        revisions.borrow().saturating_add(1)
+                                    ));
+                                    let _ = tx.send(Encoder::error(&status)).await;
+                                    return;
+                                }
                                 // A watcher that fell behind is ended; the client relists.
-                                Err(RecvError::Lagged(_)) | Err(RecvError::Closed) => return,
+                                Err(WatchEnd::Lagged | WatchEnd::Closed) => return,
                             },
                             _ = bookmark_timer.tick(), if bookmarks => {
                                 let revision = *revisions.borrow_and_update();

@@ -97,14 +97,14 @@ impl Controller {
                     }
                 }
                 loop {
-                    match watch.live.recv().await {
+                    match watch.next().await {
                         Ok(event) => {
                             for key in (feeder.keys_of)(&event) {
                                 feeder.enqueue(key);
                             }
                         }
-                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => break,
-                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                        Err(badge_registry::WatchEnd::Lagged | badge_registry::WatchEnd::Reset) => break,
+                        Err(badge_registry::WatchEnd::Closed) => return,
                     }
                 }
             }

@@ -140,12 +140,46 @@ pub struct TooOld {
     pub oldest: Revision,
 }
 
-/// The start of a cache watch: events to send first, then the live receiver.
+/// The start of a cache watch: events to send first, then the live events ([`CacheWatch::next`]).
 pub struct CacheWatch {
     pub initial: Vec<Arc<CacheEvent>>,
-    pub live: broadcast::Receiver<Arc<CacheEvent>>,
+    live: broadcast::Receiver<Arc<CacheEvent>>,
+    /// Changes when the cache is replaced by a relist: what happened between its old and
+    /// new state was never seen, so no event can tell the watcher about it.
+    resets: watch::Receiver<u64>,
     /// The revision the initial events bring the watcher to.
     pub revision: Revision,
+}
+
+/// Why a cache watch delivers no more events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WatchEnd {
+    /// The watcher fell too far behind the live events.
+    Lagged,
+    /// The cache relisted: the events the watcher missed cannot be replayed.
+    Reset,
+    /// The cache is gone.
+    Closed,
+}
+
+impl CacheWatch {
+    /// The next live event, in revision order, or why there are no more.
+    pub async fn next(&mut self) -> Result<Arc<CacheEvent>, WatchEnd> {
+        tokio::select! {
+            // A relist is noticed before any event that follows it.
+            biased;
+            changed = self.resets.changed() => Err(match changed {
+                Ok(()) => WatchEnd::Reset,
+                Err(_) => WatchEnd::Closed,
+            }),
+            received = self.live.recv() => match received {
+                Ok(_) if self.resets.has_changed().unwrap_or(true) => Err(WatchEnd::Reset),
+                Ok(event) => Ok(event),
+                Err(broadcast::error::RecvError::Lagged(_)) => Err(WatchEnd::Lagged),
+                Err(broadcast::error::RecvError::Closed) => Err(WatchEnd::Closed),
+            },
+        }
+    }
 }
 
 /// The cache.
@@ -154,6 +188,8 @@ pub struct WatchCache {
     state: RwLock<State>,
     events: broadcast::Sender<Arc<CacheEvent>>,
     revision: watch::Sender<Revision>,
+    /// Counts the relists that replaced the state (see [`CacheWatch::next`]).
+    resets: watch::Sender<u64>,
 }
 
 impl Default for WatchCache {
@@ -167,6 +203,7 @@ impl WatchCache {
     pub fn new(history: usize) -> WatchCache {
         let (events, _) = broadcast::channel(BROADCAST);
         let (revision, _) = watch::channel(0);
+        let (resets, _) = watch::channel(0);
         WatchCache {
             history: history.max(1),
             state: RwLock::new(State {
@@ -178,6 +215,7 @@ impl WatchCache {
             }),
             events,
             revision,
+            resets,
         }
     }
 
@@ -305,6 +343,8 @@ impl WatchCache {
         // and the live stream: events are published under the write lock.
         let state = self.state.read();
         let live = self.events.subscribe();
+        // Relists take the write lock, so the count seen here is the state's.
+        let resets = self.resets.subscribe();
         let initial = match from {
             None => state
                 .objects
@@ -338,11 +378,14 @@ impl WatchCache {
         Ok(CacheWatch {
             initial,
             live,
+            resets,
             revision: state.revision,
         })
     }
 
-    /// Replaces the whole state with a fresh list at `revision` (start and relist).
+    /// Replaces the whole state with a fresh list at `revision` (start and relist), and ends
+    /// every watch: what changed between the old state and the new one was never seen as
+    /// events, so a watcher must relist as upstream's cacher makes it after a re-list.
     fn reset(
         &self,
         items: Vec<(String, Arc<CachedObject>)>,
@@ -355,6 +398,8 @@ impl WatchCache {
         state.history.clear();
         state.history_floor = revision;
         state.revision = revision;
+        // Under the write lock: no event of the new state goes out before the reset shows.
+        self.resets.send_modify(|count| *count += 1);
         drop(state);
         self.revision.send_replace(revision);
     }
@@ -594,6 +639,16 @@ mod tests {
         }
     }
 
+    fn put(key: &str, revision: Revision) -> badge_store::Event {
+        badge_store::Event {
+            kind: EventKind::Put,
+            key: key.into(),
+            value: bytes::Bytes::from_static(b"{}"),
+            revision,
+            create_revision: revision,
+        }
+    }
+
     #[tokio::test]
     async fn values_that_cannot_be_decrypted_are_set_aside_without_stalling() {
         use badge_store::transform::TransformedStore;
@@ -654,5 +709,33 @@ mod tests {
         assert!(cache.wait_for(rewritten, Duration::from_secs(5)).await);
         assert!(cache.get("/registry/secrets/a/fine").0.is_some());
         assert!(cache.first_unreadable("/registry/", None).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_relist_ends_every_watch_before_any_newer_event() {
+        let cache = WatchCache::new(100);
+        cache.reset(Vec::new(), BTreeMap::new(), 1);
+        cache.apply(vec![put("/registry/configmaps/a/one", 2)], None);
+        let mut from_now = cache.watch("/registry/configmaps/", None).unwrap();
+        let mut resumed = cache.watch("/registry/secrets/", Some(1)).unwrap();
+        cache.apply(vec![put("/registry/configmaps/a/two", 3)], None);
+        assert_eq!(from_now.next().await.unwrap().key, "/registry/configmaps/a/two");
+
+        // Events 4..=9 were compacted away while the cache was cut off: it relists at 10.
+        let listed = CachedObject::new(b"{}", 10).unwrap();
+        cache.reset(
+            vec![("/registry/configmaps/a/three".into(), Arc::new(listed))],
+            BTreeMap::new(),
+            10,
+        );
+        cache.apply(vec![put("/registry/configmaps/a/four", 11)], None);
+        assert_eq!(from_now.next().await.unwrap_err(), WatchEnd::Reset);
+        assert_eq!(resumed.next().await.unwrap_err(), WatchEnd::Reset);
+
+        // A watch started after the relist follows it.
+        let mut after = cache.watch("/registry/configmaps/", None).unwrap();
+        assert_eq!(after.initial.len(), 2);
+        cache.apply(vec![put("/registry/configmaps/a/five", 12)], None);
+        assert_eq!(after.next().await.unwrap().key, "/registry/configmaps/a/five");
     }
 }

@@ -7,5 +7,5 @@ pub mod cache;
 pub mod registry;
 pub mod strategy;
 
-pub use cache::{CacheEvent, CachedObject, EventType, WatchCache};
+pub use cache::{CacheEvent, CachedObject, EventType, WatchCache, WatchEnd};
 pub use registry::{DeleteOptions, DeleteOutcome, Filter, ListPage, ReadFrom, Registry, WriteOptions};

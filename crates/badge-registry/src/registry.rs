@@ -169,6 +169,8 @@ pub struct Registry {
     cache: Arc<WatchCache>,
     /// When the cache was last confirmed to hold every committed write (see [`Registry::sync`]).
     confirmed: parking_lot::Mutex<std::time::Instant>,
+    /// How long the cache may go unconfirmed before it is no longer served as current.
+    stale_read_bound: Duration,
 }
 
 /// How long after the cache was last confirmed current a consistent read may still be
@@ -180,10 +182,21 @@ pub const STALE_READ_BOUND: Duration = Duration::from_secs(30);
 /// How often an idle server confirms its cache is current, so the bound above holds from
 /// the moment an outage begins.
 const CONFIRM_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a readiness probe waits for the store's alarms.
+const ALARM_TIMEOUT: Duration = Duration::from_millis(500);
 
 impl Registry {
     /// Starts the watch cache over `store` and returns once it holds the store's state.
     pub async fn start(store: Arc<dyn Store>, watch_history: usize) -> Arc<Registry> {
+        Registry::start_with_bound(store, watch_history, STALE_READ_BOUND).await
+    }
+
+    /// [`Registry::start`] with another bound than [`STALE_READ_BOUND`].
+    pub async fn start_with_bound(
+        store: Arc<dyn Store>,
+        watch_history: usize,
+        stale_read_bound: Duration,
+    ) -> Arc<Registry> {
         let cache = Arc::new(WatchCache::new(watch_history));
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         tokio::spawn(cache.clone().run(store.clone(), ready_tx));
@@ -194,13 +207,25 @@ impl Registry {
             store,
             cache,
             confirmed: parking_lot::Mutex::new(std::time::Instant::now()),
+            stale_read_bound,
         });
         let weak = Arc::downgrade(&registry);
         tokio::spawn(async move {
+            let mut was_current = true;
             loop {
                 tokio::time::sleep(CONFIRM_INTERVAL).await;
                 let Some(registry) = weak.upgrade() else { return };
                 let _ = registry.confirm_current().await;
+                let current = registry.confirmed.lock().elapsed() <= registry.stale_read_bound;
+                if was_current && !current {
+                    tracing::warn!(
+                        bound_seconds = registry.stale_read_bound.as_secs(),
+                        "the watch cache could not be confirmed current within the stale-read bound; consistent reads fail and /readyz reports etcd failed"
+                    );
+                } else if !was_current && current {
+                    tracing::info!("the watch cache is confirmed current again");
+                }
+                was_current = current;
             }
         });
         registry
@@ -214,13 +239,38 @@ impl Registry {
         &self.store
     }
 
+    /// How long the cache may go unconfirmed before it is no longer served as current.
+    pub fn stale_read_bound(&self) -> Duration {
+        self.stale_read_bound
+    }
+
+    /// Whether the storage is fit to serve: the cache was confirmed current within the
+    /// stale-read bound (by the confirmations reads and the idle loop already make), and the
+    /// store raises no alarm that refuses writes (etcd's NOSPACE). The reason when not.
+    pub async fn storage_health(&self) -> Result<(), String> {
+        let unconfirmed = self.confirmed.lock().elapsed();
+        if unconfirmed > self.stale_read_bound {
+            return Err(format!(
+                "the storage could not be confirmed current for {}s",
+                unconfirmed.as_secs()
+            ));
+        }
+        // Unreachable or slow is the confirmation's business, not this probe's.
+        match tokio::time::timeout(ALARM_TIMEOUT, self.store.alarms()).await {
+            Ok(Ok(alarms)) if !alarms.is_empty() => {
+                Err(format!("the storage raised alarms: {}", alarms.join(", ")))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Waits until the cache reflects every write committed before this call. When the
     /// store cannot tell its revision (unavailable, or timing out), the cache as it is
     /// stands in for up to [`STALE_READ_BOUND`] after it was last confirmed current.
     pub async fn sync(&self) -> Result<Revision, Status> {
         match self.confirm_current().await {
             Err(badge_store::Error::Unavailable(_) | badge_store::Error::Timeout(_))
-                if self.confirmed.lock().elapsed() <= STALE_READ_BOUND =>
+                if self.confirmed.lock().elapsed() <= self.stale_read_bound =>
             {
                 Ok(self.cache.revision())
             }
@@ -848,6 +898,16 @@ pub fn store_error(error: badge_store::Error) -> Status {
         }
         badge_store::Error::Timeout(m) => Status::timeout(format!("storage timeout: {m}")),
         badge_store::Error::Transform(m) => Status::internal_shown(m),
+        // Upstream passes etcd's error through as it is (`ErrorToAPIStatus` on an error that
+        // is no Status): 500, reason Unknown, etcd's own text, which tells the operator to
+        // compact, defragment and disarm.
+        badge_store::Error::NoSpace => {
+            let mut status = Status::internal(badge_store::NO_SPACE_MESSAGE);
+            status.reason = String::new();
+            status.message = badge_store::NO_SPACE_MESSAGE.into();
+            status.details = None;
+            status
+        }
         other => Status::internal(other.to_string()),
     }
 }
@@ -946,4 +1006,128 @@ fn decode_continue(token: &str, prefix: &str) -> Result<(Revision, String), Stat
         return Err(bad());
     }
     Ok((token.rv, format!("{prefix}{}", token.start)))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use badge_store::sqlite::SqliteStore;
+    use badge_store::{KeyValue, ListOptions, ListResult, WatchStream};
+    use bytes::Bytes;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// The embedded store, made unreachable or alarmed at will, as an etcd cluster can be.
+    struct Faulty {
+        inner: SqliteStore,
+        down: AtomicBool,
+        alarms: parking_lot::Mutex<Vec<String>>,
+    }
+
+    impl Faulty {
+        fn reachable(&self) -> badge_store::Result<()> {
+            if self.down.load(Ordering::SeqCst) {
+                return Err(badge_store::Error::Unavailable("no leader".into()));
+            }
+            Ok(())
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl Store for Faulty {
+        async fn get(&self, key: &str) -> badge_store::Result<(Option<KeyValue>, Revision)> {
+            self.reachable()?;
+            self.inner.get(key).await
+        }
+        async fn list(&self, prefix: &str, options: ListOptions) -> badge_store::Result<ListResult> {
+            self.reachable()?;
+            self.inner.list(prefix, options).await
+        }
+        async fn create(&self, key: &str, value: Bytes) -> badge_store::Result<Revision> {
+            self.reachable()?;
+            self.inner.create(key, value).await
+        }
+        async fn update(&self, key: &str, value: Bytes, expected: Revision) -> badge_store::Result<Revision> {
+            self.reachable()?;
+            self.inner.update(key, value, expected).await
+        }
+        async fn delete(&self, key: &str, expected: Revision) -> badge_store::Result<Revision> {
+            self.reachable()?;
+            self.inner.delete(key, expected).await
+        }
+        async fn current_revision(&self) -> badge_store::Result<Revision> {
+            self.reachable()?;
+            self.inner.current_revision().await
+        }
+        async fn watch(&self, prefix: &str, after: Revision) -> badge_store::Result<WatchStream> {
+            self.inner.watch(prefix, after).await
+        }
+        async fn compact(&self, revision: Revision) -> badge_store::Result<()> {
+            self.inner.compact(revision).await
+        }
+        async fn compacted_revision(&self) -> badge_store::Result<Revision> {
+            self.inner.compacted_revision().await
+        }
+        async fn alarms(&self) -> badge_store::Result<Vec<String>> {
+            self.reachable()?;
+            Ok(self.alarms.lock().clone())
+        }
+    }
+
+    async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
+        for _ in 0..200 {
+            if check().await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("timed out waiting for {what}");
+    }
+
+    #[tokio::test]
+    async fn storage_health_follows_the_confirmations_and_the_alarms() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Faulty {
+            inner: SqliteStore::open(&dir.path().join("s.db")).unwrap(),
+            down: AtomicBool::new(false),
+            alarms: Default::default(),
+        });
+        let registry = Registry::start_with_bound(store.clone(), 100, Duration::from_millis(300)).await;
+        registry.storage_health().await.unwrap();
+
+        // Unreachable: the cache still answers consistent reads within the bound, and past
+        // it neither they nor readiness pass.
+        store.down.store(true, Ordering::SeqCst);
+        eventually("the bound to be crossed", async || {
+            registry.storage_health().await.is_err()
+        })
+        .await;
+        let reason = registry.storage_health().await.unwrap_err();
+        assert!(
+            reason.starts_with("the storage could not be confirmed current for "),
+            "{reason}"
+        );
+        assert_eq!(registry.sync().await.unwrap_err().code, 503);
+
+        store.down.store(false, Ordering::SeqCst);
+        eventually("a confirmation", async || registry.storage_health().await.is_ok()).await;
+        registry.sync().await.unwrap();
+
+        // Reachable and current, but refusing writes.
+        store.alarms.lock().push("NOSPACE".into());
+        assert_eq!(
+            registry.storage_health().await.unwrap_err(),
+            "the storage raised alarms: NOSPACE"
+        );
+        store.alarms.lock().clear();
+        registry.storage_health().await.unwrap();
+    }
+
+    #[test]
+    fn a_full_store_answers_with_etcds_text() {
+        let status = store_error(badge_store::Error::NoSpace);
+        assert_eq!(status.code, 500);
+        assert_eq!(status.reason, "");
+        assert_eq!(status.message, "etcdserver: mvcc: database space exceeded");
+    }
 }

@@ -39,6 +39,7 @@ const TXN: &str = "/etcdserverpb.KV/Txn";
 const COMPACT: &str = "/etcdserverpb.KV/Compact";
 const WATCH: &str = "/etcdserverpb.Watch/Watch";
 const STATUS: &str = "/etcdserverpb.Maintenance/Status";
+const ALARM: &str = "/etcdserverpb.Maintenance/Alarm";
 
 /// Keys per request when a list asks for everything: bounds each response's size.
 const LIST_PAGE: i64 = 10_000;
@@ -477,6 +478,26 @@ impl Store for EtcdStore {
             .map(Some)
     }
 
+    async fn alarms(&self) -> Result<Vec<String>> {
+        let response: proto::AlarmResponse = self
+            .inner
+            .call(ALARM, proto::AlarmRequest::default(), Call::Read)
+            .await?;
+        let mut names: Vec<String> = response
+            .alarms
+            .iter()
+            .filter_map(|member| match member.alarm {
+                0 => None,
+                1 => Some("NOSPACE".to_string()),
+                2 => Some("CORRUPT".to_string()),
+                other => Some(format!("alarm {other}")),
+            })
+            .collect();
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
+
     async fn compact(&self, revision: Revision) -> Result<()> {
         let current = self.current_revision().await?;
         if revision > current {
@@ -622,6 +643,9 @@ fn classify(status: &tonic::Status) -> Failure {
             requested: 0,
             current: 0,
         }),
+        Code::ResourceExhausted if message.contains("database space exceeded") => {
+            Failure::Final(Error::NoSpace)
+        }
         Code::ResourceExhausted | Code::InvalidArgument
             if message.contains("too large") || message.contains("larger than max") =>
         {
@@ -878,6 +902,15 @@ fn prefix_end(prefix: &[u8]) -> Bytes {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_full_database_is_told_apart_from_a_large_request() {
+        let full = tonic::Status::resource_exhausted("etcdserver: mvcc: database space exceeded");
+        assert!(matches!(classify(&full), Failure::Final(Error::NoSpace)));
+        assert_eq!(Error::NoSpace.to_string(), badge_store::NO_SPACE_MESSAGE);
+        let large = tonic::Status::resource_exhausted("etcdserver: request is too large");
+        assert!(matches!(classify(&large), Failure::Final(Error::TooLarge)));
+    }
 
     #[test]
     fn keys_keep_the_kubernetes_layout() {

@@ -269,3 +269,31 @@ pub struct StatusResponse {
     #[prost(uint64, tag = "4")]
     pub leader: u64,
 }
+
+/// `AlarmRequest` with `action` GET (0) and member 0: every member's alarms.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AlarmRequest {
+    #[prost(int32, tag = "1")]
+    pub action: i32,
+    #[prost(uint64, tag = "2")]
+    pub member_id: u64,
+    #[prost(int32, tag = "3")]
+    pub alarm: i32,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AlarmResponse {
+    #[prost(message, optional, tag = "1")]
+    pub header: Option<ResponseHeader>,
+    #[prost(message, repeated, tag = "2")]
+    pub alarms: Vec<AlarmMember>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AlarmMember {
+    #[prost(uint64, tag = "1")]
+    pub member_id: u64,
+    /// `AlarmType`: 0 NONE, 1 NOSPACE, 2 CORRUPT.
+    #[prost(int32, tag = "2")]
+    pub alarm: i32,
+}

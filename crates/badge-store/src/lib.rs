@@ -114,6 +114,10 @@ pub enum Error {
     /// The backend cannot be reached or has no quorum; nothing was written.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// The backend refuses writes until space is freed (etcd's NOSPACE alarm); nothing was
+    /// written.
+    #[error("{}", NO_SPACE_MESSAGE)]
+    NoSpace,
     /// The backend did not answer in time; a write may or may not have been committed.
     #[error("store timeout: {0}")]
     Timeout(String),
@@ -127,6 +131,9 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// etcd's text for a write refused under its space quota (`rpctypes.ErrNoSpace`).
+pub const NO_SPACE_MESSAGE: &str = "etcdserver: mvcc: database space exceeded";
 
 /// The store contract. Keys are UTF-8 paths such as `/registry/secrets/default/name`.
 #[async_trait]
@@ -182,5 +189,11 @@ pub trait Store: Send + Sync + 'static {
         std::sync::Arc<dyn transform::Transformer>,
     )> {
         None
+    }
+
+    /// Alarms the backend raises that keep it from serving (etcd's `NOSPACE`, `CORRUPT`),
+    /// by name; empty when none, and always for backends without alarms.
+    async fn alarms(&self) -> Result<Vec<String>> {
+        Ok(Vec::new())
     }
 }

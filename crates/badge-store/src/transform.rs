@@ -174,6 +174,10 @@ impl Store for TransformedStore {
         self.inner.barrier().await
     }
 
+    async fn alarms(&self) -> Result<Vec<String>> {
+        self.inner.alarms().await
+    }
+
     fn transformed(&self) -> Option<(Arc<dyn Store>, Arc<dyn Transformer>)> {
         Some((self.inner.clone(), self.transformer.clone()))
     }

@@ -37,6 +37,8 @@ pub struct EtcdCluster {
     token: String,
     /// Client TLS with client-certificate authentication, when started with [`EtcdCluster::start_tls`].
     tls: Option<EtcdTls>,
+    /// Further flags every member starts with.
+    extra_args: Vec<String>,
 }
 
 /// Certificate files of a TLS cluster: a CA, the members' serving certificate for
@@ -59,12 +61,17 @@ fn free_port() -> u16 {
 impl EtcdCluster {
     /// Starts `size` members and waits until the cluster has a leader.
     pub fn start(size: usize) -> EtcdCluster {
-        EtcdCluster::start_with(size, false)
+        EtcdCluster::start_with(size, false, &[])
+    }
+
+    /// Starts `size` members with further etcd flags (such as `--quota-backend-bytes`).
+    pub fn start_with_args(size: usize, args: &[&str]) -> EtcdCluster {
+        EtcdCluster::start_with(size, false, args)
     }
 
     /// Starts `size` members serving clients over TLS and requiring client certificates.
     pub fn start_tls(size: usize) -> EtcdCluster {
-        EtcdCluster::start_with(size, true)
+        EtcdCluster::start_with(size, true, &[])
     }
 
     /// The certificate files of a TLS cluster.
@@ -72,11 +79,11 @@ impl EtcdCluster {
         self.tls.as_ref()
     }
 
-    fn start_with(size: usize, tls: bool) -> EtcdCluster {
+    fn start_with(size: usize, tls: bool, args: &[&str]) -> EtcdCluster {
         // A port chosen free can be taken by another process before etcd binds it; then
         // the cluster starts again on new ports.
         for _ in 0..5 {
-            let mut cluster = EtcdCluster::launch_new(size, tls);
+            let mut cluster = EtcdCluster::launch_new(size, tls, args);
             if cluster.become_healthy(Duration::from_secs(30)) {
                 return cluster;
             }
@@ -87,7 +94,7 @@ impl EtcdCluster {
         panic!("etcd could not bind its ports in five attempts");
     }
 
-    fn launch_new(size: usize, tls: bool) -> EtcdCluster {
+    fn launch_new(size: usize, tls: bool, args: &[&str]) -> EtcdCluster {
         let members = (0..size)
             .map(|i| Member {
                 name: format!("m{i}"),
@@ -115,6 +122,7 @@ impl EtcdCluster {
             members,
             token,
             tls,
+            extra_args: args.iter().map(|a| a.to_string()).collect(),
         };
         for i in 0..size {
             cluster.launch(i);
@@ -213,6 +221,7 @@ impl EtcdCluster {
             // Quick elections, so failover fits in a test.
             .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
             .args(["--logger", "zap", "--log-level", "warn"])
+            .args(&self.extra_args)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -85,6 +85,11 @@ pub struct ServerOptions {
     /// limit). Keep it below the open-file limit.
     #[arg(long, default_value_t = 1000)]
     max_connections: usize,
+    /// How long a server cut off from its storage goes on serving consistent reads from its
+    /// cache and signing tokens with its key ring, counted from the last time it confirmed
+    /// them current; past it those answer 503 and /readyz fails (a Go duration).
+    #[arg(long, default_value = "30s")]
+    storage_stale_read_bound: String,
     #[command(flatten)]
     storage: StorageOptions,
     #[command(flatten)]
@@ -257,7 +262,18 @@ pub async fn run(options: ServerOptions) -> anyhow::Result<()> {
         _ => None,
     };
 
-    let registry = badge_registry::Registry::start(store.clone(), options.default_watch_cache_size).await;
+    let stale_read_bound = parse_duration(&options.storage_stale_read_bound)
+        .with_context(|| format!("--storage-stale-read-bound={}", options.storage_stale_read_bound))?;
+    if stale_read_bound < 1 {
+        anyhow::bail!("--storage-stale-read-bound must be at least 1s");
+    }
+    let stale_read_bound = std::time::Duration::from_secs(stale_read_bound as u64);
+    let registry = badge_registry::Registry::start_with_bound(
+        store.clone(),
+        options.default_watch_cache_size,
+        stale_read_bound,
+    )
+    .await;
     badge_controllers::ensure_system_namespaces(&registry)
         .await
         .map_err(|s| anyhow::anyhow!("{s}"))?;
@@ -348,7 +364,7 @@ pub async fn run(options: ServerOptions) -> anyhow::Result<()> {
     )
     .await
     .map_err(|s| anyhow::anyhow!("loading the service account keys: {}", s.message))?;
-    keys.spawn_refresher();
+    keys.spawn_refresher(stale_read_bound);
     let issuers = options.service_account_issuer.clone();
     let api_audiences = if options.api_audiences.is_empty() {
         issuers.clone()

@@ -9,6 +9,7 @@ mod bootstrap;
 mod cli;
 mod encryption;
 mod ha;
+mod ha_faults;
 mod kubectl;
 mod limits;
 mod metadata;
