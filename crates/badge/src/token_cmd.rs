@@ -204,6 +204,16 @@ pub async fn create(options: CreateOptions) -> anyhow::Result<()> {
         jiff::Timestamp::now(),
     )?;
     let client = options.connection.client()?;
+    // Read first, so a cluster without cluster-info is not left with an unprinted token.
+    let join = if options.print_join_command {
+        let (status, body) = client.request("GET", CLUSTER_INFO_PATH, None).await?;
+        if status != 200 {
+            anyhow::bail!("failed to read kube-public/cluster-info: {}", error_text(&body));
+        }
+        Some(join_command(&new.token, &body)?)
+    } else {
+        None
+    };
     let secret = new.secret();
     let (status, body) = client
         .request("POST", &secrets_path(), Some(secret.clone()))
@@ -226,15 +236,7 @@ pub async fn create(options: CreateOptions) -> anyhow::Result<()> {
         }
         _ => anyhow::bail!("failed to create bootstrap token: {}", error_text(&body)),
     }
-    if options.print_join_command {
-        let (status, body) = client.request("GET", CLUSTER_INFO_PATH, None).await?;
-        if status != 200 {
-            anyhow::bail!("failed to read kube-public/cluster-info: {}", error_text(&body));
-        }
-        println!("{}", join_command(&new.token, &body)?);
-    } else {
-        println!("{}", new.token.expose());
-    }
+    println!("{}", join.unwrap_or_else(|| new.token.expose()));
     Ok(())
 }
 

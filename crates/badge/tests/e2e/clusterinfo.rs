@@ -161,6 +161,37 @@ fn signing_tokens_sign_cluster_info_and_their_signatures_follow_them() {
     let content = cm["data"]["kubeconfig"].as_str().unwrap().to_string();
     pyjwt_verify(&signatures(&cm)[&key], &content, id, secret).unwrap();
 
+    // A token that changes no signature writes nothing: from here the ConfigMap changes
+    // once, when the next signing token is added.
+    let rv = cm["metadata"]["resourceVersion"].as_str().unwrap().to_string();
+    badge_token(&s, &["create", "--usages", "authentication"]);
+    let second = badge_token(&s, &["create"]);
+    let second_key = format!("jws-kubeconfig-{}", second.split_once('.').unwrap().0);
+    eventually("the second signing token's signature", || {
+        signatures(&cluster_info(&s)).contains_key(&second_key)
+    });
+    let watched = s
+        .request(
+            "GET",
+            &format!(
+                "/api/v1/namespaces/kube-public/configmaps?watch=true&fieldSelector=metadata.name%3Dcluster-info&resourceVersion={rv}&timeoutSeconds=1"
+            ),
+            None,
+            &[],
+            Admin,
+        )
+        .unwrap();
+    assert_eq!(watched.status, 200);
+    let events: Vec<Value> = String::from_utf8(watched.body)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["type"], "MODIFIED");
+    assert_eq!(signatures(&events[0]["object"]).len(), 2);
+    badge_token(&s, &["delete", &second]);
+
     // A new port is a new server URL: the kubeconfig is rewritten and signed again.
     let old_port = s.port;
     s.restart();
