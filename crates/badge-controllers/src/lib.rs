@@ -5,7 +5,11 @@
 //! - `root-ca-cert-publisher`: a ConfigMap `kube-root-ca.crt` with the CA in every namespace.
 //! - `namespace`: a terminating namespace has its content deleted, then is finalized.
 //! - `tokencleaner`: expired bootstrap token Secrets are deleted.
+//! - `bootstrapsigner`: bootstrap tokens that may sign put their signature of the
+//!   `kube-public/cluster-info` kubeconfig into it.
 
+pub mod bootstrapsigner;
+pub mod clusterinfo;
 pub mod leader;
 pub mod runtime;
 pub mod tokencleaner;
@@ -96,6 +100,7 @@ pub fn spawn_all(registry: Arc<Registry>, ca_pem: String, leading: Option<leader
             .unwrap_or_default()
     });
     tokencleaner::spawn(registry.clone(), leading.clone());
+    bootstrapsigner::spawn(registry.clone(), leading.clone());
 
     let namespaces = namespaces.with_leader_election(leading);
     let reg = registry;

@@ -570,6 +570,55 @@ pub fn write_kubeconfig(
     write_atomic(path, text.as_bytes(), 0o600)
 }
 
+/// The kubeconfig kubeadm publishes in `kube-public/cluster-info`: the cluster (server and
+/// inline CA) under the empty name, no context, no user. Written byte for byte as client-go's
+/// `clientcmd.Write` renders kubeadm's config (keys sorted, unset lists `null`), because a
+/// joining node verifies a signature over exactly this text.
+pub fn cluster_info_kubeconfig(server_url: &str, ca_pem: &str) -> String {
+    let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem.as_bytes());
+    format!(
+        "apiVersion: v1\n\
+         clusters:\n\
+         - cluster:\n\
+        \x20   certificate-authority-data: {ca}\n\
+        \x20   server: {server}\n\
+        \x20 name: \"\"\n\
+         contexts: null\n\
+         current-context: \"\"\n\
+         kind: Config\n\
+         preferences: {{}}\n\
+         users: null\n",
+        server = yaml_url(server_url),
+    )
+}
+
+/// A URL as a YAML scalar: plain when it cannot be misread, as Go's YAML writer leaves
+/// `https://host:port`, else double-quoted.
+fn yaml_url(url: &str) -> String {
+    let plain = url.contains("://")
+        && url.starts_with(|c: char| c.is_ascii_alphabetic())
+        && url
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ":/.-_[]%~".contains(c));
+    if plain { url.to_string() } else { yaml_quote(url) }
+}
+
+/// kubeadm's `--discovery-token-ca-cert-hash` of a CA certificate (`pubkeypin.Hash`):
+/// `sha256:` and the lowercase hex SHA-256 of its DER SubjectPublicKeyInfo. `None` if the
+/// certificate does not parse.
+pub fn ca_cert_hash(cert_der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(cert_der).ok()?;
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, cert.public_key().raw);
+    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    Some(format!("sha256:{hex}"))
+}
+
+/// [`ca_cert_hash`] of the first certificate in a PEM bundle.
+pub fn ca_cert_hash_from_pem(ca_pem: &str) -> Option<String> {
+    let der = CertificateDer::from_pem_slice(ca_pem.as_bytes()).ok()?;
+    ca_cert_hash(&der)
+}
+
 /// A YAML double-quoted scalar. Its escapes are a superset of JSON's; the
 /// characters YAML does not allow raw (controls, BOM, non-characters) and
 /// the Unicode line separators (line breaks to YAML 1.1) are escaped.

@@ -429,3 +429,73 @@ async fn tls_issued_node_cert_is_verified() {
         })
     );
 }
+
+/// A CA made with `openssl req -x509 -newkey ec`, its pin computed with
+/// `openssl x509 -pubkey -noout | openssl pkey -pubin -outform der | sha256sum`.
+const FIXTURE_CA: &str = "-----BEGIN CERTIFICATE-----
+MIIBgjCCASegAwIBAgIUGm5hh15hVLxwLz6wFwylR3OU+JQwCgYIKoZIzj0EAwIw
+FTETMBEGA1UEAwwKZml4dHVyZS1jYTAgFw0yNjEyMDUwMTQxMjRaGA8yMTI2MTEx
+MTAxNDEyNFowFTETMBEGA1UEAwwKZml4dHVyZS1jYTBZMBMGByqGSM49AgEGCCqG
+SM49AwEHA0IABLQ964dCBKTVKuXH0CS8NEDS3m+HMr4oF8RCQrpBZEdASZCpXr7i
+fiHZQb68z0v1/hFgwSsZ2mePlEzIQlS6qOejUzBRMB0GA1UdDgQWBBQPuau8sddF
+jxwhIW598JtAxNdAjzAfBgNVHSMEGDAWgBQPuau8sddFjxwhIW598JtAxNdAjzAP
+BgNVHRMBAf8EBTADAQH/MAoGCCqGSM49BAMCA0kAMEYCIQC+3SYxbmO9V3LALvqS
+rk7lRKANVYl6vs4wwy7TopZKTgIhAO/nG1tcuLTfOMrggFUCbEShTcBxB9SVDXvU
+sdaQRewp
+-----END CERTIFICATE-----
+";
+
+#[test]
+fn ca_cert_hash_is_kubeadms_public_key_pin() {
+    assert_eq!(
+        ca_cert_hash_from_pem(FIXTURE_CA).as_deref(),
+        Some("sha256:306999397d0437e52e8525ab09ad290294e0f7f03e5a5bc45b6f15d513efc1a1")
+    );
+    assert_eq!(ca_cert_hash(b"not a certificate"), None);
+    assert_eq!(ca_cert_hash_from_pem("no pem here"), None);
+}
+
+#[test]
+fn ca_cert_hash_agrees_with_openssl_on_a_generated_ca() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = Pki::load_or_create(tmp.path(), &[]).unwrap();
+    let Ok(out) = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("openssl x509 -pubkey -noout -in \"$1\" | openssl pkey -pubin -outform der | sha256sum")
+        .arg("sh")
+        .arg(tmp.path().join(CA_CERT_FILE))
+        .output()
+    else {
+        return;
+    };
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let Some(hex) = stdout.split_whitespace().next().filter(|h| h.len() == 64) else {
+        // No openssl on this machine: the fixture test above stands alone.
+        return;
+    };
+    assert_eq!(ca_cert_hash(pki.ca_der()).unwrap(), format!("sha256:{hex}"));
+}
+
+#[test]
+fn cluster_info_kubeconfig_is_kubeadms() {
+    let text = cluster_info_kubeconfig("https://10.0.0.1:6443", "PEM\n");
+    assert_eq!(
+        text,
+        "apiVersion: v1\n\
+         clusters:\n\
+         - cluster:\n    certificate-authority-data: UEVNCg==\n    server: https://10.0.0.1:6443\n  name: \"\"\n\
+         contexts: null\n\
+         current-context: \"\"\n\
+         kind: Config\n\
+         preferences: {}\n\
+         users: null\n"
+    );
+    let parsed: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap();
+    assert_eq!(parsed["clusters"][0]["name"].as_str(), Some(""));
+    let odd = cluster_info_kubeconfig("https://h:1/a b", "x");
+    let parsed: serde_yaml_ng::Value = serde_yaml_ng::from_str(&odd).unwrap();
+    assert_eq!(
+        parsed["clusters"][0]["cluster"]["server"].as_str(),
+        Some("https://h:1/a b")
+    );
+}

@@ -90,6 +90,11 @@ pub struct ServerOptions {
     /// them current; past it those answer 503 and /readyz fails (a Go duration).
     #[arg(long, default_value = "30s")]
     storage_stale_read_bound: String,
+    /// The server URL published in `kube-public/cluster-info` for joining nodes (kubeadm's
+    /// control-plane endpoint). Servers sharing a store must all give the same one, e.g. a
+    /// load balancer's address (default: this server's URL).
+    #[arg(long)]
+    cluster_info_server: Option<String>,
     #[command(flatten)]
     storage: StorageOptions,
     #[command(flatten)]
@@ -237,6 +242,11 @@ impl EtcdOptions {
 
 pub async fn run(options: ServerOptions) -> anyhow::Result<()> {
     let serve_options = options.serve_options()?;
+    if let Some(url) = &options.cluster_info_server
+        && !url.starts_with("https://")
+    {
+        anyhow::bail!("--cluster-info-server must be an https:// URL, not {url}");
+    }
     create_private_dir(&options.data_dir)?;
     // A first start makes a CA, certificates and a signing key: CPU work that runs on the
     // blocking pool while the store opens and loads and the default objects are written.
@@ -306,6 +316,14 @@ pub async fn run(options: ServerOptions) -> anyhow::Result<()> {
     let kubeconfig = options.data_dir.join("admin.kubeconfig");
     pki.write_admin_kubeconfig(&kubeconfig, &server_url)
         .context("writing the admin kubeconfig")?;
+
+    let cluster_info_server = options.cluster_info_server.as_deref().unwrap_or(&server_url);
+    badge_controllers::clusterinfo::ensure(
+        &registry,
+        &badge_pki::cluster_info_kubeconfig(cluster_info_server, pki.ca_pem()),
+    )
+    .await
+    .map_err(|s| anyhow::anyhow!("writing kube-public/cluster-info: {s}"))?;
 
     let rbac = badge_apiserver::rbac::Rbac::start(registry.clone());
 

@@ -64,6 +64,10 @@ pub struct CreateOptions {
     /// A human friendly description of how this token is used.
     #[arg(long, default_value = "")]
     description: String,
+    /// Print the `badge agent` command a node joins with instead of the token alone: the
+    /// server and CA pin come from `kube-public/cluster-info`.
+    #[arg(long)]
+    print_join_command: bool,
     #[command(flatten)]
     connection: Connection,
 }
@@ -200,6 +204,16 @@ pub async fn create(options: CreateOptions) -> anyhow::Result<()> {
         jiff::Timestamp::now(),
     )?;
     let client = options.connection.client()?;
+    // Read first, so a cluster without cluster-info is not left with an unprinted token.
+    let join = if options.print_join_command {
+        let (status, body) = client.request("GET", CLUSTER_INFO_PATH, None).await?;
+        if status != 200 {
+            anyhow::bail!("failed to read kube-public/cluster-info: {}", error_text(&body));
+        }
+        Some(join_command(&new.token, &body)?)
+    } else {
+        None
+    };
     let secret = new.secret();
     let (status, body) = client
         .request("POST", &secrets_path(), Some(secret.clone()))
@@ -222,8 +236,41 @@ pub async fn create(options: CreateOptions) -> anyhow::Result<()> {
         }
         _ => anyhow::bail!("failed to create bootstrap token: {}", error_text(&body)),
     }
-    println!("{}", new.token.expose());
+    println!("{}", join.unwrap_or_else(|| new.token.expose()));
     Ok(())
+}
+
+const CLUSTER_INFO_PATH: &str = "/api/v1/namespaces/kube-public/configmaps/cluster-info";
+
+/// The command a node joins with, from the `cluster-info` ConfigMap: the server a joining
+/// node is sent to and the pin of the CA it must find there (kubeadm's
+/// `--discovery-token-ca-cert-hash`).
+pub fn join_command(token: &BootstrapToken, cluster_info: &Value) -> anyhow::Result<String> {
+    let text = cluster_info
+        .pointer("/data/kubeconfig")
+        .and_then(Value::as_str)
+        .context("kube-public/cluster-info has no kubeconfig")?;
+    let kubeconfig: Value =
+        serde_yaml_ng::from_str(text).context("parsing the kubeconfig of kube-public/cluster-info")?;
+    let cluster = kubeconfig
+        .pointer("/clusters/0/cluster")
+        .context("the kubeconfig of kube-public/cluster-info has no cluster")?;
+    let server = cluster
+        .get("server")
+        .and_then(Value::as_str)
+        .context("the cluster in kube-public/cluster-info has no server")?;
+    let ca = cluster
+        .get("certificate-authority-data")
+        .and_then(Value::as_str)
+        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+        .and_then(|pem| String::from_utf8(pem).ok())
+        .context("the cluster in kube-public/cluster-info has no CA")?;
+    let hash = badge_pki::ca_cert_hash_from_pem(&ca)
+        .context("the CA in kube-public/cluster-info is not a certificate")?;
+    Ok(format!(
+        "badge agent --bootstrap-token {} --server {server} --discovery-token-ca-cert-hash {hash} --node-name $(hostname)",
+        token.expose()
+    ))
 }
 
 pub fn generate() -> anyhow::Result<()> {
