@@ -19,7 +19,7 @@ use badge_api::request_info::{self, PathError, RequestInfo};
 use crate::handler::ParsedRequestInfo;
 use bytes::Bytes;
 use futures::FutureExt;
-use http::{Method, Request, Response, StatusCode, Version};
+use http::{Method, Request, Response, StatusCode};
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tokio::time::{Instant, Sleep};
@@ -132,9 +132,11 @@ impl RequestFilters {
         let uri = request.uri().clone();
         // Whatever answers the request, a refusal too, leaves the body unread: it comes
         // back through `unread` to be drained.
+        // Every version drains: over HTTP/1.1 a client that stopped waiting for
+        // `100 Continue` (curl gives up after a second) is sending its body, and a connection
+        // closed under it resets before the response is read.
         let (parts, body) = request.into_parts();
-        let drains = parts.version == Version::HTTP_2;
-        let (body, unread) = GuardedBody::new(body, self.body_idle_timeout, drains);
+        let (body, unread) = GuardedBody::new(body, self.body_idle_timeout, true);
         let (response, timed_out) = self.filter(api, Request::from_parts(parts, body), peer).await;
         // A timed-out request's body is not waited for: the stream or connection ends.
         if !timed_out && let Ok(body) = unread.await {
@@ -288,8 +290,8 @@ where
 }
 
 /// Reads and drops what is left of a body, within bounds, so that the client's stream
-/// ends before the response does (an HTTP/2 stream reset before the client sent its whole
-/// body makes clients such as curl discard the response).
+/// ends before the response does (an HTTP/2 stream reset, or an HTTP/1.1 connection closed,
+/// before the client sent its whole body makes clients such as curl discard the response).
 async fn drain<B>(mut body: B)
 where
     B: HttpBody<Data = Bytes> + Unpin,
