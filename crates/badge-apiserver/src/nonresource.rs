@@ -44,6 +44,44 @@ fn health_text(code: StatusCode, body: String) -> Response<Body> {
 }
 
 impl ApiServer {
+    /// `/metrics` in Prometheus' text format, authorized as upstream's (the nonResourceURL
+    /// `/metrics`, which `system:monitoring` holds). How stale this server's view may be: the
+    /// age of its last confirmation of the store and of the signing keys, and the bound past
+    /// which it stops serving them as current.
+    fn metrics(&self) -> Response<Body> {
+        let mut text = String::new();
+        let mut gauge = |name: &str, help: &str, value: f64| {
+            text.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"
+            ));
+        };
+        gauge(
+            "badge_storage_unconfirmed_seconds",
+            "Seconds since the watch cache was last confirmed to hold every committed write.",
+            self.registry.unconfirmed_for().as_secs_f64(),
+        );
+        gauge(
+            "badge_storage_stale_read_bound_seconds",
+            "Seconds the cache may go unconfirmed before consistent reads and signing stop.",
+            self.registry.stale_read_bound().as_secs_f64(),
+        );
+        if let Some(issuer) = &self.token_issuer {
+            gauge(
+                "badge_signing_keys_unconfirmed_seconds",
+                "Seconds since the signing key ring was last confirmed current in the store.",
+                issuer.keys.ring_unconfirmed_for().as_secs_f64(),
+            );
+        }
+        let mut response = Response::new(response::full(text));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        );
+        response
+    }
+}
+
+impl ApiServer {
     async fn run_check(&self, name: &str) -> Result<(), String> {
         match name {
             "etcd" => self.registry.storage_health().await,
@@ -150,6 +188,7 @@ impl ApiServer {
         let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         match parts.as_slice() {
             ["version"] => Ok(response::json(StatusCode::OK, &version_info())),
+            ["metrics"] => Ok(self.metrics()),
             ["api"] | ["apis"] => {
                 let core = parts[0] == "api";
                 if let Some(v) = discovery::aggregated_version(accept) {

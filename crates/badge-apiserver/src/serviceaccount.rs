@@ -267,6 +267,15 @@ impl ServiceAccountKeys {
         *confirmed = (*confirmed).max(asked);
     }
 
+    /// How long ago the key ring was last confirmed current in the store (zero for keys from
+    /// files, which the store does not hold).
+    pub fn ring_unconfirmed_for(&self) -> Duration {
+        match self.mode {
+            Mode::Ring(_) => self.ring_confirmed.lock().elapsed(),
+            _ => Duration::ZERO,
+        }
+    }
+
     /// The bound crossed, when the ring has gone unconfirmed past it.
     fn ring_unconfirmed(&self) -> Option<Duration> {
         let bound = (*self.ring_bound.lock())?;

@@ -239,6 +239,11 @@ impl Registry {
         &self.store
     }
 
+    /// How long ago the cache was last confirmed to hold every committed write.
+    pub fn unconfirmed_for(&self) -> Duration {
+        self.confirmed.lock().elapsed()
+    }
+
     /// How long the cache may go unconfirmed before it is no longer served as current.
     pub fn stale_read_bound(&self) -> Duration {
         self.stale_read_bound

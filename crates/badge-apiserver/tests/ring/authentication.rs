@@ -169,3 +169,30 @@ async fn a_token_of_a_deleted_serviceaccount_is_401_and_a_review_says_why() {
         "token is required for TokenReview in authentication"
     );
 }
+
+#[tokio::test]
+async fn metrics_are_served_to_whom_rbac_allows() {
+    let ring = Ring::new().await;
+    let reply = ring.get(&Caller::admin(), "/metrics").await;
+    assert_eq!(reply.code, 200);
+    let text = reply.body.as_str().unwrap().to_string();
+    for name in [
+        "badge_storage_unconfirmed_seconds",
+        "badge_storage_stale_read_bound_seconds",
+        "badge_signing_keys_unconfirmed_seconds",
+    ] {
+        assert!(text.contains(&format!("# TYPE {name} gauge\n{name} ")), "{text}");
+    }
+    assert_eq!(
+        reply.headers["content-type"],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    assert_eq!(ring.get(&Caller::Anonymous, "/metrics").await.code, 403);
+    assert_eq!(ring.get(&Caller::user("someone"), "/metrics").await.code, 403);
+    ring.grant_cluster(
+        "scraper",
+        json!([{"nonResourceURLs": ["/metrics"], "verbs": ["get"]}]),
+    )
+    .await;
+    assert_eq!(ring.get(&Caller::user("scraper"), "/metrics").await.code, 200);
+}

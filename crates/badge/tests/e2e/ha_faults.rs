@@ -131,6 +131,19 @@ fn ha_etcd_down_fails_readiness_and_token_requests_but_serves_the_cache() {
         status["message"],
         "the service account signing keys could not be confirmed current for 2s; refusing to issue tokens"
     );
+    // The staleness is visible: past the bound, and the bound itself.
+    let (code, metrics) = get(&server, "/metrics", Credential::Admin);
+    assert_eq!(code, 200, "{metrics}");
+    let gauge = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} in {metrics}"))
+    };
+    assert_eq!(gauge("badge_storage_stale_read_bound_seconds"), 2.0);
+    assert!(gauge("badge_storage_unconfirmed_seconds") > 2.0, "{metrics}");
+    assert!(gauge("badge_signing_keys_unconfirmed_seconds") > 2.0, "{metrics}");
 
     let logged = |needle: &str| {
         let log = server.log.lock().unwrap();
