@@ -183,6 +183,15 @@ fn strategy_warnings(resource: &Resource, object: &Value, old: Option<&Value>) -
     }
 }
 
+/// Fills what the server sets from the requesting user on create: a
+/// CertificateSigningRequest's requestor (`spec.username`, `uid`, `groups`, `extra`).
+fn set_requestor(resource: &Resource, user: &badge_auth::UserInfo, object: &mut Value) {
+    if resource.plural == "certificatesigningrequests" {
+        let extra = serde_json::to_value(&user.extra).unwrap_or_else(|_| json!({}));
+        badge_registry::csr::set_requestor(object, &user.name, &user.uid, &user.groups, &extra);
+    }
+}
+
 impl ApiServer {
     /// Runs ServiceAccount admission on a pod being created in `namespace`.
     async fn admit_pod(&self, namespace: &str, pod: &mut Value) -> Result<Vec<String>, Status> {
@@ -270,6 +279,7 @@ impl ApiServer {
                 .warnings
                 .extend(self.admit_pod(&call.info.namespace, &mut decoded.object).await?);
         }
+        set_requestor(call.resource, &call.user, &mut decoded.object);
         decoded
             .warnings
             .extend(strategy_warnings(call.resource, &decoded.object, None));
@@ -560,6 +570,7 @@ impl ApiServer {
                     .warnings
                     .extend(self.admit_pod(&call.info.namespace, &mut decoded.object).await?);
             }
+            set_requestor(resource, &call.user, &mut decoded.object);
             decoded
                 .warnings
                 .extend(strategy_warnings(resource, &decoded.object, None));

@@ -5,7 +5,10 @@
 //! - `root-ca-cert-publisher`: a ConfigMap `kube-root-ca.crt` with the CA in every namespace.
 //! - `namespace`: a terminating namespace has its content deleted, then is finalized.
 //! - `tokencleaner`: expired bootstrap token Secrets are deleted.
+//! - `csrapproving`, `csrsigning`: node client certificate requests are approved, and
+//!   approved client requests signed with the cluster CA.
 
+pub mod csr;
 pub mod leader;
 pub mod runtime;
 pub mod tokencleaner;
