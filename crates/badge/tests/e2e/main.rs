@@ -7,6 +7,7 @@ mod api_core;
 mod authz_paths;
 mod bootstrap;
 mod cli;
+mod csr;
 mod ha;
 mod kubectl;
 mod limits;
