@@ -274,6 +274,7 @@ impl ApiServer {
             &decoded.object,
             None,
         )?;
+        self.admit_certificate_request(&call.user, call.resource, "", &decoded.object, None)?;
         if call.resource.plural == "pods" {
             decoded
                 .warnings
@@ -330,6 +331,13 @@ impl ApiServer {
                         &given,
                         Some(current),
                     )?;
+                    self.admit_certificate_request(
+                        &call.user,
+                        call.resource,
+                        &call.info.subresource,
+                        &given,
+                        Some(current),
+                    )?;
                     update_warnings = strategy_warnings(call.resource, &given, Some(current));
                     let mut updated = given.clone();
                     Self::track_fields(call, Some(current), &mut updated);
@@ -379,6 +387,13 @@ impl ApiServer {
                         &call.user,
                         resource,
                         &call.info.namespace,
+                        &decoded.object,
+                        Some(current),
+                    )?;
+                    self.admit_certificate_request(
+                        &call.user,
+                        resource,
+                        &call.info.subresource,
                         &decoded.object,
                         Some(current),
                     )?;
@@ -565,6 +580,7 @@ impl ApiServer {
                     .map_err(to_status)?;
             let mut decoded = decode::decode_for(resource, created, &[], validation)?;
             self.check_rbac_write(&call.user, resource, &call.info.namespace, &decoded.object, None)?;
+            self.admit_certificate_request(&call.user, resource, "", &decoded.object, None)?;
             if resource.plural == "pods" {
                 decoded
                     .warnings
@@ -616,6 +632,13 @@ impl ApiServer {
                         &call.user,
                         resource,
                         &call.info.namespace,
+                        &decoded.object,
+                        Some(current),
+                    )?;
+                    self.admit_certificate_request(
+                        &call.user,
+                        resource,
+                        &call.info.subresource,
                         &decoded.object,
                         Some(current),
                     )?;

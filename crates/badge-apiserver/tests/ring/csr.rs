@@ -367,3 +367,52 @@ async fn bootstrappers_node_requests_are_approved_and_signed() {
         "subject common name does not begin with system:node:"
     );
 }
+
+#[tokio::test]
+async fn approving_takes_approve_on_the_signer_and_masters_certificates_are_refused() {
+    let ring = Ring::new().await;
+    let created = ring.create(CSRS, node_csr("a1")).await;
+    ring.grant_cluster(
+        "approver",
+        json!([{"apiGroups": ["certificates.k8s.io"], "resources": ["certificatesigningrequests/approval"],
+                "verbs": ["update"]}]),
+    )
+    .await;
+    let approval = format!("{CSRS}/a1/approval");
+    let approve = with_condition(created, "Approved");
+    let reply = ring
+        .call(&Caller::user("approver"), "PUT", &approval, Some(&approve))
+        .await;
+    assert_eq!(reply.code, 403, "{}", reply.body);
+    assert_eq!(
+        reply.body["message"],
+        format!(
+            "certificatesigningrequests.certificates.k8s.io \"a1\" is forbidden: user not permitted to approve requests with signerName \"{KUBELET_SIGNER}\""
+        )
+    );
+    ring.grant_cluster(
+        "approver",
+        json!([{"apiGroups": ["certificates.k8s.io"], "resources": ["signers"],
+                "resourceNames": ["kubernetes.io/*"], "verbs": ["approve"]}]),
+    )
+    .await;
+    let reply = ring
+        .call(&Caller::user("approver"), "PUT", &approval, Some(&approve))
+        .await;
+    assert_eq!(reply.code, 200, "{}", reply.body);
+
+    let masters = csr(
+        "masters",
+        "kubernetes.io/kube-apiserver-client",
+        certificate_request("root", &["system:masters"]),
+    );
+    let reply = ring.call(&Caller::admin(), "POST", CSRS, Some(&masters)).await;
+    assert_eq!(reply.code, 403, "{}", reply.body);
+    assert!(
+        reply.body["message"].as_str().unwrap().ends_with(
+            "use of kubernetes.io/kube-apiserver-client signer with system:masters group is not allowed"
+        ),
+        "{}",
+        reply.body
+    );
+}

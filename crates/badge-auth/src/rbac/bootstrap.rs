@@ -81,6 +81,8 @@ pub const SERVED_RESOURCES: &[(&str, &str)] = &[
     // Checked by the CSR approver, never served as paths.
     (CERTIFICATES, "certificatesigningrequests/nodeclient"),
     (CERTIFICATES, "certificatesigningrequests/selfnodeclient"),
+    // Checked by CertificateSigningRequest admission (`approve`, `sign`).
+    (CERTIFICATES, "signers"),
     (COORDINATION, "leases"),
     (RBAC_GROUP, "clusterrolebindings"),
     (RBAC_GROUP, "clusterroles"),
@@ -562,6 +564,24 @@ pub fn default_cluster_roles() -> Vec<ClusterRole> {
                 rule(&["create"])
                     .groups(&[CERTIFICATES])
                     .resources(&["certificatesigningrequests/nodeclient"]),
+            ],
+        ),
+        cluster_role(
+            "system:certificates.k8s.io:kube-apiserver-client-approver",
+            vec![
+                rule(&["approve"])
+                    .groups(&[CERTIFICATES])
+                    .resources(&["signers"])
+                    .names(&["kubernetes.io/kube-apiserver-client"]),
+            ],
+        ),
+        cluster_role(
+            "system:certificates.k8s.io:kube-apiserver-client-kubelet-approver",
+            vec![
+                rule(&["approve"])
+                    .groups(&[CERTIFICATES])
+                    .resources(&["signers"])
+                    .names(&["kubernetes.io/kube-apiserver-client-kubelet"]),
             ],
         ),
         cluster_role(
