@@ -335,6 +335,13 @@ async fn bootstrappers_node_requests_are_approved_and_signed() {
         .await;
     assert_eq!(reply.code, 201, "{}", reply.body);
     wait_for(&ring, "later", |o| o.pointer("/status/certificate").is_some()).await;
+    let selected = ring
+        .get(
+            &Caller::admin(),
+            &format!("{CSRS}?fieldSelector=spec.signerName%3Dexample.com%2Fother"),
+        )
+        .await;
+    assert_eq!(selected.names(), vec!["other"], "{}", selected.body);
     for name in ["strange", "other"] {
         let reply = ring.get(&Caller::admin(), &format!("{CSRS}/{name}")).await;
         assert!(condition_types(&reply.body).is_empty(), "{name}: {}", reply.body);
