@@ -309,7 +309,7 @@ fn validate_spec(object: &Value, errs: &mut Vec<FieldError>) {
     }
     let usages = usages(object);
     if usages.is_empty() {
-        errs.push(FieldError::required("spec.usages", ""));
+        errs.push(FieldError::required("spec.usages", "usages must be provided"));
     }
     for (i, usage) in usages.iter().enumerate() {
         if !KNOWN_USAGES.contains(usage) {
