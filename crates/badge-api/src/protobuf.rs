@@ -525,9 +525,47 @@ static SELF_SUBJECT_RULES_REVIEW: &[Field] = &[
     field(2, "spec", msg(&[field(1, "namespace", STR)])),
 ];
 
+// certificates/v1
+
+static CERTIFICATE_SIGNING_REQUEST: &[Field] = &[
+    field(1, "metadata", msg(OBJECT_META)),
+    field(
+        2,
+        "spec",
+        msg(&[
+            field(1, "request", Ty::Bytes(Always)),
+            field(7, "signerName", STR_ALWAYS),
+            field(8, "expirationSeconds", Ty::Int64(Pointer)),
+            field(5, "usages", STRINGS),
+            field(2, "username", STR),
+            field(3, "uid", STR),
+            field(4, "groups", STRINGS),
+            field(6, "extra", Ty::Map(&Ty::StringList)),
+        ]),
+    ),
+    field(
+        3,
+        "status",
+        msg(&[
+            field(1, "conditions", Ty::Repeated(&msg(CSR_CONDITION))),
+            field(2, "certificate", Ty::Bytes(OmitEmpty)),
+        ]),
+    ),
+];
+
+static CSR_CONDITION: &[Field] = &[
+    field(1, "type", STR_ALWAYS),
+    field(6, "status", STR_ALWAYS),
+    field(2, "reason", STR),
+    field(3, "message", STR),
+    field(4, "lastUpdateTime", Ty::Time),
+    field(5, "lastTransitionTime", Ty::Time),
+];
+
 const RBAC: &str = "rbac.authorization.k8s.io/v1";
 const AUTHN: &str = "authentication.k8s.io/v1";
 const AUTHZ: &str = "authorization.k8s.io/v1";
+const CERTIFICATES: &str = "certificates.k8s.io/v1";
 
 /// The kinds clients send as protobuf, by apiVersion and kind.
 static KINDS: &[(&str, &str, &[Field])] = &[
@@ -546,6 +584,11 @@ static KINDS: &[(&str, &str, &[Field])] = &[
     (AUTHZ, "LocalSubjectAccessReview", SUBJECT_ACCESS_REVIEW),
     (AUTHZ, "SelfSubjectAccessReview", SELF_SUBJECT_ACCESS_REVIEW),
     (AUTHZ, "SelfSubjectRulesReview", SELF_SUBJECT_RULES_REVIEW),
+    (
+        CERTIFICATES,
+        "CertificateSigningRequest",
+        CERTIFICATE_SIGNING_REQUEST,
+    ),
 ];
 
 // ---------------------------------------------------------------------------------------
@@ -724,6 +767,7 @@ mod tests {
     use super::*;
     use k8s_pb::api::authentication::v1 as authn;
     use k8s_pb::api::authorization::v1 as authz;
+    use k8s_pb::api::certificates::v1 as certs;
     use k8s_pb::api::core::v1 as core;
     use k8s_pb::api::rbac::v1 as rbac;
     use k8s_pb::apimachinery::pkg::apis::meta::v1 as meta;
@@ -772,6 +816,60 @@ mod tests {
             Ok(value) => value,
             Err(err) => panic!("decode failed: {err}"),
         }
+    }
+
+    /// What `kubectl certificate approve` sends: the object read back, with a condition.
+    #[test]
+    fn certificate_signing_request_approval() {
+        let csr = certs::CertificateSigningRequest {
+            metadata: Some(go_meta("c", "")),
+            spec: Some(certs::CertificateSigningRequestSpec {
+                request: Some(b"PEM".to_vec()),
+                signer_name: s("example.com/s"),
+                expiration_seconds: Some(3600),
+                usages: vec!["client auth".into()],
+                username: s("alice"),
+                uid: s(""),
+                groups: vec!["g".into()],
+                extra: [(
+                    "k".to_string(),
+                    certs::ExtraValue {
+                        items: vec!["v".into()],
+                    },
+                )]
+                .into(),
+            }),
+            status: Some(certs::CertificateSigningRequestStatus {
+                conditions: vec![certs::CertificateSigningRequestCondition {
+                    r#type: s("Approved"),
+                    status: s("True"),
+                    reason: s("KubectlApprove"),
+                    message: s(""),
+                    last_update_time: Some(meta::Time {
+                        seconds: Some(1_700_000_000),
+                        nanos: Some(0),
+                    }),
+                    last_transition_time: Some(meta::Time::default()),
+                }],
+                certificate: Some(Vec::new()),
+            }),
+        };
+        let body = envelope(
+            "certificates.k8s.io/v1",
+            "CertificateSigningRequest",
+            csr.encode_to_vec(),
+        );
+        assert_eq!(
+            decode_ok(&body),
+            json!({"apiVersion": "certificates.k8s.io/v1", "kind": "CertificateSigningRequest",
+                   "metadata": {"name": "c"},
+                   "spec": {"request": "UEVN", "signerName": "example.com/s", "expirationSeconds": 3600,
+                            "usages": ["client auth"], "username": "alice", "groups": ["g"],
+                            "extra": {"k": ["v"]}},
+                   "status": {"conditions": [{"type": "Approved", "status": "True",
+                                              "reason": "KubectlApprove",
+                                              "lastUpdateTime": "2023-11-14T22:13:20Z"}]}})
+        );
     }
 
     #[test]

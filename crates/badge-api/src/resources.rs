@@ -140,8 +140,8 @@ fn schema_of<T: JsonSchema>(generator: &mut SchemaGenerator) -> Schema {
 }
 
 use k8s_openapi::api::{
-    authentication::v1 as authn, authorization::v1 as authz, coordination::v1 as coord, core::v1 as core,
-    rbac::v1 as rbac,
+    authentication::v1 as authn, authorization::v1 as authz, certificates::v1 as certs,
+    coordination::v1 as coord, core::v1 as core, rbac::v1 as rbac,
 };
 
 macro_rules! resource {
@@ -185,6 +185,7 @@ const RBAC: &str = "rbac.authorization.k8s.io";
 const AUTHN: &str = "authentication.k8s.io";
 const AUTHZ: &str = "authorization.k8s.io";
 const COORD: &str = "coordination.k8s.io";
+const CERTS: &str = "certificates.k8s.io";
 
 const SERVICEACCOUNT_SUBRESOURCES: &[Subresource] = &[Subresource {
     name: "token",
@@ -226,6 +227,29 @@ const POD_SUBRESOURCES: &[Subresource] = &[Subresource {
     schema: schema_of::<core::Pod>,
     roundtrip: roundtrip_of::<core::Pod>,
 }];
+
+/// `approval` changes only the Approved and Denied conditions, `status` the certificate
+/// and the Failed condition.
+const CSR_SUBRESOURCES: &[Subresource] = &[
+    Subresource {
+        name: "approval",
+        group: CERTS,
+        version: "v1",
+        kind: "CertificateSigningRequest",
+        verbs: &["get", "patch", "update"],
+        schema: schema_of::<certs::CertificateSigningRequest>,
+        roundtrip: roundtrip_of::<certs::CertificateSigningRequest>,
+    },
+    Subresource {
+        name: "status",
+        group: CERTS,
+        version: "v1",
+        kind: "CertificateSigningRequest",
+        verbs: &["get", "patch", "update"],
+        schema: schema_of::<certs::CertificateSigningRequest>,
+        roundtrip: roundtrip_of::<certs::CertificateSigningRequest>,
+    },
+];
 
 /// Every resource badge serves, in discovery order.
 pub static RESOURCES: &[Resource] = &[
@@ -381,6 +405,19 @@ pub static RESOURCES: &[Resource] = &[
         virtual
     ),
     resource!(
+        CERTS,
+        "v1",
+        "CertificateSigningRequest",
+        certs::CertificateSigningRequest,
+        "certificatesigningrequests",
+        "certificatesigningrequest",
+        false,
+        STORED_VERBS,
+        &["csr"],
+        CSR_SUBRESOURCES,
+        stored
+    ),
+    resource!(
         COORD,
         "v1",
         "Lease",
@@ -448,7 +485,7 @@ pub static RESOURCES: &[Resource] = &[
 ];
 
 /// The API groups badge serves, in discovery order (the core group is "").
-pub const GROUPS: &[&str] = &["", AUTHN, AUTHZ, COORD, RBAC];
+pub const GROUPS: &[&str] = &["", AUTHN, AUTHZ, CERTS, COORD, RBAC];
 
 /// The resource a group, version and plural name.
 pub fn lookup(group: &str, version: &str, plural: &str) -> Option<&'static Resource> {

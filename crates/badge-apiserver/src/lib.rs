@@ -7,6 +7,7 @@
 pub mod audit;
 pub mod authentication;
 mod authorization;
+mod certificates;
 pub mod discovery;
 pub mod handler;
 mod impersonation;

@@ -191,6 +191,10 @@ impl Authorizer for NodeAuthorizer {
             ("coordination.k8s.io", "leases", "") => {
                 a.namespace == "kube-node-lease" && (a.name.is_empty() || a.name == node)
             }
+            // Client certificate requests, for the kubelet's certificate rotation.
+            ("certificates.k8s.io", "certificatesigningrequests", "") => {
+                matches!(a.verb.as_str(), "create" | "get" | "list" | "watch")
+            }
             ("authentication.k8s.io", "tokenreviews" | "selfsubjectreviews", "") => a.verb == "create",
             (
                 "authorization.k8s.io",

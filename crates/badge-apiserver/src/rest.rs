@@ -183,6 +183,15 @@ fn strategy_warnings(resource: &Resource, object: &Value, old: Option<&Value>) -
     }
 }
 
+/// Fills what the server sets from the requesting user on create: a
+/// CertificateSigningRequest's requestor (`spec.username`, `uid`, `groups`, `extra`).
+fn set_requestor(resource: &Resource, user: &badge_auth::UserInfo, object: &mut Value) {
+    if resource.plural == "certificatesigningrequests" {
+        let extra = serde_json::to_value(&user.extra).unwrap_or_else(|_| json!({}));
+        badge_registry::csr::set_requestor(object, &user.name, &user.uid, &user.groups, &extra);
+    }
+}
+
 impl ApiServer {
     /// Runs ServiceAccount admission on a pod being created in `namespace`.
     async fn admit_pod(&self, namespace: &str, pod: &mut Value) -> Result<Vec<String>, Status> {
@@ -265,11 +274,13 @@ impl ApiServer {
             &decoded.object,
             None,
         )?;
+        self.admit_certificate_request(&call.user, call.resource, "", &decoded.object, None)?;
         if call.resource.plural == "pods" {
             decoded
                 .warnings
                 .extend(self.admit_pod(&call.info.namespace, &mut decoded.object).await?);
         }
+        set_requestor(call.resource, &call.user, &mut decoded.object);
         decoded
             .warnings
             .extend(strategy_warnings(call.resource, &decoded.object, None));
@@ -317,6 +328,13 @@ impl ApiServer {
                         &call.user,
                         call.resource,
                         &call.info.namespace,
+                        &given,
+                        Some(current),
+                    )?;
+                    self.admit_certificate_request(
+                        &call.user,
+                        call.resource,
+                        &call.info.subresource,
                         &given,
                         Some(current),
                     )?;
@@ -369,6 +387,13 @@ impl ApiServer {
                         &call.user,
                         resource,
                         &call.info.namespace,
+                        &decoded.object,
+                        Some(current),
+                    )?;
+                    self.admit_certificate_request(
+                        &call.user,
+                        resource,
+                        &call.info.subresource,
                         &decoded.object,
                         Some(current),
                     )?;
@@ -555,11 +580,13 @@ impl ApiServer {
                     .map_err(to_status)?;
             let mut decoded = decode::decode_for(resource, created, &[], validation)?;
             self.check_rbac_write(&call.user, resource, &call.info.namespace, &decoded.object, None)?;
+            self.admit_certificate_request(&call.user, resource, "", &decoded.object, None)?;
             if resource.plural == "pods" {
                 decoded
                     .warnings
                     .extend(self.admit_pod(&call.info.namespace, &mut decoded.object).await?);
             }
+            set_requestor(resource, &call.user, &mut decoded.object);
             decoded
                 .warnings
                 .extend(strategy_warnings(resource, &decoded.object, None));
@@ -605,6 +632,13 @@ impl ApiServer {
                         &call.user,
                         resource,
                         &call.info.namespace,
+                        &decoded.object,
+                        Some(current),
+                    )?;
+                    self.admit_certificate_request(
+                        &call.user,
+                        resource,
+                        &call.info.subresource,
                         &decoded.object,
                         Some(current),
                     )?;

@@ -89,8 +89,9 @@ impl ApiServer {
             return match (resource.plural, sub.name, info.verb.as_str()) {
                 ("serviceaccounts", "token", "create") => self.token_request(&call).await,
                 ("namespaces", "finalize", "update") | (_, "status", "update") => self.update(&call).await,
-                (_, "status", "get") => self.get(&call).await,
-                (_, "status", "patch") => self.patch(&call).await,
+                ("certificatesigningrequests", "approval", "update") => self.update(&call).await,
+                (_, "status" | "approval", "get") => self.get(&call).await,
+                (_, "status" | "approval", "patch") => self.patch(&call).await,
                 _ => Err(Status::path_not_found()),
             };
         }

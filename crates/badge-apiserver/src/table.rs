@@ -135,6 +135,26 @@ fn columns(resource: &str) -> Vec<Column> {
             wide("ServiceAccounts", "string", "ServiceAccounts in the binding"),
         ],
         "leases" => vec![NAME, col("Holder", "string", "Name of the Lease holder"), AGE],
+        "certificatesigningrequests" => vec![
+            NAME,
+            AGE,
+            col(
+                "SignerName",
+                "string",
+                "signerName indicates the requested signer, and is a qualified name.",
+            ),
+            col("Requestor", "string", "Name of the user which made this request."),
+            col(
+                "RequestedDuration",
+                "string",
+                "expirationSeconds is the requested duration of validity of the issued certificate.",
+            ),
+            col(
+                "Condition",
+                "string",
+                "State of the request, e.g. Pending, Approved, Denied, Failed...",
+            ),
+        ],
         _ => vec![NAME, col("Created At", "date", "")],
     }
 }
@@ -288,6 +308,20 @@ fn cells(resource: &str, object: &Value, now: jiff::Timestamp) -> Vec<Value> {
                 json!(subjects_of_kind(object, "ServiceAccount")),
             ]
         }
+        "certificatesigningrequests" => vec![
+            name,
+            age,
+            json!(or_none(string_at(object, "/spec/signerName").to_string())),
+            json!(string_at(object, "/spec/username")),
+            json!(
+                object
+                    .pointer("/spec/expirationSeconds")
+                    .and_then(Value::as_i64)
+                    .map(meta::human_duration)
+                    .unwrap_or_else(|| "<none>".into())
+            ),
+            json!(csr_condition(object)),
+        ],
         "leases" => vec![
             name,
             json!(or_none(string_at(object, "/spec/holderIdentity").to_string())),
@@ -298,6 +332,33 @@ fn cells(resource: &str, object: &Value, now: jiff::Timestamp) -> Vec<Value> {
 }
 
 /// The `PartialObjectMetadata` a row carries.
+/// Denied, else Approved, else Pending; then Failed and Issued (`extractCSRStatus`).
+fn csr_condition(object: &Value) -> String {
+    let has = |kind: &str| {
+        object
+            .pointer("/status/conditions")
+            .and_then(Value::as_array)
+            .is_some_and(|list| {
+                list.iter()
+                    .any(|c| c.get("type").and_then(Value::as_str) == Some(kind))
+            })
+    };
+    let mut condition = if has("Denied") {
+        "Denied".to_string()
+    } else if has("Approved") {
+        "Approved".to_string()
+    } else {
+        "Pending".to_string()
+    };
+    if has("Failed") {
+        condition.push_str(",Failed");
+    }
+    if !string_at(object, "/status/certificate").is_empty() {
+        condition.push_str(",Issued");
+    }
+    condition
+}
+
 fn row_object(object: &Value) -> Value {
     json!({
         "kind": "PartialObjectMetadata",
@@ -402,5 +463,62 @@ mod tests {
         assert_eq!(t["rows"][0]["cells"][1], "Opaque");
         assert_eq!(t["rows"][0]["cells"][2], 2);
         assert!(t["rows"][0].get("object").is_none());
+    }
+
+    #[test]
+    fn certificate_signing_request_columns() {
+        let pending =
+            json!({"metadata":{"name":"c"},"spec":{"signerName":"example.com/s","username":"alice"}});
+        let issued = json!({"metadata":{"name":"d"},
+            "spec":{"signerName":"example.com/s","username":"bob","expirationSeconds":3600},
+            "status":{"certificate":"eA==","conditions":[{"type":"Approved","status":"True"},{"type":"Failed","status":"True"}]}});
+        let denied = json!({"metadata":{"name":"e"},"spec":{},"status":{"conditions":[{"type":"Denied","status":"True"}]}});
+        let t = table(
+            "certificatesigningrequests",
+            [&pending, &issued, &denied],
+            json!({}),
+            true,
+            IncludeObject::None,
+        );
+        let names: Vec<&str> = t["columnDefinitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            vec![
+                "Name",
+                "Age",
+                "SignerName",
+                "Requestor",
+                "RequestedDuration",
+                "Condition"
+            ]
+        );
+        let cells = |i: usize| t["rows"][i]["cells"].as_array().unwrap()[2..].to_vec();
+        assert_eq!(
+            cells(0),
+            vec![
+                json!("example.com/s"),
+                json!("alice"),
+                json!("<none>"),
+                json!("Pending")
+            ]
+        );
+        assert_eq!(
+            cells(1),
+            vec![
+                json!("example.com/s"),
+                json!("bob"),
+                json!("60m"),
+                json!("Approved,Failed,Issued")
+            ]
+        );
+        assert_eq!(
+            cells(2),
+            vec![json!("<none>"), json!(""), json!("<none>"), json!("Denied")]
+        );
     }
 }

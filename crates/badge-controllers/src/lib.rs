@@ -7,9 +7,12 @@
 //! - `tokencleaner`: expired bootstrap token Secrets are deleted.
 //! - `bootstrapsigner`: bootstrap tokens that may sign put their signature of the
 //!   `kube-public/cluster-info` kubeconfig into it.
+//! - `csrapproving`, `csrsigning`: node client certificate requests are approved, and
+//!   approved client requests signed with the cluster CA.
 
 pub mod bootstrapsigner;
 pub mod clusterinfo;
+pub mod csr;
 pub mod leader;
 pub mod runtime;
 pub mod tokencleaner;

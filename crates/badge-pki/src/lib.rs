@@ -912,6 +912,7 @@ fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), PkiError>
         .map_err(|source| io_err(dir, source))
 }
 
+pub mod csr;
 mod der;
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 
 pub mod admission;
 pub mod cache;
+pub mod csr;
 pub mod registry;
 pub mod strategy;
 

@@ -689,7 +689,12 @@ impl Registry {
             }
             strategy::prepare_update(resource.plural, subresource, &mut object, &current);
             errors.extend(validate_meta(resource, &object));
-            errors.extend(strategy::validate(resource.plural, &object, Some(&current)));
+            errors.extend(strategy::validate_update_of(
+                resource.plural,
+                subresource,
+                &object,
+                Some(&current),
+            ));
             if !errors.is_empty() {
                 return Err(Status::invalid(resource.group, resource.kind, name, &errors));
             }

@@ -25,6 +25,7 @@ pub const MAX_DATA_SIZE: usize = 1024 * 1024;
 /// Fills defaults on create (after metadata is set).
 pub fn prepare_create(resource: &str, object: &mut Value) {
     match resource {
+        "certificatesigningrequests" => crate::csr::prepare_create(object),
         "namespaces" => {
             set_default(object, &["spec", "finalizers"], serde_json::json!(["kubernetes"]));
             set_path(object, &["status", "phase"], Value::String("Active".into()));
@@ -53,6 +54,10 @@ pub fn prepare_create(resource: &str, object: &mut Value) {
 /// the status of kinds with a status subresource; `status` keeps everything but status;
 /// `finalize` (namespaces) keeps everything but `spec.finalizers`.
 pub fn prepare_update(resource: &str, subresource: &str, object: &mut Value, old: &Value) {
+    if resource == "certificatesigningrequests" {
+        crate::csr::prepare_update(subresource, object, old);
+        return;
+    }
     match subresource {
         "status" => {
             let status = object.get("status").cloned();
@@ -108,8 +113,20 @@ pub fn prepare_update(resource: &str, subresource: &str, object: &mut Value, old
 
 /// Validates an object for create (`old` None) or update.
 pub fn validate(resource: &str, object: &Value, old: Option<&Value>) -> Vec<FieldError> {
+    validate_update_of(resource, "", object, old)
+}
+
+/// Validates an object for create or for an update through `subresource` ("" for the
+/// object itself): some kinds allow different changes through each.
+pub fn validate_update_of(
+    resource: &str,
+    subresource: &str,
+    object: &Value,
+    old: Option<&Value>,
+) -> Vec<FieldError> {
     let mut errs = Vec::new();
     match resource {
+        "certificatesigningrequests" => crate::csr::validate(object, old, subresource, &mut errs),
         "secrets" => validate_secret(object, old, &mut errs),
         "configmaps" => validate_configmap(object, old, &mut errs),
         "pods" => validate_pod(object, old, &mut errs),
@@ -279,6 +296,7 @@ pub fn field_value(resource: &str, object: &Value, field: &str) -> Option<String
     match (resource, field) {
         ("secrets", "type") => s("/type"),
         ("namespaces", "status.phase") => s("/status/phase"),
+        ("certificatesigningrequests", "spec.signerName") => s("/spec/signerName"),
         ("pods", "spec.nodeName") => s("/spec/nodeName"),
         ("pods", "spec.serviceAccountName") => s("/spec/serviceAccountName"),
         ("pods", "spec.restartPolicy") => s("/spec/restartPolicy"),

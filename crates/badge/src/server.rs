@@ -95,6 +95,10 @@ pub struct ServerOptions {
     /// load balancer's address (default: this server's URL).
     #[arg(long)]
     cluster_info_server: Option<String>,
+    /// The longest a certificate signed for a CertificateSigningRequest lasts; a request's
+    /// `expirationSeconds` may shorten it (a Go duration, kube-controller-manager's flag).
+    #[arg(long, default_value = "8760h0m0s")]
+    cluster_signing_duration: String,
     #[command(flatten)]
     storage: StorageOptions,
     #[command(flatten)]
@@ -436,6 +440,13 @@ pub async fn run(options: ServerOptions) -> anyhow::Result<()> {
     );
     badge_controllers::spawn_all(registry.clone(), pki.ca_pem().to_string(), Some(leading.clone()));
 
+    let csr_registry = registry.clone();
+    let csr_signer = Arc::new(
+        pki.csr_signer()
+            .context("loading the CA to sign certificate requests")?,
+    );
+    let signing_duration = badge_apiserver::limits::parse_go_duration(&options.cluster_signing_duration)
+        .map_err(|e| anyhow::anyhow!("--cluster-signing-duration: {e}"))?;
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let api = Arc::new(
         badge_apiserver::ApiServer::new(registry, options.anonymous_auth, shutdown_rx.clone())
@@ -448,6 +459,14 @@ pub async fn run(options: ServerOptions) -> anyhow::Result<()> {
                     config: token_config,
                 }),
             ),
+    );
+    // The approver asks the server's own authorizer, as a SubjectAccessReview would.
+    badge_controllers::csr::spawn(
+        csr_registry,
+        csr_signer,
+        signing_duration,
+        Arc::new(ServerAuthorizer(api.clone())),
+        Some(leading.clone()),
     );
     tracing::info!("serving securely on {address}");
     tracing::info!(
@@ -535,6 +554,15 @@ fn go_bool(text: &str) -> Result<bool, String> {
 pub fn parse_duration(text: &str) -> anyhow::Result<i64> {
     let duration = badge_apiserver::limits::parse_go_duration(text).map_err(anyhow::Error::msg)?;
     i64::try_from(duration.as_secs()).map_err(|_| anyhow::anyhow!("duration {text:?} is too long"))
+}
+
+/// The API server's authorizer, shared with controllers that review access.
+struct ServerAuthorizer(Arc<badge_apiserver::ApiServer>);
+
+impl badge_auth::Authorizer for ServerAuthorizer {
+    fn authorize(&self, attributes: &badge_auth::Attributes) -> badge_auth::Decision {
+        self.0.authorizer.authorize(attributes)
+    }
 }
 
 fn hostname() -> String {

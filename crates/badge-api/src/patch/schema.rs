@@ -131,6 +131,10 @@ static SCHEMAS: &[CoreSchema] = &[
         fields: SERVICE_ACCOUNT,
     },
     CoreSchema {
+        kind: "CertificateSigningRequest",
+        fields: &[],
+    },
+    CoreSchema {
         kind: "Lease",
         fields: &[],
     },

@@ -9,6 +9,7 @@ mod support;
 
 mod audit;
 mod authentication;
+mod csr;
 mod impersonation;
 mod lists;
 mod matrix;

@@ -43,6 +43,9 @@ fn object(resource: &Resource, namespace: &str, name: &str) -> Value {
                                    "containers": [{"name": "c", "image": "i"}]}}),
         "secrets" => json!({"stringData": {"value": format!("secret-of-{name}")}}),
         "leases" => json!({"spec": {}}),
+        "certificatesigningrequests" => json!({"spec": {
+            "request": crate::support::certificate_request(name, &[]),
+            "signerName": "example.com/matrix", "usages": ["client auth"]}}),
         "clusterroles" | "roles" => json!({"rules": []}),
         "clusterrolebindings" | "rolebindings" => json!({
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},

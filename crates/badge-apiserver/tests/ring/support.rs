@@ -370,3 +370,22 @@ pub fn event_names(events: &[Value]) -> Vec<String> {
         })
         .collect()
 }
+
+/// A certificate request (PEM, base64 as `spec.request` holds it) for a new key with
+/// subject CN `common_name` and one O per organization.
+pub fn certificate_request(common_name: &str, organizations: &[&str]) -> String {
+    use base64::Engine;
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, common_name);
+    for o in organizations {
+        params
+            .distinguished_name
+            .push(rcgen::DnType::OrganizationName, *o);
+    }
+    let pem = params.serialize_request(&key).unwrap().pem().unwrap();
+    base64::engine::general_purpose::STANDARD.encode(pem)
+}

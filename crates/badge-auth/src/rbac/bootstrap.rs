@@ -75,6 +75,14 @@ pub const SERVED_RESOURCES: &[(&str, &str)] = &[
     (AUTHZ, "selfsubjectaccessreviews"),
     (AUTHZ, "selfsubjectrulesreviews"),
     (AUTHZ, "subjectaccessreviews"),
+    (CERTIFICATES, "certificatesigningrequests"),
+    (CERTIFICATES, "certificatesigningrequests/approval"),
+    (CERTIFICATES, "certificatesigningrequests/status"),
+    // Checked by the CSR approver, never served as paths.
+    (CERTIFICATES, "certificatesigningrequests/nodeclient"),
+    (CERTIFICATES, "certificatesigningrequests/selfnodeclient"),
+    // Checked by CertificateSigningRequest admission (`approve`, `sign`).
+    (CERTIFICATES, "signers"),
     (COORDINATION, "leases"),
     (RBAC_GROUP, "clusterrolebindings"),
     (RBAC_GROUP, "clusterroles"),
@@ -543,6 +551,48 @@ pub fn default_cluster_roles() -> Vec<ClusterRole> {
         ),
         cluster_role("system:kube-controller-manager", kube_controller_manager_rules()),
         cluster_role(
+            "system:node-bootstrapper",
+            vec![
+                rule(&["create", "get", "list", "watch"])
+                    .groups(&[CERTIFICATES])
+                    .resources(&["certificatesigningrequests"]),
+            ],
+        ),
+        cluster_role(
+            NODE_CLIENT_APPROVER,
+            vec![
+                rule(&["create"])
+                    .groups(&[CERTIFICATES])
+                    .resources(&["certificatesigningrequests/nodeclient"]),
+            ],
+        ),
+        cluster_role(
+            "system:certificates.k8s.io:kube-apiserver-client-approver",
+            vec![
+                rule(&["approve"])
+                    .groups(&[CERTIFICATES])
+                    .resources(&["signers"])
+                    .names(&["kubernetes.io/kube-apiserver-client"]),
+            ],
+        ),
+        cluster_role(
+            "system:certificates.k8s.io:kube-apiserver-client-kubelet-approver",
+            vec![
+                rule(&["approve"])
+                    .groups(&[CERTIFICATES])
+                    .resources(&["signers"])
+                    .names(&["kubernetes.io/kube-apiserver-client-kubelet"]),
+            ],
+        ),
+        cluster_role(
+            SELF_NODE_CLIENT_APPROVER,
+            vec![
+                rule(&["create"])
+                    .groups(&[CERTIFICATES])
+                    .resources(&["certificatesigningrequests/selfnodeclient"]),
+            ],
+        ),
+        cluster_role(
             "system:service-account-issuer-discovery",
             vec![rule(&["get"]).urls(&[
                 "/.well-known/openid-configuration",
@@ -592,12 +642,22 @@ fn role_ref(kind: &str, name: &str) -> RoleRef {
 }
 
 fn cluster_binding(name: &str, subjects: Vec<Subject>) -> ClusterRoleBinding {
+    cluster_binding_to(name, name, subjects)
+}
+
+fn cluster_binding_to(name: &str, role: &str, subjects: Vec<Subject>) -> ClusterRoleBinding {
     ClusterRoleBinding {
         metadata: default_meta(name, None, &[]),
-        role_ref: role_ref("ClusterRole", name),
+        role_ref: role_ref("ClusterRole", role),
         subjects: (!subjects.is_empty()).then_some(subjects),
     }
 }
+
+/// The roles the CSR approver checks (`create certificatesigningrequests/nodeclient` and
+/// `.../selfnodeclient`).
+pub const NODE_CLIENT_APPROVER: &str = "system:certificates.k8s.io:certificatesigningrequests:nodeclient";
+pub const SELF_NODE_CLIENT_APPROVER: &str =
+    "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient";
 
 /// The default ClusterRoleBindings, including the controllers' and `system:node` with no
 /// subjects (the Node authorizer serves nodes; the empty binding lets reconciliation keep
@@ -617,6 +677,23 @@ pub fn default_cluster_role_bindings() -> Vec<ClusterRoleBinding> {
             vec![user("system:kube-controller-manager")],
         ),
         cluster_binding("system:node", vec![]),
+        // kubeadm's: bootstrap token users may request node client certificates, which are
+        // approved for them, and nodes' renewals of their own are approved.
+        cluster_binding_to(
+            "kubeadm:kubelet-bootstrap",
+            "system:node-bootstrapper",
+            vec![group("system:bootstrappers")],
+        ),
+        cluster_binding_to(
+            "kubeadm:node-autoapprove-bootstrap",
+            NODE_CLIENT_APPROVER,
+            vec![group("system:bootstrappers")],
+        ),
+        cluster_binding_to(
+            "kubeadm:node-autoapprove-certificate-rotation",
+            SELF_NODE_CLIENT_APPROVER,
+            vec![group("system:nodes")],
+        ),
         cluster_binding(
             "system:service-account-issuer-discovery",
             vec![group("system:serviceaccounts")],

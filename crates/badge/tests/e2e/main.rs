@@ -8,6 +8,7 @@ mod authz_paths;
 mod bootstrap;
 mod cli;
 mod clusterinfo;
+mod csr;
 mod encryption;
 mod ha;
 mod ha_faults;
