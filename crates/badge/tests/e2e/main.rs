@@ -8,6 +8,7 @@ mod authz_paths;
 mod bootstrap;
 mod cli;
 mod encryption;
+mod encryption_ops;
 mod ha;
 mod ha_faults;
 mod kubectl;
