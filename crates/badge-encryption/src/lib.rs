@@ -5,6 +5,7 @@
 //! encrypted on their way into the store and decrypted on their way out.
 
 pub mod config;
+pub mod operate;
 pub mod providers;
 
 use std::path::{Path, PathBuf};

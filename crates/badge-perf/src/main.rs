@@ -105,6 +105,8 @@ struct Server {
 
 impl Server {
     fn start(badge: &Path, dir: tempfile::TempDir, extra: &[&str]) -> anyhow::Result<(Server, Duration)> {
+        // badge refuses a data dir others can read; a new temporary one follows the umask.
+        std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
         let started = Instant::now();
         let mut child = Command::new(badge)
             .args(["server", "--secure-port", "0", "--data-dir"])

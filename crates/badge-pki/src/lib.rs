@@ -9,7 +9,8 @@
 //! | `apiserver.crt` / `apiserver.key` | serving certificate signed by the CA, 1 year | 0644 / 0600 |
 //! | `admin.crt` / `admin.key` | client certificate `kubernetes-admin` in `system:masters`, 1 year | 0644 / 0600 |
 //!
-//! All keys are ECDSA P-256 in PKCS#8 PEM. Every file is written atomically
+//! The directory is created with mode 0700. All keys are ECDSA P-256 in PKCS#8 PEM.
+//! Every file is written atomically
 //! (temporary file in the same directory, then rename), and key files are
 //! created with mode 0600 so a key is never readable by others, not even
 //! briefly.
@@ -210,7 +211,7 @@ impl Pki {
         let wanted_sans = serving_sans(sans)?;
         DirBuilder::new()
             .recursive(true)
-            .mode(0o755)
+            .mode(0o700)
             .create(dir)
             .map_err(|source| io_err(dir, source))?;
 

@@ -69,6 +69,16 @@ fn file_modes() {
 }
 
 #[test]
+fn a_new_pki_dir_is_private() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("pki");
+    let pki = Pki::load_or_create(&dir, &[]).unwrap();
+    assert_eq!(mode(tmp.path(), "pki"), 0o700);
+    pki.keyring_seal_key().unwrap();
+    assert_eq!(mode(&dir, KEYRING_SEAL_FILE), 0o600);
+}
+
+#[test]
 fn ca_is_a_ten_year_ca() {
     let tmp = tempfile::tempdir().unwrap();
     let pki = Pki::load_or_create(tmp.path(), &[]).unwrap();

@@ -49,6 +49,8 @@ impl TestServer {
     }
 
     fn start_in(binary: &str, args: &[&str], dir: tempfile::TempDir) -> TestServer {
+        // Private, as badge requires of a data dir (a new temporary directory follows the umask).
+        std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
         let mut server = TestServer {
             binary: PathBuf::from(binary),
             dir,
@@ -310,9 +312,11 @@ impl TestServer {
     }
 }
 
-/// Copies a directory tree (files and subdirectories), keeping file modes.
+/// Copies a directory tree (files and subdirectories), keeping file and directory modes
+/// (a server refuses a pki dir others can read).
 pub fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
+    std::fs::set_permissions(to, std::fs::metadata(from).unwrap().permissions()).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
         let entry = entry.unwrap();
         let target = to.join(entry.file_name());

@@ -1,10 +1,12 @@
 //! The `badge` binary: parse flags into a config, build the server, run, drain on SIGTERM.
 
+mod encryption_cmd;
 mod inspect;
 mod keys;
 mod log_writer;
 mod migrate;
 mod node;
+mod permissions;
 mod server;
 mod token_cmd;
 
@@ -28,6 +30,9 @@ enum Command {
     /// Play the kubelet's token part: write and refresh the projected token volumes of the
     /// pods bound to a node.
     Agent(badge_agent::AgentOptions),
+    /// How stored objects are encrypted at rest, and their rewrite under a new key.
+    #[command(subcommand)]
+    Encryption(encryption_cmd::EncryptionCommand),
     /// Manage the ServiceAccount signing keys of a running server.
     Keys(keys::KeysOptions),
     /// Copy every object (and the signing keys) between the embedded store of a data dir
@@ -80,6 +85,7 @@ fn main() -> std::process::ExitCode {
             Command::Server(options) => server::run(*options).await,
             Command::Migrate(options) => migrate::run(options).await,
             Command::Agent(options) => badge_agent::run(options, terminated()).await,
+            Command::Encryption(command) => encryption_cmd::run(command).await,
             Command::Keys(options) => keys::run(options).await,
             Command::Node(command) => node::run(command),
             Command::Token(TokenCommand::Inspect(options)) => inspect::run(options).await,

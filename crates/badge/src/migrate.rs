@@ -30,7 +30,7 @@ pub struct MigrateOptions {
 
 pub async fn run(options: MigrateOptions) -> anyhow::Result<()> {
     let etcd: Arc<dyn Store> = Arc::new(options.etcd.connect().await?);
-    std::fs::create_dir_all(&options.data_dir)?;
+    crate::server::create_private_dir(&options.data_dir)?;
     let embedded: Arc<dyn Store> = Arc::new(open_embedded(&options.data_dir)?);
     let etcd = options.encryption.wrap(etcd, &options.data_dir)?;
     let embedded = options.encryption.wrap(embedded, &options.data_dir)?;

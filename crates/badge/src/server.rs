@@ -252,6 +252,7 @@ pub async fn run(options: ServerOptions) -> anyhow::Result<()> {
         anyhow::bail!("--cluster-info-server must be an https:// URL, not {url}");
     }
     create_private_dir(&options.data_dir)?;
+    crate::permissions::check_private(&options.data_dir)?;
     // A first start makes a CA, certificates and a signing key: CPU work that runs on the
     // blocking pool while the store opens and loads and the default objects are written.
     let mut sans = vec![options.bind_address.to_string()];
@@ -527,7 +528,7 @@ async fn wait_for_signal() {
     }
 }
 
-fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+pub fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     if dir.is_dir() {
         return Ok(());

@@ -490,6 +490,7 @@ fn ha_key_ring_is_sealed_and_needs_the_shared_seal_key() {
     // A server with its own certificates (so its own seal key) cannot use the ring: it
     // refuses to start rather than sign with keys of its own.
     let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
     let output = Command::new(BIN)
         .args(["server", "--secure-port", "0", "--storage", "etcd"])
         .arg("--data-dir")

@@ -10,6 +10,7 @@ mod cli;
 mod clusterinfo;
 mod csr;
 mod encryption;
+mod encryption_ops;
 mod ha;
 mod ha_faults;
 mod kubectl;
