@@ -5,7 +5,9 @@
 //! - `root-ca-cert-publisher`: a ConfigMap `kube-root-ca.crt` with the CA in every namespace.
 //! - `namespace`: a terminating namespace has its content deleted, then is finalized.
 //! - `tokencleaner`: expired bootstrap token Secrets are deleted.
+//! - `keyrotation`: the ServiceAccount signing keys rotate on a period (when configured).
 
+pub mod keyrotation;
 pub mod leader;
 pub mod runtime;
 pub mod tokencleaner;
