@@ -10,6 +10,7 @@ mod cli;
 mod encryption;
 mod ha;
 mod ha_faults;
+mod key_rotation;
 mod kubectl;
 mod limits;
 mod metadata;
