@@ -124,6 +124,8 @@ pub struct ServiceAccountKeys {
     /// How long signing goes on with an unconfirmed ring: set by the refresher, which is
     /// what confirms it; None signs regardless.
     ring_bound: Mutex<Option<Duration>>,
+    /// How long retired keys must verify under this server's token settings.
+    keep_after_retire: i64,
     /// `--service-account-key-rotation-period` and the publish lead; None: manual rotation.
     auto_rotation: Mutex<Option<AutoRotation>>,
     /// The store revision of the ring last seen, so the rotation controller wakes on changes.
@@ -208,6 +210,7 @@ impl ServiceAccountKeys {
             store,
             ring_confirmed: Mutex::new(Instant::now()),
             ring_bound: Mutex::new(None),
+            keep_after_retire,
             auto_rotation: Mutex::new(None),
             ring_revision: tokio::sync::watch::channel(0).0,
         });
@@ -452,10 +455,13 @@ impl badge_controllers::keyrotation::RotatingKeys for ServiceAccountKeys {
         };
         // Decided on this server's copy (kept current by the refresher), so nothing is
         // written, and no key generated, unless something is due.
+        // A ring made under shorter token lifetimes would drop keys whose tokens still live.
+        let keep = self.keep_after_retire;
         let mut probe = ring.lock().clone();
+        let keep_raised = probe.raise_keep_after_retire(keep);
         let rotation_due = match probe.apply_due(now(), auto, || Err(())) {
-            Ok(false) => return Ok(()),
-            Ok(true) => false,
+            Ok(false) if !keep_raised => return Ok(()),
+            Ok(_) => false,
             Err(_) => true,
         };
         let key = if rotation_due {
@@ -470,6 +476,7 @@ impl badge_controllers::keyrotation::RotatingKeys for ServiceAccountKeys {
         };
         self.change_ring(|ring| {
             let key = key.clone();
+            ring.raise_keep_after_retire(keep);
             ring.apply_due(now(), auto, || key.ok_or("no key was generated"))
                 .map(drop)
                 .map_err(|e| Status::internal(format!("rotating the service account keys: {e}")))
@@ -907,5 +914,34 @@ mod tests {
         let (stored, _) = keys.store.get(KEYRING_KEY).await.unwrap();
         let stored = keys.stored.decode(&stored.unwrap().value).unwrap();
         assert!(stored.entries().iter().any(|e| e.kid() == pending));
+    }
+
+    #[tokio::test]
+    async fn automatic_rotation_lengthens_a_ring_kept_too_briefly() {
+        use badge_controllers::keyrotation::RotatingKeys;
+        let dir = tempfile::tempdir().unwrap();
+        let made_with_short_tokens = ring_keys(dir.path()).await;
+        let store = made_with_short_tokens.store.clone();
+        let keys = ServiceAccountKeys::load(
+            store.clone(),
+            StoredRing::new(&[7; 32]),
+            KeyType::Es256,
+            None,
+            None,
+            Vec::new(),
+            EXTENDED_EXPIRATION_SECONDS + 60,
+        )
+        .await
+        .unwrap();
+        keys.enable_auto_rotation(AutoRotation {
+            period: 30 * 24 * 3600,
+            publish_lead: 3600,
+        })
+        .unwrap();
+        keys.apply_due().await.unwrap();
+        let (stored, _) = store.get(KEYRING_KEY).await.unwrap();
+        let stored = keys.stored.decode(&stored.unwrap().value).unwrap();
+        assert_eq!(stored.keep_after_retire(), EXTENDED_EXPIRATION_SECONDS + 60);
+        assert_eq!(stored.entries().len(), 1);
     }
 }

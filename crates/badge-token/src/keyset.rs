@@ -226,6 +226,17 @@ impl KeyRing {
         self.keep_after_retire
     }
 
+    /// Lengthens keep-after-retire to `keep` when it is shorter (the longest token lifetime
+    /// grew since the ring was made); never shortens it, since tokens already signed may
+    /// rely on it. Returns whether it changed.
+    pub fn raise_keep_after_retire(&mut self, keep: i64) -> bool {
+        let raised = keep > self.keep_after_retire;
+        if raised {
+            self.keep_after_retire = keep;
+        }
+        raised
+    }
+
     /// The entries, oldest first.
     pub fn entries(&self) -> &[KeyEntry] {
         &self.entries
@@ -706,6 +717,21 @@ mod tests {
         assert!(ring.current_signer(40).is_none());
         assert!(ring.verification_keys(40).is_empty());
         assert_eq!(ring.advance(20 + DAY), vec![k1.kid().to_owned()]);
+    }
+
+    #[test]
+    fn keep_after_retire_only_grows() {
+        let mut ring = KeyRing::new(DAY).unwrap();
+        let (k1, k2) = (key(), key());
+        ring.rotate(k1.clone(), 0, 0).unwrap();
+        ring.rotate(k2, 10, 0).unwrap();
+        assert!(!ring.raise_keep_after_retire(HOUR));
+        assert_eq!(ring.keep_after_retire(), DAY);
+        assert!(ring.raise_keep_after_retire(2 * DAY));
+        // k1, retired at 10, now verifies for the longer keep.
+        assert!(kids(&ring.verification_keys(10 + DAY)).contains(&k1.kid()));
+        assert!(ring.advance(10 + DAY).is_empty());
+        assert_eq!(ring.advance(10 + 2 * DAY), vec![k1.kid().to_owned()]);
     }
 
     #[test]
