@@ -454,8 +454,8 @@ impl badge_controllers::keyrotation::RotatingKeys for ServiceAccountKeys {
             return Ok(());
         };
         // Decided on this server's copy (kept current by the refresher), so nothing is
-        // written, and no key generated, unless something is due.
-        // A ring made under shorter token lifetimes would drop keys whose tokens still live.
+        // written, and no key generated, unless something is due. A ring made under shorter
+        // token lifetimes would drop keys whose tokens still live: its keep is raised first.
         let keep = self.keep_after_retire;
         let mut probe = ring.lock().clone();
         let keep_raised = probe.raise_keep_after_retire(keep);
