@@ -12,7 +12,9 @@ use badge_auth::serviceaccount::{ObjectInfo, SecretInfo, ServiceAccountTokenGett
 use badge_registry::Registry;
 use badge_store::Store;
 use badge_token::keys::Curve;
-use badge_token::{BoundClaims, KeyRing, KeySet, LegacyClaims, ObjectRef, SigningKey, VerifyingKey, jwt};
+use badge_token::{
+    AutoRotation, BoundClaims, KeyRing, KeySet, LegacyClaims, ObjectRef, SigningKey, VerifyingKey, jwt,
+};
 use base64::Engine;
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -122,6 +124,12 @@ pub struct ServiceAccountKeys {
     /// How long signing goes on with an unconfirmed ring: set by the refresher, which is
     /// what confirms it; None signs regardless.
     ring_bound: Mutex<Option<Duration>>,
+    /// How long retired keys must verify under this server's token settings.
+    keep_after_retire: i64,
+    /// `--service-account-key-rotation-period` and the publish lead; None: manual rotation.
+    auto_rotation: Mutex<Option<AutoRotation>>,
+    /// The store revision of the ring last seen, so the rotation controller wakes on changes.
+    ring_revision: tokio::sync::watch::Sender<badge_store::Revision>,
 }
 
 fn now() -> i64 {
@@ -202,6 +210,9 @@ impl ServiceAccountKeys {
             store,
             ring_confirmed: Mutex::new(Instant::now()),
             ring_bound: Mutex::new(None),
+            keep_after_retire,
+            auto_rotation: Mutex::new(None),
+            ring_revision: tokio::sync::watch::channel(0).0,
         });
         keys.refresh();
         Ok(keys)
@@ -243,6 +254,7 @@ impl ServiceAccountKeys {
                     {
                         *ring.lock() = stored;
                         keys.confirm_ring(asked);
+                        keys.saw_revision(kv.mod_revision);
                     }
                     let current = keys.ring_unconfirmed().is_none();
                     if was_current && !current {
@@ -259,6 +271,31 @@ impl ServiceAccountKeys {
                 }
                 keys.refresh();
             }
+        });
+    }
+
+    /// Rotates the ring automatically on `auto`'s schedule (run by the rotation controller on
+    /// the lease holder). Keys from files do not rotate.
+    pub fn enable_auto_rotation(&self, auto: AutoRotation) -> Result<(), Status> {
+        if matches!(self.mode, Mode::Files(_)) {
+            return Err(Status::bad_request(
+                "automatic key rotation needs badge's own keys, not --service-account-signing-key-file",
+            ));
+        }
+        if auto.period <= 0 || auto.publish_lead < 0 {
+            return Err(Status::bad_request(
+                "the rotation period must be positive and the publish lead not negative",
+            ));
+        }
+        *self.auto_rotation.lock() = Some(auto);
+        Ok(())
+    }
+
+    fn saw_revision(&self, revision: badge_store::Revision) {
+        self.ring_revision.send_if_modified(|seen| {
+            let changed = *seen != revision;
+            *seen = revision;
+            changed
         });
     }
 
@@ -326,9 +363,10 @@ impl ServiceAccountKeys {
                 .update(KEYRING_KEY, self.stored.encode(&stored)?, kv.mod_revision)
                 .await
             {
-                Ok(_) => {
+                Ok(revision) => {
                     *ring.lock() = stored;
                     self.confirm_ring(Instant::now());
+                    self.saw_revision(revision);
                     self.refresh();
                     return Ok(());
                 }
@@ -373,6 +411,7 @@ impl ServiceAccountKeys {
     /// Each key with its state and dates, for `badge keys list`.
     pub fn describe(&self) -> Value {
         let now = now();
+        let auto = *self.auto_rotation.lock();
         match &self.mode {
             Mode::Files(key) => {
                 json!({"keys": [{"kid": key.kid(), "algorithm": key.algorithm().as_str(), "state": "Active", "source": "file"}]})
@@ -395,12 +434,78 @@ impl ServiceAccountKeys {
                             "activatesAt": t(Some(e.activates_at)),
                             "retiresAt": t(e.retires_at),
                             "revokedAt": t(e.revoked_at),
+                            "nextTransition": t(ring.next_transition_of(e.kid(), now, auto)),
                         })
                     })
                     .collect();
-                json!({"keys": keys})
+                let mut described = json!({"keys": keys});
+                if let Some(a) = auto {
+                    described["rotation"] =
+                        json!({"periodSeconds": a.period, "publishLeadSeconds": a.publish_lead});
+                }
+                described
             }
         }
+    }
+}
+
+impl badge_controllers::keyrotation::RotatingKeys for ServiceAccountKeys {
+    fn next_transition(&self) -> Option<i64> {
+        let auto = *self.auto_rotation.lock();
+        match &self.mode {
+            Mode::Ring(ring) => ring.lock().next_transition(now(), auto),
+            Mode::Files(_) => None,
+        }
+    }
+
+    async fn apply_due(&self) -> Result<(), Status> {
+        let (Some(auto), Mode::Ring(ring)) = (*self.auto_rotation.lock(), &self.mode) else {
+            return Ok(());
+        };
+        // Decided on this server's copy (kept current by the refresher), so nothing is
+        // written, and no key generated, unless something is due. A ring made under shorter
+        // token lifetimes would drop keys whose tokens still live: its keep is raised first.
+        let keep = self.keep_after_retire;
+        let mut probe = ring.lock().clone();
+        let keep_raised = probe.raise_keep_after_retire(keep);
+        let rotation_due = match probe.apply_due(now(), auto, || Err(())) {
+            Ok(false) if !keep_raised => return Ok(()),
+            Ok(_) => false,
+            Err(_) => true,
+        };
+        let key = if rotation_due {
+            let key_type = self.key_type;
+            Some(
+                tokio::task::spawn_blocking(move || key_type.generate())
+                    .await
+                    .map_err(|e| Status::internal(format!("generating a signing key: {e}")))??,
+            )
+        } else {
+            None
+        };
+        self.change_ring(|ring| {
+            let key = key.clone();
+            ring.raise_keep_after_retire(keep);
+            ring.apply_due(now(), auto, || key.ok_or("no key was generated"))
+                .map(drop)
+                .map_err(|e| Status::internal(format!("rotating the service account keys: {e}")))
+        })
+        .await?;
+        if let (Mode::Ring(ring), Some(key)) = (&self.mode, &key) {
+            let ring = ring.lock();
+            if let Some(e) = ring.entries().iter().find(|e| e.kid() == key.kid()) {
+                tracing::info!(
+                    kid = %key.kid(),
+                    signs_from = e.activates_at,
+                    "service account signing key rotation started (automatic)"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn ring_changes(&self) -> tokio::sync::watch::Receiver<badge_store::Revision> {
+        self.ring_revision.subscribe()
     }
 }
 
@@ -770,5 +875,82 @@ mod tests {
         // Confirmed again (here by a write of the ring): signing resumes.
         keys.rotate(3600).await.unwrap();
         keys.sign(&claims).unwrap();
+    }
+
+    #[tokio::test]
+    async fn automatic_rotation_writes_only_when_due_and_is_described() {
+        use badge_controllers::keyrotation::RotatingKeys;
+        let dir = tempfile::tempdir().unwrap();
+        let keys = ring_keys(dir.path()).await;
+        let auto = AutoRotation {
+            period: 30 * 24 * 3600,
+            publish_lead: 3600,
+        };
+        keys.enable_auto_rotation(auto).unwrap();
+        let first = keys.signer().unwrap().kid().to_string();
+        let mut changes = keys.ring_changes();
+        changes.borrow_and_update();
+        let (before, _) = keys.store.get(KEYRING_KEY).await.unwrap();
+
+        // Nothing is due for a month: nothing is written.
+        keys.apply_due().await.unwrap();
+        let (after, _) = keys.store.get(KEYRING_KEY).await.unwrap();
+        assert_eq!(before.unwrap().mod_revision, after.unwrap().mod_revision);
+        assert!(!changes.has_changed().unwrap());
+        let next = keys.next_transition().unwrap();
+        assert!(next > now() + auto.period - 60);
+        let described = keys.describe();
+        assert_eq!(described["rotation"]["periodSeconds"], auto.period);
+        assert_eq!(
+            described["keys"][0]["nextTransition"],
+            meta::format_time(jiff::Timestamp::from_second(next + auto.publish_lead).unwrap())
+        );
+
+        // With the signer revoked a rotation is due at once: the next key is published and
+        // stored, signing only after the lead.
+        keys.revoke(&first).await.unwrap();
+        changes.borrow_and_update();
+        keys.apply_due().await.unwrap();
+        assert!(changes.has_changed().unwrap());
+        let described = keys.describe();
+        let listed = described["keys"].as_array().unwrap();
+        assert_eq!(listed.len(), 2);
+        assert_eq!(listed[1]["state"], "Pending");
+        assert_eq!(listed[1]["nextTransition"], listed[1]["activatesAt"]);
+        let pending = listed[1]["kid"].as_str().unwrap();
+        assert!(keys.public_keys().iter().any(|k| k.kid() == pending));
+        assert!(keys.signer().is_none());
+        let (stored, _) = keys.store.get(KEYRING_KEY).await.unwrap();
+        let stored = keys.stored.decode(&stored.unwrap().value).unwrap();
+        assert!(stored.entries().iter().any(|e| e.kid() == pending));
+    }
+
+    #[tokio::test]
+    async fn automatic_rotation_lengthens_a_ring_kept_too_briefly() {
+        use badge_controllers::keyrotation::RotatingKeys;
+        let dir = tempfile::tempdir().unwrap();
+        let made_with_short_tokens = ring_keys(dir.path()).await;
+        let store = made_with_short_tokens.store.clone();
+        let keys = ServiceAccountKeys::load(
+            store.clone(),
+            StoredRing::new(&[7; 32]),
+            KeyType::Es256,
+            None,
+            None,
+            Vec::new(),
+            EXTENDED_EXPIRATION_SECONDS + 60,
+        )
+        .await
+        .unwrap();
+        keys.enable_auto_rotation(AutoRotation {
+            period: 30 * 24 * 3600,
+            publish_lead: 3600,
+        })
+        .unwrap();
+        keys.apply_due().await.unwrap();
+        let (stored, _) = store.get(KEYRING_KEY).await.unwrap();
+        let stored = keys.stored.decode(&stored.unwrap().value).unwrap();
+        assert_eq!(stored.keep_after_retire(), EXTENDED_EXPIRATION_SECONDS + 60);
+        assert_eq!(stored.entries().len(), 1);
     }
 }

@@ -9,10 +9,12 @@
 //!   `kube-public/cluster-info` kubeconfig into it.
 //! - `csrapproving`, `csrsigning`: node client certificate requests are approved, and
 //!   approved client requests signed with the cluster CA.
+//! - `keyrotation`: the ServiceAccount signing keys rotate on a period (when configured).
 
 pub mod bootstrapsigner;
 pub mod clusterinfo;
 pub mod csr;
+pub mod keyrotation;
 pub mod leader;
 pub mod runtime;
 pub mod tokencleaner;

@@ -177,6 +177,17 @@ pub enum RingError {
     Revoked,
 }
 
+/// Automatic rotation: a key signs for `period` seconds, then its successor, published
+/// `publish_lead` seconds earlier, takes over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AutoRotation {
+    /// How long a key signs before the next rotation starts.
+    pub period: i64,
+    /// How long a new key is published before it signs: at least the JWKS cache max-age,
+    /// so every verifier holds it before any token it signs exists.
+    pub publish_lead: i64,
+}
+
 /// Keys with a schedule, serialisable so the server can persist it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct KeyRing {
@@ -213,6 +224,17 @@ impl KeyRing {
     /// How long retired keys keep verifying.
     pub fn keep_after_retire(&self) -> i64 {
         self.keep_after_retire
+    }
+
+    /// Lengthens keep-after-retire to `keep` when it is shorter (the longest token lifetime
+    /// grew since the ring was made); never shortens it, since tokens already signed may
+    /// rely on it. Returns whether it changed.
+    pub fn raise_keep_after_retire(&mut self, keep: i64) -> bool {
+        let raised = keep > self.keep_after_retire;
+        if raised {
+            self.keep_after_retire = keep;
+        }
+        raised
     }
 
     /// The entries, oldest first.
@@ -337,6 +359,75 @@ impl KeyRing {
             .min()
     }
 
+    /// When automatic rotation under `period` starts the next rotation: `period` after the
+    /// signer activated. None while a rotation is pending (its activation comes first).
+    /// With no signer at all (revoked) the rotation is due at once.
+    pub fn rotation_due(&self, now: i64, period: i64) -> Option<i64> {
+        if self.entries.iter().any(|e| e.state_at(now) == KeyState::Pending) {
+            return None;
+        }
+        let signer_since = self
+            .entries
+            .iter()
+            .filter(|e| e.state_at(now) == KeyState::Active)
+            .map(|e| e.activates_at)
+            .max();
+        Some(signer_since.map_or(now, |since| since.saturating_add(period)))
+    }
+
+    /// The next time after `now` at which anything happens to the ring: a key set change, a
+    /// key to drop, or (with `auto`) a rotation to start. What the rotation controller
+    /// sleeps until.
+    pub fn next_transition(&self, now: i64, auto: Option<AutoRotation>) -> Option<i64> {
+        let due = auto
+            .and_then(|a| self.rotation_due(now, a.period))
+            .filter(|&t| t > now);
+        match (self.next_change(now), due) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// What is due at `now` under `auto`: expired keys dropped and, when the signer is older
+    /// than the period, the next key (made by `make_key`) published to sign after the lead.
+    /// Returns whether the ring changed.
+    pub fn apply_due<E>(
+        &mut self,
+        now: i64,
+        auto: AutoRotation,
+        make_key: impl FnOnce() -> Result<SigningKey, E>,
+    ) -> Result<bool, AutoRotateError<E>> {
+        let dropped = self.advance(now);
+        if self.rotation_due(now, auto.period).is_some_and(|t| t <= now) {
+            let key = make_key().map_err(AutoRotateError::Key)?;
+            self.rotate(key, now, auto.publish_lead)
+                .map_err(AutoRotateError::Ring)?;
+            return Ok(true);
+        }
+        Ok(!dropped.is_empty())
+    }
+
+    /// The next time after `now` that entry `kid` changes state: a pending key activates, an
+    /// active key retires (under `auto`, when its successor will activate), a retired key
+    /// leaves the JWKS, a revoked key is forgotten.
+    pub fn next_transition_of(&self, kid: &str, now: i64, auto: Option<AutoRotation>) -> Option<i64> {
+        let e = &self.entries[self.position(kid)?];
+        let keep = self.keep_after_retire;
+        match e.state_at(now) {
+            KeyState::Pending => Some(e.activates_at),
+            KeyState::Active => e.retires_at.or_else(|| {
+                let a = auto?;
+                let is_signer = self.current_signer(now).is_some_and(|s| s.kid() == kid);
+                is_signer.then(|| {
+                    let due = e.activates_at.saturating_add(a.period).max(now);
+                    due.saturating_add(a.publish_lead)
+                })
+            }),
+            KeyState::Retired => e.retires_at.map(|r| r.saturating_add(keep)),
+            KeyState::Revoked => e.revoked_at.map(|r| r.saturating_add(keep)),
+        }
+    }
+
     /// Records every entry's state at `now` and drops keys past their keep window (revoked keys
     /// too, remembered until then so they cannot be re-added). Returns the dropped kids.
     pub fn advance(&mut self, now: i64) -> Vec<String> {
@@ -376,6 +467,17 @@ impl KeyRing {
             e.state = e.state_at(now);
         }
     }
+}
+
+/// Why an automatic rotation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AutoRotateError<E> {
+    /// The new key could not be made.
+    #[error("generating the next key: {0}")]
+    Key(E),
+    /// The ring refused it.
+    #[error(transparent)]
+    Ring(RingError),
 }
 
 /// Persists a [`SigningKey`] as PKCS#8 PEM and parses it back once.
@@ -459,6 +561,103 @@ mod tests {
         assert_eq!(ring.entries()[0].state, KeyState::Active);
     }
 
+    /// The rotation controller's loop, with the clock passed in: sleep until the ring's next
+    /// transition, then apply what is due.
+    #[test]
+    fn automatic_rotation_over_several_periods() {
+        let keep = 2 * DAY;
+        let auto = AutoRotation {
+            period: 30 * DAY,
+            publish_lead: HOUR,
+        };
+        let mut ring = KeyRing::new(keep).unwrap();
+        let t0 = 1_000_000;
+        ring.rotate(key(), t0, 0).unwrap();
+        let first = ring.entries()[0].kid().to_owned();
+        assert_eq!(ring.rotation_due(t0, auto.period), Some(t0 + auto.period));
+        assert_eq!(ring.next_transition(t0, Some(auto)), Some(t0 + auto.period));
+        assert_eq!(ring.next_transition(t0, None), None);
+        assert_eq!(
+            ring.next_transition_of(&first, t0, Some(auto)),
+            Some(t0 + auto.period + auto.publish_lead)
+        );
+        assert_eq!(ring.next_transition_of(&first, t0, None), None);
+
+        let mut published: HashMap<String, i64> = HashMap::from([(first.clone(), t0)]);
+        let mut signers: Vec<(String, i64)> = vec![(first, t0)];
+        let mut dropped: Vec<String> = Vec::new();
+        let mut now = t0;
+        for _ in 0..100 {
+            if signers.len() == 5 && dropped.len() == 3 {
+                break;
+            }
+            now = ring.next_transition(now, Some(auto)).unwrap();
+            ring.apply_due(now, auto, || Ok::<_, ()>(key())).unwrap();
+            let jwks = ring.verification_keys(now);
+            for kid in kids(&jwks) {
+                published.entry(kid.to_owned()).or_insert(now);
+            }
+            // A pending key is in the JWKS from the moment it exists.
+            for e in ring.entries() {
+                assert!(kids(&jwks).contains(&e.kid()), "{} not published", e.kid());
+            }
+            let signer = ring.current_signer(now).unwrap().kid().to_owned();
+            if signers.last().map(|(k, _)| k) != Some(&signer) {
+                // Published at least the lead before it signs, and only once the previous
+                // signer had signed for a whole period.
+                assert!(now - published[&signer] >= auto.publish_lead);
+                let (_, since) = signers.last().unwrap();
+                assert_eq!(now, since + auto.period + auto.publish_lead);
+                signers.push((signer, now));
+            }
+            // Every former signer verifies until keep after its successor took over, and is
+            // gone from the JWKS (and the ring) from then on.
+            for pair in signers.windows(2) {
+                let (old, retired) = (&pair[0].0, pair[1].1);
+                let listed = kids(&jwks).contains(&old.as_str());
+                if now < retired + keep {
+                    assert!(listed, "{old} dropped before its tokens expired");
+                    assert_eq!(
+                        ring.next_transition_of(old, now, Some(auto)),
+                        Some(retired + keep)
+                    );
+                } else {
+                    assert!(!listed, "{old} still published after its tokens expired");
+                    assert!(ring.entries().iter().all(|e| e.kid() != old));
+                    if !dropped.contains(old) {
+                        assert_eq!(now, retired + keep);
+                        dropped.push(old.clone());
+                    }
+                }
+            }
+        }
+        assert_eq!(signers.len(), 5);
+        assert_eq!(dropped.len(), 3);
+        // Nothing accumulates: the current signer and its predecessor within keep at most.
+        assert!(ring.entries().len() <= 2);
+    }
+
+    #[test]
+    fn automatic_rotation_replaces_a_revoked_signer_through_the_lead() {
+        let auto = AutoRotation {
+            period: 30 * DAY,
+            publish_lead: HOUR,
+        };
+        let mut ring = KeyRing::new(DAY).unwrap();
+        let k1 = key();
+        ring.rotate(k1.clone(), 0, 0).unwrap();
+        ring.revoke(k1.kid(), 10).unwrap();
+        assert_eq!(ring.rotation_due(10, auto.period), Some(10));
+        assert!(ring.apply_due(10, auto, || Ok::<_, ()>(key())).unwrap());
+        // Published now, but nothing signs until the lead has passed.
+        assert!(ring.current_signer(10).is_none());
+        assert_eq!(ring.rotation_due(10, auto.period), None);
+        assert_eq!(ring.next_transition(10, Some(auto)), Some(10 + HOUR));
+        assert!(ring.current_signer(10 + HOUR).is_some());
+        // Nothing further due until the new key's period runs out.
+        assert!(!ring.apply_due(10 + HOUR, auto, || Err("unused")).unwrap());
+    }
+
     #[test]
     fn one_rotation_at_a_time_and_no_duplicates() {
         let mut ring = KeyRing::new(DAY).unwrap();
@@ -518,6 +717,21 @@ mod tests {
         assert!(ring.current_signer(40).is_none());
         assert!(ring.verification_keys(40).is_empty());
         assert_eq!(ring.advance(20 + DAY), vec![k1.kid().to_owned()]);
+    }
+
+    #[test]
+    fn keep_after_retire_only_grows() {
+        let mut ring = KeyRing::new(DAY).unwrap();
+        let (k1, k2) = (key(), key());
+        ring.rotate(k1.clone(), 0, 0).unwrap();
+        ring.rotate(k2, 10, 0).unwrap();
+        assert!(!ring.raise_keep_after_retire(HOUR));
+        assert_eq!(ring.keep_after_retire(), DAY);
+        assert!(ring.raise_keep_after_retire(2 * DAY));
+        // k1, retired at 10, now verifies for the longer keep.
+        assert!(kids(&ring.verification_keys(10 + DAY)).contains(&k1.kid()));
+        assert!(ring.advance(10 + DAY).is_empty());
+        assert_eq!(ring.advance(10 + 2 * DAY), vec![k1.kid().to_owned()]);
     }
 
     #[test]

@@ -19,7 +19,8 @@ pub struct KeysOptions {
 
 #[derive(Subcommand, Debug)]
 enum KeysCommand {
-    /// Show each key, its state and dates.
+    /// Show each key, its state, its dates and its next transition (and the automatic
+    /// rotation period when it is on).
     List,
     /// Add a new key: published in the JWKS now, signing after the publish lead.
     Rotate {
@@ -32,21 +33,40 @@ enum KeysCommand {
     Revoke { kid: String },
 }
 
+/// Whole seconds as a Go duration prints them (`720h0m0s`, `5s`).
+fn go_duration(seconds: i64) -> String {
+    let (h, m, s) = (seconds / 3600, seconds % 3600 / 60, seconds % 60);
+    match (h, m) {
+        (0, 0) => format!("{s}s"),
+        (0, _) => format!("{m}m{s}s"),
+        _ => format!("{h}h{m}m{s}s"),
+    }
+}
+
 fn print_keys(body: &Value) {
+    if let Some(rotation) = body.get("rotation") {
+        let seconds = |f: &str| go_duration(rotation[f].as_i64().unwrap_or(0));
+        println!(
+            "automatic rotation every {}, new keys published {} before signing",
+            seconds("periodSeconds"),
+            seconds("publishLeadSeconds")
+        );
+    }
     println!(
-        "{:<45} {:<6} {:<8} {:<21} {:<21} {:<21}",
-        "KID", "ALG", "STATE", "CREATED", "SIGNS FROM", "RETIRES"
+        "{:<45} {:<6} {:<8} {:<21} {:<21} {:<21} {:<21}",
+        "KID", "ALG", "STATE", "CREATED", "SIGNS FROM", "RETIRES", "NEXT TRANSITION"
     );
     for k in body["keys"].as_array().into_iter().flatten() {
         let s = |f: &str| k[f].as_str().unwrap_or("-").to_string();
         println!(
-            "{:<45} {:<6} {:<8} {:<21} {:<21} {:<21}",
+            "{:<45} {:<6} {:<8} {:<21} {:<21} {:<21} {:<21}",
             s("kid"),
             s("algorithm"),
             s("state"),
             s("created"),
             s("activatesAt"),
-            s("retiresAt")
+            s("retiresAt"),
+            s("nextTransition")
         );
     }
 }
@@ -70,4 +90,17 @@ pub async fn run(options: KeysOptions) -> anyhow::Result<()> {
     }
     print_keys(&body);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::go_duration;
+
+    #[test]
+    fn durations_print_as_go_does() {
+        assert_eq!(go_duration(5), "5s");
+        assert_eq!(go_duration(90), "1m30s");
+        assert_eq!(go_duration(720 * 3600), "720h0m0s");
+        assert_eq!(go_duration(3600), "1h0m0s");
+    }
 }

@@ -51,6 +51,17 @@ pub struct ServerOptions {
     /// The kind of key badge generates: RS256 (RSA 2048) or ES256 (P-256).
     #[arg(long, default_value = "RS256")]
     service_account_signing_key_type: String,
+    /// Rotate badge's signing keys automatically: when the signing key is older than this Go
+    /// duration (e.g. 720h) the next key is published, signs after the publish lead, and the
+    /// old key leaves the JWKS once every token it signed has expired. Unset: rotate by hand
+    /// with `badge keys rotate`.
+    #[arg(long)]
+    service_account_key_rotation_period: Option<String>,
+    /// How long an automatically rotated key is published in the JWKS before it signs (a Go
+    /// duration). Verifiers cache the JWKS for its max-age (1h), so a shorter lead lets a
+    /// token reach a verifier that does not yet know its key.
+    #[arg(long, default_value = "1h")]
+    service_account_key_publish_lead: String,
     /// The JWKS URL published in OIDC discovery (default: this server's /openid/v1/jwks).
     #[arg(long)]
     service_account_jwks_uri: Option<String>,
@@ -388,6 +399,23 @@ pub async fn run(options: ServerOptions) -> anyhow::Result<()> {
     .await
     .map_err(|s| anyhow::anyhow!("loading the service account keys: {}", s.message))?;
     keys.spawn_refresher(stale_read_bound);
+    let auto_rotation = match &options.service_account_key_rotation_period {
+        None => None,
+        Some(text) => {
+            let period = parse_duration(text)
+                .with_context(|| format!("--service-account-key-rotation-period={text}"))?;
+            if period < 1 {
+                anyhow::bail!("--service-account-key-rotation-period must be at least 1s");
+            }
+            let lead_text = &options.service_account_key_publish_lead;
+            let publish_lead = parse_duration(lead_text)
+                .with_context(|| format!("--service-account-key-publish-lead={lead_text}"))?;
+            let auto = badge_token::AutoRotation { period, publish_lead };
+            keys.enable_auto_rotation(auto)
+                .map_err(|s| anyhow::anyhow!("--service-account-key-rotation-period: {}", s.message))?;
+            Some(auto)
+        }
+    };
     let issuers = options.service_account_issuer.clone();
     let api_audiences = if options.api_audiences.is_empty() {
         issuers.clone()
@@ -440,6 +468,14 @@ pub async fn run(options: ServerOptions) -> anyhow::Result<()> {
         Some(leading.clone()),
     );
     badge_controllers::spawn_all(registry.clone(), pki.ca_pem().to_string(), Some(leading.clone()));
+    if let Some(auto) = auto_rotation {
+        tracing::info!(
+            period_seconds = auto.period,
+            publish_lead_seconds = auto.publish_lead,
+            "service account signing keys rotate automatically"
+        );
+        badge_controllers::keyrotation::spawn(keys.clone(), Some(leading.clone()));
+    }
 
     let csr_registry = registry.clone();
     let csr_signer = Arc::new(
