@@ -1,10 +1,13 @@
 //! badge-agent: the kubelet's token part for a machine that runs workloads. It registers
 //! its Node, watches the pods bound to it, and materializes their projected volumes
-//! (ServiceAccount token, ConfigMap, Secret and downward API sources) the way the kubelet
-//! does: pkg/kubelet/token/token_manager.go for the token cache and refresh rule,
-//! pkg/volume/projected/projected.go for the sources, pkg/volume/util/atomic_writer.go
-//! for the file layout (see [`writer`]). Old files are kept while the API is unreachable,
-//! and a pod's directory is removed with the pod.
+//! (ServiceAccount token, ConfigMap, Secret and downward API sources) and plain `secret`
+//! and `configMap` volumes the way the kubelet does: pkg/kubelet/token/token_manager.go
+//! for the token cache and refresh rule, pkg/volume/projected/projected.go for the
+//! sources, pkg/volume/secret and pkg/volume/configmap for the plain volumes,
+//! pkg/volume/util/atomic_writer.go for the file layout (see [`writer`]). Each Secret,
+//! ConfigMap and ServiceAccount a volume reads is watched by name, so a change rewrites
+//! the volume at once. Old files are kept while the API is unreachable, and a pod's
+//! directory is removed with the pod.
 
 #![forbid(unsafe_code)]
 
@@ -87,13 +90,17 @@ pub async fn run(options: AgentOptions, shutdown: impl Future) -> anyhow::Result
     if let Some(address) = options.metrics_address {
         metrics::serve(address, counters.clone()).await?;
     }
+    let (changed_tx, changed) = tokio::sync::mpsc::channel(1024);
     let mut agent = Agent {
         ctx: Ctx {
-            client,
+            client: Arc::new(client),
             options,
             counters,
         },
         pods: HashMap::new(),
+        watches: HashMap::new(),
+        changed_tx,
+        changed,
     };
     tokio::select! {
         () = agent.run() => Ok(()),
@@ -109,19 +116,96 @@ pub async fn run(options: AgentOptions, shutdown: impl Future) -> anyhow::Result
 
 /// What does not change while the agent runs.
 struct Ctx {
-    client: Client,
+    client: Arc<Client>,
     options: AgentOptions,
     counters: Arc<Counters>,
 }
 
 /// A token as the kubelet's token manager caches it. No `Debug`: it holds the token.
 struct CachedToken {
+    /// The ServiceAccount the token was issued for: a recreated account (same name, new
+    /// uid) makes the cached token useless at once.
+    service_account_uid: String,
     token: String,
     expires: SystemTime,
     refresh_at: SystemTime,
 }
 
+/// The volume plugins the agent plays, with the directory each writes under
+/// (`ROOT/pods/<uid>/volumes/<plugin>/<volume>`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum VolumeKind {
+    Projected,
+    Secret,
+    ConfigMap,
+}
+
+impl VolumeKind {
+    fn of(volume: &Value) -> Option<VolumeKind> {
+        if volume.pointer("/projected/sources").is_some() {
+            Some(VolumeKind::Projected)
+        } else if volume.get("secret").is_some_and(Value::is_object) {
+            Some(VolumeKind::Secret)
+        } else if volume.get("configMap").is_some_and(Value::is_object) {
+            Some(VolumeKind::ConfigMap)
+        } else {
+            None
+        }
+    }
+
+    fn plugin_dir(self) -> &'static str {
+        match self {
+            VolumeKind::Projected => "kubernetes.io~projected",
+            VolumeKind::Secret => "kubernetes.io~secret",
+            VolumeKind::ConfigMap => "kubernetes.io~configmap",
+        }
+    }
+}
+
+/// An API object a volume reads, by namespace, resource and name; a change to it makes
+/// the volume due.
+type ObjectRef = (String, &'static str, String);
+
+/// The objects a volume's files come from: Secrets, ConfigMaps, and the ServiceAccount
+/// of a token source.
+fn volume_refs(pod: &Value, volume: &Value) -> Vec<ObjectRef> {
+    let namespace = text(pod, "/metadata/namespace").to_string();
+    let mut refs = Vec::new();
+    let mut add = |plural: &'static str, name: &str| {
+        if !name.is_empty() {
+            let r = (namespace.clone(), plural, name.to_string());
+            if !refs.contains(&r) {
+                refs.push(r);
+            }
+        }
+    };
+    add("secrets", text(volume, "/secret/secretName"));
+    add("configmaps", text(volume, "/configMap/name"));
+    for source in volume
+        .pointer("/projected/sources")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        add("secrets", text(source, "/secret/name"));
+        add("configmaps", text(source, "/configMap/name"));
+        if source.get("serviceAccountToken").is_some() {
+            add("serviceaccounts", service_account(pod));
+        }
+    }
+    refs
+}
+
+fn service_account(pod: &Value) -> &str {
+    match text(pod, "/spec/serviceAccountName") {
+        "" => "default",
+        sa => sa,
+    }
+}
+
 struct VolumeState {
+    kind: VolumeKind,
+    refs: Vec<ObjectRef>,
     due: Instant,
     failures: u32,
     /// By the source's path in the volume.
@@ -138,18 +222,32 @@ struct Agent {
     ctx: Ctx,
     /// By pod uid.
     pods: HashMap<String, PodEntry>,
+    /// One watch per object the volumes read, as the kubelet's watch-based secret and
+    /// configMap managers keep; each reports changes on `changed`.
+    watches: HashMap<ObjectRef, tokio::task::JoinHandle<()>>,
+    changed_tx: tokio::sync::mpsc::Sender<ObjectRef>,
+    changed: tokio::sync::mpsc::Receiver<ObjectRef>,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        for watch in self.watches.values() {
+            watch.abort();
+        }
+    }
 }
 
 fn text<'a>(value: &'a Value, pointer: &str) -> &'a str {
     value.pointer(pointer).and_then(Value::as_str).unwrap_or("")
 }
 
-fn projected_volumes(pod: &Value) -> impl Iterator<Item = &Value> {
+/// The pod's volumes the agent writes, with their kind.
+fn agent_volumes(pod: &Value) -> impl Iterator<Item = (&Value, VolumeKind)> {
     pod.pointer("/spec/volumes")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
-        .filter(|v| v.pointer("/projected/sources").is_some())
+        .filter_map(|v| VolumeKind::of(v).map(|kind| (v, kind)))
 }
 
 /// The `jti` of a token, for logs; the token itself is never logged.
@@ -202,6 +300,7 @@ impl Agent {
             };
             let watching = Instant::now();
             loop {
+                self.reconcile_watches();
                 self.process_due().await;
                 let wake = self.next_due();
                 tokio::select! {
@@ -221,6 +320,7 @@ impl Agent {
                         }
                     },
                     () = tokio::time::sleep_until(wake) => {}
+                    Some(changed) = self.changed.recv() => self.object_changed(&changed),
                     _ = log_counters.tick() => {
                         tracing::info!(counters = %self.ctx.counters.summary(), "agent counters");
                     }
@@ -251,6 +351,44 @@ impl Agent {
             other => tracing::warn!(kind = ?other, "unexpected watch event"),
         }
         true
+    }
+
+    /// Makes every live volume that reads `object` due now.
+    fn object_changed(&mut self, object: &ObjectRef) {
+        let now = Instant::now();
+        for state in self.pods.values_mut().flat_map(|p| p.volumes.values_mut()) {
+            if state.refs.contains(object) {
+                state.due = now;
+            }
+        }
+    }
+
+    /// Starts a watch for each object a live volume reads and stops those no volume
+    /// reads any more.
+    fn reconcile_watches(&mut self) {
+        let wanted: HashSet<&ObjectRef> = self
+            .pods
+            .values()
+            .flat_map(|p| p.volumes.values())
+            .flat_map(|v| v.refs.iter())
+            .collect();
+        self.watches.retain(|object, watch| {
+            let keep = wanted.contains(object) && !watch.is_finished();
+            if !keep {
+                watch.abort();
+            }
+            keep
+        });
+        for object in wanted {
+            if !self.watches.contains_key(object) {
+                let watch = tokio::spawn(watch_object(
+                    self.ctx.client.clone(),
+                    object.clone(),
+                    self.changed_tx.clone(),
+                ));
+                self.watches.insert(object.clone(), watch);
+            }
+        }
     }
 
     /// Keeps volumes fresh while the API cannot be watched.
@@ -313,12 +451,12 @@ impl Agent {
             return;
         }
         let terminating = pod.pointer("/metadata/deletionTimestamp").is_some();
-        let names: Vec<String> = if terminating {
+        let volumes: Vec<(String, VolumeKind, Vec<ObjectRef>)> = if terminating {
             // Files stay until the pod is gone, but are no longer refreshed.
             Vec::new()
         } else {
-            projected_volumes(&pod)
-                .map(|v| text(v, "/name").to_string())
+            agent_volumes(&pod)
+                .map(|(v, kind)| (text(v, "/name").to_string(), kind, volume_refs(&pod, v)))
                 .collect()
         };
         let entry = self.pods.entry(uid).or_insert_with(|| PodEntry {
@@ -326,13 +464,20 @@ impl Agent {
             volumes: BTreeMap::new(),
         });
         entry.pod = pod;
-        entry.volumes.retain(|name, _| names.contains(name));
-        for name in names {
-            entry.volumes.entry(name).or_insert_with(|| VolumeState {
+        entry.volumes.retain(|name, state| {
+            volumes
+                .iter()
+                .any(|(n, kind, _)| n == name && *kind == state.kind)
+        });
+        for (name, kind, refs) in volumes {
+            let state = entry.volumes.entry(name).or_insert_with(|| VolumeState {
+                kind,
+                refs: Vec::new(),
                 due: Instant::now(),
                 failures: 0,
                 tokens: HashMap::new(),
             });
+            state.refs = refs;
         }
     }
 
@@ -396,6 +541,62 @@ impl Agent {
     }
 }
 
+/// Watches one object through a `metadata.name` field selector (the only list or watch
+/// the Node authorizer grants for Secrets, ConfigMaps and ServiceAccounts) and reports it
+/// on `changed` at every (re)start and every event, until aborted.
+async fn watch_object(client: Arc<Client>, object: ObjectRef, changed: tokio::sync::mpsc::Sender<ObjectRef>) {
+    let (namespace, plural, name) = &object;
+    let collection = format!("/api/v1/namespaces/{namespace}/{plural}?fieldSelector=metadata.name%3D{name}");
+    let mut failures = 0;
+    loop {
+        let started = Instant::now();
+        let result: anyhow::Result<()> = async {
+            let (status, body) = client.request("GET", &collection, None).await?;
+            if status != 200 {
+                bail!(
+                    "listing {plural} {namespace}/{name} ({status}): {}",
+                    error_text(&body)
+                );
+            }
+            // Whatever happened while no watch ran is caught up by a rebuild.
+            if changed.send(object.clone()).await.is_err() {
+                return Ok(());
+            }
+            let rv = text(&body, "/metadata/resourceVersion");
+            let mut events = client
+                .watch(&format!("{collection}&watch=true&resourceVersion={rv}"))
+                .await?;
+            while let Some(event) = events.recv().await {
+                let event = event?;
+                match event["type"].as_str() {
+                    Some("ADDED" | "MODIFIED" | "DELETED") => {
+                        if changed.send(object.clone()).await.is_err() {
+                            return Ok(());
+                        }
+                    }
+                    Some("ERROR") => bail!("the watch reported {}", error_text(&event["object"])),
+                    _ => {}
+                }
+            }
+            Ok(())
+        }
+        .await;
+        if changed.is_closed() {
+            return;
+        }
+        if let Err(e) = result {
+            tracing::debug!(object = %format!("{plural} {namespace}/{name}"), error = %format!("{e:#}"), "watching an object failed");
+        }
+        // A watch that ends at once must not spin.
+        if started.elapsed() < Duration::from_secs(1) {
+            failures += 1;
+        } else {
+            failures = 0;
+        }
+        tokio::time::sleep(schedule::backoff(failures, MAX_BACKOFF)).await;
+    }
+}
+
 // === impl Ctx ===
 
 impl Ctx {
@@ -423,10 +624,10 @@ impl Ctx {
     async fn sync_volume(&self, uid: &str, pod: &Value, name: &str, state: &mut VolumeState) {
         let pod_name = text(pod, "/metadata/name");
         let namespace = text(pod, "/metadata/namespace");
-        let result = match self.build(pod, name, &mut state.tokens).await {
+        let result = match self.build(pod, name, state.kind, &mut state.tokens).await {
             Ok(files) => writer::ensure_dir(
                 &self.options.root,
-                &["pods", uid, "volumes", "kubernetes.io~projected", name],
+                &["pods", uid, "volumes", state.kind.plugin_dir(), name],
             )
             .and_then(|dir| writer::write(&dir, &files)),
             Err(e) => Err(e),
@@ -453,6 +654,9 @@ impl Ctx {
                 bump(&self.counters.volume_write_errors);
                 let wait = schedule::backoff(state.failures, MAX_BACKOFF);
                 state.due = Instant::now() + wait;
+                if state.failures == 1 {
+                    self.report_failed_mount(pod, name, &e).await;
+                }
                 let expired = state.tokens.values().any(|t| t.expires <= now);
                 if expired {
                     tracing::error!(pod = %format!("{namespace}/{pod_name}"), pod_uid = uid, volume = name, error = %format!("{e:#}"), retry_in = ?wait, "updating the volume failed and its token has expired");
@@ -463,16 +667,89 @@ impl Ctx {
         }
     }
 
-    /// The files of one projected volume, in source order.
+    /// Tells the pod's users why a volume cannot be written, as the kubelet's
+    /// `FailedMount` Warning event does. Best effort: the failure is logged anyway.
+    async fn report_failed_mount(&self, pod: &Value, volume: &str, error: &anyhow::Error) {
+        let namespace = text(pod, "/metadata/namespace");
+        let pod_name = text(pod, "/metadata/name");
+        let now = jiff::Timestamp::now();
+        let stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+        let event = json!({
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {
+                "name": format!("{pod_name}.{:016x}", rand::random::<u64>()),
+                "namespace": namespace,
+            },
+            "involvedObject": {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "namespace": namespace,
+                "name": pod_name,
+                "uid": text(pod, "/metadata/uid"),
+            },
+            "reason": "FailedMount",
+            "message": format!("MountVolume.SetUp failed for volume {volume:?} : {error:#}"),
+            "type": "Warning",
+            "source": {"component": "kubelet", "host": self.options.node_name},
+            "reportingComponent": "kubelet",
+            "reportingInstance": self.options.node_name,
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
+            "count": 1,
+        });
+        let path = format!("/api/v1/namespaces/{namespace}/events");
+        match self.client.request("POST", &path, Some(event)).await {
+            Ok((201, _)) => {}
+            Ok((status, body)) => {
+                tracing::debug!(status, error = %error_text(&body), "recording a FailedMount event failed")
+            }
+            Err(e) => tracing::debug!(error = %format!("{e:#}"), "recording a FailedMount event failed"),
+        }
+    }
+
+    /// The files of one volume: a projected volume's in source order, or a Secret's or
+    /// ConfigMap's keys (pkg/volume/secret, pkg/volume/configmap).
     async fn build(
         &self,
         pod: &Value,
         name: &str,
+        kind: VolumeKind,
         tokens: &mut HashMap<String, CachedToken>,
     ) -> anyhow::Result<Vec<File>> {
-        let volume = projected_volumes(pod)
-            .find(|v| text(v, "/name") == name)
+        let volume = agent_volumes(pod)
+            .find(|(v, k)| text(v, "/name") == name && *k == kind)
+            .map(|(v, _)| v)
             .ok_or_else(|| anyhow!("the pod has no volume {name:?}"))?;
+        let namespace = text(pod, "/metadata/namespace");
+        let (source, plural, object_name) = match kind {
+            VolumeKind::Projected => return self.build_projected(pod, name, volume, tokens).await,
+            VolumeKind::Secret => (&volume["secret"], "secrets", text(volume, "/secret/secretName")),
+            VolumeKind::ConfigMap => (
+                &volume["configMap"],
+                "configmaps",
+                text(volume, "/configMap/name"),
+            ),
+        };
+        let default_mode = mode(source.get("defaultMode"), 0o644)?;
+        let object = self
+            .get_object(namespace, plural, object_name, is_optional(source))
+            .await?;
+        let data = match &object {
+            Some(object) => object_data(plural, object)?,
+            None => BTreeMap::new(),
+        };
+        key_files(source, object_name, object.is_some(), &data, default_mode)
+    }
+
+    /// The files of one projected volume, in source order.
+    async fn build_projected(
+        &self,
+        pod: &Value,
+        name: &str,
+        volume: &Value,
+        tokens: &mut HashMap<String, CachedToken>,
+    ) -> anyhow::Result<Vec<File>> {
         let default_mode = mode(volume.pointer("/projected/defaultMode"), 0o644)?;
         let namespace = text(pod, "/metadata/namespace");
         let mut files = Vec::new();
@@ -491,29 +768,26 @@ impl Ctx {
                     data: value.into_bytes(),
                     mode: default_mode,
                 });
-            } else if let Some(cm) = source.get("configMap") {
-                let object = self.get_object(namespace, "configmaps", cm).await?;
-                let exists = object.is_some();
-                let object = object.unwrap_or(Value::Null);
-                let mut data = BTreeMap::new();
-                for (key, value) in object["data"].as_object().into_iter().flatten() {
-                    if let Some(s) = value.as_str() {
-                        data.insert(key.clone(), s.as_bytes().to_vec());
-                    }
-                }
-                for (key, value) in object["binaryData"].as_object().into_iter().flatten() {
-                    data.insert(key.clone(), decode(value)?);
-                }
-                files.extend(key_files(cm, exists, &data, default_mode)?);
-            } else if let Some(secret) = source.get("secret") {
-                let object = self.get_object(namespace, "secrets", secret).await?;
-                let exists = object.is_some();
-                let object = object.unwrap_or(Value::Null);
-                let mut data = BTreeMap::new();
-                for (key, value) in object["data"].as_object().into_iter().flatten() {
-                    data.insert(key.clone(), decode(value)?);
-                }
-                files.extend(key_files(secret, exists, &data, default_mode)?);
+            } else if let Some((plural, source)) = source
+                .get("configMap")
+                .map(|s| ("configmaps", s))
+                .or_else(|| source.get("secret").map(|s| ("secrets", s)))
+            {
+                let object_name = text(source, "/name");
+                let object = self
+                    .get_object(namespace, plural, object_name, is_optional(source))
+                    .await?;
+                let data = match &object {
+                    Some(object) => object_data(plural, object)?,
+                    None => BTreeMap::new(),
+                };
+                files.extend(key_files(
+                    source,
+                    object_name,
+                    object.is_some(),
+                    &data,
+                    default_mode,
+                )?);
             } else if let Some(downward) = source.get("downwardAPI") {
                 for item in downward
                     .get("items")
@@ -550,17 +824,16 @@ impl Ctx {
         tokens: &mut HashMap<String, CachedToken>,
     ) -> anyhow::Result<String> {
         let now = SystemTime::now();
+        let namespace = text(pod, "/metadata/namespace");
+        let pod_name = text(pod, "/metadata/name");
+        let sa = service_account(pod);
+        let sa_uid = self.service_account_uid(namespace, sa).await?;
         if let Some(cached) = tokens.get(path)
+            && cached.service_account_uid == sa_uid
             && now < cached.refresh_at
         {
             return Ok(cached.token.clone());
         }
-        let namespace = text(pod, "/metadata/namespace");
-        let pod_name = text(pod, "/metadata/name");
-        let sa = match text(pod, "/spec/serviceAccountName") {
-            "" => "default",
-            sa => sa,
-        };
         let expiration = source
             .get("expirationSeconds")
             .and_then(Value::as_i64)
@@ -644,6 +917,7 @@ impl Ctx {
         tokens.insert(
             path.to_string(),
             CachedToken {
+                service_account_uid: sa_uid,
                 token: token.to_string(),
                 expires,
                 refresh_at,
@@ -652,14 +926,38 @@ impl Ctx {
         Ok(token.to_string())
     }
 
-    /// GETs the ConfigMap or Secret a source names; None when it is missing and optional.
+    /// The uid of the ServiceAccount a token would be issued for now.
+    async fn service_account_uid(&self, namespace: &str, name: &str) -> anyhow::Result<String> {
+        writer::validate_name(name).context("the pod's ServiceAccount")?;
+        let (status, body) = self
+            .client
+            .request(
+                "GET",
+                &format!("/api/v1/namespaces/{namespace}/serviceaccounts/{name}"),
+                None,
+            )
+            .await?;
+        if status != 200 {
+            bail!(
+                "getting serviceaccount {namespace}/{name} ({status}): {}",
+                error_text(&body)
+            );
+        }
+        let uid = text(&body, "/metadata/uid");
+        if uid.is_empty() {
+            bail!("serviceaccount {namespace}/{name} has no uid");
+        }
+        Ok(uid.to_string())
+    }
+
+    /// GETs the ConfigMap or Secret a volume names; None when it is missing and optional.
     async fn get_object(
         &self,
         namespace: &str,
         plural: &str,
-        source: &Value,
+        name: &str,
+        optional: bool,
     ) -> anyhow::Result<Option<Value>> {
-        let name = text(source, "/name");
         writer::validate_name(name).with_context(|| format!("a {plural} source"))?;
         let (status, body) = self
             .client
@@ -671,7 +969,9 @@ impl Ctx {
             .await?;
         match status {
             200 => Ok(Some(body)),
-            404 if source.get("optional").and_then(Value::as_bool) == Some(true) => Ok(None),
+            404 if optional => Ok(None),
+            // The kubelet's wording: `secret "x" not found`.
+            404 => bail!("{} {name:?} not found", singular(plural)),
             _ => bail!(
                 "getting {plural} {namespace}/{name} ({status}): {}",
                 error_text(&body)
@@ -701,14 +1001,44 @@ fn decode(value: &Value) -> anyhow::Result<Vec<u8>> {
         .context("data that is not base64")
 }
 
-/// The files of a ConfigMap or Secret source: its `items`, else every key.
+fn is_optional(source: &Value) -> bool {
+    source.get("optional").and_then(Value::as_bool) == Some(true)
+}
+
+fn singular(plural: &str) -> &str {
+    match plural {
+        "configmaps" => "configmap",
+        other => other.strip_suffix('s').unwrap_or(other),
+    }
+}
+
+/// A Secret's decoded `data`, or a ConfigMap's `data` and `binaryData`, by key.
+fn object_data(plural: &str, object: &Value) -> anyhow::Result<BTreeMap<String, Vec<u8>>> {
+    let mut data = BTreeMap::new();
+    for (key, value) in object["data"].as_object().into_iter().flatten() {
+        if plural == "secrets" {
+            data.insert(key.clone(), decode(value)?);
+        } else if let Some(s) = value.as_str() {
+            data.insert(key.clone(), s.as_bytes().to_vec());
+        }
+    }
+    for (key, value) in object["binaryData"].as_object().into_iter().flatten() {
+        data.insert(key.clone(), decode(value)?);
+    }
+    Ok(data)
+}
+
+/// The files of a ConfigMap or Secret (a volume or a projected source named
+/// `object_name`): its `items`, else every key. A missing object gives no files (it was
+/// optional); a missing item key is an error unless optional.
 fn key_files(
     source: &Value,
+    object_name: &str,
     exists: bool,
     data: &BTreeMap<String, Vec<u8>>,
     default_mode: u32,
 ) -> anyhow::Result<Vec<File>> {
-    let optional = source.get("optional").and_then(Value::as_bool) == Some(true);
+    let optional = is_optional(source);
     if !exists {
         return Ok(Vec::new());
     }
@@ -721,7 +1051,7 @@ fn key_files(
                     if optional {
                         continue;
                     }
-                    bail!("key {key:?} of {:?} is missing", text(source, "/name"));
+                    bail!("key {key:?} of {object_name:?} is missing");
                 };
                 let path = text(item, "/path");
                 writer::validate_path(path)?;
@@ -822,19 +1152,111 @@ mod tests {
         .into();
         let source =
             json!({"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt", "mode": 256}]});
-        let files = key_files(&source, true, &data, 0o644).unwrap();
+        let files = key_files(&source, "x", true, &data, 0o644).unwrap();
         assert_eq!(files.len(), 1);
         assert_eq!((files[0].path.as_str(), files[0].mode), ("ca.crt", 0o400));
-        let all = key_files(&json!({"name": "x"}), true, &data, 0o600).unwrap();
+        let all = key_files(&json!({"name": "x"}), "x", true, &data, 0o600).unwrap();
         assert_eq!(all.len(), 2);
         let missing = json!({"name": "x", "items": [{"key": "nope", "path": "p"}]});
-        assert!(key_files(&missing, true, &data, 0o644).is_err());
+        assert!(key_files(&missing, "x", true, &data, 0o644).is_err());
         let optional = json!({"name": "x", "optional": true, "items": [{"key": "nope", "path": "p"}]});
-        assert!(key_files(&optional, true, &data, 0o644).unwrap().is_empty());
+        assert!(key_files(&optional, "x", true, &data, 0o644).unwrap().is_empty());
         let escape = json!({"name": "x", "items": [{"key": "other", "path": "../../etc/x"}]});
-        assert!(key_files(&escape, true, &data, 0o644).is_err());
+        assert!(key_files(&escape, "x", true, &data, 0o644).is_err());
         assert!(mode(Some(&json!(420)), 0).unwrap() == 0o644);
         assert!(mode(Some(&json!(4096)), 0).is_err());
+    }
+
+    #[test]
+    fn secret_and_configmap_volumes_select_rename_and_mode_keys() {
+        let pod = json!({
+            "metadata": {"namespace": "ns"},
+            "spec": {"serviceAccountName": "app", "volumes": [
+                {"name": "token", "secret": {"secretName": "default-token-abcde", "defaultMode": 256,
+                    "items": [{"key": "token", "path": "token"}, {"key": "ca.crt", "path": "certs/ca.crt", "mode": 292}]}},
+                {"name": "settings", "configMap": {"name": "app-config", "optional": true}},
+                {"name": "api", "projected": {"sources": [
+                    {"serviceAccountToken": {"path": "token"}},
+                    {"configMap": {"name": "kube-root-ca.crt"}},
+                    {"secret": {"name": "extra"}},
+                ]}},
+                {"name": "scratch", "emptyDir": {}},
+            ]},
+        });
+        let kinds: Vec<(&str, VolumeKind)> =
+            agent_volumes(&pod).map(|(v, k)| (text(v, "/name"), k)).collect();
+        assert_eq!(
+            kinds,
+            [
+                ("token", VolumeKind::Secret),
+                ("settings", VolumeKind::ConfigMap),
+                ("api", VolumeKind::Projected),
+            ]
+        );
+        assert_eq!(VolumeKind::Secret.plugin_dir(), "kubernetes.io~secret");
+        assert_eq!(VolumeKind::ConfigMap.plugin_dir(), "kubernetes.io~configmap");
+        let volumes = pod["spec"]["volumes"].as_array().unwrap();
+        let r = |plural: &'static str, name: &str| ("ns".to_string(), plural, name.to_string());
+        assert_eq!(
+            volume_refs(&pod, &volumes[0]),
+            [r("secrets", "default-token-abcde")]
+        );
+        assert_eq!(volume_refs(&pod, &volumes[1]), [r("configmaps", "app-config")]);
+        assert_eq!(
+            volume_refs(&pod, &volumes[2]),
+            [
+                r("serviceaccounts", "app"),
+                r("configmaps", "kube-root-ca.crt"),
+                r("secrets", "extra")
+            ]
+        );
+
+        // A Secret's data is base64; items pick and rename keys, the volume's defaultMode
+        // applies where an item has no mode.
+        let secret = json!({"data": {"token": "dG9r", "ca.crt": "Q0E=", "namespace": "bnM="}});
+        let data = object_data("secrets", &secret).unwrap();
+        let source = &volumes[0]["secret"];
+        let default_mode = mode(source.get("defaultMode"), 0o644).unwrap();
+        let files = key_files(source, "default-token-abcde", true, &data, default_mode).unwrap();
+        let got: Vec<(&str, &[u8], u32)> = files
+            .iter()
+            .map(|f| (f.path.as_str(), f.data.as_slice(), f.mode))
+            .collect();
+        assert_eq!(
+            got,
+            [("token", &b"tok"[..], 0o400), ("certs/ca.crt", &b"CA"[..], 0o444)]
+        );
+        // Without items every key is written, at 0644 unless defaultMode says otherwise.
+        let all = key_files(&json!({"secretName": "s"}), "s", true, &data, 0o644).unwrap();
+        let paths: Vec<&str> = all.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(paths, ["ca.crt", "namespace", "token"]);
+        assert!(all.iter().all(|f| f.mode == 0o644));
+        // A ConfigMap's data is text, binaryData base64.
+        let cm = json!({"data": {"a": "plain"}, "binaryData": {"b": "AAE="}});
+        let data = object_data("configmaps", &cm).unwrap();
+        assert_eq!(data["a"], b"plain");
+        assert_eq!(data["b"], [0, 1]);
+        assert!(object_data("secrets", &json!({"data": {"k": "not base64!"}})).is_err());
+        // A missing optional object is an empty volume; a missing key in an existing
+        // object is an error unless optional.
+        assert!(
+            key_files(
+                &volumes[1]["configMap"],
+                "app-config",
+                false,
+                &BTreeMap::new(),
+                0o644
+            )
+            .unwrap()
+            .is_empty()
+        );
+        let missing_key = json!({"name": "app-config", "items": [{"key": "gone", "path": "p"}]});
+        let err = key_files(&missing_key, "app-config", true, &data, 0o644).unwrap_err();
+        assert!(err.to_string().contains("\"gone\""), "{err}");
+        assert_eq!(singular("secrets"), "secret");
+        assert_eq!(singular("configmaps"), "configmap");
+        assert!(is_optional(&volumes[1]["configMap"]));
+        assert!(!is_optional(source));
     }
 
     #[test]
