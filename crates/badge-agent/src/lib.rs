@@ -569,10 +569,8 @@ async fn watch_object(client: Arc<Client>, object: ObjectRef, changed: tokio::sy
             while let Some(event) = events.recv().await {
                 let event = event?;
                 match event["type"].as_str() {
-                    Some("ADDED" | "MODIFIED" | "DELETED") => {
-                        if changed.send(object.clone()).await.is_err() {
-                            return Ok(());
-                        }
+                    Some("ADDED" | "MODIFIED" | "DELETED") if changed.send(object.clone()).await.is_err() => {
+                        return Ok(());
                     }
                     Some("ERROR") => bail!("the watch reported {}", error_text(&event["object"])),
                     _ => {}

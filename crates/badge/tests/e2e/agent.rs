@@ -13,6 +13,11 @@ use serde_json::json;
 use crate::{eventually, server};
 
 fn start_agent(kubeconfig: &str, root: &Path, metrics: &str) -> Child {
+    // 3607 s tokens refresh after a few seconds.
+    start_agent_with(kubeconfig, root, metrics, &["--token-refresh-fraction", "0.001"])
+}
+
+fn start_agent_with(kubeconfig: &str, root: &Path, metrics: &str, extra: &[&str]) -> Child {
     let mut command = match std::env::var_os("BADGE_AGENT_BIN") {
         Some(binary) => Command::new(binary),
         None => {
@@ -32,8 +37,7 @@ fn start_agent(kubeconfig: &str, root: &Path, metrics: &str) -> Child {
             "--root",
         ])
         .arg(root)
-        // 3607 s tokens refresh after a few seconds.
-        .args(["--token-refresh-fraction", "0.001"])
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -376,6 +380,244 @@ spec:
         outside.path().exists(),
         "removing the pod removes the link, not its target"
     );
+    agent.kill().unwrap();
+    agent.wait().unwrap();
+}
+
+fn claims(token: &str) -> serde_json::Value {
+    let payload = token.split('.').nth(1).unwrap();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+fn plain_volume(root: &Path, uid: &str, plugin: &str, name: &str) -> PathBuf {
+    root.join("pods")
+        .join(uid)
+        .join("volumes")
+        .join(plugin)
+        .join(name)
+}
+
+/// Plain `secret` and `configMap` volumes as pkg/volume/secret and pkg/volume/configmap
+/// write them: a legacy token Secret mounted whole, a Secret's items renamed with modes,
+/// a ConfigMap, a missing optional Secret (an empty volume) and a missing required one
+/// (a FailedMount event until it appears); a change to a Secret is written at once.
+#[test]
+fn secret_and_configmap_volumes_follow_their_objects_and_the_pod() {
+    let s = server();
+    let kubeconfig = node_kubeconfig(&s);
+    s.kubectl_ok(&["create", "sa", "app"]);
+    create(
+        &s,
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: default-token-abcde\n  annotations:\n    kubernetes.io/service-account.name: app\ntype: kubernetes.io/service-account-token\n",
+    );
+    let mut legacy = String::new();
+    eventually("the token controller to fill the legacy Secret", || {
+        let b64 = s.kubectl_ok(&[
+            "get",
+            "secret",
+            "default-token-abcde",
+            "-o",
+            "jsonpath={.data.token}",
+        ]);
+        legacy = String::from_utf8(base64::engine::general_purpose::STANDARD.decode(b64).unwrap()).unwrap();
+        !legacy.is_empty()
+    });
+    s.kubectl_ok(&[
+        "create",
+        "secret",
+        "generic",
+        "creds",
+        "--from-literal=user=admin",
+        "--from-literal=password=pw1",
+    ]);
+    s.kubectl_ok(&["create", "configmap", "settings", "--from-literal=speed=fast"]);
+    create(
+        &s,
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: web
+spec:
+  serviceAccountName: app
+  automountServiceAccountToken: false
+  nodeName: n1
+  containers:
+  - name: c
+    image: busybox
+    volumeMounts:
+    - name: token
+      mountPath: /var/run/secrets/kubernetes.io/serviceaccount
+      readOnly: true
+  volumes:
+  - name: token
+    secret:
+      secretName: default-token-abcde
+  - name: creds
+    secret:
+      secretName: creds
+      defaultMode: 256
+      items:
+      - key: password
+        path: auth/pw
+      - key: user
+        path: user
+        mode: 288
+  - name: settings
+    configMap:
+      name: settings
+  - name: maybe
+    secret:
+      secretName: absent
+      optional: true
+"#,
+    );
+    create(
+        &s,
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: broken\nspec:\n  automountServiceAccountToken: false\n  nodeName: n1\n  containers:\n  - name: c\n    image: busybox\n  volumes:\n  - name: needed\n    secret:\n      secretName: later\n",
+    );
+    let uid = |name: &str| s.kubectl_ok(&["get", "pod", name, "-o", "jsonpath={.metadata.uid}"]);
+    let (web, broken) = (uid("web"), uid("broken"));
+
+    let root = tempfile::tempdir().unwrap();
+    let metrics = free_address();
+    let mut agent = start_agent(&kubeconfig, root.path(), &metrics);
+    let token = plain_volume(root.path(), &web, "kubernetes.io~secret", "token");
+    let creds = plain_volume(root.path(), &web, "kubernetes.io~secret", "creds");
+    let settings = plain_volume(root.path(), &web, "kubernetes.io~configmap", "settings");
+    let maybe = plain_volume(root.path(), &web, "kubernetes.io~secret", "maybe");
+    eventually("the secret and configMap volumes", || {
+        token.join("token").exists()
+            && creds.join("user").exists()
+            && settings.join("speed").exists()
+            && maybe.join("..data").exists()
+    });
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let read = |p: PathBuf| std::fs::read_to_string(p).unwrap();
+
+    // The legacy token Secret, whole: every key at the default 0644, behind `..data`.
+    assert_eq!(read(token.join("token")), legacy);
+    assert_eq!(read(token.join("namespace")), "default");
+    assert_eq!(
+        std::fs::read(token.join("ca.crt")).unwrap(),
+        std::fs::read(s.data_dir().join("pki/ca.crt")).unwrap()
+    );
+    for name in ["token", "namespace", "ca.crt"] {
+        assert_eq!(
+            std::fs::read_link(token.join(name)).unwrap(),
+            Path::new("..data").join(name)
+        );
+        assert_eq!(mode(&token.join(name)), 0o644, "{name}");
+    }
+    assert_eq!(
+        authenticated(&s, &read(token.join("token")))["authenticated"],
+        true
+    );
+
+    // Items pick and rename keys; an item's mode beats defaultMode.
+    assert_eq!(read(creds.join("auth/pw")), "pw1");
+    assert_eq!(mode(&creds.join("auth/pw")), 0o400);
+    assert_eq!(read(creds.join("user")), "admin");
+    assert_eq!(mode(&creds.join("user")), 0o440);
+    assert!(!creds.join("password").exists(), "only the listed keys");
+    assert_eq!(read(settings.join("speed")), "fast");
+    assert_eq!(mode(&settings.join("speed")), 0o644);
+    // A missing optional Secret: an empty volume.
+    let visible: Vec<String> = std::fs::read_dir(&maybe)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with(".."))
+        .collect();
+    assert!(visible.is_empty(), "{visible:?}");
+
+    // A missing required Secret is reported on the pod, and nothing is written for it.
+    let needed = plain_volume(root.path(), &broken, "kubernetes.io~secret", "needed");
+    eventually("a FailedMount event for the missing Secret", || {
+        let events: serde_json::Value =
+            serde_json::from_str(&s.kubectl_ok(&["get", "events", "-o", "json"])).unwrap();
+        events["items"].as_array().unwrap().iter().any(|e| {
+            e["involvedObject"]["name"] == "broken"
+                && e["reason"] == "FailedMount"
+                && e["type"] == "Warning"
+                && e["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains(r#"secret "later" not found"#))
+        })
+    });
+    assert!(!needed.exists());
+    // Once it exists, its watch brings it in without waiting for a resync.
+    s.kubectl_ok(&["create", "secret", "generic", "later", "--from-literal=k=v"]);
+    eventually("the late Secret's volume", || {
+        std::fs::read_to_string(needed.join("k")).is_ok_and(|v| v == "v")
+    });
+
+    // A change to the Secret rewrites the file.
+    let before = std::fs::read_link(creds.join("..data")).unwrap();
+    s.kubectl_ok(&[
+        "patch",
+        "secret",
+        "creds",
+        "--type=merge",
+        "-p",
+        r#"{"data":{"password":"cHcy"}}"#,
+    ]);
+    eventually("the new password in the file", || {
+        std::fs::read_to_string(creds.join("auth/pw")).is_ok_and(|v| v == "pw2")
+    });
+    assert_ne!(std::fs::read_link(creds.join("..data")).unwrap(), before);
+    assert_eq!(mode(&creds.join("auth/pw")), 0o400);
+
+    s.kubectl_ok(&["delete", "pod", "web", "--wait=false"]);
+    eventually("the pod's volumes to be removed", || {
+        !root.path().join("pods").join(&web).exists()
+    });
+    assert!(root.path().join("pods").join(&broken).exists());
+    agent.kill().unwrap();
+    agent.wait().unwrap();
+}
+
+/// The token cache follows the ServiceAccount's uid: a recreated account (same name, new
+/// uid) gets a new token at once, long before the old one would be refreshed.
+#[test]
+fn a_recreated_service_account_gets_a_new_token_at_once() {
+    let s = server();
+    let kubeconfig = node_kubeconfig(&s);
+    s.kubectl_ok(&["create", "sa", "app"]);
+    create(
+        &s,
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\nspec:\n  serviceAccountName: app\n  nodeName: n1\n  containers:\n  - name: c\n    image: busybox\n",
+    );
+    let web = s.kubectl_ok(&["get", "pod", "web", "-o", "jsonpath={.metadata.uid}"]);
+    let sa_uid = || s.kubectl_ok(&["get", "sa", "app", "-o", "jsonpath={.metadata.uid}"]);
+    let old_uid = sa_uid();
+
+    let root = tempfile::tempdir().unwrap();
+    let metrics = free_address();
+    // The default refresh rule: a one-hour token is not refreshed for most of an hour.
+    let mut agent = start_agent_with(&kubeconfig, root.path(), &metrics, &[]);
+    let mut volume = None;
+    eventually("the token volume", || {
+        volume = volume_of(root.path(), &web);
+        volume.is_some()
+    });
+    let token_file = volume.unwrap().join("token");
+    let first = std::fs::read_to_string(&token_file).unwrap();
+    let sa_uid_of = |token: &str| claims(token)["kubernetes.io"]["serviceaccount"]["uid"].clone();
+    assert_eq!(sa_uid_of(&first), json!(old_uid));
+
+    s.kubectl_ok(&["delete", "sa", "app"]);
+    s.kubectl_ok(&["create", "sa", "app"]);
+    let new_uid = sa_uid();
+    assert_ne!(new_uid, old_uid);
+    eventually("a token for the new ServiceAccount", || {
+        std::fs::read_to_string(&token_file).is_ok_and(|t| sa_uid_of(&t) == json!(new_uid))
+    });
+    let current = std::fs::read_to_string(&token_file).unwrap();
+    assert_eq!(authenticated(&s, &current)["authenticated"], true);
+    assert!(authenticated(&s, &first).get("authenticated").is_none());
     agent.kill().unwrap();
     agent.wait().unwrap();
 }
