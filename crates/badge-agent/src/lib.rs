@@ -568,12 +568,14 @@ async fn watch_object(client: Arc<Client>, object: ObjectRef, changed: tokio::sy
                 .await?;
             while let Some(event) = events.recv().await {
                 let event = event?;
-                match event["type"].as_str() {
-                    Some("ADDED" | "MODIFIED" | "DELETED") if changed.send(object.clone()).await.is_err() => {
-                        return Ok(());
-                    }
-                    Some("ERROR") => bail!("the watch reported {}", error_text(&event["object"])),
-                    _ => {}
+                let kind = event["type"].as_str().unwrap_or("");
+                if kind == "ERROR" {
+                    bail!("the watch reported {}", error_text(&event["object"]));
+                }
+                if matches!(kind, "ADDED" | "MODIFIED" | "DELETED")
+                    && changed.send(object.clone()).await.is_err()
+                {
+                    return Ok(());
                 }
             }
             Ok(())

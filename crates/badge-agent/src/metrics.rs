@@ -36,12 +36,12 @@ impl Counters {
             ),
             (
                 "badge_agent_volumes_written_total",
-                "Projected volumes written.",
+                "Volumes written.",
                 get(&self.volumes_written),
             ),
             (
                 "badge_agent_volume_write_errors_total",
-                "Projected volume updates that failed (the old files were kept).",
+                "Volume updates that failed (the old files were kept).",
                 get(&self.volume_write_errors),
             ),
             (

@@ -27,8 +27,8 @@ struct Cli {
 enum Command {
     /// Run the API server.
     Server(Box<server::ServerOptions>),
-    /// Play the kubelet's token part: write and refresh the projected token volumes of the
-    /// pods bound to a node.
+    /// Play the kubelet's volume part: write and refresh the projected, secret and
+    /// configMap volumes of the pods bound to a node.
     Agent(badge_agent::AgentOptions),
     /// How stored objects are encrypted at rest, and their rewrite under a new key.
     #[command(subcommand)]
