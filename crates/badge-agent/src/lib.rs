@@ -1,4 +1,4 @@
-//! badge-agent: the kubelet's token part for a machine that runs workloads. It registers
+//! badge-agent: the kubelet's volume part for a machine that runs workloads. It registers
 //! its Node, watches the pods bound to it, and materializes their projected volumes
 //! (ServiceAccount token, ConfigMap, Secret and downward API sources) and plain `secret`
 //! and `configMap` volumes the way the kubelet does: pkg/kubelet/token/token_manager.go
