@@ -6,7 +6,6 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use badge_testkit::Credential::Admin;
 use base64::Engine;
 use serde_json::json;
 
@@ -80,21 +79,6 @@ fn volume_of(root: &Path, uid: &str) -> Option<PathBuf> {
         .find(|p| p.join("token").exists())
 }
 
-fn authenticated(s: &badge_testkit::TestServer, token: &str) -> serde_json::Value {
-    let body =
-        json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token}});
-    let r = s
-        .request(
-            "POST",
-            "/apis/authentication.k8s.io/v1/tokenreviews",
-            Some(serde_json::to_vec(&body).unwrap()),
-            &[("content-type", "application/json")],
-            Admin,
-        )
-        .unwrap();
-    r.json()["status"].clone()
-}
-
 fn jti(token: &str) -> String {
     let payload = token.split('.').nth(1).unwrap();
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
@@ -149,7 +133,7 @@ fn the_agent_writes_refreshes_and_removes_pod_tokens() {
         std::fs::read(s.data_dir().join("pki/ca.crt")).unwrap()
     );
     let first = std::fs::read_to_string(volume.join("token")).unwrap();
-    let review = authenticated(&s, &first);
+    let review = crate::token_review(&s, &first, &[]);
     assert_eq!(review["authenticated"], true, "{review}");
     assert_eq!(
         review["user"]["extra"]["authentication.kubernetes.io/pod-name"],
@@ -205,7 +189,9 @@ fn the_agent_writes_refreshes_and_removes_pod_tokens() {
     let current = std::fs::read_to_string(volume.join("token")).unwrap();
     s.kubectl_ok(&["delete", "pod", "web", "--wait=false"]);
     eventually("the pod's token to be revoked and its files removed", || {
-        authenticated(&s, &current).get("authenticated").is_none()
+        crate::token_review(&s, &current, &[])
+            .get("authenticated")
+            .is_none()
             && !root.path().join("pods").join(&web).exists()
     });
     agent.kill().unwrap();
@@ -332,7 +318,7 @@ spec:
     );
 
     let first = std::fs::read_to_string(volume.join("token")).unwrap();
-    let review = authenticated(&s, &first);
+    let review = crate::token_review(&s, &first, &[]);
     assert_eq!(review["authenticated"], true, "{review}");
     assert_eq!(
         review["user"]["extra"]["authentication.kubernetes.io/pod-uid"],
@@ -350,7 +336,7 @@ spec:
         std::fs::read_to_string(volume.join("token")).is_ok_and(|t| jti(&t) != first_jti)
     });
     // The replaced token still authenticates until its own expiry (refresh is early).
-    assert_eq!(authenticated(&s, &first)["authenticated"], true);
+    assert_eq!(crate::token_review(&s, &first, &[])["authenticated"], true);
 
     assert!(
         !root.path().join("pods").join(&away).exists(),
@@ -512,7 +498,7 @@ spec:
         assert_eq!(mode(&token.join(name)), 0o644, "{name}");
     }
     assert_eq!(
-        authenticated(&s, &read(token.join("token")))["authenticated"],
+        crate::token_review(&s, &read(token.join("token")), &[])["authenticated"],
         true
     );
 
@@ -616,8 +602,12 @@ fn a_recreated_service_account_gets_a_new_token_at_once() {
         std::fs::read_to_string(&token_file).is_ok_and(|t| sa_uid_of(&t) == json!(new_uid))
     });
     let current = std::fs::read_to_string(&token_file).unwrap();
-    assert_eq!(authenticated(&s, &current)["authenticated"], true);
-    assert!(authenticated(&s, &first).get("authenticated").is_none());
+    assert_eq!(crate::token_review(&s, &current, &[])["authenticated"], true);
+    assert!(
+        crate::token_review(&s, &first, &[])
+            .get("authenticated")
+            .is_none()
+    );
     agent.kill().unwrap();
     agent.wait().unwrap();
 }

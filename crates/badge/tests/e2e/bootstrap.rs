@@ -33,25 +33,6 @@ fn status_with(s: &TestServer, token: &str) -> u16 {
         .status
 }
 
-fn review(s: &TestServer, token: &str, audiences: Option<&[&str]>) -> Value {
-    let mut spec = json!({"token": token});
-    if let Some(audiences) = audiences {
-        spec["audiences"] = json!(audiences);
-    }
-    let body = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": spec});
-    let r = s
-        .request(
-            "POST",
-            "/apis/authentication.k8s.io/v1/tokenreviews",
-            Some(serde_json::to_vec(&body).unwrap()),
-            &[("content-type", "application/json")],
-            Admin,
-        )
-        .unwrap();
-    assert_eq!(r.status, 201, "{}", r.json());
-    r.json()
-}
-
 fn assert_log_free_of(s: &TestServer, secrets: &[&str]) {
     let log = s.log.lock().unwrap().join("\n");
     for secret in secrets {
@@ -89,19 +70,16 @@ fn a_created_token_is_its_bootstrap_user_for_kubectl_and_token_review() {
         })
     );
 
-    let reviewed = review(&s, token, None);
-    assert_eq!(reviewed["status"]["authenticated"], true, "{reviewed}");
+    let reviewed = crate::token_review(&s, token, &[]);
+    assert_eq!(reviewed["authenticated"], true, "{reviewed}");
+    assert_eq!(reviewed["user"]["username"], format!("system:bootstrap:{id}"));
     assert_eq!(
-        reviewed["status"]["user"]["username"],
-        format!("system:bootstrap:{id}")
-    );
-    assert_eq!(
-        reviewed["status"]["audiences"],
+        reviewed["audiences"],
         json!(["https://kubernetes.default.svc.cluster.local"])
     );
     // Audience-agnostic: good for the API audiences only.
-    let elsewhere = review(&s, token, Some(&["vault"]));
-    assert!(elsewhere["status"].get("authenticated").is_none(), "{elsewhere}");
+    let elsewhere = crate::token_review(&s, token, &["vault"]);
+    assert!(elsewhere.get("authenticated").is_none(), "{elsewhere}");
     assert_log_free_of(&s, &[secret]);
 }
 
@@ -165,11 +143,8 @@ fn failing_bootstrap_tokens_are_refused_and_never_logged() {
         ("outside kube-system", "6abcde.6666666666666666"),
     ] {
         assert_eq!(status_with(&s, token), 401, "{why}");
-        let reviewed = review(&s, token, None);
-        assert!(
-            reviewed["status"].get("authenticated").is_none(),
-            "{why}: {reviewed}"
-        );
+        let reviewed = crate::token_review(&s, token, &[]);
+        assert!(reviewed.get("authenticated").is_none(), "{why}: {reviewed}");
     }
     assert_log_free_of(
         &s,
@@ -282,8 +257,8 @@ fn bootstrap_token_auth_can_be_turned_off() {
     );
     let token = badge_token(&s, &["create"]);
     assert_eq!(status_with(&s, token.trim()), 401);
-    let reviewed = review(&s, token.trim(), None);
-    assert!(reviewed["status"].get("authenticated").is_none(), "{reviewed}");
+    let reviewed = crate::token_review(&s, token.trim(), &[]);
+    assert!(reviewed.get("authenticated").is_none(), "{reviewed}");
 }
 
 #[test]

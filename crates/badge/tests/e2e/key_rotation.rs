@@ -49,22 +49,6 @@ fn issue(s: &TestServer, sa: &str) -> String {
     r.json()["status"]["token"].as_str().unwrap().to_string()
 }
 
-fn authenticated(s: &TestServer, token: &str) -> bool {
-    let body =
-        json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token}});
-    let r = s
-        .request(
-            "POST",
-            "/apis/authentication.k8s.io/v1/tokenreviews",
-            Some(serde_json::to_vec(&body).unwrap()),
-            &[("content-type", "application/json")],
-            Admin,
-        )
-        .unwrap();
-    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
-    r.json()["status"]["authenticated"] == true
-}
-
 /// One JWKS fetch: its body and the kids in it.
 struct Fetch {
     body: Vec<u8>,
@@ -221,7 +205,11 @@ fn keys_rotate_themselves_and_are_published_before_they_sign() {
     // Retired keys verify until every token they signed has expired (an hour and more
     // here); so every token issued in every phase still verifies.
     for t in &seen.tokens {
-        assert!(authenticated(&s, &t.token), "a token of {} was refused", t.kid);
+        assert!(
+            crate::authenticated(&s, &t.token),
+            "a token of {} was refused",
+            t.kid
+        );
     }
     let listed = s
         .request("GET", "/badge/v1/keys", None, &[], Admin)
@@ -257,7 +245,7 @@ fn keys_rotate_themselves_and_are_published_before_they_sign() {
     badge_keys(&s, &["revoke", signers[0]]);
     for t in &seen.tokens {
         assert_eq!(
-            authenticated(&s, &t.token),
+            crate::authenticated(&s, &t.token),
             t.kid != signers[0],
             "a token of {} after revoking {}",
             t.kid,
@@ -316,7 +304,7 @@ fn servers_on_etcd_rotate_once_and_never_sign_with_a_key_the_others_lack() {
     let tokens: Vec<&str> = seen.tokens.iter().map(|t| t.token.as_str()).collect();
     assert_outside_verifier_accepts(&tokens, &first_jwks);
     for t in &seen.tokens {
-        assert!(authenticated(&a, &t.token) && authenticated(&b, &t.token));
+        assert!(crate::authenticated(&a, &t.token) && crate::authenticated(&b, &t.token));
     }
     // One rotation per due time, all by the lease holder: every key but the first was made
     // by one automatic rotation there.

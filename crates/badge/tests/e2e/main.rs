@@ -26,6 +26,31 @@ mod workflow;
 
 use badge_testkit::TestServer;
 
+/// A TokenReview of `token` for `audiences` (none: the API audiences), as the admin: its
+/// status.
+pub fn token_review(s: &TestServer, token: &str, audiences: &[&str]) -> serde_json::Value {
+    let mut body = serde_json::json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token}});
+    if !audiences.is_empty() {
+        body["spec"]["audiences"] = serde_json::json!(audiences);
+    }
+    let r = s
+        .request(
+            "POST",
+            "/apis/authentication.k8s.io/v1/tokenreviews",
+            Some(body.to_string().into_bytes()),
+            &[("content-type", "application/json")],
+            badge_testkit::Credential::Admin,
+        )
+        .unwrap();
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    r.json()["status"].clone()
+}
+
+/// Whether a TokenReview (for the API audiences) accepts `token`.
+pub fn authenticated(s: &TestServer, token: &str) -> bool {
+    token_review(s, token, &[])["authenticated"] == true
+}
+
 pub fn server() -> TestServer {
     TestServer::start(env!("CARGO_BIN_EXE_badge"))
 }

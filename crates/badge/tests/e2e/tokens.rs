@@ -30,29 +30,6 @@ fn header_of(token: &str) -> Value {
     .unwrap()
 }
 
-fn review(s: &TestServer, token: &str, audiences: &[&str]) -> Value {
-    let mut body =
-        json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token}});
-    if !audiences.is_empty() {
-        body["spec"]["audiences"] = json!(audiences);
-    }
-    let r = s
-        .request(
-            "POST",
-            "/apis/authentication.k8s.io/v1/tokenreviews",
-            Some(serde_json::to_vec(&body).unwrap()),
-            &[("content-type", "application/json")],
-            Admin,
-        )
-        .unwrap();
-    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
-    r.json()["status"].clone()
-}
-
-fn authenticated(s: &TestServer, token: &str) -> bool {
-    review(s, token, &[])["authenticated"] == true
-}
-
 #[test]
 fn create_token_and_use_it_with_rbac() {
     let s = server();
@@ -187,10 +164,10 @@ fn token_request_options_and_errors() {
         1200
     );
     // Audiences: the review's, as an intersection in request order.
-    let r = review(&s, &token, &["api", "other"]);
+    let r = crate::token_review(&s, &token, &["api", "other"]);
     assert_eq!(r["authenticated"], true);
     assert_eq!(r["audiences"], json!(["api"]));
-    let wrong = review(&s, &token, &["other"]);
+    let wrong = crate::token_review(&s, &token, &["other"]);
     assert!(wrong.get("authenticated").is_none(), "{wrong}");
     assert_eq!(wrong["user"], json!({}));
     // The API refuses a token for another audience.
@@ -315,37 +292,41 @@ fn deleting_what_a_token_is_bound_to_revokes_it() {
     ]);
     let plain = s.kubectl_ok(&["create", "token", "app", "-n", "default"]);
     for t in [&pod_token, &secret_token, &node_token, &plain] {
-        assert!(authenticated(&s, t));
+        assert!(crate::authenticated(&s, t));
     }
-    let r = review(&s, &pod_token, &[]);
+    let r = crate::token_review(&s, &pod_token, &[]);
     assert_eq!(
         r["user"]["extra"]["authentication.kubernetes.io/pod-name"],
         json!(["web"])
     );
 
     s.kubectl_ok(&["delete", "pod", "web", "-n", "default", "--wait=false"]);
-    eventually("the pod-bound token to die", || !authenticated(&s, &pod_token));
+    eventually("the pod-bound token to die", || {
+        !crate::authenticated(&s, &pod_token)
+    });
     // Recreating the pod under the same name does not revive the token.
     assert!(
         s.kubectl_with_stdin(&["create", "-f", "-"], Some(pod))
             .status
             .success()
     );
-    assert!(!authenticated(&s, &pod_token));
+    assert!(!crate::authenticated(&s, &pod_token));
     s.kubectl_ok(&["delete", "secret", "bound", "-n", "default"]);
     eventually("the secret-bound token to die", || {
-        !authenticated(&s, &secret_token)
+        !crate::authenticated(&s, &secret_token)
     });
     s.kubectl_ok(&["delete", "node", "node-1"]);
-    eventually("the node-bound token to die", || !authenticated(&s, &node_token));
-    assert!(authenticated(&s, &plain));
+    eventually("the node-bound token to die", || {
+        !crate::authenticated(&s, &node_token)
+    });
+    assert!(crate::authenticated(&s, &plain));
     s.kubectl_ok(&["delete", "sa", "app", "-n", "default"]);
     eventually("every token of the ServiceAccount to die", || {
-        !authenticated(&s, &plain)
+        !crate::authenticated(&s, &plain)
     });
     s.kubectl_ok(&["create", "sa", "app", "-n", "default"]);
     assert!(
-        !authenticated(&s, &plain),
+        !crate::authenticated(&s, &plain),
         "a recreated ServiceAccount has a new uid"
     );
 }
@@ -438,7 +419,7 @@ fn legacy_secret_tokens_are_filled_and_die_with_their_serviceaccount() {
             .status
             .success()
     });
-    assert!(!authenticated(&s, &token));
+    assert!(!crate::authenticated(&s, &token));
 }
 
 #[test]
@@ -603,7 +584,11 @@ fn key_rotation_without_downtime_and_revocation() {
         header_of(&after)["kid"] == new_kid.as_str()
     });
     // Old tokens keep verifying through the rotation.
-    assert!(authenticated(&s, &before) && authenticated(&s, &during) && authenticated(&s, &after));
+    assert!(
+        crate::authenticated(&s, &before)
+            && crate::authenticated(&s, &during)
+            && crate::authenticated(&s, &after)
+    );
     let listed = s
         .request("GET", "/badge/v1/keys", None, &[], Admin)
         .unwrap()
@@ -620,8 +605,8 @@ fn key_rotation_without_downtime_and_revocation() {
         )
         .unwrap();
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-    assert!(!authenticated(&s, &before));
-    assert!(authenticated(&s, &after));
+    assert!(!crate::authenticated(&s, &before));
+    assert!(crate::authenticated(&s, &after));
     // Only cluster admins may manage keys.
     let sa = s.kubectl_ok(&["create", "token", "rot", "-n", "default"]);
     assert_eq!(
@@ -643,7 +628,7 @@ fn es256_keys_and_keys_survive_restarts() {
     assert_eq!(header_of(&token)["alg"], "ES256");
     s.restart();
     assert!(
-        authenticated(&s, &token),
+        crate::authenticated(&s, &token),
         "tokens issued before a restart verify after it"
     );
 }
@@ -773,7 +758,7 @@ fn keys_from_files_sign_and_verify() {
     let outside = badge_token::jwt::sign(&other, &claims.to_value().unwrap())
         .unwrap()
         .into_exposed();
-    assert!(authenticated(&s, &outside));
+    assert!(crate::authenticated(&s, &outside));
     let jwks = s
         .request("GET", "/openid/v1/jwks", None, &[], Admin)
         .unwrap()
