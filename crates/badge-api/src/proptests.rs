@@ -549,6 +549,43 @@ proptest! {
     }
 
     #[test]
+    fn protobuf_config_maps_round_trip(
+        name in ".{1,12}",
+        namespace in ".{1,12}",
+        labels in prop::collection::btree_map(".{1,6}", ".{0,6}", 1..4),
+        data in prop::collection::btree_map(".{1,6}", any::<String>(), 1..4),
+        binary in prop::collection::btree_map(".{1,6}", prop::collection::vec(any::<u8>(), 0..16), 1..4),
+    ) {
+        use base64::Engine;
+        use k8s_pb::api::core::v1 as core;
+        use k8s_pb::apimachinery::pkg::apis::meta::v1 as meta;
+        use prost::Message;
+
+        let config_map = core::ConfigMap {
+            metadata: Some(meta::ObjectMeta {
+                name: Some(name.clone()),
+                namespace: Some(namespace.clone()),
+                labels: labels.clone(),
+                ..Default::default()
+            }),
+            data: data.clone(),
+            binary_data: binary.clone(),
+            ..Default::default()
+        };
+        let body = pb_body("v1", "ConfigMap", &config_map.encode_to_vec(), "");
+        let object = protobuf::decode(&body).unwrap();
+        prop_assert_eq!(&object["metadata"]["name"], &json!(name));
+        prop_assert_eq!(&object["metadata"]["namespace"], &json!(namespace));
+        prop_assert_eq!(&object["metadata"]["labels"], &json!(labels));
+        prop_assert_eq!(&object["data"], &json!(data));
+        let binary: BTreeMap<&String, String> = binary
+            .iter()
+            .map(|(k, v)| (k, base64::engine::general_purpose::STANDARD.encode(v)))
+            .collect();
+        prop_assert_eq!(&object["binaryData"], &json!(binary));
+    }
+
+    #[test]
     fn protobuf_truncated_bodies_never_panic(
         (group, kind) in pb_kind(),
         raw in pb_message(),
