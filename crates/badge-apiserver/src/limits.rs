@@ -709,6 +709,18 @@ mod proptests {
         }
 
         #[test]
+        fn go_duration_past_the_limit_is_invalid(
+            (unit, nanos) in prop::sample::select(UNITS),
+            below_max in 0u128..2,
+            fraction in "[5-9][0-9]{0,20}",
+        ) {
+            // Whole parts near the largest u128 of nanoseconds, where arithmetic would wrap.
+            let whole = u128::MAX / nanos - below_max;
+            let text = format!("{whole}.{fraction}{unit}");
+            prop_assert!(parse_go_duration(&text).is_err());
+        }
+
+        #[test]
         fn go_duration_sums_its_parts(
             parts in prop::collection::vec((0u64..100_000, prop::sample::select(UNITS)), 1..5),
             negative in any::<bool>(),
