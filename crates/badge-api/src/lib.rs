@@ -7,6 +7,8 @@ pub mod decode;
 pub mod meta;
 pub mod openapi;
 pub mod patch;
+#[cfg(test)]
+mod proptests;
 pub mod protobuf;
 pub mod query;
 pub mod request_info;

@@ -475,7 +475,10 @@ pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
         } else {
             whole.parse().map_err(|_| invalid())?
         };
-        let mut part = whole.checked_mul(nanos_per_unit).ok_or_else(invalid)?;
+        let mut part = whole
+            .checked_mul(nanos_per_unit)
+            .filter(|&part| part <= i64::MAX as u128)
+            .ok_or_else(invalid)?;
         let mut scale = nanos_per_unit;
         for digit in fraction.bytes().take(30) {
             scale /= 10;
@@ -527,6 +530,17 @@ mod tests {
         assert!(parse_go_duration("").is_err());
         assert!(parse_go_duration(".s").is_err());
         assert!(parse_go_duration("9999999999h").is_err());
+    }
+
+    #[test]
+    fn go_duration_fraction_past_the_largest_whole_is_invalid() {
+        // The most whole hours that fit in a u128 of nanoseconds: the fraction added to them
+        // used to overflow.
+        let text = format!("{}.9h", u128::MAX / 3_600_000_000_000);
+        assert_eq!(
+            parse_go_duration(&text).unwrap_err(),
+            format!("time: invalid duration {text:?}")
+        );
     }
 
     #[test]
@@ -651,5 +665,74 @@ mod tests {
         );
         assert_eq!(body.collect().await.unwrap().to_bytes(), "read");
         assert!(unread.await.is_err());
+    }
+}
+
+#[cfg(test)]
+mod proptests {
+    #![allow(clippy::unwrap_used)]
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn config() -> ProptestConfig {
+        ProptestConfig {
+            cases: 256,
+            ..ProptestConfig::default()
+        }
+    }
+
+    const UNITS: &[(&str, u128)] = &[
+        ("ns", 1),
+        ("us", 1_000),
+        ("µs", 1_000),
+        ("ms", 1_000_000),
+        ("s", 1_000_000_000),
+        ("m", 60_000_000_000),
+        ("h", 3_600_000_000_000),
+    ];
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn go_duration_arbitrary_text_never_panics(
+            text in prop_oneof![
+                any::<String>(),
+                "[-+]?([0-9]{0,40}(\\.[0-9]{0,40})?(ns|us|µs|μs|ms|s|m|h|x|)){0,4}",
+            ],
+        ) {
+            if let Ok(duration) = parse_go_duration(&text) {
+                prop_assert!(duration.as_nanos() <= i64::MAX as u128);
+            }
+        }
+
+        #[test]
+        fn go_duration_past_the_limit_is_invalid(
+            (unit, nanos) in prop::sample::select(UNITS),
+            below_max in 0u128..2,
+            fraction in "[5-9][0-9]{0,20}",
+        ) {
+            // Whole parts near the largest u128 of nanoseconds, where arithmetic would wrap.
+            let whole = u128::MAX / nanos - below_max;
+            let text = format!("{whole}.{fraction}{unit}");
+            prop_assert!(parse_go_duration(&text).is_err());
+        }
+
+        #[test]
+        fn go_duration_sums_its_parts(
+            parts in prop::collection::vec((0u64..100_000, prop::sample::select(UNITS)), 1..5),
+            negative in any::<bool>(),
+        ) {
+            let text = format!(
+                "{}{}",
+                if negative { "-" } else { "" },
+                parts.iter().map(|(n, (unit, _))| format!("{n}{unit}")).collect::<String>()
+            );
+            let want: u128 = parts.iter().map(|(n, (_, nanos))| u128::from(*n) * nanos).sum();
+            let want = if negative { 0 } else { want };
+            prop_assert_eq!(parse_go_duration(&text).unwrap().as_nanos(), want);
+        }
     }
 }

@@ -6,6 +6,8 @@
 
 pub mod config;
 pub mod operate;
+#[cfg(test)]
+mod proptests;
 pub mod providers;
 
 use std::path::{Path, PathBuf};

@@ -20,6 +20,8 @@ pub mod keys;
 pub mod keyset;
 pub mod oidc;
 mod pem;
+#[cfg(test)]
+mod proptests;
 pub mod seal;
 pub mod secret;
 
