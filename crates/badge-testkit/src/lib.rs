@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 
 pub mod etcd;
+pub mod linearizability;
 
 /// The real kubectl: `$BADGE_KUBECTL`, else the copy `scripts/install-kubectl.sh` caches.
 pub fn kubectl_path() -> PathBuf {
