@@ -14,6 +14,12 @@
 //! (sent, then the connection broke or the deadline passed) is reported as
 //! [`Error::Timeout`], never retried, because a retried compare-and-swap that had in fact
 //! committed would report a conflict that did not happen.
+//!
+//! A member can take a request and then neither answer nor refuse it: it lost its leader
+//! after taking it (etcd only gives up on the proposal after its own request timeout), or
+//! the process is stopped. A request unanswered for a moment is therefore checked on: the
+//! same member is asked for its status, and when it reports no leader or does not answer,
+//! a read moves on to the next member and a write ends at once as [`Error::Timeout`].
 
 mod proto;
 
@@ -52,6 +58,11 @@ const WATCH_RETRY_MAX: Duration = Duration::from_secs(2);
 /// leader or cannot be reached: long enough for an election after a member dies, short
 /// enough that a cluster without quorum fails writes fast (503).
 const NO_LEADER_BUDGET: Duration = Duration::from_secs(2);
+/// How long a request waits for its member before checking that the member still answers
+/// and has a leader, and between checks.
+const STALL_CHECK_INTERVAL: Duration = Duration::from_millis(500);
+/// How long that check waits for the member's status: a live member answers at once.
+const STALL_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// How to reach the cluster.
 #[derive(Clone, Debug)]
@@ -592,14 +603,34 @@ impl Inner {
             message
                 .metadata_mut()
                 .insert("hasleader", MetadataValue::from_static("true"));
-            let outcome = tokio::time::timeout(remaining, async {
+            let sent = std::sync::atomic::AtomicBool::new(false);
+            let exchange = tokio::time::timeout(remaining, async {
                 grpc.ready()
                     .await
                     .map_err(|e| tonic::Status::unavailable(format!("connect error: {e}")))?;
+                sent.store(true, Ordering::Relaxed);
                 let codec = tonic_prost::ProstCodec::<Req, Resp>::default();
                 grpc.unary(message, PathAndQuery::from_static(path), codec).await
-            })
-            .await;
+            });
+            let outcome = tokio::select! {
+                outcome = exchange => outcome,
+                stall = stalled(member) => {
+                    // Later requests start elsewhere rather than wait on this member again.
+                    self.preferred.store((index + 1) % count, Ordering::Relaxed);
+                    let message = format!("{}: {stall}", member.url);
+                    if call == Call::Write && sent.load(Ordering::Relaxed) {
+                        return Err(Error::Timeout(format!(
+                            "{message} with the write in flight; it may or may not have been applied"
+                        )));
+                    }
+                    if started.elapsed() >= NO_LEADER_BUDGET {
+                        return Err(Error::Unavailable(message));
+                    }
+                    tracing::debug!(member = %member.url, %stall, "etcd member stalled; trying the next");
+                    last_failure = message;
+                    continue;
+                }
+            };
             let status = match outcome {
                 Ok(Ok(response)) => {
                     self.preferred.store(index, Ordering::Relaxed);
@@ -626,6 +657,43 @@ impl Inner {
                 // restart) before going round again.
                 tokio::time::sleep(Duration::from_millis(100).min(remaining)).await;
             }
+        }
+    }
+}
+
+/// Resolves, with the reason, once `member` is seen to have no leader or to have stopped
+/// answering; never while it answers with a leader (a slow request on a healthy member
+/// is waited for), nor when the check itself is refused for another reason.
+async fn stalled(member: &Member) -> String {
+    loop {
+        tokio::time::sleep(STALL_CHECK_INTERVAL).await;
+        let mut grpc = tonic::client::Grpc::new(member.channel.clone());
+        let mut message = tonic::Request::new(proto::StatusRequest {});
+        message
+            .metadata_mut()
+            .insert("hasleader", MetadataValue::from_static("true"));
+        let check = tokio::time::timeout(STALL_CHECK_TIMEOUT, async {
+            grpc.ready()
+                .await
+                .map_err(|e| tonic::Status::unavailable(format!("connect error: {e}")))?;
+            let codec = tonic_prost::ProstCodec::<proto::StatusRequest, proto::StatusResponse>::default();
+            grpc.unary(message, PathAndQuery::from_static(STATUS), codec)
+                .await
+        })
+        .await;
+        match check {
+            Err(_) => return "the member stopped answering".to_string(),
+            Ok(Ok(status)) if status.get_ref().leader == 0 => {
+                return "the member lost its leader".to_string();
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(status)) => match classify(&status) {
+                Failure::NotTaken(_) if status.message().contains("no leader") => {
+                    return "the member lost its leader".to_string();
+                }
+                Failure::NotTaken(message) => return message,
+                _ => std::future::pending::<()>().await,
+            },
         }
     }
 }

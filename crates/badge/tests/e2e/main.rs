@@ -10,6 +10,7 @@ mod cli;
 mod encryption;
 mod ha;
 mod ha_faults;
+mod ha_history;
 mod kubectl;
 mod limits;
 mod metadata;
