@@ -15,11 +15,12 @@
 //! [`Error::Timeout`], never retried, because a retried compare-and-swap that had in fact
 //! committed would report a conflict that did not happen.
 //!
-//! A member can take a request and then neither answer nor refuse it: it lost its leader
-//! after taking it (etcd only gives up on the proposal after its own request timeout), or
-//! the process is stopped. A request unanswered for a moment is therefore checked on: the
-//! same member is asked for its status, and when it reports no leader or does not answer,
-//! a read moves on to the next member and a write ends at once as [`Error::Timeout`].
+//! A member can take a request and then neither answer nor refuse it: it lost or changed
+//! its leader after taking it (etcd only gives up on the proposal after its own request
+//! timeout), or the process is stopped. A request unanswered for a moment is therefore
+//! checked on: the same member is asked for its status, and when it reports no leader or
+//! another leader, or does not answer, a read moves on to the next member and a write
+//! ends at once as [`Error::Timeout`].
 
 mod proto;
 
@@ -661,10 +662,13 @@ impl Inner {
     }
 }
 
-/// Resolves, with the reason, once `member` is seen to have no leader or to have stopped
-/// answering; never while it answers with a leader (a slow request on a healthy member
-/// is waited for), nor when the check itself is refused for another reason.
+/// Resolves, with the reason, once `member` is seen to have no leader, another leader than
+/// at the first check (a proposal forwarded to the old one may be lost without an answer),
+/// or to have stopped answering; never while it answers with the same leader (a slow
+/// request on a healthy member is waited for), nor when the check itself is refused for
+/// another reason.
 async fn stalled(member: &Member) -> String {
+    let mut first_leader = None;
     loop {
         tokio::time::sleep(STALL_CHECK_INTERVAL).await;
         let mut grpc = tonic::client::Grpc::new(member.channel.clone());
@@ -686,7 +690,12 @@ async fn stalled(member: &Member) -> String {
             Ok(Ok(status)) if status.get_ref().leader == 0 => {
                 return "the member lost its leader".to_string();
             }
-            Ok(Ok(_)) => {}
+            Ok(Ok(status)) => {
+                let leader = status.get_ref().leader;
+                if *first_leader.get_or_insert(leader) != leader {
+                    return "the member's leader changed".to_string();
+                }
+            }
             Ok(Err(status)) => match classify(&status) {
                 Failure::NotTaken(_) if status.message().contains("no leader") => {
                     return "the member lost its leader".to_string();
