@@ -16,8 +16,11 @@ use serde_json::json;
 const BIN: &str = env!("CARGO_BIN_EXE_badge");
 
 fn start_pair(etcd: &EtcdCluster) -> (TestServer, TestServer) {
-    let servers = etcd.endpoints_flag();
-    let args = ["--storage", "etcd", "--etcd-servers", servers.as_str()];
+    start_pair_on(&etcd.endpoints_flag())
+}
+
+fn start_pair_on(servers: &str) -> (TestServer, TestServer) {
+    let args = ["--storage", "etcd", "--etcd-servers", servers];
     let a = TestServer::start_with(BIN, &args);
     let b = TestServer::start_sharing_pki(BIN, &args, &a);
     (a, b)
@@ -277,11 +280,15 @@ fn ha_a_write_without_quorum_fails_with_a_status_not_a_hang() {
 #[test]
 fn ha_a_paused_member_is_passed_over_and_loses_nothing() {
     let etcd = EtcdCluster::start(3);
-    let (a, b) = start_pair(&etcd);
-    // Both servers start on the first member; that one stops answering.
+    // Both servers start on the leader, the first member they are given; it stops
+    // answering, and the others elect a new leader.
+    let leader = etcd.wait_leader(Duration::from_secs(10));
+    let mut endpoints = etcd.endpoints();
+    endpoints.swap(0, leader);
+    let (a, b) = start_pair_on(&endpoints.join(","));
     assert_eq!(create_configmap(&a, "before-a").status, 201);
     assert_eq!(create_configmap(&b, "before-b").status, 201);
-    etcd.pause(0);
+    etcd.pause(leader);
 
     let mut acknowledged = vec!["before-a".to_string(), "before-b".to_string()];
     let mut unknown = 0;
@@ -300,7 +307,7 @@ fn ha_a_paused_member_is_passed_over_and_loses_nothing() {
     // At most the write in flight on each server when the member stopped.
     assert!(unknown <= 2, "{unknown} writes timed out");
 
-    etcd.resume(0);
+    etcd.resume(leader);
     for server in [&a, &b] {
         let listed = listed_configmaps(server);
         for name in &acknowledged {
