@@ -101,21 +101,21 @@ fn ha_history_of_one_object_is_linearizable_across_a_leader_kill() {
         let finished_ops = &finished_ops;
         let handles: Vec<_> = (0..CLIENTS)
             .map(|client| {
-                let server = servers[client % 2];
                 scope.spawn(move || {
                     let mut history = vec![];
                     for round in 0..ROUNDS {
+                        // Each round reads through one server and writes through the other.
+                        let reader = servers[(client + round) % 2];
+                        let writer = servers[(client + round + 1) % 2];
                         // A consistent read: no resourceVersion.
                         let invoked = clock.elapsed();
-                        let read = send(server, "GET", REGISTER, None);
+                        let read = send(reader, "GET", REGISTER, None);
                         let returned = clock.elapsed();
                         finished_ops.fetch_add(1, Ordering::SeqCst);
                         // A failed read changed nothing and tells nothing.
-                        let Ok(read) = read
-                            .map_err(|_| ())
-                            .and_then(|r| (r.status == 200).then_some(r).ok_or(()))
-                        else {
-                            continue;
+                        let read = match read {
+                            Ok(read) if read.status == 200 => read,
+                            _ => continue,
                         };
                         let mut object = read.json();
                         let value = object["data"]["v"].as_str().unwrap().to_string();
@@ -130,7 +130,7 @@ fn ha_history_of_one_object_is_linearizable_across_a_leader_kill() {
                         let new = format!("c{client}-r{round}");
                         object["data"] = json!({"v": new});
                         let invoked = clock.elapsed();
-                        let put = send(server, "PUT", REGISTER, Some(object));
+                        let put = send(writer, "PUT", REGISTER, Some(object));
                         let returned = clock.elapsed();
                         finished_ops.fetch_add(1, Ordering::SeqCst);
                         let outcome = match put {
