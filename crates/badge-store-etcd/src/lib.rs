@@ -20,7 +20,8 @@
 //! timeout), or the process is stopped. A request unanswered for a moment is therefore
 //! checked on: the same member is asked for its status, and when it reports no leader or
 //! another leader, or does not answer, a read moves on to the next member and a write
-//! ends at once as [`Error::Timeout`].
+//! ends at once as [`Error::Timeout`]. Open watches check on their member the same way,
+//! and resume on the next one.
 
 mod proto;
 
@@ -64,6 +65,9 @@ const NO_LEADER_BUDGET: Duration = Duration::from_secs(2);
 const STALL_CHECK_INTERVAL: Duration = Duration::from_millis(500);
 /// How long that check waits for the member's status: a live member answers at once.
 const STALL_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+/// How often an open watch checks on its member: a stopped member's watch stream is as
+/// silent as a quiet one, and a watch is long-lived, so it is checked less often.
+const WATCH_STALL_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How to reach the cluster.
 #[derive(Clone, Debug)]
@@ -615,7 +619,7 @@ impl Inner {
             });
             let outcome = tokio::select! {
                 outcome = exchange => outcome,
-                stall = stalled(member) => {
+                stall = stalled(member, STALL_CHECK_INTERVAL, LeaderChange::Stalls) => {
                     // Later requests start elsewhere rather than wait on this member again.
                     self.preferred.store((index + 1) % count, Ordering::Relaxed);
                     let message = format!("{}: {stall}", member.url);
@@ -662,15 +666,23 @@ impl Inner {
     }
 }
 
+/// Whether a new leader means what was sent to a member may never be answered.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum LeaderChange {
+    /// A request: a proposal forwarded to the old leader may be lost without an answer.
+    Stalls,
+    /// A watch: the member goes on delivering what the new leader commits.
+    Harmless,
+}
+
 /// Resolves, with the reason, once `member` is seen to have no leader, another leader than
-/// at the first check (a proposal forwarded to the old one may be lost without an answer),
-/// or to have stopped answering; never while it answers with the same leader (a slow
-/// request on a healthy member is waited for), nor when the check itself is refused for
-/// another reason.
-async fn stalled(member: &Member) -> String {
+/// at the first check (when that matters), or to have stopped answering; checks every
+/// `interval`. Never resolves while the member answers with a leader (a slow request on a
+/// healthy member is waited for), nor when the check itself is refused for another reason.
+async fn stalled(member: &Member, interval: Duration, leader_change: LeaderChange) -> String {
     let mut first_leader = None;
     loop {
-        tokio::time::sleep(STALL_CHECK_INTERVAL).await;
+        tokio::time::sleep(interval).await;
         let mut grpc = tonic::client::Grpc::new(member.channel.clone());
         let mut message = tonic::Request::new(proto::StatusRequest {});
         message
@@ -692,7 +704,7 @@ async fn stalled(member: &Member) -> String {
             }
             Ok(Ok(status)) => {
                 let leader = status.get_ref().leader;
-                if *first_leader.get_or_insert(leader) != leader {
+                if leader_change == LeaderChange::Stalls && *first_leader.get_or_insert(leader) != leader {
                     return "the member's leader changed".to_string();
                 }
             }
@@ -838,10 +850,14 @@ impl Watcher {
             Ok(Err(status)) => return WatchEnd::Broken(status.message().to_string()),
             Err(_) => return WatchEnd::Broken("no answer in time".into()),
         };
+        let member = &self.inner.members[member];
+        let stall = stalled(member, WATCH_STALL_CHECK_INTERVAL, LeaderChange::Harmless);
+        tokio::pin!(stall);
         loop {
             let response = tokio::select! {
                 response = responses.message() => response,
                 _ = self.sender.closed() => return WatchEnd::Done,
+                reason = &mut stall => return WatchEnd::Broken(reason),
             };
             let response = match response {
                 Ok(Some(response)) => response,

@@ -307,16 +307,21 @@ fn ha_a_paused_member_is_passed_over_and_loses_nothing() {
     // At most the write in flight on each server when the member stopped.
     assert!(unknown <= 2, "{unknown} writes timed out");
 
-    etcd.resume(leader);
-    for server in [&a, &b] {
-        let listed = listed_configmaps(server);
-        for name in &acknowledged {
-            assert!(
-                listed.contains(&format!("configmap/{name}\n")),
-                "lost {name}: {listed}"
-            );
+    // Consistent lists, while the member is stopped and after it goes on.
+    let check_listed = |when: &str| {
+        for server in [&a, &b] {
+            let listed = listed_configmaps(server);
+            for name in &acknowledged {
+                assert!(
+                    listed.contains(&format!("configmap/{name}\n")),
+                    "{when}: lost {name}: {listed}"
+                );
+            }
         }
-    }
+    };
+    check_listed("while paused");
+    etcd.resume(leader);
+    check_listed("resumed");
 }
 
 /// Compacts etcd at its current revision.
