@@ -63,8 +63,9 @@ const NO_LEADER_BUDGET: Duration = Duration::from_secs(2);
 /// How long a request waits for its member before checking that the member still answers
 /// and has a leader, and between checks.
 const STALL_CHECK_INTERVAL: Duration = Duration::from_millis(500);
-/// How long that check waits for the member's status: a live member answers at once.
-const STALL_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long that check waits for the member's status: a live member answers at once, even
+/// under load; a busy machine must not make a healthy member look stopped.
+const STALL_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often an open watch checks on its member: a stopped member's watch stream is as
 /// silent as a quiet one, and a watch is long-lived, so it is checked less often.
 const WATCH_STALL_CHECK_INTERVAL: Duration = Duration::from_secs(1);
@@ -590,6 +591,8 @@ impl Inner {
         let first = self.preferred.load(Ordering::Relaxed);
         let mut last_failure = String::from("no member answered");
         let mut attempt = 0usize;
+        let mut stalls = 0usize;
+        let mut refusing_since = started;
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
@@ -628,11 +631,14 @@ impl Inner {
                             "{message} with the write in flight; it may or may not have been applied"
                         )));
                     }
-                    if started.elapsed() >= NO_LEADER_BUDGET {
+                    stalls += 1;
+                    if stalls >= count {
                         return Err(Error::Unavailable(message));
                     }
                     tracing::debug!(member = %member.url, %stall, "etcd member stalled; trying the next");
                     last_failure = message;
+                    // The others get their own time to refuse.
+                    refusing_since = Instant::now();
                     continue;
                 }
             };
@@ -649,7 +655,7 @@ impl Inner {
                 Failure::Unknown(message) if call == Call::Write => {
                     return Err(Error::Timeout(format!("{}: {message}", member.url)));
                 }
-                Failure::NotTaken(message) if started.elapsed() >= NO_LEADER_BUDGET => {
+                Failure::NotTaken(message) if refusing_since.elapsed() >= NO_LEADER_BUDGET => {
                     return Err(Error::Unavailable(format!("{}: {message}", member.url)));
                 }
                 Failure::Unknown(message) | Failure::NotTaken(message) => {
