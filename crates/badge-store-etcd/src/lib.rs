@@ -14,6 +14,14 @@
 //! (sent, then the connection broke or the deadline passed) is reported as
 //! [`Error::Timeout`], never retried, because a retried compare-and-swap that had in fact
 //! committed would report a conflict that did not happen.
+//!
+//! A member can take a request and then neither answer nor refuse it: it lost or changed
+//! its leader after taking it (etcd only gives up on the proposal after its own request
+//! timeout), or the process is stopped. A request unanswered for a moment is therefore
+//! checked on: the same member is asked for its status, and when it reports no leader or
+//! another leader, or does not answer, a read moves on to the next member and a write
+//! ends at once as [`Error::Timeout`]. Open watches check on their member the same way,
+//! and resume on the next one.
 
 mod proto;
 
@@ -52,6 +60,15 @@ const WATCH_RETRY_MAX: Duration = Duration::from_secs(2);
 /// leader or cannot be reached: long enough for an election after a member dies, short
 /// enough that a cluster without quorum fails writes fast (503).
 const NO_LEADER_BUDGET: Duration = Duration::from_secs(2);
+/// How long a request waits for its member before checking that the member still answers
+/// and has a leader, and between checks.
+const STALL_CHECK_INTERVAL: Duration = Duration::from_millis(500);
+/// How long that check waits for the member's status: a live member answers at once, even
+/// under load; a busy machine must not make a healthy member look stopped.
+const STALL_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often an open watch checks on its member: a stopped member's watch stream is as
+/// silent as a quiet one, and a watch is long-lived, so it is checked less often.
+const WATCH_STALL_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How to reach the cluster.
 #[derive(Clone, Debug)]
@@ -574,6 +591,8 @@ impl Inner {
         let first = self.preferred.load(Ordering::Relaxed);
         let mut last_failure = String::from("no member answered");
         let mut attempt = 0usize;
+        let mut stalls = 0usize;
+        let mut refusing_since = started;
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
@@ -592,14 +611,37 @@ impl Inner {
             message
                 .metadata_mut()
                 .insert("hasleader", MetadataValue::from_static("true"));
-            let outcome = tokio::time::timeout(remaining, async {
+            let sent = std::sync::atomic::AtomicBool::new(false);
+            let exchange = tokio::time::timeout(remaining, async {
                 grpc.ready()
                     .await
                     .map_err(|e| tonic::Status::unavailable(format!("connect error: {e}")))?;
+                sent.store(true, Ordering::Relaxed);
                 let codec = tonic_prost::ProstCodec::<Req, Resp>::default();
                 grpc.unary(message, PathAndQuery::from_static(path), codec).await
-            })
-            .await;
+            });
+            let outcome = tokio::select! {
+                outcome = exchange => outcome,
+                stall = stalled(member, STALL_CHECK_INTERVAL, LeaderChange::Stalls) => {
+                    // Later requests start elsewhere rather than wait on this member again.
+                    self.preferred.store((index + 1) % count, Ordering::Relaxed);
+                    let message = format!("{}: {stall}", member.url);
+                    if call == Call::Write && sent.load(Ordering::Relaxed) {
+                        return Err(Error::Timeout(format!(
+                            "{message} with the write in flight; it may or may not have been applied"
+                        )));
+                    }
+                    stalls += 1;
+                    if stalls >= count {
+                        return Err(Error::Unavailable(message));
+                    }
+                    tracing::debug!(member = %member.url, %stall, "etcd member stalled; trying the next");
+                    last_failure = message;
+                    // The others get their own time to refuse.
+                    refusing_since = Instant::now();
+                    continue;
+                }
+            };
             let status = match outcome {
                 Ok(Ok(response)) => {
                     self.preferred.store(index, Ordering::Relaxed);
@@ -613,7 +655,7 @@ impl Inner {
                 Failure::Unknown(message) if call == Call::Write => {
                     return Err(Error::Timeout(format!("{}: {message}", member.url)));
                 }
-                Failure::NotTaken(message) if started.elapsed() >= NO_LEADER_BUDGET => {
+                Failure::NotTaken(message) if refusing_since.elapsed() >= NO_LEADER_BUDGET => {
                     return Err(Error::Unavailable(format!("{}: {message}", member.url)));
                 }
                 Failure::Unknown(message) | Failure::NotTaken(message) => {
@@ -626,6 +668,59 @@ impl Inner {
                 // restart) before going round again.
                 tokio::time::sleep(Duration::from_millis(100).min(remaining)).await;
             }
+        }
+    }
+}
+
+/// Whether a new leader means what was sent to a member may never be answered.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum LeaderChange {
+    /// A request: a proposal forwarded to the old leader may be lost without an answer.
+    Stalls,
+    /// A watch: the member goes on delivering what the new leader commits.
+    Harmless,
+}
+
+/// Resolves, with the reason, once `member` is seen to have no leader, another leader than
+/// at the first check (when that matters), or to have stopped answering; checks every
+/// `interval`. Never resolves while the member answers with a leader (a slow request on a
+/// healthy member is waited for), nor when the check itself is refused for another reason.
+async fn stalled(member: &Member, interval: Duration, leader_change: LeaderChange) -> String {
+    let mut first_leader = None;
+    loop {
+        tokio::time::sleep(interval).await;
+        let mut grpc = tonic::client::Grpc::new(member.channel.clone());
+        let mut message = tonic::Request::new(proto::StatusRequest {});
+        message
+            .metadata_mut()
+            .insert("hasleader", MetadataValue::from_static("true"));
+        let check = tokio::time::timeout(STALL_CHECK_TIMEOUT, async {
+            grpc.ready()
+                .await
+                .map_err(|e| tonic::Status::unavailable(format!("connect error: {e}")))?;
+            let codec = tonic_prost::ProstCodec::<proto::StatusRequest, proto::StatusResponse>::default();
+            grpc.unary(message, PathAndQuery::from_static(STATUS), codec)
+                .await
+        })
+        .await;
+        match check {
+            Err(_) => return "the member stopped answering".to_string(),
+            Ok(Ok(status)) if status.get_ref().leader == 0 => {
+                return "the member lost its leader".to_string();
+            }
+            Ok(Ok(status)) => {
+                let leader = status.get_ref().leader;
+                if leader_change == LeaderChange::Stalls && *first_leader.get_or_insert(leader) != leader {
+                    return "the member's leader changed".to_string();
+                }
+            }
+            Ok(Err(status)) => match classify(&status) {
+                Failure::NotTaken(_) if status.message().contains("no leader") => {
+                    return "the member lost its leader".to_string();
+                }
+                Failure::NotTaken(message) => return message,
+                _ => std::future::pending::<()>().await,
+            },
         }
     }
 }
@@ -761,10 +856,14 @@ impl Watcher {
             Ok(Err(status)) => return WatchEnd::Broken(status.message().to_string()),
             Err(_) => return WatchEnd::Broken("no answer in time".into()),
         };
+        let member = &self.inner.members[member];
+        let stall = stalled(member, WATCH_STALL_CHECK_INTERVAL, LeaderChange::Harmless);
+        tokio::pin!(stall);
         loop {
             let response = tokio::select! {
                 response = responses.message() => response,
                 _ = self.sender.closed() => return WatchEnd::Done,
+                reason = &mut stall => return WatchEnd::Broken(reason),
             };
             let response = match response {
                 Ok(Some(response)) => response,

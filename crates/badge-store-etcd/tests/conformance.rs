@@ -119,3 +119,44 @@ async fn prefixes_isolate_and_barriers_mark_progress() {
         (EtcdStore::BARRIER_KEY, marker)
     );
 }
+
+/// A member that stops answering (SIGSTOP: its connections stay open) ends the write it
+/// took as a timeout, promptly and without retrying it elsewhere; reads and later writes
+/// go to the other members.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_member_ends_its_write_as_unknown_and_is_passed_over() {
+    let etcd = tokio::task::spawn_blocking(|| EtcdCluster::start(3))
+        .await
+        .expect("etcd started");
+    let mut config = EtcdConfig::new(etcd.endpoints());
+    // Far beyond the check on a stalled member: the write must not wait this out.
+    config.request_timeout = Duration::from_secs(120);
+    let store = EtcdStore::new(config).expect("store configured");
+    let revision = store
+        .create("/registry/configmaps/default/a", "1".into())
+        .await
+        .unwrap();
+
+    // Requests go to the first member until it fails.
+    etcd.pause(0);
+    let write = store
+        .update("/registry/configmaps/default/a", "2".into(), revision)
+        .await;
+    let Err(badge_store::Error::Timeout(message)) = write else {
+        panic!("a write on a stopped member: {write:?}");
+    };
+    assert!(
+        message.ends_with(
+            "the member stopped answering with the write in flight; it may or may not have been applied"
+        ),
+        "{message}"
+    );
+
+    let (read, _) = store.get("/registry/configmaps/default/a").await.unwrap();
+    let read = read.unwrap();
+    store
+        .update("/registry/configmaps/default/a", "3".into(), read.mod_revision)
+        .await
+        .unwrap();
+    etcd.resume(0);
+}

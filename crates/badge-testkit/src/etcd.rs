@@ -257,20 +257,68 @@ impl EtcdCluster {
         self.launch(index);
     }
 
-    /// Whether member `index` reports itself healthy (has a leader).
-    pub fn member_healthy(&self, index: usize) -> bool {
-        let port = self.members[index].metrics_port;
-        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
-            return false;
-        };
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(3)));
-        let request = format!("GET /health HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
-        if stream.write_all(request.as_bytes()).is_err() {
-            return false;
+    /// The process id of member `index`, while it runs.
+    pub fn pid(&self, index: usize) -> Option<u32> {
+        self.members[index].child.as_ref().map(Child::id)
+    }
+
+    /// Stops member `index` with SIGSTOP: its connections stay open and nothing answers.
+    pub fn pause(&self, index: usize) {
+        self.signal(index, "-STOP");
+    }
+
+    /// Lets a paused member `index` go on (SIGCONT).
+    pub fn resume(&self, index: usize) {
+        self.signal(index, "-CONT");
+    }
+
+    fn signal(&self, index: usize, signal: &str) {
+        let pid = self.pid(index).expect("the member runs").to_string();
+        let sent = Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .expect("running kill");
+        assert!(sent.success(), "kill {signal} {pid} failed");
+    }
+
+    /// The running member that reports itself the leader (`etcd_server_is_leader 1`).
+    pub fn leader(&self) -> Option<usize> {
+        (0..self.members.len()).find(|&i| {
+            self.members[i].child.is_some()
+                && self
+                    .http_get(i, "/metrics")
+                    .is_some_and(|body| body.lines().any(|line| line == "etcd_server_is_leader 1"))
+        })
+    }
+
+    /// Waits until a running member reports itself the leader, and returns it.
+    pub fn wait_leader(&self, timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(leader) = self.leader() {
+                return leader;
+            }
+            assert!(Instant::now() < deadline, "no etcd member became leader");
+            std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// A plain HTTP GET on member `index`'s metrics port.
+    fn http_get(&self, index: usize, path: &str) -> Option<String> {
+        let port = self.members[index].metrics_port;
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(3)));
+        let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).ok()?;
         let mut answer = String::new();
         let _ = stream.read_to_string(&mut answer);
-        answer.contains("\"health\":\"true\"")
+        Some(answer)
+    }
+
+    /// Whether member `index` reports itself healthy (has a leader).
+    pub fn member_healthy(&self, index: usize) -> bool {
+        self.http_get(index, "/health")
+            .is_some_and(|answer| answer.contains("\"health\":\"true\""))
     }
 
     /// Waits until every running member is healthy.

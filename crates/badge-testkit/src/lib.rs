@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 
 pub mod etcd;
+pub mod linearizability;
 
 /// The real kubectl: `$BADGE_KUBECTL`, else the copy `scripts/install-kubectl.sh` caches.
 pub fn kubectl_path() -> PathBuf {
@@ -115,7 +116,9 @@ impl TestServer {
                 log.lock().unwrap().push(line);
             }
         });
-        let port = rx.recv_timeout(Duration::from_secs(30)).ok().flatten();
+        // A bound for a hang, generous for a loaded machine; a server that exits ends the
+        // wait at once (the reader thread drops the sender).
+        let port = rx.recv_timeout(Duration::from_secs(90)).ok().flatten();
         self.child = Some(child);
         self.port = port.unwrap_or_else(|| {
             panic!(
@@ -123,7 +126,7 @@ impl TestServer {
                 self.log.lock().unwrap().join("\n")
             )
         });
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
             // Ready, and the controllers have made the default ServiceAccount pods need.
             let ready = self

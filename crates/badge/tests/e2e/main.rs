@@ -13,6 +13,7 @@ mod encryption;
 mod encryption_ops;
 mod ha;
 mod ha_faults;
+mod ha_history;
 mod key_rotation;
 mod kubectl;
 mod limits;
