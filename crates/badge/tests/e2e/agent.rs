@@ -161,13 +161,14 @@ fn the_agent_writes_refreshes_and_removes_pod_tokens() {
         tcp.read_to_string(&mut text).unwrap();
         text
     };
-    let text = scrape();
-    let written = text
-        .lines()
-        .find_map(|l| l.strip_prefix("badge_agent_volumes_written_total "))
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .unwrap_or(0);
-    assert!(written >= 2, "{text}");
+    // The counter follows the write it counts: wait for it rather than race it.
+    let written = |text: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix("badge_agent_volumes_written_total "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    eventually("both writes to be counted", || written(&scrape()) >= 2);
     assert!(
         !root.path().join("pods").join(&quiet).exists(),
         "automount disabled: no token files"
