@@ -13,6 +13,7 @@ mod encryption;
 mod encryption_ops;
 mod ha;
 mod ha_faults;
+mod key_retire;
 mod key_rotation;
 mod kubectl;
 mod limits;
