@@ -7,8 +7,11 @@ use http::{Method, Response, StatusCode};
 use crate::ApiServer;
 use crate::response::{self, Body};
 
+/// How recently a key may have verified a token and still be retired without `force`.
+const DEFAULT_RETIRE_WINDOW_SECONDS: i64 = 3600;
+
 impl ApiServer {
-    /// `/badge/v1/keys`: list (GET), `rotate` and `<kid>/revoke` (POST).
+    /// `/badge/v1/keys`: list (GET), `rotate`, `<kid>/revoke` and `<kid>/retire` (POST).
     pub(crate) async fn keys_api(
         &self,
         method: &Method,
@@ -40,6 +43,24 @@ impl ApiServer {
             }
             (&Method::POST, [kid, "revoke"]) => {
                 issuer.keys.revoke(kid).await?;
+                Ok(response::json(StatusCode::OK, &issuer.keys.describe()))
+            }
+            (&Method::POST, [kid, "retire"]) => {
+                let query = crate::params::Query::parse(query);
+                let force = match query.get("force") {
+                    None => false,
+                    Some(v) => v
+                        .parse::<bool>()
+                        .map_err(|_| Status::bad_request(format!("invalid force: {v}")))?,
+                };
+                let window = match query.get("window") {
+                    None => DEFAULT_RETIRE_WINDOW_SECONDS,
+                    Some(v) => crate::limits::parse_go_duration(v)
+                        .ok()
+                        .and_then(|d| i64::try_from(d.as_secs()).ok())
+                        .ok_or_else(|| Status::bad_request(format!("invalid window: {v}")))?,
+                };
+                issuer.keys.retire(kid, force, window).await?;
                 Ok(response::json(StatusCode::OK, &issuer.keys.describe()))
             }
             (&Method::GET | &Method::POST, _) => Err(Status::path_not_found()),

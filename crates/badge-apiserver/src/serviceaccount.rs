@@ -12,8 +12,10 @@ use badge_auth::serviceaccount::{ObjectInfo, SecretInfo, ServiceAccountTokenGett
 use badge_registry::Registry;
 use badge_store::Store;
 use badge_token::keys::Curve;
+use badge_token::keyset::RingError;
 use badge_token::{
-    AutoRotation, BoundClaims, KeyRing, KeySet, LegacyClaims, ObjectRef, SigningKey, VerifyingKey, jwt,
+    AutoRotation, BoundClaims, KeyRing, KeySet, KeyUsage, LegacyClaims, ObjectRef, SigningKey, VerifyingKey,
+    jwt,
 };
 use base64::Engine;
 use bytes::Bytes;
@@ -408,15 +410,85 @@ impl ServiceAccountKeys {
         Ok(())
     }
 
+    /// Retires `kid` and ends its verification now (its tokens fail, as on revocation, but
+    /// the key is recorded as retired early, not compromised). Refused with a Conflict for the
+    /// current signing key, and, unless `force`, while the key verified a token on this server
+    /// within the last `window_seconds`.
+    pub async fn retire(&self, kid: &str, force: bool, window_seconds: i64) -> Result<(), Status> {
+        let conflict = |why: &str| {
+            Status::conflict(
+                badge_api::GroupResource {
+                    group: "",
+                    resource: "keys",
+                },
+                kid,
+                why,
+            )
+        };
+        let signing_key = || conflict("the key is the current signing key; rotate first");
+        if self.signer().is_some_and(|s| s.kid() == kid) {
+            return Err(signing_key());
+        }
+        let last_used = self
+            .verification
+            .current()
+            .usage(kid)
+            .and_then(KeyUsage::last_used);
+        if !force
+            && let Some(last) = last_used
+            && last > now().saturating_sub(window_seconds)
+        {
+            let at = jiff::Timestamp::from_second(last)
+                .map(meta::format_time)
+                .unwrap_or_else(|_| last.to_string());
+            return Err(conflict(&format!(
+                "the key last verified a token at {at}, within the last {window_seconds}s; retire it with force=true to end its tokens anyway"
+            )));
+        }
+        self.change_ring(|ring| {
+            let now = now();
+            if ring.current_signer(now).is_some_and(|s| s.kid() == kid) {
+                return Err(signing_key());
+            }
+            ring.retire_early(kid, now).map_err(|e| match e {
+                RingError::UnknownKey => Status::not_found(
+                    badge_api::GroupResource {
+                        group: "",
+                        resource: "keys",
+                    },
+                    kid,
+                ),
+                e => Status::bad_request(e.to_string()),
+            })
+        })
+        .await?;
+        tracing::warn!(%kid, force, "service account signing key retired early");
+        Ok(())
+    }
+
     /// Each key with its state and dates, for `badge keys list`.
     pub fn describe(&self) -> Value {
         let now = now();
         let auto = *self.auto_rotation.lock();
         match &self.mode {
             Mode::Files(key) => {
-                json!({"keys": [{"kid": key.kid(), "algorithm": key.algorithm().as_str(), "state": "Active", "source": "file"}]})
+                let verification = self.verification.current();
+                let usage = verification.usage(key.kid());
+                let last_used = usage
+                    .and_then(KeyUsage::last_used)
+                    .and_then(|s| jiff::Timestamp::from_second(s).ok())
+                    .map(meta::format_time);
+                json!({"keys": [{
+                    "kid": key.kid(),
+                    "algorithm": key.algorithm().as_str(),
+                    "state": "Active",
+                    "source": "file",
+                    "verifiedTokens": usage.map_or(0, KeyUsage::count),
+                    "lastUsed": last_used,
+                }]})
             }
             Mode::Ring(ring) => {
+                let verification = self.verification.current();
                 let ring = ring.lock();
                 let keys: Vec<Value> = ring
                     .entries()
@@ -426,6 +498,7 @@ impl ServiceAccountKeys {
                             s.and_then(|s| jiff::Timestamp::from_second(s).ok())
                                 .map(meta::format_time)
                         };
+                        let usage = verification.usage(e.kid());
                         json!({
                             "kid": e.kid(),
                             "algorithm": e.key.algorithm().as_str(),
@@ -434,6 +507,9 @@ impl ServiceAccountKeys {
                             "activatesAt": t(Some(e.activates_at)),
                             "retiresAt": t(e.retires_at),
                             "revokedAt": t(e.revoked_at),
+                            "retiredEarlyAt": t(e.retired_early_at),
+                            "verifiedTokens": usage.map_or(0, KeyUsage::count),
+                            "lastUsed": t(usage.and_then(KeyUsage::last_used)),
                             "nextTransition": t(ring.next_transition_of(e.kid(), now, auto)),
                         })
                     })

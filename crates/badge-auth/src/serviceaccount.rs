@@ -63,8 +63,12 @@ impl TokenKeys {
         self.current.read().clone()
     }
 
-    pub fn replace(&self, keys: KeySet) {
-        *self.current.write() = Arc::new(keys);
+    /// Swaps in `keys`, keeping the usage counters of the keys it shares with the set it
+    /// replaces.
+    pub fn replace(&self, mut keys: KeySet) {
+        let mut current = self.current.write();
+        keys.carry_usage_from(&current);
+        *current = Arc::new(keys);
     }
 }
 
@@ -305,8 +309,12 @@ impl ServiceAccountAuthenticator {
                 .claims
                 .expires_at
                 .is_some_and(|exp| now > exp + claims::LEEWAY_SECONDS);
-            if !expired && keys.get(&hit.kid).is_some() {
-                return self.finish(token, &hit.claims, now);
+            if !expired && let Some(usage) = keys.usage(&hit.kid) {
+                let outcome = self.finish(token, &hit.claims, now);
+                if matches!(outcome, TokenOutcome::Authenticated { .. }) {
+                    usage.record(now);
+                }
+                return outcome;
             }
         }
         let verified = match jwt::parse_and_verify(token, &keys) {
@@ -327,6 +335,9 @@ impl ServiceAccountAuthenticator {
         };
         let outcome = self.finish(token, &validated, now);
         if matches!(outcome, TokenOutcome::Authenticated { .. }) {
+            if let Some(usage) = keys.usage(verified.kid()) {
+                usage.record(now);
+            }
             self.cache.insert(
                 fingerprint,
                 CachedToken {
@@ -517,6 +528,37 @@ mod tests {
             auth.authenticate(&token, &[]),
             TokenOutcome::Authenticated { .. }
         ));
+    }
+
+    #[test]
+    fn verifications_and_cache_hits_count_against_the_key() {
+        let (key, objects, auth) = setup();
+        let usage = |auth: &ServiceAccountAuthenticator| {
+            let keys = auth.keys.current();
+            let usage = keys.usage(key.kid()).unwrap();
+            (usage.count(), usage.last_used())
+        };
+        assert_eq!(usage(&auth), (0, None));
+        let token = bound(&key, None);
+        assert!(matches!(
+            auth.authenticate(&token, &[]),
+            TokenOutcome::Authenticated { .. }
+        ));
+        assert_eq!(auth.cache.len(), 1);
+        assert_eq!(usage(&auth), (1, Some((auth.clock)())));
+        // A cache hit counts too.
+        assert!(matches!(
+            auth.authenticate(&token, &[]),
+            TokenOutcome::Authenticated { .. }
+        ));
+        assert_eq!(usage(&auth).0, 2);
+        // A refused token does not.
+        objects.0.lock().remove("sa/demo/app");
+        assert!(matches!(auth.authenticate(&token, &[]), TokenOutcome::Invalid(_)));
+        assert_eq!(usage(&auth).0, 2);
+        // Rebuilding the key set keeps the counts.
+        auth.keys.replace(KeySet::new(Some(key.clone()), []));
+        assert_eq!(usage(&auth).0, 2);
     }
 
     #[test]

@@ -11,11 +11,41 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
 use crate::claims::LEEWAY_SECONDS;
 use crate::keys::{Algorithm, SigningKey, VerifyingKey};
+
+// === impl KeyUsage ===
+
+/// How often a verification key verified a token, and when it last did: what an operator
+/// looks at before retiring it. Atomics, so the authentication path never takes a lock.
+#[derive(Debug, Default)]
+pub struct KeyUsage {
+    count: AtomicU64,
+    last_used_unix: AtomicI64,
+}
+
+impl KeyUsage {
+    /// One more token verified with this key at `now` (unix seconds).
+    pub fn record(&self, now: i64) {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.last_used_unix.fetch_max(now, Ordering::Relaxed);
+    }
+
+    /// Tokens verified with this key so far.
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// When the key last verified a token (unix seconds), if ever.
+    pub fn last_used(&self) -> Option<i64> {
+        Some(self.last_used_unix.load(Ordering::Relaxed)).filter(|&t| t > 0)
+    }
+}
 
 // === impl KeySet ===
 
@@ -25,6 +55,7 @@ pub struct KeySet {
     signer: Option<SigningKey>,
     keys: Vec<VerifyingKey>,
     by_kid: HashMap<String, VerifyingKey>,
+    usage: HashMap<String, Arc<KeyUsage>>,
 }
 
 impl KeySet {
@@ -39,7 +70,31 @@ impl KeySet {
             keys.push(s.public().clone());
         }
         let by_kid = keys.iter().map(|k| (k.kid().to_owned(), k.clone())).collect();
-        Self { signer, keys, by_kid }
+        let usage = keys
+            .iter()
+            .map(|k| (k.kid().to_owned(), Arc::default()))
+            .collect();
+        Self {
+            signer,
+            keys,
+            by_kid,
+            usage,
+        }
+    }
+
+    /// Takes over `previous`'s counters for the kids both sets hold, so usage survives the
+    /// key set being rebuilt.
+    pub fn carry_usage_from(&mut self, previous: &KeySet) {
+        for (kid, usage) in &mut self.usage {
+            if let Some(seen) = previous.usage.get(kid) {
+                *usage = seen.clone();
+            }
+        }
+    }
+
+    /// The usage counters of the verification key with this kid.
+    pub fn usage(&self, kid: &str) -> Option<&KeyUsage> {
+        self.usage.get(kid).map(Arc::as_ref)
     }
 
     /// The key new tokens are signed with.
@@ -115,6 +170,10 @@ pub struct KeyEntry {
     pub retires_at: Option<i64>,
     /// When the key was revoked.
     pub revoked_at: Option<i64>,
+    /// When the key was retired early: it stopped verifying then instead of after
+    /// keep-after-retire, though it was not compromised.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retired_early_at: Option<i64>,
 }
 
 impl KeyEntry {
@@ -139,7 +198,10 @@ impl KeyEntry {
     fn verifies_at(&self, now: i64, keep: i64) -> bool {
         match self.state_at(now) {
             KeyState::Pending | KeyState::Active => true,
-            KeyState::Retired => self.retires_at.is_some_and(|r| now < r.saturating_add(keep)),
+            KeyState::Retired => {
+                self.retired_early_at.is_none()
+                    && self.retires_at.is_some_and(|r| now < r.saturating_add(keep))
+            }
             KeyState::Revoked => false,
         }
     }
@@ -269,6 +331,7 @@ impl KeyRing {
             activates_at,
             retires_at: None,
             revoked_at: None,
+            retired_early_at: None,
         });
         self.refresh_states(now);
         Ok(())
@@ -296,6 +359,17 @@ impl KeyRing {
         }
         self.entries[i].retires_at = Some(now);
         self.refresh_states(now);
+        Ok(())
+    }
+
+    /// Retires `kid` and ends its verification now, without waiting out keep-after-retire:
+    /// tokens it signed stop verifying, as on revocation, but the key is recorded as retired
+    /// (early) rather than compromised. Refused for the only active key, like [`Self::retire`].
+    pub fn retire_early(&mut self, kid: &str, now: i64) -> Result<(), RingError> {
+        self.retire(kid, now)?;
+        let i = self.position(kid).ok_or(RingError::UnknownKey)?;
+        let entry = &mut self.entries[i];
+        entry.retired_early_at.get_or_insert(now);
         Ok(())
     }
 
@@ -512,6 +586,56 @@ mod tests {
 
     fn kids(keys: &[VerifyingKey]) -> Vec<&str> {
         keys.iter().map(VerifyingKey::kid).collect()
+    }
+
+    #[test]
+    fn usage_counts_add_up_across_threads_and_survive_rebuilds() {
+        let a = key();
+        let set = Arc::new(KeySet::new(Some(a.clone()), []));
+        std::thread::scope(|scope| {
+            for t in 0..8 {
+                let set = set.clone();
+                let kid = a.kid().to_owned();
+                scope.spawn(move || {
+                    for i in 0..1000 {
+                        set.usage(&kid).unwrap().record(100 + t * 1000 + i);
+                    }
+                });
+            }
+        });
+        let usage = set.usage(a.kid()).unwrap();
+        assert_eq!(usage.count(), 8000);
+        assert_eq!(usage.last_used(), Some(100 + 7 * 1000 + 999));
+        assert!(set.usage("nope").is_none());
+
+        let b = key();
+        let mut rebuilt = KeySet::new(Some(a.clone()), [b.public().clone()]);
+        rebuilt.carry_usage_from(&set);
+        assert_eq!(rebuilt.usage(a.kid()).unwrap().count(), 8000);
+        assert_eq!(rebuilt.usage(b.kid()).unwrap().count(), 0);
+        assert_eq!(rebuilt.usage(b.kid()).unwrap().last_used(), None);
+    }
+
+    #[test]
+    fn retiring_early_ends_verification_at_once() {
+        let mut ring = KeyRing::new(2 * DAY).unwrap();
+        let (k1, k2) = (key(), key());
+        let t0 = 1_000_000;
+        ring.rotate(k1.clone(), t0, 0).unwrap();
+        assert_eq!(ring.retire_early(k1.kid(), t0), Err(RingError::LastSigner));
+        ring.rotate(k2.clone(), t0 + HOUR, 0).unwrap();
+        let t1 = t0 + 2 * HOUR;
+        // An ordinary retirement keeps verifying; an early one does not.
+        assert_eq!(kids(&ring.verification_keys(t1)), vec![k1.kid(), k2.kid()]);
+        ring.retire_early(k1.kid(), t1).unwrap();
+        assert_eq!(kids(&ring.verification_keys(t1)), vec![k2.kid()]);
+        let e = &ring.entries()[0];
+        assert_eq!(e.state_at(t1), KeyState::Retired);
+        assert_eq!(e.retired_early_at, Some(t1));
+        assert_eq!(e.revoked_at, None);
+        // The record survives a round trip through the store.
+        let back: KeyRing = serde_json::from_str(&serde_json::to_string(&ring).unwrap()).unwrap();
+        assert_eq!(kids(&back.verification_keys(t1)), vec![k2.kid()]);
     }
 
     #[test]

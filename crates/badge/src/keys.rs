@@ -1,4 +1,4 @@
-//! `badge keys list|rotate|revoke`: the ServiceAccount signing keys, through the server's
+//! `badge keys list|rotate|revoke|retire`: the ServiceAccount signing keys, through the server's
 //! `/badge/v1/keys` API (authorized like any request: cluster admins by default).
 
 use std::path::PathBuf;
@@ -31,6 +31,18 @@ enum KeysCommand {
     },
     /// Revoke a compromised key: every token it signed stops verifying now.
     Revoke { kid: String },
+    /// Retire a key early: it leaves the JWKS and its tokens stop verifying now. Refused for
+    /// the signing key, and while the key verified a token within the window (as counted by
+    /// the server answering; each server counts only its own verifications).
+    Retire {
+        kid: String,
+        /// Retire even though the key verified a token within the window.
+        #[arg(long)]
+        force: bool,
+        /// How recent a use refuses the retirement, as a Go duration.
+        #[arg(long, default_value = "1h", value_parser = crate::server::parse_duration)]
+        window: i64,
+    },
 }
 
 /// Whole seconds as a Go duration prints them (`720h0m0s`, `5s`).
@@ -53,20 +65,22 @@ fn print_keys(body: &Value) {
         );
     }
     println!(
-        "{:<45} {:<6} {:<8} {:<21} {:<21} {:<21} {:<21}",
-        "KID", "ALG", "STATE", "CREATED", "SIGNS FROM", "RETIRES", "NEXT TRANSITION"
+        "{:<45} {:<6} {:<8} {:<21} {:<21} {:<21} {:<21} {:<9} {:<21}",
+        "KID", "ALG", "STATE", "CREATED", "SIGNS FROM", "RETIRES", "NEXT TRANSITION", "VERIFIED", "LAST USED"
     );
     for k in body["keys"].as_array().into_iter().flatten() {
         let s = |f: &str| k[f].as_str().unwrap_or("-").to_string();
         println!(
-            "{:<45} {:<6} {:<8} {:<21} {:<21} {:<21} {:<21}",
+            "{:<45} {:<6} {:<8} {:<21} {:<21} {:<21} {:<21} {:<9} {:<21}",
             s("kid"),
             s("algorithm"),
             s("state"),
             s("created"),
             s("activatesAt"),
             s("retiresAt"),
-            s("nextTransition")
+            s("nextTransition"),
+            k["verifiedTokens"].as_u64().unwrap_or(0),
+            s("lastUsed")
         );
     }
 }
@@ -80,6 +94,10 @@ pub async fn run(options: KeysOptions) -> anyhow::Result<()> {
             format!("/badge/v1/keys/rotate?publishLeadSeconds={publish_lead_seconds}"),
         ),
         KeysCommand::Revoke { kid } => ("POST", format!("/badge/v1/keys/{kid}/revoke")),
+        KeysCommand::Retire { kid, force, window } => (
+            "POST",
+            format!("/badge/v1/keys/{kid}/retire?force={force}&window={window}s"),
+        ),
     };
     let (status, body) = client.request(method, &path, None).await?;
     if status != 200 {
@@ -87,6 +105,9 @@ pub async fn run(options: KeysOptions) -> anyhow::Result<()> {
     }
     if let Some(kid) = body["rotated"].as_str() {
         println!("added key {kid}");
+    }
+    if let KeysCommand::Retire { kid, .. } = &options.command {
+        println!("retired key {kid}; its tokens no longer verify");
     }
     print_keys(&body);
     Ok(())
