@@ -241,7 +241,20 @@ fn ha_quorum_loss_fails_writes_and_keeps_cached_reads() {
     within(Duration::from_secs(20), "writes after recovery", || {
         create_configmap(&server, "after-recovery").status == 201
     });
-    let listed = server.kubectl_ok(&["get", "configmaps", "-o", "name"]);
+    // A consistent read answers once the server's watch has caught up with the recovered
+    // cluster; until then it refuses (504 Too large resource version) rather than serve a
+    // stale list, so wait for an answer, then check that it holds everything.
+    let mut listed = String::new();
+    within(
+        Duration::from_secs(60),
+        "a consistent list after recovery",
+        || {
+            let out = server.kubectl(&["get", "configmaps", "-o", "name"]);
+            listed = String::from_utf8_lossy(&out.stdout).into_owned();
+            out.status.success()
+        },
+    );
+    assert!(listed.contains("configmap/after-recovery"), "{listed}");
     for name in &acknowledged {
         assert!(
             listed.contains(&format!("configmap/{name}")),
