@@ -184,13 +184,39 @@ async fn approve(registry: &Registry, authorizer: &dyn Authorizer, name: &str) -
         );
         return Ok(Action::Done);
     };
-    let uid = meta::uid(&csr).to_string();
+    let condition = json!({
+        "type": APPROVED,
+        "status": "True",
+        "reason": "AutoApproved",
+        "message": message,
+    });
+    update_unless_replaced(registry, &csr, "approval", |current| {
+        let mut updated = current.clone();
+        if !rules::has_condition(current, APPROVED) && !rules::has_condition(current, DENIED) {
+            push_condition(&mut updated, condition.clone());
+        }
+        updated
+    })
+    .await
+}
+
+/// Writes `change` of the request through `subresource`, unless it was deleted or replaced
+/// (another uid) since it was read: then there is nothing left to do.
+async fn update_unless_replaced(
+    registry: &Registry,
+    csr: &Value,
+    subresource: &str,
+    mut change: impl FnMut(&Value) -> Value + Send,
+) -> Result<Action, Status> {
+    let resource = csr_resource();
+    let name = meta::name(csr);
+    let uid = meta::uid(csr);
     let result = registry
         .update(
             resource,
             "",
             name,
-            "approval",
+            subresource,
             &WriteOptions::default(),
             |current| {
                 if meta::uid(current) != uid {
@@ -200,23 +226,7 @@ async fn approve(registry: &Registry, authorizer: &dyn Authorizer, name: &str) -
                         "the request was replaced",
                     ));
                 }
-                let mut updated = current.clone();
-                let mut conditions = current
-                    .pointer("/status/conditions")
-                    .and_then(Value::as_array)
-                    .cloned()
-                    .unwrap_or_default();
-                if rules::has_condition(current, APPROVED) || rules::has_condition(current, DENIED) {
-                    return Ok(updated);
-                }
-                conditions.push(json!({
-                    "type": APPROVED,
-                    "status": "True",
-                    "reason": "AutoApproved",
-                    "message": message,
-                }));
-                updated["status"]["conditions"] = Value::Array(conditions);
-                Ok(updated)
+                Ok(change(current))
             },
         )
         .await;
@@ -224,6 +234,17 @@ async fn approve(registry: &Registry, authorizer: &dyn Authorizer, name: &str) -
         Ok(_) => Ok(Action::Done),
         Err(s) if s.is_not_found() || s.code == 409 => Ok(Action::Done),
         Err(s) => Err(s),
+    }
+}
+
+/// Appends a condition to `status.conditions`.
+fn push_condition(object: &mut Value, condition: Value) {
+    if !object.get("status").is_some_and(Value::is_object) {
+        object["status"] = json!({});
+    }
+    match object["status"]["conditions"].as_array_mut() {
+        Some(conditions) => conditions.push(condition),
+        None => object["status"]["conditions"] = json!([condition]),
     }
 }
 
@@ -265,55 +286,29 @@ async fn sign(registry: &Registry, signer: &CsrSigner, max: Duration, name: &str
         }
         (Err(message), _) | (Ok(()), Err(message)) => Err(message),
     };
-    let uid = meta::uid(&csr).to_string();
-    let result = registry
-        .update(
-            resource,
-            "",
-            name,
-            "status",
-            &WriteOptions::default(),
-            |current| {
-                if meta::uid(current) != uid {
-                    return Err(Status::conflict(
-                        resource.group_resource(),
-                        name,
-                        "the request was replaced",
-                    ));
-                }
-                let mut updated = current.clone();
+    update_unless_replaced(registry, &csr, "status", |current| {
+        let mut updated = current.clone();
+        match &outcome {
+            Ok(pem) => {
                 if !updated.get("status").is_some_and(Value::is_object) {
                     updated["status"] = json!({});
                 }
-                match &outcome {
-                    Ok(pem) => {
-                        updated["status"]["certificate"] =
-                            json!(base64::engine::general_purpose::STANDARD.encode(pem.as_bytes()));
-                    }
-                    Err(message) => {
-                        let mut conditions = current
-                            .pointer("/status/conditions")
-                            .and_then(Value::as_array)
-                            .cloned()
-                            .unwrap_or_default();
-                        conditions.push(json!({
-                            "type": FAILED,
-                            "status": "True",
-                            "reason": "SignerValidationFailure",
-                            "message": message,
-                        }));
-                        updated["status"]["conditions"] = Value::Array(conditions);
-                    }
-                }
-                Ok(updated)
-            },
-        )
-        .await;
-    match result {
-        Ok(_) => Ok(Action::Done),
-        Err(s) if s.is_not_found() || s.code == 409 => Ok(Action::Done),
-        Err(s) => Err(s),
-    }
+                updated["status"]["certificate"] =
+                    json!(base64::engine::general_purpose::STANDARD.encode(pem.as_bytes()));
+            }
+            Err(message) => push_condition(
+                &mut updated,
+                json!({
+                    "type": FAILED,
+                    "status": "True",
+                    "reason": "SignerValidationFailure",
+                    "message": message,
+                }),
+            ),
+        }
+        updated
+    })
+    .await
 }
 
 #[cfg(test)]
