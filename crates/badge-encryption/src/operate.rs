@@ -148,6 +148,50 @@ impl fmt::Display for ResourceStatus {
     }
 }
 
+/// The keys under a prefix, a page at a time, as the raw store holds them.
+struct Pages<'a> {
+    raw: &'a dyn Store,
+    prefix: &'a str,
+    page: usize,
+    after: Option<String>,
+    done: bool,
+}
+
+impl<'a> Pages<'a> {
+    fn new(raw: &'a dyn Store, prefix: &'a str, page: usize) -> Pages<'a> {
+        Pages {
+            raw,
+            prefix,
+            page: page.max(1),
+            after: None,
+            done: false,
+        }
+    }
+
+    /// The next page, or None after the last.
+    async fn next(&mut self) -> Result<Option<Vec<badge_store::KeyValue>>, Error> {
+        if self.done {
+            return Ok(None);
+        }
+        let list = self
+            .raw
+            .list(
+                self.prefix,
+                ListOptions {
+                    limit: self.page,
+                    start_after: self.after.take(),
+                    ..Default::default()
+                },
+            )
+            .await?;
+        match list.items.last() {
+            Some(last) if list.remaining > 0 => self.after = Some(last.key.clone()),
+            _ => self.done = true,
+        }
+        Ok(Some(list.items))
+    }
+}
+
 /// The first page size of [`status`] and [`rotate`] when none is given.
 pub const DEFAULT_PAGE: usize = 500;
 
@@ -162,24 +206,10 @@ pub async fn status(
     let mut statuses = Vec::new();
     for covered in encryption.covered() {
         let mut counts = BTreeMap::new();
-        let mut after = None;
-        loop {
-            let list = raw
-                .list(
-                    covered.prefix,
-                    ListOptions {
-                        limit: page.max(1),
-                        start_after: after.take(),
-                        ..Default::default()
-                    },
-                )
-                .await?;
-            for kv in &list.items {
+        let mut pages = Pages::new(raw, covered.prefix, page);
+        while let Some(items) = pages.next().await? {
+            for kv in &items {
                 *counts.entry(StoredUnder::of(&kv.value)).or_insert(0) += 1;
-            }
-            match list.items.last() {
-                Some(last) if list.remaining > 0 => after = Some(last.key.clone()),
-                _ => break,
             }
         }
         let unreadable: Vec<StoredUnder> = counts.keys().filter(|u| !covered.readable(u)).cloned().collect();
@@ -243,19 +273,9 @@ pub async fn rotate(
             continue;
         }
         let mut scanned = 0;
-        let mut after = None;
-        loop {
-            let list = raw
-                .list(
-                    covered.prefix,
-                    ListOptions {
-                        limit: page.max(1),
-                        start_after: after.take(),
-                        ..Default::default()
-                    },
-                )
-                .await?;
-            for kv in &list.items {
+        let mut pages = Pages::new(raw, covered.prefix, page);
+        while let Some(items) = pages.next().await? {
+            for kv in &items {
                 if covered.current(&StoredUnder::of(&kv.value)) {
                     report.current += 1;
                     scanned += 1;
@@ -291,10 +311,6 @@ pub async fn rotate(
                 scanned,
                 report: &report,
             });
-            match list.items.last() {
-                Some(last) if list.remaining > 0 => after = Some(last.key.clone()),
-                _ => break,
-            }
         }
     }
     Ok(report)
