@@ -638,3 +638,54 @@ async fn subresources_and_reviews_are_authorized_as_what_they_serve() {
         asked.lock().clear();
     }
 }
+
+#[tokio::test]
+async fn a_body_cannot_name_another_object_than_the_path() {
+    let ring = Ring::new().await;
+    for ns in ["a", "b"] {
+        ring.namespace(ns).await;
+    }
+    ring.secret("a", "x").await;
+    ring.grant(
+        "a",
+        "writer",
+        json!([{"apiGroups": [""], "resources": ["secrets"],
+        "resourceNames": ["x"], "verbs": ["get", "update", "patch"]}]),
+    )
+    .await;
+    let writer = Caller::user("writer");
+    let put = |name: &str, namespace: &str| {
+        json!({"apiVersion": "v1", "kind": "Secret",
+               "metadata": {"name": name, "namespace": namespace},
+               "stringData": {"value": "overwritten"}})
+    };
+    // Authorized for `x` in `a`: a body naming `y`, or namespace `b`, writes nothing else.
+    for (body, message) in [
+        (
+            put("y", "a"),
+            "the name of the object (y) does not match the name on the URL (x)",
+        ),
+        (
+            put("x", "b"),
+            "the namespace of the provided object does not match the namespace sent on the request",
+        ),
+    ] {
+        let reply = ring
+            .call(&writer, "PUT", "/api/v1/namespaces/a/secrets/x", Some(&body))
+            .await;
+        assert_eq!(reply.code, 400, "{}", reply.body);
+        assert_eq!(reply.body["message"], message);
+    }
+    let reply = ring
+        .call(
+            &writer,
+            "PATCH",
+            "/api/v1/namespaces/a/secrets/x",
+            Some(&json!({"metadata": {"name": "y"}})),
+        )
+        .await;
+    assert_eq!(reply.code, 400, "{}", reply.body);
+    for path in ["/api/v1/namespaces/a/secrets/y", "/api/v1/namespaces/b/secrets/x"] {
+        assert_eq!(ring.get(&Caller::admin(), path).await.code, 404, "{path}");
+    }
+}
