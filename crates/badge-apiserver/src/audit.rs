@@ -2,9 +2,37 @@
 //! authorization, so a refused request is recorded as well as an allowed one. The sink
 //! decides what to keep; it is never given a credential (the authentication stage removed
 //! the header before this point).
+//!
+//! The audit log (`staging/src/k8s.io/apiserver/pkg/audit`): the policy (`policy`) decides
+//! per request a level and the stages left out, a [`Recorder`] follows the request through
+//! the chain and hands audit.k8s.io/v1 events to a backend (`log`: the file or stdout,
+//! written by another thread). Bodies are recorded only at the Request and
+//! RequestResponse levels, and then with Secret data and token fields redacted: no event
+//! carries a credential at any level.
 
+pub mod log;
+pub mod policy;
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+
+use badge_api::Status;
 use badge_api::request_info::RequestInfo;
 use badge_auth::UserInfo;
+use bytes::Bytes;
+use http::{HeaderMap, Response};
+use http_body_util::BodyExt;
+use hyper::body::{Body as HttpBody, Frame, SizeHint};
+use serde::Serialize;
+use serde_json::Value;
+
+pub use policy::{Level, Policy, Stage};
+
+use crate::metrics::Metrics;
+use crate::response::{self, Body};
 
 /// What the hook sees of a request.
 pub struct RequestEvent<'a> {
@@ -23,4 +51,629 @@ pub struct NoAudit;
 
 impl AuditSink for NoAudit {
     fn request(&self, _: &RequestEvent<'_>) {}
+}
+
+/// The user extra key holding the credential a request authenticated with.
+pub const CREDENTIAL_ID_KEY: &str = "authentication.kubernetes.io/credential-id";
+/// The annotation naming the credential a TokenRequest issued.
+pub const ISSUED_CREDENTIAL_ID_ANNOTATION: &str = "authentication.kubernetes.io/issued-credential-id";
+pub const DECISION_ANNOTATION: &str = "authorization.k8s.io/decision";
+pub const REASON_ANNOTATION: &str = "authorization.k8s.io/reason";
+/// The header carrying the audit ID, in both directions.
+pub const AUDIT_ID_HEADER: &str = "Audit-ID";
+/// What redacted values are replaced with.
+pub const REDACTED: &str = "<redacted>";
+
+/// Annotations a handler adds to its request's audit event, carried on the response.
+#[derive(Clone, Debug, Default)]
+pub struct Annotations(pub Vec<(String, String)>);
+
+/// Adds an annotation to the event of the request `response` answers.
+pub fn annotate(response: &mut Response<Body>, key: &str, value: String) {
+    let extensions = response.extensions_mut();
+    match extensions.get_mut::<Annotations>() {
+        Some(annotations) => annotations.0.push((key.to_string(), value)),
+        None => {
+            extensions.insert(Annotations(vec![(key.to_string(), value)]));
+        }
+    }
+}
+
+/// Receives finished events (`audit.Backend`). Must not block.
+pub trait AuditBackend: Send + Sync {
+    fn process(&self, event: Event);
+}
+
+/// An audit.k8s.io/v1 `Event`.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Event {
+    pub kind: &'static str,
+    pub api_version: &'static str,
+    pub level: Level,
+    #[serde(rename = "auditID")]
+    pub audit_id: String,
+    pub stage: Stage,
+    #[serde(rename = "requestURI")]
+    pub request_uri: String,
+    pub verb: String,
+    pub user: EventUser,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub impersonated_user: Option<EventUser>,
+    #[serde(rename = "sourceIPs", skip_serializing_if = "Vec::is_empty")]
+    pub source_ips: Vec<String>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub user_agent: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub object_ref: Option<ObjectReference>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_status: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_object: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_object: Option<Value>,
+    pub request_received_timestamp: String,
+    pub stage_timestamp: String,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// authentication/v1 `UserInfo`, as events spell it.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct EventUser {
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub username: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub uid: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub extra: BTreeMap<String, Vec<String>>,
+}
+
+impl From<&UserInfo> for EventUser {
+    fn from(user: &UserInfo) -> EventUser {
+        EventUser {
+            username: user.name.clone(),
+            uid: user.uid.clone(),
+            groups: user.groups.clone(),
+            extra: user.extra.clone(),
+        }
+    }
+}
+
+/// audit.k8s.io/v1 `ObjectReference`.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectReference {
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub resource: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub namespace: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub api_group: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub api_version: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub subresource: String,
+}
+
+/// The audit log of a server: its policy and where events go.
+pub struct Auditor {
+    pub policy: Policy,
+    pub backend: Arc<dyn AuditBackend>,
+    metrics: Arc<Metrics>,
+}
+
+/// What a request brings to its event before authentication says who sent it.
+pub struct RequestMeta {
+    pub audit_id: String,
+    pub request_uri: String,
+    pub source_ips: Vec<String>,
+    pub user_agent: String,
+    /// The bearer credential was tried, for a failed authentication's message.
+    pub bearer: bool,
+    pub received: jiff::Timestamp,
+}
+
+impl RequestMeta {
+    /// Reads what the event needs of a request, before authentication removes its
+    /// credential.
+    pub fn new(
+        audit_id: &str,
+        uri: &http::Uri,
+        headers: &HeaderMap,
+        remote: Option<std::net::SocketAddr>,
+        received: jiff::Timestamp,
+    ) -> RequestMeta {
+        RequestMeta {
+            audit_id: audit_id.to_string(),
+            request_uri: uri
+                .path_and_query()
+                .map_or_else(|| uri.path().to_string(), |pq| pq.as_str().to_string()),
+            source_ips: source_ips(headers, remote),
+            user_agent: headers
+                .get(http::header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string(),
+            bearer: headers
+                .get(http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.trim().to_ascii_lowercase().starts_with("bearer ")),
+            received,
+        }
+    }
+}
+
+/// A MicroTime: RFC 3339 in UTC with microseconds.
+pub fn micro_time(at: jiff::Timestamp) -> String {
+    format!(
+        "{}.{:06}Z",
+        at.strftime("%Y-%m-%dT%H:%M:%S"),
+        at.subsec_microsecond()
+    )
+}
+
+/// The client's addresses, as upstream's `SourceIPs`: X-Forwarded-For, then X-Real-Ip,
+/// then the connection's peer, without repeats.
+fn source_ips(headers: &HeaderMap, remote: Option<std::net::SocketAddr>) -> Vec<String> {
+    let mut ips: Vec<String> = Vec::new();
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(forwarded) = header("x-forwarded-for") {
+        for ip in forwarded.split(',') {
+            if let Ok(ip) = ip.trim().parse::<std::net::IpAddr>() {
+                ips.push(ip.to_string());
+            }
+        }
+    }
+    if let Some(real) = header("x-real-ip").and_then(|v| v.trim().parse::<std::net::IpAddr>().ok()) {
+        let real = real.to_string();
+        if !ips.contains(&real) {
+            ips.push(real);
+        }
+    }
+    if let Some(remote) = remote {
+        let peer = remote.ip().to_string();
+        if !ips.contains(&peer) {
+            ips.push(peer);
+        }
+    }
+    ips
+}
+
+/// Which authentication methods a failed request tried, as upstream's `getAuthMethods`.
+fn attempted_methods(bearer: bool, client_certificate: bool) -> String {
+    let mut methods = Vec::new();
+    if bearer {
+        methods.push("bearer");
+    }
+    if client_certificate {
+        methods.push("x509");
+    }
+    format!("Authentication failed, attempted: {}", methods.join(", "))
+}
+
+impl Auditor {
+    pub fn new(policy: Policy, backend: Arc<dyn AuditBackend>, metrics: Arc<Metrics>) -> Auditor {
+        Auditor {
+            policy,
+            backend,
+            metrics,
+        }
+    }
+
+    fn emit(&self, event: Event) {
+        self.metrics.audit_events.fetch_add(1, Ordering::Relaxed);
+        self.backend.process(event);
+    }
+
+    fn base_event(&self, level: Level, meta: &RequestMeta, info: &RequestInfo) -> Event {
+        let object_ref = info.is_resource_request.then(|| ObjectReference {
+            resource: info.resource.clone(),
+            namespace: info.namespace.clone(),
+            name: info.name.clone(),
+            api_group: info.api_group.clone(),
+            api_version: info.api_version.clone(),
+            subresource: info.subresource.clone(),
+        });
+        let received = micro_time(meta.received);
+        Event {
+            kind: "Event",
+            api_version: "audit.k8s.io/v1",
+            level,
+            audit_id: meta.audit_id.clone(),
+            stage: Stage::RequestReceived,
+            request_uri: meta.request_uri.clone(),
+            verb: info.verb.clone(),
+            user: EventUser::default(),
+            impersonated_user: None,
+            source_ips: meta.source_ips.clone(),
+            user_agent: meta.user_agent.clone(),
+            object_ref,
+            response_status: None,
+            request_object: None,
+            response_object: None,
+            stage_timestamp: received.clone(),
+            request_received_timestamp: received,
+            annotations: BTreeMap::new(),
+        }
+    }
+
+    /// Starts the record of an authenticated request, writing its RequestReceived event;
+    /// None when the policy records nothing of it.
+    pub fn begin(
+        self: &Arc<Self>,
+        meta: &RequestMeta,
+        info: &RequestInfo,
+        user: &UserInfo,
+    ) -> Option<Recorder> {
+        let decision = self.policy.evaluate(&policy::Attributes {
+            user: Some(user),
+            info,
+        });
+        if decision.level == Level::None {
+            return None;
+        }
+        let mut event = self.base_event(decision.level, meta, info);
+        event.user = EventUser::from(user);
+        let recorder = Recorder {
+            auditor: self.clone(),
+            decision,
+            event,
+            request_body: None,
+        };
+        if recorder.decision.records(Stage::RequestReceived) {
+            self.emit(recorder.stage_event(Stage::RequestReceived));
+        }
+        Some(recorder)
+    }
+
+    /// Records a request that failed authentication (`WithFailedAuthenticationAudit`): one
+    /// ResponseStarted event with no user.
+    pub fn failed_authentication(&self, meta: &RequestMeta, info: &RequestInfo, client_certificate: bool) {
+        let decision = self.policy.evaluate(&policy::Attributes { user: None, info });
+        if !decision.records(Stage::ResponseStarted) {
+            return;
+        }
+        let mut event = self.base_event(decision.level, meta, info);
+        event.stage = Stage::ResponseStarted;
+        event.stage_timestamp = micro_time(jiff::Timestamp::now());
+        event.response_status = Some(serde_json::json!({
+            "metadata": {},
+            "message": attempted_methods(meta.bearer, client_certificate),
+            "code": 401,
+        }));
+        self.emit(event);
+    }
+}
+
+/// One request's record, from authentication to the end of its response.
+pub struct Recorder {
+    auditor: Arc<Auditor>,
+    decision: policy::Decision,
+    event: Event,
+    request_body: Option<Bytes>,
+}
+
+impl Recorder {
+    pub fn level(&self) -> Level {
+        self.decision.level
+    }
+
+    /// The request acts as another user.
+    pub fn impersonated(&mut self, user: &UserInfo) {
+        self.event.impersonated_user = Some(EventUser::from(user));
+    }
+
+    pub fn annotate(&mut self, key: &str, value: impl Into<String>) {
+        self.event.annotations.insert(key.to_string(), value.into());
+    }
+
+    /// The request's body, recorded at the Request level and above.
+    pub fn request_body(&mut self, body: Bytes) {
+        if self.decision.level >= Level::Request {
+            self.request_body = Some(body);
+        }
+    }
+
+    fn stage_event(&self, stage: Stage) -> Event {
+        let mut event = self.event.clone();
+        event.stage = stage;
+        event.stage_timestamp = micro_time(jiff::Timestamp::now());
+        event
+    }
+
+    fn emit(&self, stage: Stage) {
+        if self.decision.records(stage) {
+            self.auditor.emit(self.stage_event(stage));
+        }
+    }
+
+    /// The handler panicked: the Panic event, with upstream's 500 status.
+    pub fn panicked(mut self) {
+        self.event.response_status = Some(serde_json::json!({
+            "metadata": {},
+            "status": "Failure",
+            "message": "APIServer panic'd",
+            "reason": "InternalError",
+            "code": 500,
+        }));
+        self.emit(Stage::Panic);
+    }
+
+    /// Records the response, writing ResponseComplete (and, for a watch, ResponseStarted
+    /// now and ResponseComplete when its stream ends). `failure` is the Status of a failed
+    /// request.
+    pub async fn respond(mut self, response: Response<Body>, failure: Option<&Status>) -> Response<Body> {
+        let code = response.status().as_u16();
+        self.event.response_status = Some(match failure {
+            Some(status) => {
+                let mut value = serde_json::json!({
+                    "metadata": {},
+                    "status": status.status,
+                    "message": status.message,
+                    "reason": status.reason,
+                    "code": status.code,
+                });
+                if let Some(details) = &status.details
+                    && let Ok(details) = serde_json::to_value(details)
+                {
+                    value["details"] = details;
+                }
+                value
+            }
+            None => serde_json::json!({"metadata": {}, "code": code}),
+        });
+        if let Some(annotations) = response.extensions().get::<Annotations>() {
+            for (key, value) in &annotations.0 {
+                self.event.annotations.insert(key.clone(), value.clone());
+            }
+        }
+        let (resource, subresource) = self
+            .event
+            .object_ref
+            .as_ref()
+            .map(|r| (r.resource.clone(), r.subresource.clone()))
+            .unwrap_or_default();
+        if let Some(body) = self.request_body.take()
+            && let Ok(mut value) = serde_json::from_slice::<Value>(&body)
+        {
+            redact(&mut value, &resource, &subresource);
+            self.event.request_object = Some(value);
+        }
+        let streaming = self.event.verb == "watch" && response.status().is_success();
+        if streaming {
+            self.emit(Stage::ResponseStarted);
+            let (parts, body) = response.into_parts();
+            let body = AuditedBody {
+                inner: body,
+                recorder: Some(self),
+            };
+            return Response::from_parts(parts, body.boxed_unsync());
+        }
+        if self.decision.level < Level::RequestResponse {
+            self.emit(Stage::ResponseComplete);
+            return response;
+        }
+        let (parts, body) = response.into_parts();
+        let bytes = match body.collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(never) => match never {},
+        };
+        if let Ok(mut value) = serde_json::from_slice::<Value>(&bytes) {
+            redact(&mut value, &resource, &subresource);
+            self.event.response_object = Some(value);
+        }
+        self.emit(Stage::ResponseComplete);
+        Response::from_parts(parts, response::full(bytes))
+    }
+}
+
+/// A streamed response body that records ResponseComplete when it ends or is dropped.
+struct AuditedBody {
+    inner: Body,
+    recorder: Option<Recorder>,
+}
+
+impl HttpBody for AuditedBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for AuditedBody {
+    fn drop(&mut self) {
+        if let Some(recorder) = self.recorder.take() {
+            recorder.emit(Stage::ResponseComplete);
+        }
+    }
+}
+
+/// Removes credentials and Secret data from a request or response body: the values of
+/// every Secret's `data` and `stringData` (any object of kind Secret, and any object in a
+/// body of the secrets resource, patches included), a TokenRequest's `status.token` and a
+/// TokenReview's `spec.token`.
+pub fn redact(value: &mut Value, resource: &str, subresource: &str) {
+    let secrets = resource == "secrets" && subresource.is_empty();
+    if secrets && let Value::Array(operations) = value {
+        // A JSON patch: every value it writes may be Secret data.
+        for operation in operations.iter_mut() {
+            if let Some(written) = operation.get_mut("value") {
+                *written = Value::String(REDACTED.into());
+            }
+        }
+        return;
+    }
+    if resource == "serviceaccounts"
+        && subresource == "token"
+        && let Some(token) = value.pointer_mut("/status/token")
+    {
+        *token = Value::String(REDACTED.into());
+    }
+    if resource == "tokenreviews"
+        && let Some(token) = value.pointer_mut("/spec/token")
+    {
+        *token = Value::String(REDACTED.into());
+    }
+    redact_tree(value, secrets);
+}
+
+fn redact_tree(value: &mut Value, secrets: bool) {
+    match value {
+        Value::Object(object) => {
+            let kind = object.get("kind").and_then(Value::as_str).unwrap_or_default();
+            let is_secret = secrets || kind == "Secret";
+            match kind {
+                "TokenRequest" => {
+                    if let Some(token) = object.get_mut("status").and_then(|s| s.get_mut("token")) {
+                        *token = Value::String(REDACTED.into());
+                    }
+                }
+                "TokenReview" => {
+                    if let Some(token) = object.get_mut("spec").and_then(|s| s.get_mut("token")) {
+                        *token = Value::String(REDACTED.into());
+                    }
+                }
+                _ => {}
+            }
+            for (key, child) in object.iter_mut() {
+                if is_secret && (key == "data" || key == "stringData") {
+                    redact_values(child);
+                } else {
+                    redact_tree(child, secrets);
+                }
+            }
+        }
+        Value::Array(items) => {
+            for item in items {
+                redact_tree(item, secrets);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn redact_values(value: &mut Value) {
+    match value {
+        Value::Object(entries) => {
+            for entry in entries.values_mut() {
+                *entry = Value::String(REDACTED.into());
+            }
+        }
+        Value::Null => {}
+        other => *other = Value::String(REDACTED.into()),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn secret_data_is_redacted_wherever_a_secret_appears() {
+        let mut secret = json!({
+            "kind": "Secret", "apiVersion": "v1",
+            "metadata": {"name": "s", "annotations": {"a": "kept"}},
+            "type": "bootstrap.kubernetes.io/token",
+            "data": {"token-id": "YWJjZGVm", "token-secret": "MDEyMzQ1Njc4OWFiY2RlZg=="},
+            "stringData": {"extra": "plain"},
+        });
+        redact(&mut secret, "secrets", "");
+        assert_eq!(
+            secret["data"],
+            json!({"token-id": REDACTED, "token-secret": REDACTED})
+        );
+        assert_eq!(secret["stringData"], json!({"extra": REDACTED}));
+        assert_eq!(secret["metadata"]["annotations"]["a"], "kept");
+
+        // A list's items carry no kind; the resource says they are Secrets.
+        let mut list =
+            json!({"kind": "SecretList", "items": [{"metadata": {"name": "a"}, "data": {"token": "dG9r"}}]});
+        redact(&mut list, "secrets", "");
+        assert_eq!(list["items"][0]["data"]["token"], REDACTED);
+
+        // A table of another request that includes Secret objects.
+        let mut table = json!({"kind": "Table", "rows": [{"cells": ["a"], "object": {"kind": "Secret", "data": {"token": "dG9r"}}}]});
+        redact(&mut table, "configmaps", "");
+        assert_eq!(table["rows"][0]["object"]["data"]["token"], REDACTED);
+
+        // A ConfigMap's data is not a Secret's.
+        let mut config = json!({"kind": "ConfigMap", "data": {"k": "v"}});
+        redact(&mut config, "configmaps", "");
+        assert_eq!(config["data"]["k"], "v");
+    }
+
+    #[test]
+    fn patches_to_secrets_are_redacted() {
+        let mut merge = json!({"data": {"token": "dG9r"}, "metadata": {"labels": {"x": "y"}}});
+        redact(&mut merge, "secrets", "");
+        assert_eq!(merge["data"]["token"], REDACTED);
+        assert_eq!(merge["metadata"]["labels"]["x"], "y");
+        let mut json_patch = json!([
+            {"op": "add", "path": "/data/token", "value": "dG9r"},
+            {"op": "replace", "path": "/data", "value": {"token": "dG9r"}},
+            {"op": "remove", "path": "/data/old"},
+        ]);
+        redact(&mut json_patch, "secrets", "");
+        assert_eq!(json_patch[0]["value"], REDACTED);
+        assert_eq!(json_patch[1]["value"], REDACTED);
+        assert_eq!(json_patch[2], json!({"op": "remove", "path": "/data/old"}));
+    }
+
+    #[test]
+    fn token_fields_are_redacted() {
+        let mut issued = json!({"kind": "TokenRequest", "spec": {"audiences": ["a"]}, "status": {"token": "eyJ.x.y", "expirationTimestamp": "t"}});
+        redact(&mut issued, "serviceaccounts", "token");
+        assert_eq!(issued["status"]["token"], REDACTED);
+        assert_eq!(issued["status"]["expirationTimestamp"], "t");
+        assert_eq!(issued["spec"]["audiences"][0], "a");
+        let mut kindless = json!({"status": {"token": "eyJ.x.y"}});
+        redact(&mut kindless, "serviceaccounts", "token");
+        assert_eq!(kindless["status"]["token"], REDACTED);
+        let mut review = json!({"spec": {"token": "eyJ.x.y"}, "status": {"authenticated": true}});
+        redact(&mut review, "tokenreviews", "");
+        assert_eq!(review["spec"]["token"], REDACTED);
+        assert_eq!(review["status"]["authenticated"], true);
+    }
+
+    #[test]
+    fn micro_times_have_six_digits_in_utc() {
+        let at: jiff::Timestamp = "2026-12-05T03:04:05.678901Z".parse().unwrap();
+        assert_eq!(micro_time(at), "2026-12-05T03:04:05.678901Z");
+        let whole: jiff::Timestamp = "2026-12-05T03:04:05Z".parse().unwrap();
+        assert_eq!(micro_time(whole), "2026-12-05T03:04:05.000000Z");
+    }
+
+    #[test]
+    fn source_ips_follow_forwarding_headers_then_the_peer() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-for", "10.0.0.1, 10.0.0.2".parse().unwrap());
+        headers.insert("x-real-ip", "10.0.0.2".parse().unwrap());
+        let remote = "127.0.0.1:5000".parse().ok();
+        assert_eq!(
+            source_ips(&headers, remote),
+            ["10.0.0.1", "10.0.0.2", "127.0.0.1"]
+        );
+        assert_eq!(source_ips(&HeaderMap::new(), remote), ["127.0.0.1"]);
+    }
 }

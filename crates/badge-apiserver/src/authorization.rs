@@ -8,11 +8,22 @@ use badge_auth::{Attributes, Authorizer, Decision, UserInfo, authorizer::forbidd
 
 /// Authorizes the request. The user moves into the attributes and is handed back, so
 /// the caller's identity is not copied on every request.
+#[cfg(test)]
 pub fn authorize(
     authorizer: &dyn Authorizer,
     user: UserInfo,
     info: &RequestInfo,
 ) -> Result<UserInfo, Status> {
+    authorize_with_reason(authorizer, user, info).map_err(|(status, _)| status)
+}
+
+/// Authorizes the request; a refusal comes with the authorizer's reason, for the audit
+/// log's `authorization.k8s.io/reason`.
+pub fn authorize_with_reason(
+    authorizer: &dyn Authorizer,
+    user: UserInfo,
+    info: &RequestInfo,
+) -> Result<UserInfo, (Status, String)> {
     let attributes = Attributes {
         user,
         verb: info.verb.clone(),
@@ -33,6 +44,7 @@ pub fn authorize(
                 message.push_str(": ");
                 message.push_str(&reason);
             }
+            let refused = |status: Status| (status, reason.clone());
             if info.is_resource_request {
                 // The Status names the resource without its subresource, as upstream's
                 // `responsewriters.Forbidden` does; the message names both.
@@ -40,9 +52,9 @@ pub fn authorize(
                     group: &info.api_group,
                     resource: &info.resource,
                 };
-                Err(Status::forbidden(gr, &info.name, &message))
+                Err(refused(Status::forbidden(gr, &info.name, &message)))
             } else {
-                Err(Status::forbidden_path(&message))
+                Err(refused(Status::forbidden_path(&message)))
             }
         }
     }

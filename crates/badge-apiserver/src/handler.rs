@@ -3,6 +3,8 @@
 //! impersonation (`impersonation`) → audit (`audit`) → authorization (`authorization`) →
 //! the router (`router`) and the handler of what the request names, with admission inside
 //! the write paths (`badge_registry::admission`). Every failure becomes a `Status` here.
+//! The audit log's record and the request metrics are finished here, once the response is
+//! known.
 
 use std::sync::Arc;
 
@@ -10,11 +12,15 @@ use badge_api::Status;
 use badge_api::request_info::{self, PathError};
 use badge_api::status::MAX_REQUEST_BODY_BYTES;
 use bytes::Bytes;
+use futures::FutureExt;
 use http::{Request, Response};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::{BodyExt, Either, Limited};
+use std::panic::AssertUnwindSafe;
 
 use crate::ApiServer;
+use crate::audit::{AUDIT_ID_HEADER, DECISION_ANNOTATION, REASON_ANNOTATION};
 pub use crate::authentication::PeerIdentity;
+use crate::metrics::AuthenticationResult;
 pub use crate::nonresource::{KUBERNETES_VERSION, version_info};
 use crate::response::{self, Body};
 
@@ -23,6 +29,19 @@ use crate::response::{self, Body};
 #[derive(Clone, Debug)]
 pub struct ParsedRequestInfo(pub Result<badge_api::request_info::RequestInfo, PathError>);
 
+/// The address of the connection a request came on, set by the server.
+#[derive(Clone, Copy, Debug)]
+pub struct RemoteAddr(pub std::net::SocketAddr);
+
+/// What the chain learns of a request that the edge records once it is answered.
+#[derive(Default)]
+struct Exchange {
+    info: Option<badge_api::request_info::RequestInfo>,
+    /// A server-side apply patch (the `APPLY` verb of the request metrics).
+    apply: bool,
+    recorder: Option<crate::audit::Recorder>,
+}
+
 impl ApiServer {
     /// Handles one request.
     pub async fn handle<B>(self: Arc<Self>, request: Request<B>, peer: Arc<PeerIdentity>) -> Response<Body>
@@ -30,13 +49,57 @@ impl ApiServer {
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        match self.serve(request, &peer).await {
-            Ok(response) => response,
-            Err(status) => response::status(&status),
+        let started = std::time::Instant::now();
+        let received = jiff::Timestamp::now();
+        let audit_id = request
+            .headers()
+            .get(AUDIT_ID_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty() && v.len() <= 128)
+            .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_string);
+        let mut exchange = Exchange::default();
+        let served = AssertUnwindSafe(self.serve(request, &peer, &mut exchange, &audit_id, received))
+            .catch_unwind()
+            .await;
+        let (mut response, failure) = match served {
+            Ok(Ok(response)) => (response, None),
+            Ok(Err(status)) => (response::status(&status), Some(status)),
+            Err(panic) => {
+                if let Some(recorder) = exchange.recorder.take() {
+                    recorder.panicked();
+                }
+                self.observe(&exchange, 500, started);
+                std::panic::resume_unwind(panic);
+            }
+        };
+        if let Some(recorder) = exchange.recorder.take() {
+            response = recorder.respond(response, failure.as_ref()).await;
         }
+        if let Ok(value) = http::HeaderValue::from_str(&audit_id) {
+            response.headers_mut().insert(AUDIT_ID_HEADER, value);
+        }
+        self.observe(&exchange, response.status().as_u16(), started);
+        response
     }
 
-    async fn serve<B>(&self, request: Request<B>, peer: &PeerIdentity) -> Result<Response<Body>, Status>
+    fn observe(&self, exchange: &Exchange, code: u16, started: std::time::Instant) {
+        let Some(info) = &exchange.info else {
+            return;
+        };
+        let known = !info.is_resource_request
+            || badge_api::resources::lookup(&info.api_group, &info.api_version, &info.resource).is_some();
+        let labels = crate::metrics::RequestLabels::of(info, exchange.apply, known);
+        self.metrics.observe_request(labels, code, started.elapsed());
+    }
+
+    async fn serve<B>(
+        &self,
+        request: Request<B>,
+        peer: &PeerIdentity,
+        exchange: &mut Exchange,
+        audit_id: &str,
+        received: jiff::Timestamp,
+    ) -> Result<Response<Body>, Status>
     where
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -46,19 +109,73 @@ impl ApiServer {
             method,
             uri,
             mut headers,
+            extensions,
             ..
         } = parts;
         let info = request_info::parse(method.as_str(), uri.path(), uri.query()).map_err(|e| match e {
             PathError::InvalidName(_) => Status::bad_request(e.to_string()),
             _ => Status::path_not_found(),
         })?;
-        let authenticated = self.authentication.authenticate(&mut headers, peer)?;
+        exchange.info = Some(info.clone());
+        exchange.apply = method == http::Method::PATCH
+            && headers
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.starts_with("application/apply-patch"));
+        let meta = self.audit_log.as_ref().map(|_| {
+            let remote = extensions.get::<RemoteAddr>().map(|r| r.0);
+            crate::audit::RequestMeta::new(audit_id, &uri, &headers, remote, received)
+        });
+        let had_credential = headers.contains_key(http::header::AUTHORIZATION);
+        let authenticated = match self.authentication.authenticate(&mut headers, peer) {
+            Ok(user) => {
+                self.metrics.authentication(AuthenticationResult::Success);
+                user
+            }
+            Err(status) => {
+                self.metrics.authentication(if had_credential {
+                    AuthenticationResult::Error
+                } else {
+                    AuthenticationResult::Failure
+                });
+                if let (Some(auditor), Some(meta)) = (&self.audit_log, &meta) {
+                    auditor.failed_authentication(meta, &info, peer.0.is_some());
+                }
+                return Err(status);
+            }
+        };
+        if let (Some(auditor), Some(meta)) = (&self.audit_log, &meta) {
+            exchange.recorder = auditor.begin(meta, &info, &authenticated);
+        }
         let user = crate::impersonation::impersonate(self.authorizer.as_ref(), &headers, authenticated)?;
+        if let Some(recorder) = exchange.recorder.as_mut()
+            && crate::impersonation::requested(&headers)
+        {
+            recorder.impersonated(&user);
+        }
         self.audit.request(&crate::audit::RequestEvent {
             info: &info,
             user: &user,
         });
-        let user = crate::authorization::authorize(self.authorizer.as_ref(), user, &info)?;
+        let decided = crate::authorization::authorize_with_reason(self.authorizer.as_ref(), user, &info);
+        if let Some(recorder) = exchange.recorder.as_mut() {
+            let (decision, reason) = match &decided {
+                Ok(_) => ("allow", ""),
+                Err((_, reason)) => ("forbid", reason.as_str()),
+            };
+            recorder.annotate(DECISION_ANNOTATION, decision);
+            recorder.annotate(REASON_ANNOTATION, reason);
+        }
+        let user = decided.map_err(|(status, _)| status)?;
+        // The body is read here only when the event records it.
+        let body = match exchange.recorder.as_mut() {
+            Some(recorder) if recorder.level() >= crate::audit::Level::Request => {
+                let bytes = read_body(body).await?;
+                recorder.request_body(bytes.clone());
+                Either::Right(http_body_util::Full::new(bytes))
+            }
+            _ => Either::Left(body),
+        };
         self.route(method, uri, headers, body, info, user).await
     }
 }

@@ -13,6 +13,7 @@ pub mod handler;
 mod impersonation;
 mod keys_api;
 pub mod limits;
+pub mod metrics;
 pub mod negotiate;
 pub mod node;
 mod nonresource;
@@ -79,6 +80,10 @@ pub struct ApiServer {
     pub authentication: authentication::Authentication,
     /// Where every authenticated request is recorded.
     pub audit: Box<dyn audit::AuditSink>,
+    /// The audit log (`--audit-log-path`); None records nothing.
+    pub audit_log: Option<Arc<audit::Auditor>>,
+    /// What `/metrics` reports.
+    pub metrics: Arc<metrics::Metrics>,
     /// Fires when the server shuts down, ending open watches.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
@@ -104,6 +109,8 @@ impl ApiServer {
             api_audiences: Vec::new(),
             authentication: authentication::Authentication::new(anonymous_auth),
             audit: Box::new(audit::NoAudit),
+            audit_log: None,
+            metrics: Arc::new(metrics::Metrics::default()),
             shutdown,
         }
     }
@@ -138,6 +145,20 @@ impl ApiServer {
         self.tokens = Some(authenticator);
         self.api_audiences = api_audiences;
         self.token_issuer = Some(issuer);
+        self
+    }
+
+    /// Records requests in the audit log as `policy` says, through `backend`.
+    pub fn with_audit_log(
+        mut self,
+        policy: audit::Policy,
+        backend: Arc<dyn audit::AuditBackend>,
+    ) -> ApiServer {
+        self.audit_log = Some(Arc::new(audit::Auditor::new(
+            policy,
+            backend,
+            self.metrics.clone(),
+        )));
         self
     }
 

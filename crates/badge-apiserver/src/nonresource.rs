@@ -72,6 +72,8 @@ impl ApiServer {
                 issuer.keys.ring_unconfirmed_for().as_secs_f64(),
             );
         }
+        self.metrics.render(&mut text);
+        self.token_metrics(&mut text);
         let mut response = Response::new(response::full(text));
         response.headers_mut().insert(
             header::CONTENT_TYPE,
@@ -82,6 +84,72 @@ impl ApiServer {
 }
 
 impl ApiServer {
+    /// The ServiceAccount token families: upstream's counts of the tokens authenticated,
+    /// the verification cache, and verifications per signing key.
+    fn token_metrics(&self, text: &mut String) {
+        use std::sync::atomic::Ordering::Relaxed;
+
+        use crate::metrics::{counter, header, sample};
+        let counts = &badge_auth::serviceaccount::TOKEN_COUNTERS;
+        counter(
+            text,
+            "serviceaccount_legacy_tokens_total",
+            "Cumulative legacy service account tokens used",
+            counts.legacy.load(Relaxed),
+        );
+        counter(
+            text,
+            "serviceaccount_stale_tokens_total",
+            "Cumulative stale projected service account tokens used",
+            counts.stale.load(Relaxed),
+        );
+        counter(
+            text,
+            "serviceaccount_valid_tokens_total",
+            "Cumulative valid projected service account tokens used",
+            counts.valid.load(Relaxed),
+        );
+        counter(
+            text,
+            "badge_token_cache_hits_total",
+            "ServiceAccount tokens whose signature check the verification cache answered.",
+            counts.cache_hits.load(Relaxed),
+        );
+        counter(
+            text,
+            "badge_token_cache_misses_total",
+            "ServiceAccount tokens the verification cache did not hold.",
+            counts.cache_misses.load(Relaxed),
+        );
+        header(
+            text,
+            "badge_token_verifications_total",
+            "counter",
+            "ServiceAccount tokens verified, by the key id that signed them.",
+        );
+        if let Some(issuer) = &self.token_issuer {
+            let keys = issuer.keys.verification.current();
+            let mut counts: Vec<(String, u64)> = keys
+                .keys()
+                .iter()
+                .map(|key| {
+                    let kid = key.kid().to_string();
+                    let used = keys.usage(&kid).map_or(0, |u| u.count());
+                    (kid, used)
+                })
+                .collect();
+            counts.sort();
+            for (kid, used) in counts {
+                sample(
+                    text,
+                    "badge_token_verifications_total",
+                    &[("kid", kid)],
+                    used as f64,
+                );
+            }
+        }
+    }
+
     async fn run_check(&self, name: &str) -> Result<(), String> {
         match name {
             "etcd" => self.registry.storage_health().await,

@@ -7,6 +7,7 @@
 //! with its watch cache, so authentication never touches the store.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use badge_token::claims::{self, Expectations, TokenKind, ValidatedClaims};
 use badge_token::{KeySet, jwt};
@@ -160,6 +161,26 @@ impl VerifiedCache {
     }
 }
 
+/// What the token authenticators of this process accepted, and how their caches answered
+/// (upstream's `serviceaccount_*_tokens_total`, and badge's cache counts). Process-wide, as
+/// Prometheus metrics are.
+pub struct TokenCounters {
+    pub legacy: AtomicU64,
+    /// Bound tokens used past their `warnafter`.
+    pub stale: AtomicU64,
+    pub valid: AtomicU64,
+    pub cache_hits: AtomicU64,
+    pub cache_misses: AtomicU64,
+}
+
+pub static TOKEN_COUNTERS: TokenCounters = TokenCounters {
+    legacy: AtomicU64::new(0),
+    stale: AtomicU64::new(0),
+    valid: AtomicU64::new(0),
+    cache_hits: AtomicU64::new(0),
+    cache_misses: AtomicU64::new(0),
+};
+
 /// The authenticator.
 pub struct ServiceAccountAuthenticator {
     pub keys: Arc<TokenKeys>,
@@ -310,6 +331,7 @@ impl ServiceAccountAuthenticator {
                 .expires_at
                 .is_some_and(|exp| now > exp + claims::LEEWAY_SECONDS);
             if !expired && let Some(usage) = keys.usage(&hit.kid) {
+                TOKEN_COUNTERS.cache_hits.fetch_add(1, Ordering::Relaxed);
                 let outcome = self.finish(token, &hit.claims, now);
                 if matches!(outcome, TokenOutcome::Authenticated { .. }) {
                     usage.record(now);
@@ -317,6 +339,7 @@ impl ServiceAccountAuthenticator {
                 return outcome;
             }
         }
+        TOKEN_COUNTERS.cache_misses.fetch_add(1, Ordering::Relaxed);
         let verified = match jwt::parse_and_verify(token, &keys) {
             Ok(v) => v,
             Err(e) if e.is_not_a_jws() => return TokenOutcome::NotMine,
@@ -354,6 +377,12 @@ impl ServiceAccountAuthenticator {
         if let Err(reason) = self.check_objects(token, validated, now) {
             return TokenOutcome::Invalid(reason);
         }
+        let used = match validated.kind {
+            TokenKind::Legacy => &TOKEN_COUNTERS.legacy,
+            TokenKind::Bound if validated.stale_by(now).is_some() => &TOKEN_COUNTERS.stale,
+            TokenKind::Bound => &TOKEN_COUNTERS.valid,
+        };
+        used.fetch_add(1, Ordering::Relaxed);
         let mut user = UserInfo {
             name: validated.username(),
             uid: validated.uid().to_string(),

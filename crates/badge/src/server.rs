@@ -114,6 +114,72 @@ pub struct ServerOptions {
     storage: StorageOptions,
     #[command(flatten)]
     encryption: EncryptionOptions,
+    #[command(flatten)]
+    audit: AuditOptions,
+}
+
+/// The audit log, as kube-apiserver's flags.
+#[derive(Args, Debug, Clone)]
+pub struct AuditOptions {
+    /// Where the audit log is written (default: <data-dir>/audit.log); `-` writes it to
+    /// standard output and an empty value turns it off.
+    #[arg(long = "audit-log-path")]
+    audit_log_path: Option<String>,
+    /// An audit.k8s.io/v1 Policy deciding what each request records (default: every
+    /// request at the Metadata level).
+    #[arg(long = "audit-policy-file")]
+    audit_policy_file: Option<PathBuf>,
+    /// The size in megabytes past which the log rotates (0: 100).
+    #[arg(long = "audit-log-maxsize", default_value_t = 0)]
+    audit_log_maxsize: u64,
+    /// How many rotated logs are kept (0: all, subject to --audit-log-maxage).
+    #[arg(long = "audit-log-maxbackup", default_value_t = 0)]
+    audit_log_maxbackup: usize,
+    /// How many days rotated logs are kept (0: regardless of age).
+    #[arg(long = "audit-log-maxage", default_value_t = 0)]
+    audit_log_maxage: u64,
+}
+
+impl AuditOptions {
+    /// Where the log goes; None when it is off.
+    fn destination(&self, data_dir: &std::path::Path) -> Option<badge_apiserver::audit::log::Destination> {
+        use badge_apiserver::audit::log::{Destination, RotationOptions};
+        let path = match self.audit_log_path.as_deref() {
+            None => data_dir.join("audit.log"),
+            Some("") => return None,
+            Some("-") => return Some(Destination::Stdout),
+            Some(path) => PathBuf::from(path),
+        };
+        Some(Destination::File(RotationOptions {
+            path,
+            max_size_mb: self.audit_log_maxsize,
+            max_backups: self.audit_log_maxbackup,
+            max_age_days: self.audit_log_maxage,
+        }))
+    }
+
+    /// Adds the audit log to `api`.
+    fn apply(
+        &self,
+        data_dir: &std::path::Path,
+        api: badge_apiserver::ApiServer,
+    ) -> anyhow::Result<badge_apiserver::ApiServer> {
+        let policy = match &self.audit_policy_file {
+            Some(path) => badge_apiserver::audit::Policy::load(path)
+                .map_err(|e| anyhow::anyhow!("--audit-policy-file: {e}"))?,
+            None => badge_apiserver::audit::Policy::metadata_for_everything(),
+        };
+        let Some(destination) = self.destination(data_dir) else {
+            if self.audit_policy_file.is_some() {
+                tracing::warn!("--audit-policy-file is ignored: the audit log is off");
+            }
+            return Ok(api);
+        };
+        let backend =
+            badge_apiserver::audit::log::LogBackend::start(destination.clone(), api.metrics.clone())
+                .with_context(|| format!("opening the audit log {destination:?}"))?;
+        Ok(api.with_audit_log(policy, Arc::new(backend)))
+    }
 }
 
 /// Encryption at rest, as kube-apiserver's flag.
@@ -485,18 +551,17 @@ pub async fn run(options: ServerOptions) -> anyhow::Result<()> {
     let signing_duration = badge_apiserver::limits::parse_go_duration(&options.cluster_signing_duration)
         .map_err(|e| anyhow::anyhow!("--cluster-signing-duration: {e}"))?;
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
-    let api = Arc::new(
-        badge_apiserver::ApiServer::new(registry, options.anonymous_auth, shutdown_rx.clone())
-            .with_rbac(rbac)
-            .with_tokens(
-                Arc::new(token_authenticator),
-                api_audiences,
-                Arc::new(badge_apiserver::serviceaccount::TokenIssuer {
-                    keys,
-                    config: token_config,
-                }),
-            ),
-    );
+    let api = badge_apiserver::ApiServer::new(registry, options.anonymous_auth, shutdown_rx.clone())
+        .with_rbac(rbac)
+        .with_tokens(
+            Arc::new(token_authenticator),
+            api_audiences,
+            Arc::new(badge_apiserver::serviceaccount::TokenIssuer {
+                keys,
+                config: token_config,
+            }),
+        );
+    let api = Arc::new(options.audit.apply(&options.data_dir, api)?);
     // The approver asks the server's own authorizer, as a SubjectAccessReview would.
     badge_controllers::csr::spawn(
         csr_registry,
