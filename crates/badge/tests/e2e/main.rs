@@ -4,6 +4,7 @@
 
 mod agent;
 mod api_core;
+mod audit;
 mod authz_paths;
 mod bootstrap;
 mod cli;
