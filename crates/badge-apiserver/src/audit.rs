@@ -392,6 +392,16 @@ impl Recorder {
         }
     }
 
+    /// The last event of the request: moved to the backend, not copied.
+    fn finish(self, stage: Stage) {
+        if self.decision.records(stage) {
+            let mut event = self.event;
+            event.stage = stage;
+            event.stage_timestamp = micro_time(jiff::Timestamp::now());
+            self.auditor.emit(event);
+        }
+    }
+
     /// The handler panicked: the Panic event, with upstream's 500 status.
     pub fn panicked(mut self) {
         self.event.response_status = Some(serde_json::json!({
@@ -401,7 +411,7 @@ impl Recorder {
             "reason": "InternalError",
             "code": 500,
         }));
-        self.emit(Stage::Panic);
+        self.finish(Stage::Panic);
     }
 
     /// Records the response, writing ResponseComplete (and, for a watch, ResponseStarted
@@ -455,7 +465,7 @@ impl Recorder {
             return Response::from_parts(parts, body.boxed_unsync());
         }
         if self.decision.level < Level::RequestResponse {
-            self.emit(Stage::ResponseComplete);
+            self.finish(Stage::ResponseComplete);
             return response;
         }
         let (parts, body) = response.into_parts();
@@ -467,7 +477,7 @@ impl Recorder {
             redact(&mut value, &resource, &subresource);
             self.event.response_object = Some(value);
         }
-        self.emit(Stage::ResponseComplete);
+        self.finish(Stage::ResponseComplete);
         Response::from_parts(parts, response::full(bytes))
     }
 }
@@ -501,7 +511,7 @@ impl HttpBody for AuditedBody {
 impl Drop for AuditedBody {
     fn drop(&mut self) {
         if let Some(recorder) = self.recorder.take() {
-            recorder.emit(Stage::ResponseComplete);
+            recorder.finish(Stage::ResponseComplete);
         }
     }
 }

@@ -36,9 +36,8 @@ pub struct RemoteAddr(pub std::net::SocketAddr);
 /// What the chain learns of a request that the edge records once it is answered.
 #[derive(Default)]
 struct Exchange {
-    info: Option<badge_api::request_info::RequestInfo>,
-    /// A server-side apply patch (the `APPLY` verb of the request metrics).
-    apply: bool,
+    /// The request metrics' counters, once the path is parsed.
+    series: Option<Arc<crate::metrics::RequestSeries>>,
     recorder: Option<crate::audit::Recorder>,
 }
 
@@ -83,13 +82,9 @@ impl ApiServer {
     }
 
     fn observe(&self, exchange: &Exchange, code: u16, started: std::time::Instant) {
-        let Some(info) = &exchange.info else {
-            return;
-        };
-        let known = !info.is_resource_request
-            || badge_api::resources::lookup(&info.api_group, &info.api_version, &info.resource).is_some();
-        let labels = crate::metrics::RequestLabels::of(info, exchange.apply, known);
-        self.metrics.observe_request(labels, code, started.elapsed());
+        if let Some(series) = &exchange.series {
+            series.observe(code, started.elapsed());
+        }
     }
 
     async fn serve<B>(
@@ -116,12 +111,17 @@ impl ApiServer {
             PathError::InvalidName(_) => Status::bad_request(e.to_string()),
             _ => Status::path_not_found(),
         })?;
-        exchange.info = Some(info.clone());
-        exchange.apply = method == http::Method::PATCH
+        let apply = method == http::Method::PATCH
             && headers
                 .get(http::header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|v| v.starts_with("application/apply-patch"));
+        let known = !info.is_resource_request
+            || badge_api::resources::lookup(&info.api_group, &info.api_version, &info.resource).is_some();
+        exchange.series = Some(
+            self.metrics
+                .request_series(crate::metrics::RequestLabels::of(&info, apply, known)),
+        );
         let meta = self.audit_log.as_ref().map(|_| {
             let remote = extensions.get::<RemoteAddr>().map(|r| r.0);
             crate::audit::RequestMeta::new(audit_id, &uri, &headers, remote, received)

@@ -25,47 +25,59 @@ const NAMED_PATHS: [&str; 5] = ["/healthz", "/livez", "/readyz", "/metrics", "/v
 
 /// The labels of a request, without the response code.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct RequestLabels {
-    pub verb: String,
-    pub group: String,
-    pub version: String,
-    pub resource: String,
-    pub subresource: String,
+pub struct RequestLabels<'a> {
+    pub verb: &'static str,
+    pub group: &'a str,
+    pub version: &'a str,
+    pub resource: &'a str,
+    pub subresource: &'a str,
     pub scope: &'static str,
     pub component: &'static str,
 }
 
-impl RequestLabels {
+/// The verb label, as upstream's `CleanVerb` spells it.
+fn verb_label(info: &RequestInfo, apply: bool) -> &'static str {
+    match info.verb.as_str() {
+        "get" => "GET",
+        "list" => "LIST",
+        "watch" => "WATCH",
+        "create" | "post" => "POST",
+        "update" | "put" => "PUT",
+        "patch" if apply => "APPLY",
+        "patch" => "PATCH",
+        "delete" => "DELETE",
+        "deletecollection" => "DELETECOLLECTION",
+        "head" => "HEAD",
+        "options" => "OPTIONS",
+        _ => "other",
+    }
+}
+
+impl<'a> RequestLabels<'a> {
     /// The labels upstream's `MonitorRequest` gives a request: the verb as `CleanVerb` spells
     /// it, the scope as `CleanScope`; `known` says whether the resource exists (an unknown
-    /// one is not a label of its own).
-    pub fn of(info: &RequestInfo, apply: bool, known: bool) -> RequestLabels {
+    /// one is not a label of its own). Borrowed from the request: nothing is allocated.
+    pub fn of(info: &'a RequestInfo, apply: bool, known: bool) -> RequestLabels<'a> {
+        let verb = verb_label(info, apply);
         if !info.is_resource_request {
             let path = NAMED_PATHS
                 .iter()
-                .find(|p| info.path == **p || info.path.starts_with(&format!("{p}/")))
+                .find(|p| {
+                    info.path
+                        .strip_prefix(**p)
+                        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+                })
                 .map_or("", |p| *p);
             return RequestLabels {
-                verb: info.verb.to_ascii_uppercase(),
-                group: String::new(),
-                version: String::new(),
-                resource: String::new(),
-                subresource: path.to_string(),
+                verb,
+                group: "",
+                version: "",
+                resource: "",
+                subresource: path,
                 scope: "",
                 component: "",
             };
         }
-        let verb = match info.verb.as_str() {
-            "create" => "POST",
-            "update" => "PUT",
-            "patch" if apply => "APPLY",
-            "patch" => "PATCH",
-            other => return RequestLabels::resource(other.to_ascii_uppercase(), info, known),
-        };
-        RequestLabels::resource(verb.to_string(), info, known)
-    }
-
-    fn resource(verb: String, info: &RequestInfo, known: bool) -> RequestLabels {
         let scope = if !info.name.is_empty() || info.verb == "create" {
             "resource"
         } else if !info.namespace.is_empty() {
@@ -75,13 +87,13 @@ impl RequestLabels {
         };
         let (group, version, resource, subresource) = if known {
             (
-                info.api_group.clone(),
-                info.api_version.clone(),
-                info.resource.clone(),
-                info.subresource.clone(),
+                info.api_group.as_str(),
+                info.api_version.as_str(),
+                info.resource.as_str(),
+                info.subresource.as_str(),
             )
         } else {
-            Default::default()
+            ("", "", "", "")
         };
         RequestLabels {
             verb,
@@ -94,21 +106,64 @@ impl RequestLabels {
         }
     }
 
-    fn other() -> RequestLabels {
+    fn other() -> RequestLabels<'static> {
         RequestLabels {
-            verb: "other".into(),
-            group: String::new(),
-            version: String::new(),
-            resource: String::new(),
-            subresource: String::new(),
+            verb: "other",
+            group: "",
+            version: "",
+            resource: "",
+            subresource: "",
             scope: "",
             component: "",
+        }
+    }
+
+    fn owned(&self) -> OwnedLabels {
+        OwnedLabels {
+            verb: self.verb,
+            group: self.group.to_string(),
+            version: self.version.to_string(),
+            resource: self.resource.to_string(),
+            subresource: self.subresource.to_string(),
+            scope: self.scope,
+            component: self.component,
+        }
+    }
+
+    fn key(&self) -> u64 {
+        use std::hash::{BuildHasher, BuildHasherDefault};
+        BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(self)
+    }
+}
+
+/// Labels as the registry keeps them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct OwnedLabels {
+    verb: &'static str,
+    group: String,
+    version: String,
+    resource: String,
+    subresource: String,
+    scope: &'static str,
+    component: &'static str,
+}
+
+impl OwnedLabels {
+    fn borrowed(&self) -> RequestLabels<'_> {
+        RequestLabels {
+            verb: self.verb,
+            group: &self.group,
+            version: &self.version,
+            resource: &self.resource,
+            subresource: &self.subresource,
+            scope: self.scope,
+            component: self.component,
         }
     }
 }
 
 /// The counts of one request label set.
-struct RequestSeries {
+pub struct RequestSeries {
     /// By response code, 100 to 599.
     codes: Box<[AtomicU64]>,
     buckets: [AtomicU64; DURATION_BUCKETS.len()],
@@ -117,6 +172,22 @@ struct RequestSeries {
 }
 
 impl RequestSeries {
+    /// Counts a served request and how long it took.
+    pub fn observe(&self, code: u16, elapsed: Duration) {
+        if let Some(counter) = usize::from(code).checked_sub(100).and_then(|i| self.codes.get(i)) {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+        let seconds = elapsed.as_secs_f64();
+        if let Some(bucket) = DURATION_BUCKETS.iter().position(|le| seconds <= *le) {
+            self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        }
+        self.duration_count.fetch_add(1, Ordering::Relaxed);
+        self.duration_sum_nanos.fetch_add(
+            u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
     fn new() -> RequestSeries {
         RequestSeries {
             codes: (100..600).map(|_| AtomicU64::new(0)).collect(),
@@ -126,6 +197,9 @@ impl RequestSeries {
         }
     }
 }
+
+/// A label set and its counters.
+type LabeledSeries = (OwnedLabels, Arc<RequestSeries>);
 
 /// Counters by one label value.
 #[derive(Default)]
@@ -164,7 +238,9 @@ impl LabeledCounter {
 /// The server's metrics.
 #[derive(Default)]
 pub struct Metrics {
-    requests: RwLock<HashMap<RequestLabels, Arc<RequestSeries>>>,
+    /// By the hash of the labels; the labels are compared too, so a collision only costs a
+    /// second entry.
+    requests: RwLock<HashMap<u64, Vec<LabeledSeries>>>,
     pub authentication_success: AtomicU64,
     pub authentication_failure: AtomicU64,
     pub authentication_error: AtomicU64,
@@ -188,40 +264,37 @@ pub enum AuthenticationResult {
 }
 
 impl Metrics {
-    /// Counts a served request and how long it took; a watch's duration is not a latency.
-    pub fn observe_request(&self, labels: RequestLabels, code: u16, elapsed: Duration) {
-        let series = self.series(labels);
-        if let Some(counter) = usize::from(code)
-            .checked_sub(100)
-            .and_then(|i| series.codes.get(i))
-        {
-            counter.fetch_add(1, Ordering::Relaxed);
-        }
-        let seconds = elapsed.as_secs_f64();
-        if let Some(bucket) = DURATION_BUCKETS.iter().position(|le| seconds <= *le) {
-            series.buckets[bucket].fetch_add(1, Ordering::Relaxed);
-        }
-        series.duration_count.fetch_add(1, Ordering::Relaxed);
-        series.duration_sum_nanos.fetch_add(
-            u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
-    }
-
-    fn series(&self, labels: RequestLabels) -> Arc<RequestSeries> {
-        if let Some(series) = self.requests.read().get(&labels) {
-            return series.clone();
+    /// The counters of a request's label set.
+    pub fn request_series(&self, labels: RequestLabels<'_>) -> Arc<RequestSeries> {
+        let key = labels.key();
+        if let Some(found) = self.requests.read().get(&key).and_then(|entries| {
+            entries
+                .iter()
+                .find(|(owned, _)| owned.borrowed() == labels)
+                .map(|(_, series)| series.clone())
+        }) {
+            return found;
         }
         let mut requests = self.requests.write();
-        let labels = if requests.len() >= MAX_SERIES && !requests.contains_key(&labels) {
-            RequestLabels::other()
+        let count: usize = requests.values().map(Vec::len).sum();
+        let (key, labels) = if count >= MAX_SERIES {
+            let other = RequestLabels::other();
+            (other.key(), other)
         } else {
-            labels
+            (key, labels)
         };
-        requests
-            .entry(labels)
-            .or_insert_with(|| Arc::new(RequestSeries::new()))
-            .clone()
+        let entries = requests.entry(key).or_default();
+        if let Some((_, series)) = entries.iter().find(|(owned, _)| owned.borrowed() == labels) {
+            return series.clone();
+        }
+        let series = Arc::new(RequestSeries::new());
+        entries.push((labels.owned(), series.clone()));
+        series
+    }
+
+    /// Counts a served request.
+    pub fn observe_request(&self, labels: RequestLabels<'_>, code: u16, elapsed: Duration) {
+        self.request_series(labels).observe(code, elapsed);
     }
 
     pub fn authentication(&self, result: AuthenticationResult) {
@@ -244,15 +317,16 @@ impl Metrics {
 
     /// The request families, in the text format.
     pub fn render(&self, out: &mut String) {
-        let mut series: Vec<(RequestLabels, Arc<RequestSeries>)> = self
+        let mut series: Vec<LabeledSeries> = self
             .requests
             .read()
-            .iter()
+            .values()
+            .flatten()
             .map(|(labels, series)| (labels.clone(), series.clone()))
             .collect();
         series.sort_by(|a, b| {
-            (&a.0.verb, &a.0.group, &a.0.resource, &a.0.subresource, a.0.scope).cmp(&(
-                &b.0.verb,
+            (a.0.verb, &a.0.group, &a.0.resource, &a.0.subresource, a.0.scope).cmp(&(
+                b.0.verb,
                 &b.0.group,
                 &b.0.resource,
                 &b.0.subresource,
@@ -373,7 +447,7 @@ impl Metrics {
     }
 }
 
-fn request_labels(labels: &RequestLabels, code: Option<&str>) -> Vec<(&'static str, String)> {
+fn request_labels(labels: &OwnedLabels, code: Option<&str>) -> Vec<(&'static str, String)> {
     let mut out = Vec::with_capacity(9);
     if let Some(code) = code {
         out.push(("code", code.to_string()));
@@ -384,7 +458,7 @@ fn request_labels(labels: &RequestLabels, code: Option<&str>) -> Vec<(&'static s
         ("resource", labels.resource.clone()),
         ("scope", labels.scope.to_string()),
         ("subresource", labels.subresource.clone()),
-        ("verb", labels.verb.clone()),
+        ("verb", labels.verb.to_string()),
         ("version", labels.version.clone()),
     ]);
     out
@@ -426,21 +500,21 @@ pub fn sample(out: &mut String, name: &str, labels: &[(&str, String)], value: f6
 mod tests {
     use super::*;
 
-    fn labels(method: &str, path: &str, query: Option<&str>) -> RequestLabels {
+    fn labels(method: &str, path: &str, query: Option<&str>) -> OwnedLabels {
         let info = badge_api::request_info::parse(method, path, query).unwrap();
-        RequestLabels::of(&info, false, true)
+        RequestLabels::of(&info, false, true).owned()
     }
 
     #[test]
     fn requests_are_labelled_as_upstream_labels_them() {
         let list = labels("GET", "/api/v1/namespaces/a/pods", None);
-        assert_eq!((list.verb.as_str(), list.scope), ("LIST", "namespace"));
+        assert_eq!((list.verb, list.scope), ("LIST", "namespace"));
         let watch = labels("GET", "/api/v1/pods", Some("watch=true"));
-        assert_eq!((watch.verb.as_str(), watch.scope), ("WATCH", "cluster"));
+        assert_eq!((watch.verb, watch.scope), ("WATCH", "cluster"));
         let token = labels("POST", "/api/v1/namespaces/a/serviceaccounts/x/token", None);
         assert_eq!(
             (
-                token.verb.as_str(),
+                token.verb,
                 token.resource.as_str(),
                 token.subresource.as_str(),
                 token.scope
@@ -451,13 +525,10 @@ mod tests {
         assert_eq!(create.scope, "resource");
         let health = labels("GET", "/readyz/etcd", None);
         assert_eq!(
-            (
-                health.verb.as_str(),
-                health.subresource.as_str(),
-                health.component
-            ),
+            (health.verb, health.subresource.as_str(), health.component),
             ("GET", "/readyz", "")
         );
+        assert_eq!(labels("GET", "/readyzx", None).subresource, "");
         let info = badge_api::request_info::parse("PATCH", "/api/v1/namespaces/a/pods/p", None).unwrap();
         assert_eq!(RequestLabels::of(&info, true, true).verb, "APPLY");
         let unknown = badge_api::request_info::parse("GET", "/api/v1/nothings", None).unwrap();
@@ -468,9 +539,9 @@ mod tests {
     fn the_text_format_counts_codes_and_cumulative_buckets() {
         let metrics = Metrics::default();
         let list = labels("GET", "/api/v1/namespaces", None);
-        metrics.observe_request(list.clone(), 200, Duration::from_millis(3));
-        metrics.observe_request(list.clone(), 200, Duration::from_millis(30));
-        metrics.observe_request(list, 403, Duration::from_millis(30));
+        metrics.observe_request(list.borrowed(), 200, Duration::from_millis(3));
+        metrics.observe_request(list.borrowed(), 200, Duration::from_millis(30));
+        metrics.observe_request(list.borrowed(), 403, Duration::from_millis(30));
         metrics.token_issued("default");
         metrics.token_issued("default");
         metrics.token_issued("kube-\"system");

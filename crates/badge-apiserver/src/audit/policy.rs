@@ -123,7 +123,9 @@ pub struct Attributes<'a> {
 }
 
 impl Policy {
-    /// The policy without a file: every request at Metadata, every stage.
+    /// The policy without a file: every request at Metadata. RequestReceived is left out:
+    /// ResponseComplete repeats all it says and adds the outcome, and writing both would
+    /// double the log's cost on the hot paths (a watch still has ResponseStarted).
     pub fn metadata_for_everything() -> Policy {
         Policy {
             api_version: "audit.k8s.io/v1".into(),
@@ -140,7 +142,7 @@ impl Policy {
                 omit_stages: Vec::new(),
                 omit_managed_fields: None,
             }],
-            omit_stages: Vec::new(),
+            omit_stages: vec![Stage::RequestReceived],
             omit_managed_fields: false,
         }
     }
