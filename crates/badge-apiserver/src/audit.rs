@@ -666,6 +666,64 @@ mod tests {
         assert_eq!(review["status"]["authenticated"], true);
     }
 
+    fn recorder_for(policy: Policy, backend: Arc<log::MemoryBackend>) -> Option<Recorder> {
+        let auditor = Arc::new(Auditor::new(policy, backend, Arc::new(Metrics::default())));
+        let uri: http::Uri = "/api/v1/namespaces/a/pods?limit=1".parse().unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert(http::header::USER_AGENT, "kubectl/v1.35.0".parse().unwrap());
+        headers.insert(
+            http::header::AUTHORIZATION,
+            "Bearer secret-token".parse().unwrap(),
+        );
+        let meta = RequestMeta::new(
+            "id-1",
+            &uri,
+            &headers,
+            "10.1.2.3:4".parse().ok(),
+            jiff::Timestamp::now(),
+        );
+        let info = badge_api::request_info::parse("GET", uri.path(), uri.query()).unwrap();
+        let user = UserInfo::from_certificate("alice", &["devs".to_string()]);
+        auditor.begin(&meta, &info, &user)
+    }
+
+    #[test]
+    fn a_panic_is_the_panic_stage_with_upstreams_status() {
+        let backend = Arc::new(log::MemoryBackend::default());
+        let policy =
+            Policy::parse("apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: Metadata\n").unwrap();
+        let recorder = recorder_for(policy, backend.clone()).unwrap();
+        recorder.panicked();
+        let events: Vec<Value> = backend
+            .events
+            .lock()
+            .iter()
+            .map(|e| serde_json::to_value(e).unwrap())
+            .collect();
+        assert_eq!(events.len(), 2);
+        assert_eq!(events[0]["stage"], "RequestReceived");
+        let panic = &events[1];
+        assert_eq!(panic["stage"], "Panic");
+        assert_eq!(panic["auditID"], "id-1");
+        assert_eq!(panic["requestURI"], "/api/v1/namespaces/a/pods?limit=1");
+        assert_eq!(panic["verb"], "list");
+        assert_eq!(panic["sourceIPs"], json!(["10.1.2.3"]));
+        assert_eq!(panic["userAgent"], "kubectl/v1.35.0");
+        assert_eq!(panic["user"]["username"], "alice");
+        assert_eq!(panic["responseStatus"]["code"], 500);
+        assert_eq!(panic["responseStatus"]["message"], "APIServer panic'd");
+        assert!(!format!("{events:?}").contains("secret-token"));
+    }
+
+    #[test]
+    fn level_none_records_nothing() {
+        let backend = Arc::new(log::MemoryBackend::default());
+        let policy =
+            Policy::parse("apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: None\n").unwrap();
+        assert!(recorder_for(policy, backend.clone()).is_none());
+        assert!(backend.events.lock().is_empty());
+    }
+
     #[test]
     fn micro_times_have_six_digits_in_utc() {
         let at: jiff::Timestamp = "2026-12-05T03:04:05.678901Z".parse().unwrap();

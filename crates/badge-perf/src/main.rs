@@ -846,6 +846,9 @@ async fn bench(quick: bool, badge: &Path, out: &Path) -> anyhow::Result<()> {
         None,
     ));
 
+    // 7. The audit log's cost.
+    rows.extend(audit_cost(badge, seconds).await?);
+
     let mut md = format!(
         "Machine: {machine}. Mode: {}.\n\n| section | figure | limit | ratio | goal | met | bound (ratio) |\n|---|---|---|---|---|---|---|\n",
         if quick { "quick" } else { "full" }
@@ -882,4 +885,44 @@ async fn bench(quick: bool, badge: &Path, out: &Path) -> anyhow::Result<()> {
         serde_json::to_vec_pretty(&json!({"machine": machine, "quick": quick, "rows": json_rows}))?,
     )?;
     Ok(())
+}
+
+/// The audit log's cost on the hot paths: ES256 TokenRequest and cached TokenReview with the
+/// log off and at its default (Metadata for every request), each measured twice, the two
+/// settings alternating so that drift in a shared machine hits both alike.
+async fn audit_cost(badge: &Path, seconds: f64) -> anyhow::Result<Vec<Row>> {
+    const ISSUE: &str = "/api/v1/namespaces/default/serviceaccounts/default/token";
+    const REVIEW: &str = "/apis/authentication.k8s.io/v1/tokenreviews";
+    let settings: [(&str, &[&str]); 2] = [("off", &["--audit-log-path="]), ("Metadata", &[])];
+    // (issue, cached review) req/s per setting, summed over the rounds.
+    let mut sums = [(0.0, 0.0); 2];
+    for _round in 0..2 {
+        for (i, (_, args)) in settings.iter().enumerate() {
+            let mut extra = vec!["--service-account-signing-key-type", "ES256"];
+            extra.extend_from_slice(args);
+            let (server, _) = Server::start(badge, tempfile::tempdir()?, &extra)?;
+            let issued = server.load(ISSUE, &[TOKEN_REQUEST.to_string()], seconds, false)?;
+            let token = mint(&server, 1).await?.remove(0);
+            let cached = server.load(REVIEW, &[review_body(&token)], seconds, false)?;
+            server.stop()?;
+            sums[i].0 += issued["rps"].as_f64().unwrap_or(0.0);
+            sums[i].1 += cached["rps"].as_f64().unwrap_or(0.0);
+        }
+    }
+    let mut rows = Vec::new();
+    for (path, off, on) in [
+        ("TokenRequest ES256", sums[0].0 / 2.0, sums[1].0 / 2.0),
+        ("TokenReview cached ES256", sums[0].1 / 2.0, sums[1].1 / 2.0),
+    ] {
+        let ratio = if off > 0.0 { on / off } else { 0.0 };
+        rows.push(row(
+            "7 audit",
+            format!("{path}: audit log off {off:.0} req/s, Metadata {on:.0} req/s"),
+            format!("{off:.0}/s"),
+            Some(ratio),
+            ">= 0.95",
+            Some(ratio >= 0.95),
+        ));
+    }
+    Ok(rows)
 }

@@ -443,6 +443,94 @@ mod tests {
         );
     }
 
+    fn event() -> Event {
+        Event {
+            kind: "Event",
+            api_version: "audit.k8s.io/v1",
+            level: crate::audit::Level::Metadata,
+            audit_id: "a".into(),
+            stage: crate::audit::Stage::ResponseComplete,
+            request_uri: "/api".into(),
+            verb: "get".into(),
+            user: Default::default(),
+            impersonated_user: None,
+            source_ips: Vec::new(),
+            user_agent: String::new(),
+            object_ref: None,
+            response_status: None,
+            request_object: None,
+            response_object: None,
+            request_received_timestamp: String::new(),
+            stage_timestamp: String::new(),
+            annotations: Default::default(),
+        }
+    }
+
+    /// Waits, within a bound, for the writer thread to have dropped `n` events.
+    fn wait_dropped(metrics: &Metrics, n: u64) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while metrics.audit_events_dropped.load(Ordering::Relaxed) < n {
+            assert!(std::time::Instant::now() < deadline, "no drop counted");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn a_full_disk_drops_and_counts_events_without_blocking() {
+        let metrics = Arc::new(Metrics::default());
+        let backend = LogBackend::start(
+            Destination::File(RotationOptions {
+                path: PathBuf::from("/dev/full"),
+                max_size_mb: 0,
+                max_backups: 0,
+                max_age_days: 0,
+            }),
+            metrics.clone(),
+        )
+        .unwrap();
+        for _ in 0..3 {
+            backend.process(event());
+        }
+        wait_dropped(&metrics, 3);
+        assert_eq!(metrics.audit_events_dropped.load(Ordering::Relaxed), 3);
+    }
+
+    #[test]
+    fn written_events_are_json_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let metrics = Arc::new(Metrics::default());
+        let backend = LogBackend::start(
+            Destination::File(RotationOptions {
+                path: path.clone(),
+                max_size_mb: 0,
+                max_backups: 0,
+                max_age_days: 0,
+            }),
+            metrics.clone(),
+        )
+        .unwrap();
+        for _ in 0..5 {
+            backend.process(event());
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = std::fs::read_to_string(&path).unwrap();
+            if text.lines().count() == 5 {
+                for line in text.lines() {
+                    let value: serde_json::Value = serde_json::from_str(line).unwrap();
+                    assert_eq!(value["kind"], "Event");
+                }
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{text}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(metrics.audit_events_dropped.load(Ordering::Relaxed), 0);
+        let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&path).unwrap().permissions());
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
     #[test]
     fn an_existing_log_is_appended_to() {
         let dir = tempfile::tempdir().unwrap();

@@ -286,3 +286,28 @@ fn the_audit_log_defaults_to_metadata_and_an_empty_path_turns_it_off() {
     off.kubectl_ok(&["get", "ns"]);
     assert!(!off.data_dir().join("audit.log").exists());
 }
+
+#[test]
+fn a_log_that_cannot_be_written_loses_events_but_never_a_request() {
+    // /dev/full fails every write with ENOSPC, as a full disk does.
+    let s = TestServer::start_with(env!("CARGO_BIN_EXE_badge"), &["--audit-log-path=/dev/full"]);
+    s.kubectl_ok(&["create", "sa", "app", "-n", "default"]);
+    s.kubectl_ok(&["create", "token", "app", "-n", "default"]);
+    let dropped = || -> u64 {
+        s.kubectl_ok(&["get", "--raw", "/metrics"])
+            .lines()
+            .find_map(|l| l.strip_prefix("badge_audit_events_dropped_total "))
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    eventually("dropped audit events to be counted", || dropped() >= 3);
+    eventually("the loss to be logged", || {
+        s.log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("audit events dropped"))
+    });
+    s.kubectl_ok(&["get", "sa", "app", "-n", "default"]);
+}
