@@ -153,9 +153,13 @@ pub struct ObjectReference {
     #[serde(skip_serializing_if = "String::is_empty")]
     pub name: String,
     #[serde(skip_serializing_if = "String::is_empty")]
+    pub uid: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub api_group: String,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub api_version: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub resource_version: String,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub subresource: String,
 }
@@ -278,6 +282,7 @@ impl Auditor {
             api_group: info.api_group.clone(),
             api_version: info.api_version.clone(),
             subresource: info.subresource.clone(),
+            ..Default::default()
         });
         let received = micro_time(meta.received);
         Event {
@@ -402,6 +407,19 @@ impl Recorder {
         }
     }
 
+    /// The request ended before its response: the timeout filter gave up on it, or the
+    /// client went away. What it did is unknown, so the event says so rather than vanish.
+    pub fn abandoned(mut self) {
+        self.event.response_status = Some(serde_json::json!({
+            "metadata": {},
+            "status": "Failure",
+            "message": "the request ended before its response: it timed out or its client went away",
+            "reason": "Timeout",
+            "code": 504,
+        }));
+        self.finish(Stage::ResponseComplete);
+    }
+
     /// The handler panicked: the Panic event, with upstream's 500 status.
     pub fn panicked(mut self) {
         self.event.response_status = Some(serde_json::json!({
@@ -452,6 +470,29 @@ impl Recorder {
             && let Ok(mut value) = serde_json::from_slice::<Value>(&body)
         {
             redact(&mut value, &resource, &subresource);
+            if self.decision.omit_managed_fields {
+                omit_managed_fields(&mut value);
+            }
+            // As upstream's `LogRequestObject`: what the path left out of the reference,
+            // the object names (a create's name).
+            if let Some(reference) = self.event.object_ref.as_mut()
+                && subresource.is_empty()
+            {
+                let meta = &value["metadata"];
+                let field = |name: &str| meta[name].as_str().unwrap_or_default().to_string();
+                if reference.namespace.is_empty() {
+                    reference.namespace = field("namespace");
+                }
+                if reference.name.is_empty() {
+                    reference.name = field("name");
+                }
+                if reference.uid.is_empty() {
+                    reference.uid = field("uid");
+                }
+                if reference.resource_version.is_empty() {
+                    reference.resource_version = field("resourceVersion");
+                }
+            }
             self.event.request_object = Some(value);
         }
         let streaming = self.event.verb == "watch" && response.status().is_success();
@@ -475,10 +516,27 @@ impl Recorder {
         };
         if let Ok(mut value) = serde_json::from_slice::<Value>(&bytes) {
             redact(&mut value, &resource, &subresource);
+            if self.decision.omit_managed_fields {
+                omit_managed_fields(&mut value);
+            }
             self.event.response_object = Some(value);
         }
         self.finish(Stage::ResponseComplete);
         Response::from_parts(parts, response::full(bytes))
+    }
+}
+
+/// Removes `metadata.managedFields` from an object and a list's items (`omitManagedFields`).
+fn omit_managed_fields(value: &mut Value) {
+    if let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.remove("managedFields");
+    }
+    if let Some(items) = value.get_mut("items").and_then(Value::as_array_mut) {
+        for item in items {
+            if let Some(meta) = item.get_mut("metadata").and_then(Value::as_object_mut) {
+                meta.remove("managedFields");
+            }
+        }
     }
 }
 
@@ -722,6 +780,16 @@ mod tests {
             Policy::parse("apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: None\n").unwrap();
         assert!(recorder_for(policy, backend.clone()).is_none());
         assert!(backend.events.lock().is_empty());
+    }
+
+    #[test]
+    fn managed_fields_are_left_out_of_objects_and_lists() {
+        let mut object = json!({"metadata": {"name": "a", "managedFields": [{"manager": "kubectl"}]}});
+        omit_managed_fields(&mut object);
+        assert_eq!(object, json!({"metadata": {"name": "a"}}));
+        let mut list = json!({"items": [{"metadata": {"name": "a", "managedFields": []}}]});
+        omit_managed_fields(&mut list);
+        assert_eq!(list, json!({"items": [{"metadata": {"name": "a"}}]}));
     }
 
     #[test]

@@ -41,6 +41,16 @@ struct Exchange {
     recorder: Option<crate::audit::Recorder>,
 }
 
+impl Drop for Exchange {
+    /// A request dropped before its end (the timeout filter, a client that left) still
+    /// closes its audit record.
+    fn drop(&mut self) {
+        if let Some(recorder) = self.recorder.take() {
+            recorder.abandoned();
+        }
+    }
+}
+
 impl ApiServer {
     /// Handles one request.
     pub async fn handle<B>(self: Arc<Self>, request: Request<B>, peer: Arc<PeerIdentity>) -> Response<Body>
@@ -194,5 +204,42 @@ where
         Err(e) => Err(Status::bad_request(format!(
             "error reading the request body: {e}"
         ))),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::audit::log::MemoryBackend;
+    use crate::audit::{Auditor, Policy, RequestMeta};
+
+    #[test]
+    fn a_request_dropped_before_its_response_still_closes_its_audit_record() {
+        let backend = Arc::new(MemoryBackend::default());
+        let auditor = Arc::new(Auditor::new(
+            Policy::metadata_for_everything(),
+            backend.clone(),
+            Arc::new(crate::metrics::Metrics::default()),
+        ));
+        let uri: http::Uri = "/api/v1/namespaces/a/configmaps".parse().unwrap();
+        let meta = RequestMeta::new("id", &uri, &http::HeaderMap::new(), None, jiff::Timestamp::now());
+        let info = request_info::parse("POST", uri.path(), None).unwrap();
+        let user = badge_auth::UserInfo::from_certificate("alice", &[]);
+        let exchange = Exchange {
+            series: None,
+            recorder: auditor.begin(&meta, &info, &user),
+        };
+        assert!(
+            backend.events.lock().is_empty(),
+            "the default leaves out RequestReceived"
+        );
+        drop(exchange);
+        let events = backend.events.lock();
+        assert_eq!(events.len(), 1);
+        let event = serde_json::to_value(&events[0]).unwrap();
+        assert_eq!(event["stage"], "ResponseComplete");
+        assert_eq!(event["responseStatus"]["code"], 504);
+        assert_eq!(event["verb"], "create");
     }
 }

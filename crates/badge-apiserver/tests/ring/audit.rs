@@ -347,6 +347,11 @@ rules:
         assert_eq!(stages(&events), ["ResponseComplete"]);
         assert_eq!(events[0]["level"], "Request");
         assert_eq!(events[0]["requestObject"]["metadata"]["name"], "app");
+        assert_eq!(
+            events[0]["objectRef"],
+            json!({"resource": "serviceaccounts", "namespace": "default", "name": "app", "apiVersion": "v1"}),
+            "a create's reference names the object its body names"
+        );
         assert!(events[0].get("responseObject").is_none());
         ring.get(&Caller::admin(), "/api/v1/namespaces/default/serviceaccounts/app")
             .await;
