@@ -61,6 +61,8 @@ pub const DECISION_ANNOTATION: &str = "authorization.k8s.io/decision";
 pub const REASON_ANNOTATION: &str = "authorization.k8s.io/reason";
 /// The header carrying the audit ID, in both directions.
 pub const AUDIT_ID_HEADER: &str = "Audit-ID";
+/// Where `kubectl apply` keeps the object it last applied.
+const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
 /// What redacted values are replaced with.
 pub const REDACTED: &str = "<redacted>";
 
@@ -624,9 +626,19 @@ fn redact_tree(value: &mut Value, secrets: bool) {
             for (key, child) in object.iter_mut() {
                 if is_secret && (key == "data" || key == "stringData") {
                     redact_values(child);
-                } else {
-                    redact_tree(child, secrets);
+                    continue;
                 }
+                // `kubectl apply` keeps the whole object it applied, data included, in an
+                // annotation.
+                if is_secret
+                    && key == "metadata"
+                    && let Some(applied) = child
+                        .get_mut("annotations")
+                        .and_then(|a| a.get_mut(LAST_APPLIED_ANNOTATION))
+                {
+                    *applied = Value::String(REDACTED.into());
+                }
+                redact_tree(child, secrets);
             }
         }
         Value::Array(items) => {
@@ -696,6 +708,15 @@ mod tests {
         let mut merge = json!({"data": {"token": "dG9r"}, "metadata": {"labels": {"x": "y"}}});
         redact(&mut merge, "secrets", "");
         assert_eq!(merge["data"]["token"], REDACTED);
+        let mut applied = json!({"kind": "Secret", "metadata": {"annotations": {
+            "kubectl.kubernetes.io/last-applied-configuration": "{\"data\":{\"token\":\"dG9r\"}}",
+            "other": "kept"}}});
+        redact(&mut applied, "namespaces", "");
+        assert_eq!(
+            applied["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"],
+            REDACTED
+        );
+        assert_eq!(applied["metadata"]["annotations"]["other"], "kept");
         assert_eq!(merge["metadata"]["labels"]["x"], "y");
         let mut json_patch = json!([
             {"op": "add", "path": "/data/token", "value": "dG9r"},

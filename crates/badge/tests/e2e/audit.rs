@@ -101,6 +101,21 @@ fn the_audit_log_records_requests_by_policy_and_never_a_credential() {
     s.kubectl_ok(&["get", "secret", "app-token", "-n", "default", "-o", "yaml"]);
     whoami(&s, &legacy);
 
+    // Secret data applied with kubectl apply, which also copies it into an annotation.
+    let applied = "apiVersion: v1\nkind: Secret\nmetadata:\n  name: applied\n  namespace: default\nstringData:\n  password: applied-password-4711\n";
+    assert!(
+        s.kubectl_with_stdin(&["apply", "-f", "-"], Some(applied))
+            .status
+            .success()
+    );
+    let changed = applied.replace("4711", "4712");
+    assert!(
+        s.kubectl_with_stdin(&["apply", "-f", "-"], Some(&changed))
+            .status
+            .success()
+    );
+    s.kubectl_ok(&["get", "secret", "applied", "-n", "default", "-o", "json"]);
+
     // A bootstrap token, written through the API and used.
     let bootstrap = json!({
         "apiVersion": "v1", "kind": "Secret",
@@ -250,6 +265,8 @@ fn the_audit_log_records_requests_by_policy_and_never_a_credential() {
         ("the legacy token's base64", legacy_b64.as_str()),
         ("the bootstrap token", bootstrap_token),
         ("the bootstrap token's secret", bootstrap_secret),
+        ("applied Secret data", "applied-password-471"),
+        ("applied Secret data in base64", "YXBwbGllZC1wYXNzd29yZC00Nz"),
     ] {
         assert!(!text.contains(credential), "{what} is in the audit log");
     }
