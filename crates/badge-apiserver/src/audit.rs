@@ -214,6 +214,23 @@ impl RequestMeta {
     }
 }
 
+/// A new audit ID: a version 4 UUID whose random bits are drawn once per process and whose
+/// last 48 bits count, so that no request pays for a call to the system's random source.
+/// IDs need to be unique, not unpredictable.
+pub fn new_audit_id() -> String {
+    static SEED: std::sync::OnceLock<[u8; 16]> = std::sync::OnceLock::new();
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mut bytes = *SEED.get_or_init(|| *uuid::Uuid::new_v4().as_bytes());
+    let mut low = [0u8; 8];
+    low[2..].copy_from_slice(&bytes[10..]);
+    let counted = u64::from_be_bytes(low).wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed));
+    bytes[10..].copy_from_slice(&counted.to_be_bytes()[2..]);
+    uuid::Builder::from_random_bytes(bytes)
+        .into_uuid()
+        .hyphenated()
+        .to_string()
+}
+
 /// A MicroTime: RFC 3339 in UTC with microseconds.
 pub fn micro_time(at: jiff::Timestamp) -> String {
     format!(
@@ -811,6 +828,17 @@ mod tests {
         let mut list = json!({"items": [{"metadata": {"name": "a", "managedFields": []}}]});
         omit_managed_fields(&mut list);
         assert_eq!(list, json!({"items": [{"metadata": {"name": "a"}}]}));
+    }
+
+    #[test]
+    fn audit_ids_are_distinct_version_4_uuids() {
+        let ids: std::collections::HashSet<String> = (0..1000).map(|_| new_audit_id()).collect();
+        assert_eq!(ids.len(), 1000);
+        for id in ids.iter().take(10) {
+            let parsed = uuid::Uuid::parse_str(id).unwrap();
+            assert_eq!(parsed.get_version_num(), 4);
+            assert_eq!(parsed.get_variant(), uuid::Variant::RFC4122);
+        }
     }
 
     #[test]

@@ -65,7 +65,7 @@ impl ApiServer {
             .get(AUDIT_ID_HEADER)
             .and_then(|v| v.to_str().ok())
             .filter(|v| !v.is_empty() && v.len() <= 128)
-            .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_string);
+            .map_or_else(crate::audit::new_audit_id, str::to_string);
         let mut exchange = Exchange::default();
         let served = AssertUnwindSafe(self.serve(request, &peer, &mut exchange, &audit_id, received))
             .catch_unwind()
