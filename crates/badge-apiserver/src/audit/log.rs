@@ -17,8 +17,8 @@ use crate::metrics::Metrics;
 
 /// Events waiting for the writer; beyond this, new ones are dropped.
 pub const QUEUE_CAPACITY: usize = 10_000;
-/// The most events written per batch.
-const BATCH_MAX: usize = 400;
+/// How long the writer gathers events before writing them.
+const GATHER: std::time::Duration = std::time::Duration::from_millis(20);
 /// lumberjack's size when none is given: 100 MB.
 const DEFAULT_MAX_SIZE_MB: u64 = 100;
 /// How often a loss of events is logged at most.
@@ -131,19 +131,21 @@ struct Writer {
 
 impl Writer {
     fn run(mut self, events: Receiver<Event>) {
+        let mut line = Vec::with_capacity(2048);
         while let Ok(first) = events.recv() {
+            // Gather what else arrives for a moment: while this thread sleeps rather than
+            // waits on the queue, handing it an event costs a request no wake-up.
+            std::thread::sleep(GATHER);
             let mut batch = vec![first];
-            batch.extend(events.try_iter().take(BATCH_MAX - 1));
+            batch.extend(events.try_iter());
             let mut written = 0u64;
             let mut failure = None;
             for event in &batch {
-                let mut line = match serde_json::to_vec(event) {
-                    Ok(line) => line,
-                    Err(e) => {
-                        failure = Some(e.to_string());
-                        continue;
-                    }
-                };
+                line.clear();
+                if let Err(e) = serde_json::to_writer(&mut line, event) {
+                    failure = Some(e.to_string());
+                    continue;
+                }
                 line.push(b'\n');
                 match self.output.write_line(&line) {
                     Ok(()) => written += 1,
