@@ -114,8 +114,8 @@ pub struct Event {
     pub request_object: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub response_object: Option<Value>,
-    pub request_received_timestamp: String,
-    pub stage_timestamp: String,
+    pub request_received_timestamp: MicroTime,
+    pub stage_timestamp: MicroTime,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
 }
@@ -231,6 +231,17 @@ pub fn new_audit_id() -> String {
         .to_string()
 }
 
+/// A time in an event, formatted as a MicroTime when the event is written (by the writer
+/// thread, not the request).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MicroTime(pub jiff::Timestamp);
+
+impl Serialize for MicroTime {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&micro_time(self.0))
+    }
+}
+
 /// A MicroTime: RFC 3339 in UTC with microseconds.
 pub fn micro_time(at: jiff::Timestamp) -> String {
     format!(
@@ -303,7 +314,7 @@ impl Auditor {
             subresource: info.subresource.clone(),
             ..Default::default()
         });
-        let received = micro_time(meta.received);
+        let received = MicroTime(meta.received);
         Event {
             kind: "Event",
             api_version: "audit.k8s.io/v1",
@@ -320,7 +331,7 @@ impl Auditor {
             response_status: None,
             request_object: None,
             response_object: None,
-            stage_timestamp: received.clone(),
+            stage_timestamp: received,
             request_received_timestamp: received,
             annotations: BTreeMap::new(),
         }
@@ -364,7 +375,7 @@ impl Auditor {
         }
         let mut event = self.base_event(decision.level, meta, info);
         event.stage = Stage::ResponseStarted;
-        event.stage_timestamp = micro_time(jiff::Timestamp::now());
+        event.stage_timestamp = MicroTime(jiff::Timestamp::now());
         event.response_status = Some(serde_json::json!({
             "metadata": {},
             "message": attempted_methods(meta.bearer, client_certificate),
@@ -406,7 +417,7 @@ impl Recorder {
     fn stage_event(&self, stage: Stage) -> Event {
         let mut event = self.event.clone();
         event.stage = stage;
-        event.stage_timestamp = micro_time(jiff::Timestamp::now());
+        event.stage_timestamp = MicroTime(jiff::Timestamp::now());
         event
     }
 
@@ -421,7 +432,7 @@ impl Recorder {
         if self.decision.records(stage) {
             let mut event = self.event;
             event.stage = stage;
-            event.stage_timestamp = micro_time(jiff::Timestamp::now());
+            event.stage_timestamp = MicroTime(jiff::Timestamp::now());
             self.auditor.emit(event);
         }
     }

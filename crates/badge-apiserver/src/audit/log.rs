@@ -462,8 +462,8 @@ mod tests {
             response_status: None,
             request_object: None,
             response_object: None,
-            request_received_timestamp: String::new(),
-            stage_timestamp: String::new(),
+            request_received_timestamp: crate::audit::MicroTime(jiff::Timestamp::UNIX_EPOCH),
+            stage_timestamp: crate::audit::MicroTime(jiff::Timestamp::UNIX_EPOCH),
             annotations: Default::default(),
         }
     }
