@@ -4,6 +4,7 @@
 
 pub mod apply;
 pub mod decode;
+pub mod identity;
 pub mod meta;
 pub mod openapi;
 pub mod patch;

@@ -174,7 +174,7 @@ impl<'a> ReviewStatus<'a> {
     /// is good, the reason when it is bad, an empty user when no authenticator knows it.
     pub(crate) fn of(outcome: &'a TokenOutcome) -> ReviewStatus<'a> {
         match outcome {
-            TokenOutcome::Authenticated { user, audiences } => ReviewStatus {
+            TokenOutcome::Authenticated { user, audiences, .. } => ReviewStatus {
                 audiences: Some(audiences),
                 authenticated: Some(true),
                 error: None,
@@ -318,6 +318,7 @@ mod tests {
                     extra,
                 },
                 audiences: vec!["https://kubernetes.default.svc".into()],
+                credential: None,
             },
             TokenOutcome::Authenticated {
                 user: UserInfo {
@@ -325,6 +326,7 @@ mod tests {
                     ..Default::default()
                 },
                 audiences: Vec::new(),
+                credential: None,
             },
             TokenOutcome::NotMine,
             TokenOutcome::Invalid("token has expired".into()),

@@ -12,7 +12,7 @@ use badge_token::claims::{self, Expectations, TokenKind, ValidatedClaims};
 use badge_token::{KeySet, jwt};
 use parking_lot::RwLock;
 
-use crate::authenticator::{TokenAuthenticator, TokenOutcome};
+use crate::authenticator::{TokenAuthenticator, TokenCredential, TokenOutcome};
 use crate::user::UserInfo;
 
 /// How long a deleted object's tokens keep working (upstream's 60 s grace after
@@ -90,6 +90,23 @@ type CacheShard = RwLock<std::collections::HashMap<[u8; 32], Arc<CachedToken>>>;
 pub struct CachedToken {
     kid: String,
     claims: ValidatedClaims,
+    /// Built once per verified token, so a hit hands it out with a reference count.
+    credential: Option<Arc<TokenCredential>>,
+}
+
+/// The inventory name of a verified token: its jti, or its legacy Secret.
+fn credential_of(claims: &ValidatedClaims) -> Option<Arc<TokenCredential>> {
+    let (record, legacy) = match claims.kind {
+        TokenKind::Legacy => (claims.legacy_secret_name.clone()?, true),
+        TokenKind::Bound => (claims.jti.clone()?, false),
+    };
+    Some(Arc::new(TokenCredential {
+        namespace: claims.namespace.clone(),
+        service_account: claims.service_account.name.clone(),
+        record,
+        legacy,
+        expires_at: claims.expires_at,
+    }))
 }
 
 /// The most entries kept; a shard is emptied when full (tokens are cheap to re-verify).
@@ -310,7 +327,7 @@ impl ServiceAccountAuthenticator {
                 .expires_at
                 .is_some_and(|exp| now > exp + claims::LEEWAY_SECONDS);
             if !expired && let Some(usage) = keys.usage(&hit.kid) {
-                let outcome = self.finish(token, &hit.claims, now);
+                let outcome = self.finish(token, &hit.claims, hit.credential.clone(), now);
                 if matches!(outcome, TokenOutcome::Authenticated { .. }) {
                     usage.record(now);
                 }
@@ -333,7 +350,8 @@ impl ServiceAccountAuthenticator {
             Ok(v) => v,
             Err(e) => return TokenOutcome::Invalid(e.to_string()),
         };
-        let outcome = self.finish(token, &validated, now);
+        let credential = credential_of(&validated);
+        let outcome = self.finish(token, &validated, credential.clone(), now);
         if matches!(outcome, TokenOutcome::Authenticated { .. }) {
             if let Some(usage) = keys.usage(verified.kid()) {
                 usage.record(now);
@@ -343,6 +361,7 @@ impl ServiceAccountAuthenticator {
                 CachedToken {
                     kid: verified.kid().to_string(),
                     claims: validated,
+                    credential,
                 },
             );
         }
@@ -350,7 +369,13 @@ impl ServiceAccountAuthenticator {
     }
 
     /// The object checks and the user, for a token whose signature and claims are good.
-    fn finish(&self, token: &str, validated: &ValidatedClaims, now: i64) -> TokenOutcome {
+    fn finish(
+        &self,
+        token: &str,
+        validated: &ValidatedClaims,
+        credential: Option<Arc<TokenCredential>>,
+        now: i64,
+    ) -> TokenOutcome {
         if let Err(reason) = self.check_objects(token, validated, now) {
             return TokenOutcome::Invalid(reason);
         }
@@ -364,6 +389,7 @@ impl ServiceAccountAuthenticator {
         TokenOutcome::Authenticated {
             user,
             audiences: validated.audiences.clone(),
+            credential,
         }
     }
 }
@@ -456,7 +482,12 @@ mod tests {
         let (key, objects, auth) = setup();
         objects.put("pod/demo/p", "pod-uid");
         let token = bound(&key, Some(ObjectRef::new("p", "pod-uid")));
-        let TokenOutcome::Authenticated { user, audiences } = auth.authenticate(&token, &[]) else {
+        let TokenOutcome::Authenticated {
+            user,
+            audiences,
+            credential,
+        } = auth.authenticate(&token, &[])
+        else {
             panic!("refused")
         };
         assert_eq!(user.name, "system:serviceaccount:demo:app");
@@ -475,6 +506,19 @@ mod tests {
         );
         assert!(user.extra["authentication.kubernetes.io/credential-id"][0].starts_with("JTI="));
         assert_eq!(audiences, vec![ISSUER.to_string()]);
+        // The usage record is named by the same jti the credential id carries.
+        let credential = credential.unwrap();
+        assert_eq!(
+            credential.credential_id(),
+            user.extra["authentication.kubernetes.io/credential-id"][0]
+        );
+        assert_eq!((credential.namespace.as_str(), credential.service_account.as_str()), ("demo", "app"));
+        assert!(!credential.legacy);
+        // A cache hit names the same credential.
+        let TokenOutcome::Authenticated { credential: again, .. } = auth.authenticate(&token, &[]) else {
+            panic!("refused")
+        };
+        assert_eq!(again.as_deref(), Some(&*credential));
     }
 
     #[test]
@@ -579,6 +623,7 @@ mod tests {
             let entry = CachedToken {
                 kid: seen.kid.clone(),
                 claims: seen.claims.clone(),
+                credential: None,
             };
             auth.cache.insert(fingerprint_of(i), entry);
             assert!(auth.cache.get(&fingerprint_of(i)).is_some());
@@ -649,10 +694,12 @@ mod tests {
                 invalidated: false,
             },
         );
-        assert!(matches!(
-            auth.authenticate(&token, &[]),
-            TokenOutcome::Authenticated { .. }
-        ));
+        let TokenOutcome::Authenticated { credential, .. } = auth.authenticate(&token, &[]) else {
+            panic!("refused")
+        };
+        let credential = credential.unwrap();
+        assert_eq!(credential.credential_id(), "Secret=app-token", "named after its Secret");
+        assert!(credential.legacy && credential.expires_at.is_none());
         objects
             .0
             .lock()

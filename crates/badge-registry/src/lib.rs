@@ -5,6 +5,7 @@
 pub mod admission;
 pub mod cache;
 pub mod csr;
+pub mod identity;
 pub mod registry;
 pub mod strategy;
 
