@@ -46,13 +46,25 @@ impl ApiServer {
             method,
             uri,
             mut headers,
+            extensions,
             ..
         } = parts;
         let info = request_info::parse(method.as_str(), uri.path(), uri.query()).map_err(|e| match e {
             PathError::InvalidName(_) => Status::bad_request(e.to_string()),
             _ => Status::path_not_found(),
         })?;
-        let authenticated = self.authentication.authenticate(&mut headers, peer)?;
+        let (authenticated, credential) = self.authentication.authenticate_request(&mut headers, peer)?;
+        if let Some(credential) = &credential {
+            let source = extensions
+                .get::<crate::authentication::ClientAddress>()
+                .map(|a| a.0.ip());
+            let agent = headers
+                .get(http::header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            self.usage
+                .record(credential, jiff::Timestamp::now(), source, agent);
+        }
         let user = crate::impersonation::impersonate(self.authorizer.as_ref(), &headers, authenticated)?;
         self.audit.request(&crate::audit::RequestEvent {
             info: &info,

@@ -28,6 +28,7 @@ pub mod serviceaccount;
 pub mod table;
 pub mod tokenrequest;
 mod tokenreview;
+pub mod usage;
 pub mod watch;
 
 use std::sync::Arc;
@@ -81,6 +82,8 @@ pub struct ApiServer {
     pub audit: Box<dyn audit::AuditSink>,
     /// Fires when the server shuts down, ending open watches.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Token issuance and use, noted for the `identity.badge.dev` records.
+    pub usage: Arc<usage::UsageRecorder>,
 }
 
 impl ApiServer {
@@ -105,6 +108,7 @@ impl ApiServer {
             authentication: authentication::Authentication::new(anonymous_auth),
             audit: Box::new(audit::NoAudit),
             shutdown,
+            usage: Arc::new(usage::UsageRecorder::default()),
         }
     }
 

@@ -107,7 +107,10 @@ pub async fn serve(
             };
             let peer = Arc::new(peer_identity(&tls));
             let is_h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-            let service = service_fn(move |request| {
+            let service = service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
+                request
+                    .extensions_mut()
+                    .insert(crate::authentication::ClientAddress(remote));
                 let api = api.clone();
                 let peer = peer.clone();
                 let filters = filters.clone();

@@ -327,6 +327,11 @@ impl ServiceAccountKeys {
 
     /// Signs claims with the current key.
     pub fn sign(&self, claims: &Value) -> Result<jwt::Token, Status> {
+        self.sign_with_kid(claims).map(|(token, _)| token)
+    }
+
+    /// Signs claims with the current key, naming the key.
+    pub fn sign_with_kid(&self, claims: &Value) -> Result<(jwt::Token, String), Status> {
         if let Some(bound) = self.ring_unconfirmed() {
             return Err(Status::service_unavailable(format!(
                 "the service account signing keys could not be confirmed current for {}s; refusing to issue tokens",
@@ -336,7 +341,9 @@ impl ServiceAccountKeys {
         let signer = self
             .signer()
             .ok_or_else(|| Status::internal("failed to generate token: no active signing key"))?;
-        jwt::sign(&signer, claims).map_err(|e| Status::internal(format!("failed to generate token: {e}")))
+        let token =
+            jwt::sign(&signer, claims).map_err(|e| Status::internal(format!("failed to generate token: {e}")))?;
+        Ok((token, signer.kid().to_string()))
     }
 
     /// The keys published in the JWKS.
@@ -697,7 +704,8 @@ impl TokenIssuer {
         namespace: &str,
         sa_name: &str,
         request: TokenRequestInput,
-    ) -> Result<(TokenRequestReply, Vec<String>), Status> {
+        requester: &str,
+    ) -> Result<(TokenRequestReply, Vec<String>, Value), Status> {
         if namespace.is_empty() {
             return Err(Status::bad_request("namespace is required"));
         }
@@ -870,13 +878,25 @@ impl TokenIssuer {
             claims.warn_after = Some(now + KUBELET_TOKEN_SECONDS);
         }
         let payload = claims.to_value().map_err(|e| Status::internal(e.to_string()))?;
-        let token = self.keys.sign(&payload)?;
+        let (token, key_id) = self.keys.sign_with_kid(&payload)?;
         let jti = claims.jti.clone().unwrap_or_default();
         tracing::info!(
             namespace,
             serviceaccount = sa_name,
             jti = %jti,
             "issued credential JTI={jti}"
+        );
+        let record = crate::usage::issued_token_record(
+            namespace,
+            sa_name,
+            &sa_uid,
+            &jti,
+            &key_id,
+            &audiences,
+            bound_ref.as_ref().map(|r| (r.kind(), r.name(), r.uid())),
+            requester,
+            now,
+            claims.expires_at,
         );
         let expiration_timestamp = jiff::Timestamp::from_second(now + expiration)
             .map(meta::format_time)
@@ -900,7 +920,7 @@ impl TokenIssuer {
                 token,
             },
         };
-        Ok((reply, warnings))
+        Ok((reply, warnings, record))
     }
 }
 

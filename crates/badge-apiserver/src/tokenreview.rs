@@ -288,10 +288,20 @@ impl ApiServer {
             Some(requested) if !requested.is_empty() => requested,
             _ => &self.api_audiences,
         };
-        match &self.tokens {
+        let outcome = match &self.tokens {
             Some(tokens) => tokens.authenticate_token(&request.token, audiences),
             None => badge_auth::TokenOutcome::NotMine,
+        };
+        // A review is a use of the token by whoever was handed it; the reviewer's address is
+        // not the holder's, so none is recorded.
+        if let TokenOutcome::Authenticated {
+            credential: Some(credential),
+            ..
+        } = &outcome
+        {
+            self.usage.record(credential, jiff::Timestamp::now(), None, "");
         }
+        outcome
     }
 }
 
