@@ -112,6 +112,12 @@ impl ApiServer {
         }
     }
 
+    /// Notes token issuance and use with `recorder` (`--token-usage-tracking`).
+    pub fn with_usage(mut self, recorder: usage::UsageRecorder) -> ApiServer {
+        self.usage = Arc::new(recorder);
+        self
+    }
+
     /// Authorizes with `system:masters` then RBAC, as `--authorization-mode=RBAC`.
     pub fn with_rbac(mut self, follower: Arc<rbac::Rbac>) -> ApiServer {
         let index = follower.index.clone();

@@ -61,6 +61,9 @@ pub struct TokenConfig {
     pub api_audiences: Vec<String>,
     /// `--service-account-max-token-expiration` in seconds (0: none).
     pub max_expiration: i64,
+    /// The shortest `expirationSeconds` accepted: upstream's 600 ([`MIN_TOKEN_SECONDS`]);
+    /// only tests lower it.
+    pub min_expiration: i64,
     /// `--service-account-extend-token-expiration`.
     pub extend_expiration: bool,
     /// `--service-account-jwks-uri`.
@@ -758,7 +761,7 @@ impl TokenIssuer {
         let now_ts = jiff::Timestamp::now();
         let now = now_ts.as_second();
         let mut expiration = request.expiration_seconds.unwrap_or(3600);
-        if expiration < MIN_TOKEN_SECONDS {
+        if expiration < self.config.min_expiration {
             return Err(token_request_invalid(&[FieldError::invalid(
                 "spec.expirationSeconds",
                 expiration,

@@ -455,14 +455,15 @@ impl ApiServer {
         }
     }
 
-    /// Flushes usage every `period` until shutdown, then once more.
-    pub fn spawn_usage_flusher(self: &Arc<Self>, period: Duration) {
+    /// Flushes usage every `period` until shutdown, then once more; None when tracking is
+    /// off.
+    pub fn spawn_usage_flusher(self: &Arc<Self>, period: Duration) -> Option<tokio::task::JoinHandle<()>> {
         if !self.usage.enabled() {
-            return;
+            return None;
         }
         let api = self.clone();
         let mut shutdown = self.shutdown.clone();
-        tokio::spawn(async move {
+        Some(tokio::spawn(async move {
             let mut ticks = tokio::time::interval(period);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -476,7 +477,7 @@ impl ApiServer {
                 }
             }
             api.flush_usage().await;
-        });
+        }))
     }
 }
 

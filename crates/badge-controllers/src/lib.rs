@@ -14,6 +14,7 @@
 pub mod bootstrapsigner;
 pub mod clusterinfo;
 pub mod csr;
+pub mod issuedtokens;
 pub mod keyrotation;
 pub mod leader;
 pub mod runtime;
@@ -105,6 +106,7 @@ pub fn spawn_all(registry: Arc<Registry>, ca_pem: String, leading: Option<leader
             .unwrap_or_default()
     });
     tokencleaner::spawn(registry.clone(), leading.clone());
+    issuedtokens::spawn(registry.clone(), leading.clone());
     bootstrapsigner::spawn(registry.clone(), leading.clone());
 
     let namespaces = namespaces.with_leader_election(leading);

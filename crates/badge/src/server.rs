@@ -38,6 +38,18 @@ pub struct ServerOptions {
     /// The longest token a TokenRequest gets (a Go duration such as 24h; unset: no limit).
     #[arg(long)]
     service_account_max_token_expiration: Option<String>,
+    /// The shortest token a TokenRequest may ask for (a Go duration; upstream's fixed 10m).
+    /// Only tests lower it, to see tokens expire.
+    #[arg(long, default_value = "10m", hide = true)]
+    service_account_min_token_expiration: String,
+    /// Record every token issued and each use of a ServiceAccount token in the
+    /// identity.badge.dev IssuedToken and ServiceAccountUsage objects.
+    #[arg(long, default_value_t = true, num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", action = clap::ArgAction::Set, value_parser = go_bool)]
+    token_usage_tracking: bool,
+    /// How often token usage noted in memory is written to the store (a Go duration).
+    #[arg(long, default_value = "10s")]
+    usage_flush_period: String,
     /// Give the kubelet's 3607 s tokens a one-year lifetime with a warnafter claim.
     #[arg(long, default_value_t = true, num_args = 0..=1, require_equals = true,
           default_missing_value = "true", action = clap::ArgAction::Set, value_parser = go_bool)]
@@ -426,6 +438,9 @@ pub async fn run(options: ServerOptions) -> anyhow::Result<()> {
         issuers: issuers.clone(),
         api_audiences: api_audiences.clone(),
         max_expiration,
+        min_expiration: parse_duration(&options.service_account_min_token_expiration)
+            .context("--service-account-min-token-expiration")?
+            .max(1),
         extend_expiration: options.service_account_extend_token_expiration,
         jwks_uri: options
             .service_account_jwks_uri
@@ -484,9 +499,15 @@ pub async fn run(options: ServerOptions) -> anyhow::Result<()> {
     );
     let signing_duration = badge_apiserver::limits::parse_go_duration(&options.cluster_signing_duration)
         .map_err(|e| anyhow::anyhow!("--cluster-signing-duration: {e}"))?;
+    let usage_flush_period = badge_apiserver::limits::parse_go_duration(&options.usage_flush_period)
+        .map_err(|e| anyhow::anyhow!("--usage-flush-period: {e}"))?;
+    if usage_flush_period.is_zero() {
+        anyhow::bail!("--usage-flush-period must be positive");
+    }
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let api = Arc::new(
         badge_apiserver::ApiServer::new(registry, options.anonymous_auth, shutdown_rx.clone())
+            .with_usage(badge_apiserver::usage::UsageRecorder::new(options.token_usage_tracking))
             .with_rbac(rbac)
             .with_tokens(
                 Arc::new(token_authenticator),
@@ -510,6 +531,7 @@ pub async fn run(options: ServerOptions) -> anyhow::Result<()> {
         "admin kubeconfig written: export KUBECONFIG={}",
         kubeconfig.display()
     );
+    let flusher = api.spawn_usage_flusher(usage_flush_period);
     let serving = tokio::spawn(badge_apiserver::server::serve(
         api,
         listener,
@@ -522,6 +544,10 @@ pub async fn run(options: ServerOptions) -> anyhow::Result<()> {
     tracing::info!("shutting down: draining in-flight requests");
     let _ = shutdown_tx.send(true);
     serving.await.context("the server task failed")?;
+    // What was noted since the last flush is written before the process ends.
+    if let Some(flusher) = flusher {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), flusher).await;
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -137,6 +137,7 @@ impl Ring {
                 issuers: audiences.clone(),
                 api_audiences: audiences.clone(),
                 max_expiration: 0,
+                min_expiration: badge_apiserver::serviceaccount::MIN_TOKEN_SECONDS,
                 extend_expiration: true,
                 jwks_uri: "https://127.0.0.1/openid/v1/jwks".into(),
             },

@@ -43,6 +43,7 @@ const POLICY: &str = "policy";
 const STORAGE: &str = "storage.k8s.io";
 
 const READ: &[&str] = &["get", "list", "watch"];
+const IDENTITY: &str = "identity.badge.dev";
 const WRITE: &[&str] = &["create", "update", "patch", "delete", "deletecollection"];
 const READ_WRITE: &[&str] = &[
     "get",
@@ -303,6 +304,10 @@ fn aggregate_to_edit_rules() -> Vec<RuleBuilder> {
 
 fn aggregate_to_view_rules() -> Vec<RuleBuilder> {
     vec![
+        // badge's own: who holds which token, and when each identity was last used.
+        rule(READ)
+            .groups(&[IDENTITY])
+            .resources(&["issuedtokens", "serviceaccountusages"]),
         rule(READ).groups(&[CORE]).resources(&[
             "pods",
             "replicationcontrollers",
@@ -527,6 +532,10 @@ pub fn default_cluster_roles() -> Vec<ClusterRole> {
                 rule(READ_WRITE)
                     .groups(&[RBAC_GROUP])
                     .resources(&["roles", "rolebindings"]),
+                // badge's own: revoking a token is an admin's act, not an editor's.
+                rule(&["update", "patch"])
+                    .groups(&[IDENTITY])
+                    .resources(&["issuedtokens"]),
             ],
         ),
         labelled_cluster_role(
