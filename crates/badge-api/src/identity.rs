@@ -21,7 +21,9 @@ pub const LEGACY_TOKEN_LAST_USED_LABEL: &str = "kubernetes.io/legacy-token-last-
 /// One issued token: who it is for, what it is bound to, and how it has been used.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[schemars(rename = "dev.badge.identity.v1.IssuedToken")]
-#[schemars(description = "IssuedToken records one ServiceAccount token the server issued (named by its jti) or a legacy Secret token (named after its Secret), kept until the token expires.")]
+#[schemars(
+    description = "IssuedToken records one ServiceAccount token the server issued (named by its jti) or a legacy Secret token (named after its Secret), kept until the token expires."
+)]
 pub struct IssuedToken {
     #[serde(rename = "apiVersion", default, skip_serializing_if = "Option::is_none")]
     pub api_version: Option<String>,
@@ -44,7 +46,11 @@ pub struct IssuedTokenSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_account_name: Option<String>,
     /// The ServiceAccount's uid when the token was issued.
-    #[serde(rename = "serviceAccountUID", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceAccountUID",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_account_uid: Option<String>,
     /// The audiences the token is valid for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -123,7 +129,9 @@ pub struct LastUse {
 /// When a ServiceAccount last authenticated and last had a token issued.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[schemars(rename = "dev.badge.identity.v1.ServiceAccountUsage")]
-#[schemars(description = "ServiceAccountUsage records when a ServiceAccount last authenticated and last had a token issued, and how many of its tokens are live. Named after the ServiceAccount.")]
+#[schemars(
+    description = "ServiceAccountUsage records when a ServiceAccount last authenticated and last had a token issued, and how many of its tokens are live. Named after the ServiceAccount."
+)]
 pub struct ServiceAccountUsage {
     #[serde(rename = "apiVersion", default, skip_serializing_if = "Option::is_none")]
     pub api_version: Option<String>,

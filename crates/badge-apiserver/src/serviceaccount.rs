@@ -344,8 +344,8 @@ impl ServiceAccountKeys {
         let signer = self
             .signer()
             .ok_or_else(|| Status::internal("failed to generate token: no active signing key"))?;
-        let token =
-            jwt::sign(&signer, claims).map_err(|e| Status::internal(format!("failed to generate token: {e}")))?;
+        let token = jwt::sign(&signer, claims)
+            .map_err(|e| Status::internal(format!("failed to generate token: {e}")))?;
         Ok((token, signer.kid().to_string()))
     }
 

@@ -157,10 +157,18 @@ fn columns(resource: &str) -> Vec<Column> {
         ],
         "issuedtokens" => vec![
             NAME,
-            col("Service Account", "string", "The ServiceAccount the token authenticates as."),
+            col(
+                "Service Account",
+                "string",
+                "The ServiceAccount the token authenticates as.",
+            ),
             col("Bound To", "string", "The object the token is bound to."),
             col("Expires", "string", "How long until the token expires."),
-            col("Last Used", "string", "How long ago the token last authenticated."),
+            col(
+                "Last Used",
+                "string",
+                "How long ago the token last authenticated.",
+            ),
             col("Uses", "integer", "How many times the token authenticated."),
             col("Revoked", "boolean", "Whether the token has been revoked."),
             wide("Key ID", "string", "The key that signed the token."),
@@ -169,9 +177,21 @@ fn columns(resource: &str) -> Vec<Column> {
         ],
         "serviceaccountusages" => vec![
             NAME,
-            col("Last Authenticated", "string", "How long ago the ServiceAccount last authenticated."),
-            col("Credential", "string", "The credential it last authenticated with."),
-            col("Last Token Issued", "string", "How long ago a token was last issued for it."),
+            col(
+                "Last Authenticated",
+                "string",
+                "How long ago the ServiceAccount last authenticated.",
+            ),
+            col(
+                "Credential",
+                "string",
+                "The credential it last authenticated with.",
+            ),
+            col(
+                "Last Token Issued",
+                "string",
+                "How long ago a token was last issued for it.",
+            ),
             col("Live Tokens", "integer", "How many of its tokens are live."),
             AGE,
         ],
@@ -260,8 +280,18 @@ fn cells(resource: &str, object: &Value, now: jiff::Timestamp) -> Vec<Value> {
                 json!(bound),
                 json!(until(object, "/spec/expiresAt", now)),
                 json!(ago(object, "/status/lastUsed/time", now)),
-                json!(object.pointer("/status/useCount").and_then(Value::as_i64).unwrap_or(0)),
-                json!(object.pointer("/spec/revoked").and_then(Value::as_bool).unwrap_or(false)),
+                json!(
+                    object
+                        .pointer("/status/useCount")
+                        .and_then(Value::as_i64)
+                        .unwrap_or(0)
+                ),
+                json!(
+                    object
+                        .pointer("/spec/revoked")
+                        .and_then(Value::as_bool)
+                        .unwrap_or(false)
+                ),
                 json!(or_none(string_at(object, "/spec/keyID").to_string())),
                 json!(or_none(string_at(object, "/spec/requester/username").to_string())),
                 age,
@@ -274,7 +304,12 @@ fn cells(resource: &str, object: &Value, now: jiff::Timestamp) -> Vec<Value> {
                 string_at(object, "/status/lastAuthenticated/credentialID").to_string()
             )),
             json!(ago(object, "/status/lastTokenIssued", now)),
-            json!(object.pointer("/status/liveTokens").and_then(Value::as_i64).unwrap_or(0)),
+            json!(
+                object
+                    .pointer("/status/liveTokens")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0)
+            ),
             age,
         ],
         "secrets" => {

@@ -345,9 +345,7 @@ impl ApiServer {
             match written {
                 Ok(_) => report.updated += 1,
                 Err(s) if s.is_not_found() => {
-                    let expired = credential
-                        .expires_at
-                        .is_some_and(|exp| exp < now.as_second());
+                    let expired = credential.expires_at.is_some_and(|exp| exp < now.as_second());
                     if expired || uses.misses >= MAX_MISSES {
                         report.dropped += 1;
                     } else {
@@ -410,7 +408,10 @@ impl ApiServer {
         };
         let day = day_of(last);
         let needs = |secret: &Value| {
-            let pointer = format!("/metadata/labels/{}", LEGACY_TOKEN_LAST_USED_LABEL.replace('/', "~1"));
+            let pointer = format!(
+                "/metadata/labels/{}",
+                LEGACY_TOKEN_LAST_USED_LABEL.replace('/', "~1")
+            );
             secret
                 .pointer(&pointer)
                 .and_then(Value::as_str)
@@ -553,13 +554,17 @@ mod tests {
             misses: 0,
         };
         // The second server flushes after the first, with an older last use.
-        let first = json!({"status": merged_token_status(&json!({}), &uses(2, "2026-01-01T00:00:09Z", "one"))});
+        let first =
+            json!({"status": merged_token_status(&json!({}), &uses(2, "2026-01-01T00:00:09Z", "one"))});
         let second = merged_token_status(&first, &uses(5, "2026-01-01T00:00:04Z", "two"));
         assert_eq!(second["useCount"], 7);
         assert_eq!(second["lastUsed"]["time"], "2026-01-01T00:00:09Z");
         assert_eq!(second["lastUsed"]["userAgent"], "one");
         // And the other way round.
-        let third = merged_token_status(&json!({"status": second}), &uses(1, "2026-01-01T00:00:10Z", "two"));
+        let third = merged_token_status(
+            &json!({"status": second}),
+            &uses(1, "2026-01-01T00:00:10Z", "two"),
+        );
         assert_eq!(third["useCount"], 8);
         assert_eq!(third["lastUsed"]["userAgent"], "two");
     }

@@ -512,10 +512,16 @@ mod tests {
             credential.credential_id(),
             user.extra["authentication.kubernetes.io/credential-id"][0]
         );
-        assert_eq!((credential.namespace.as_str(), credential.service_account.as_str()), ("demo", "app"));
+        assert_eq!(
+            (credential.namespace.as_str(), credential.service_account.as_str()),
+            ("demo", "app")
+        );
         assert!(!credential.legacy);
         // A cache hit names the same credential.
-        let TokenOutcome::Authenticated { credential: again, .. } = auth.authenticate(&token, &[]) else {
+        let TokenOutcome::Authenticated {
+            credential: again, ..
+        } = auth.authenticate(&token, &[])
+        else {
             panic!("refused")
         };
         assert_eq!(again.as_deref(), Some(&*credential));
@@ -698,7 +704,11 @@ mod tests {
             panic!("refused")
         };
         let credential = credential.unwrap();
-        assert_eq!(credential.credential_id(), "Secret=app-token", "named after its Secret");
+        assert_eq!(
+            credential.credential_id(),
+            "Secret=app-token",
+            "named after its Secret"
+        );
         assert!(credential.legacy && credential.expires_at.is_none());
         objects
             .0

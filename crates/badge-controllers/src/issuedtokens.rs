@@ -21,7 +21,8 @@ const SA_NAME_ANNOTATION: &str = "kubernetes.io/service-account.name";
 const SA_UID_ANNOTATION: &str = "kubernetes.io/service-account.uid";
 
 fn issued_tokens() -> Result<&'static resources::Resource, Status> {
-    resources::lookup(GROUP, "v1", "issuedtokens").ok_or_else(|| Status::internal("issuedtokens is not served"))
+    resources::lookup(GROUP, "v1", "issuedtokens")
+        .ok_or_else(|| Status::internal("issuedtokens is not served"))
 }
 
 pub fn spawn(registry: Arc<Registry>, leading: Option<leader::Leading>) {
@@ -58,7 +59,10 @@ pub enum Fate {
 /// A record's fate: a bound token's at its expiry; a legacy token's with its Secret.
 pub fn fate(record: &Value, secret: Option<&Value>, now: jiff::Timestamp) -> Fate {
     let legacy = record
-        .pointer(&format!("/metadata/labels/{}", TOKEN_KIND_LABEL.replace('/', "~1")))
+        .pointer(&format!(
+            "/metadata/labels/{}",
+            TOKEN_KIND_LABEL.replace('/', "~1")
+        ))
         .and_then(Value::as_str)
         == Some("legacy");
     if legacy {
@@ -107,7 +111,11 @@ async fn reconcile_token(registry: &Registry, ns: &str, name: &str) -> Result<Ac
                 Err(s) => return Err(s),
                 Ok(_) => {}
             }
-            tracing::debug!(namespace = ns, record = name, "removed the record of an expired token");
+            tracing::debug!(
+                namespace = ns,
+                record = name,
+                "removed the record of an expired token"
+            );
             let account = record
                 .pointer("/spec/serviceAccountName")
                 .and_then(Value::as_str)
@@ -200,7 +208,10 @@ async fn reconcile_secret(registry: &Registry, ns: &str, name: &str) -> Result<A
         .as_str()
         .unwrap_or_default()
         .to_string();
-    match registry.create(tokens, ns, record, &WriteOptions::default()).await {
+    match registry
+        .create(tokens, ns, record, &WriteOptions::default())
+        .await
+    {
         Ok(_) => {}
         Err(s) if s.is_already_exists() || s.is_not_found() || s.code == 403 => return Ok(Action::Done),
         Err(s) => return Err(s),
@@ -244,7 +255,10 @@ mod tests {
         assert_eq!(record["metadata"]["labels"][SERVICE_ACCOUNT_LABEL], "app");
         assert_eq!(record["spec"]["keyID"], "k1");
         assert_eq!(record["spec"]["serviceAccountUID"], "sa1");
-        assert!(record["spec"].get("expiresAt").is_none(), "legacy tokens never expire");
+        assert!(
+            record["spec"].get("expiresAt").is_none(),
+            "legacy tokens never expire"
+        );
         assert_eq!(fate(&record, Some(&secret), now()), Fate::Keep);
         assert_eq!(fate(&record, None, now()), Fate::Delete);
         let mut replaced = secret.clone();

@@ -22,7 +22,10 @@ impl UsageUpdate {
     /// Keeps the later of two updates' times.
     pub fn merge(&mut self, other: UsageUpdate) {
         if let Some((at, value)) = other.last_authenticated
-            && self.last_authenticated.as_ref().is_none_or(|(mine, _)| at > *mine)
+            && self
+                .last_authenticated
+                .as_ref()
+                .is_none_or(|(mine, _)| at > *mine)
         {
             self.last_authenticated = Some((at, value));
         }
@@ -52,7 +55,14 @@ pub async fn live_tokens(
         fields: FieldSelector::default(),
     };
     let page = registry
-        .list(resource("issuedtokens")?, namespace, &filter, ReadFrom::Any, 0, None)
+        .list(
+            resource("issuedtokens")?,
+            namespace,
+            &filter,
+            ReadFrom::Any,
+            0,
+            None,
+        )
         .await?;
     let live = page
         .items
@@ -169,7 +179,10 @@ mod tests {
         };
         let stored = json!({"status": merged_usage_status(None, &late, 2)});
         let status = merged_usage_status(Some(&stored), &early, 3);
-        assert_eq!(status["lastAuthenticated"]["credentialID"], "JTI=b", "an older use never wins");
+        assert_eq!(
+            status["lastAuthenticated"]["credentialID"], "JTI=b",
+            "an older use never wins"
+        );
         assert_eq!(status["lastTokenIssued"], "2026-01-01T00:00:05Z");
         assert_eq!(status["liveTokens"], 3);
 

@@ -154,7 +154,12 @@ pub fn validate_update_of(
 fn validate_issued_token(object: &Value, old: Option<&Value>, errs: &mut Vec<FieldError>) {
     let Some(old) = old else { return };
     let empty = Map::new();
-    let spec_of = |o: &Value| o.get("spec").and_then(Value::as_object).cloned().unwrap_or_default();
+    let spec_of = |o: &Value| {
+        o.get("spec")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default()
+    };
     let (new_spec, old_spec) = (spec_of(object), spec_of(old));
     let mut fields: Vec<&String> = new_spec.keys().chain(old_spec.keys()).collect();
     fields.sort();
@@ -176,7 +181,11 @@ fn validate_issued_token(object: &Value, old: Option<&Value>, errs: &mut Vec<Fie
         && !revoked.is_boolean()
         && !revoked.is_null()
     {
-        errs.push(FieldError::invalid("spec.revoked", revoked.clone(), "must be a boolean"));
+        errs.push(FieldError::invalid(
+            "spec.revoked",
+            revoked.clone(),
+            "must be a boolean",
+        ));
     }
     let labels_of = |o: &Value| o.pointer("/metadata/labels").and_then(Value::as_object).cloned();
     let (new_labels, old_labels) = (labels_of(object), labels_of(old));
@@ -666,7 +675,10 @@ mod tests {
         let mut relabel = issued_token();
         relabel["metadata"]["labels"] = json!({"identity.badge.dev/service-account": "other"});
         let errs = validate("issuedtokens", &relabel, Some(&old));
-        assert_eq!(errs[0].field, "metadata.labels[identity.badge.dev/service-account]");
+        assert_eq!(
+            errs[0].field,
+            "metadata.labels[identity.badge.dev/service-account]"
+        );
 
         // The servers' own status writes go through `status`, which the rule leaves alone.
         let mut used = issued_token();

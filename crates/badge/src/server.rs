@@ -507,7 +507,9 @@ pub async fn run(options: ServerOptions) -> anyhow::Result<()> {
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let api = Arc::new(
         badge_apiserver::ApiServer::new(registry, options.anonymous_auth, shutdown_rx.clone())
-            .with_usage(badge_apiserver::usage::UsageRecorder::new(options.token_usage_tracking))
+            .with_usage(badge_apiserver::usage::UsageRecorder::new(
+                options.token_usage_tracking,
+            ))
             .with_rbac(rbac)
             .with_tokens(
                 Arc::new(token_authenticator),

@@ -11,6 +11,7 @@ mod audit;
 mod authentication;
 mod csr;
 mod impersonation;
+mod inventory;
 mod lists;
 mod matrix;
 mod node;

@@ -85,6 +85,8 @@ pub const SERVED_RESOURCES: &[(&str, &str)] = &[
     // Checked by CertificateSigningRequest admission (`approve`, `sign`).
     (CERTIFICATES, "signers"),
     (COORDINATION, "leases"),
+    (IDENTITY, "issuedtokens"),
+    (IDENTITY, "serviceaccountusages"),
     (RBAC_GROUP, "clusterrolebindings"),
     (RBAC_GROUP, "clusterroles"),
     (RBAC_GROUP, "rolebindings"),
