@@ -7,6 +7,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+// Optional fields carry `#[schemars(with = ...)]`: Kubernetes' schemas mark them optional by
+// leaving them out of `required`, never as nullable, and kubectl explain follows plain refs.
+
 /// The API group.
 pub const GROUP: &str = "identity.badge.dev";
 /// `identity.badge.dev/v1`.
@@ -26,14 +29,18 @@ pub const LEGACY_TOKEN_LAST_USED_LABEL: &str = "kubernetes.io/legacy-token-last-
 )]
 pub struct IssuedToken {
     #[serde(rename = "apiVersion", default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
     pub api_version: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
     pub kind: Option<String>,
     #[serde(default)]
     pub metadata: ObjectMeta,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "IssuedTokenSpec")]
     pub spec: Option<IssuedTokenSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "IssuedTokenStatus")]
     pub status: Option<IssuedTokenStatus>,
 }
 
@@ -44,6 +51,7 @@ pub struct IssuedToken {
 pub struct IssuedTokenSpec {
     /// The ServiceAccount the token authenticates as.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
     pub service_account_name: Option<String>,
     /// The ServiceAccount's uid when the token was issued.
     #[serde(
@@ -51,27 +59,35 @@ pub struct IssuedTokenSpec {
         default,
         skip_serializing_if = "Option::is_none"
     )]
+    #[schemars(with = "String")]
     pub service_account_uid: Option<String>,
     /// The audiences the token is valid for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Vec<String>")]
     pub audiences: Option<Vec<String>>,
     /// The object the token is bound to, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "BoundObjectReference")]
     pub bound_object_ref: Option<BoundObjectReference>,
     /// The id of the key that signed the token.
     #[serde(rename = "keyID", default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
     pub key_id: Option<String>,
     /// Who asked for the token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Requester")]
     pub requester: Option<Requester>,
     /// When the token was issued.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Time")]
     pub issued_at: Option<Time>,
     /// When the token expires; absent for legacy tokens, which never do.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Time")]
     pub expires_at: Option<Time>,
     /// Whether the token has been revoked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "bool")]
     pub revoked: Option<bool>,
 }
 
@@ -80,10 +96,13 @@ pub struct IssuedTokenSpec {
 #[schemars(rename = "dev.badge.identity.v1.BoundObjectReference")]
 pub struct BoundObjectReference {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
     pub kind: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
     pub uid: Option<String>,
 }
 
@@ -92,6 +111,7 @@ pub struct BoundObjectReference {
 #[schemars(rename = "dev.badge.identity.v1.Requester")]
 pub struct Requester {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
     pub username: Option<String>,
 }
 
@@ -102,9 +122,11 @@ pub struct Requester {
 pub struct IssuedTokenStatus {
     /// The latest authentication with the token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "LastUse")]
     pub last_used: Option<LastUse>,
     /// How many times the token authenticated a request or passed a TokenReview.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "i64")]
     pub use_count: Option<i64>,
 }
 
@@ -114,15 +136,19 @@ pub struct IssuedTokenStatus {
 #[schemars(rename = "dev.badge.identity.v1.LastUse")]
 pub struct LastUse {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Time")]
     pub time: Option<Time>,
     /// The credential used (`JTI=...`, or `Secret=NAME` for a legacy token); only on
     /// ServiceAccountUsage.
     #[serde(rename = "credentialID", default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
     pub credential_id: Option<String>,
     /// The client's address; empty for uses through TokenReview.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
     pub source_address: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
     pub user_agent: Option<String>,
 }
 
@@ -134,12 +160,15 @@ pub struct LastUse {
 )]
 pub struct ServiceAccountUsage {
     #[serde(rename = "apiVersion", default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
     pub api_version: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
     pub kind: Option<String>,
     #[serde(default)]
     pub metadata: ObjectMeta,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "ServiceAccountUsageStatus")]
     pub status: Option<ServiceAccountUsageStatus>,
 }
 
@@ -149,12 +178,15 @@ pub struct ServiceAccountUsage {
 pub struct ServiceAccountUsageStatus {
     /// The latest authentication as the ServiceAccount.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "LastUse")]
     pub last_authenticated: Option<LastUse>,
     /// When a token was last issued for the ServiceAccount.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Time")]
     pub last_token_issued: Option<Time>,
     /// How many IssuedTokens of the ServiceAccount exist (unexpired, or legacy).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "i64")]
     pub live_tokens: Option<i64>,
 }
 

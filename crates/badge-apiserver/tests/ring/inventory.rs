@@ -68,7 +68,7 @@ async fn token_requests_and_uses_land_in_the_records_at_the_flush() {
     };
     assert_eq!(
         selected("labelSelector=identity.badge.dev/service-account=app").await,
-        [jti.clone()]
+        std::slice::from_ref(&jti)
     );
     assert!(
         selected("labelSelector=identity.badge.dev/service-account=other")
@@ -77,7 +77,7 @@ async fn token_requests_and_uses_land_in_the_records_at_the_flush() {
     );
     assert_eq!(
         selected("fieldSelector=spec.serviceAccountName=app").await,
-        [jti.clone()]
+        std::slice::from_ref(&jti)
     );
 
     // A TokenReview is a use; then an API request with the token is the latest one.
@@ -121,6 +121,12 @@ async fn token_requests_and_uses_land_in_the_records_at_the_flush() {
     assert_eq!(status["lastAuthenticated"]["userAgent"], "ring-test/1");
     assert!(status["lastTokenIssued"].as_str().is_some());
     assert_eq!(status["liveTokens"], 1);
+
+    // What the store and the watch cache keep per record, used and with its status.
+    let key = format!("/registry/issuedtokens/demo/{jti}");
+    let (stored, _) = ring.api.registry.store().get(&key).await.unwrap();
+    let bytes = stored.unwrap().value.len();
+    assert!(bytes < 1024, "an IssuedToken takes {bytes} bytes");
 
     // Nothing new: a flush writes nothing.
     assert_eq!(ring.api.flush_usage().await, Default::default());

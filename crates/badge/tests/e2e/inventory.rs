@@ -103,6 +103,15 @@ fn kubectl_lists_issued_tokens_and_their_last_use() {
             .count()
             == 3
     });
+    // Typed like the built-in kinds: kubectl explains them from the server's OpenAPI.
+    let explained = s.kubectl_ok(&["explain", "issuedtokens.spec"]);
+    assert!(
+        explained.contains("GROUP:      identity.badge.dev"),
+        "{explained}"
+    );
+    assert!(explained.contains("revoked\t<boolean>"), "{explained}");
+    let explained = s.kubectl_ok(&["explain", "serviceaccountusages.status.lastAuthenticated"]);
+    assert!(explained.contains("credentialID"), "{explained}");
     let listed = s.kubectl_ok(&["get", "issuedtokens", "-A"]);
     let header = listed.lines().next().unwrap();
     for column in [
