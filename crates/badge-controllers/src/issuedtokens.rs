@@ -3,15 +3,18 @@
 //! (`kubernetes.io/service-account-token` with a token) get a record named after the
 //! Secret, deleted with the Secret. Each deletion recounts the ServiceAccount's live tokens.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use badge_api::identity::{API_VERSION, GROUP, SERVICE_ACCOUNT_LABEL, TOKEN_KIND_LABEL};
 use badge_api::{Status, meta, resources};
 use badge_registry::identity::{UsageUpdate, record_service_account_usage};
-use badge_registry::{DeleteOptions, Registry, WriteOptions};
+use badge_registry::{DeleteOptions, EventType, Registry, WriteOptions};
 use base64::Engine;
+use parking_lot::Mutex;
 use serde_json::{Value, json};
+use tokio::sync::Notify;
 
 use crate::runtime::{Action, Controller};
 use crate::{leader, namespaced_key, resource};
@@ -28,24 +31,90 @@ fn issued_tokens() -> Result<&'static resources::Resource, Status> {
 pub fn spawn(registry: Arc<Registry>, leading: Option<leader::Leading>) {
     let controller = Controller::new("issuedtoken", registry.clone(), |event| {
         if let Some((ns, name)) = namespaced_key(&event.key, "/registry/issuedtokens/") {
-            return vec![format!("token/{ns}/{name}")];
+            // A record's expiry never changes (its spec is immutable): only a new record
+            // needs a look. Usage flushes modify records all the time and are skipped.
+            return match event.kind {
+                EventType::Added => vec![format!("token/{ns}/{name}")],
+                _ => Vec::new(),
+            };
         }
         namespaced_key(&event.key, "/registry/secrets/")
             .map(|(ns, name)| vec![format!("secret/{ns}/{name}")])
             .unwrap_or_default()
     });
     let controller = controller.with_leader_election(leading);
+    let expiries = Arc::new(Expiries::default());
+    expiries.clone().spawn(controller.clone());
     controller.spawn(move |key| {
         let registry = registry.clone();
+        let expiries = expiries.clone();
         async move {
             let mut parts = key.splitn(3, '/');
-            match (parts.next(), parts.next(), parts.next()) {
-                (Some("token"), Some(ns), Some(name)) => reconcile_token(&registry, ns, name).await,
-                (Some("secret"), Some(ns), Some(name)) => reconcile_secret(&registry, ns, name).await,
-                _ => Ok(Action::Done),
+            let action = match (parts.next(), parts.next(), parts.next()) {
+                (Some("token"), Some(ns), Some(name)) => reconcile_token(&registry, ns, name).await?,
+                (Some("secret"), Some(ns), Some(name)) => reconcile_secret(&registry, ns, name).await?,
+                _ => Action::Done,
+            };
+            // Waits are kept in one schedule rather than a timer task per record: a server
+            // may hold a hundred thousand live tokens.
+            match action {
+                Action::RequeueAfter(delay) => {
+                    expiries.schedule(key, delay);
+                    Ok(Action::Done)
+                }
+                done => Ok(done),
             }
         }
     });
+}
+
+/// When each live record is next due, and one task that queues records as they fall due.
+#[derive(Default)]
+struct Expiries {
+    due: Mutex<BTreeMap<Instant, Vec<String>>>,
+    wake: Notify,
+}
+
+impl Expiries {
+    fn schedule(&self, key: String, delay: Duration) {
+        self.due
+            .lock()
+            .entry(Instant::now() + delay)
+            .or_default()
+            .push(key);
+        self.wake.notify_one();
+    }
+
+    /// The keys due at `now`, removed from the schedule.
+    fn take_due(&self, now: Instant) -> Vec<String> {
+        let mut due = self.due.lock();
+        let later = due.split_off(&(now + Duration::from_nanos(1)));
+        let ready = std::mem::replace(&mut *due, later);
+        ready.into_values().flatten().collect()
+    }
+
+    fn next(&self) -> Option<Instant> {
+        self.due.lock().keys().next().copied()
+    }
+
+    fn spawn(self: Arc<Self>, controller: Arc<Controller>) {
+        tokio::spawn(async move {
+            loop {
+                for key in self.take_due(Instant::now()) {
+                    controller.enqueue(key);
+                }
+                match self.next() {
+                    Some(at) => {
+                        tokio::select! {
+                            _ = tokio::time::sleep_until(at.into()) => {}
+                            _ = self.wake.notified() => {}
+                        }
+                    }
+                    None => self.wake.notified().await,
+                }
+            }
+        });
+    }
 }
 
 /// What to do with a record at `now`: keep it until `expiresAt`, or delete it.
@@ -227,6 +296,19 @@ mod tests {
 
     fn now() -> jiff::Timestamp {
         "2026-01-01T00:00:00Z".parse().unwrap()
+    }
+
+    #[test]
+    fn the_schedule_hands_out_keys_as_they_fall_due() {
+        let expiries = Expiries::default();
+        let start = Instant::now();
+        expiries.schedule("late".into(), Duration::from_secs(60));
+        expiries.schedule("soon".into(), Duration::ZERO);
+        assert_eq!(expiries.take_due(Instant::now()), ["soon"]);
+        assert!(expiries.take_due(Instant::now()).is_empty());
+        assert!(expiries.next().unwrap() >= start + Duration::from_secs(60));
+        assert_eq!(expiries.take_due(start + Duration::from_secs(61)), ["late"]);
+        assert_eq!(expiries.next(), None);
     }
 
     #[test]
