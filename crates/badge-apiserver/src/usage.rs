@@ -32,6 +32,9 @@ pub const DEFAULT_FLUSH_PERIOD: Duration = Duration::from_secs(10);
 const SHARDS: usize = 16;
 /// The longest user agent kept: a client cannot make a record grow without bound.
 const MAX_USER_AGENT: usize = 256;
+/// The most IssuedTokens waiting for a flush: past it (the store down for long under a flood
+/// of TokenRequests) records are dropped and counted, never the requests.
+const MAX_PENDING_ISSUED: usize = 1 << 18;
 /// How many flushes a use waits for its record to appear (the issuing server flushes it)
 /// before it is dropped.
 const MAX_MISSES: u8 = 6;
@@ -78,6 +81,8 @@ pub struct UsageRecorder {
     shards: Box<[Shard]>,
     /// IssuedToken records of tokens issued since the last flush.
     issued: Mutex<Vec<Value>>,
+    /// Records dropped at [`MAX_PENDING_ISSUED`] since the last flush.
+    issued_dropped: std::sync::atomic::AtomicUsize,
 }
 
 impl Default for UsageRecorder {
@@ -94,6 +99,7 @@ impl UsageRecorder {
             hasher: RandomState::new(),
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             issued: Mutex::default(),
+            issued_dropped: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -144,8 +150,15 @@ impl UsageRecorder {
 
     /// Notes an IssuedToken record to create.
     pub fn issued(&self, record: Value) {
-        if self.enabled {
-            self.issued.lock().push(record);
+        if !self.enabled {
+            return;
+        }
+        let mut issued = self.issued.lock();
+        if issued.len() < MAX_PENDING_ISSUED {
+            issued.push(record);
+        } else {
+            self.issued_dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
     }
 
@@ -176,7 +189,12 @@ impl UsageRecorder {
     }
 
     fn restore_issued(&self, records: Vec<Value>) {
-        self.issued.lock().extend(records);
+        let mut issued = self.issued.lock();
+        let room = MAX_PENDING_ISSUED.saturating_sub(issued.len());
+        let dropped = records.len().saturating_sub(room);
+        issued.extend(records.into_iter().take(room));
+        self.issued_dropped
+            .fetch_add(dropped, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -285,6 +303,17 @@ impl ApiServer {
             return report;
         };
         let mut per_account: HashMap<(String, String), UsageUpdate> = HashMap::new();
+        let overflowed = self
+            .usage
+            .issued_dropped
+            .swap(0, std::sync::atomic::Ordering::Relaxed);
+        if overflowed > 0 {
+            tracing::warn!(
+                dropped = overflowed,
+                "issued tokens went unrecorded: too many waiting for the store"
+            );
+            report.dropped += overflowed;
+        }
 
         let mut retry = Vec::new();
         for record in self.usage.take_issued() {
