@@ -5,6 +5,7 @@
 //! encrypted on their way into the store and decrypted on their way out.
 
 pub mod config;
+pub mod kms;
 pub mod operate;
 #[cfg(test)]
 mod proptests;
@@ -91,7 +92,15 @@ pub struct Encryption {
 impl Encryption {
     /// Builds the transformer of a validated configuration.
     pub fn new(config: &EncryptionConfiguration) -> Result<Encryption, ConfigError> {
-        let rules = config.rules()?;
+        Encryption::with_timings(config, kms::KmsTimings::default())
+    }
+
+    /// As [`Encryption::new`], KMS plugins probed on `timings`.
+    pub fn with_timings(
+        config: &EncryptionConfiguration,
+        timings: kms::KmsTimings,
+    ) -> Result<Encryption, ConfigError> {
+        let rules = config.rules(timings)?;
         let by_prefix = badge_api::resources::RESOURCES
             .iter()
             .filter(|r| r.storage == badge_api::resources::Storage::Stored)
