@@ -10,6 +10,7 @@ pub mod operate;
 #[cfg(test)]
 mod proptests;
 pub mod providers;
+pub mod reload;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -137,6 +138,24 @@ impl Encryption {
             .iter()
             .find(|(prefix, _)| key.starts_with(prefix.as_str()))
             .and_then(|(_, rule)| rule.as_deref())
+    }
+
+    /// Names of the KMS providers that have no key to write with yet (their plugin has not
+    /// answered), as upstream checks a reloaded configuration's health before using it.
+    pub fn unhealthy_kms_providers(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .by_prefix
+            .iter()
+            .filter_map(|(_, rule)| rule.as_deref())
+            .flat_map(|rule| rule.transformers.iter())
+            .filter_map(|t| match &t.cipher {
+                providers::Cipher::KmsV2(kms) if kms.write_key_id().is_none() => Some(t.key_name.clone()),
+                _ => None,
+            })
+            .collect();
+        names.sort();
+        names.dedup();
+        names
     }
 
     /// Whether values under `key` are encrypted when written.
