@@ -589,6 +589,20 @@ impl badge_controllers::LegacyTokenSigner for ServiceAccountKeys {
     fn sign_legacy(&self, claims: &LegacyClaims) -> Result<jwt::Token, String> {
         self.sign(&claims.to_value()).map_err(|s| s.message)
     }
+
+    /// A key verifies while it is in the verification set; with none loaded nothing is
+    /// judged stale.
+    fn verifies_kid(&self, kid: &str) -> bool {
+        let keys = self.public_keys();
+        keys.is_empty() || keys.iter().any(|k| k.kid() == kid)
+    }
+
+    fn key_changes(&self) -> Option<tokio::sync::watch::Receiver<i64>> {
+        match self.mode {
+            Mode::Ring(_) => Some(badge_controllers::keyrotation::RotatingKeys::ring_changes(self)),
+            Mode::Files(_) => None,
+        }
+    }
 }
 
 fn core(plural: &str) -> &'static Resource {
