@@ -78,7 +78,11 @@ const KMS_DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 
 impl KmsConfiguration {
     fn api_version(&self) -> &str {
-        if self.api_version.is_empty() { "v1" } else { &self.api_version }
+        if self.api_version.is_empty() {
+            "v1"
+        } else {
+            &self.api_version
+        }
     }
 
     fn timeout(&self) -> Result<std::time::Duration, String> {
@@ -109,7 +113,9 @@ fn parse_go_duration(text: &str) -> Result<std::time::Duration, String> {
             .ok_or_else(invalid)?;
         let number: f64 = rest[..digits].parse().map_err(|_| invalid())?;
         rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let scale = match &rest[..unit_len] {
             "ns" => 1e-9,
             "us" | "µs" | "μs" => 1e-6,

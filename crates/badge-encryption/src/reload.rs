@@ -69,12 +69,14 @@ impl ReloadingEncryption {
         }
         let built = EncryptionConfiguration::load(&self.path)
             .and_then(|config| Encryption::with_timings(&config, self.timings))
-            .and_then(|encryption| match encryption.unhealthy_kms_providers().as_slice() {
-                [] => Ok(encryption),
-                names => Err(ConfigError(format!(
-                    "the KMS plugins of providers {names:?} are not healthy"
-                ))),
-            });
+            .and_then(
+                |encryption| match encryption.unhealthy_kms_providers().as_slice() {
+                    [] => Ok(encryption),
+                    names => Err(ConfigError(format!(
+                        "the KMS plugins of providers {names:?} are not healthy"
+                    ))),
+                },
+            );
         match built {
             Ok(encryption) => {
                 *self.current.write() = Arc::new(encryption);
@@ -159,6 +161,9 @@ mod tests {
         assert!(reloading.reload().is_err());
         assert!(!reloading.reload().unwrap(), "a failed content is reported once");
         let third = reloading.transform_to_storage(KEY, b"v").unwrap();
-        assert!(third.starts_with(b"k8s:enc:aescbc:v1:two:"), "the last good one stays");
+        assert!(
+            third.starts_with(b"k8s:enc:aescbc:v1:two:"),
+            "the last good one stays"
+        );
     }
 }

@@ -19,7 +19,10 @@ pub struct KmsPluginOptions {
     listen: String,
 }
 
-pub async fn run(options: KmsPluginOptions, terminated: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn run(
+    options: KmsPluginOptions,
+    terminated: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
     let socket = plugin::socket_path(&options.listen).map_err(|e| anyhow::anyhow!("--listen: {e}"))?;
     if let Ok(metadata) = std::fs::metadata(&options.key_file) {
         use std::os::unix::fs::PermissionsExt;
@@ -29,8 +32,10 @@ pub async fn run(options: KmsPluginOptions, terminated: impl std::future::Future
             anyhow::bail!("{path} is open to its group or others (mode {mode:04o}); run chmod 600 {path}");
         }
     }
-    let keys = plugin::PluginKeys::load_or_create(&options.key_file).map_err(|e| anyhow::anyhow!("--key-file: {e}"))?;
-    let listener = plugin::bind(&socket).map_err(|e| anyhow::anyhow!("listening on {}: {e}", socket.display()))?;
+    let keys = plugin::PluginKeys::load_or_create(&options.key_file)
+        .map_err(|e| anyhow::anyhow!("--key-file: {e}"))?;
+    let listener =
+        plugin::bind(&socket).map_err(|e| anyhow::anyhow!("listening on {}: {e}", socket.display()))?;
     tracing::info!(socket = %socket.display(), "kms plugin serving");
     let served = plugin::serve(listener, Arc::new(keys), terminated).await;
     let _ = std::fs::remove_file(&socket);

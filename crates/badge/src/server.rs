@@ -120,7 +120,11 @@ pub struct ServerOptions {
     encryption_provider_config_automatic_reload: bool,
     /// How often the encryption configuration file is checked for changes (a Go duration;
     /// upstream's one minute). Tests shorten it.
-    #[arg(long = "encryption-provider-config-reload-interval", default_value = "1m", hide = true)]
+    #[arg(
+        long = "encryption-provider-config-reload-interval",
+        default_value = "1m",
+        hide = true
+    )]
     encryption_provider_config_reload_interval: String,
 }
 
@@ -185,7 +189,8 @@ impl EncryptionOptions {
     /// The transformer of the configuration given, or of the data dir's own.
     pub fn load(&self, data_dir: &std::path::Path) -> anyhow::Result<Arc<badge_encryption::Encryption>> {
         let path = self.config_path(data_dir)?;
-        let config = badge_encryption::EncryptionConfiguration::load(&path).map_err(|e| self.flag_error(e))?;
+        let config =
+            badge_encryption::EncryptionConfiguration::load(&path).map_err(|e| self.flag_error(e))?;
         let encryption = badge_encryption::Encryption::with_timings(&config, self.kms_timings()?)
             .map_err(|e| self.flag_error(e))?;
         Ok(Arc::new(encryption))
@@ -339,11 +344,18 @@ pub async fn run(options: ServerOptions) -> anyhow::Result<()> {
     let pki = tokio::task::spawn_blocking(move || badge_pki::Pki::load_or_create(&pki_dir, &sans));
     let store = options.storage.open(&options.data_dir).await?;
     let store = if options.encryption_provider_config_automatic_reload {
-        let interval = badge_apiserver::limits::parse_go_duration(&options.encryption_provider_config_reload_interval)
-            .ok()
-            .filter(|d| !d.is_zero())
-            .ok_or_else(|| anyhow::anyhow!("--encryption-provider-config-reload-interval must be a positive duration"))?;
-        options.encryption.wrap_reloading(store, &options.data_dir, interval)?
+        let interval =
+            badge_apiserver::limits::parse_go_duration(&options.encryption_provider_config_reload_interval)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "--encryption-provider-config-reload-interval must be a positive duration"
+                    )
+                })?;
+        options
+            .encryption
+            .wrap_reloading(store, &options.data_dir, interval)?
     } else {
         options.encryption.wrap(store, &options.data_dir)?
     };

@@ -172,7 +172,8 @@ impl KmsV2 {
 
     /// The value in an encoded `EncryptedObject`.
     pub fn open(&self, data: &[u8], additional_data: &[u8]) -> Result<Vec<u8>, String> {
-        let object = EncryptedObject::decode(data).map_err(|e| format!("failed to decode the encrypted object: {e}"))?;
+        let object = EncryptedObject::decode(data)
+            .map_err(|e| format!("failed to decode the encrypted object: {e}"))?;
         object.validate()?;
         let cache_key = object.cache_key();
         let dek = match self.shared.cache.get(&cache_key) {
@@ -200,7 +201,8 @@ impl KmsV2 {
                 return Err("the stored data was shorter than the required size".into());
             }
             let (info, sealed) = object.encrypted_data.split_at(INFO_SIZE);
-            let key = hkdf_expand(&dek.key, info).map_err(|e| format!("failed to derive read key from KDF: {e}"))?;
+            let key = hkdf_expand(&dek.key, info)
+                .map_err(|e| format!("failed to derive read key from KDF: {e}"))?;
             gcm_open(&key, sealed, additional_data)
         } else {
             gcm_open(&dek.key, &object.encrypted_data, additional_data)

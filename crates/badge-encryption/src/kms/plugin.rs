@@ -53,7 +53,8 @@ pub fn new_key_line() -> String {
 }
 
 fn parse_keys(path: &Path) -> Result<Vec<PluginKey>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("reading the key file {}: {e}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("reading the key file {}: {e}", path.display()))?;
     let mut keys = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -65,7 +66,10 @@ fn parse_keys(path: &Path) -> Result<Vec<PluginKey>, String> {
             .ok()
             .and_then(|k| k.try_into().ok())
             .ok_or_else(|| format!("{} line {}: not a base64 32-byte key", path.display(), n + 1))?;
-        keys.push(PluginKey { id: key_id(&key), key });
+        keys.push(PluginKey {
+            id: key_id(&key),
+            key,
+        });
     }
     if keys.is_empty() {
         return Err(format!("{}: no key", path.display()));
@@ -174,7 +178,10 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
     Ok(listener)
 }
 
-async fn handle(keys: Arc<PluginKeys>, request: http::Request<hyper::body::Incoming>) -> http::Response<tonic::body::Body> {
+async fn handle(
+    keys: Arc<PluginKeys>,
+    request: http::Request<hyper::body::Incoming>,
+) -> http::Response<tonic::body::Body> {
     fn answer<T>(result: Result<T, Status>) -> Result<Response<T>, Status> {
         result.map(Response::new)
     }
@@ -211,7 +218,11 @@ async fn handle(keys: Arc<PluginKeys>, request: http::Request<hyper::body::Incom
 }
 
 /// Serves the plugin API on `listener` until `shutdown` completes.
-pub async fn serve(listener: UnixListener, keys: Arc<PluginKeys>, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+pub async fn serve(
+    listener: UnixListener,
+    keys: Arc<PluginKeys>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
     tokio::pin!(shutdown);
     loop {
         let (stream, _) = tokio::select! {

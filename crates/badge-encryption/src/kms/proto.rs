@@ -172,8 +172,8 @@ mod tests {
         assert_eq!(
             bytes,
             [
-                0x0a, 1, 0xaa, 0x12, 1, b'k', 0x1a, 2, 0xbb, 0xcc, 0x22, 9, 0x0a, 4, b'a', b'.', b'i',
-                b'o', 0x12, 1, 1, 0x28, 1
+                0x0a, 1, 0xaa, 0x12, 1, b'k', 0x1a, 2, 0xbb, 0xcc, 0x22, 9, 0x0a, 4, b'a', b'.', b'i', b'o',
+                0x12, 1, 1, 0x28, 1
             ]
         );
         assert_eq!(EncryptedObject::decode(bytes.as_slice()).unwrap(), object);
@@ -196,7 +196,10 @@ mod tests {
             key_id: "k".into(),
             annotations: BTreeMap::new(),
         };
-        assert_eq!(decrypt.encode_to_vec(), [0x0a, 1, 7, 0x12, 1, b'u', 0x1a, 1, b'k']);
+        assert_eq!(
+            decrypt.encode_to_vec(),
+            [0x0a, 1, 7, 0x12, 1, b'u', 0x1a, 1, b'k']
+        );
         let encrypt = EncryptResponse {
             ciphertext: vec![9],
             key_id: "k".into(),
@@ -223,7 +226,10 @@ mod tests {
         );
         object.key_id = "k".into();
         object.encrypted_dek_source_type = 7;
-        assert_eq!(object.validate().unwrap_err(), "unknown encryptedDEKSourceType: 7");
+        assert_eq!(
+            object.validate().unwrap_err(),
+            "unknown encryptedDEKSourceType: 7"
+        );
         object.encrypted_dek_source_type = HKDF_SHA256_XNONCE_AES_GCM_SEED;
         // Moving a byte between fields changes the key.
         let shifted = EncryptedObject {

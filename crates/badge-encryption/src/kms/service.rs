@@ -114,7 +114,10 @@ impl Client {
         self.call(proto::STATUS_PATH, proto::StatusRequest {}).await
     }
 
-    pub(crate) async fn encrypt(&self, request: proto::EncryptRequest) -> Result<proto::EncryptResponse, String> {
+    pub(crate) async fn encrypt(
+        &self,
+        request: proto::EncryptRequest,
+    ) -> Result<proto::EncryptResponse, String> {
         self.call(proto::ENCRYPT_PATH, request).await
     }
 
@@ -134,8 +137,12 @@ impl Client {
                 .await
                 .map_err(|e| tonic::Status::unavailable(format!("connection error: {e}")))?;
             let codec = tonic_prost::ProstCodec::<Req, Resp>::default();
-            grpc.unary(tonic::Request::new(request), PathAndQuery::from_static(path), codec)
-                .await
+            grpc.unary(
+                tonic::Request::new(request),
+                PathAndQuery::from_static(path),
+                codec,
+            )
+            .await
         };
         match tokio::time::timeout(self.timeout, exchange).await {
             Err(_) => Err(DEADLINE_EXCEEDED.into()),

@@ -121,8 +121,14 @@ fn values_are_sealed_under_a_seed_the_plugin_encrypted_once() {
     assert!(!first.windows(10).any(|w| w == b"top secret"));
     let a = EncryptedObject::decode(first.as_slice()).unwrap();
     let b = EncryptedObject::decode(second.as_slice()).unwrap();
-    assert_eq!(a.encrypted_dek_source, b.encrypted_dek_source, "one seed for both writes");
-    assert_eq!(a.encrypted_dek_source_type, proto::HKDF_SHA256_XNONCE_AES_GCM_SEED);
+    assert_eq!(
+        a.encrypted_dek_source, b.encrypted_dek_source,
+        "one seed for both writes"
+    );
+    assert_eq!(
+        a.encrypted_dek_source_type,
+        proto::HKDF_SHA256_XNONCE_AES_GCM_SEED
+    );
     assert_eq!(Some(a.key_id.clone()), kms.write_key_id());
 
     assert_eq!(kms.open(&first, AAD).unwrap(), b"top secret");
@@ -161,7 +167,11 @@ fn cached_deks_read_while_the_plugin_is_down_and_writes_stop_at_the_ttl() {
     let _plugin = Plugin::start(&socket, &key_file);
     wait_until("writes resume", || kms.seal(b"later", AAD).is_ok());
     assert_eq!(fresh.open(&stored, AAD).unwrap(), b"value");
-    assert_eq!(fresh.cache().len(), 2, "the read seed and the fresh provider's own");
+    assert_eq!(
+        fresh.cache().len(),
+        2,
+        "the read seed and the fresh provider's own"
+    );
 }
 
 #[test]
@@ -175,7 +185,9 @@ fn a_new_key_id_from_status_makes_writes_use_a_new_seed() {
     // The plugin's key rotates: a new key on top, the old one kept for reads.
     let old = std::fs::read_to_string(&key_file).unwrap();
     std::fs::write(&key_file, format!("{}\n{old}", plugin::new_key_line())).unwrap();
-    wait_until("the key id changes", || kms.write_key_id().as_deref() != Some(old_id.as_str()));
+    wait_until("the key id changes", || {
+        kms.write_key_id().as_deref() != Some(old_id.as_str())
+    });
 
     let after = kms.seal(b"after", AAD).unwrap();
     let (a, b) = (
