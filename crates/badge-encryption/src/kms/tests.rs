@@ -166,6 +166,7 @@ fn cached_deks_read_while_the_plugin_is_down_and_writes_stop_at_the_ttl() {
     // Back up: the first provider writes again, the fresh one reads and caches.
     let _plugin = Plugin::start(&socket, &key_file);
     wait_until("writes resume", || kms.seal(b"later", AAD).is_ok());
+    wait_until("the fresh provider has a seed", || fresh.write_key_id().is_some());
     assert_eq!(fresh.open(&stored, AAD).unwrap(), b"value");
     assert_eq!(
         fresh.cache().len(),
