@@ -166,16 +166,27 @@ impl PluginKeys {
     }
 }
 
-/// Binds the socket at `path` (a stale one is replaced), readable by its owner only.
+/// Binds the socket at `path` (a stale one is replaced), readable by its owner only. It is
+/// bound in a private directory, made 0600 and then moved into place, so it is never
+/// reachable with looser permissions.
 pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
-    use std::os::unix::fs::PermissionsExt;
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-        _ => {}
-    }
-    let listener = UnixListener::bind(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    Ok(listener)
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let parent = path.parent().unwrap_or(Path::new("."));
+    let private = parent.join(format!(
+        ".kms-plugin-{}-{:x}",
+        std::process::id(),
+        rand::rng().next_u64()
+    ));
+    std::fs::DirBuilder::new().mode(0o700).create(&private)?;
+    let staged = private.join("socket");
+    let bound = UnixListener::bind(&staged).and_then(|listener| {
+        std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o600))?;
+        std::fs::rename(&staged, path)?;
+        Ok(listener)
+    });
+    let _ = std::fs::remove_file(&staged);
+    let _ = std::fs::remove_dir(&private);
+    bound
 }
 
 async fn handle(

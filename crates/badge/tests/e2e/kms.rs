@@ -318,7 +318,9 @@ fn automatic_reload_switches_the_write_provider_and_keeps_it_over_an_invalid_fil
         assert_eq!(create_secret(&s, &format!("reloaded-{n}"), "new").status, 201);
         contains(&store_bytes(s.data_dir()), b"k8s:enc:kms:v2:reloaded:")
     });
-    assert!(s.logged("loaded a new encryption provider configuration"));
+    eventually("the reload to be logged", || {
+        s.logged("loaded a new encryption provider configuration")
+    });
     assert_eq!(secret_value(&s, "under-aescbc"), "old-provider-value");
 
     // An invalid file is logged and the configuration in use kept.
