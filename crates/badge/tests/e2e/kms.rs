@@ -288,6 +288,50 @@ fn a_plugin_key_rotation_moves_new_writes_to_the_new_key_id() {
     s.restart();
     assert_eq!(secret_value(&s, "before"), "written-before-rotation");
     assert_eq!(secret_value(&s, &format!("after-{n}")), "written-after-rotation");
+
+    // Offline, `badge encryption status` counts Secrets per plugin key id and `rotate`
+    // moves the old key id's under the current one.
+    s.stop();
+    let encryption = |command: &str| {
+        let out = Command::new(BIN)
+            .args(["encryption", command, "--data-dir"])
+            .arg(s.data_dir())
+            .arg("--encryption-provider-config")
+            .arg(&config)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    };
+    let status = encryption("status");
+    let secrets_line = |text: &str| {
+        text.lines()
+            .find(|l| l.starts_with("secrets"))
+            .unwrap()
+            .to_string()
+    };
+    let line = secrets_line(&status);
+    // `<provider>/<name> (key id <id>): <count>[ (current)]`, two spaces apart.
+    let part = |line: &str, id: &str| {
+        line.split("  ")
+            .find(|part| part.contains(&format!("(key id {id}): ")))
+            .map(str::to_string)
+    };
+    let under_old = part(&line, &old_id).unwrap_or_else(|| panic!("{status}"));
+    let under_new = part(&line, &new_id).unwrap_or_else(|| panic!("{status}"));
+    assert!(!under_old.ends_with("(current)"), "{status}");
+    assert!(under_new.ends_with(" (current)"), "{status}");
+    encryption("rotate");
+    let line = secrets_line(&encryption("status"));
+    assert!(part(&line, &old_id).is_none(), "{line}");
+    assert!(part(&line, &new_id).unwrap().ends_with(" (current)"), "{line}");
+    s.restart();
+    assert_eq!(secret_value(&s, "before"), "written-before-rotation");
 }
 
 #[test]
