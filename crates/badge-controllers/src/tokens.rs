@@ -33,8 +33,8 @@ pub trait LegacyTokenSigner: Send + Sync {
         true
     }
 
-    /// Notified whenever the keys change.
-    fn key_changes(&self) -> Option<tokio::sync::watch::Receiver<i64>> {
+    /// The kids that verify, notified whenever that set changes.
+    fn key_changes(&self) -> Option<tokio::sync::watch::Receiver<Vec<String>>> {
         None
     }
 }
@@ -318,5 +318,54 @@ async fn create_token_secret(
         // The ServiceAccount went away meanwhile; its Secret follows on the next pass.
         Err(s) if s.is_not_found() => Ok(()),
         Err(s) => Err(s),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// Verifies only the kids it lists.
+    struct Verifying(Vec<&'static str>);
+
+    impl LegacyTokenSigner for Verifying {
+        fn sign_legacy(&self, _: &LegacyClaims) -> Result<badge_token::Token, String> {
+            Err("not signing".into())
+        }
+        fn verifies_kid(&self, kid: &str) -> bool {
+            self.0.contains(&kid)
+        }
+    }
+
+    fn token_with_kid(kid: &str) -> String {
+        let b64 = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+        format!(
+            "{}.{}.c2ln",
+            b64(&json!({"alg": "RS256", "kid": kid})),
+            b64(&json!({"sub": "x"}))
+        )
+    }
+
+    fn secret_with(token: &str) -> Value {
+        json!({
+            "type": SERVICE_ACCOUNT_TOKEN_TYPE,
+            "data": {"token": base64::engine::general_purpose::STANDARD.encode(token)},
+        })
+    }
+
+    #[test]
+    fn a_token_is_stale_when_its_kid_no_longer_verifies() {
+        let token = token_with_kid("old");
+        assert_eq!(token_kid(&token).as_deref(), Some("old"));
+        let secret = secret_with(&token);
+        assert_eq!(
+            stale_kid(&secret, &Verifying(vec!["new"])).as_deref(),
+            Some("old")
+        );
+        assert_eq!(stale_kid(&secret, &Verifying(vec!["old", "new"])), None);
+        // Nothing to judge: no token, or one that is not a JWT.
+        assert_eq!(stale_kid(&json!({"data": {}}), &Verifying(vec![])), None);
+        assert_eq!(stale_kid(&secret_with("not-a-jwt"), &Verifying(vec![])), None);
     }
 }
