@@ -459,3 +459,45 @@ fn a_legacy_token_signed_by_a_retired_key_is_reissued_with_the_current_key() {
         "{status}"
     );
 }
+
+#[test]
+fn secrets_unreadable_while_the_plugin_is_down_at_start_read_once_it_is_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut plugin = Plugin::start(dir.path());
+    let config = dir.path().join("encryption.yaml");
+    write_config(&config, &kms_provider("late", &plugin));
+    let mut s = kms_server(&config, &[]);
+    assert_eq!(create_secret(&s, "kept", "sealed-before-restart").status, 201);
+    s.stop();
+    plugin.stop();
+
+    // The server starts without its plugin: the Secret cannot be decrypted yet.
+    s.restart();
+    let r = s
+        .request(
+            "GET",
+            "/api/v1/namespaces/default/secrets/kept",
+            None,
+            &[],
+            Credential::Admin,
+        )
+        .unwrap();
+    assert_eq!(r.status, 500, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["reason"], "InternalError");
+
+    plugin.launch();
+    eventually("the Secret to read once the plugin is up", || {
+        s.request(
+            "GET",
+            "/api/v1/namespaces/default/secrets/kept",
+            None,
+            &[],
+            Credential::Admin,
+        )
+        .unwrap()
+        .status
+            == 200
+    });
+    assert_eq!(secret_value(&s, "kept"), "sealed-before-restart");
+    assert_eq!(create_secret(&s, "new", "written-after").status, 201);
+}
