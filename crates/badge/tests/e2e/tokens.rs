@@ -300,7 +300,16 @@ fn deleting_what_a_token_is_bound_to_revokes_it() {
         json!(["web"])
     );
 
-    s.kubectl_ok(&["delete", "pod", "web", "-n", "default", "--wait=false"]);
+    // Nothing runs on node-1 to confirm a graceful deletion: force it.
+    s.kubectl_ok(&[
+        "delete",
+        "pod",
+        "web",
+        "-n",
+        "default",
+        "--grace-period=0",
+        "--force",
+    ]);
     eventually("the pod-bound token to die", || {
         !crate::authenticated(&s, &pod_token)
     });
