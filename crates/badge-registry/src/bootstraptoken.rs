@@ -120,6 +120,7 @@ pub fn validate(object: &Value, errs: &mut Vec<FieldError>) {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use serde_json::json;

@@ -81,6 +81,7 @@ fn plan_at(resource: &str, object: &Value, requested: Option<i64>, now: jiff::Ti
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use serde_json::json;

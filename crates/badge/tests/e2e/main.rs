@@ -21,6 +21,7 @@ mod limits;
 mod metadata;
 mod nodes;
 mod openapi;
+mod podlifecycle;
 mod rbac;
 mod reviews;
 mod tokens;
