@@ -117,3 +117,29 @@ async fn confirm(client: &Client, namespace: &str, name: &str, uid: &str) -> any
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_pod_in_its_grace_awaits_this_nodes_confirmation() {
+        let mut terminations = Terminations::default();
+        let running = json!({"metadata": {"name": "a", "namespace": "default"}});
+        assert!(!is_terminating(&running));
+        let graceful = json!({"metadata": {"name": "b", "namespace": "default",
+            "deletionTimestamp": "2026-01-01T00:00:30Z", "deletionGracePeriodSeconds": 30}});
+        let final_mark = json!({"metadata": {"name": "c", "namespace": "default",
+            "deletionTimestamp": "2026-01-01T00:00:00Z", "deletionGracePeriodSeconds": 0}});
+        assert!(is_terminating(&graceful) && is_terminating(&final_mark));
+        terminations.note("uid-c", &final_mark);
+        assert!(
+            terminations.next_due().is_none(),
+            "grace 0 is the server's own deletion"
+        );
+        terminations.note("uid-b", &graceful);
+        assert!(terminations.next_due().is_some());
+        terminations.forget("uid-b");
+        assert!(terminations.next_due().is_none());
+    }
+}

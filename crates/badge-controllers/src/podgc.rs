@@ -8,7 +8,9 @@
 //!   Upstream waits for an out-of-service taint there; badge has no such operator step, and
 //!   the lease is what tells a node whose agent is gone.
 //!
-//! Both are force deletions: grace zero, guarded by the pod's uid.
+//! - Unscheduled pods still marked for deletion.
+//!
+//! All are force deletions: grace zero, guarded by the pod's uid.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -129,7 +131,12 @@ async fn reconcile(
     };
     let node = node_of(&pod);
     if node.is_empty() {
-        // An unscheduled pod is deleted at once when asked; nothing waits on one.
+        // An unscheduled pod is deleted at once when asked; one still marked (written
+        // before that rule, or held by finalizers) is finished as upstream's
+        // gcUnscheduledTerminating does.
+        if meta::deletion_timestamp(&pod).is_some() {
+            return force_delete(registry, &pod).await;
+        }
         return Ok(Action::Done);
     }
     let nodes = resource("nodes");
