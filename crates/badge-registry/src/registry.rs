@@ -832,8 +832,15 @@ impl Registry {
                             meta::set(&mut object, "resourceVersion", revision.to_string());
                             return Ok(DeleteOutcome::Deleted(object));
                         }
-                        // Changed since the mark: decide again from its new state.
-                        Err(badge_store::Error::Conflict { .. }) => continue,
+                        Err(badge_store::Error::Conflict { .. }) => {
+                            // Another delete finished it after the mark (upstream's
+                            // ignoreNotFound): it is gone as asked.
+                            if self.store.get(&key).await.map_err(store_error)?.0.is_none() {
+                                return Ok(DeleteOutcome::Deleted(object));
+                            }
+                            // Changed since the mark: decide again from its new state.
+                            continue;
+                        }
                         Err(e) => return Err(store_error(e)),
                     }
                 }
