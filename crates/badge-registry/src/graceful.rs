@@ -20,12 +20,8 @@ pub enum GracefulDelete {
 }
 
 /// Decides a delete of `object` (a resource's current state) with the request's
-/// `gracePeriodSeconds`, at the current time.
-pub fn plan(resource: &str, object: &Value, requested: Option<i64>) -> GracefulDelete {
-    plan_at(resource, object, requested, jiff::Timestamp::now())
-}
-
-fn plan_at(resource: &str, object: &Value, requested: Option<i64>, now: jiff::Timestamp) -> GracefulDelete {
+/// `gracePeriodSeconds`, at `now`.
+pub fn plan(resource: &str, object: &Value, requested: Option<i64>, now: jiff::Timestamp) -> GracefulDelete {
     if resource != "pods" {
         return GracefulDelete::Immediate;
     }
@@ -103,16 +99,16 @@ mod tests {
     fn a_pod_on_a_node_gets_its_grace() {
         let pod = json!({"spec": {"nodeName": "n1", "terminationGracePeriodSeconds": 30}, "status": {"phase": "Running"}});
         assert_eq!(
-            plan_at("pods", &pod, None, at(NOW)),
+            plan("pods", &pod, None, at(NOW)),
             mark("2026-01-01T00:00:30Z", 30)
         );
         assert_eq!(
-            plan_at("pods", &pod, Some(5), at(NOW)),
+            plan("pods", &pod, Some(5), at(NOW)),
             mark("2026-01-01T00:00:05Z", 5)
         );
-        assert_eq!(plan_at("pods", &pod, Some(0), at(NOW)), mark(NOW, 0));
+        assert_eq!(plan("pods", &pod, Some(0), at(NOW)), mark(NOW, 0));
         assert_eq!(
-            plan_at("pods", &pod, Some(-3), at(NOW)),
+            plan("pods", &pod, Some(-3), at(NOW)),
             mark("2026-01-01T00:00:01Z", 1)
         );
     }
@@ -120,11 +116,11 @@ mod tests {
     #[test]
     fn unscheduled_or_finished_pods_go_at_once() {
         let unscheduled = json!({"spec": {"terminationGracePeriodSeconds": 30}});
-        assert_eq!(plan_at("pods", &unscheduled, Some(10), at(NOW)), mark(NOW, 0));
+        assert_eq!(plan("pods", &unscheduled, Some(10), at(NOW)), mark(NOW, 0));
         let done = json!({"spec": {"nodeName": "n1"}, "status": {"phase": "Succeeded"}});
-        assert_eq!(plan_at("pods", &done, None, at(NOW)), mark(NOW, 0));
+        assert_eq!(plan("pods", &done, None, at(NOW)), mark(NOW, 0));
         assert_eq!(
-            plan_at("secrets", &json!({}), Some(30), at(NOW)),
+            plan("secrets", &json!({}), Some(30), at(NOW)),
             GracefulDelete::Immediate
         );
     }
@@ -136,16 +132,16 @@ mod tests {
             "spec": {"nodeName": "n1"},
         });
         let later = at("2026-01-01T00:00:10Z");
-        assert_eq!(plan_at("pods", &pod, None, later), GracefulDelete::Pending);
-        assert_eq!(plan_at("pods", &pod, Some(30), later), GracefulDelete::Pending);
-        assert_eq!(plan_at("pods", &pod, Some(60), later), GracefulDelete::Pending);
+        assert_eq!(plan("pods", &pod, None, later), GracefulDelete::Pending);
+        assert_eq!(plan("pods", &pod, Some(30), later), GracefulDelete::Pending);
+        assert_eq!(plan("pods", &pod, Some(60), later), GracefulDelete::Pending);
         // Measured from the first request, not from now.
         assert_eq!(
-            plan_at("pods", &pod, Some(5), later),
+            plan("pods", &pod, Some(5), later),
             mark("2026-01-01T00:00:05Z", 5)
         );
-        assert_eq!(plan_at("pods", &pod, Some(0), later), mark(NOW, 0));
+        assert_eq!(plan("pods", &pod, Some(0), later), mark(NOW, 0));
         let zero = json!({"metadata": {"deletionTimestamp": NOW, "deletionGracePeriodSeconds": 0}});
-        assert_eq!(plan_at("pods", &zero, None, later), GracefulDelete::Immediate);
+        assert_eq!(plan("pods", &zero, None, later), GracefulDelete::Immediate);
     }
 }

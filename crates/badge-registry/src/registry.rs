@@ -794,7 +794,12 @@ impl Registry {
                     ),
                 ));
             }
-            match graceful::plan(resource.plural, &current, options.grace_period_seconds) {
+            match graceful::plan(
+                resource.plural,
+                &current,
+                options.grace_period_seconds,
+                jiff::Timestamp::now(),
+            ) {
                 GracefulDelete::Immediate => {}
                 GracefulDelete::Pending => return Ok(DeleteOutcome::Pending(current)),
                 GracefulDelete::Mark {
