@@ -1,7 +1,7 @@
 //! Test support for end-to-end tests: the real `badge` binary started on port 0 in a
 //! temporary data dir, the real kubectl, and a raw HTTPS client for what kubectl cannot
 //! send (anonymous requests, odd content types, oversized bodies).
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

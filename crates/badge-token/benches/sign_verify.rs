@@ -4,7 +4,7 @@
 //!
 //! `cargo bench -p badge-token --bench sign_verify`
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};

@@ -2,7 +2,7 @@
 //! must be refused at the step the catalogue names. Plus round trips for every algorithm and a
 //! seeded random-mutation loop. Black-box: only the crate's public API.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
 
