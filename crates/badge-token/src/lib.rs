@@ -12,14 +12,14 @@
 
 pub mod bootstrap;
 pub mod claims;
-mod der;
+pub mod der;
 mod error;
 mod json;
 pub mod jwt;
 pub mod keys;
 pub mod keyset;
 pub mod oidc;
-mod pem;
+pub mod pem;
 #[cfg(test)]
 mod proptests;
 pub mod seal;
