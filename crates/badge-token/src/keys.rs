@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{der, pem};
 
-/// Smallest RSA modulus accepted anywhere (SECURITY.md §3 step 5).
+/// Smallest RSA modulus accepted anywhere (verification step 5).
 pub const MIN_RSA_BITS: usize = 2048;
 /// Largest RSA modulus aws-lc-rs verifies with `RSA_PKCS1_2048_8192_SHA256`.
 pub const MAX_RSA_BITS: usize = 8192;

@@ -1,5 +1,5 @@
-//! SECURITY.md §3, row by row: every attack in the catalogue is forged here with real keys and
-//! must be refused at the step the catalogue names. Plus round trips for every algorithm and a
+//! badge-token's verification steps (its crate docs list them), attack by attack: each attack is
+//! forged here with real keys and must be refused at the step that stops it. Plus round trips for every algorithm and a
 //! seeded random-mutation loop. Black-box: only the crate's public API.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
