@@ -3,7 +3,7 @@
 //! client-go `util/keyutil` (`ParsePublicKeysPEM`, what `--service-account-key-file` accepts).
 //!
 //! Every key is parsed once, when loaded, into an aws-lc-rs object that lives as long as the key:
-//! PERF.md measured that rebuilding a key per token doubles the cost of RS256 signing.
+//! rebuilding a key per token was measured to double the cost of RS256 signing.
 //!
 //! Deliberate differences from upstream: RSA keys under 2048 bits (and over 8192, which
 //! aws-lc-rs cannot verify) are refused at load, and a PEM block whose label names a key but
