@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod client;
+mod clock;
 pub mod metrics;
 pub mod nodelease;
 pub mod schedule;
@@ -643,7 +644,7 @@ impl Ctx {
             .and_then(|dir| writer::write(&dir, &files)),
             Err(e) => Err(e),
         };
-        let now = SystemTime::now();
+        let now = clock::now();
         match result {
             Ok(written) => {
                 state.failures = 0;
@@ -683,7 +684,7 @@ impl Ctx {
     async fn report_failed_mount(&self, pod: &Value, volume: &str, error: &anyhow::Error) {
         let namespace = text(pod, "/metadata/namespace");
         let pod_name = text(pod, "/metadata/name");
-        let now = jiff::Timestamp::now();
+        let now = clock::timestamp();
         let stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
         let event = json!({
             "apiVersion": "v1",
@@ -834,7 +835,7 @@ impl Ctx {
         path: &str,
         tokens: &mut HashMap<String, CachedToken>,
     ) -> anyhow::Result<String> {
-        let now = SystemTime::now();
+        let now = clock::now();
         let namespace = text(pod, "/metadata/namespace");
         let pod_name = text(pod, "/metadata/name");
         let sa = service_account(pod);

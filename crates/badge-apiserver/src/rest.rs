@@ -520,7 +520,7 @@ impl ApiServer {
 pub type SharedServer = Arc<ApiServer>;
 
 fn now_micro() -> String {
-    jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+    badge_api::clock::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 impl Call<'_> {

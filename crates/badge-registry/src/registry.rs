@@ -547,7 +547,7 @@ impl Registry {
             self.check_namespace_open(resource, namespace, meta::name(&object))
                 .await?;
         }
-        let now = meta::format_time(jiff::Timestamp::now());
+        let now = meta::format_time(badge_api::clock::now());
         meta::set(&mut object, "uid", uuid::Uuid::new_v4().to_string());
         meta::set(&mut object, "creationTimestamp", now);
         for field in [
@@ -860,7 +860,7 @@ impl Registry {
                 meta::set(
                     &mut object,
                     "deletionTimestamp",
-                    meta::format_time(jiff::Timestamp::now()),
+                    meta::format_time(badge_api::clock::now()),
                 );
                 meta::set(&mut object, "deletionGracePeriodSeconds", 0);
                 if resource.plural == "namespaces"

@@ -759,7 +759,7 @@ fn keys_from_files_sign_and_verify() {
         "-o",
         "jsonpath={.metadata.uid}",
     ]);
-    let now = jiff::Timestamp::now().as_second();
+    let now = badge_api::clock::now().as_second();
     let claims = badge_token::BoundClaims::new(
         "https://kubernetes.default.svc.cluster.local",
         vec!["https://kubernetes.default.svc.cluster.local".into()],
