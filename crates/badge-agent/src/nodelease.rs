@@ -55,7 +55,7 @@ fn micro_time(t: jiff::Timestamp) -> String {
 /// when missing.
 async fn renew(client: &Client, node: &str) -> anyhow::Result<()> {
     let path = format!("/apis/coordination.k8s.io/v1/namespaces/{LEASE_NAMESPACE}/leases/{node}");
-    let now = micro_time(jiff::Timestamp::now());
+    let now = micro_time(crate::clock::timestamp());
     let (status, mut lease) = client.request("GET", &path, None).await?;
     match status {
         200 => {

@@ -162,7 +162,7 @@ async fn reconcile(
     }
     absent_since.lock().remove(node);
     let lease = registry.get_cached(leases(), NODE_LEASE_NAMESPACE, node);
-    match judge(&pod, lease.as_deref(), jiff::Timestamp::now()) {
+    match judge(&pod, lease.as_deref(), badge_api::clock::now()) {
         Verdict::Keep => Ok(Action::Done),
         Verdict::RecheckIn(after) => Ok(Action::RequeueAfter(after)),
         Verdict::ForceDelete => {

@@ -798,7 +798,7 @@ impl Registry {
                 resource.plural,
                 &current,
                 options.grace_period_seconds,
-                jiff::Timestamp::now(),
+                badge_api::clock::now(),
             ) {
                 GracefulDelete::Immediate => {}
                 GracefulDelete::Pending => return Ok(DeleteOutcome::Pending(current)),

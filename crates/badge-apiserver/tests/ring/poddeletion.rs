@@ -69,7 +69,7 @@ async fn a_pod_on_a_node_terminates_gracefully_until_its_node_confirms() {
         .unwrap();
 
     // The default grace is the pod's terminationGracePeriodSeconds (30).
-    let before = jiff::Timestamp::now();
+    let before = badge_api::clock::now();
     let reply = delete(&ring, &Caller::admin(), "web", json!({})).await;
     assert_eq!(reply.code, 200, "{}", reply.body);
     assert_eq!(reply.body["kind"], "Pod");
