@@ -145,7 +145,7 @@ impl KmsV2 {
         let Some(state) = state.as_ref() else {
             return Err("got unexpected nil transformer".into());
         };
-        let now = SystemTime::now();
+        let now = crate::clock::now();
         if now > state.expires {
             return Err(format!(
                 "encryptedDEKSource with keyID hash {:?} expired at {} (current time is {})",
@@ -341,7 +341,7 @@ async fn rotate_on_key_id_change(
     timings: KmsTimings,
 ) -> Result<(), String> {
     // The clock starts before the call: the TTL bounds how long writes go unconfirmed.
-    let expires = SystemTime::now() + timings.write_ttl;
+    let expires = crate::clock::now() + timings.write_ttl;
     {
         let mut write = shared.write.write();
         if let Some(state) = write.as_mut()

@@ -248,13 +248,7 @@ fn secrets_are_sealed_through_the_kms_plugin_and_writes_stop_while_it_is_down() 
 }
 
 fn rand_suffix() -> String {
-    format!(
-        "{:x}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    )
+    format!("{:x}", badge_api::clock::now().as_nanosecond())
 }
 
 #[test]
