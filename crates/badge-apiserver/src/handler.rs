@@ -63,7 +63,7 @@ impl ApiServer {
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("");
             self.usage
-                .record(credential, jiff::Timestamp::now(), source, agent);
+                .record(credential, badge_api::clock::now(), source, agent);
         }
         let user = crate::impersonation::impersonate(self.authorizer.as_ref(), &headers, authenticated)?;
         self.audit.request(&crate::audit::RequestEvent {

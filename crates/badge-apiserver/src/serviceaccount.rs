@@ -135,10 +135,13 @@ pub struct ServiceAccountKeys {
     auto_rotation: Mutex<Option<AutoRotation>>,
     /// The store revision of the ring last seen, so the rotation controller wakes on changes.
     ring_revision: tokio::sync::watch::Sender<badge_store::Revision>,
+    /// The kids that verify, sorted, notified when the set changes (a key retired or revoked,
+    /// by a write or by the clock), so legacy tokens under a dropped key are re-issued.
+    verifying_kids: tokio::sync::watch::Sender<Vec<String>>,
 }
 
 fn now() -> i64 {
-    jiff::Timestamp::now().as_second()
+    badge_api::clock::now().as_second()
 }
 
 impl ServiceAccountKeys {
@@ -218,6 +221,7 @@ impl ServiceAccountKeys {
             keep_after_retire,
             auto_rotation: Mutex::new(None),
             ring_revision: tokio::sync::watch::channel(0).0,
+            verifying_kids: tokio::sync::watch::channel(Vec::new()).0,
         });
         keys.refresh();
         Ok(keys)
@@ -239,6 +243,21 @@ impl ServiceAccountKeys {
                 self.verification.replace(ring.key_set(now, &self.extra));
             }
         }
+        let mut kids: Vec<String> = self
+            .verification
+            .current()
+            .keys()
+            .iter()
+            .map(|k| k.kid().to_string())
+            .collect();
+        kids.sort();
+        self.verifying_kids.send_if_modified(|seen| {
+            let changed = *seen != kids;
+            if changed {
+                *seen = std::mem::take(&mut kids);
+            }
+            changed
+        });
     }
 
     /// Keeps the keys current: applies scheduled activations and retirements, and picks up
@@ -599,6 +618,17 @@ impl badge_controllers::LegacyTokenSigner for ServiceAccountKeys {
     fn sign_legacy(&self, claims: &LegacyClaims) -> Result<jwt::Token, String> {
         self.sign(&claims.to_value()).map_err(|s| s.message)
     }
+
+    /// A key verifies while it is in the verification set; with none loaded nothing is
+    /// judged stale.
+    fn verifies_kid(&self, kid: &str) -> bool {
+        let keys = self.public_keys();
+        keys.is_empty() || keys.iter().any(|k| k.kid() == kid)
+    }
+
+    fn key_changes(&self) -> Option<tokio::sync::watch::Receiver<Vec<String>>> {
+        Some(self.verifying_kids.subscribe())
+    }
 }
 
 fn core(plural: &str) -> &'static Resource {
@@ -758,7 +788,7 @@ impl TokenIssuer {
         if audiences.is_empty() {
             audiences = self.config.api_audiences.clone();
         }
-        let now_ts = jiff::Timestamp::now();
+        let now_ts = badge_api::clock::now();
         let now = now_ts.as_second();
         let mut expiration = request.expiration_seconds.unwrap_or(3600);
         if expiration < self.config.min_expiration {

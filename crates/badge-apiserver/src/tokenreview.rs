@@ -299,7 +299,7 @@ impl ApiServer {
             ..
         } = &outcome
         {
-            self.usage.record(credential, jiff::Timestamp::now(), None, "");
+            self.usage.record(credential, badge_api::clock::now(), None, "");
         }
         outcome
     }

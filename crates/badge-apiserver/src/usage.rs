@@ -298,7 +298,7 @@ impl ApiServer {
     /// What cannot be written yet is kept for the next flush.
     pub async fn flush_usage(&self) -> FlushReport {
         let mut report = FlushReport::default();
-        let now = jiff::Timestamp::now();
+        let now = badge_api::clock::now();
         let (Ok(tokens), Ok(_)) = (identity("issuedtokens"), identity("serviceaccountusages")) else {
             return report;
         };

@@ -165,7 +165,7 @@ async fn reconcile_token(registry: &Registry, ns: &str, name: &str) -> Result<Ac
         return Ok(Action::Done);
     };
     let secret = registry.get_cached(resource("secrets"), ns, name);
-    match fate(&record, secret.as_deref(), jiff::Timestamp::now()) {
+    match fate(&record, secret.as_deref(), badge_api::clock::now()) {
         Fate::Keep => Ok(Action::Done),
         // A little past the instant, so the next look sees it expired.
         Fate::KeepFor(left) => Ok(Action::RequeueAfter(left + Duration::from_millis(10))),
@@ -205,7 +205,7 @@ async fn recount(registry: &Registry, ns: &str, account: &str) -> Result<(), Sta
         ns,
         account,
         &UsageUpdate::default(),
-        jiff::Timestamp::now(),
+        badge_api::clock::now(),
     )
     .await
     {
@@ -265,7 +265,7 @@ async fn reconcile_secret(registry: &Registry, ns: &str, name: &str) -> Result<A
     let existing = registry.get_cached(tokens, ns, name);
     if let Some(existing) = &existing {
         // Gone, replaced, or no longer a token: the record's own reconcile removes it.
-        if fate(existing, secret.as_deref(), jiff::Timestamp::now()) == Fate::Delete {
+        if fate(existing, secret.as_deref(), badge_api::clock::now()) == Fate::Delete {
             return reconcile_token(registry, ns, name).await;
         }
         return Ok(Action::Done);

@@ -15,4 +15,5 @@ mod inventory;
 mod lists;
 mod matrix;
 mod node;
+mod poddeletion;
 mod tokenrequest;

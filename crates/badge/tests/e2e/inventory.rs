@@ -277,7 +277,7 @@ fn legacy_secret_tokens_are_inventoried_and_labelled_by_day() {
     eventually("the legacy use flushed", || {
         use_count(&s, "default", "legacy-token") == 1
     });
-    let today = jiff::Timestamp::now().strftime("%Y-%m-%d").to_string();
+    let today = badge_api::clock::now().strftime("%Y-%m-%d").to_string();
     eventually("upstream's last-used label on the Secret", || {
         let label = s.kubectl_ok(&[
             "get",
@@ -287,7 +287,7 @@ fn legacy_secret_tokens_are_inventoried_and_labelled_by_day() {
             r"jsonpath={.metadata.labels.kubernetes\.io/legacy-token-last-used}",
         ]);
         // The day of the use; the test may straddle midnight (UTC).
-        label == today || label == jiff::Timestamp::now().strftime("%Y-%m-%d").to_string()
+        label == today || label == badge_api::clock::now().strftime("%Y-%m-%d").to_string()
     });
 
     // Deleting the Secret removes its record.
