@@ -9,10 +9,14 @@
 //!   `kube-public/cluster-info` kubeconfig into it.
 //! - `csrapproving`, `csrsigning`: node client certificate requests are approved, and
 //!   approved client requests signed with the cluster CA.
-//! - `keyrotation`: the ServiceAccount signing keys rotate on a period (when configured).
+//! - `clusterrole-aggregation`: aggregated ClusterRoles hold the union of the rules of the
+//!   ClusterRoles they select.
+//! - `keyrotation`: the ServiceAccount key ring's scheduled changes are written to the store
+//!   (rotation on a period when configured; keys whose tokens have all expired dropped).
 
 pub mod bootstrapsigner;
 pub mod clusterinfo;
+pub mod clusterroleaggregation;
 pub mod csr;
 pub mod keyrotation;
 pub mod leader;
@@ -105,6 +109,7 @@ pub fn spawn_all(registry: Arc<Registry>, ca_pem: String, leading: Option<leader
             .unwrap_or_default()
     });
     tokencleaner::spawn(registry.clone(), leading.clone());
+    clusterroleaggregation::spawn(registry.clone(), leading.clone());
     bootstrapsigner::spawn(registry.clone(), leading.clone());
 
     let namespaces = namespaces.with_leader_election(leading);
