@@ -282,17 +282,22 @@ impl ServiceAccountKeys {
     /// When (unix seconds) this server's snapshot next changes on its own: a pending key
     /// activates, a key retires, a retired key leaves the JWKS.
     pub fn next_change(&self) -> Option<i64> {
-        match &self.source {
-            Source::Ring(ring) => ring.lock().next_change((self.clock)()),
-            Source::Files(_) => None,
-        }
+        let snapshot = self.published.current();
+        let (ring, _) = snapshot.ring()?;
+        ring.next_change((self.clock)())
     }
 
-    /// Installs a ring read from the store at `revision` and publishes it.
+    /// Installs a ring read from the store at `revision` and publishes it, unless a later
+    /// one is already in place (this server's own write can overtake the watch).
     fn install(&self, ring: KeyRing, revision: Revision, asked: Instant) {
         if let Source::Ring(current) = &self.source {
-            *current.lock() = ring;
             self.confirm_ring(asked);
+            let mut current = current.lock();
+            if revision < *self.ring_revision.borrow() {
+                return;
+            }
+            *current = ring;
+            drop(current);
             self.saw_revision(revision);
             self.refresh();
         }
@@ -617,10 +622,9 @@ impl ServiceAccountKeys {
     /// settings: a key activates, a rotation falls due, a retired key leaves the JWKS.
     pub fn next_transition(&self) -> Option<i64> {
         let auto = *self.auto_rotation.lock();
-        match &self.source {
-            Source::Ring(ring) => ring.lock().next_transition((self.clock)(), auto),
-            Source::Files(_) => None,
-        }
+        let snapshot = self.published.current();
+        let (ring, _) = snapshot.ring()?;
+        ring.next_transition((self.clock)(), auto)
     }
 
     /// Writes what is due now to the stored ring: keys whose tokens have all expired are
@@ -629,9 +633,9 @@ impl ServiceAccountKeys {
     /// the signer is older than the period. Run by the rotation controller on the lease
     /// holder, so a deployment writes each change once.
     pub async fn apply_due(&self) -> Result<(), Status> {
-        let Source::Ring(ring) = &self.source else {
+        if matches!(self.source, Source::Files(_)) {
             return Ok(());
-        };
+        }
         let auto = *self.auto_rotation.lock();
         let now = (self.clock)();
         // Decided on the stored ring (this server's copy has already dropped, in memory, what
@@ -680,15 +684,16 @@ impl ServiceAccountKeys {
             }
         })
         .await?;
-        if let Some(key) = &key {
-            let ring = ring.lock();
-            if let Some(e) = ring.entries().iter().find(|e| e.kid() == key.kid()) {
-                tracing::info!(
-                    kid = %key.kid(),
-                    signs_from = e.activates_at,
-                    "service account signing key rotation started (automatic)"
-                );
-            }
+        let snapshot = self.published.current();
+        if let Some(key) = &key
+            && let Some((ring, _)) = snapshot.ring()
+            && let Some(e) = ring.entries().iter().find(|e| e.kid() == key.kid())
+        {
+            tracing::info!(
+                kid = %key.kid(),
+                signs_from = e.activates_at,
+                "service account signing key rotation started (automatic)"
+            );
         }
         Ok(())
     }

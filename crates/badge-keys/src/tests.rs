@@ -272,3 +272,19 @@ async fn a_ring_stored_in_the_clear_is_read_and_sealed_by_the_controller() {
         key.kid()
     );
 }
+
+#[tokio::test]
+async fn a_ring_the_watch_delivers_late_never_replaces_a_newer_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = ring_keys(dir.path()).await;
+    let (kv, _) = keys.store.get(KEYRING_KEY).await.unwrap();
+    let kv = kv.unwrap();
+    let older = keys.stored.decode(&kv.value).unwrap();
+    let next = keys.rotate(0).await.unwrap();
+    keys.install(older.clone(), kv.mod_revision, Instant::now());
+    assert_eq!(keys.signer().unwrap().kid(), next);
+    // The same ring at a later revision is installed.
+    let later = *keys.ring_revision.borrow() + 1;
+    keys.install(older, later, Instant::now());
+    assert_ne!(keys.signer().unwrap().kid(), next);
+}
