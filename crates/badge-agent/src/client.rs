@@ -10,6 +10,8 @@ use std::time::Duration;
 use anyhow::{Context, anyhow, bail};
 use base64::Engine;
 use http_body_util::BodyExt;
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::Value;
 
 /// How long one plain request may take; a watch has no such limit.
@@ -76,7 +78,7 @@ impl Client {
         };
         let mut roots = rustls::RootCertStore::empty();
         let ca = b64(&cluster["cluster"]["certificate-authority-data"])?;
-        for cert in rustls_pemfile::certs(&mut &ca[..]) {
+        for cert in CertificateDer::pem_slice_iter(&ca) {
             roots.add(cert?).context("adding the CA")?;
         }
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
@@ -87,8 +89,8 @@ impl Client {
         let tls = if u.get("client-certificate-data").is_some() {
             let cert = b64(&u["client-certificate-data"])?;
             let key = b64(&u["client-key-data"])?;
-            let certs: Vec<_> = rustls_pemfile::certs(&mut &cert[..]).collect::<Result<_, _>>()?;
-            let key = rustls_pemfile::private_key(&mut &key[..])?.ok_or_else(|| anyhow!("no client key"))?;
+            let certs: Vec<_> = CertificateDer::pem_slice_iter(&cert).collect::<Result<_, _>>()?;
+            let key = PrivateKeyDer::from_pem_slice(&key).context("the client key")?;
             builder.with_client_auth_cert(certs, key)?
         } else {
             builder.with_no_client_auth()

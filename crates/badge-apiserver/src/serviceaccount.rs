@@ -195,7 +195,7 @@ impl TokenIssuer {
         if audiences.is_empty() {
             audiences = self.config.api_audiences.clone();
         }
-        let now_ts = jiff::Timestamp::now();
+        let now_ts = badge_api::clock::now();
         let now = now_ts.as_second();
         let mut expiration = request.expiration_seconds.unwrap_or(3600);
         if expiration < MIN_TOKEN_SECONDS {

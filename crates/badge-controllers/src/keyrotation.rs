@@ -124,7 +124,7 @@ mod tests {
         }
 
         async fn apply_due(&self) -> Result<(), Status> {
-            let now = jiff::Timestamp::now().as_second();
+            let now = badge_api::clock::now().as_second();
             let mut due = self.due.lock();
             if due.is_some_and(|d| d <= now) {
                 *due = None;
@@ -140,7 +140,7 @@ mod tests {
 
     #[tokio::test]
     async fn applies_when_due_only_while_leading_and_wakes_on_ring_changes() {
-        let now = jiff::Timestamp::now().as_second();
+        let now = badge_api::clock::now().as_second();
         let keys = Arc::new(Scripted {
             due: Mutex::new(Some(now - 1)),
             applied: Mutex::new(Vec::new()),

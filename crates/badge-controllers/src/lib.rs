@@ -13,6 +13,8 @@
 //!   ClusterRoles they select.
 //! - `keyrotation`: the ServiceAccount key ring's scheduled changes are written to the store
 //!   (rotation on a period when configured; keys whose tokens have all expired dropped).
+//! - `pod-garbage-collector`: pods no node will finish (orphans, and terminating pods on a
+//!   node whose agent is gone) are force-deleted.
 
 pub mod bootstrapsigner;
 pub mod clusterinfo;
@@ -20,6 +22,7 @@ pub mod clusterroleaggregation;
 pub mod csr;
 pub mod keyrotation;
 pub mod leader;
+pub mod podgc;
 pub mod runtime;
 pub mod tokencleaner;
 pub mod tokens;
@@ -111,6 +114,7 @@ pub fn spawn_all(registry: Arc<Registry>, ca_pem: String, leading: Option<leader
     tokencleaner::spawn(registry.clone(), leading.clone());
     clusterroleaggregation::spawn(registry.clone(), leading.clone());
     bootstrapsigner::spawn(registry.clone(), leading.clone());
+    podgc::spawn(registry.clone(), leading.clone());
 
     let namespaces = namespaces.with_leader_election(leading);
     let reg = registry;

@@ -143,7 +143,7 @@ pub struct ServiceAccountKeys {
 
 /// The wall clock in unix seconds.
 pub fn now() -> i64 {
-    jiff::Timestamp::now().as_second()
+    badge_api::clock::now().as_second()
 }
 
 fn keys_resource() -> GroupResource<'static> {
@@ -706,7 +706,7 @@ impl ServiceAccountKeys {
 
 /// How long until unix second `at`, a little past it so the wake-up sees it as due.
 pub fn until(at: i64) -> Duration {
-    let now = jiff::Timestamp::now().as_nanosecond();
+    let now = badge_api::clock::now().as_nanosecond();
     let at = i128::from(at) * 1_000_000_000;
     let nanos = u64::try_from((at - now).max(0)).unwrap_or(u64::MAX);
     Duration::from_nanos(nanos) + Duration::from_millis(20)
