@@ -50,6 +50,17 @@ impl crate::LegacyTokenSigner for badge_keys::ServiceAccountKeys {
     fn sign_legacy(&self, claims: &badge_token::LegacyClaims) -> Result<badge_token::jwt::Token, String> {
         self.sign(&claims.to_value()).map_err(|s| s.message)
     }
+
+    /// A key verifies while it is in the verification set; with none loaded nothing is
+    /// judged stale.
+    fn verifies_kid(&self, kid: &str) -> bool {
+        let keys = self.public_keys();
+        keys.is_empty() || keys.iter().any(|k| k.kid() == kid)
+    }
+
+    fn key_changes(&self) -> Option<tokio::sync::watch::Receiver<Vec<String>>> {
+        Some(self.verifying_kids())
+    }
 }
 
 const MAX_BACKOFF: Duration = Duration::from_secs(30);

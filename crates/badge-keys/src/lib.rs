@@ -139,6 +139,9 @@ pub struct ServiceAccountKeys {
     auto_rotation: Mutex<Option<AutoRotation>>,
     /// The store revision of the ring last seen, so the rotation controller wakes on changes.
     ring_revision: tokio::sync::watch::Sender<Revision>,
+    /// The kids that verify, sorted, notified when the set changes (a key retired or revoked,
+    /// by a write or by the clock), so legacy tokens under a dropped key are re-issued.
+    verifying_kids: tokio::sync::watch::Sender<Vec<String>>,
 }
 
 /// The wall clock in unix seconds.
@@ -248,6 +251,7 @@ impl ServiceAccountKeys {
             keep_after_retire,
             auto_rotation: Mutex::new(None),
             ring_revision: tokio::sync::watch::channel(revision).0,
+            verifying_kids: tokio::sync::watch::channel(Vec::new()).0,
         });
         keys.refresh();
         Ok(keys)
@@ -277,6 +281,26 @@ impl ServiceAccountKeys {
                 self.published.publish(ring.key_set(now, &self.extra));
             }
         }
+        let mut kids: Vec<String> = self
+            .published
+            .current()
+            .keys()
+            .iter()
+            .map(|k| k.kid().to_string())
+            .collect();
+        kids.sort();
+        self.verifying_kids.send_if_modified(|seen| {
+            let changed = *seen != kids;
+            if changed {
+                *seen = std::mem::take(&mut kids);
+            }
+            changed
+        });
+    }
+
+    /// The kids that verify, notified whenever that set changes.
+    pub fn verifying_kids(&self) -> tokio::sync::watch::Receiver<Vec<String>> {
+        self.verifying_kids.subscribe()
     }
 
     /// When (unix seconds) this server's snapshot next changes on its own: a pending key

@@ -16,6 +16,7 @@ mod ha_faults;
 mod ha_history;
 mod key_retire;
 mod key_rotation;
+mod kms;
 mod kubectl;
 mod limits;
 mod metadata;
