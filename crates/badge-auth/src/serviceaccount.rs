@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use badge_token::claims::{self, Expectations, TokenKind, ValidatedClaims};
-use badge_token::{KeySet, jwt};
+use badge_token::{PublishedKeys, jwt};
 use parking_lot::RwLock;
 
 use crate::authenticator::{TokenAuthenticator, TokenCredential, TokenOutcome};
@@ -43,33 +43,6 @@ pub trait ServiceAccountTokenGetter: Send + Sync {
     fn pod(&self, namespace: &str, name: &str) -> Option<ObjectInfo>;
     fn secret(&self, namespace: &str, name: &str) -> Option<SecretInfo>;
     fn node(&self, name: &str) -> Option<ObjectInfo>;
-}
-
-/// The current verification keys, swapped whole on rotation so readers never wait.
-#[derive(Default)]
-pub struct TokenKeys {
-    current: RwLock<Arc<KeySet>>,
-}
-
-impl TokenKeys {
-    pub fn new(keys: KeySet) -> TokenKeys {
-        TokenKeys {
-            current: RwLock::new(Arc::new(keys)),
-        }
-    }
-
-    /// The key set now; cheap (an `Arc` clone under a read lock held for no longer).
-    pub fn current(&self) -> Arc<KeySet> {
-        self.current.read().clone()
-    }
-
-    /// Swaps in `keys`, keeping the usage counters of the keys it shares with the set it
-    /// replaces.
-    pub fn replace(&self, mut keys: KeySet) {
-        let mut current = self.current.write();
-        keys.carry_usage_from(&current);
-        *current = Arc::new(keys);
-    }
 }
 
 /// Verified tokens, so a token seen before skips signature verification. Keyed by an
@@ -179,7 +152,8 @@ impl VerifiedCache {
 
 /// The authenticator.
 pub struct ServiceAccountAuthenticator {
-    pub keys: Arc<TokenKeys>,
+    /// The published key snapshot (`badge_token::keyset`), read without a lock.
+    pub keys: Arc<PublishedKeys>,
     /// Every `--service-account-issuer`.
     pub issuers: Vec<String>,
     /// `--api-audiences`.
@@ -455,7 +429,10 @@ mod tests {
         let objects = Arc::new(Objects::default());
         objects.put("sa/demo/app", "sa-uid");
         let auth = ServiceAccountAuthenticator {
-            keys: Arc::new(TokenKeys::new(KeySet::new(Some(key.clone()), []))),
+            keys: Arc::new(PublishedKeys::new(badge_token::KeySet::new(
+                Some(key.clone()),
+                [],
+            ))),
             issuers: vec![ISSUER.into()],
             api_audiences: vec![ISSUER.into()],
             getter: objects.clone(),
@@ -574,7 +551,7 @@ mod tests {
         ));
         // Dropping the key (revocation) kills it too.
         let other = SigningKey::generate_ec(badge_token::Curve::P256).unwrap();
-        auth.keys.replace(KeySet::new(Some(other), []));
+        auth.keys.publish(badge_token::KeySet::new(Some(other), []));
         assert!(!matches!(
             auth.authenticate(&token, &[]),
             TokenOutcome::Authenticated { .. }
@@ -608,7 +585,7 @@ mod tests {
         assert!(matches!(auth.authenticate(&token, &[]), TokenOutcome::Invalid(_)));
         assert_eq!(usage(&auth).0, 2);
         // Rebuilding the key set keeps the counts.
-        auth.keys.replace(KeySet::new(Some(key.clone()), []));
+        auth.keys.publish(badge_token::KeySet::new(Some(key.clone()), []));
         assert_eq!(usage(&auth).0, 2);
     }
 

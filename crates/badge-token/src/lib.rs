@@ -32,5 +32,5 @@ pub use claims::{BoundClaims, Expectations, LegacyClaims, ObjectRef, TokenKind, 
 pub use error::TokenError;
 pub use jwt::{Token, VerifiedToken};
 pub use keys::{Algorithm, Curve, KeyError, SigningKey, VerifyingKey};
-pub use keyset::{AutoRotation, KeyRing, KeySet, KeyState, KeyUsage};
+pub use keyset::{AutoRotation, KeyRing, KeySet, KeyState, KeyUsage, PublishedKeys};
 pub use secret::Secret;

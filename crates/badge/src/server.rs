@@ -372,16 +372,12 @@ pub async fn run(options: ServerOptions) -> anyhow::Result<()> {
         options.encryption.wrap(store, &options.data_dir)?
     };
     let key_type = match options.service_account_signing_key_type.as_str() {
-        "RS256" => badge_apiserver::serviceaccount::KeyType::Rs256,
-        "ES256" => badge_apiserver::serviceaccount::KeyType::Es256,
+        "RS256" => badge_keys::KeyType::Rs256,
+        "ES256" => badge_keys::KeyType::Es256,
         other => anyhow::bail!("--service-account-signing-key-type must be RS256 or ES256, not {other}"),
     };
     let first_key = match options.service_account_signing_key_file {
-        None if matches!(
-            store.get(badge_apiserver::serviceaccount::KEYRING_KEY).await,
-            Ok((None, _))
-        ) =>
-        {
+        None if matches!(store.get(badge_keys::KEYRING_KEY).await, Ok((None, _))) => {
             Some(tokio::task::spawn_blocking(move || key_type.generate()))
         }
         _ => None,
@@ -479,9 +475,9 @@ pub async fn run(options: ServerOptions) -> anyhow::Result<()> {
     let seal_key = pki
         .keyring_seal_key()
         .context("loading the key ring's sealing key")?;
-    let keys = badge_apiserver::serviceaccount::ServiceAccountKeys::load(
+    let keys = badge_keys::ServiceAccountKeys::load(
         store.clone(),
-        badge_apiserver::serviceaccount::StoredRing::new(&seal_key),
+        badge_keys::StoredRing::new(&seal_key),
         key_type,
         match first_key {
             Some(task) => Some(
@@ -497,7 +493,7 @@ pub async fn run(options: ServerOptions) -> anyhow::Result<()> {
     )
     .await
     .map_err(|s| anyhow::anyhow!("loading the service account keys: {}", s.message))?;
-    keys.spawn_refresher(stale_read_bound);
+    keys.spawn_watch(registry.clone(), stale_read_bound);
     let auto_rotation = match &options.service_account_key_rotation_period {
         None => None,
         Some(text) => {
@@ -535,7 +531,7 @@ pub async fn run(options: ServerOptions) -> anyhow::Result<()> {
             .unwrap_or_else(|| format!("{server_url}/openid/v1/jwks")),
     };
     let authenticator = badge_auth::serviceaccount::ServiceAccountAuthenticator {
-        keys: keys.verification.clone(),
+        keys: keys.published().clone(),
         issuers,
         api_audiences: api_audiences.clone(),
         getter: Arc::new(badge_apiserver::serviceaccount::CacheTokenGetter(
@@ -576,8 +572,10 @@ pub async fn run(options: ServerOptions) -> anyhow::Result<()> {
             publish_lead_seconds = auto.publish_lead,
             "service account signing keys rotate automatically"
         );
-        badge_controllers::keyrotation::spawn(keys.clone(), Some(leading.clone()));
     }
+    // Scheduled writes of the key ring (rotation when enabled, expired keys dropped) are the
+    // lease holder's; every server follows the ring by its watch.
+    badge_controllers::keyrotation::spawn(keys.clone(), Some(leading.clone()));
 
     let csr_registry = registry.clone();
     let csr_signer = Arc::new(

@@ -6,10 +6,9 @@ use std::time::Duration;
 
 use badge_apiserver::ApiServer;
 use badge_apiserver::handler::PeerIdentity;
-use badge_apiserver::serviceaccount::{
-    CacheTokenGetter, KeyType, ServiceAccountKeys, StoredRing, TokenConfig, TokenIssuer,
-};
+use badge_apiserver::serviceaccount::{CacheTokenGetter, TokenConfig, TokenIssuer};
 use badge_auth::UserInfo;
+use badge_keys::{KeyType, ServiceAccountKeys, StoredRing};
 use badge_registry::Registry;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request};
@@ -111,6 +110,7 @@ impl Ring {
             .await
             .unwrap();
         let rbac = badge_apiserver::rbac::Rbac::start(registry.clone());
+        badge_controllers::clusterroleaggregation::spawn(registry.clone(), None);
         let keys = ServiceAccountKeys::load(
             store,
             StoredRing::new(&[7; 32]),
@@ -124,7 +124,7 @@ impl Ring {
         .unwrap();
         let audiences = vec![ISSUER.to_string()];
         let authenticator = badge_auth::serviceaccount::ServiceAccountAuthenticator {
-            keys: keys.verification.clone(),
+            keys: keys.published().clone(),
             issuers: audiences.clone(),
             api_audiences: audiences.clone(),
             getter: Arc::new(CacheTokenGetter(registry.clone())),
