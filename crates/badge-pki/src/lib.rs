@@ -915,6 +915,7 @@ fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), PkiError>
 
 pub mod csr;
 mod der;
+pub mod node;
 
 #[cfg(test)]
 mod tests;

@@ -14,6 +14,7 @@ mod encryption_ops;
 mod ha;
 mod ha_faults;
 mod ha_history;
+mod join;
 mod key_retire;
 mod key_rotation;
 mod kubectl;
