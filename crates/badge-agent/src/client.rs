@@ -29,6 +29,9 @@ pub struct Client {
     /// False once a connection to the server has failed, until the server is seen ready
     /// again (see [`crate::reachability`]).
     reachable: tokio::sync::watch::Sender<bool>,
+    /// Bumped when the client certificate changes: open watches then end, so their
+    /// callers watch again as the new identity (the kubelet closes its connections so).
+    credential: tokio::sync::watch::Sender<u64>,
 }
 
 // Hand-written so a bearer token never reaches a log.
@@ -194,6 +197,7 @@ impl Client {
             tls: RwLock::new(Arc::new(tls)),
             bearer,
             reachable: tokio::sync::watch::Sender::new(true),
+            credential: tokio::sync::watch::Sender::new(0),
         })
     }
 
@@ -219,6 +223,7 @@ impl Client {
             Ok(mut current) => *current = Arc::new(tls),
             Err(poisoned) => *poisoned.into_inner() = Arc::new(tls),
         }
+        self.credential.send_modify(|generation| *generation += 1);
         Ok(())
     }
 
@@ -335,10 +340,16 @@ impl Client {
         }
         let (tx, rx) = tokio::sync::mpsc::channel(256);
         let mut body = response.into_body();
+        let mut credential = self.credential.subscribe();
         tokio::spawn(async move {
             let mut buffer: Vec<u8> = Vec::new();
             loop {
-                let frame = match body.frame().await {
+                let next = tokio::select! {
+                    next = body.frame() => next,
+                    // Ends the stream (and its connection) as for a server that closed it.
+                    _ = credential.changed() => return,
+                };
+                let frame = match next {
                     None => return,
                     Some(Err(e)) => {
                         let _ = tx.send(Err(anyhow!("watch stream broke: {e}"))).await;
