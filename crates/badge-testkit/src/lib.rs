@@ -333,12 +333,8 @@ impl TestServer {
 pub struct ChildGuard(pub Child);
 
 impl ChildGuard {
-    pub fn id(&self) -> u32 {
-        self.0.id()
-    }
-
-    /// Whether the process has exited, with its status.
-    pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+    /// The exit status once the process has exited.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
         self.0.try_wait().ok().flatten()
     }
 
@@ -346,12 +342,26 @@ impl ChildGuard {
     pub fn wait_timeout(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
-            if let Some(status) = self.try_wait() {
+            if let Some(status) = self.exited() {
                 return Some(status);
             }
             std::thread::sleep(Duration::from_millis(20));
         }
         None
+    }
+}
+
+impl std::ops::Deref for ChildGuard {
+    type Target = Child;
+
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for ChildGuard {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
     }
 }
 

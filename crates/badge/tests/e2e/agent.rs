@@ -4,19 +4,21 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
+use badge_testkit::ChildGuard;
 use base64::Engine;
 use serde_json::json;
 
 use crate::{eventually, server};
 
-fn start_agent(kubeconfig: &str, root: &Path, metrics: &str) -> Child {
+fn start_agent(kubeconfig: &str, root: &Path, metrics: &str) -> ChildGuard {
     // 3607 s tokens refresh after a few seconds.
     start_agent_with(kubeconfig, root, metrics, &["--token-refresh-fraction", "0.001"])
 }
 
-fn start_agent_with(kubeconfig: &str, root: &Path, metrics: &str, extra: &[&str]) -> Child {
+/// The agent process, killed when dropped (also when the test panics).
+fn start_agent_with(kubeconfig: &str, root: &Path, metrics: &str, extra: &[&str]) -> ChildGuard {
     let mut command = match std::env::var_os("BADGE_AGENT_BIN") {
         Some(binary) => Command::new(binary),
         None => {
@@ -40,6 +42,7 @@ fn start_agent_with(kubeconfig: &str, root: &Path, metrics: &str, extra: &[&str]
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
+        .map(ChildGuard)
         .unwrap()
 }
 

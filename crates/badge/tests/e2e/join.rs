@@ -495,7 +495,7 @@ fn the_node_certificate_rotates_before_it_expires_without_a_restart() {
     let second = std::fs::read(cert_file(&root)).unwrap();
     assert_ne!(first, second, "the certificate file was not replaced");
     assert_eq!(mode(&cert_file(&root)), 0o600);
-    assert!(agent.process.try_wait().is_none(), "the agent restarted");
+    assert!(agent.process.exited().is_none(), "the agent restarted");
 
     // The same process keeps working, now with the new certificate.
     let uid = create_pod(&s, "web", "n1");
