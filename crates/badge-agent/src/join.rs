@@ -92,6 +92,15 @@ pub fn parse_pin(pin: &str) -> anyhow::Result<String> {
     Ok(format!("sha256:{}", value.to_ascii_lowercase()))
 }
 
+/// `--server` as a URL: kubeadm's `host:port` endpoint is taken as `https://host:port`.
+pub fn server_url(server: &str) -> String {
+    if server.contains("://") {
+        server.to_string()
+    } else {
+        format!("https://{server}")
+    }
+}
+
 /// The pins to check, or an error when neither a pin nor the unsafe skip is given.
 pub fn pins(options: &JoinOptions) -> anyhow::Result<Vec<String>> {
     let pins = options
@@ -300,9 +309,10 @@ pub async fn credentials(
     let server = options
         .server
         .as_deref()
+        .map(server_url)
         .ok_or_else(|| anyhow!("--bootstrap-token needs --server"))?;
     let pins = pins(options)?;
-    let info = discover(server, token, &pins).await?;
+    let info = discover(&server, token, &pins).await?;
     let bootstrap = Client::new(
         &info.server,
         Some(info.ca_pem.as_bytes()),
@@ -446,6 +456,16 @@ mod tests {
             ..JoinOptions::default()
         };
         assert!(pins(&skip).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_kubeadm_endpoint_is_a_server_url() {
+        assert_eq!(server_url("10.0.0.1:6443"), "https://10.0.0.1:6443");
+        assert_eq!(
+            server_url("https://cp.example.com:6443"),
+            "https://cp.example.com:6443"
+        );
+        assert!(Client::unverified(&server_url("http://plain:80")).is_err());
     }
 
     #[test]

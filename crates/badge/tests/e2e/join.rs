@@ -378,7 +378,7 @@ fn a_tampered_cluster_info_is_refused_naming_the_jws_check() {
     let genuine = format!("server: https://127.0.0.1:{}", s.port);
     assert!(kubeconfig.contains(&genuine), "{kubeconfig}");
     cm["data"]["kubeconfig"] = Value::String(kubeconfig.replace(&genuine, "server: https://10.6.6.6:6443"));
-    let fake = FakeServer::start(cm);
+    let fake = FakeServer::start(cm.clone());
 
     let redirected: Vec<String> = words
         .iter()
@@ -406,6 +406,30 @@ fn a_tampered_cluster_info_is_refused_naming_the_jws_check() {
         "{log}"
     );
     assert!(!root.join("kubelet.conf").exists());
+    assert!(csrs(&s).is_empty());
+
+    // The genuine server, once the token's secret was replaced: its signature is of the
+    // new secret, and a node holding the old one cannot trust what it reads.
+    let key = format!("jws-kubeconfig-{id}");
+    let old = cm["data"][&key].clone();
+    let out = Command::new(env!("CARGO_BIN_EXE_badge"))
+        .args(["token", "create", &format!("{id}.0000000000000000"), "--data-dir"])
+        .arg(s.data_dir())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    wait_for("the signature of the new secret", Duration::from_secs(30), || {
+        let cm = s.request("GET", CLUSTER_INFO, None, &[], Admin).unwrap().json();
+        cm["data"][&key].is_string() && cm["data"][&key] != old
+    });
+    let mut agent = run_join(&words, "n1", &root, &[]);
+    let status = agent
+        .process
+        .wait_timeout(Duration::from_secs(60))
+        .expect("the agent to exit");
+    assert!(!status.success());
+    let log = agent.log();
+    assert!(log.contains("JWS signature check failed"), "{log}");
     assert!(csrs(&s).is_empty());
 }
 
