@@ -74,6 +74,9 @@ impl CertificateFiles {
 /// Writes the node's kubeconfig (0600) as the kubelet writes its own after a bootstrap:
 /// the cluster's server and CA, and the certificate file as both certificate and key.
 pub fn write_kubeconfig(path: &Path, server: &str, ca_pem: &str, cert_file: &Path) -> anyhow::Result<()> {
+    // Absolute: a relative path would be read relative to the kubeconfig's directory.
+    let cert_file =
+        std::path::absolute(cert_file).with_context(|| format!("resolving {}", cert_file.display()))?;
     let file = cert_file
         .to_str()
         .ok_or_else(|| anyhow!("{} is not UTF-8", cert_file.display()))?;
@@ -441,6 +444,22 @@ mod tests {
         assert!(still_valid(&kubeconfig).unwrap());
         let client = Client::from_kubeconfig(&kubeconfig).unwrap();
         assert_eq!(client.server(), "https://127.0.0.1:6443");
+        // A relative certificate path is written absolute, so the kubeconfig works from
+        // wherever it is read.
+        let elsewhere = dir.path().join("elsewhere.conf");
+        write_kubeconfig(
+            &elsewhere,
+            "https://127.0.0.1:6443",
+            pki.ca_pem(),
+            Path::new("rel/cert.pem"),
+        )
+        .unwrap();
+        let expected = std::env::current_dir().unwrap().join("rel/cert.pem");
+        let text = std::fs::read_to_string(&elsewhere).unwrap();
+        assert!(
+            text.contains(&format!("client-key: \"{}\"", expected.display())),
+            "{text}"
+        );
         // An expired certificate is not reused.
         let later = SystemTime::now() + Duration::from_secs(3601);
         assert!(!valid_at(&kubeconfig, later).unwrap());
