@@ -122,7 +122,7 @@ pub fn write_kubeconfig(path: &Path, server: &str, ca_pem: &str, cert_file: &Pat
 /// (`isClientConfigStillValid`). An unusable file is an error, so the caller can say why
 /// it bootstraps again.
 pub fn still_valid(kubeconfig: &Path) -> anyhow::Result<bool> {
-    valid_at(kubeconfig, SystemTime::now())
+    valid_at(kubeconfig, crate::clock::now())
 }
 
 fn valid_at(kubeconfig: &Path, now: SystemTime) -> anyhow::Result<bool> {
@@ -309,7 +309,7 @@ pub async fn rotate(client: Arc<Client>, node: String, files: CertificateFiles) 
         let wait = match files.load().and_then(|cert| Ok(certificate_info(&cert)?)) {
             Ok(info) if failures == 0 => {
                 let deadline = rotation_deadline(info.not_before, info.not_after, rand::random::<f64>());
-                let wait = deadline.duration_since(SystemTime::now()).unwrap_or_default();
+                let wait = deadline.duration_since(crate::clock::now()).unwrap_or_default();
                 tracing::info!(
                     expires = %jiff::Timestamp::try_from(info.not_after).map(|t| t.to_string()).unwrap_or_default(),
                     rotate_in = ?Duration::from_secs(wait.as_secs()),
@@ -461,7 +461,7 @@ mod tests {
             "{text}"
         );
         // An expired certificate is not reused.
-        let later = SystemTime::now() + Duration::from_secs(3601);
+        let later = crate::clock::now() + Duration::from_secs(3601);
         assert!(!valid_at(&kubeconfig, later).unwrap());
         // A kubeconfig without a client certificate is an error to report.
         std::fs::write(

@@ -10,6 +10,8 @@ use std::time::Duration;
 use anyhow::{Context, anyhow, bail};
 use base64::Engine;
 use http_body_util::BodyExt;
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::Value;
 
 /// How long one plain request may take; a watch has no such limit.
@@ -99,11 +101,11 @@ fn tls_config(
     };
     Ok(match identity {
         Some((cert, key)) => {
-            let certs: Vec<_> = rustls_pemfile::certs(&mut &cert[..]).collect::<Result<_, _>>()?;
+            let certs: Vec<_> = CertificateDer::pem_slice_iter(cert).collect::<Result<_, _>>()?;
             if certs.is_empty() {
                 bail!("no client certificate");
             }
-            let key = rustls_pemfile::private_key(&mut &key[..])?.ok_or_else(|| anyhow!("no client key"))?;
+            let key = PrivateKeyDer::from_pem_slice(key).context("the client key")?;
             builder.with_client_auth_cert(certs, key)?
         }
         None => builder.with_no_client_auth(),
@@ -171,7 +173,7 @@ impl Client {
         let roots = match ca_pem {
             Some(ca) => {
                 let mut roots = rustls::RootCertStore::empty();
-                for cert in rustls_pemfile::certs(&mut &ca[..]) {
+                for cert in CertificateDer::pem_slice_iter(ca) {
                     roots.add(cert?).context("adding the CA")?;
                 }
                 if roots.is_empty() {

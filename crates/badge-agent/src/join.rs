@@ -21,6 +21,7 @@ use std::time::Duration;
 use anyhow::{Context, anyhow, bail};
 use badge_token::bootstrap::{BootstrapToken, JWS_KEY_PREFIX, detached_signature_is_valid};
 use base64::Engine;
+use rustls::pki_types::pem::PemObject as _;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
@@ -203,7 +204,7 @@ pub fn verify_cluster_info(
 /// `pubkeypin.Set.CheckAny`: some certificate of the bundle has a pinned public key.
 pub fn check_pins(ca_pem: &str, pins: &[String]) -> Result<(), String> {
     let mut hashes = Vec::new();
-    for cert in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
         let cert =
             cert.map_err(|e| format!("failed to parse cluster CA from the cluster-info ConfigMap: {e}"))?;
         let hash = badge_pki::ca_cert_hash(&cert)

@@ -13,10 +13,13 @@
 
 pub mod certificate;
 pub mod client;
+mod clock;
 pub mod join;
 pub mod metrics;
+pub mod nodelease;
 pub mod reachability;
 pub mod schedule;
+pub mod termination;
 pub mod writer;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -124,6 +127,7 @@ pub async fn run(options: AgentOptions, shutdown: impl Future) -> anyhow::Result
         },
         pods: HashMap::new(),
         watches: HashMap::new(),
+        terminations: termination::Terminations::default(),
         changed_tx,
         changed,
     };
@@ -239,7 +243,7 @@ struct VolumeState {
 
 struct PodEntry {
     pod: Value,
-    /// By volume name; empty for pods without projected volumes or that are terminating.
+    /// By volume name; empty for pods without volumes the agent writes.
     volumes: BTreeMap<String, VolumeState>,
 }
 
@@ -263,6 +267,8 @@ struct Agent {
     /// One watch per object the volumes read, as the kubelet's watch-based secret and
     /// configMap managers keep; each reports changes on `changed`.
     watches: HashMap<ObjectRef, tokio::task::JoinHandle<()>>,
+    /// Terminating pods whose deletion is still to be confirmed.
+    terminations: termination::Terminations,
     changed_tx: tokio::sync::mpsc::Sender<ObjectRef>,
     changed: tokio::sync::mpsc::Receiver<ObjectRef>,
 }
@@ -309,6 +315,7 @@ impl Agent {
             tokio::time::sleep(wait).await;
         }
         tracing::info!(node = %self.ctx.options.node_name, "agent started");
+        let _lease = nodelease::keep_renewed(self.ctx.client.clone(), self.ctx.options.node_name.clone());
         let mut log_counters = tokio::time::interval_at(Instant::now() + LOG_COUNTERS, LOG_COUNTERS);
         let mut failures = 0;
         loop {
@@ -340,7 +347,11 @@ impl Agent {
             loop {
                 self.reconcile_watches();
                 self.process_due().await;
-                let wake = self.next_due();
+                self.terminations.confirm_due(&self.ctx.client).await;
+                let wake = self
+                    .terminations
+                    .next_due()
+                    .map_or(self.next_due(), |t| t.min(self.next_due()));
                 tokio::select! {
                     event = events.recv() => match event {
                         Some(Ok(event)) => {
@@ -514,15 +525,15 @@ impl Agent {
             self.remove(&uid);
             return;
         }
-        let terminating = pod.pointer("/metadata/deletionTimestamp").is_some();
-        let volumes: Vec<(String, VolumeKind, Vec<ObjectRef>)> = if terminating {
-            // Files stay until the pod is gone, but are no longer refreshed.
-            Vec::new()
-        } else {
-            agent_volumes(&pod)
-                .map(|(v, kind)| (text(v, "/name").to_string(), kind, volume_refs(&pod, v)))
-                .collect()
-        };
+        if termination::is_terminating(&pod) {
+            // As the kubelet: a terminating pod's volumes go, then its deletion is confirmed.
+            self.remove(&uid);
+            self.terminations.note(&uid, &pod);
+            return;
+        }
+        let volumes: Vec<(String, VolumeKind, Vec<ObjectRef>)> = agent_volumes(&pod)
+            .map(|(v, kind)| (text(v, "/name").to_string(), kind, volume_refs(&pod, v)))
+            .collect();
         let entry = self.pods.entry(uid).or_insert_with(|| PodEntry {
             pod: Value::Null,
             volumes: BTreeMap::new(),
@@ -551,6 +562,7 @@ impl Agent {
             return;
         }
         self.pods.remove(uid);
+        self.terminations.forget(uid);
         let dir = self.ctx.options.root.join("pods").join(uid);
         let Ok(meta) = std::fs::symlink_metadata(&dir) else {
             return;
@@ -696,7 +708,7 @@ impl Ctx {
             .and_then(|dir| writer::write(&dir, &files)),
             Err(e) => Err(e),
         };
-        let now = SystemTime::now();
+        let now = clock::now();
         match result {
             Ok(written) => {
                 state.failures = 0;
@@ -736,7 +748,7 @@ impl Ctx {
     async fn report_failed_mount(&self, pod: &Value, volume: &str, error: &anyhow::Error) {
         let namespace = text(pod, "/metadata/namespace");
         let pod_name = text(pod, "/metadata/name");
-        let now = jiff::Timestamp::now();
+        let now = clock::timestamp();
         let stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
         let event = json!({
             "apiVersion": "v1",
@@ -887,7 +899,7 @@ impl Ctx {
         path: &str,
         tokens: &mut HashMap<String, CachedToken>,
     ) -> anyhow::Result<String> {
-        let now = SystemTime::now();
+        let now = clock::now();
         let namespace = text(pod, "/metadata/namespace");
         let pod_name = text(pod, "/metadata/name");
         let sa = service_account(pod);

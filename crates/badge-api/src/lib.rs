@@ -3,6 +3,7 @@
 //! patches; object metadata helpers.
 
 pub mod apply;
+pub mod clock;
 pub mod decode;
 pub mod meta;
 pub mod openapi;

@@ -9,6 +9,7 @@ pub mod authentication;
 mod authorization;
 mod certificates;
 pub mod discovery;
+mod go_duration;
 pub mod handler;
 mod impersonation;
 mod keys_api;

@@ -135,7 +135,7 @@ pub struct ServiceAccountKeys {
 }
 
 fn now() -> i64 {
-    jiff::Timestamp::now().as_second()
+    badge_api::clock::now().as_second()
 }
 
 impl ServiceAccountKeys {
@@ -747,7 +747,7 @@ impl TokenIssuer {
         if audiences.is_empty() {
             audiences = self.config.api_audiences.clone();
         }
-        let now_ts = jiff::Timestamp::now();
+        let now_ts = badge_api::clock::now();
         let now = now_ts.as_second();
         let mut expiration = request.expiration_seconds.unwrap_or(3600);
         if expiration < MIN_TOKEN_SECONDS {

@@ -410,7 +410,7 @@ pub fn table<'a>(
     with_columns: bool,
     include: IncludeObject,
 ) -> Value {
-    let now = jiff::Timestamp::now();
+    let now = badge_api::clock::now();
     let rows: Vec<Value> = objects
         .into_iter()
         .map(|o| row(resource, o, now, include))

@@ -30,7 +30,7 @@ pub trait RotatingKeys: Send + Sync + 'static {
 
 /// How long until unix second `at`, a little past it so the wake-up sees it as due.
 fn until(at: i64) -> Duration {
-    let now = jiff::Timestamp::now().as_nanosecond();
+    let now = badge_api::clock::now().as_nanosecond();
     let at = i128::from(at) * 1_000_000_000;
     let nanos = u64::try_from((at - now).max(0)).unwrap_or(u64::MAX);
     Duration::from_nanos(nanos) + Duration::from_millis(20)
@@ -108,7 +108,7 @@ mod tests {
         }
 
         async fn apply_due(&self) -> Result<(), Status> {
-            let now = jiff::Timestamp::now().as_second();
+            let now = badge_api::clock::now().as_second();
             let mut due = self.due.lock();
             if due.is_some_and(|d| d <= now) {
                 *due = None;
@@ -124,7 +124,7 @@ mod tests {
 
     #[tokio::test]
     async fn applies_when_due_only_while_leading_and_wakes_on_ring_changes() {
-        let now = jiff::Timestamp::now().as_second();
+        let now = badge_api::clock::now().as_second();
         let keys = Arc::new(Scripted {
             due: Mutex::new(Some(now - 1)),
             applied: Mutex::new(Vec::new()),

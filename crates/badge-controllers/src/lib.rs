@@ -10,12 +10,15 @@
 //! - `csrapproving`, `csrsigning`: node client certificate requests are approved, and
 //!   approved client requests signed with the cluster CA.
 //! - `keyrotation`: the ServiceAccount signing keys rotate on a period (when configured).
+//! - `pod-garbage-collector`: pods no node will finish (orphans, and terminating pods on a
+//!   node whose agent is gone) are force-deleted.
 
 pub mod bootstrapsigner;
 pub mod clusterinfo;
 pub mod csr;
 pub mod keyrotation;
 pub mod leader;
+pub mod podgc;
 pub mod runtime;
 pub mod tokencleaner;
 pub mod tokens;
@@ -106,6 +109,7 @@ pub fn spawn_all(registry: Arc<Registry>, ca_pem: String, leading: Option<leader
     });
     tokencleaner::spawn(registry.clone(), leading.clone());
     bootstrapsigner::spawn(registry.clone(), leading.clone());
+    podgc::spawn(registry.clone(), leading.clone());
 
     let namespaces = namespaces.with_leader_election(leading);
     let reg = registry;

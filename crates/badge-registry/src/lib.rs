@@ -3,8 +3,10 @@
 //! that serves reads and watches.
 
 pub mod admission;
+pub mod bootstraptoken;
 pub mod cache;
 pub mod csr;
+pub mod graceful;
 pub mod registry;
 pub mod strategy;
 

@@ -473,6 +473,7 @@ fn validate_secret(object: &Value, old: Option<&Value>, errs: &mut Vec<FieldErro
                 }
             }
         }
+        "bootstrap.kubernetes.io/token" => crate::bootstraptoken::validate(object, errs),
         other => {
             // Any other type is allowed if it is a qualified name, as upstream.
             if !SECRET_TYPES.contains(&other)

@@ -1,7 +1,7 @@
 //! Test support for end-to-end tests: the real `badge` binary started on port 0 in a
 //! temporary data dir, the real kubectl, and a raw HTTPS client for what kubectl cannot
 //! send (anonymous requests, odd content types, oversized bodies).
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -10,6 +10,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 pub mod etcd;
 pub mod linearizability;
@@ -435,8 +437,8 @@ async fn raw_request(
     use http_body_util::BodyExt;
     let io_err = |e: &dyn std::fmt::Display| std::io::Error::other(e.to_string());
     let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut &ca_pem[..]) {
-        roots.add(cert?).map_err(|e| io_err(&e))?;
+    for cert in CertificateDer::pem_slice_iter(ca_pem) {
+        roots.add(cert.map_err(|e| io_err(&e))?).map_err(|e| io_err(&e))?;
     }
     let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider)
@@ -445,8 +447,10 @@ async fn raw_request(
         .with_root_certificates(roots);
     let config = match identity {
         Some((cert, key)) => {
-            let certs: Vec<_> = rustls_pemfile::certs(&mut &cert[..]).collect::<Result<_, _>>()?;
-            let key = rustls_pemfile::private_key(&mut &key[..])?.ok_or_else(|| io_err(&"no key"))?;
+            let certs: Vec<_> = CertificateDer::pem_slice_iter(&cert)
+                .collect::<Result<_, _>>()
+                .map_err(|e| io_err(&e))?;
+            let key = PrivateKeyDer::from_pem_slice(&key).map_err(|e| io_err(&e))?;
             builder
                 .with_client_auth_cert(certs, key)
                 .map_err(|e| io_err(&e))?

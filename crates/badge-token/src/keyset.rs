@@ -3,8 +3,9 @@
 //! [`KeySet`] is upstream's `staticPublicKeysGetter` (pkg/serviceaccount/jwt.go) plus the signer:
 //! verification keys in configuration order (for the JWKS) and a kid index (for verification).
 //!
-//! [`KeyRing`] has no upstream counterpart; upstream rotation is an operator procedure
-//! (UPSTREAM.md §9.2). It is the pure state machine SECURITY.md §5.3 asks for, after SPIRE's
+//! [`KeyRing`] has no upstream counterpart; upstream rotation is an operator procedure (a new
+//! `--service-account-key-file`, then a new `--service-account-signing-key-file`). It is a
+//! pure state machine, after SPIRE's
 //! prepare/activate and Vault's `verification_ttl`: a new key is published before it signs,
 //! a retired key keeps verifying for at least the longest token lifetime plus leeway, and a
 //! revoked key stops verifying at once. Time is always passed in.

@@ -613,7 +613,7 @@ fn uuid_like() -> String {
     format!(
         "{:x}{:x}",
         std::process::id(),
-        jiff::Timestamp::now().as_nanosecond()
+        badge_api::clock::now().as_nanosecond()
     )
 }
 

@@ -201,7 +201,7 @@ pub async fn create(options: CreateOptions) -> anyhow::Result<()> {
         &options.usages,
         &options.groups,
         &options.description,
-        jiff::Timestamp::now(),
+        badge_api::clock::now(),
     )?;
     let client = options.connection.client()?;
     // Read first, so a cluster without cluster-info is not left with an unprinted token.
@@ -453,7 +453,7 @@ pub async fn list(options: ListOptions) -> anyhow::Result<()> {
     if status != 200 {
         anyhow::bail!("failed to list bootstrap tokens: {}", error_text(&body));
     }
-    let now = jiff::Timestamp::now();
+    let now = badge_api::clock::now();
     let mut rows = vec![[
         "TOKEN".to_string(),
         "TTL".into(),

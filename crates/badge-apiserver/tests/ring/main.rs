@@ -14,4 +14,5 @@ mod impersonation;
 mod lists;
 mod matrix;
 mod node;
+mod poddeletion;
 mod tokenrequest;

@@ -1,6 +1,6 @@
 //! End-to-end tests: the real badge binary, the real kubectl, real TLS, on 127.0.0.1.
 //! One test binary; each test starts its own server on port 0.
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod agent;
 mod api_core;
@@ -22,6 +22,7 @@ mod limits;
 mod metadata;
 mod nodes;
 mod openapi;
+mod podlifecycle;
 mod rbac;
 mod reviews;
 mod tokens;
