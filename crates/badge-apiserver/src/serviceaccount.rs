@@ -132,6 +132,9 @@ pub struct ServiceAccountKeys {
     auto_rotation: Mutex<Option<AutoRotation>>,
     /// The store revision of the ring last seen, so the rotation controller wakes on changes.
     ring_revision: tokio::sync::watch::Sender<badge_store::Revision>,
+    /// The kids that verify, sorted, notified when the set changes (a key retired or revoked,
+    /// by a write or by the clock), so legacy tokens under a dropped key are re-issued.
+    verifying_kids: tokio::sync::watch::Sender<Vec<String>>,
 }
 
 fn now() -> i64 {
@@ -215,6 +218,7 @@ impl ServiceAccountKeys {
             keep_after_retire,
             auto_rotation: Mutex::new(None),
             ring_revision: tokio::sync::watch::channel(0).0,
+            verifying_kids: tokio::sync::watch::channel(Vec::new()).0,
         });
         keys.refresh();
         Ok(keys)
@@ -236,6 +240,21 @@ impl ServiceAccountKeys {
                 self.verification.replace(ring.key_set(now, &self.extra));
             }
         }
+        let mut kids: Vec<String> = self
+            .verification
+            .current()
+            .keys()
+            .iter()
+            .map(|k| k.kid().to_string())
+            .collect();
+        kids.sort();
+        self.verifying_kids.send_if_modified(|seen| {
+            let changed = *seen != kids;
+            if changed {
+                *seen = std::mem::take(&mut kids);
+            }
+            changed
+        });
     }
 
     /// Keeps the keys current: applies scheduled activations and retirements, and picks up
@@ -588,6 +607,17 @@ impl badge_controllers::keyrotation::RotatingKeys for ServiceAccountKeys {
 impl badge_controllers::LegacyTokenSigner for ServiceAccountKeys {
     fn sign_legacy(&self, claims: &LegacyClaims) -> Result<jwt::Token, String> {
         self.sign(&claims.to_value()).map_err(|s| s.message)
+    }
+
+    /// A key verifies while it is in the verification set; with none loaded nothing is
+    /// judged stale.
+    fn verifies_kid(&self, kid: &str) -> bool {
+        let keys = self.public_keys();
+        keys.is_empty() || keys.iter().any(|k| k.kid() == kid)
+    }
+
+    fn key_changes(&self) -> Option<tokio::sync::watch::Receiver<Vec<String>>> {
+        Some(self.verifying_kids.subscribe())
     }
 }
 

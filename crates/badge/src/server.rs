@@ -114,6 +114,18 @@ pub struct ServerOptions {
     storage: StorageOptions,
     #[command(flatten)]
     encryption: EncryptionOptions,
+    /// Re-read the encryption configuration file when it changes: a valid new one replaces
+    /// the providers without a restart, an invalid one is logged and the current one kept.
+    #[arg(long = "encryption-provider-config-automatic-reload")]
+    encryption_provider_config_automatic_reload: bool,
+    /// How often the encryption configuration file is checked for changes (a Go duration;
+    /// upstream's one minute). Tests shorten it.
+    #[arg(
+        long = "encryption-provider-config-reload-interval",
+        default_value = "1m",
+        hide = true
+    )]
+    encryption_provider_config_reload_interval: String,
 }
 
 /// Encryption at rest, as kube-apiserver's flag.
@@ -124,23 +136,83 @@ pub struct EncryptionOptions {
     /// written on the first start to encrypt Secrets with a fresh secretbox key.
     #[arg(long = "encryption-provider-config")]
     pub encryption_provider_config: Option<PathBuf>,
+    /// How often the plugin of a `kms` provider is asked its status (a Go duration;
+    /// upstream's one minute). Tests shorten it.
+    #[arg(long = "kms-v2-status-interval", default_value = "1m", hide = true)]
+    pub kms_status_interval: String,
+    /// How long writes go on under a DEK whose key id the plugin has not confirmed (a Go
+    /// duration; upstream's three minutes). Tests shorten it.
+    #[arg(long = "kms-v2-write-dek-ttl", default_value = "3m", hide = true)]
+    pub kms_write_ttl: String,
 }
 
 impl EncryptionOptions {
+    fn kms_timings(&self) -> anyhow::Result<badge_encryption::kms::KmsTimings> {
+        let duration = |flag: &str, text: &str| {
+            badge_apiserver::limits::parse_go_duration(text)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| anyhow::anyhow!("--{flag} must be a positive duration, not {text:?}"))
+        };
+        let status_interval = duration("kms-v2-status-interval", &self.kms_status_interval)?;
+        Ok(badge_encryption::kms::KmsTimings {
+            status_interval,
+            retry_interval: status_interval.min(std::time::Duration::from_secs(10)),
+            write_ttl: duration("kms-v2-write-dek-ttl", &self.kms_write_ttl)?,
+        })
+    }
+
+    /// The configuration file in use: the one given, or the data dir's own (written on a
+    /// first start).
+    fn config_path(&self, data_dir: &std::path::Path) -> anyhow::Result<PathBuf> {
+        match &self.encryption_provider_config {
+            Some(path) => Ok(path.clone()),
+            None => {
+                let path = data_dir.join("pki").join(badge_encryption::DEFAULT_CONFIG_FILE);
+                if !path.exists() {
+                    badge_encryption::config::write_default(&path)
+                        .map_err(|e| anyhow::anyhow!("the default encryption configuration: {e}"))?;
+                }
+                tracing::info!(config = %path.display(), "encrypting Secrets at rest");
+                Ok(path)
+            }
+        }
+    }
+
+    fn flag_error(&self, e: badge_encryption::ConfigError) -> anyhow::Error {
+        match self.encryption_provider_config {
+            Some(_) => anyhow::anyhow!("--encryption-provider-config: {e}"),
+            None => anyhow::anyhow!("the default encryption configuration: {e}"),
+        }
+    }
+
     /// The transformer of the configuration given, or of the data dir's own.
     pub fn load(&self, data_dir: &std::path::Path) -> anyhow::Result<Arc<badge_encryption::Encryption>> {
-        let encryption = match &self.encryption_provider_config {
-            Some(path) => badge_encryption::Encryption::load(path)
-                .map_err(|e| anyhow::anyhow!("--encryption-provider-config: {e}"))?,
-            None => {
-                let (path, encryption) =
-                    badge_encryption::Encryption::load_or_create_default(&data_dir.join("pki"))
-                        .map_err(|e| anyhow::anyhow!("the default encryption configuration: {e}"))?;
-                tracing::info!(config = %path.display(), "encrypting Secrets at rest");
-                encryption
-            }
-        };
+        let path = self.config_path(data_dir)?;
+        let config =
+            badge_encryption::EncryptionConfiguration::load(&path).map_err(|e| self.flag_error(e))?;
+        let encryption = badge_encryption::Encryption::with_timings(&config, self.kms_timings()?)
+            .map_err(|e| self.flag_error(e))?;
         Ok(Arc::new(encryption))
+    }
+
+    /// `store` with values encrypted as configured, the configuration file re-read every
+    /// `interval` and a valid new one taking over (`--encryption-provider-config-automatic-reload`).
+    pub fn wrap_reloading(
+        &self,
+        store: Arc<dyn badge_store::Store>,
+        data_dir: &std::path::Path,
+        interval: std::time::Duration,
+    ) -> anyhow::Result<Arc<dyn badge_store::Store>> {
+        let path = self.config_path(data_dir)?;
+        let reloading = Arc::new(
+            badge_encryption::reload::ReloadingEncryption::load(&path, self.kms_timings()?)
+                .map_err(|e| self.flag_error(e))?,
+        );
+        tokio::spawn(reloading.clone().watch(interval));
+        Ok(Arc::new(badge_store::transform::TransformedStore::new(
+            store, reloading,
+        )))
     }
 
     /// `store` with values encrypted and decrypted as configured.
@@ -271,7 +343,22 @@ pub async fn run(options: ServerOptions) -> anyhow::Result<()> {
     let pki_dir = options.data_dir.join("pki");
     let pki = tokio::task::spawn_blocking(move || badge_pki::Pki::load_or_create(&pki_dir, &sans));
     let store = options.storage.open(&options.data_dir).await?;
-    let store = options.encryption.wrap(store, &options.data_dir)?;
+    let store = if options.encryption_provider_config_automatic_reload {
+        let interval =
+            badge_apiserver::limits::parse_go_duration(&options.encryption_provider_config_reload_interval)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "--encryption-provider-config-reload-interval must be a positive duration"
+                    )
+                })?;
+        options
+            .encryption
+            .wrap_reloading(store, &options.data_dir, interval)?
+    } else {
+        options.encryption.wrap(store, &options.data_dir)?
+    };
     let key_type = match options.service_account_signing_key_type.as_str() {
         "RS256" => badge_apiserver::serviceaccount::KeyType::Rs256,
         "ES256" => badge_apiserver::serviceaccount::KeyType::Es256,

@@ -17,6 +17,7 @@ mod ha_history;
 mod join;
 mod key_retire;
 mod key_rotation;
+mod kms;
 mod kubectl;
 mod limits;
 mod metadata;
