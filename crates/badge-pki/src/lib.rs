@@ -917,6 +917,7 @@ fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), PkiError>
 
 pub mod csr;
 mod der;
+pub mod node;
 
 #[cfg(test)]
 mod tests;

@@ -39,6 +39,8 @@ pub struct TestServer {
     pub port: u16,
     pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     extra_args: Vec<String>,
+    /// The port to listen on instead of an ephemeral one.
+    fixed_port: Option<u16>,
 }
 
 impl TestServer {
@@ -61,6 +63,7 @@ impl TestServer {
             port: 0,
             log: Default::default(),
             extra_args: args.iter().map(|s| s.to_string()).collect(),
+            fixed_port: None,
         };
         server.launch();
         server
@@ -99,7 +102,7 @@ impl TestServer {
             .arg("--data-dir")
             .arg(self.dir.path())
             .arg("--secure-port")
-            .arg("0")
+            .arg(self.fixed_port.unwrap_or(0).to_string())
             .args(&self.extra_args)
             .env("BADGE_LOG", "info")
             .stdout(Stdio::null())
@@ -182,6 +185,16 @@ impl TestServer {
             assert!(status.success(), "badge exited with {status}");
         }
         self.launch();
+    }
+
+    /// Starts the stopped (or killed) server again on the same data dir and the same port,
+    /// so clients holding its URL reach it again.
+    pub fn start_on_same_port(&mut self) {
+        assert!(self.child.is_none(), "the server is still running");
+        let port = self.port;
+        self.fixed_port = Some(port);
+        self.launch();
+        assert_eq!(self.port, port, "the server came back on another port");
     }
 
     /// Stops the server if running and starts it again on the same data dir with other
@@ -319,6 +332,50 @@ impl TestServer {
             body,
             headers,
         ))
+    }
+}
+
+/// A child process killed (and reaped) when dropped, also when a test panics, so no
+/// process outlives its test.
+pub struct ChildGuard(pub Child);
+
+impl ChildGuard {
+    /// The exit status once the process has exited.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.0.try_wait().ok().flatten()
+    }
+
+    /// Waits up to `timeout` for the process to exit on its own.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.exited() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl std::ops::Deref for ChildGuard {
+    type Target = Child;
+
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for ChildGuard {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 

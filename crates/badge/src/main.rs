@@ -29,7 +29,8 @@ enum Command {
     /// Run the API server.
     Server(Box<server::ServerOptions>),
     /// Play the kubelet's volume part: write and refresh the projected, secret and
-    /// configMap volumes of the pods bound to a node.
+    /// configMap volumes of the pods bound to a node (which joins with
+    /// --bootstrap-token, or uses --kubeconfig).
     Agent(badge_agent::AgentOptions),
     /// How stored objects are encrypted at rest, and their rewrite under a new key.
     #[command(subcommand)]

@@ -4,21 +4,23 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
+
+use badge_testkit::ChildGuard;
 
 use base64::Engine;
 use serde_json::json;
 
 use crate::{eventually, server};
 
-fn start_agent(kubeconfig: &str, root: &Path) -> (Child, String) {
+fn start_agent(kubeconfig: &str, root: &Path) -> (ChildGuard, String) {
     // 3607 s tokens refresh after a few seconds.
     start_agent_with(kubeconfig, root, &["--token-refresh-fraction", "0.001"])
 }
 
-/// Starts the agent with its metrics on a port of its choosing; returns it and the metrics
-/// address it reported.
-fn start_agent_with(kubeconfig: &str, root: &Path, extra: &[&str]) -> (Child, String) {
+/// Starts the agent with its metrics on a port of its choosing; returns it (killed when
+/// dropped, also when the test panics) and the metrics address it reported.
+fn start_agent_with(kubeconfig: &str, root: &Path, extra: &[&str]) -> (ChildGuard, String) {
     let mut command = match std::env::var_os("BADGE_AGENT_BIN") {
         Some(binary) => Command::new(binary),
         None => {
@@ -61,7 +63,7 @@ fn start_agent_with(kubeconfig: &str, root: &Path, extra: &[&str]) -> (Child, St
     let metrics = rx
         .recv_timeout(std::time::Duration::from_secs(60))
         .expect("the agent did not report its metrics address");
-    (agent, metrics)
+    (ChildGuard(agent), metrics)
 }
 
 /// `badge node add n1`; returns the node's kubeconfig path.

@@ -15,6 +15,7 @@ mod ha;
 mod ha_faults;
 mod ha_history;
 mod inventory;
+mod join;
 mod key_retire;
 mod key_rotation;
 mod kms;
