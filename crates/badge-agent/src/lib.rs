@@ -11,9 +11,15 @@
 
 #![forbid(unsafe_code)]
 
+pub mod certificate;
 pub mod client;
+mod clock;
+pub mod join;
 pub mod metrics;
+pub mod nodelease;
+pub mod reachability;
 pub mod schedule;
+pub mod termination;
 pub mod writer;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -42,14 +48,15 @@ const LOG_COUNTERS: Duration = Duration::from_secs(300);
 /// Flags of the agent (embedded by `badge agent`, and the `badge-agent` binary).
 #[derive(clap::Args, Debug, Clone)]
 pub struct AgentOptions {
-    /// The node's kubeconfig (from `badge node add`).
-    #[arg(long)]
-    pub kubeconfig: PathBuf,
+    /// The node's kubeconfig (from `badge node add`); with --bootstrap-token, where the
+    /// joined node's kubeconfig is kept (default: ROOT/kubelet.conf).
+    #[arg(long, required_unless_present = "bootstrap_token")]
+    pub kubeconfig: Option<PathBuf>,
     /// The node this agent plays the kubelet for.
     #[arg(long)]
     pub node_name: String,
     /// Where pod volumes are written (`ROOT/pods/<uid>/volumes/...`, like /var/lib/kubelet).
-    #[arg(long)]
+    #[arg(long, visible_alias = "root-dir")]
     pub root: PathBuf,
     /// Refresh a token once this fraction of its lifetime has passed.
     #[arg(long, visible_alias = "token-refresh-fraction", default_value_t = 0.8, value_parser = parse_fraction)]
@@ -60,6 +67,8 @@ pub struct AgentOptions {
     /// Serve the counters as Prometheus text at http://ADDRESS/metrics (e.g. 127.0.0.1:10255).
     #[arg(long, visible_alias = "metrics-bind-address")]
     pub metrics_address: Option<std::net::SocketAddr>,
+    #[command(flatten)]
+    pub join: join::JoinOptions,
 }
 
 fn parse_fraction(text: &str) -> Result<f64, String> {
@@ -82,29 +91,49 @@ fn parse_seconds(text: &str) -> Result<Duration, String> {
 /// kubeconfig, an unusable root, a metrics address in use) are returned; API errors are
 /// logged and retried.
 pub async fn run(options: AgentOptions, shutdown: impl Future) -> anyhow::Result<()> {
-    let client = Client::from_kubeconfig(&options.kubeconfig)?;
     writer::validate_name(&options.node_name).context("the node name")?;
     std::fs::create_dir_all(&options.root).with_context(|| format!("creating {}", options.root.display()))?;
     writer::ensure_dir(&options.root, &["pods"])?;
+    tokio::pin!(shutdown);
+    let client = match &options.kubeconfig {
+        Some(kubeconfig) if options.join.bootstrap_token.is_none() => {
+            Arc::new(Client::from_kubeconfig(kubeconfig)?)
+        }
+        _ => tokio::select! {
+            client = join::credentials(&options.root, options.kubeconfig.as_deref(), &options.node_name, &options.join) => client?,
+            _ = &mut shutdown => return Ok(()),
+        },
+    };
+    let mut background = vec![tokio::spawn(reachability::probe(client.clone()))];
+    if options.join.bootstrap_token.is_some() {
+        background.push(tokio::spawn(certificate::rotate(
+            client.clone(),
+            options.node_name.clone(),
+            certificate::CertificateFiles::new(&options.root),
+        )));
+    }
+    let _background = AbortOnDrop(background);
     let counters = Arc::new(Counters::default());
     if let Some(address) = options.metrics_address {
         metrics::serve(address, counters.clone()).await?;
     }
     let (changed_tx, changed) = tokio::sync::mpsc::channel(1024);
     let mut agent = Agent {
+        reachable: client.reachability(),
         ctx: Ctx {
-            client: Arc::new(client),
+            client,
             options,
             counters,
         },
         pods: HashMap::new(),
         watches: HashMap::new(),
+        terminations: termination::Terminations::default(),
         changed_tx,
         changed,
     };
     tokio::select! {
         () = agent.run() => Ok(()),
-        _ = shutdown => {
+        _ = &mut shutdown => {
             // Every file write is synchronous, so stopping here never leaves half a volume.
             tracing::info!(counters = %agent.ctx.counters.summary(), "agent stopping");
             Ok(())
@@ -214,17 +243,32 @@ struct VolumeState {
 
 struct PodEntry {
     pod: Value,
-    /// By volume name; empty for pods without projected volumes or that are terminating.
+    /// By volume name; empty for pods without volumes the agent writes.
     volumes: BTreeMap<String, VolumeState>,
+}
+
+/// Background tasks that end with the agent.
+struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
 }
 
 struct Agent {
     ctx: Ctx,
+    /// Whether the API server answers (see [`reachability`]).
+    reachable: tokio::sync::watch::Receiver<bool>,
     /// By pod uid.
     pods: HashMap<String, PodEntry>,
     /// One watch per object the volumes read, as the kubelet's watch-based secret and
     /// configMap managers keep; each reports changes on `changed`.
     watches: HashMap<ObjectRef, tokio::task::JoinHandle<()>>,
+    /// Terminating pods whose deletion is still to be confirmed.
+    terminations: termination::Terminations,
     changed_tx: tokio::sync::mpsc::Sender<ObjectRef>,
     changed: tokio::sync::mpsc::Receiver<ObjectRef>,
 }
@@ -271,6 +315,7 @@ impl Agent {
             tokio::time::sleep(wait).await;
         }
         tracing::info!(node = %self.ctx.options.node_name, "agent started");
+        let _lease = nodelease::keep_renewed(self.ctx.client.clone(), self.ctx.options.node_name.clone());
         let mut log_counters = tokio::time::interval_at(Instant::now() + LOG_COUNTERS, LOG_COUNTERS);
         let mut failures = 0;
         loop {
@@ -302,7 +347,11 @@ impl Agent {
             loop {
                 self.reconcile_watches();
                 self.process_due().await;
-                let wake = self.next_due();
+                self.terminations.confirm_due(&self.ctx.client).await;
+                let wake = self
+                    .terminations
+                    .next_due()
+                    .map_or(self.next_due(), |t| t.min(self.next_due()));
                 tokio::select! {
                     event = events.recv() => match event {
                         Some(Ok(event)) => {
@@ -321,6 +370,9 @@ impl Agent {
                     },
                     () = tokio::time::sleep_until(wake) => {}
                     Some(changed) = self.changed.recv() => self.object_changed(&changed),
+                    Ok(()) = self.reachable.changed() => {
+                        self.server_returned();
+                    }
                     _ = log_counters.tick() => {
                         tracing::info!(counters = %self.ctx.counters.summary(), "agent counters");
                     }
@@ -391,13 +443,36 @@ impl Agent {
         }
     }
 
-    /// Keeps volumes fresh while the API cannot be watched.
+    /// Keeps volumes fresh while the API cannot be watched; ends early when the server
+    /// answers again after an outage.
     async fn idle(&mut self, wait: Duration) {
         let until = Instant::now() + wait;
         while Instant::now() < until {
             self.process_due().await;
-            tokio::time::sleep_until(self.next_due().min(until)).await;
+            tokio::select! {
+                () = tokio::time::sleep_until(self.next_due().min(until)) => {}
+                Ok(()) = self.reachable.changed() => {
+                    if self.server_returned() {
+                        return;
+                    }
+                }
+            }
         }
+    }
+
+    /// After an outage, volumes that failed are retried at once instead of at the end of
+    /// their backoff. True when the server is reachable.
+    fn server_returned(&mut self) -> bool {
+        if !*self.reachable.borrow_and_update() {
+            return false;
+        }
+        let now = Instant::now();
+        for state in self.pods.values_mut().flat_map(|p| p.volumes.values_mut()) {
+            if state.failures > 0 {
+                state.due = now;
+            }
+        }
+        true
     }
 
     /// Lists the node's pods and forgets (and cleans) any that are gone, including
@@ -450,15 +525,15 @@ impl Agent {
             self.remove(&uid);
             return;
         }
-        let terminating = pod.pointer("/metadata/deletionTimestamp").is_some();
-        let volumes: Vec<(String, VolumeKind, Vec<ObjectRef>)> = if terminating {
-            // Files stay until the pod is gone, but are no longer refreshed.
-            Vec::new()
-        } else {
-            agent_volumes(&pod)
-                .map(|(v, kind)| (text(v, "/name").to_string(), kind, volume_refs(&pod, v)))
-                .collect()
-        };
+        if termination::is_terminating(&pod) {
+            // As the kubelet: a terminating pod's volumes go, then its deletion is confirmed.
+            self.remove(&uid);
+            self.terminations.note(&uid, &pod);
+            return;
+        }
+        let volumes: Vec<(String, VolumeKind, Vec<ObjectRef>)> = agent_volumes(&pod)
+            .map(|(v, kind)| (text(v, "/name").to_string(), kind, volume_refs(&pod, v)))
+            .collect();
         let entry = self.pods.entry(uid).or_insert_with(|| PodEntry {
             pod: Value::Null,
             volumes: BTreeMap::new(),
@@ -487,6 +562,7 @@ impl Agent {
             return;
         }
         self.pods.remove(uid);
+        self.terminations.forget(uid);
         let dir = self.ctx.options.root.join("pods").join(uid);
         let Ok(meta) = std::fs::symlink_metadata(&dir) else {
             return;
@@ -632,7 +708,7 @@ impl Ctx {
             .and_then(|dir| writer::write(&dir, &files)),
             Err(e) => Err(e),
         };
-        let now = SystemTime::now();
+        let now = clock::now();
         match result {
             Ok(written) => {
                 state.failures = 0;
@@ -672,7 +748,7 @@ impl Ctx {
     async fn report_failed_mount(&self, pod: &Value, volume: &str, error: &anyhow::Error) {
         let namespace = text(pod, "/metadata/namespace");
         let pod_name = text(pod, "/metadata/name");
-        let now = jiff::Timestamp::now();
+        let now = clock::timestamp();
         let stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
         let event = json!({
             "apiVersion": "v1",
@@ -823,7 +899,7 @@ impl Ctx {
         path: &str,
         tokens: &mut HashMap<String, CachedToken>,
     ) -> anyhow::Result<String> {
-        let now = SystemTime::now();
+        let now = clock::now();
         let namespace = text(pod, "/metadata/namespace");
         let pod_name = text(pod, "/metadata/name");
         let sa = service_account(pod);

@@ -208,7 +208,7 @@ pub fn write(dir: &Path, files: &[File]) -> anyhow::Result<bool> {
 
 fn new_stamped_dir(dir: &Path) -> anyhow::Result<(String, PathBuf)> {
     for _ in 0..16 {
-        let now = jiff::Timestamp::now();
+        let now = crate::clock::timestamp();
         let stamp = format!(
             "..{}.{:09}",
             now.strftime("%Y_%m_%d_%H_%M_%S"),

@@ -3,7 +3,9 @@
 //! patches; object metadata helpers.
 
 pub mod apply;
+pub mod clock;
 pub mod decode;
+pub mod identity;
 pub mod meta;
 pub mod openapi;
 pub mod patch;

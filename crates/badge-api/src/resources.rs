@@ -118,6 +118,10 @@ pub const STORED_VERBS: &[&str] = &[
 /// Namespaces cannot be deletecollection'ed upstream.
 const NAMESPACE_VERBS: &[&str] = &["create", "delete", "get", "list", "patch", "update", "watch"];
 const CREATE_ONLY: &[&str] = &["create"];
+/// Records the server keeps: clients read them, and may change only what the strategy lets
+/// them (an IssuedToken's `spec.revoked`).
+const RECORD_VERBS: &[&str] = &["get", "list", "patch", "update", "watch"];
+const READ_ONLY_VERBS: &[&str] = &["get", "list", "watch"];
 
 fn roundtrip_of<T: serde::de::DeserializeOwned + serde::Serialize>(
     value: &serde_json::Value,
@@ -186,6 +190,7 @@ const AUTHN: &str = "authentication.k8s.io";
 const AUTHZ: &str = "authorization.k8s.io";
 const COORD: &str = "coordination.k8s.io";
 const CERTS: &str = "certificates.k8s.io";
+const IDENTITY: &str = crate::identity::GROUP;
 
 const SERVICEACCOUNT_SUBRESOURCES: &[Subresource] = &[Subresource {
     name: "token",
@@ -431,6 +436,32 @@ pub static RESOURCES: &[Resource] = &[
         stored
     ),
     resource!(
+        IDENTITY,
+        "v1",
+        "IssuedToken",
+        crate::identity::IssuedToken,
+        "issuedtokens",
+        "issuedtoken",
+        true,
+        RECORD_VERBS,
+        &[],
+        &[],
+        stored
+    ),
+    resource!(
+        IDENTITY,
+        "v1",
+        "ServiceAccountUsage",
+        crate::identity::ServiceAccountUsage,
+        "serviceaccountusages",
+        "serviceaccountusage",
+        true,
+        READ_ONLY_VERBS,
+        &[],
+        &[],
+        stored
+    ),
+    resource!(
         RBAC,
         "v1",
         "ClusterRoleBinding",
@@ -485,7 +516,7 @@ pub static RESOURCES: &[Resource] = &[
 ];
 
 /// The API groups badge serves, in discovery order (the core group is "").
-pub const GROUPS: &[&str] = &["", AUTHN, AUTHZ, CERTS, COORD, RBAC];
+pub const GROUPS: &[&str] = &["", AUTHN, AUTHZ, CERTS, COORD, IDENTITY, RBAC];
 
 /// The resource a group, version and plural name.
 pub fn lookup(group: &str, version: &str, plural: &str) -> Option<&'static Resource> {

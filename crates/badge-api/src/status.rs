@@ -217,7 +217,7 @@ impl Status {
         Status::failure(
             405,
             "MethodNotAllowed",
-            format!("{action} is not supported on resources of kind {gr:?}"),
+            format!("{action} is not supported on resources of kind \"{gr}\""),
         )
         .with_details(gr, "")
     }

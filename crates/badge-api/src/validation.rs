@@ -162,7 +162,13 @@ impl NameRule {
     pub fn for_resource(plural: &str) -> NameRule {
         match plural {
             "namespaces" => NameRule::Dns1123Label,
-            "roles" | "clusterroles" | "rolebindings" | "clusterrolebindings" => NameRule::PathSegment,
+            // `ValidateCertificateRequestName` accepts any name: the kubelet's are
+            // `node-csr-<base64url digest>`, with capitals and underscores.
+            "roles"
+            | "clusterroles"
+            | "rolebindings"
+            | "clusterrolebindings"
+            | "certificatesigningrequests" => NameRule::PathSegment,
             _ => NameRule::Dns1123Subdomain,
         }
     }
@@ -230,6 +236,16 @@ mod tests {
         assert!(!dns1123_label_errors(&"a".repeat(64)).is_empty());
         assert!(NameRule::PathSegment.errors("system:controller:x").is_empty());
         assert!(!NameRule::PathSegment.errors("a/b").is_empty());
+        assert_eq!(
+            NameRule::for_resource("certificatesigningrequests"),
+            NameRule::PathSegment
+        );
+        assert!(
+            NameRule::for_resource("certificatesigningrequests")
+                .errors("node-csr-7R1W5x3vGeNgNCMTBc4UpSt0pNur8rQ7sm28uEW2T9M")
+                .is_empty()
+        );
+        assert_eq!(NameRule::for_resource("secrets"), NameRule::Dns1123Subdomain);
     }
 
     #[test]

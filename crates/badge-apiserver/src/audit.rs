@@ -375,7 +375,7 @@ impl Auditor {
         }
         let mut event = self.base_event(decision.level, meta, info);
         event.stage = Stage::ResponseStarted;
-        event.stage_timestamp = MicroTime(jiff::Timestamp::now());
+        event.stage_timestamp = MicroTime(badge_api::clock::now());
         event.response_status = Some(serde_json::json!({
             "metadata": {},
             "message": attempted_methods(meta.bearer, client_certificate),
@@ -417,7 +417,7 @@ impl Recorder {
     fn stage_event(&self, stage: Stage) -> Event {
         let mut event = self.event.clone();
         event.stage = stage;
-        event.stage_timestamp = MicroTime(jiff::Timestamp::now());
+        event.stage_timestamp = MicroTime(badge_api::clock::now());
         event
     }
 
@@ -432,7 +432,7 @@ impl Recorder {
         if self.decision.records(stage) {
             let mut event = self.event;
             event.stage = stage;
-            event.stage_timestamp = MicroTime(jiff::Timestamp::now());
+            event.stage_timestamp = MicroTime(badge_api::clock::now());
             self.auditor.emit(event);
         }
     }
@@ -787,7 +787,7 @@ mod tests {
             &uri,
             &headers,
             "10.1.2.3:4".parse().ok(),
-            jiff::Timestamp::now(),
+            badge_api::clock::now(),
         );
         let info = badge_api::request_info::parse("GET", uri.path(), uri.query()).unwrap();
         let user = UserInfo::from_certificate("alice", &["devs".to_string()]);

@@ -8,8 +8,12 @@
 use std::sync::Arc;
 
 use badge_api::Status;
-use badge_auth::{TokenAuthenticator, TokenOutcome, UserInfo};
+use badge_auth::{TokenAuthenticator, TokenCredential, TokenOutcome, UserInfo};
 use http::{HeaderMap, header};
+
+/// The address of the client at the other end of the connection, as a request extension.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientAddress(pub std::net::SocketAddr);
 
 /// Who the connection's client certificate says the caller is, when it presented one.
 #[derive(Clone, Debug, Default)]
@@ -18,7 +22,8 @@ pub struct PeerIdentity(pub Option<UserInfo>);
 /// What one authenticator makes of a request.
 #[derive(Debug)]
 pub enum Outcome {
-    Authenticated(UserInfo),
+    /// The user, and the ServiceAccount token that authenticated it (for usage records).
+    Authenticated(UserInfo, Option<Arc<TokenCredential>>),
     /// The request carries no credential of this authenticator's kind.
     NoCredential,
     /// It carries one, and the credential fails.
@@ -36,7 +41,7 @@ pub struct ClientCertificate;
 impl RequestAuthenticator for ClientCertificate {
     fn authenticate(&self, _: &HeaderMap, peer: &PeerIdentity) -> Outcome {
         match &peer.0 {
-            Some(user) => Outcome::Authenticated(user.clone()),
+            Some(user) => Outcome::Authenticated(user.clone(), None),
             None => Outcome::NoCredential,
         }
     }
@@ -89,7 +94,7 @@ impl RequestAuthenticator for BearerToken {
             Bearer::Unreadable => return Outcome::Refused,
         };
         match self.tokens.authenticate_token(token.expose(), &self.audiences) {
-            TokenOutcome::Authenticated { user, .. } => Outcome::Authenticated(user),
+            TokenOutcome::Authenticated { user, credential, .. } => Outcome::Authenticated(user, credential),
             TokenOutcome::Invalid(reason) => {
                 // Why it failed stays in the server, and never includes the token.
                 tracing::debug!(%reason, "bearer token refused");
@@ -117,12 +122,22 @@ impl Authentication {
 
     /// Authenticates the request, removing its credential header.
     pub fn authenticate(&self, headers: &mut HeaderMap, peer: &PeerIdentity) -> Result<UserInfo, Status> {
+        self.authenticate_request(headers, peer).map(|(user, _)| user)
+    }
+
+    /// Authenticates the request, removing its credential header: the user, and the
+    /// ServiceAccount token it authenticated with, if it did.
+    pub fn authenticate_request(
+        &self,
+        headers: &mut HeaderMap,
+        peer: &PeerIdentity,
+    ) -> Result<(UserInfo, Option<Arc<TokenCredential>>), Status> {
         let mut refused = false;
         let mut user = None;
         for authenticator in &self.authenticators {
             match authenticator.authenticate(headers, peer) {
-                Outcome::Authenticated(found) => {
-                    user = Some(found);
+                Outcome::Authenticated(found, credential) => {
+                    user = Some((found, credential));
                     break;
                 }
                 Outcome::Refused => refused = true,
@@ -131,8 +146,8 @@ impl Authentication {
         }
         headers.remove(header::AUTHORIZATION);
         match user {
-            Some(user) => Ok(user),
-            None if !refused && self.anonymous => Ok(UserInfo::anonymous()),
+            Some(found) => Ok(found),
+            None if !refused && self.anonymous => Ok((UserInfo::anonymous(), None)),
             None => Err(Status::unauthorized()),
         }
     }

@@ -29,10 +29,6 @@ use crate::response::{self, Body};
 #[derive(Clone, Debug)]
 pub struct ParsedRequestInfo(pub Result<badge_api::request_info::RequestInfo, PathError>);
 
-/// The address of the connection a request came on, set by the server.
-#[derive(Clone, Copy, Debug)]
-pub struct RemoteAddr(pub std::net::SocketAddr);
-
 /// What the chain learns of a request that the edge records once it is answered.
 #[derive(Default)]
 struct Exchange {
@@ -59,7 +55,7 @@ impl ApiServer {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let started = std::time::Instant::now();
-        let received = jiff::Timestamp::now();
+        let received = badge_api::clock::now();
         let audit_id = request
             .headers()
             .get(AUDIT_ID_HEADER)
@@ -132,15 +128,18 @@ impl ApiServer {
             self.metrics
                 .request_series(crate::metrics::RequestLabels::of(&info, apply, known)),
         );
-        let meta = self.audit_log.as_ref().map(|_| {
-            let remote = extensions.get::<RemoteAddr>().map(|r| r.0);
-            crate::audit::RequestMeta::new(audit_id, &uri, &headers, remote, received)
-        });
+        let remote = extensions
+            .get::<crate::authentication::ClientAddress>()
+            .map(|a| a.0);
+        let meta = self
+            .audit_log
+            .as_ref()
+            .map(|_| crate::audit::RequestMeta::new(audit_id, &uri, &headers, remote, received));
         let had_credential = headers.contains_key(http::header::AUTHORIZATION);
-        let authenticated = match self.authentication.authenticate(&mut headers, peer) {
-            Ok(user) => {
+        let (authenticated, credential) = match self.authentication.authenticate_request(&mut headers, peer) {
+            Ok(found) => {
                 self.metrics.authentication(AuthenticationResult::Success);
-                user
+                found
             }
             Err(status) => {
                 self.metrics.authentication(if had_credential {
@@ -154,6 +153,14 @@ impl ApiServer {
                 return Err(status);
             }
         };
+        if let Some(credential) = &credential {
+            let agent = headers
+                .get(http::header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            self.usage
+                .record(credential, badge_api::clock::now(), remote.map(|a| a.ip()), agent);
+        }
         if let (Some(auditor), Some(meta)) = (&self.audit_log, &meta) {
             exchange.recorder = auditor.begin(meta, &info, &authenticated);
         }
@@ -223,7 +230,7 @@ mod tests {
             Arc::new(crate::metrics::Metrics::default()),
         ));
         let uri: http::Uri = "/api/v1/namespaces/a/configmaps".parse().unwrap();
-        let meta = RequestMeta::new("id", &uri, &http::HeaderMap::new(), None, jiff::Timestamp::now());
+        let meta = RequestMeta::new("id", &uri, &http::HeaderMap::new(), None, badge_api::clock::now());
         let info = request_info::parse("POST", uri.path(), None).unwrap();
         let user = badge_auth::UserInfo::from_certificate("alice", &[]);
         let exchange = Exchange {

@@ -9,6 +9,7 @@ pub mod authentication;
 mod authorization;
 mod certificates;
 pub mod discovery;
+mod go_duration;
 pub mod handler;
 mod impersonation;
 mod keys_api;
@@ -29,6 +30,7 @@ pub mod serviceaccount;
 pub mod table;
 pub mod tokenrequest;
 mod tokenreview;
+pub mod usage;
 pub mod watch;
 
 use std::sync::Arc;
@@ -86,6 +88,8 @@ pub struct ApiServer {
     pub metrics: Arc<metrics::Metrics>,
     /// Fires when the server shuts down, ending open watches.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Token issuance and use, noted for the `identity.badge.dev` records.
+    pub usage: Arc<usage::UsageRecorder>,
 }
 
 impl ApiServer {
@@ -112,7 +116,14 @@ impl ApiServer {
             audit_log: None,
             metrics: Arc::new(metrics::Metrics::default()),
             shutdown,
+            usage: Arc::new(usage::UsageRecorder::default()),
         }
+    }
+
+    /// Notes token issuance and use with `recorder` (`--token-usage-tracking`).
+    pub fn with_usage(mut self, recorder: usage::UsageRecorder) -> ApiServer {
+        self.usage = Arc::new(recorder);
+        self
     }
 
     /// Authorizes with `system:masters` then RBAC, as `--authorization-mode=RBAC`.

@@ -25,6 +25,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tokio::time::{Instant, Sleep};
 
 use crate::ApiServer;
+pub use crate::go_duration::parse_go_duration;
 use crate::handler::PeerIdentity;
 use crate::response::{self, Body, ServerFailure};
 
@@ -427,110 +428,12 @@ impl<B> Drop for GuardedBody<B> {
     }
 }
 
-/// Parses a Go duration (`time.ParseDuration`): `300ms`, `1.5h`, `2h45m`, `-1s`; a negative
-/// duration is zero. The error reads as Go's.
-pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
-    let invalid = || format!("time: invalid duration {text:?}");
-    let (negative, mut rest) = match text.as_bytes().first() {
-        Some(b'-') => (true, &text[1..]),
-        Some(b'+') => (false, &text[1..]),
-        _ => (false, text),
-    };
-    if rest == "0" {
-        return Ok(Duration::ZERO);
-    }
-    if rest.is_empty() {
-        return Err(invalid());
-    }
-    let mut total: u128 = 0;
-    while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
-        let (whole, after) = rest.split_at(digits);
-        let (fraction, after) = match after.strip_prefix('.') {
-            Some(after) => {
-                let n = after.find(|c: char| !c.is_ascii_digit()).unwrap_or(after.len());
-                after.split_at(n)
-            }
-            None => ("", after),
-        };
-        if whole.is_empty() && fraction.is_empty() {
-            return Err(invalid());
-        }
-        let unit_len = after
-            .find(|c: char| c == '.' || c.is_ascii_digit())
-            .unwrap_or(after.len());
-        let (unit, after) = after.split_at(unit_len);
-        let nanos_per_unit: u128 = match unit {
-            "ns" => 1,
-            "us" | "µs" | "μs" => 1_000,
-            "ms" => 1_000_000,
-            "s" => 1_000_000_000,
-            "m" => 60_000_000_000,
-            "h" => 3_600_000_000_000,
-            "" => return Err(format!("time: missing unit in duration {text:?}")),
-            other => return Err(format!("time: unknown unit {other:?} in duration {text:?}")),
-        };
-        let whole: u128 = if whole.is_empty() {
-            0
-        } else {
-            whole.parse().map_err(|_| invalid())?
-        };
-        let mut part = whole
-            .checked_mul(nanos_per_unit)
-            .filter(|&part| part <= i64::MAX as u128)
-            .ok_or_else(invalid)?;
-        let mut scale = nanos_per_unit;
-        for digit in fraction.bytes().take(30) {
-            scale /= 10;
-            part += u128::from(digit - b'0') * scale;
-        }
-        total = total.checked_add(part).ok_or_else(invalid)?;
-        // Go's durations are signed 64-bit nanoseconds.
-        if total > i64::MAX as u128 {
-            return Err(invalid());
-        }
-        rest = after;
-    }
-    if negative {
-        return Ok(Duration::ZERO);
-    }
-    Ok(Duration::from_nanos(total as u64))
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
     use http_body_util::BodyExt;
-
-    #[test]
-    fn go_durations() {
-        let ok = |s: &str| parse_go_duration(s).unwrap();
-        assert_eq!(ok("0"), Duration::ZERO);
-        assert_eq!(ok("1s"), Duration::from_secs(1));
-        assert_eq!(ok("300ms"), Duration::from_millis(300));
-        assert_eq!(ok("1.5h"), Duration::from_secs(5400));
-        assert_eq!(ok("2h45m"), Duration::from_secs(9900));
-        assert_eq!(ok(".5s"), Duration::from_millis(500));
-        assert_eq!(ok("1µs"), Duration::from_micros(1));
-        assert_eq!(ok("-5s"), Duration::ZERO);
-        assert_eq!(
-            parse_go_duration("bogus").unwrap_err(),
-            "time: invalid duration \"bogus\""
-        );
-        assert_eq!(
-            parse_go_duration("10").unwrap_err(),
-            "time: missing unit in duration \"10\""
-        );
-        assert_eq!(
-            parse_go_duration("3x").unwrap_err(),
-            "time: unknown unit \"x\" in duration \"3x\""
-        );
-        assert!(parse_go_duration("").is_err());
-        assert!(parse_go_duration(".s").is_err());
-        assert!(parse_go_duration("9999999999h").is_err());
-    }
 
     #[test]
     fn go_duration_fraction_past_the_largest_whole_is_invalid() {

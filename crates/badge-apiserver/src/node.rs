@@ -185,7 +185,9 @@ impl Authorizer for NodeAuthorizer {
             ("", "nodes", "status") => {
                 a.name == node && matches!(a.verb.as_str(), "get" | "update" | "patch")
             }
-            ("", "pods", "") => read,
+            // Deleting confirms a pod's termination; NodeRestriction limits it to the
+            // node's own pods.
+            ("", "pods", "") => read || a.verb == "delete",
             ("", "pods", "status") => matches!(a.verb.as_str(), "get" | "update" | "patch"),
             ("", "events", "") => matches!(a.verb.as_str(), "create" | "update" | "patch"),
             ("coordination.k8s.io", "leases", "") => {
@@ -267,6 +269,26 @@ pub async fn admit_node_token_request(
                 "node \"{node}\" is not authorized to request tokens for audience \"{audience}\" for service account \"{sa_name}\""
             )));
         }
+    }
+    Ok(())
+}
+
+/// NodeRestriction for a pod delete made by a node: only pods bound to that node.
+pub async fn admit_node_pod_delete(
+    registry: &Registry,
+    node: &str,
+    namespace: &str,
+    name: &str,
+) -> Result<(), Status> {
+    let pod = registry
+        .get(pods(), namespace, name, badge_registry::ReadFrom::Latest)
+        .await?;
+    if pod.pointer("/spec/nodeName").and_then(Value::as_str) != Some(node) {
+        return Err(Status::forbidden(
+            pods().group_resource(),
+            name,
+            &format!("node \"{node}\" can only delete pods with spec.nodeName set to itself"),
+        ));
     }
     Ok(())
 }

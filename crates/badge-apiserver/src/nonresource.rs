@@ -128,7 +128,7 @@ impl ApiServer {
             "ServiceAccount tokens verified, by the key id that signed them.",
         );
         if let Some(issuer) = &self.token_issuer {
-            let keys = issuer.keys.verification.current();
+            let keys = issuer.keys.current();
             let mut counts: Vec<(String, u64)> = keys
                 .keys()
                 .iter()

@@ -14,15 +14,13 @@ impl ApiServer {
         if !crate::serviceaccount::serves_discovery(&first) {
             return Err(Status::path_not_found());
         }
-        let keys = issuer.keys.public_keys();
+        // The published snapshot, whose JWKS was rendered when the keys last changed.
+        let keys = issuer.keys.current();
         let (body, content_type) = if path.ends_with("jwks") {
-            (
-                badge_token::oidc::jwks(&keys),
-                badge_token::oidc::JWKS_CONTENT_TYPE,
-            )
+            (keys.jwks().to_vec(), badge_token::oidc::JWKS_CONTENT_TYPE)
         } else {
             (
-                badge_token::oidc::openid_configuration(&first, &issuer.config.jwks_uri, &keys),
+                badge_token::oidc::openid_configuration(&first, &issuer.config.jwks_uri, keys.keys()),
                 badge_token::oidc::CONFIG_CONTENT_TYPE,
             )
         };

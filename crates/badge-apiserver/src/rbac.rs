@@ -1,7 +1,7 @@
 //! RBAC in the server: the index follows the watch cache, the default policy is reconciled
-//! at start (`bootstrappolicy` + `reconcile`), aggregated ClusterRoles are kept up to date
-//! (the clusterrole-aggregation controller), and writes of roles and bindings are checked
-//! for escalation (`pkg/registry/rbac/*/policybased`).
+//! at start (`bootstrappolicy` + `reconcile`), and writes of roles and bindings are checked
+//! for escalation (`pkg/registry/rbac/*/policybased`). Aggregated ClusterRoles are written
+//! by the clusterrole-aggregation controller (`badge-controllers`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,28 +62,16 @@ impl Rbac {
             follower.apply(&event);
         }
         follower.applied.send_replace(cache_watch.revision);
-        let aggregate_registry = registry.clone();
-        let aggregator = rbac.clone();
         tokio::spawn(async move {
-            let mut needs_aggregation = true;
             loop {
-                if needs_aggregation {
-                    needs_aggregation = false;
-                    if let Err(e) = aggregator.aggregate(&aggregate_registry).await {
-                        tracing::warn!(error = %e, "clusterrole aggregation failed");
-                    }
-                }
                 match cache_watch.next().await {
                     Ok(event) => {
-                        if event.key.starts_with("/registry/clusterroles/") {
-                            needs_aggregation = true;
-                        }
                         follower.apply(&event);
                         follower.applied.send_replace(event.revision);
                     }
                     Err(badge_registry::WatchEnd::Lagged | badge_registry::WatchEnd::Reset) => {
                         // Rebuild from the current state.
-                        match aggregate_registry.cache().watch("/registry/", None) {
+                        match registry.cache().watch("/registry/", None) {
                             Ok(mut fresh) => {
                                 follower.index.update(|p| *p = rbac::RbacPolicy::new());
                                 for event in fresh.initial.drain(..) {
@@ -91,7 +79,6 @@ impl Rbac {
                                 }
                                 follower.applied.send_replace(fresh.revision);
                                 cache_watch = fresh;
-                                needs_aggregation = true;
                             }
                             Err(_) => return,
                         }
@@ -121,34 +108,6 @@ impl Rbac {
     pub async fn wait_for(&self, revision: i64) {
         let mut rx = self.applied.subscribe();
         let _ = tokio::time::timeout(Duration::from_secs(2), rx.wait_for(|r| *r >= revision)).await;
-    }
-
-    /// Rewrites aggregated ClusterRoles whose rules differ from the union of their sources.
-    async fn aggregate(&self, registry: &Registry) -> Result<(), Status> {
-        let roles: Vec<ClusterRole> = self.index.snapshot().cluster_roles().cloned().collect();
-        for (name, rules) in rbac::aggregate(&roles) {
-            let rules = serde_json::to_value(&rules).map_err(|e| Status::internal(e.to_string()))?;
-            let result = registry
-                .update(
-                    rbac_resource("clusterroles"),
-                    "",
-                    &name,
-                    "",
-                    &WriteOptions::default(),
-                    |current| {
-                        let mut updated = current.clone();
-                        updated["rules"] = rules.clone();
-                        Ok(updated)
-                    },
-                )
-                .await;
-            match result {
-                Ok(_) => {}
-                Err(s) if s.is_not_found() => {}
-                Err(s) => return Err(s),
-            }
-        }
-        Ok(())
     }
 }
 

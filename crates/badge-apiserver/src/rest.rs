@@ -430,6 +430,12 @@ impl ApiServer {
                     }
                 }
             }
+            if let Some(grace) = body.get("gracePeriodSeconds").filter(|g| !g.is_null()) {
+                options.grace_period_seconds =
+                    Some(grace.as_i64().ok_or_else(|| {
+                        Status::bad_request(format!("invalid gracePeriodSeconds: {grace}"))
+                    })?);
+            }
             if let Some(pre) = body.get("preconditions") {
                 options.precondition_uid = pre.get("uid").and_then(Value::as_str).map(String::from);
                 options.precondition_resource_version = pre
@@ -437,6 +443,12 @@ impl ApiServer {
                     .and_then(Value::as_str)
                     .map(String::from);
             }
+        } else if let Some(grace) = call.query.get("gracePeriodSeconds").filter(|g| !g.is_empty()) {
+            options.grace_period_seconds = Some(
+                grace
+                    .parse()
+                    .map_err(|_| Status::bad_request(format!("invalid gracePeriodSeconds: {grace}")))?,
+            );
         }
         Ok(options)
     }
@@ -444,6 +456,12 @@ impl ApiServer {
     pub(crate) async fn delete(&self, call: &Call<'_>) -> Result<Response<Body>, Status> {
         let output = call.output()?;
         let options = Self::delete_options(call)?;
+        if call.resource.plural == "pods"
+            && let Some(node) = crate::node::node_name(&call.user)
+        {
+            crate::node::admit_node_pod_delete(&self.registry, node, &call.info.namespace, &call.info.name)
+                .await?;
+        }
         let outcome = self
             .registry
             .delete(call.resource, &call.info.namespace, &call.info.name, &options)
@@ -502,7 +520,7 @@ impl ApiServer {
 pub type SharedServer = Arc<ApiServer>;
 
 fn now_micro() -> String {
-    jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+    badge_api::clock::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 impl Call<'_> {

@@ -165,7 +165,7 @@ impl ApiServer {
                     user_info["extra"] = json!(user.extra);
                 }
                 object["metadata"] =
-                    json!({"creationTimestamp": badge_api::meta::format_time(jiff::Timestamp::now())});
+                    json!({"creationTimestamp": badge_api::meta::format_time(badge_api::clock::now())});
                 Ok(created(object, json!({"userInfo": user_info})))
             }
             "SelfSubjectAccessReview" => {

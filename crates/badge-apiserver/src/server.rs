@@ -110,7 +110,7 @@ pub async fn serve(
             let service = service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
                 request
                     .extensions_mut()
-                    .insert(crate::handler::RemoteAddr(remote));
+                    .insert(crate::authentication::ClientAddress(remote));
                 let api = api.clone();
                 let peer = peer.clone();
                 let filters = filters.clone();

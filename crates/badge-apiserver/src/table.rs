@@ -155,7 +155,64 @@ fn columns(resource: &str) -> Vec<Column> {
                 "State of the request, e.g. Pending, Approved, Denied, Failed...",
             ),
         ],
+        "issuedtokens" => vec![
+            NAME,
+            col(
+                "Service Account",
+                "string",
+                "The ServiceAccount the token authenticates as.",
+            ),
+            col("Bound To", "string", "The object the token is bound to."),
+            col("Expires", "string", "How long until the token expires."),
+            col(
+                "Last Used",
+                "string",
+                "How long ago the token last authenticated.",
+            ),
+            col("Uses", "integer", "How many times the token authenticated."),
+            col("Revoked", "boolean", "Whether the token has been revoked."),
+            wide("Key ID", "string", "The key that signed the token."),
+            wide("Requester", "string", "Who asked for the token."),
+            AGE,
+        ],
+        "serviceaccountusages" => vec![
+            NAME,
+            col(
+                "Last Authenticated",
+                "string",
+                "How long ago the ServiceAccount last authenticated.",
+            ),
+            col(
+                "Credential",
+                "string",
+                "The credential it last authenticated with.",
+            ),
+            col(
+                "Last Token Issued",
+                "string",
+                "How long ago a token was last issued for it.",
+            ),
+            col("Live Tokens", "integer", "How many of its tokens are live."),
+            AGE,
+        ],
         _ => vec![NAME, col("Created At", "date", "")],
+    }
+}
+
+/// How long ago `pointer` (a time) was, or `<never>`.
+fn ago(object: &Value, pointer: &str, now: jiff::Timestamp) -> String {
+    match meta::parse_time(string_at(object, pointer)) {
+        Some(t) => meta::human_duration(now.as_second() - t.as_second()),
+        None => "<never>".into(),
+    }
+}
+
+/// How long until `pointer` (a time) comes, `<expired>` once past, `<never>` when absent.
+fn until(object: &Value, pointer: &str, now: jiff::Timestamp) -> String {
+    match meta::parse_time(string_at(object, pointer)) {
+        Some(t) if t > now => meta::human_duration(t.as_second() - now.as_second()),
+        Some(_) => "<expired>".into(),
+        None => "<never>".into(),
     }
 }
 
@@ -209,6 +266,52 @@ fn cells(resource: &str, object: &Value, now: jiff::Timestamp) -> Vec<Value> {
     match resource {
         "namespaces" => vec![name, json!(string_at(object, "/status/phase")), age],
         "serviceaccounts" => vec![name, json!(count(object, "secrets")), age],
+        "issuedtokens" => {
+            let bound = match (
+                string_at(object, "/spec/boundObjectRef/kind"),
+                string_at(object, "/spec/boundObjectRef/name"),
+            ) {
+                ("", _) => "<none>".to_string(),
+                (kind, name) => format!("{kind}/{name}"),
+            };
+            vec![
+                name,
+                json!(string_at(object, "/spec/serviceAccountName")),
+                json!(bound),
+                json!(until(object, "/spec/expiresAt", now)),
+                json!(ago(object, "/status/lastUsed/time", now)),
+                json!(
+                    object
+                        .pointer("/status/useCount")
+                        .and_then(Value::as_i64)
+                        .unwrap_or(0)
+                ),
+                json!(
+                    object
+                        .pointer("/spec/revoked")
+                        .and_then(Value::as_bool)
+                        .unwrap_or(false)
+                ),
+                json!(or_none(string_at(object, "/spec/keyID").to_string())),
+                json!(or_none(string_at(object, "/spec/requester/username").to_string())),
+                age,
+            ]
+        }
+        "serviceaccountusages" => vec![
+            name,
+            json!(ago(object, "/status/lastAuthenticated/time", now)),
+            json!(or_none(
+                string_at(object, "/status/lastAuthenticated/credentialID").to_string()
+            )),
+            json!(ago(object, "/status/lastTokenIssued", now)),
+            json!(
+                object
+                    .pointer("/status/liveTokens")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0)
+            ),
+            age,
+        ],
         "secrets" => {
             let kind = string_at(object, "/type");
             vec![name, json!(kind), json!(count(object, "data")), age]
@@ -410,7 +513,7 @@ pub fn table<'a>(
     with_columns: bool,
     include: IncludeObject,
 ) -> Value {
-    let now = jiff::Timestamp::now();
+    let now = badge_api::clock::now();
     let rows: Vec<Value> = objects
         .into_iter()
         .map(|o| row(resource, o, now, include))

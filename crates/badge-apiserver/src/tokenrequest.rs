@@ -261,9 +261,16 @@ impl ApiServer {
             )
             .await?;
         }
-        let (reply, mut warnings) = issuer
-            .create(&self.registry, &call.info.namespace, &call.info.name, request)
+        let (reply, mut warnings, record) = issuer
+            .create(
+                &self.registry,
+                &call.info.namespace,
+                &call.info.name,
+                request,
+                &call.user.name,
+            )
             .await?;
+        self.usage.issued(record);
         warnings.extend(decode_warnings);
         let jti = jti_of(reply.status.token.expose());
         let bytes = reply

@@ -174,7 +174,7 @@ impl<'a> ReviewStatus<'a> {
     /// is good, the reason when it is bad, an empty user when no authenticator knows it.
     pub(crate) fn of(outcome: &'a TokenOutcome) -> ReviewStatus<'a> {
         match outcome {
-            TokenOutcome::Authenticated { user, audiences } => ReviewStatus {
+            TokenOutcome::Authenticated { user, audiences, .. } => ReviewStatus {
                 audiences: Some(audiences),
                 authenticated: Some(true),
                 error: None,
@@ -288,10 +288,20 @@ impl ApiServer {
             Some(requested) if !requested.is_empty() => requested,
             _ => &self.api_audiences,
         };
-        match &self.tokens {
+        let outcome = match &self.tokens {
             Some(tokens) => tokens.authenticate_token(&request.token, audiences),
             None => badge_auth::TokenOutcome::NotMine,
+        };
+        // A review is a use of the token by whoever was handed it; the reviewer's address is
+        // not the holder's, so none is recorded.
+        if let TokenOutcome::Authenticated {
+            credential: Some(credential),
+            ..
+        } = &outcome
+        {
+            self.usage.record(credential, badge_api::clock::now(), None, "");
         }
+        outcome
     }
 }
 
@@ -318,6 +328,7 @@ mod tests {
                     extra,
                 },
                 audiences: vec!["https://kubernetes.default.svc".into()],
+                credential: None,
             },
             TokenOutcome::Authenticated {
                 user: UserInfo {
@@ -325,6 +336,7 @@ mod tests {
                     ..Default::default()
                 },
                 audiences: Vec::new(),
+                credential: None,
             },
             TokenOutcome::NotMine,
             TokenOutcome::Invalid("token has expired".into()),

@@ -3,18 +3,50 @@
 //! "this is the user", or "mine, and it is bad". Token authenticators answer from memory
 //! (keys and the watch cache), so the trait is synchronous.
 
+use std::sync::Arc;
+
 use crate::user::UserInfo;
 
 /// What one authenticator says about a token.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TokenOutcome {
-    /// The token is valid: the user and the audiences it was accepted for.
-    Authenticated { user: UserInfo, audiences: Vec<String> },
+    /// The token is valid: the user, the audiences it was accepted for, and which
+    /// ServiceAccount token it was (None for other kinds of token).
+    Authenticated {
+        user: UserInfo,
+        audiences: Vec<String>,
+        credential: Option<Arc<TokenCredential>>,
+    },
     /// Not a token this authenticator recognises.
     NotMine,
     /// A token of this authenticator's kind that fails; the reason is for logs only and
     /// never contains the token.
     Invalid(String),
+}
+
+/// Which ServiceAccount token authenticated, so its use can be recorded: the name of its
+/// inventory record, never the token.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct TokenCredential {
+    pub namespace: String,
+    pub service_account: String,
+    /// The token's `jti`, or a legacy token's Secret name.
+    pub record: String,
+    pub legacy: bool,
+    /// `exp`, unix seconds; None for legacy tokens.
+    pub expires_at: Option<i64>,
+}
+
+impl TokenCredential {
+    /// The credential id: upstream's `JTI=<jti>` for bound tokens; `Secret=<name>` for a
+    /// legacy token, which has no jti.
+    pub fn credential_id(&self) -> String {
+        if self.legacy {
+            format!("Secret={}", self.record)
+        } else {
+            format!("JTI={}", self.record)
+        }
+    }
 }
 
 /// Authenticates bearer tokens.
@@ -66,9 +98,10 @@ impl TokenAuthenticator for AudienceAgnostic {
             return TokenOutcome::NotMine;
         }
         match self.inner.authenticate_token(token, audiences) {
-            TokenOutcome::Authenticated { user, .. } => TokenOutcome::Authenticated {
+            TokenOutcome::Authenticated { user, credential, .. } => TokenOutcome::Authenticated {
                 user,
                 audiences: accepted,
+                credential,
             },
             TokenOutcome::Invalid(reason) => TokenOutcome::Invalid(reason),
             TokenOutcome::NotMine => TokenOutcome::NotMine,
@@ -93,6 +126,7 @@ mod tests {
         let yes = TokenOutcome::Authenticated {
             user: UserInfo::anonymous(),
             audiences: vec![],
+            credential: None,
         };
         let u = TokenUnion(vec![
             Box::new(Fixed(TokenOutcome::NotMine)),
@@ -117,6 +151,7 @@ mod tests {
         let yes = TokenOutcome::Authenticated {
             user: UserInfo::anonymous(),
             audiences: vec![],
+            credential: None,
         };
         let wrapped = AudienceAgnostic {
             api_audiences: vec!["api".into(), "other-api".into()],

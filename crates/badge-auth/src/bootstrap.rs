@@ -135,6 +135,7 @@ impl TokenAuthenticator for BootstrapTokenAuthenticator {
         TokenOutcome::Authenticated {
             user,
             audiences: Vec::new(),
+            credential: None,
         }
     }
 }

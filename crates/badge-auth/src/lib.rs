@@ -9,6 +9,6 @@ pub mod rbac;
 pub mod serviceaccount;
 pub mod user;
 
-pub use authenticator::{TokenAuthenticator, TokenOutcome};
+pub use authenticator::{TokenAuthenticator, TokenCredential, TokenOutcome};
 pub use authorizer::{Attributes, Authorizer, Decision};
 pub use user::UserInfo;

@@ -10,10 +10,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use badge_token::claims::{self, Expectations, TokenKind, ValidatedClaims};
-use badge_token::{KeySet, jwt};
+use badge_token::{PublishedKeys, jwt};
 use parking_lot::RwLock;
 
-use crate::authenticator::{TokenAuthenticator, TokenOutcome};
+use crate::authenticator::{TokenAuthenticator, TokenCredential, TokenOutcome};
 use crate::user::UserInfo;
 
 /// How long a deleted object's tokens keep working (upstream's 60 s grace after
@@ -46,33 +46,6 @@ pub trait ServiceAccountTokenGetter: Send + Sync {
     fn node(&self, name: &str) -> Option<ObjectInfo>;
 }
 
-/// The current verification keys, swapped whole on rotation so readers never wait.
-#[derive(Default)]
-pub struct TokenKeys {
-    current: RwLock<Arc<KeySet>>,
-}
-
-impl TokenKeys {
-    pub fn new(keys: KeySet) -> TokenKeys {
-        TokenKeys {
-            current: RwLock::new(Arc::new(keys)),
-        }
-    }
-
-    /// The key set now; cheap (an `Arc` clone under a read lock held for no longer).
-    pub fn current(&self) -> Arc<KeySet> {
-        self.current.read().clone()
-    }
-
-    /// Swaps in `keys`, keeping the usage counters of the keys it shares with the set it
-    /// replaces.
-    pub fn replace(&self, mut keys: KeySet) {
-        let mut current = self.current.write();
-        keys.carry_usage_from(&current);
-        *current = Arc::new(keys);
-    }
-}
-
 /// Verified tokens, so a token seen before skips signature verification. Keyed by an
 /// HMAC of the token and audiences under a per-process random key (upstream's
 /// `cached_token_authenticator`), so no token sits in memory as a key. Entries only stand
@@ -91,6 +64,23 @@ type CacheShard = RwLock<std::collections::HashMap<[u8; 32], Arc<CachedToken>>>;
 pub struct CachedToken {
     kid: String,
     claims: ValidatedClaims,
+    /// Built once per verified token, so a hit hands it out with a reference count.
+    credential: Option<Arc<TokenCredential>>,
+}
+
+/// The inventory name of a verified token: its jti, or its legacy Secret.
+fn credential_of(claims: &ValidatedClaims) -> Option<Arc<TokenCredential>> {
+    let (record, legacy) = match claims.kind {
+        TokenKind::Legacy => (claims.legacy_secret_name.clone()?, true),
+        TokenKind::Bound => (claims.jti.clone()?, false),
+    };
+    Some(Arc::new(TokenCredential {
+        namespace: claims.namespace.clone(),
+        service_account: claims.service_account.name.clone(),
+        record,
+        legacy,
+        expires_at: claims.expires_at,
+    }))
 }
 
 /// The most entries kept; a shard is emptied when full (tokens are cheap to re-verify).
@@ -183,7 +173,8 @@ pub static TOKEN_COUNTERS: TokenCounters = TokenCounters {
 
 /// The authenticator.
 pub struct ServiceAccountAuthenticator {
-    pub keys: Arc<TokenKeys>,
+    /// The published key snapshot (`badge_token::keyset`), read without a lock.
+    pub keys: Arc<PublishedKeys>,
     /// Every `--service-account-issuer`.
     pub issuers: Vec<String>,
     /// `--api-audiences`.
@@ -194,7 +185,8 @@ pub struct ServiceAccountAuthenticator {
     pub cache: VerifiedCache,
 }
 
-/// The wall clock in unix seconds.
+/// The wall clock in unix seconds: the authenticators' clock.
+#[allow(clippy::disallowed_methods, reason = "the authenticators' one clock read")]
 pub fn now() -> i64 {
     jiff::Timestamp::now().as_second()
 }
@@ -332,7 +324,7 @@ impl ServiceAccountAuthenticator {
                 .is_some_and(|exp| now > exp + claims::LEEWAY_SECONDS);
             if !expired && let Some(usage) = keys.usage(&hit.kid) {
                 TOKEN_COUNTERS.cache_hits.fetch_add(1, Ordering::Relaxed);
-                let outcome = self.finish(token, &hit.claims, now);
+                let outcome = self.finish(token, &hit.claims, hit.credential.clone(), now);
                 if matches!(outcome, TokenOutcome::Authenticated { .. }) {
                     usage.record(now);
                 }
@@ -356,7 +348,8 @@ impl ServiceAccountAuthenticator {
             Ok(v) => v,
             Err(e) => return TokenOutcome::Invalid(e.to_string()),
         };
-        let outcome = self.finish(token, &validated, now);
+        let credential = credential_of(&validated);
+        let outcome = self.finish(token, &validated, credential.clone(), now);
         if matches!(outcome, TokenOutcome::Authenticated { .. }) {
             if let Some(usage) = keys.usage(verified.kid()) {
                 usage.record(now);
@@ -366,6 +359,7 @@ impl ServiceAccountAuthenticator {
                 CachedToken {
                     kid: verified.kid().to_string(),
                     claims: validated,
+                    credential,
                 },
             );
         }
@@ -373,7 +367,13 @@ impl ServiceAccountAuthenticator {
     }
 
     /// The object checks and the user, for a token whose signature and claims are good.
-    fn finish(&self, token: &str, validated: &ValidatedClaims, now: i64) -> TokenOutcome {
+    fn finish(
+        &self,
+        token: &str,
+        validated: &ValidatedClaims,
+        credential: Option<Arc<TokenCredential>>,
+        now: i64,
+    ) -> TokenOutcome {
         if let Err(reason) = self.check_objects(token, validated, now) {
             return TokenOutcome::Invalid(reason);
         }
@@ -393,6 +393,7 @@ impl ServiceAccountAuthenticator {
         TokenOutcome::Authenticated {
             user,
             audiences: validated.audiences.clone(),
+            credential,
         }
     }
 }
@@ -457,7 +458,10 @@ mod tests {
         let objects = Arc::new(Objects::default());
         objects.put("sa/demo/app", "sa-uid");
         let auth = ServiceAccountAuthenticator {
-            keys: Arc::new(TokenKeys::new(KeySet::new(Some(key.clone()), []))),
+            keys: Arc::new(PublishedKeys::new(badge_token::KeySet::new(
+                Some(key.clone()),
+                [],
+            ))),
             issuers: vec![ISSUER.into()],
             api_audiences: vec![ISSUER.into()],
             getter: objects.clone(),
@@ -485,7 +489,12 @@ mod tests {
         let (key, objects, auth) = setup();
         objects.put("pod/demo/p", "pod-uid");
         let token = bound(&key, Some(ObjectRef::new("p", "pod-uid")));
-        let TokenOutcome::Authenticated { user, audiences } = auth.authenticate(&token, &[]) else {
+        let TokenOutcome::Authenticated {
+            user,
+            audiences,
+            credential,
+        } = auth.authenticate(&token, &[])
+        else {
             panic!("refused")
         };
         assert_eq!(user.name, "system:serviceaccount:demo:app");
@@ -504,6 +513,25 @@ mod tests {
         );
         assert!(user.extra["authentication.kubernetes.io/credential-id"][0].starts_with("JTI="));
         assert_eq!(audiences, vec![ISSUER.to_string()]);
+        // The usage record is named by the same jti the credential id carries.
+        let credential = credential.unwrap();
+        assert_eq!(
+            credential.credential_id(),
+            user.extra["authentication.kubernetes.io/credential-id"][0]
+        );
+        assert_eq!(
+            (credential.namespace.as_str(), credential.service_account.as_str()),
+            ("demo", "app")
+        );
+        assert!(!credential.legacy);
+        // A cache hit names the same credential.
+        let TokenOutcome::Authenticated {
+            credential: again, ..
+        } = auth.authenticate(&token, &[])
+        else {
+            panic!("refused")
+        };
+        assert_eq!(again.as_deref(), Some(&*credential));
     }
 
     #[test]
@@ -552,7 +580,7 @@ mod tests {
         ));
         // Dropping the key (revocation) kills it too.
         let other = SigningKey::generate_ec(badge_token::Curve::P256).unwrap();
-        auth.keys.replace(KeySet::new(Some(other), []));
+        auth.keys.publish(badge_token::KeySet::new(Some(other), []));
         assert!(!matches!(
             auth.authenticate(&token, &[]),
             TokenOutcome::Authenticated { .. }
@@ -586,7 +614,7 @@ mod tests {
         assert!(matches!(auth.authenticate(&token, &[]), TokenOutcome::Invalid(_)));
         assert_eq!(usage(&auth).0, 2);
         // Rebuilding the key set keeps the counts.
-        auth.keys.replace(KeySet::new(Some(key.clone()), []));
+        auth.keys.publish(badge_token::KeySet::new(Some(key.clone()), []));
         assert_eq!(usage(&auth).0, 2);
     }
 
@@ -608,6 +636,7 @@ mod tests {
             let entry = CachedToken {
                 kid: seen.kid.clone(),
                 claims: seen.claims.clone(),
+                credential: None,
             };
             auth.cache.insert(fingerprint_of(i), entry);
             assert!(auth.cache.get(&fingerprint_of(i)).is_some());
@@ -678,10 +707,16 @@ mod tests {
                 invalidated: false,
             },
         );
-        assert!(matches!(
-            auth.authenticate(&token, &[]),
-            TokenOutcome::Authenticated { .. }
-        ));
+        let TokenOutcome::Authenticated { credential, .. } = auth.authenticate(&token, &[]) else {
+            panic!("refused")
+        };
+        let credential = credential.unwrap();
+        assert_eq!(
+            credential.credential_id(),
+            "Secret=app-token",
+            "named after its Secret"
+        );
+        assert!(credential.legacy && credential.expires_at.is_none());
         objects
             .0
             .lock()

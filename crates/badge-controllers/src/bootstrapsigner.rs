@@ -135,7 +135,7 @@ async fn reconcile(registry: &Registry) -> Result<Action, Status> {
     else {
         return Ok(Action::Done);
     };
-    let (wanted, next_expiry) = wanted_signatures(registry, content, jiff::Timestamp::now());
+    let (wanted, next_expiry) = wanted_signatures(registry, content, badge_api::clock::now());
     // A little past the instant, so the next look sees the token expired.
     let next = match next_expiry {
         Some(left) => Action::RequeueAfter(left + Duration::from_millis(10)),

@@ -1,11 +1,15 @@
-//! Automatic rotation of the ServiceAccount signing keys (`--service-account-key-rotation-period`).
-//! Upstream has no counterpart (rotation is an operator procedure there); this follows the
-//! key ring's schedule: when the signer is older than the period the next key is published,
-//! signs after the publish lead, and the old key leaves the JWKS once its tokens have expired.
+//! The ServiceAccount signing keys' scheduled writes: automatic rotation
+//! (`--service-account-key-rotation-period`), dropping keys whose tokens have all expired from
+//! the stored ring, and sealing a ring an older version stored in the clear. Upstream has no
+//! counterpart (rotation is an operator procedure there); this follows the key ring's
+//! schedule (`badge_token::keyset`): when the signer is older than the period the next key is
+//! published, signs after the publish lead, and the old key leaves the JWKS once its tokens
+//! have expired.
 //!
-//! Only the lease holder rotates, so a deployment rotates once; the ring is shared through
-//! the store, where every server reads it. Nothing polls: the controller sleeps until the
-//! ring's next transition and wakes early when the ring changes or leadership moves.
+//! Only the lease holder writes, so a deployment rotates once; the ring is shared through
+//! the store, where every server follows it with a watch (`badge-keys`). Nothing polls: the
+//! controller sleeps until the ring's next transition and wakes early when the ring changes
+//! or leadership moves.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -28,12 +32,35 @@ pub trait RotatingKeys: Send + Sync + 'static {
     fn ring_changes(&self) -> watch::Receiver<i64>;
 }
 
-/// How long until unix second `at`, a little past it so the wake-up sees it as due.
-fn until(at: i64) -> Duration {
-    let now = jiff::Timestamp::now().as_nanosecond();
-    let at = i128::from(at) * 1_000_000_000;
-    let nanos = u64::try_from((at - now).max(0)).unwrap_or(u64::MAX);
-    Duration::from_nanos(nanos) + Duration::from_millis(20)
+impl RotatingKeys for badge_keys::ServiceAccountKeys {
+    fn next_transition(&self) -> Option<i64> {
+        badge_keys::ServiceAccountKeys::next_transition(self)
+    }
+
+    async fn apply_due(&self) -> Result<(), Status> {
+        badge_keys::ServiceAccountKeys::apply_due(self).await
+    }
+
+    fn ring_changes(&self) -> watch::Receiver<i64> {
+        badge_keys::ServiceAccountKeys::ring_changes(self)
+    }
+}
+
+impl crate::LegacyTokenSigner for badge_keys::ServiceAccountKeys {
+    fn sign_legacy(&self, claims: &badge_token::LegacyClaims) -> Result<badge_token::jwt::Token, String> {
+        self.sign(&claims.to_value()).map_err(|s| s.message)
+    }
+
+    /// A key verifies while it is in the verification set; with none loaded nothing is
+    /// judged stale.
+    fn verifies_kid(&self, kid: &str) -> bool {
+        let keys = self.public_keys();
+        keys.is_empty() || keys.iter().any(|k| k.kid() == kid)
+    }
+
+    fn key_changes(&self) -> Option<tokio::sync::watch::Receiver<Vec<String>>> {
+        Some(self.verifying_kids())
+    }
 }
 
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -53,7 +80,7 @@ pub fn spawn<K: RotatingKeys>(keys: Arc<K>, mut leading: Option<Leading>) {
             let wait = match keys.apply_due().await {
                 Ok(()) => {
                     backoff = Duration::from_millis(250);
-                    keys.next_transition().map(until)
+                    keys.next_transition().map(badge_keys::until)
                 }
                 Err(status) => {
                     tracing::warn!(error = %status, "service account key rotation failed; retrying");
@@ -108,7 +135,7 @@ mod tests {
         }
 
         async fn apply_due(&self) -> Result<(), Status> {
-            let now = jiff::Timestamp::now().as_second();
+            let now = badge_api::clock::now().as_second();
             let mut due = self.due.lock();
             if due.is_some_and(|d| d <= now) {
                 *due = None;
@@ -124,7 +151,7 @@ mod tests {
 
     #[tokio::test]
     async fn applies_when_due_only_while_leading_and_wakes_on_ring_changes() {
-        let now = jiff::Timestamp::now().as_second();
+        let now = badge_api::clock::now().as_second();
         let keys = Arc::new(Scripted {
             due: Mutex::new(Some(now - 1)),
             applied: Mutex::new(Vec::new()),

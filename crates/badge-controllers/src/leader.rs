@@ -57,7 +57,7 @@ pub fn spawn(registry: Arc<Registry>, identity: String) -> Leading {
 
 /// One round: take a free or expired lease, renew our own, or observe another holder.
 async fn try_acquire_or_renew(registry: &Registry, identity: &str) -> Result<bool, Status> {
-    let now = jiff::Timestamp::now();
+    let now = badge_api::clock::now();
     let duration = LEASE_DURATION.as_secs() as i64;
     let current = match registry
         .get(leases(), LEASE_NAMESPACE, LEASE_NAME, ReadFrom::Latest)

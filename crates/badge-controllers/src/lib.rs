@@ -9,13 +9,21 @@
 //!   `kube-public/cluster-info` kubeconfig into it.
 //! - `csrapproving`, `csrsigning`: node client certificate requests are approved, and
 //!   approved client requests signed with the cluster CA.
-//! - `keyrotation`: the ServiceAccount signing keys rotate on a period (when configured).
+//! - `clusterrole-aggregation`: aggregated ClusterRoles hold the union of the rules of the
+//!   ClusterRoles they select.
+//! - `keyrotation`: the ServiceAccount key ring's scheduled changes are written to the store
+//!   (rotation on a period when configured; keys whose tokens have all expired dropped).
+//! - `pod-garbage-collector`: pods no node will finish (orphans, and terminating pods on a
+//!   node whose agent is gone) are force-deleted.
 
 pub mod bootstrapsigner;
 pub mod clusterinfo;
+pub mod clusterroleaggregation;
 pub mod csr;
+pub mod issuedtokens;
 pub mod keyrotation;
 pub mod leader;
+pub mod podgc;
 pub mod runtime;
 pub mod tokencleaner;
 pub mod tokens;
@@ -105,7 +113,10 @@ pub fn spawn_all(registry: Arc<Registry>, ca_pem: String, leading: Option<leader
             .unwrap_or_default()
     });
     tokencleaner::spawn(registry.clone(), leading.clone());
+    issuedtokens::spawn(registry.clone(), leading.clone());
+    clusterroleaggregation::spawn(registry.clone(), leading.clone());
     bootstrapsigner::spawn(registry.clone(), leading.clone());
+    podgc::spawn(registry.clone(), leading.clone());
 
     let namespaces = namespaces.with_leader_election(leading);
     let reg = registry;

@@ -1,7 +1,7 @@
 //! A small controller runtime: cache events are mapped to keys, keys are queued without
 //! duplicates, one worker reconciles them, failures are retried with backoff.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,7 +25,8 @@ pub struct Controller {
     name: &'static str,
     registry: Arc<Registry>,
     keys_of: KeysOf,
-    queue: Mutex<(Vec<String>, HashSet<String>)>,
+    /// A deque: a watch's initial list can queue one key per object (an IssuedToken each).
+    queue: Mutex<(VecDeque<String>, HashSet<String>)>,
     wake: Notify,
     /// Reconcile only while this server leads (None: always).
     leading: Option<crate::leader::Leading>,
@@ -41,7 +42,7 @@ impl Controller {
             name,
             registry,
             keys_of: Box::new(keys_of),
-            queue: Mutex::new((Vec::new(), HashSet::new())),
+            queue: Mutex::new((VecDeque::new(), HashSet::new())),
             wake: Notify::new(),
             leading: None,
         })
@@ -61,7 +62,7 @@ impl Controller {
     pub fn enqueue(&self, key: String) {
         let mut queue = self.queue.lock();
         if queue.1.insert(key.clone()) {
-            queue.0.push(key);
+            queue.0.push_back(key);
             drop(queue);
             self.wake.notify_one();
         }
@@ -69,10 +70,7 @@ impl Controller {
 
     fn pop(&self) -> Option<String> {
         let mut queue = self.queue.lock();
-        if queue.0.is_empty() {
-            return None;
-        }
-        let key = queue.0.remove(0);
+        let key = queue.0.pop_front()?;
         queue.1.remove(&key);
         Some(key)
     }

@@ -71,7 +71,7 @@ async fn reconcile(registry: &Registry, name: &str) -> Result<Action, Status> {
     if secret.get("type").and_then(Value::as_str) != Some(SECRET_TYPE) {
         return Ok(Action::Done);
     }
-    match expiry(expiration_of(&secret).as_deref(), jiff::Timestamp::now()) {
+    match expiry(expiration_of(&secret).as_deref(), badge_api::clock::now()) {
         Expiry::Never => Ok(Action::Done),
         // A little past the instant, so the next look sees it expired.
         Expiry::In(left) => Ok(Action::RequeueAfter(left + Duration::from_millis(10))),

@@ -2,7 +2,10 @@
 //! ServiceAccount token Secrets with a legacy token, the CA and the namespace, deletes token
 //! Secrets whose ServiceAccount is gone, and — with
 //! `--legacy-service-account-token-auto-generation`, as before Kubernetes 1.24 — creates a
-//! token Secret for every ServiceAccount and lists it in `.secrets`.
+//! token Secret for every ServiceAccount and lists it in `.secrets`. Legacy tokens never
+//! expire, so a Secret whose token was signed by a key that no longer verifies (retired or
+//! revoked) gets a new token from the current key; every token Secret is looked at again
+//! whenever the keys change.
 
 use std::sync::Arc;
 
@@ -22,6 +25,36 @@ pub const SA_UID_ANNOTATION: &str = "kubernetes.io/service-account.uid";
 /// Signs legacy tokens; the server's key holder implements it.
 pub trait LegacyTokenSigner: Send + Sync {
     fn sign_legacy(&self, claims: &LegacyClaims) -> Result<badge_token::Token, String>;
+
+    /// Whether tokens signed by the key `kid` still verify: false once it was retired or
+    /// revoked.
+    fn verifies_kid(&self, kid: &str) -> bool {
+        let _ = kid;
+        true
+    }
+
+    /// The kids that verify, notified whenever that set changes.
+    fn key_changes(&self) -> Option<tokio::sync::watch::Receiver<Vec<String>>> {
+        None
+    }
+}
+
+/// The `kid` in the header of a JWT, read without verifying it.
+fn token_kid(token: &str) -> Option<String> {
+    let header = token.split('.').next()?;
+    let header = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header.trim_end_matches('='))
+        .ok()?;
+    let header: Value = serde_json::from_slice(&header).ok()?;
+    header.get("kid")?.as_str().map(str::to_string)
+}
+
+/// The kid of the token in a token Secret's data when that key no longer verifies.
+fn stale_kid(secret: &Value, signer: &dyn LegacyTokenSigner) -> Option<String> {
+    let encoded = secret.get("data")?.get("token")?.as_str()?;
+    let token = base64::engine::general_purpose::STANDARD.decode(encoded).ok()?;
+    let kid = token_kid(std::str::from_utf8(&token).ok()?)?;
+    (!signer.verifies_kid(&kid)).then_some(kid)
 }
 
 fn core(plural: &str) -> &'static Resource {
@@ -60,6 +93,25 @@ pub fn spawn(
         Vec::new()
     });
     let controller = controller.with_leader_election(leading);
+    if let Some(mut changes) = signer.key_changes() {
+        let controller = controller.clone();
+        let registry = registry.clone();
+        tokio::spawn(async move {
+            while changes.changed().await.is_ok() {
+                let Ok(page) = registry
+                    .list(core("secrets"), "", &Filter::default(), ReadFrom::Any, 0, None)
+                    .await
+                else {
+                    continue;
+                };
+                for secret in page.items.iter().filter(|s| is_token_secret(s)) {
+                    if let Some(sa) = meta::annotation(secret, SA_NAME_ANNOTATION) {
+                        controller.enqueue(format!("{}/{sa}", meta::namespace(secret)));
+                    }
+                }
+            }
+        });
+    }
     controller.spawn(move |key| {
         let registry = registry.clone();
         let signer = signer.clone();
@@ -118,9 +170,14 @@ async fn reconcile(
                 .and_then(Value::as_str)
                 .is_some_and(|v| !v.is_empty())
         };
-        if has("token") && has("ca.crt") && has("namespace") && annotated_uid == sa_uid {
+        let stale = stale_kid(secret, signer);
+        if has("token") && has("ca.crt") && has("namespace") && annotated_uid == sa_uid && stale.is_none() {
             continue;
         }
+        // Replaced only if still the token seen here, not one another writer put in since.
+        let stale_token = stale
+            .as_ref()
+            .and_then(|_| secret.get("data")?.get("token")?.as_str().map(str::to_string));
         let claims = LegacyClaims {
             namespace: ns.to_string(),
             service_account: ObjectRef::new(sa_name, sa_uid.clone()),
@@ -134,9 +191,9 @@ async fn reconcile(
                     .as_object_mut()
                     .map(|o| o.entry("data").or_insert_with(|| json!({})));
                 if let Some(Value::Object(d)) = data {
-                    if d.get("token")
-                        .and_then(Value::as_str)
-                        .is_none_or(|t| t.is_empty())
+                    let current = d.get("token").and_then(Value::as_str);
+                    if current.is_none_or(|t| t.is_empty())
+                        || (stale_token.is_some() && current == stale_token.as_deref())
                     {
                         d.insert("token".into(), json!(b64(token.expose())));
                     }
@@ -148,6 +205,12 @@ async fn reconcile(
             })
             .await;
         match result {
+            Ok(_) if stale.is_some() => tracing::info!(
+                namespace = ns,
+                secret = %name,
+                old_kid = stale.as_deref().unwrap_or_default(),
+                "re-issued a service account token secret whose signing key no longer verifies"
+            ),
             Ok(_) => tracing::info!(namespace = ns, secret = %name, "filled service account token secret"),
             Err(s) if s.is_not_found() => {}
             Err(s) => return Err(s),
@@ -255,5 +318,54 @@ async fn create_token_secret(
         // The ServiceAccount went away meanwhile; its Secret follows on the next pass.
         Err(s) if s.is_not_found() => Ok(()),
         Err(s) => Err(s),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// Verifies only the kids it lists.
+    struct Verifying(Vec<&'static str>);
+
+    impl LegacyTokenSigner for Verifying {
+        fn sign_legacy(&self, _: &LegacyClaims) -> Result<badge_token::Token, String> {
+            Err("not signing".into())
+        }
+        fn verifies_kid(&self, kid: &str) -> bool {
+            self.0.contains(&kid)
+        }
+    }
+
+    fn token_with_kid(kid: &str) -> String {
+        let b64 = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+        format!(
+            "{}.{}.c2ln",
+            b64(&json!({"alg": "RS256", "kid": kid})),
+            b64(&json!({"sub": "x"}))
+        )
+    }
+
+    fn secret_with(token: &str) -> Value {
+        json!({
+            "type": SERVICE_ACCOUNT_TOKEN_TYPE,
+            "data": {"token": base64::engine::general_purpose::STANDARD.encode(token)},
+        })
+    }
+
+    #[test]
+    fn a_token_is_stale_when_its_kid_no_longer_verifies() {
+        let token = token_with_kid("old");
+        assert_eq!(token_kid(&token).as_deref(), Some("old"));
+        let secret = secret_with(&token);
+        assert_eq!(
+            stale_kid(&secret, &Verifying(vec!["new"])).as_deref(),
+            Some("old")
+        );
+        assert_eq!(stale_kid(&secret, &Verifying(vec!["old", "new"])), None);
+        // Nothing to judge: no token, or one that is not a JWT.
+        assert_eq!(stale_kid(&json!({"data": {}}), &Verifying(vec![])), None);
+        assert_eq!(stale_kid(&secret_with("not-a-jwt"), &Verifying(vec![])), None);
     }
 }

@@ -51,7 +51,87 @@ pub struct ProviderConfiguration {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kms: Option<serde_json::Value>,
+    pub kms: Option<KmsConfiguration>,
+}
+
+/// A KMS plugin (`kms`); badge speaks only `apiVersion: v2`, KMS v1 being deprecated
+/// and off by default upstream.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KmsConfiguration {
+    /// Defaults to `v1`, as upstream, which badge refuses.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub api_version: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default, rename = "cachesize", skip_serializing_if = "Option::is_none")]
+    pub cache_size: Option<i32>,
+    #[serde(default)]
+    pub endpoint: String,
+    /// A Go duration; 3s when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+}
+
+/// Upstream's default KMS call timeout.
+const KMS_DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+impl KmsConfiguration {
+    fn api_version(&self) -> &str {
+        if self.api_version.is_empty() {
+            "v1"
+        } else {
+            &self.api_version
+        }
+    }
+
+    fn timeout(&self) -> Result<std::time::Duration, String> {
+        match &self.timeout {
+            None => Ok(KMS_DEFAULT_TIMEOUT),
+            Some(text) => parse_go_duration(text),
+        }
+    }
+}
+
+/// A Go duration (`3s`, `1m30s`, `500ms`).
+fn parse_go_duration(text: &str) -> Result<std::time::Duration, String> {
+    let invalid = || format!("time: invalid duration {text:?}");
+    let (negative, mut rest) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text.strip_prefix('+').unwrap_or(text)),
+    };
+    if rest == "0" {
+        return Ok(std::time::Duration::ZERO);
+    }
+    if rest.is_empty() {
+        return Err(invalid());
+    }
+    let mut total = 0f64;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .ok_or_else(invalid)?;
+        let number: f64 = rest[..digits].parse().map_err(|_| invalid())?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_len] {
+            "ns" => 1e-9,
+            "us" | "µs" | "μs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(invalid()),
+        };
+        rest = &rest[unit_len..];
+        total += number * scale;
+    }
+    if negative {
+        return Err("negative".into());
+    }
+    std::time::Duration::try_from_secs_f64(total).map_err(|_| invalid())
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
@@ -144,6 +224,7 @@ impl EncryptionConfiguration {
             errors.push("resources: Required value: at least one resources is required".into());
             return errors;
         }
+        let mut kms_names = std::collections::HashSet::new();
         for (i, rule) in self.resources.iter().enumerate() {
             let r = format!("resources[{i}].resources");
             let p = format!("resources[{i}].providers");
@@ -157,6 +238,15 @@ impl EncryptionConfiguration {
             }
             for (j, provider) in rule.providers.iter().enumerate() {
                 validate_provider(provider, &format!("{p}[{j}]"), &mut errors);
+                if let Some(kms) = &provider.kms
+                    && !kms.name.is_empty()
+                    && !kms_names.insert(kms.name.clone())
+                {
+                    errors.push(format!(
+                        "{p}[{j}].kms.name: Invalid value: {:?}: duplicate KMS provider name {}, names must be unique",
+                        kms.name, kms.name
+                    ));
+                }
             }
         }
         errors
@@ -165,13 +255,16 @@ impl EncryptionConfiguration {
     /// Each resource's transformers, in rule order, as upstream's
     /// `getTransformerOverridesAndKMSPluginHealthzCheckers`; a rule masked by an earlier
     /// wildcard fails.
-    pub(crate) fn rules(&self) -> Result<Vec<(GroupResource, Arc<ResourceTransformers>)>, ConfigError> {
+    pub(crate) fn rules(
+        &self,
+        timings: crate::kms::KmsTimings,
+    ) -> Result<Vec<(GroupResource, Arc<ResourceTransformers>)>, ConfigError> {
         let mut rules: Vec<(GroupResource, Vec<Arc<PrefixTransformer>>)> = Vec::new();
         for rule in &self.resources {
             let transformers = rule
                 .providers
                 .iter()
-                .map(transformers_of)
+                .map(|p| transformers_of(p, timings))
                 .collect::<Result<Vec<_>, _>>()?
                 .into_iter()
                 .flatten()
@@ -303,11 +396,8 @@ fn validate_provider(provider: &ProviderConfiguration, path: &str, errors: &mut 
         ));
         return;
     }
-    if provider.kms.is_some() {
-        errors.push(format!(
-            "{path}.kms: Unsupported value: \"kms\": KMS providers are not supported; use aescbc, aesgcm, \
-             secretbox or identity"
-        ));
+    if let Some(kms) = &provider.kms {
+        validate_kms(kms, &format!("{path}.kms"), errors);
     }
     let keyed = [
         ("aesgcm", &provider.aesgcm, AES_KEY_SIZES),
@@ -318,6 +408,62 @@ fn validate_provider(provider: &ProviderConfiguration, path: &str, errors: &mut 
         if let Some(config) = config {
             validate_keys(&config.keys, &format!("{path}.{name}.keys"), sizes, errors);
         }
+    }
+}
+
+/// Upstream's `validateKMSConfiguration`; the uniqueness of names is checked over the
+/// whole file by [`EncryptionConfiguration::validate`].
+fn validate_kms(kms: &KmsConfiguration, path: &str, errors: &mut Vec<String>) {
+    if kms.name.is_empty() {
+        errors.push(format!(
+            "{path}.name: Required value: name is a mandatory field for a provider"
+        ));
+    }
+    if kms.api_version() != "v1" && kms.name.contains(':') {
+        errors.push(format!(
+            "{path}.name: Invalid value: {:?}: invalid KMS provider name {}, must not contain ':'",
+            kms.name, kms.name
+        ));
+    }
+    match kms.timeout() {
+        Ok(timeout) if !timeout.is_zero() => {}
+        _ => errors.push(format!(
+            "{path}.timeout: Invalid value: {:?}: timeout should be a positive value",
+            kms.timeout.clone().unwrap_or_default()
+        )),
+    }
+    if kms.endpoint.is_empty() {
+        errors.push(format!(
+            "{path}.endpoint: Invalid value: \"\": endpoint is a mandatory field for a kms"
+        ));
+    } else if let Some((scheme, _)) = kms.endpoint.split_once("://")
+        && scheme != "unix"
+    {
+        errors.push(format!(
+            "{path}.endpoint: Invalid value: {:?}: unsupported scheme {scheme:?} for KMS provider, only unix is supported",
+            kms.endpoint
+        ));
+    } else if crate::kms::plugin::socket_path(&kms.endpoint).is_err() {
+        errors.push(format!(
+            "{path}.endpoint: Invalid value: {:?}: unsupported scheme \"\" for KMS provider, only unix is supported",
+            kms.endpoint
+        ));
+    }
+    if kms.api_version() != "v1"
+        && let Some(size) = kms.cache_size
+    {
+        errors.push(format!(
+            "{path}.cachesize: Invalid value: {size}: cachesize is not supported in v2"
+        ));
+    }
+    match kms.api_version() {
+        "v2" => {}
+        "v1" => errors.push(format!(
+            "{path}.apiVersion: Invalid value: \"v1\": KMSv1 is deprecated and not supported; use apiVersion: v2"
+        )),
+        other => errors.push(format!(
+            "{path}.apiVersion: Invalid value: {other:?}: unsupported apiVersion apiVersion for KMS provider, only v1 and v2 are supported"
+        )),
     }
 }
 
@@ -357,7 +503,10 @@ fn validate_keys(keys: &[Key], path: &str, sizes: &[usize], errors: &mut Vec<Str
 }
 
 /// One prefix transformer per key of a (validated) provider.
-fn transformers_of(provider: &ProviderConfiguration) -> Result<Vec<PrefixTransformer>, ConfigError> {
+fn transformers_of(
+    provider: &ProviderConfiguration,
+    timings: crate::kms::KmsTimings,
+) -> Result<Vec<PrefixTransformer>, ConfigError> {
     let decode = |key: &Key| {
         base64::engine::general_purpose::STANDARD
             .decode(&key.secret)
@@ -404,6 +553,16 @@ fn transformers_of(provider: &ProviderConfiguration) -> Result<Vec<PrefixTransfo
                 ))
             })
             .collect();
+    }
+    if let Some(kms) = &provider.kms {
+        let socket = crate::kms::plugin::socket_path(&kms.endpoint).map_err(ConfigError)?;
+        let timeout = kms.timeout().map_err(ConfigError)?;
+        let provider = crate::kms::KmsV2::new(&kms.name, socket, timeout, timings);
+        return Ok(vec![PrefixTransformer::new(
+            "kms",
+            &kms.name,
+            Cipher::KmsV2(Box::new(provider)),
+        )]);
     }
     if provider.identity.is_some() {
         return Ok(vec![PrefixTransformer::new("identity", "", Cipher::Identity)]);

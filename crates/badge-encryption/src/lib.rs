@@ -4,11 +4,14 @@
 //! [`Encryption`] is the store's [`Transformer`]: values of the resources it covers are
 //! encrypted on their way into the store and decrypted on their way out.
 
+mod clock;
 pub mod config;
+pub mod kms;
 pub mod operate;
 #[cfg(test)]
 mod proptests;
 pub mod providers;
+pub mod reload;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -91,7 +94,15 @@ pub struct Encryption {
 impl Encryption {
     /// Builds the transformer of a validated configuration.
     pub fn new(config: &EncryptionConfiguration) -> Result<Encryption, ConfigError> {
-        let rules = config.rules()?;
+        Encryption::with_timings(config, kms::KmsTimings::default())
+    }
+
+    /// As [`Encryption::new`], KMS plugins probed on `timings`.
+    pub fn with_timings(
+        config: &EncryptionConfiguration,
+        timings: kms::KmsTimings,
+    ) -> Result<Encryption, ConfigError> {
+        let rules = config.rules(timings)?;
         let by_prefix = badge_api::resources::RESOURCES
             .iter()
             .filter(|r| r.storage == badge_api::resources::Storage::Stored)
@@ -128,6 +139,24 @@ impl Encryption {
             .iter()
             .find(|(prefix, _)| key.starts_with(prefix.as_str()))
             .and_then(|(_, rule)| rule.as_deref())
+    }
+
+    /// Names of the KMS providers that have no key to write with yet (their plugin has not
+    /// answered), as upstream checks a reloaded configuration's health before using it.
+    pub fn unhealthy_kms_providers(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .by_prefix
+            .iter()
+            .filter_map(|(_, rule)| rule.as_deref())
+            .flat_map(|rule| rule.transformers.iter())
+            .filter_map(|t| match &t.cipher {
+                providers::Cipher::KmsV2(kms) if kms.write_key_id().is_none() => Some(t.key_name.clone()),
+                _ => None,
+            })
+            .collect();
+        names.sort();
+        names.dedup();
+        names
     }
 
     /// Whether values under `key` are encrypted when written.

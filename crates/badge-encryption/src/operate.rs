@@ -9,7 +9,7 @@ use std::fmt;
 use badge_store::{Error, ListOptions, Store};
 
 use crate::Encryption;
-use crate::providers::ENCRYPTED_PREFIX;
+use crate::providers::{Cipher, ENCRYPTED_PREFIX};
 
 /// What a stored value's prefix says about how it was written.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -18,6 +18,9 @@ pub enum StoredUnder {
     Plaintext,
     /// `k8s:enc:<provider>:<version>:<key name>:`.
     Key { provider: String, key_name: String },
+    /// `k8s:enc:kms:v2:<name>:`, under the plugin's key `key_id` (read from the stored
+    /// `EncryptedObject`): a plugin key rotation keeps the prefix but changes the key id.
+    Kms { name: String, key_id: String },
     /// A `k8s:enc:` prefix that does not have that shape.
     Unrecognized,
 }
@@ -30,6 +33,16 @@ impl StoredUnder {
         };
         let mut parts = rest.splitn(4, |&b| b == b':');
         match (parts.next(), parts.next(), parts.next(), parts.next()) {
+            (Some(b"kms"), Some(b"v2"), Some(name), Some(body)) if !name.is_empty() => {
+                use prost::Message;
+                match crate::kms::proto::EncryptedObject::decode(body) {
+                    Ok(object) => StoredUnder::Kms {
+                        name: String::from_utf8_lossy(name).into_owned(),
+                        key_id: object.key_id,
+                    },
+                    Err(_) => StoredUnder::Unrecognized,
+                }
+            }
             (Some(provider), Some(_version), Some(name), Some(_))
                 if !provider.is_empty() && !name.is_empty() =>
             {
@@ -48,6 +61,7 @@ impl fmt::Display for StoredUnder {
         match self {
             StoredUnder::Plaintext => f.write_str("identity(plaintext)"),
             StoredUnder::Key { provider, key_name } => write!(f, "{provider}/{key_name}"),
+            StoredUnder::Kms { name, key_id } => write!(f, "kms/{name} (key id {key_id})"),
             StoredUnder::Unrecognized => f.write_str("unrecognized"),
         }
     }
@@ -68,6 +82,11 @@ impl Covered<'_> {
             // Not covered: values are served as stored.
             (None, StoredUnder::Plaintext) => true,
             (None, _) => false,
+            // Whether the plugin still has the key id is for the plugin to say.
+            (Some(rule), StoredUnder::Kms { name, .. }) => rule
+                .transformers
+                .iter()
+                .any(|t| matches!(&t.cipher, Cipher::KmsV2(_)) && &t.key_name == name),
             (Some(rule), under) => rule.transformers.iter().any(|t| &t.stored_under() == under),
         }
     }
@@ -76,11 +95,26 @@ impl Covered<'_> {
     fn current(&self, under: &StoredUnder) -> bool {
         self.rule
             .and_then(|r| r.transformers.first())
-            .is_some_and(|writer| &writer.stored_under() == under)
+            .is_some_and(|writer| &writer.writes_now() == under)
     }
 }
 
 impl crate::providers::PrefixTransformer {
+    /// How this transformer writes now (a KMS provider: under its plugin's current key id,
+    /// once known).
+    fn writes_now(&self) -> StoredUnder {
+        match &self.cipher {
+            Cipher::KmsV2(kms) => match kms.write_key_id() {
+                Some(key_id) => StoredUnder::Kms {
+                    name: self.key_name.clone(),
+                    key_id,
+                },
+                None => self.stored_under(),
+            },
+            _ => self.stored_under(),
+        }
+    }
+
     fn stored_under(&self) -> StoredUnder {
         if self.prefix.is_empty() {
             StoredUnder::Plaintext
@@ -223,7 +257,7 @@ pub async fn status(
             writes: covered
                 .rule
                 .and_then(|r| r.transformers.first())
-                .map(|t| t.stored_under()),
+                .map(|t| t.writes_now()),
             counts,
             unreadable,
         });

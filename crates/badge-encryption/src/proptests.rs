@@ -81,7 +81,11 @@ fn provider() -> impl Strategy<Value = ProviderConfiguration> {
             ..Default::default()
         }),
         Just(ProviderConfiguration {
-            kms: Some(serde_json::json!({"name": "k", "endpoint": "unix:///x"})),
+            kms: Some(crate::config::KmsConfiguration {
+                name: "k".into(),
+                endpoint: "unix:///x".into(),
+                ..Default::default()
+            }),
             ..Default::default()
         }),
         Just(ProviderConfiguration::default()),

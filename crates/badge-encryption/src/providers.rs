@@ -24,6 +24,8 @@ pub enum Cipher {
     Secretbox([u8; 32]),
     /// Values as they are.
     Identity,
+    /// Envelope encryption through a KMS v2 plugin.
+    KmsV2(Box<crate::kms::KmsV2>),
 }
 
 /// A cipher with the prefix it writes and reads.
@@ -38,6 +40,7 @@ impl PrefixTransformer {
     pub fn new(provider: &'static str, key_name: &str, cipher: Cipher) -> PrefixTransformer {
         let prefix = match cipher {
             Cipher::Identity => Vec::new(),
+            Cipher::KmsV2(_) => format!("k8s:enc:kms:v2:{key_name}:").into_bytes(),
             _ => format!("k8s:enc:{provider}:v1:{key_name}:").into_bytes(),
         };
         PrefixTransformer {
@@ -53,6 +56,7 @@ impl PrefixTransformer {
         let mut out = self.prefix.clone();
         match &self.cipher {
             Cipher::Identity => out.extend_from_slice(value),
+            Cipher::KmsV2(kms) => out.extend(kms.seal(value, additional_data)?),
             Cipher::AesCbc(key) => {
                 let mut iv = [0u8; AES_BLOCK];
                 rand::rng().fill_bytes(&mut iv);
@@ -81,6 +85,7 @@ impl PrefixTransformer {
     /// The value in `data` (its prefix already removed).
     pub fn open(&self, data: &[u8], additional_data: &[u8]) -> Result<Vec<u8>, String> {
         match &self.cipher {
+            Cipher::KmsV2(kms) => kms.open(data, additional_data),
             Cipher::Identity => {
                 if data.starts_with(ENCRYPTED_PREFIX) {
                     return Err("identity transformer tried to read encrypted data".into());

@@ -408,3 +408,42 @@ fn files_that_cannot_be_read_say_which() {
         "{missing}"
     );
 }
+
+#[test]
+fn kms_providers_validate_as_upstream_and_only_v2_is_accepted() {
+    let head = "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n- resources: [secrets]\n  providers:\n";
+    assert_eq!(
+        parse_error(&format!(
+            "{head}  - kms:\n      name: a\n      endpoint: unix:///tmp/a.sock\n"
+        )),
+        "resources[0].providers[0].kms.apiVersion: Invalid value: \"v1\": KMSv1 is deprecated and not supported; use apiVersion: v2"
+    );
+    assert_eq!(
+        parse_error(&format!(
+            "{head}  - kms:\n      apiVersion: v2\n      name: 'a:b'\n      endpoint: tcp://host:1\n      cachesize: 10\n      timeout: 0s\n"
+        )),
+        "[resources[0].providers[0].kms.name: Invalid value: \"a:b\": invalid KMS provider name a:b, must not contain ':', \
+         resources[0].providers[0].kms.timeout: Invalid value: \"0s\": timeout should be a positive value, \
+         resources[0].providers[0].kms.endpoint: Invalid value: \"tcp://host:1\": unsupported scheme \"tcp\" for KMS provider, only unix is supported, \
+         resources[0].providers[0].kms.cachesize: Invalid value: 10: cachesize is not supported in v2]"
+    );
+    assert_eq!(
+        parse_error(&format!(
+            "{head}  - kms:\n      apiVersion: v2\n      name: a\n      endpoint: unix:///tmp/a.sock\n  - kms:\n      apiVersion: v2\n      name: a\n      endpoint: unix:///tmp/b.sock\n"
+        )),
+        "resources[0].providers[1].kms.name: Invalid value: \"a\": duplicate KMS provider name a, names must be unique"
+    );
+    assert_eq!(
+        parse_error(&format!(
+            "{head}  - kms:\n      apiVersion: v3\n      name: a\n      endpoint: ''\n"
+        )),
+        "[resources[0].providers[0].kms.endpoint: Invalid value: \"\": endpoint is a mandatory field for a kms, \
+         resources[0].providers[0].kms.apiVersion: Invalid value: \"v3\": unsupported apiVersion apiVersion for KMS provider, only v1 and v2 are supported]"
+    );
+    let valid = EncryptionConfiguration::parse(
+        format!("{head}  - kms:\n      apiVersion: v2\n      name: a\n      endpoint: unix:///tmp/a.sock\n      timeout: 1m30s\n").as_bytes(),
+    )
+    .unwrap();
+    let kms = valid.resources[0].providers[0].kms.as_ref().unwrap();
+    assert_eq!(kms.timeout.as_deref(), Some("1m30s"));
+}

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 use http_body_util::BodyExt;
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 #[derive(Args, Debug, Clone)]
 pub struct LoadOptions {
@@ -42,7 +44,7 @@ pub fn client_config(
 ) -> anyhow::Result<Arc<rustls::ClientConfig>> {
     let mut roots = rustls::RootCertStore::empty();
     let ca = std::fs::read(ca)?;
-    for c in rustls_pemfile::certs(&mut &ca[..]) {
+    for c in CertificateDer::pem_slice_iter(&ca) {
         roots.add(c?)?;
     }
     let builder =
@@ -53,8 +55,8 @@ pub fn client_config(
         (Some(cert), Some(key)) => {
             let cert = std::fs::read(cert)?;
             let key = std::fs::read(key)?;
-            let certs: Vec<_> = rustls_pemfile::certs(&mut &cert[..]).collect::<Result<_, _>>()?;
-            let key = rustls_pemfile::private_key(&mut &key[..])?.context("no key")?;
+            let certs: Vec<_> = CertificateDer::pem_slice_iter(&cert).collect::<Result<_, _>>()?;
+            let key = PrivateKeyDer::from_pem_slice(&key).context("the client key")?;
             builder.with_client_auth_cert(certs, key)?
         }
         _ => builder.with_no_client_auth(),

@@ -1,17 +1,16 @@
-//! Just enough DER to give an rcgen-made certificate a subject with
-//! repeated attributes: rcgen's `DistinguishedName` keeps one value per
-//! attribute type, and Kubernetes puts each group in its own O.
+//! Certificate subjects with repeated attributes, over badge-token's DER module: rcgen's
+//! `DistinguishedName` keeps one value per attribute type, and Kubernetes puts each group in
+//! its own O.
 
-use base64::Engine as _;
+use badge_token::der::{
+    Reader, TAG_BIT_STRING, TAG_CONTEXT_0, TAG_SEQUENCE, TAG_SET, TAG_UTF8_STRING, push_tlv,
+};
 use rcgen::{KeyPair, SigningKey as _};
 
 use crate::PkiError;
 
-const TAG_SEQUENCE: u8 = 0x30;
-const TAG_SET: u8 = 0x31;
-const TAG_UTF8_STRING: u8 = 0x0c;
-const TAG_BIT_STRING: u8 = 0x03;
-const TAG_VERSION: u8 = 0xa0;
+pub(crate) use badge_token::pem::encode as pem;
+
 /// id-at-organizationName, 2.5.4.10, as an encoded OID TLV.
 const OID_ORGANIZATION: [u8; 5] = [0x06, 0x03, 0x55, 0x04, 0x0a];
 /// id-at-commonName, 2.5.4.3, as an encoded OID TLV.
@@ -47,32 +46,24 @@ pub(crate) fn replace_subject(cert: &[u8], subject: &[u8], signer: &KeyPair) -> 
         reason: "unexpected DER layout".into(),
     };
     // Certificate ::= SEQUENCE { tbsCertificate, signatureAlgorithm, signatureValue }
-    let outer = contents(cert).ok_or_else(malformed)?;
-    let (_, tbs_len) = tlv(outer).ok_or_else(malformed)?;
-    let tbs = outer.get(..tbs_len).ok_or_else(malformed)?;
-    let rest = outer.get(tbs_len..).ok_or_else(malformed)?;
-    let (_, sig_alg_len) = tlv(rest).ok_or_else(malformed)?;
-    let sig_alg = rest.get(..sig_alg_len).ok_or_else(malformed)?;
+    let mut outer = Reader::new(Reader::new(cert).expect(TAG_SEQUENCE).ok_or_else(malformed)?);
+    let tbs = outer.expect(TAG_SEQUENCE).ok_or_else(malformed)?;
+    let (_, _, sig_alg) = outer.next().ok_or_else(malformed)?;
 
     // TBSCertificate: [0] version (v3), serialNumber, signature, issuer,
     // validity, then subject.
-    let fields = contents(tbs).ok_or_else(malformed)?;
-    let before = if fields.first() == Some(&TAG_VERSION) {
-        5
-    } else {
-        4
-    };
-    let mut offset = 0;
-    for _ in 0..before {
-        let (_, len) = tlv(fields.get(offset..).ok_or_else(malformed)?).ok_or_else(malformed)?;
-        offset += len;
+    let mut fields = Reader::new(tbs);
+    let mut new_fields = Vec::new();
+    let (tag, _, first) = fields.next().ok_or_else(malformed)?;
+    new_fields.extend_from_slice(first);
+    let before_subject = if tag == TAG_CONTEXT_0 { 4 } else { 3 };
+    for _ in 0..before_subject {
+        let (_, _, whole) = fields.next().ok_or_else(malformed)?;
+        new_fields.extend_from_slice(whole);
     }
-    let (_, old_subject_len) = tlv(fields.get(offset..).ok_or_else(malformed)?).ok_or_else(malformed)?;
-    let after = fields.get(offset + old_subject_len..).ok_or_else(malformed)?;
-
-    let mut new_fields = fields.get(..offset).ok_or_else(malformed)?.to_vec();
+    fields.expect(TAG_SEQUENCE).ok_or_else(malformed)?; // the subject replaced
     new_fields.extend_from_slice(subject);
-    new_fields.extend_from_slice(after);
+    new_fields.extend_from_slice(fields.rest());
     let mut new_tbs = Vec::new();
     push_tlv(&mut new_tbs, TAG_SEQUENCE, &new_fields);
 
@@ -89,81 +80,12 @@ pub(crate) fn replace_subject(cert: &[u8], subject: &[u8], signer: &KeyPair) -> 
     Ok(out)
 }
 
-/// PEM text for `der` under `label`, 64 characters a line.
-pub(crate) fn pem(label: &str, der: &[u8]) -> String {
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    // Base64 output is ASCII, so splitting bytes never splits a character.
-    for line in b64.as_bytes().chunks(64) {
-        out.push_str(&String::from_utf8_lossy(line));
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
-}
-
-/// The header length and total length of the TLV at the start of `der`.
-fn tlv(der: &[u8]) -> Option<(usize, usize)> {
-    let first = *der.get(1)?;
-    let (header, len) = if first < 0x80 {
-        (2, usize::from(first))
-    } else {
-        let n = usize::from(first & 0x7f);
-        if n == 0 || n > 4 {
-            return None;
-        }
-        let len = der
-            .get(2..2 + n)?
-            .iter()
-            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
-        (2 + n, len)
-    };
-    let total = header.checked_add(len)?;
-    (total <= der.len()).then_some((header, total))
-}
-
-/// The contents of the TLV at the start of `der`.
-fn contents(der: &[u8]) -> Option<&[u8]> {
-    let (header, total) = tlv(der)?;
-    der.get(header..total)
-}
-
-fn push_tlv(out: &mut Vec<u8>, tag: u8, contents: &[u8]) {
-    out.push(tag);
-    let len = contents.len();
-    if let Ok(short) = u8::try_from(len)
-        && short < 0x80
-    {
-        out.push(short);
-    } else {
-        let bytes = len.to_be_bytes();
-        let skip = bytes.iter().take_while(|b| **b == 0).count();
-        let long = &bytes[skip..];
-        // At most size_of::<usize>() bytes, so this fits the 7-bit count.
-        out.push(0x80 | long.len() as u8);
-        out.extend_from_slice(long);
-    }
-    out.extend_from_slice(contents);
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
     use x509_parser::prelude::FromDer as _;
-
-    #[test]
-    fn lengths_round_trip() {
-        for len in [0usize, 1, 127, 128, 255, 256, 65_535, 65_536, 1 << 20] {
-            let mut out = Vec::new();
-            push_tlv(&mut out, TAG_SEQUENCE, &vec![7u8; len]);
-            let (header, total) = tlv(&out).unwrap();
-            assert_eq!(total, out.len());
-            assert_eq!(total - header, len);
-        }
-        assert_eq!(tlv(&[0x30, 0x05, 0]), None, "truncated");
-    }
 
     #[test]
     fn subject_parses_with_every_organization() {

@@ -834,6 +834,8 @@ fn set_validity(params: &mut CertificateParams, now: u64, validity: Duration) {
     params.not_after = epoch + Duration::from_secs(now) + validity;
 }
 
+/// The wall clock: certificates' validity starts from it.
+#[allow(clippy::disallowed_methods, reason = "the PKI's one clock read")]
 fn unix_now() -> u64 {
     // A clock before 1970 is broken beyond what certificates can fix.
     SystemTime::now()
@@ -915,6 +917,7 @@ fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), PkiError>
 
 pub mod csr;
 mod der;
+pub mod node;
 
 #[cfg(test)]
 mod tests;

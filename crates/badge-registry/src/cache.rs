@@ -122,6 +122,30 @@ pub const DEFAULT_HISTORY: usize = 20_000;
 /// How many live events a slow watcher may fall behind before it is ended.
 const BROADCAST: usize = 8_192;
 
+/// How often values that could not be decrypted are tried again: a KMS plugin that was down
+/// may be back. When one reads now, the cache relists, as upstream's reflector retries a
+/// list that failed to decrypt until it succeeds.
+const UNREADABLE_RETRY: Duration = if cfg!(test) {
+    Duration::from_millis(100)
+} else {
+    Duration::from_secs(5)
+};
+/// How many unreadable values one retry tries.
+const UNREADABLE_PROBES: usize = 16;
+
+/// Why one pass of feeding the cache ended.
+enum SyncEnd {
+    Store(badge_store::Error),
+    /// A value set aside as unreadable reads now: relist.
+    Readable,
+}
+
+impl From<badge_store::Error> for SyncEnd {
+    fn from(error: badge_store::Error) -> SyncEnd {
+        SyncEnd::Store(error)
+    }
+}
+
 struct State {
     revision: Revision,
     objects: BTreeMap<String, Arc<CachedObject>>,
@@ -491,10 +515,19 @@ impl WatchCache {
             Some((raw, transformer)) => (raw, Some(transformer)),
             None => (store, None),
         };
+        let mut relist_readable = false;
         loop {
-            match self.sync_once(&store, transformer.as_deref(), &mut ready).await {
+            match self
+                .sync_once(&store, transformer.as_ref(), &mut ready, relist_readable)
+                .await
+            {
                 Ok(()) => return,
-                Err(e) => {
+                Err(SyncEnd::Readable) => {
+                    tracing::info!("objects that could not be decrypted read now; relisting");
+                    relist_readable = true;
+                }
+                Err(SyncEnd::Store(e)) => {
+                    relist_readable = false;
                     tracing::warn!(error = %e, "watch cache lost its store watch; relisting");
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
@@ -505,14 +538,15 @@ impl WatchCache {
     async fn sync_once(
         &self,
         store: &Arc<dyn Store>,
-        transformer: Option<&dyn Transformer>,
+        transformer: Option<&Arc<dyn Transformer>>,
         ready: &mut Option<tokio::sync::oneshot::Sender<()>>,
-    ) -> badge_store::Result<()> {
+        relist_readable: bool,
+    ) -> Result<(), SyncEnd> {
         let list = store.list("/registry/", Default::default()).await?;
         let mut items = Vec::with_capacity(list.items.len());
         let mut unreadable = BTreeMap::new();
         for kv in list.items {
-            let value = match read_value(transformer, &kv.key, &kv.value) {
+            let value = match read_value(transformer.map(|t| &**t), &kv.key, &kv.value) {
                 Ok(value) => value,
                 Err(reason) => {
                     unreadable.insert(kv.key, reason.into());
@@ -525,7 +559,11 @@ impl WatchCache {
             }
         }
         let revision = list.revision;
-        if self.revision() == 0 || self.revision() < revision {
+        // After values turned readable the list replaces the state even at the same revision.
+        if self.revision() == 0
+            || self.revision() < revision
+            || (relist_readable && self.revision() == revision)
+        {
             self.reset(items, unreadable, revision);
         }
         if let Some(tx) = ready.take() {
@@ -534,10 +572,52 @@ impl WatchCache {
         // The whole keyspace, not just `/registry/`: a consistent read waits for the store's
         // revision, which writes outside the API (the key ring) advance too.
         let mut stream = store.watch("", self.revision()).await?;
-        while let Some(batch) = stream.next().await {
-            self.apply(batch?, transformer);
+        let mut retry =
+            tokio::time::interval_at(tokio::time::Instant::now() + UNREADABLE_RETRY, UNREADABLE_RETRY);
+        loop {
+            tokio::select! {
+                batch = stream.next() => match batch {
+                    Some(batch) => self.apply(batch?, transformer.map(|t| &**t)),
+                    None => break,
+                },
+                _ = retry.tick(), if transformer.is_some() => {
+                    if let Some(transformer) = transformer
+                        && self.unreadable_reads_now(store, transformer).await
+                    {
+                        return Err(SyncEnd::Readable);
+                    }
+                }
+            }
         }
-        Err(badge_store::Error::Internal("store watch ended".into()))
+        Err(SyncEnd::Store(badge_store::Error::Internal(
+            "store watch ended".into(),
+        )))
+    }
+
+    /// Whether one of the values set aside as unreadable decrypts now. Decrypting may wait
+    /// on a KMS plugin, so it runs on the blocking pool.
+    async fn unreadable_reads_now(&self, store: &Arc<dyn Store>, transformer: &Arc<dyn Transformer>) -> bool {
+        let keys: Vec<String> = self
+            .state
+            .read()
+            .unreadable
+            .keys()
+            .take(UNREADABLE_PROBES)
+            .cloned()
+            .collect();
+        for key in keys {
+            let Ok((Some(kv), _)) = store.get(&key).await else {
+                continue;
+            };
+            let transformer = transformer.clone();
+            let reads = tokio::task::spawn_blocking(move || {
+                badge_store::transform::read_through(&*transformer, &kv.key, &kv.value).is_ok()
+            });
+            if reads.await.unwrap_or(false) {
+                return true;
+            }
+        }
+        false
     }
 }
 
@@ -709,6 +789,61 @@ mod tests {
         assert!(cache.wait_for(rewritten, Duration::from_secs(5)).await);
         assert!(cache.get("/registry/secrets/a/fine").0.is_some());
         assert!(cache.first_unreadable("/registry/", None).is_none());
+    }
+
+    /// Reads `sealed:` values only while its key is available (a KMS plugin up or down).
+    struct Flaky(Arc<std::sync::atomic::AtomicBool>);
+
+    impl Transformer for Flaky {
+        fn transform_to_storage(
+            &self,
+            key: &str,
+            value: &[u8],
+        ) -> Result<bytes::Bytes, badge_store::transform::TransformError> {
+            Sealed.transform_to_storage(key, value)
+        }
+        fn transform_from_storage(
+            &self,
+            key: &str,
+            stored: &[u8],
+        ) -> Result<bytes::Bytes, badge_store::transform::TransformError> {
+            if !self.0.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(badge_store::transform::TransformError(
+                    "the plugin is down".into(),
+                ));
+            }
+            Sealed.transform_from_storage(key, stored)
+        }
+    }
+
+    #[tokio::test]
+    async fn values_unreadable_at_the_start_are_read_once_their_key_is_back() {
+        use badge_store::transform::TransformedStore;
+        let dir = tempfile::tempdir().unwrap();
+        let raw: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("s.db")).unwrap());
+        let up = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let store: Arc<dyn Store> = Arc::new(TransformedStore::new(raw, Arc::new(Flaky(up.clone()))));
+        store
+            .create("/registry/secrets/a/s", bytes::Bytes::from_static(b"{}"))
+            .await
+            .unwrap();
+        up.store(false, std::sync::atomic::Ordering::SeqCst);
+        let cache = Arc::new(WatchCache::default());
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(cache.clone().run(store.clone(), tx));
+        rx.await.unwrap();
+        assert!(cache.unreadable("/registry/secrets/a/s").is_some());
+
+        up.store(true, std::sync::atomic::Ordering::SeqCst);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while cache.get("/registry/secrets/a/s").0.is_none() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the value was never read again"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(cache.unreadable("/registry/secrets/a/s").is_none());
     }
 
     #[tokio::test]

@@ -167,7 +167,7 @@ pub fn prepare_create(object: &mut Value) {
 /// What each kind of update may change: a plain update nothing but metadata, `approval`
 /// only the conditions, `status` the status but not the Approved and Denied conditions.
 pub fn prepare_update(subresource: &str, object: &mut Value, old: &Value) {
-    let now = badge_api::meta::format_time(jiff::Timestamp::now());
+    let now = badge_api::meta::format_time(badge_api::clock::now());
     match subresource {
         "approval" => {
             let given = conditions(object).to_vec();

@@ -3,8 +3,11 @@
 //! that serves reads and watches.
 
 pub mod admission;
+pub mod bootstraptoken;
 pub mod cache;
 pub mod csr;
+pub mod graceful;
+pub mod identity;
 pub mod registry;
 pub mod strategy;
 

@@ -14,6 +14,7 @@ use rand::Rng;
 use serde_json::Value;
 
 use crate::cache::{CachedObject, WatchCache, decode_object};
+use crate::graceful::{self, GracefulDelete};
 use crate::strategy;
 
 /// How long a consistent read waits for the cache to catch up with the store.
@@ -34,6 +35,9 @@ pub struct DeleteOptions {
     pub dry_run: bool,
     pub precondition_uid: Option<String>,
     pub precondition_resource_version: Option<String>,
+    /// `gracePeriodSeconds`: for resources deleted gracefully (pods), how long the
+    /// object lingers marked before it is removed; None takes the object's default.
+    pub grace_period_seconds: Option<i64>,
 }
 
 /// What a delete did.
@@ -543,7 +547,7 @@ impl Registry {
             self.check_namespace_open(resource, namespace, meta::name(&object))
                 .await?;
         }
-        let now = meta::format_time(jiff::Timestamp::now());
+        let now = meta::format_time(badge_api::clock::now());
         meta::set(&mut object, "uid", uuid::Uuid::new_v4().to_string());
         meta::set(&mut object, "creationTimestamp", now);
         for field in [
@@ -790,6 +794,62 @@ impl Registry {
                     ),
                 ));
             }
+            match graceful::plan(
+                resource.plural,
+                &current,
+                options.grace_period_seconds,
+                badge_api::clock::now(),
+            ) {
+                GracefulDelete::Immediate => {}
+                GracefulDelete::Pending => return Ok(DeleteOutcome::Pending(current)),
+                GracefulDelete::Mark {
+                    deletion_timestamp,
+                    grace_period_seconds,
+                } => {
+                    let mut object = current.clone();
+                    meta::set(&mut object, "deletionTimestamp", deletion_timestamp);
+                    meta::set(&mut object, "deletionGracePeriodSeconds", grace_period_seconds);
+                    let lingers = grace_period_seconds > 0 || !meta::finalizers(&object).is_empty();
+                    if options.dry_run {
+                        return Ok(if lingers {
+                            DeleteOutcome::Pending(object)
+                        } else {
+                            DeleteOutcome::Deleted(object)
+                        });
+                    }
+                    // As upstream, the mark is written even when the object goes at once, so
+                    // watchers see MODIFIED (with the deletion time) before DELETED.
+                    let revision = match self
+                        .store
+                        .update(&key, encode(&object)?, current_kv.mod_revision)
+                        .await
+                    {
+                        Ok(revision) => revision,
+                        Err(badge_store::Error::Conflict { .. }) => continue,
+                        Err(e) => return Err(store_error(e)),
+                    };
+                    meta::set(&mut object, "resourceVersion", revision.to_string());
+                    if lingers {
+                        return Ok(DeleteOutcome::Pending(object));
+                    }
+                    match self.store.delete(&key, revision).await {
+                        Ok(revision) => {
+                            meta::set(&mut object, "resourceVersion", revision.to_string());
+                            return Ok(DeleteOutcome::Deleted(object));
+                        }
+                        Err(badge_store::Error::Conflict { .. }) => {
+                            // Another delete finished it after the mark (upstream's
+                            // ignoreNotFound): it is gone as asked.
+                            if self.store.get(&key).await.map_err(store_error)?.0.is_none() {
+                                return Ok(DeleteOutcome::Deleted(object));
+                            }
+                            // Changed since the mark: decide again from its new state.
+                            continue;
+                        }
+                        Err(e) => return Err(store_error(e)),
+                    }
+                }
+            }
             let needs_finalizing =
                 !meta::finalizers(&current).is_empty() || namespace_finalizers(resource, &current);
             if needs_finalizing {
@@ -800,7 +860,7 @@ impl Registry {
                 meta::set(
                     &mut object,
                     "deletionTimestamp",
-                    meta::format_time(jiff::Timestamp::now()),
+                    meta::format_time(badge_api::clock::now()),
                 );
                 meta::set(&mut object, "deletionGracePeriodSeconds", 0);
                 if resource.plural == "namespaces"
@@ -858,9 +918,16 @@ fn namespace_finalizers(resource: &Resource, object: &Value) -> bool {
             .is_some_and(|f| !f.is_empty())
 }
 
-/// An object marked for deletion whose finalizers have all run is removed.
+/// An object marked for deletion whose finalizers have all run is removed, unless its
+/// grace period still runs (`ShouldDeleteDuringUpdate`): a terminating pod stays until its
+/// deletion is confirmed.
 fn is_finished_deleting(resource: &Resource, object: &Value) -> bool {
+    let grace_over = object
+        .pointer("/metadata/deletionGracePeriodSeconds")
+        .and_then(Value::as_i64)
+        .is_none_or(|g| g == 0);
     meta::deletion_timestamp(object).is_some()
+        && grace_over
         && meta::finalizers(object).is_empty()
         && !namespace_finalizers(resource, object)
 }

@@ -107,6 +107,15 @@ pub fn prepare_update(resource: &str, subresource: &str, object: &mut Value, old
                 set_path(object, &["status"], status.clone());
             }
         }
+        // Usage is the servers' to record; a client's copy of it is ignored, as upstream
+        // ignores status in a plain update of a kind with a status subresource.
+        "issuedtokens" => match (old.get("status"), object.as_object_mut()) {
+            (Some(status), _) => set_path(object, &["status"], status.clone()),
+            (None, Some(map)) => {
+                map.remove("status");
+            }
+            (None, None) => {}
+        },
         _ => {}
     }
 }
@@ -134,9 +143,65 @@ pub fn validate_update_of(
         "clusterroles" => validate_rules(object, false, &mut errs),
         "rolebindings" => validate_binding(object, old, true, &mut errs),
         "clusterrolebindings" => validate_binding(object, old, false, &mut errs),
+        "issuedtokens" if subresource.is_empty() => validate_issued_token(object, old, &mut errs),
         _ => {}
     }
     errs
+}
+
+/// An IssuedToken records what was issued: a client may change `spec.revoked` and its own
+/// labels and annotations, never what the token says nor the labels that select it.
+fn validate_issued_token(object: &Value, old: Option<&Value>, errs: &mut Vec<FieldError>) {
+    let Some(old) = old else { return };
+    let empty = Map::new();
+    let spec_of = |o: &Value| {
+        o.get("spec")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let (new_spec, old_spec) = (spec_of(object), spec_of(old));
+    let mut fields: Vec<&String> = new_spec.keys().chain(old_spec.keys()).collect();
+    fields.sort();
+    fields.dedup();
+    for field in fields {
+        if field == "revoked" {
+            continue;
+        }
+        let new = new_spec.get(field);
+        if new != old_spec.get(field) {
+            errs.push(FieldError::invalid(
+                format!("spec.{field}"),
+                new.cloned().unwrap_or(Value::Null),
+                "field is immutable",
+            ));
+        }
+    }
+    if let Some(revoked) = new_spec.get("revoked")
+        && !revoked.is_boolean()
+        && !revoked.is_null()
+    {
+        errs.push(FieldError::invalid(
+            "spec.revoked",
+            revoked.clone(),
+            "must be a boolean",
+        ));
+    }
+    let labels_of = |o: &Value| o.pointer("/metadata/labels").and_then(Value::as_object).cloned();
+    let (new_labels, old_labels) = (labels_of(object), labels_of(old));
+    for label in [
+        badge_api::identity::SERVICE_ACCOUNT_LABEL,
+        badge_api::identity::TOKEN_KIND_LABEL,
+    ] {
+        let new = new_labels.as_ref().unwrap_or(&empty).get(label);
+        if new != old_labels.as_ref().unwrap_or(&empty).get(label) {
+            errs.push(FieldError::invalid(
+                format!("metadata.labels[{label}]"),
+                new.cloned().unwrap_or(Value::Null),
+                "field is immutable",
+            ));
+        }
+    }
 }
 
 const RBAC_GROUP: &str = "rbac.authorization.k8s.io";
@@ -298,6 +363,7 @@ pub fn field_value(resource: &str, object: &Value, field: &str) -> Option<String
         ("namespaces", "status.phase") => s("/status/phase"),
         ("certificatesigningrequests", "spec.signerName") => s("/spec/signerName"),
         ("pods", "spec.nodeName") => s("/spec/nodeName"),
+        ("issuedtokens", "spec.serviceAccountName") => s("/spec/serviceAccountName"),
         ("pods", "spec.serviceAccountName") => s("/spec/serviceAccountName"),
         ("pods", "spec.restartPolicy") => s("/spec/restartPolicy"),
         ("pods", "spec.schedulerName") => s("/spec/schedulerName"),
@@ -473,6 +539,7 @@ fn validate_secret(object: &Value, old: Option<&Value>, errs: &mut Vec<FieldErro
                 }
             }
         }
+        "bootstrap.kubernetes.io/token" => crate::bootstraptoken::validate(object, errs),
         other => {
             // Any other type is allowed if it is a qualified name, as upstream.
             if !SECRET_TYPES.contains(&other)
@@ -579,6 +646,46 @@ fn validate_pod(object: &Value, old: Option<&Value>, errs: &mut Vec<FieldError>)
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn issued_token() -> Value {
+        json!({
+            "metadata": {"name": "j", "labels": {"identity.badge.dev/service-account": "app"}},
+            "spec": {"serviceAccountName": "app", "audiences": ["a"]},
+            "status": {"useCount": 4}
+        })
+    }
+
+    #[test]
+    fn issued_tokens_change_only_revoked_and_keep_their_status() {
+        let old = issued_token();
+        let mut revoke = issued_token();
+        revoke["spec"]["revoked"] = json!(true);
+        revoke["status"] = json!({"useCount": 0});
+        prepare_update("issuedtokens", "", &mut revoke, &old);
+        assert_eq!(revoke["status"]["useCount"], 4, "a client cannot rewrite usage");
+        assert!(validate("issuedtokens", &revoke, Some(&old)).is_empty());
+
+        let mut widen = issued_token();
+        widen["spec"]["audiences"] = json!(["a", "b"]);
+        widen["spec"]["expiresAt"] = json!("2030-01-01T00:00:00Z");
+        let errs = validate("issuedtokens", &widen, Some(&old));
+        let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["spec.audiences", "spec.expiresAt"]);
+        assert!(errs.iter().all(|e| e.to_string().contains("field is immutable")));
+
+        let mut relabel = issued_token();
+        relabel["metadata"]["labels"] = json!({"identity.badge.dev/service-account": "other"});
+        let errs = validate("issuedtokens", &relabel, Some(&old));
+        assert_eq!(
+            errs[0].field,
+            "metadata.labels[identity.badge.dev/service-account]"
+        );
+
+        // The servers' own status writes go through `status`, which the rule leaves alone.
+        let mut used = issued_token();
+        used["status"]["useCount"] = json!(9);
+        assert!(validate_update_of("issuedtokens", "status", &used, Some(&old)).is_empty());
+    }
 
     #[test]
     fn secret_defaults_and_string_data() {

@@ -1,5 +1,5 @@
 //! The store conformance suite against a real etcd: one single-member cluster per case.
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
 use std::time::Duration;

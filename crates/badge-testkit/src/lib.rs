@@ -1,7 +1,7 @@
 //! Test support for end-to-end tests: the real `badge` binary started on port 0 in a
 //! temporary data dir, the real kubectl, and a raw HTTPS client for what kubectl cannot
 //! send (anonymous requests, odd content types, oversized bodies).
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -10,6 +10,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 pub mod etcd;
 pub mod linearizability;
@@ -37,6 +39,8 @@ pub struct TestServer {
     pub port: u16,
     pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     extra_args: Vec<String>,
+    /// The port to listen on instead of an ephemeral one.
+    fixed_port: Option<u16>,
 }
 
 impl TestServer {
@@ -59,6 +63,7 @@ impl TestServer {
             port: 0,
             log: Default::default(),
             extra_args: args.iter().map(|s| s.to_string()).collect(),
+            fixed_port: None,
         };
         server.launch();
         server
@@ -97,7 +102,7 @@ impl TestServer {
             .arg("--data-dir")
             .arg(self.dir.path())
             .arg("--secure-port")
-            .arg("0")
+            .arg(self.fixed_port.unwrap_or(0).to_string())
             .args(&self.extra_args)
             .env("BADGE_LOG", "info")
             .stdout(Stdio::null())
@@ -182,6 +187,16 @@ impl TestServer {
         self.launch();
     }
 
+    /// Starts the stopped (or killed) server again on the same data dir and the same port,
+    /// so clients holding its URL reach it again.
+    pub fn start_on_same_port(&mut self) {
+        assert!(self.child.is_none(), "the server is still running");
+        let port = self.port;
+        self.fixed_port = Some(port);
+        self.launch();
+        assert_eq!(self.port, port, "the server came back on another port");
+    }
+
     /// Stops the server if running and starts it again on the same data dir with other
     /// flags.
     pub fn restart_with(&mut self, args: &[&str]) {
@@ -191,6 +206,11 @@ impl TestServer {
         }
         self.extra_args = args.iter().map(|s| s.to_string()).collect();
         self.launch();
+    }
+
+    /// Whether a line the server logged (since it was first started) contains `needle`.
+    pub fn logged(&self, needle: &str) -> bool {
+        self.log.lock().unwrap().iter().any(|l| l.contains(needle))
     }
 
     /// Runs kubectl with the admin kubeconfig.
@@ -315,6 +335,50 @@ impl TestServer {
     }
 }
 
+/// A child process killed (and reaped) when dropped, also when a test panics, so no
+/// process outlives its test.
+pub struct ChildGuard(pub Child);
+
+impl ChildGuard {
+    /// The exit status once the process has exited.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.0.try_wait().ok().flatten()
+    }
+
+    /// Waits up to `timeout` for the process to exit on its own.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.exited() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl std::ops::Deref for ChildGuard {
+    type Target = Child;
+
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for ChildGuard {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Copies a directory tree (files and subdirectories), keeping file and directory modes
 /// (a server refuses a pki dir others can read).
 pub fn copy_dir(from: &Path, to: &Path) {
@@ -378,8 +442,8 @@ async fn raw_request(
     use http_body_util::BodyExt;
     let io_err = |e: &dyn std::fmt::Display| std::io::Error::other(e.to_string());
     let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut &ca_pem[..]) {
-        roots.add(cert?).map_err(|e| io_err(&e))?;
+    for cert in CertificateDer::pem_slice_iter(ca_pem) {
+        roots.add(cert.map_err(|e| io_err(&e))?).map_err(|e| io_err(&e))?;
     }
     let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider)
@@ -388,8 +452,10 @@ async fn raw_request(
         .with_root_certificates(roots);
     let config = match identity {
         Some((cert, key)) => {
-            let certs: Vec<_> = rustls_pemfile::certs(&mut &cert[..]).collect::<Result<_, _>>()?;
-            let key = rustls_pemfile::private_key(&mut &key[..])?.ok_or_else(|| io_err(&"no key"))?;
+            let certs: Vec<_> = CertificateDer::pem_slice_iter(&cert)
+                .collect::<Result<_, _>>()
+                .map_err(|e| io_err(&e))?;
+            let key = PrivateKeyDer::from_pem_slice(&key).map_err(|e| io_err(&e))?;
             builder
                 .with_client_auth_cert(certs, key)
                 .map_err(|e| io_err(&e))?

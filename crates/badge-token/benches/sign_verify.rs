@@ -1,10 +1,10 @@
 //! Signs and verifies per second for RS256 and ES256, whole tokens and bare signatures, about a
-//! second per row. Compare with PERF.md's aws-lc-rs figures measured on the same kind of machine
-//! (RS256 sign 797 µs / verify 24 µs; ES256 sign 23 µs / verify 71 µs, ±15 %).
+//! second per row. aws-lc-rs alone, measured on the same kind of machine, signs RS256 in 797 µs
+//! and verifies in 24 µs, signs ES256 in 23 µs and verifies in 71 µs (±15 %).
 //!
 //! `cargo bench -p badge-token --bench sign_verify`
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};

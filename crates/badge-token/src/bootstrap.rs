@@ -172,6 +172,19 @@ pub fn detached_signature(content: &str, token_id: &str, token_secret: &str) -> 
     format!("{}..{}", b64(header.as_bytes()), b64(tag.as_ref()))
 }
 
+/// Whether `detached` is the detached JWS of `content` for this token (upstream's
+/// `DetachedTokenIsValid`: the signature is recomputed and the strings compared, here in
+/// constant time).
+pub fn detached_signature_is_valid(
+    detached: &str,
+    content: &str,
+    token_id: &str,
+    token_secret: &str,
+) -> bool {
+    let expected = detached_signature(content, token_id, token_secret);
+    constant_time::verify_slices_are_equal(expected.as_bytes(), detached.as_bytes()).is_ok()
+}
+
 fn is_token_part(s: &str, len: usize) -> bool {
     s.len() == len && s.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
 }
@@ -289,6 +302,57 @@ mod tests {
             detached_signature(content, id, ""),
             "eyJhbGciOiJIUzI1NiIsImtpZCI6Impvc2h1YSJ9..UfkqvDGiIFxrMnFseDj9LYJOLNrvjW8aHhF71mvvAs8"
         );
+    }
+
+    #[test]
+    fn detached_signatures_verify_only_for_their_content_and_token() {
+        let content = "apiVersion: v1\nkind: Config\n";
+        let signature = detached_signature(content, "abcdef", "0123456789abcdef");
+        assert!(detached_signature_is_valid(
+            &signature,
+            content,
+            "abcdef",
+            "0123456789abcdef"
+        ));
+        // Another content, secret or id; a payload put back; a truncated signature.
+        assert!(!detached_signature_is_valid(
+            &signature,
+            "apiVersion: v2\n",
+            "abcdef",
+            "0123456789abcdef"
+        ));
+        assert!(!detached_signature_is_valid(
+            &signature,
+            content,
+            "abcdef",
+            "0123456789abcdeg"
+        ));
+        assert!(!detached_signature_is_valid(
+            &signature,
+            content,
+            "abcdeg",
+            "0123456789abcdef"
+        ));
+        let (header, mac) = signature.split_once("..").unwrap();
+        let attached = format!("{header}.YXBpVmVyc2lvbjogdjEKa2luZDogQ29uZmlnCg.{mac}");
+        assert!(!detached_signature_is_valid(
+            &attached,
+            content,
+            "abcdef",
+            "0123456789abcdef"
+        ));
+        assert!(!detached_signature_is_valid(
+            &signature[..signature.len() - 1],
+            content,
+            "abcdef",
+            "0123456789abcdef"
+        ));
+        assert!(!detached_signature_is_valid(
+            "",
+            content,
+            "abcdef",
+            "0123456789abcdef"
+        ));
     }
 
     #[test]

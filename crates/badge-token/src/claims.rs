@@ -2,7 +2,7 @@
 //! `validator.Validate`), `legacy.go` (`LegacyClaims`, `legacyValidator.Validate`), the audience
 //! handling of `jwt.go` and the user of k8s.io/apiserver `pkg/authentication/serviceaccount/util.go`.
 //!
-//! [`validate`] runs SECURITY.md §3 steps 8–10 (issuer, time, audience) and the claim checks
+//! [`validate`] runs verification steps 8–10 (issuer, time, audience) and the claim checks
 //! upstream's validators make before their object lookups. The lookups themselves (the SA, bound
 //! pod/secret/node exist, are not deleted more than 60 s ago, and have the claimed UIDs; the
 //! legacy Secret holds this exact token) are the server's: [`ValidatedClaims`] carries what they

@@ -1,37 +1,58 @@
-//! Just enough DER to read the parts of keys aws-lc-rs does not hand out: the algorithm of a
-//! SubjectPublicKeyInfo, RSA `n`/`e` and EC points for JWKs, the SPKI inside a certificate and
-//! the modulus size of an RSA private key before aws-lc-rs refuses it without saying why.
+//! badge's one DER module: just enough to read the parts of keys aws-lc-rs does not hand out
+//! (the algorithm of a SubjectPublicKeyInfo, RSA `n`/`e` and EC points for JWKs, the SPKI
+//! inside a certificate, the modulus size of an RSA private key before aws-lc-rs refuses it
+//! without saying why), and to write the TLVs of the certificate subjects the PKI builds.
 //! Inputs are operator-supplied key files, still every read is bounds-checked.
 
-pub(crate) const TAG_INTEGER: u8 = 0x02;
-pub(crate) const TAG_BIT_STRING: u8 = 0x03;
-pub(crate) const TAG_OCTET_STRING: u8 = 0x04;
-pub(crate) const TAG_OID: u8 = 0x06;
-pub(crate) const TAG_SEQUENCE: u8 = 0x30;
-const TAG_CONTEXT_0: u8 = 0xa0;
+pub const TAG_INTEGER: u8 = 0x02;
+pub const TAG_BIT_STRING: u8 = 0x03;
+pub const TAG_OCTET_STRING: u8 = 0x04;
+pub const TAG_OID: u8 = 0x06;
+pub const TAG_SEQUENCE: u8 = 0x30;
+pub const TAG_UTF8_STRING: u8 = 0x0c;
+pub const TAG_SET: u8 = 0x31;
+/// `[0]`, constructed: an explicit tag, such as a certificate's version.
+pub const TAG_CONTEXT_0: u8 = 0xa0;
 
-pub(crate) const OID_RSA_ENCRYPTION: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01];
-pub(crate) const OID_EC_PUBLIC_KEY: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
-pub(crate) const OID_P256: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
-pub(crate) const OID_P384: &[u8] = &[0x2b, 0x81, 0x04, 0x00, 0x22];
-pub(crate) const OID_P521: &[u8] = &[0x2b, 0x81, 0x04, 0x00, 0x23];
+pub const OID_RSA_ENCRYPTION: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01];
+pub const OID_EC_PUBLIC_KEY: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
+pub const OID_P256: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+pub const OID_P384: &[u8] = &[0x2b, 0x81, 0x04, 0x00, 0x22];
+pub const OID_P521: &[u8] = &[0x2b, 0x81, 0x04, 0x00, 0x23];
 
 /// A cursor over a run of DER TLVs.
-pub(crate) struct Reader<'a> {
+pub struct Reader<'a> {
     rest: &'a [u8],
 }
 
 impl<'a> Reader<'a> {
-    pub(crate) fn new(data: &'a [u8]) -> Self {
+    pub fn new(data: &'a [u8]) -> Self {
         Self { rest: data }
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
+    pub fn is_empty(&self) -> bool {
         self.rest.is_empty()
     }
 
+    /// What has not been read yet.
+    pub fn rest(&self) -> &'a [u8] {
+        self.rest
+    }
+
+    /// Reads one TLV that must carry `tag`, returning its contents.
+    pub fn expect(&mut self, tag: u8) -> Option<&'a [u8]> {
+        match self.next()? {
+            (t, contents, _) if t == tag => Some(contents),
+            _ => None,
+        }
+    }
+}
+
+impl<'a> Iterator for Reader<'a> {
+    type Item = (u8, &'a [u8], &'a [u8]);
+
     /// Reads one TLV: its tag, its contents, and the whole encoding.
-    pub(crate) fn next(&mut self) -> Option<(u8, &'a [u8], &'a [u8])> {
+    fn next(&mut self) -> Option<(u8, &'a [u8], &'a [u8])> {
         let data = self.rest;
         let tag = *data.first()?;
         // Multi-byte tags never occur in the structures read here.
@@ -59,18 +80,10 @@ impl<'a> Reader<'a> {
         self.rest = &data[end..];
         Some((tag, contents, whole))
     }
-
-    /// Reads one TLV that must carry `tag`, returning its contents.
-    pub(crate) fn expect(&mut self, tag: u8) -> Option<&'a [u8]> {
-        match self.next()? {
-            (t, contents, _) if t == tag => Some(contents),
-            _ => None,
-        }
-    }
 }
 
 /// The unsigned big-endian magnitude of a DER INTEGER's contents, without sign padding.
-pub(crate) fn unsigned(int: &[u8]) -> &[u8] {
+pub fn unsigned(int: &[u8]) -> &[u8] {
     let mut int = int;
     while let [0, rest @ ..] = int {
         if rest.is_empty() {
@@ -82,7 +95,7 @@ pub(crate) fn unsigned(int: &[u8]) -> &[u8] {
 }
 
 /// Bit length of an unsigned big-endian integer.
-pub(crate) fn bit_len(magnitude: &[u8]) -> usize {
+pub fn bit_len(magnitude: &[u8]) -> usize {
     let magnitude = unsigned(magnitude);
     match magnitude.first() {
         None | Some(0) => 0,
@@ -92,13 +105,13 @@ pub(crate) fn bit_len(magnitude: &[u8]) -> usize {
 
 /// The parts of a SubjectPublicKeyInfo: algorithm OID, its parameters TLV (if any) and the
 /// subjectPublicKey bits (whole bytes only).
-pub(crate) struct Spki<'a> {
-    pub(crate) algorithm: &'a [u8],
-    pub(crate) parameters: Option<(u8, &'a [u8])>,
-    pub(crate) key: &'a [u8],
+pub struct Spki<'a> {
+    pub algorithm: &'a [u8],
+    pub parameters: Option<(u8, &'a [u8])>,
+    pub key: &'a [u8],
 }
 
-pub(crate) fn spki(der: &[u8]) -> Option<Spki<'_>> {
+pub fn spki(der: &[u8]) -> Option<Spki<'_>> {
     let mut outer = Reader::new(der);
     let body = outer.expect(TAG_SEQUENCE)?;
     if !outer.is_empty() {
@@ -121,7 +134,7 @@ pub(crate) fn spki(der: &[u8]) -> Option<Spki<'_>> {
 }
 
 /// `n` and `e` of a PKCS#1 RSAPublicKey, as unsigned magnitudes.
-pub(crate) fn rsa_public_key(der: &[u8]) -> Option<(&[u8], &[u8])> {
+pub fn rsa_public_key(der: &[u8]) -> Option<(&[u8], &[u8])> {
     let mut body = Reader::new(Reader::new(der).expect(TAG_SEQUENCE)?);
     let n = body.expect(TAG_INTEGER)?;
     let e = body.expect(TAG_INTEGER)?;
@@ -129,7 +142,7 @@ pub(crate) fn rsa_public_key(der: &[u8]) -> Option<(&[u8], &[u8])> {
 }
 
 /// The modulus of a PKCS#1 RSAPrivateKey.
-pub(crate) fn rsa_private_modulus(der: &[u8]) -> Option<&[u8]> {
+pub fn rsa_private_modulus(der: &[u8]) -> Option<&[u8]> {
     let mut body = Reader::new(Reader::new(der).expect(TAG_SEQUENCE)?);
     body.expect(TAG_INTEGER)?; // version
     body.expect(TAG_INTEGER).map(unsigned)
@@ -137,13 +150,13 @@ pub(crate) fn rsa_private_modulus(der: &[u8]) -> Option<&[u8]> {
 
 /// The parts of a PKCS#8 PrivateKeyInfo: algorithm OID, its parameters TLV (if any) and the
 /// contents of the privateKey OCTET STRING.
-pub(crate) struct Pkcs8<'a> {
-    pub(crate) algorithm: &'a [u8],
-    pub(crate) parameters: Option<(u8, &'a [u8])>,
-    pub(crate) key: &'a [u8],
+pub struct Pkcs8<'a> {
+    pub algorithm: &'a [u8],
+    pub parameters: Option<(u8, &'a [u8])>,
+    pub key: &'a [u8],
 }
 
-pub(crate) fn pkcs8(der: &[u8]) -> Option<Pkcs8<'_>> {
+pub fn pkcs8(der: &[u8]) -> Option<Pkcs8<'_>> {
     let mut body = Reader::new(Reader::new(der).expect(TAG_SEQUENCE)?);
     body.expect(TAG_INTEGER)?; // version
     let mut alg = Reader::new(body.expect(TAG_SEQUENCE)?);
@@ -158,7 +171,7 @@ pub(crate) fn pkcs8(der: &[u8]) -> Option<Pkcs8<'_>> {
 }
 
 /// The whole SubjectPublicKeyInfo TLV of an X.509 certificate.
-pub(crate) fn certificate_spki(der: &[u8]) -> Option<&[u8]> {
+pub fn certificate_spki(der: &[u8]) -> Option<&[u8]> {
     let mut cert = Reader::new(Reader::new(der).expect(TAG_SEQUENCE)?);
     let mut tbs = Reader::new(cert.expect(TAG_SEQUENCE)?);
     let (mut tag, _, _) = tbs.next()?;
@@ -177,6 +190,25 @@ pub(crate) fn certificate_spki(der: &[u8]) -> Option<&[u8]> {
         (TAG_SEQUENCE, _, whole) => Some(whole),
         _ => None,
     }
+}
+
+/// Appends one TLV: `tag`, the definite length of `contents`, then `contents`.
+pub fn push_tlv(out: &mut Vec<u8>, tag: u8, contents: &[u8]) {
+    out.push(tag);
+    let len = contents.len();
+    if let Ok(short) = u8::try_from(len)
+        && short < 0x80
+    {
+        out.push(short);
+    } else {
+        let bytes = len.to_be_bytes();
+        let skip = bytes.iter().take_while(|b| **b == 0).count();
+        let long = &bytes[skip..];
+        // At most size_of::<usize>() bytes, so this fits the 7-bit count.
+        out.push(0x80 | long.len() as u8);
+        out.extend_from_slice(long);
+    }
+    out.extend_from_slice(contents);
 }
 
 #[cfg(test)]
@@ -207,6 +239,18 @@ mod tests {
             "multi-byte tag"
         );
         assert!(Reader::new(&[]).next().is_none());
+    }
+
+    #[test]
+    fn written_lengths_read_back() {
+        for len in [0usize, 1, 127, 128, 255, 256, 65_535, 65_536, 1 << 20] {
+            let mut out = Vec::new();
+            push_tlv(&mut out, TAG_SEQUENCE, &vec![7u8; len]);
+            let mut r = Reader::new(&out);
+            let (tag, contents, whole) = r.next().unwrap();
+            assert_eq!((tag, contents.len(), whole.len()), (TAG_SEQUENCE, len, out.len()));
+            assert!(r.is_empty());
+        }
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! the token or any attacker-chosen string; callers answer every one with a bare 401 (or
 //! TokenReview `authenticated: false`), never with this detail.
 
-/// A refused token, by the step of SECURITY.md §3 that refused it.
+/// A refused token, by the verification step that refused it (the crate docs list them).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum TokenError {

@@ -1,4 +1,4 @@
-//! A strict JSON reader for token headers and payloads (SECURITY.md §3 steps 3 and 7):
+//! A strict JSON reader for token headers and payloads (verification steps 3 and 7):
 //! duplicate member names are refused rather than last-wins, nesting is bounded, and trailing
 //! data is an error. Built on serde_json's parser, so strings are checked UTF-8 and lone
 //! surrogates are refused there.

@@ -1,6 +1,6 @@
 //! Compact JWS signing and verification, after kube-apiserver's `pkg/serviceaccount/jwt.go`
 //! (`jwtTokenGenerator.GenerateToken`, `jwtTokenAuthenticator.AuthenticateToken`) but with the
-//! verification order and refusals of SECURITY.md §3 steps 1–7.
+//! verification order and refusals of steps 1–7 (the crate docs list the steps).
 //!
 //! Signing writes the header exactly as upstream does, `{"alg":"…","kid":"…"}` (no `typ`), and
 //! the payload with object members sorted at every level, as go-jose's map serialisation does.
@@ -140,7 +140,7 @@ impl VerifiedToken {
     }
 }
 
-/// Checks a compact JWS against `keys` in the order of SECURITY.md §3, steps 1–7. Nothing is
+/// Checks a compact JWS against `keys` in the order of verification steps 1–7. Nothing is
 /// fetched and nothing is taken from the token but the bytes it signs: the algorithm must be
 /// the one pinned to the key, and the key comes from `keys` only.
 pub fn parse_and_verify(token: &str, keys: &KeySet) -> Result<VerifiedToken, TokenError> {

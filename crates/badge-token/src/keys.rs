@@ -3,7 +3,7 @@
 //! client-go `util/keyutil` (`ParsePublicKeysPEM`, what `--service-account-key-file` accepts).
 //!
 //! Every key is parsed once, when loaded, into an aws-lc-rs object that lives as long as the key:
-//! PERF.md measured that rebuilding a key per token doubles the cost of RS256 signing.
+//! rebuilding a key per token was measured to double the cost of RS256 signing.
 //!
 //! Deliberate differences from upstream: RSA keys under 2048 bits (and over 8192, which
 //! aws-lc-rs cannot verify) are refused at load, and a PEM block whose label names a key but
@@ -23,12 +23,12 @@ use aws_lc_rs::signature::{
     RSA_PKCS1_2048_8192_SHA256, RSA_PKCS1_SHA256,
 };
 use base64::Engine as _;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 
 use crate::{der, pem};
 
-/// Smallest RSA modulus accepted anywhere (SECURITY.md §3 step 5).
+/// Smallest RSA modulus accepted anywhere (verification step 5).
 pub const MIN_RSA_BITS: usize = 2048;
 /// Largest RSA modulus aws-lc-rs verifies with `RSA_PKCS1_2048_8192_SHA256`.
 pub const MAX_RSA_BITS: usize = 8192;
@@ -314,7 +314,7 @@ impl SigningKey {
                 .as_ref()
                 .to_vec(),
         };
-        Ok(pem_encode("PRIVATE KEY", &der))
+        Ok(pem::encode("PRIVATE KEY", &der))
     }
 
     /// The algorithm this key signs with.
@@ -544,7 +544,7 @@ impl VerifyingKey {
 
     /// The key as a `PUBLIC KEY` PEM block.
     pub fn to_pem(&self) -> String {
-        pem_encode("PUBLIC KEY", &self.inner.spki)
+        pem::encode("PUBLIC KEY", &self.inner.spki)
     }
 
     /// The public JWK, with upstream's members in go-jose's order.
@@ -685,23 +685,6 @@ fn sec1_curve(der: &[u8]) -> Result<Option<Curve>, KeyError> {
         }
         _ => Ok(None),
     }
-}
-
-fn pem_encode(label: &str, der: &[u8]) -> String {
-    let b64 = STANDARD.encode(der);
-    let mut out = String::with_capacity(b64.len() + b64.len() / 64 + 2 * label.len() + 40);
-    out.push_str("-----BEGIN ");
-    out.push_str(label);
-    out.push_str("-----\n");
-    // base64 output is ASCII, so 64-byte chunks are whole characters.
-    for line in b64.as_bytes().chunks(64) {
-        out.push_str(std::str::from_utf8(line).unwrap_or_default());
-        out.push('\n');
-    }
-    out.push_str("-----END ");
-    out.push_str(label);
-    out.push_str("-----\n");
-    out
 }
 
 #[cfg(test)]

@@ -1,10 +1,17 @@
-//! The keys in force, and how they rotate.
+//! The keys in force, and how they rotate: the one place a key's lifecycle lives.
 //!
-//! [`KeySet`] is upstream's `staticPublicKeysGetter` (pkg/serviceaccount/jwt.go) plus the signer:
-//! verification keys in configuration order (for the JWKS) and a kid index (for verification).
+//! [`KeySet`] is the snapshot every reader takes: upstream's `staticPublicKeysGetter`
+//! (pkg/serviceaccount/jwt.go) plus the signer, the verification keys in configuration order,
+//! a kid index, the JWKS rendered once (`pkg/serviceaccount/openidmetadata.go`), per-key usage
+//! and, for badge's own keys, the ring it was computed from (each key's state and dates).
+//! [`PublishedKeys`] publishes it lock-free: signing, verification, the JWKS and discovery
+//! endpoints, the keys API and the rotation controller all read the same snapshot, and a
+//! change swaps it whole. Where the ring is stored and how servers follow it is the
+//! `badge-keys` crate's business.
 //!
-//! [`KeyRing`] has no upstream counterpart; upstream rotation is an operator procedure
-//! (UPSTREAM.md §9.2). It is the pure state machine SECURITY.md §5.3 asks for, after SPIRE's
+//! [`KeyRing`] has no upstream counterpart; upstream rotation is an operator procedure (a new
+//! `--service-account-key-file`, then a new `--service-account-signing-key-file`). It is a
+//! pure state machine, after SPIRE's
 //! prepare/activate and Vault's `verification_ttl`: a new key is published before it signs,
 //! a retired key keeps verifying for at least the longest token lifetime plus leeway, and a
 //! revoked key stops verifying at once. Time is always passed in.
@@ -14,6 +21,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
+use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
 
 use crate::claims::LEEWAY_SECONDS;
@@ -49,13 +57,22 @@ impl KeyUsage {
 
 // === impl KeySet ===
 
-/// The signing key (if this server signs) and every verification key, indexed by kid.
-#[derive(Clone, Default)]
+/// The signing key (if this server signs) and every verification key, indexed by kid, with
+/// the JWKS document rendered once and the ring (if any) they were computed from.
+#[derive(Clone)]
 pub struct KeySet {
     signer: Option<SigningKey>,
     keys: Vec<VerifyingKey>,
     by_kid: HashMap<String, VerifyingKey>,
     usage: HashMap<String, Arc<KeyUsage>>,
+    jwks: Arc<[u8]>,
+    ring: Option<(Arc<KeyRing>, i64)>,
+}
+
+impl Default for KeySet {
+    fn default() -> Self {
+        Self::new(None, [])
+    }
 }
 
 impl KeySet {
@@ -74,12 +91,26 @@ impl KeySet {
             .iter()
             .map(|k| (k.kid().to_owned(), Arc::default()))
             .collect();
+        let jwks = crate::oidc::jwks(&keys).into();
         Self {
             signer,
             keys,
             by_kid,
             usage,
+            jwks,
+            ring: None,
         }
+    }
+
+    /// The JWKS document of [`KeySet::keys`], rendered when the set was made.
+    pub fn jwks(&self) -> &[u8] {
+        &self.jwks
+    }
+
+    /// The ring this set was computed from and the time (unix seconds) it was computed at;
+    /// None for keys from files.
+    pub fn ring(&self) -> Option<(&KeyRing, i64)> {
+        self.ring.as_ref().map(|(ring, at)| (ring.as_ref(), *at))
     }
 
     /// Takes over `previous`'s counters for the kids both sets hold, so usage survives the
@@ -136,6 +167,42 @@ impl fmt::Debug for KeySet {
                 &self.keys.iter().map(VerifyingKey::kid).collect::<Vec<_>>(),
             )
             .finish()
+    }
+}
+
+// === impl PublishedKeys ===
+
+/// The [`KeySet`] in force, swapped whole on every change so that readers never wait: a
+/// read is an atomic load, a change a pointer swap.
+pub struct PublishedKeys {
+    current: ArcSwap<KeySet>,
+}
+
+impl Default for PublishedKeys {
+    fn default() -> Self {
+        Self::new(KeySet::default())
+    }
+}
+
+impl PublishedKeys {
+    /// Publishes `keys` as the first snapshot.
+    pub fn new(keys: KeySet) -> Self {
+        Self {
+            current: ArcSwap::from_pointee(keys),
+        }
+    }
+
+    /// The snapshot now.
+    pub fn current(&self) -> Arc<KeySet> {
+        self.current.load_full()
+    }
+
+    /// Swaps in `keys`, keeping the usage counters of the keys it shares with the snapshot
+    /// it replaces. Callers that publish from several tasks serialise their publications, so
+    /// that an older computation never replaces a newer one.
+    pub fn publish(&self, mut keys: KeySet) {
+        keys.carry_usage_from(&self.current.load());
+        self.current.store(Arc::new(keys));
     }
 }
 
@@ -411,7 +478,9 @@ impl KeyRing {
     /// listed first.
     pub fn key_set(&self, now: i64, extra: &[VerifyingKey]) -> KeySet {
         let verifying = extra.iter().cloned().chain(self.verification_keys(now));
-        KeySet::new(self.current_signer(now).cloned(), verifying)
+        let mut set = KeySet::new(self.current_signer(now).cloned(), verifying);
+        set.ring = Some((Arc::new(self.clone()), now));
+        set
     }
 
     /// The next time after `now` at which [`KeyRing::key_set`] changes, so the server knows
@@ -614,6 +683,30 @@ mod tests {
         assert_eq!(rebuilt.usage(a.kid()).unwrap().count(), 8000);
         assert_eq!(rebuilt.usage(b.kid()).unwrap().count(), 0);
         assert_eq!(rebuilt.usage(b.kid()).unwrap().last_used(), None);
+    }
+
+    #[test]
+    fn published_snapshots_carry_usage_the_jwks_and_the_ring() {
+        let mut ring = KeyRing::new(DAY).unwrap();
+        let (k1, k2) = (key(), key());
+        ring.rotate(k1.clone(), 0, 0).unwrap();
+        let published = PublishedKeys::new(ring.key_set(10, &[]));
+        published.current().usage(k1.kid()).unwrap().record(10);
+
+        ring.rotate(k2.clone(), 20, HOUR).unwrap();
+        let before = published.current();
+        published.publish(ring.key_set(30, &[]));
+        // A reader holding the old snapshot keeps it whole.
+        assert_eq!(kids(before.keys()), vec![k1.kid()]);
+        let now = published.current();
+        assert_eq!(kids(now.keys()), vec![k1.kid(), k2.kid()]);
+        assert_eq!(now.jwks(), crate::oidc::jwks(now.keys()).as_slice());
+        assert_eq!(now.usage(k1.kid()).unwrap().count(), 1);
+        let (snapshot_ring, at) = now.ring().unwrap();
+        assert_eq!(at, 30);
+        assert_eq!(snapshot_ring.entries()[1].state_at(at), KeyState::Pending);
+        assert!(KeySet::new(Some(k1), []).ring().is_none());
+        assert_eq!(KeySet::default().jwks(), br#"{"keys":[]}"#);
     }
 
     #[test]

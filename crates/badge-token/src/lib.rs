@@ -1,6 +1,5 @@
 //! Kubernetes service-account tokens: keys, compact JWS, claims, rotation and OIDC discovery,
-//! as kube-apiserver's `pkg/serviceaccount` does them (see each module for its upstream file),
-//! verified in the order SECURITY.md §3 lays down.
+//! as kube-apiserver's `pkg/serviceaccount` does them (see each module for its upstream file).
 //!
 //! A pure core: no I/O and no clock. Every function that needs time takes `now` (unix seconds);
 //! keys come in as PEM text and go out as PEM text or JSON bytes. Cryptography is aws-lc-rs,
@@ -9,17 +8,21 @@
 //! The pieces, in the order a request meets them:
 //! [`jwt::parse_and_verify`] (steps 1–7) → [`claims::validate`] (steps 8–10) → the server's
 //! object checks → [`claims::ValidatedClaims`]'s user pieces.
+//!
+//! The verification steps, each refusing with its own [`TokenError`]: 1. size and shape;
+//! 2. strict base64url; 3. header; 4. algorithm allow-list; 5. key selection; 6. signature;
+//! 7. payload; 8. issuer; 9. time, with 60 s leeway; 10. audience.
 
 pub mod bootstrap;
 pub mod claims;
-mod der;
+pub mod der;
 mod error;
 mod json;
 pub mod jwt;
 pub mod keys;
 pub mod keyset;
 pub mod oidc;
-mod pem;
+pub mod pem;
 #[cfg(test)]
 mod proptests;
 pub mod seal;
@@ -29,5 +32,5 @@ pub use claims::{BoundClaims, Expectations, LegacyClaims, ObjectRef, TokenKind, 
 pub use error::TokenError;
 pub use jwt::{Token, VerifiedToken};
 pub use keys::{Algorithm, Curve, KeyError, SigningKey, VerifyingKey};
-pub use keyset::{AutoRotation, KeyRing, KeySet, KeyState, KeyUsage};
+pub use keyset::{AutoRotation, KeyRing, KeySet, KeyState, KeyUsage, PublishedKeys};
 pub use secret::Secret;

@@ -1,5 +1,7 @@
-//! PEM armour (RFC 7468), as Go's `encoding/pem.Decode` reads key files: any text outside
-//! `-----BEGIN …-----` / `-----END …-----` pairs is ignored, blocks are returned in order.
+//! badge's one PEM module (RFC 7468). Reading is as Go's `encoding/pem.Decode` reads key
+//! files (upstream src/encoding/pem/pem.go): any text outside `-----BEGIN …-----` /
+//! `-----END …-----` pairs is ignored, blocks are returned in order. Writing is as Go's
+//! `pem.Encode`: 64 base64 characters a line.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -7,12 +9,13 @@ use base64::engine::general_purpose::STANDARD;
 use crate::keys::KeyError;
 
 /// One decoded PEM block. The DER may be private key material, so there is no Debug.
-pub(crate) struct Block {
-    pub(crate) label: String,
-    pub(crate) der: Vec<u8>,
+pub struct Block {
+    pub label: String,
+    pub der: Vec<u8>,
 }
 
-pub(crate) fn parse_all(input: &str) -> Result<Vec<Block>, KeyError> {
+/// Every block of `input`, in order; encrypted keys are refused.
+pub fn parse_all(input: &str) -> Result<Vec<Block>, KeyError> {
     let mut blocks = Vec::new();
     let mut lines = input.lines();
     while let Some(line) = lines.next() {
@@ -54,6 +57,19 @@ pub(crate) fn parse_all(input: &str) -> Result<Vec<Block>, KeyError> {
     Ok(blocks)
 }
 
+/// PEM text for `der` under `label`, 64 characters a line.
+pub fn encode(label: &str, der: &[u8]) -> String {
+    let b64 = STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    // Base64 output is ASCII, so splitting bytes never splits a character.
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(line));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
 fn armour_label<'a>(line: &'a str, prefix: &str) -> Option<&'a str> {
     line.strip_prefix(prefix)?.strip_suffix("-----")
 }
@@ -72,6 +88,17 @@ mod tests {
         assert_eq!(blocks[0].der, vec![1, 2, 3]);
         assert_eq!(blocks[1].label, "B C");
         assert_eq!(blocks[1].der, vec![4]);
+    }
+
+    #[test]
+    fn encoded_blocks_read_back() {
+        let der: Vec<u8> = (0..=255).collect();
+        let text = encode("CERTIFICATE", &der);
+        assert!(text.lines().all(|line| line.len() <= 64));
+        let blocks = parse_all(&text).unwrap();
+        assert_eq!(blocks.len(), 1);
+        assert_eq!(blocks[0].label, "CERTIFICATE");
+        assert_eq!(blocks[0].der, der);
     }
 
     #[test]

@@ -1,10 +1,8 @@
-//! SECURITY.md §3, row by row: every attack in the catalogue is forged here with real keys and
-//! must be refused at the step the catalogue names. Plus round trips for every algorithm and a
+//! badge-token's verification steps (its crate docs list them), attack by attack: each attack is
+//! forged here with real keys and must be refused at the step that stops it. Plus round trips for every algorithm and a
 //! seeded random-mutation loop. Black-box: only the crate's public API.
 
-#![allow(clippy::unwrap_used)]
-
-use std::time::{Duration, Instant};
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use aws_lc_rs::{hmac, rsa, signature};
 use badge_token::claims::{self, BoundClaims, Expectations, LegacyClaims, ObjectRef, ValidatedClaims};
@@ -744,9 +742,9 @@ fn time_skew_at_the_leeway_edges() {
 }
 
 #[test]
-fn huge_inputs_are_refused_fast() {
+fn huge_inputs_are_refused_by_size_before_parsing() {
     let w = world();
-    let start = Instant::now();
+    // Each is refused for its size or its shape, never for what a parse of it would find.
     let dots = ".".repeat(200_000);
     refused(&dots, &w, TokenError::TooLarge);
     refused(&"a.".repeat(200_000), &w, TokenError::TooLarge);
@@ -757,7 +755,6 @@ fn huge_inputs_are_refused_fast() {
     let at_cap = "A".repeat(MAX_TOKEN_BYTES);
     refused(&at_cap, &w, TokenError::SegmentCount);
     refused(&format!("{at_cap}.."), &w, TokenError::TooLarge);
-    assert!(start.elapsed() < Duration::from_secs(1), "{:?}", start.elapsed());
 
     // A deeply nested payload under the cap, correctly signed.
     let deep = format!(r#"{{"a":{}{}}}"#, "[".repeat(4500), "]".repeat(4500));

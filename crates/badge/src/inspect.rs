@@ -68,7 +68,7 @@ pub async fn run(options: InspectOptions) -> anyhow::Result<()> {
     };
     let header = segment(&token, 0)?;
     let claims = segment(&token, 1)?;
-    let now = jiff::Timestamp::now().as_second();
+    let now = badge_api::clock::now().as_second();
     println!("Header:      {}", serde_json::to_string(&header)?);
     let field = |k: &str| claims.get(k).cloned().unwrap_or(Value::Null);
     println!("Issuer:      {}", field("iss").as_str().unwrap_or("-"));

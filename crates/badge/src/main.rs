@@ -3,6 +3,7 @@
 mod encryption_cmd;
 mod inspect;
 mod keys;
+mod kms_plugin;
 mod log_writer;
 mod migrate;
 mod node;
@@ -28,13 +29,17 @@ enum Command {
     /// Run the API server.
     Server(Box<server::ServerOptions>),
     /// Play the kubelet's volume part: write and refresh the projected, secret and
-    /// configMap volumes of the pods bound to a node.
+    /// configMap volumes of the pods bound to a node (which joins with
+    /// --bootstrap-token, or uses --kubeconfig).
     Agent(badge_agent::AgentOptions),
     /// How stored objects are encrypted at rest, and their rewrite under a new key.
     #[command(subcommand)]
     Encryption(encryption_cmd::EncryptionCommand),
     /// Manage the ServiceAccount signing keys of a running server.
     Keys(keys::KeysOptions),
+    /// Serve a KMS v2 plugin (upstream's gRPC API on a unix socket) that seals with a local
+    /// AES key: for tests and single-machine use of the `kms` encryption provider.
+    KmsPlugin(kms_plugin::KmsPluginOptions),
     /// Copy every object (and the signing keys) between the embedded store of a data dir
     /// and etcd, keeping uids and data.
     Migrate(migrate::MigrateOptions),
@@ -87,6 +92,7 @@ fn main() -> std::process::ExitCode {
             Command::Agent(options) => badge_agent::run(options, terminated()).await,
             Command::Encryption(command) => encryption_cmd::run(command).await,
             Command::Keys(options) => keys::run(options).await,
+            Command::KmsPlugin(options) => kms_plugin::run(options, terminated()).await,
             Command::Node(command) => node::run(command),
             Command::Token(TokenCommand::Inspect(options)) => inspect::run(options).await,
             Command::Token(TokenCommand::Create(options)) => token_cmd::create(options).await,

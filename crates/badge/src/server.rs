@@ -38,6 +38,18 @@ pub struct ServerOptions {
     /// The longest token a TokenRequest gets (a Go duration such as 24h; unset: no limit).
     #[arg(long)]
     service_account_max_token_expiration: Option<String>,
+    /// The shortest token a TokenRequest may ask for (a Go duration; upstream's fixed 10m).
+    /// Only tests lower it, to see tokens expire.
+    #[arg(long, default_value = "10m", hide = true)]
+    service_account_min_token_expiration: String,
+    /// Record every token issued and each use of a ServiceAccount token in the
+    /// identity.badge.dev IssuedToken and ServiceAccountUsage objects.
+    #[arg(long, default_value_t = true, num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", action = clap::ArgAction::Set, value_parser = go_bool)]
+    token_usage_tracking: bool,
+    /// How often token usage noted in memory is written to the store (a Go duration).
+    #[arg(long, default_value = "10s")]
+    usage_flush_period: String,
     /// Give the kubelet's 3607 s tokens a one-year lifetime with a warnafter claim.
     #[arg(long, default_value_t = true, num_args = 0..=1, require_equals = true,
           default_missing_value = "true", action = clap::ArgAction::Set, value_parser = go_bool)]
@@ -114,6 +126,18 @@ pub struct ServerOptions {
     storage: StorageOptions,
     #[command(flatten)]
     encryption: EncryptionOptions,
+    /// Re-read the encryption configuration file when it changes: a valid new one replaces
+    /// the providers without a restart, an invalid one is logged and the current one kept.
+    #[arg(long = "encryption-provider-config-automatic-reload")]
+    encryption_provider_config_automatic_reload: bool,
+    /// How often the encryption configuration file is checked for changes (a Go duration;
+    /// upstream's one minute). Tests shorten it.
+    #[arg(
+        long = "encryption-provider-config-reload-interval",
+        default_value = "1m",
+        hide = true
+    )]
+    encryption_provider_config_reload_interval: String,
     #[command(flatten)]
     audit: AuditOptions,
 }
@@ -190,23 +214,83 @@ pub struct EncryptionOptions {
     /// written on the first start to encrypt Secrets with a fresh secretbox key.
     #[arg(long = "encryption-provider-config")]
     pub encryption_provider_config: Option<PathBuf>,
+    /// How often the plugin of a `kms` provider is asked its status (a Go duration;
+    /// upstream's one minute). Tests shorten it.
+    #[arg(long = "kms-v2-status-interval", default_value = "1m", hide = true)]
+    pub kms_status_interval: String,
+    /// How long writes go on under a DEK whose key id the plugin has not confirmed (a Go
+    /// duration; upstream's three minutes). Tests shorten it.
+    #[arg(long = "kms-v2-write-dek-ttl", default_value = "3m", hide = true)]
+    pub kms_write_ttl: String,
 }
 
 impl EncryptionOptions {
+    fn kms_timings(&self) -> anyhow::Result<badge_encryption::kms::KmsTimings> {
+        let duration = |flag: &str, text: &str| {
+            badge_apiserver::limits::parse_go_duration(text)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| anyhow::anyhow!("--{flag} must be a positive duration, not {text:?}"))
+        };
+        let status_interval = duration("kms-v2-status-interval", &self.kms_status_interval)?;
+        Ok(badge_encryption::kms::KmsTimings {
+            status_interval,
+            retry_interval: status_interval.min(std::time::Duration::from_secs(10)),
+            write_ttl: duration("kms-v2-write-dek-ttl", &self.kms_write_ttl)?,
+        })
+    }
+
+    /// The configuration file in use: the one given, or the data dir's own (written on a
+    /// first start).
+    fn config_path(&self, data_dir: &std::path::Path) -> anyhow::Result<PathBuf> {
+        match &self.encryption_provider_config {
+            Some(path) => Ok(path.clone()),
+            None => {
+                let path = data_dir.join("pki").join(badge_encryption::DEFAULT_CONFIG_FILE);
+                if !path.exists() {
+                    badge_encryption::config::write_default(&path)
+                        .map_err(|e| anyhow::anyhow!("the default encryption configuration: {e}"))?;
+                }
+                tracing::info!(config = %path.display(), "encrypting Secrets at rest");
+                Ok(path)
+            }
+        }
+    }
+
+    fn flag_error(&self, e: badge_encryption::ConfigError) -> anyhow::Error {
+        match self.encryption_provider_config {
+            Some(_) => anyhow::anyhow!("--encryption-provider-config: {e}"),
+            None => anyhow::anyhow!("the default encryption configuration: {e}"),
+        }
+    }
+
     /// The transformer of the configuration given, or of the data dir's own.
     pub fn load(&self, data_dir: &std::path::Path) -> anyhow::Result<Arc<badge_encryption::Encryption>> {
-        let encryption = match &self.encryption_provider_config {
-            Some(path) => badge_encryption::Encryption::load(path)
-                .map_err(|e| anyhow::anyhow!("--encryption-provider-config: {e}"))?,
-            None => {
-                let (path, encryption) =
-                    badge_encryption::Encryption::load_or_create_default(&data_dir.join("pki"))
-                        .map_err(|e| anyhow::anyhow!("the default encryption configuration: {e}"))?;
-                tracing::info!(config = %path.display(), "encrypting Secrets at rest");
-                encryption
-            }
-        };
+        let path = self.config_path(data_dir)?;
+        let config =
+            badge_encryption::EncryptionConfiguration::load(&path).map_err(|e| self.flag_error(e))?;
+        let encryption = badge_encryption::Encryption::with_timings(&config, self.kms_timings()?)
+            .map_err(|e| self.flag_error(e))?;
         Ok(Arc::new(encryption))
+    }
+
+    /// `store` with values encrypted as configured, the configuration file re-read every
+    /// `interval` and a valid new one taking over (`--encryption-provider-config-automatic-reload`).
+    pub fn wrap_reloading(
+        &self,
+        store: Arc<dyn badge_store::Store>,
+        data_dir: &std::path::Path,
+        interval: std::time::Duration,
+    ) -> anyhow::Result<Arc<dyn badge_store::Store>> {
+        let path = self.config_path(data_dir)?;
+        let reloading = Arc::new(
+            badge_encryption::reload::ReloadingEncryption::load(&path, self.kms_timings()?)
+                .map_err(|e| self.flag_error(e))?,
+        );
+        tokio::spawn(reloading.clone().watch(interval));
+        Ok(Arc::new(badge_store::transform::TransformedStore::new(
+            store, reloading,
+        )))
     }
 
     /// `store` with values encrypted and decrypted as configured.
@@ -337,18 +421,29 @@ pub async fn run(options: ServerOptions) -> anyhow::Result<()> {
     let pki_dir = options.data_dir.join("pki");
     let pki = tokio::task::spawn_blocking(move || badge_pki::Pki::load_or_create(&pki_dir, &sans));
     let store = options.storage.open(&options.data_dir).await?;
-    let store = options.encryption.wrap(store, &options.data_dir)?;
+    let store = if options.encryption_provider_config_automatic_reload {
+        let interval =
+            badge_apiserver::limits::parse_go_duration(&options.encryption_provider_config_reload_interval)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "--encryption-provider-config-reload-interval must be a positive duration"
+                    )
+                })?;
+        options
+            .encryption
+            .wrap_reloading(store, &options.data_dir, interval)?
+    } else {
+        options.encryption.wrap(store, &options.data_dir)?
+    };
     let key_type = match options.service_account_signing_key_type.as_str() {
-        "RS256" => badge_apiserver::serviceaccount::KeyType::Rs256,
-        "ES256" => badge_apiserver::serviceaccount::KeyType::Es256,
+        "RS256" => badge_keys::KeyType::Rs256,
+        "ES256" => badge_keys::KeyType::Es256,
         other => anyhow::bail!("--service-account-signing-key-type must be RS256 or ES256, not {other}"),
     };
     let first_key = match options.service_account_signing_key_file {
-        None if matches!(
-            store.get(badge_apiserver::serviceaccount::KEYRING_KEY).await,
-            Ok((None, _))
-        ) =>
-        {
+        None if matches!(store.get(badge_keys::KEYRING_KEY).await, Ok((None, _))) => {
             Some(tokio::task::spawn_blocking(move || key_type.generate()))
         }
         _ => None,
@@ -446,9 +541,9 @@ pub async fn run(options: ServerOptions) -> anyhow::Result<()> {
     let seal_key = pki
         .keyring_seal_key()
         .context("loading the key ring's sealing key")?;
-    let keys = badge_apiserver::serviceaccount::ServiceAccountKeys::load(
+    let keys = badge_keys::ServiceAccountKeys::load(
         store.clone(),
-        badge_apiserver::serviceaccount::StoredRing::new(&seal_key),
+        badge_keys::StoredRing::new(&seal_key),
         key_type,
         match first_key {
             Some(task) => Some(
@@ -464,7 +559,7 @@ pub async fn run(options: ServerOptions) -> anyhow::Result<()> {
     )
     .await
     .map_err(|s| anyhow::anyhow!("loading the service account keys: {}", s.message))?;
-    keys.spawn_refresher(stale_read_bound);
+    keys.spawn_watch(registry.clone(), stale_read_bound);
     let auto_rotation = match &options.service_account_key_rotation_period {
         None => None,
         Some(text) => {
@@ -492,6 +587,9 @@ pub async fn run(options: ServerOptions) -> anyhow::Result<()> {
         issuers: issuers.clone(),
         api_audiences: api_audiences.clone(),
         max_expiration,
+        min_expiration: parse_duration(&options.service_account_min_token_expiration)
+            .context("--service-account-min-token-expiration")?
+            .max(1),
         extend_expiration: options.service_account_extend_token_expiration,
         jwks_uri: options
             .service_account_jwks_uri
@@ -499,7 +597,7 @@ pub async fn run(options: ServerOptions) -> anyhow::Result<()> {
             .unwrap_or_else(|| format!("{server_url}/openid/v1/jwks")),
     };
     let authenticator = badge_auth::serviceaccount::ServiceAccountAuthenticator {
-        keys: keys.verification.clone(),
+        keys: keys.published().clone(),
         issuers,
         api_audiences: api_audiences.clone(),
         getter: Arc::new(badge_apiserver::serviceaccount::CacheTokenGetter(
@@ -540,8 +638,10 @@ pub async fn run(options: ServerOptions) -> anyhow::Result<()> {
             publish_lead_seconds = auto.publish_lead,
             "service account signing keys rotate automatically"
         );
-        badge_controllers::keyrotation::spawn(keys.clone(), Some(leading.clone()));
     }
+    // Scheduled writes of the key ring (rotation when enabled, expired keys dropped) are the
+    // lease holder's; every server follows the ring by its watch.
+    badge_controllers::keyrotation::spawn(keys.clone(), Some(leading.clone()));
 
     let csr_registry = registry.clone();
     let csr_signer = Arc::new(
@@ -550,8 +650,16 @@ pub async fn run(options: ServerOptions) -> anyhow::Result<()> {
     );
     let signing_duration = badge_apiserver::limits::parse_go_duration(&options.cluster_signing_duration)
         .map_err(|e| anyhow::anyhow!("--cluster-signing-duration: {e}"))?;
+    let usage_flush_period = badge_apiserver::limits::parse_go_duration(&options.usage_flush_period)
+        .map_err(|e| anyhow::anyhow!("--usage-flush-period: {e}"))?;
+    if usage_flush_period.is_zero() {
+        anyhow::bail!("--usage-flush-period must be positive");
+    }
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let api = badge_apiserver::ApiServer::new(registry, options.anonymous_auth, shutdown_rx.clone())
+        .with_usage(badge_apiserver::usage::UsageRecorder::new(
+            options.token_usage_tracking,
+        ))
         .with_rbac(rbac)
         .with_tokens(
             Arc::new(token_authenticator),
@@ -575,6 +683,7 @@ pub async fn run(options: ServerOptions) -> anyhow::Result<()> {
         "admin kubeconfig written: export KUBECONFIG={}",
         kubeconfig.display()
     );
+    let flusher = api.spawn_usage_flusher(usage_flush_period);
     let serving = tokio::spawn(badge_apiserver::server::serve(
         api,
         listener,
@@ -587,6 +696,10 @@ pub async fn run(options: ServerOptions) -> anyhow::Result<()> {
     tracing::info!("shutting down: draining in-flight requests");
     let _ = shutdown_tx.send(true);
     serving.await.context("the server task failed")?;
+    // What was noted since the last flush is written before the process ends.
+    if let Some(flusher) = flusher {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), flusher).await;
+    }
     tracing::info!("stopped");
     Ok(())
 }
@@ -678,7 +791,7 @@ fn uuid_like() -> String {
     format!(
         "{:x}{:x}",
         std::process::id(),
-        jiff::Timestamp::now().as_nanosecond()
+        badge_api::clock::now().as_nanosecond()
     )
 }
 

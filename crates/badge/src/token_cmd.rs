@@ -201,7 +201,7 @@ pub async fn create(options: CreateOptions) -> anyhow::Result<()> {
         &options.usages,
         &options.groups,
         &options.description,
-        jiff::Timestamp::now(),
+        badge_api::clock::now(),
     )?;
     let client = options.connection.client()?;
     // Read first, so a cluster without cluster-info is not left with an unprinted token.
@@ -240,7 +240,10 @@ pub async fn create(options: CreateOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
-const CLUSTER_INFO_PATH: &str = "/api/v1/namespaces/kube-public/configmaps/cluster-info";
+const CLUSTER_INFO_PATH: &str = badge_agent::join::CLUSTER_INFO_PATH;
+/// Where a joining node keeps its pods' volumes and its credentials (the kubelet's
+/// /var/lib/kubelet).
+const JOIN_ROOT_DIR: &str = "/var/lib/badge-agent";
 
 /// The command a node joins with, from the `cluster-info` ConfigMap: the server a joining
 /// node is sent to and the pin of the CA it must find there (kubeadm's
@@ -268,7 +271,7 @@ pub fn join_command(token: &BootstrapToken, cluster_info: &Value) -> anyhow::Res
     let hash = badge_pki::ca_cert_hash_from_pem(&ca)
         .context("the CA in kube-public/cluster-info is not a certificate")?;
     Ok(format!(
-        "badge agent --bootstrap-token {} --server {server} --discovery-token-ca-cert-hash {hash} --node-name $(hostname)",
+        "badge agent --bootstrap-token {} --server {server} --discovery-token-ca-cert-hash {hash} --node-name $(hostname) --root-dir {JOIN_ROOT_DIR}",
         token.expose()
     ))
 }
@@ -450,7 +453,7 @@ pub async fn list(options: ListOptions) -> anyhow::Result<()> {
     if status != 200 {
         anyhow::bail!("failed to list bootstrap tokens: {}", error_text(&body));
     }
-    let now = jiff::Timestamp::now();
+    let now = badge_api::clock::now();
     let mut rows = vec![[
         "TOKEN".to_string(),
         "TTL".into(),

@@ -138,6 +138,11 @@ static SCHEMAS: &[CoreSchema] = &[
         kind: "Lease",
         fields: &[],
     },
+    // badge's own kinds: no tagged lists (`spec.audiences` is replaced whole).
+    CoreSchema {
+        kind: "IssuedToken",
+        fields: &[],
+    },
     CoreSchema {
         kind: "ClusterRoleBinding",
         fields: &[],

@@ -94,7 +94,7 @@ impl AuditBackend for LogBackend {
 
 fn dropped(metrics: &Metrics, last_log: &AtomicI64, count: u64, why: &str) {
     metrics.audit_events_dropped.fetch_add(count, Ordering::Relaxed);
-    let now = jiff::Timestamp::now().as_second();
+    let now = badge_api::clock::now().as_second();
     let last = last_log.load(Ordering::Relaxed);
     if now.saturating_sub(last) >= DROP_LOG_INTERVAL_SECONDS
         && last_log
@@ -208,7 +208,7 @@ impl RotatingFile {
         if let Some(mut file) = self.file.take() {
             file.flush()?;
         }
-        let backup = backup_name(&self.options.path, jiff::Timestamp::now());
+        let backup = backup_name(&self.options.path, badge_api::clock::now());
         if self.options.path.exists() {
             std::fs::rename(&self.options.path, &backup)?;
         }
@@ -233,7 +233,7 @@ impl RotatingFile {
         // Newest first.
         backups.sort_by_key(|b| std::cmp::Reverse(b.0));
         let cutoff = (self.options.max_age_days > 0).then(|| {
-            jiff::Timestamp::now().as_second()
+            badge_api::clock::now().as_second()
                 - i64::try_from(self.options.max_age_days.saturating_mul(86_400)).unwrap_or(i64::MAX)
         });
         for (i, (time, path)) in backups.iter().enumerate() {
@@ -426,7 +426,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let old = backup_name(
             &dir.path().join("audit.log"),
-            jiff::Timestamp::now() - jiff::SignedDuration::from_hours(24 * 3),
+            badge_api::clock::now() - jiff::SignedDuration::from_hours(24 * 3),
         );
         std::fs::write(&old, b"old\n").unwrap();
         std::fs::write(dir.path().join("other.log"), b"unrelated\n").unwrap();

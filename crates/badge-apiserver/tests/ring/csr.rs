@@ -108,6 +108,30 @@ async fn the_requestor_is_who_created_the_request() {
 }
 
 #[tokio::test]
+async fn any_path_segment_names_a_request_as_the_kubelets_digested_names() {
+    let ring = Ring::new().await;
+    // `node-csr-` and the base64url of a digest: capitals and underscores.
+    let name = "node-csr-LAU0t5Y3kNbiK_wn9kLeXtN1TPNGxgrSYfPe2XT3Is0";
+    let reply = ring
+        .call(&Caller::admin(), "POST", CSRS, Some(&node_csr(name)))
+        .await;
+    assert_eq!(reply.code, 201, "{}", reply.body);
+    let reply = ring
+        .call(&Caller::admin(), "GET", &format!("{CSRS}/{name}"), None)
+        .await;
+    assert_eq!(reply.code, 200, "{}", reply.body);
+    // What cannot be a path segment still cannot name one.
+    let reply = ring
+        .call(&Caller::admin(), "POST", CSRS, Some(&node_csr("a%b")))
+        .await;
+    assert_eq!(reply.code, 422, "{}", reply.body);
+    assert_eq!(
+        causes(&reply),
+        vec!["metadata.name: Invalid value: \"a%b\": may not contain '%'"]
+    );
+}
+
+#[tokio::test]
 async fn invalid_requests_are_refused() {
     let ring = Ring::new().await;
     let garbage = csr("garbage", KUBELET_SIGNER, "bm90IGEgcmVxdWVzdA==".into());

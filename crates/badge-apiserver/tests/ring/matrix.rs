@@ -47,6 +47,8 @@ fn object(resource: &Resource, namespace: &str, name: &str) -> Value {
             "request": crate::support::certificate_request(name, &[]),
             "signerName": "example.com/matrix", "usages": ["client auth"]}}),
         "clusterroles" | "roles" => json!({"rules": []}),
+        "issuedtokens" => json!({"spec": {"serviceAccountName": "default"}}),
+        "serviceaccountusages" => json!({"status": {"liveTokens": 0}}),
         "clusterrolebindings" | "rolebindings" => json!({
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
             "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "nobody"}]}),
@@ -157,16 +159,8 @@ impl Probe<'_> {
             } else {
                 format!("{}/{changed}", collection(self.resource, ""))
             };
-            let reply = self
-                .ring
-                .call(
-                    &Caller::admin(),
-                    "PATCH",
-                    &named,
-                    Some(&json!({"metadata": {"labels": {"touched": "yes"}}})),
-                )
-                .await;
-            assert_eq!(reply.code, 200, "PATCH {named}: {}", reply.body);
+            let ns = if self.resource.namespaced { changed_ns } else { "" };
+            touch(self.ring, self.resource, ns, changed, &named, json!("yes")).await;
         }
         let events = watch
             .until(|e| e["type"] == "MODIFIED" && e["object"]["metadata"]["name"] == "x")
@@ -187,15 +181,51 @@ impl Probe<'_> {
                     if self.resource.namespaced { changed_ns } else { "" }
                 )
             );
-            self.ring
-                .call(
-                    &Caller::admin(),
-                    "PATCH",
-                    &named,
-                    Some(&json!({"metadata": {"labels": {"touched": null}}})),
-                )
-                .await;
+            let ns = if self.resource.namespaced { changed_ns } else { "" };
+            touch(self.ring, self.resource, ns, changed, &named, Value::Null).await;
         }
+    }
+}
+
+/// Sets (or with null removes) the `touched` label: through the API where clients may
+/// patch the resource, else as the server writes its own records.
+async fn touch(ring: &Ring, resource: &'static Resource, ns: &str, name: &str, path: &str, value: Value) {
+    if resource.allows("patch") {
+        let reply = ring
+            .call(
+                &Caller::admin(),
+                "PATCH",
+                path,
+                Some(&json!({"metadata": {"labels": {"touched": value}}})),
+            )
+            .await;
+        assert_eq!(reply.code, 200, "PATCH {path}: {}", reply.body);
+        return;
+    }
+    ring.api
+        .registry
+        .update(resource, ns, name, "", &Default::default(), |current| {
+            let mut object = current.clone();
+            object["metadata"]["labels"] = json!({"touched": value});
+            if value.is_null() {
+                object["metadata"].as_object_mut().unwrap().remove("labels");
+            }
+            Ok(object)
+        })
+        .await
+        .unwrap();
+}
+
+/// Creates an object: through the API where clients may, else as the server does.
+async fn seed(ring: &Ring, resource: &'static Resource, ns: &str, object: Value) {
+    if resource.allows("create") {
+        ring.create(&collection(resource, ns), object).await;
+    } else {
+        ring.api
+            .registry
+            .create(resource, ns, object, &Default::default())
+            .await
+            .unwrap();
     }
 }
 
@@ -231,15 +261,13 @@ async fn every_path_form_serves_exactly_what_was_authorized() {
             for ns in ["a", "b"] {
                 for name in names {
                     if !(resource.plural == "serviceaccounts" && name == "default") {
-                        ring.create(&collection(resource, ns), object(resource, ns, name))
-                            .await;
+                        seed(&ring, resource, ns, object(resource, ns, name)).await;
                     }
                 }
             }
         } else {
             for name in names {
-                ring.create(&collection(resource, ""), object(resource, "", name))
-                    .await;
+                seed(&ring, resource, "", object(resource, "", name)).await;
             }
         }
         let ns = if resource.namespaced { "a" } else { "" };
@@ -343,6 +371,20 @@ async fn every_path_form_serves_exactly_what_was_authorized() {
             // Nothing was created cluster-wide.
             let reply = ring.get(&Caller::admin(), &format!("{base}/z")).await;
             assert_eq!(reply.code, 404, "{}", reply.body);
+        } else if !resource.allows("deletecollection") {
+            // Records the server keeps are not deleted by clients.
+            let reply = ring
+                .call(
+                    &Caller::user(PROBE),
+                    "DELETE",
+                    &format!("{base}?fieldSelector=metadata.name%3Dx"),
+                    None,
+                )
+                .await;
+            assert_eq!(reply.code, 405, "{}", reply.body);
+            asked.lock().clear();
+            let left = ring.get(&Caller::admin(), &format!("{base}/x")).await;
+            assert_eq!(left.code, 200, "{}", left.body);
         } else {
             // deletecollection by name deletes that name only.
             let reply = ring

@@ -6,10 +6,9 @@ use std::time::Duration;
 
 use badge_apiserver::ApiServer;
 use badge_apiserver::handler::PeerIdentity;
-use badge_apiserver::serviceaccount::{
-    CacheTokenGetter, KeyType, ServiceAccountKeys, StoredRing, TokenConfig, TokenIssuer,
-};
+use badge_apiserver::serviceaccount::{CacheTokenGetter, TokenConfig, TokenIssuer};
 use badge_auth::UserInfo;
+use badge_keys::{KeyType, ServiceAccountKeys, StoredRing};
 use badge_registry::Registry;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request};
@@ -111,6 +110,8 @@ impl Ring {
             .await
             .unwrap();
         let rbac = badge_apiserver::rbac::Rbac::start(registry.clone());
+        badge_controllers::clusterroleaggregation::spawn(registry.clone(), None);
+        aggregated(&registry, &rbac).await;
         let keys = ServiceAccountKeys::load(
             store,
             StoredRing::new(&[7; 32]),
@@ -124,7 +125,7 @@ impl Ring {
         .unwrap();
         let audiences = vec![ISSUER.to_string()];
         let authenticator = badge_auth::serviceaccount::ServiceAccountAuthenticator {
-            keys: keys.verification.clone(),
+            keys: keys.published().clone(),
             issuers: audiences.clone(),
             api_audiences: audiences.clone(),
             getter: Arc::new(CacheTokenGetter(registry.clone())),
@@ -137,6 +138,7 @@ impl Ring {
                 issuers: audiences.clone(),
                 api_audiences: audiences.clone(),
                 max_expiration: 0,
+                min_expiration: badge_apiserver::serviceaccount::MIN_TOKEN_SECONDS,
                 extend_expiration: true,
                 jwks_uri: "https://127.0.0.1/openid/v1/jwks".into(),
             },
@@ -388,4 +390,28 @@ pub fn certificate_request(common_name: &str, organizations: &[&str]) -> String 
     }
     let pem = params.serialize_request(&key).unwrap().pem().unwrap();
     base64::engine::general_purpose::STANDARD.encode(pem)
+}
+
+/// Waits until the aggregated default ClusterRoles hold their rules and the RBAC index has
+/// seen them: until then binding `admin` escalates nothing, as on a fresh upstream cluster.
+async fn aggregated(registry: &Registry, rbac: &badge_apiserver::rbac::Rbac) {
+    let resource = badge_api::resources::lookup("rbac.authorization.k8s.io", "v1", "clusterroles").unwrap();
+    for name in ["admin", "edit", "view"] {
+        let revision = tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                if let Ok(role) = registry
+                    .get(resource, "", name, badge_registry::ReadFrom::Latest)
+                    .await
+                    && role["rules"].as_array().is_some_and(|rules| !rules.is_empty())
+                {
+                    let version = role["metadata"]["resourceVersion"].as_str().unwrap_or("0");
+                    return version.parse::<i64>().unwrap_or(0);
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("the aggregated ClusterRoles were never filled");
+        rbac.wait_for(revision).await;
+    }
 }

@@ -43,6 +43,7 @@ const POLICY: &str = "policy";
 const STORAGE: &str = "storage.k8s.io";
 
 const READ: &[&str] = &["get", "list", "watch"];
+const IDENTITY: &str = "identity.badge.dev";
 const WRITE: &[&str] = &["create", "update", "patch", "delete", "deletecollection"];
 const READ_WRITE: &[&str] = &[
     "get",
@@ -84,6 +85,8 @@ pub const SERVED_RESOURCES: &[(&str, &str)] = &[
     // Checked by CertificateSigningRequest admission (`approve`, `sign`).
     (CERTIFICATES, "signers"),
     (COORDINATION, "leases"),
+    (IDENTITY, "issuedtokens"),
+    (IDENTITY, "serviceaccountusages"),
     (RBAC_GROUP, "clusterrolebindings"),
     (RBAC_GROUP, "clusterroles"),
     (RBAC_GROUP, "rolebindings"),
@@ -303,6 +306,10 @@ fn aggregate_to_edit_rules() -> Vec<RuleBuilder> {
 
 fn aggregate_to_view_rules() -> Vec<RuleBuilder> {
     vec![
+        // badge's own: who holds which token, and when each identity was last used.
+        rule(READ)
+            .groups(&[IDENTITY])
+            .resources(&["issuedtokens", "serviceaccountusages"]),
         rule(READ).groups(&[CORE]).resources(&[
             "pods",
             "replicationcontrollers",
@@ -527,6 +534,10 @@ pub fn default_cluster_roles() -> Vec<ClusterRole> {
                 rule(READ_WRITE)
                     .groups(&[RBAC_GROUP])
                     .resources(&["roles", "rolebindings"]),
+                // badge's own: revoking a token is an admin's act, not an editor's.
+                rule(&["update", "patch"])
+                    .groups(&[IDENTITY])
+                    .resources(&["issuedtokens"]),
             ],
         ),
         labelled_cluster_role(

@@ -4,19 +4,23 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
+
+use badge_testkit::ChildGuard;
 
 use base64::Engine;
 use serde_json::json;
 
 use crate::{eventually, server};
 
-fn start_agent(kubeconfig: &str, root: &Path, metrics: &str) -> Child {
+fn start_agent(kubeconfig: &str, root: &Path) -> (ChildGuard, String) {
     // 3607 s tokens refresh after a few seconds.
-    start_agent_with(kubeconfig, root, metrics, &["--token-refresh-fraction", "0.001"])
+    start_agent_with(kubeconfig, root, &["--token-refresh-fraction", "0.001"])
 }
 
-fn start_agent_with(kubeconfig: &str, root: &Path, metrics: &str, extra: &[&str]) -> Child {
+/// Starts the agent with its metrics on a port of its choosing; returns it (killed when
+/// dropped, also when the test panics) and the metrics address it reported.
+fn start_agent_with(kubeconfig: &str, root: &Path, extra: &[&str]) -> (ChildGuard, String) {
     let mut command = match std::env::var_os("BADGE_AGENT_BIN") {
         Some(binary) => Command::new(binary),
         None => {
@@ -25,22 +29,41 @@ fn start_agent_with(kubeconfig: &str, root: &Path, metrics: &str, extra: &[&str]
             c
         }
     };
-    command
+    let mut agent = command
         .args([
             "--kubeconfig",
             kubeconfig,
             "--node-name",
             "n1",
             "--metrics-bind-address",
-            metrics,
+            "127.0.0.1:0",
             "--root",
         ])
         .arg(root)
         .args(extra)
+        .env("BADGE_LOG", "info")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
-        .unwrap()
+        .unwrap();
+    let stderr = agent.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    // Reads to the end, so the agent never blocks on a full pipe.
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("serving agent metrics")
+                && let Some(address) = line.split("address=").nth(1)
+            {
+                let _ = tx.send(address.split_whitespace().next().unwrap_or("").to_string());
+            }
+        }
+    });
+    // An agent that exits ends the wait at once (the reader drops the sender).
+    let metrics = rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the agent did not report its metrics address");
+    (ChildGuard(agent), metrics)
 }
 
 /// `badge node add n1`; returns the node's kubeconfig path.
@@ -52,11 +75,6 @@ fn node_kubeconfig(s: &badge_testkit::TestServer) -> String {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-fn free_address() -> String {
-    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    probe.local_addr().unwrap().to_string()
 }
 
 fn create(s: &badge_testkit::TestServer, manifest: &str) {
@@ -109,8 +127,7 @@ fn the_agent_writes_refreshes_and_removes_pod_tokens() {
     let (web, quiet, elsewhere) = (uid("web"), uid("quiet"), uid("elsewhere"));
 
     let root = tempfile::tempdir().unwrap();
-    let metrics = free_address();
-    let mut agent = start_agent(&kubeconfig, root.path(), &metrics);
+    let (mut agent, metrics) = start_agent(&kubeconfig, root.path());
     let mut volume = None;
     eventually("the agent to write the token volume", || {
         volume = volume_of(root.path(), &web);
@@ -182,7 +199,7 @@ fn the_agent_writes_refreshes_and_removes_pod_tokens() {
     agent.kill().unwrap();
     agent.wait().unwrap();
     let kept = std::fs::read_to_string(volume.join("token")).unwrap();
-    let mut agent = start_agent(&kubeconfig, root.path(), &metrics);
+    let (mut agent, _) = start_agent(&kubeconfig, root.path());
     eventually("a refresh after the restart", || {
         std::fs::read_to_string(volume.join("token")).is_ok_and(|t| t != kept)
     });
@@ -281,8 +298,7 @@ spec:
     std::fs::create_dir_all(projected(root.path(), &web)).unwrap();
     std::os::unix::fs::symlink(outside.path(), projected(root.path(), &web).join("planted")).unwrap();
 
-    let metrics = free_address();
-    let mut agent = start_agent(&kubeconfig, root.path(), &metrics);
+    let (mut agent, _) = start_agent(&kubeconfig, root.path());
     let volume = projected(root.path(), &web).join("kube-api-access-test");
     eventually("the agent to write the volume", || volume.join("token").exists());
     assert_eq!(
@@ -350,7 +366,7 @@ spec:
     let kept = std::fs::read_to_string(volume.join("token")).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(500));
     assert_eq!(std::fs::read_to_string(volume.join("token")).unwrap(), kept);
-    let mut agent = start_agent(&kubeconfig, root.path(), &metrics);
+    let (mut agent, _) = start_agent(&kubeconfig, root.path());
     eventually("a refresh after the restart", || {
         std::fs::read_to_string(volume.join("token")).is_ok_and(|t| t != kept)
     });
@@ -469,8 +485,7 @@ spec:
     let (web, broken) = (uid("web"), uid("broken"));
 
     let root = tempfile::tempdir().unwrap();
-    let metrics = free_address();
-    let mut agent = start_agent(&kubeconfig, root.path(), &metrics);
+    let (mut agent, _) = start_agent(&kubeconfig, root.path());
     let token = plain_volume(root.path(), &web, "kubernetes.io~secret", "token");
     let creds = plain_volume(root.path(), &web, "kubernetes.io~secret", "creds");
     let settings = plain_volume(root.path(), &web, "kubernetes.io~configmap", "settings");
@@ -582,9 +597,8 @@ fn a_recreated_service_account_gets_a_new_token_at_once() {
     let old_uid = sa_uid();
 
     let root = tempfile::tempdir().unwrap();
-    let metrics = free_address();
     // The default refresh rule: a one-hour token is not refreshed for most of an hour.
-    let mut agent = start_agent_with(&kubeconfig, root.path(), &metrics, &[]);
+    let (mut agent, _) = start_agent_with(&kubeconfig, root.path(), &[]);
     let mut volume = None;
     eventually("the token volume", || {
         volume = volume_of(root.path(), &web);

@@ -54,7 +54,7 @@ fn ca_pem(s: &TestServer) -> String {
 /// Verifies `signature` as a joining node would, with PyJWT: the detached payload put back
 /// as its base64url, HS256 keyed with the token secret zero-padded to 32 bytes as upstream
 /// keys it. Also checks that another secret fails.
-fn pyjwt_verify(signature: &str, content: &str, id: &str, secret: &str) -> Result<(), String> {
+pub(crate) fn pyjwt_verify(signature: &str, content: &str, id: &str, secret: &str) -> Result<(), String> {
     let script = r#"
 import base64, sys, jwt
 signature, content, token_id, secret = sys.argv[1:5]
@@ -227,7 +227,7 @@ fn the_cluster_info_server_flag_names_the_published_endpoint() {
     let join = badge_token(&s, &["create", "--print-join-command"]);
     let expected_hash = openssl_pin(&s);
     let words: Vec<&str> = join.split(' ').collect();
-    assert_eq!(words.len(), 10, "{join}");
+    assert_eq!(words.len(), 12, "{join}");
     assert_eq!(&words[..3], ["badge", "agent", "--bootstrap-token"]);
     let token = words[3];
     let (id, _) = token.split_once('.').unwrap();
@@ -240,6 +240,8 @@ fn the_cluster_info_server_flag_names_the_published_endpoint() {
             expected_hash.as_str(),
             "--node-name",
             "$(hostname)",
+            "--root-dir",
+            "/var/lib/badge-agent",
         ]
     );
     // The printed token is the one created.
@@ -256,7 +258,7 @@ fn the_cluster_info_server_flag_names_the_published_endpoint() {
 }
 
 /// `sha256:<hex>` of the CA's SubjectPublicKeyInfo, computed by openssl as kubeadm's docs do.
-fn openssl_pin(s: &TestServer) -> String {
+pub(crate) fn openssl_pin(s: &TestServer) -> String {
     let out = Command::new("sh")
         .arg("-c")
         .arg("openssl x509 -pubkey -noout -in \"$1\" | openssl pkey -pubin -outform der | sha256sum")

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use badge_testkit::Credential::{Admin, Anonymous};
 use badge_testkit::TestServer;
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
@@ -35,7 +37,7 @@ impl Client {
     fn new(server: &TestServer) -> Client {
         let ca = std::fs::read(server.data_dir().join("pki/ca.crt")).unwrap();
         let mut roots = rustls::RootCertStore::empty();
-        for cert in rustls_pemfile::certs(&mut &ca[..]) {
+        for cert in CertificateDer::pem_slice_iter(&ca) {
             roots.add(cert.unwrap()).unwrap();
         }
         let builder = || {
@@ -46,10 +48,10 @@ impl Client {
                 .with_root_certificates(roots.clone())
         };
         let (cert, key) = server.admin_identity();
-        let certs: Vec<_> = rustls_pemfile::certs(&mut &cert[..])
+        let certs: Vec<_> = CertificateDer::pem_slice_iter(&cert)
             .collect::<Result<_, _>>()
             .unwrap();
-        let key = rustls_pemfile::private_key(&mut &key[..]).unwrap().unwrap();
+        let key = PrivateKeyDer::from_pem_slice(&key).unwrap();
         let admin = builder().with_client_auth_cert(certs, key).unwrap();
         let mut h2 = builder().with_no_client_auth();
         h2.alpn_protocols = vec![b"h2".to_vec()];

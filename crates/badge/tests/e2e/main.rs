@@ -1,6 +1,6 @@
 //! End-to-end tests: the real badge binary, the real kubectl, real TLS, on 127.0.0.1.
 //! One test binary; each test starts its own server on port 0.
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod agent;
 mod api_core;
@@ -15,13 +15,17 @@ mod encryption_ops;
 mod ha;
 mod ha_faults;
 mod ha_history;
+mod inventory;
+mod join;
 mod key_retire;
 mod key_rotation;
+mod kms;
 mod kubectl;
 mod limits;
 mod metadata;
 mod nodes;
 mod openapi;
+mod podlifecycle;
 mod rbac;
 mod reviews;
 mod tokens;

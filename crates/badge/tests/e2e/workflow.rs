@@ -336,16 +336,18 @@ fn version_resources_dry_runs_and_watch_only() {
     let stored: serde_json::Value =
         serde_json::from_str(&s.kubectl_ok(&["get", "cm", "loose", "-o", "json"])).unwrap();
     assert!(stored.get("bogus").is_none(), "{stored}");
-    // --watch-only prints changes, not the current state.
+    // --watch-only prints changes, not the current state. At -v=6 kubectl logs each response
+    // as it arrives: once the watch's has, anything created is a change the watch delivers.
     let mut child = std::process::Command::new(badge_testkit::kubectl_path())
         .arg("--kubeconfig")
         .arg(s.kubeconfig())
-        .args(["get", "sa", "--watch-only", "-o", "name"])
+        .args(["get", "sa", "--watch-only", "-o", "name", "-v=6"])
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         use std::io::BufRead;
@@ -353,7 +355,18 @@ fn version_resources_dry_runs_and_watch_only() {
             let _ = tx.send(line);
         }
     });
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    let (watching_tx, watching) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("watch=true") && line.contains("200 OK") {
+                let _ = watching_tx.send(());
+            }
+        }
+    });
+    watching
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("kubectl's watch was never answered");
     s.kubectl_ok(&["create", "sa", "fresh"]);
     let first = rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
     assert_eq!(first, "serviceaccount/fresh", "existing objects are not listed");

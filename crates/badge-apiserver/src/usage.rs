@@ -1,0 +1,605 @@
+//! Token usage: every authentication by a ServiceAccount token (API requests and
+//! TokenReview) and every TokenRequest is noted in memory, and written to the
+//! `identity.badge.dev` records in batches by [`ApiServer::flush_usage`]: nothing on the
+//! request path touches the store. Upstream records only legacy tokens, by the day
+//! (`pkg/serviceaccount/legacy.go`); that label is kept too, written from the same batch.
+//!
+//! The store has no multi-key transaction, so a flush writes each touched record once
+//! (a compare-and-swap that merges into what another server may have written: counts
+//! added, the latest use kept), not the whole batch in one write.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use badge_api::identity::{
+    API_VERSION, GROUP, LEGACY_TOKEN_LAST_USED_LABEL, SERVICE_ACCOUNT_LABEL, TOKEN_KIND_LABEL,
+};
+use badge_api::{Status, meta, resources};
+use badge_auth::TokenCredential;
+use badge_registry::WriteOptions;
+use badge_registry::identity::UsageUpdate;
+use parking_lot::Mutex;
+use serde_json::{Value, json};
+
+use crate::ApiServer;
+
+/// How often usage is written unless configured (`--usage-flush-period`).
+pub const DEFAULT_FLUSH_PERIOD: Duration = Duration::from_secs(10);
+/// A power of two above the cores that could contend.
+const SHARDS: usize = 16;
+/// The longest user agent kept: a client cannot make a record grow without bound.
+const MAX_USER_AGENT: usize = 256;
+/// The most IssuedTokens waiting for a flush: past it (the store down for long under a flood
+/// of TokenRequests) records are dropped and counted, never the requests.
+const MAX_PENDING_ISSUED: usize = 1 << 18;
+/// How many flushes a use waits for its record to appear (the issuing server flushes it)
+/// before it is dropped.
+const MAX_MISSES: u8 = 6;
+
+/// The uses of one credential since the last flush.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Uses {
+    pub count: u64,
+    pub last: jiff::Timestamp,
+    /// None for uses through TokenReview, whose caller is not the token's holder.
+    pub source: Option<IpAddr>,
+    pub user_agent: String,
+    misses: u8,
+}
+
+impl Uses {
+    /// Folds `other` in: counts add, the later use's time, address and agent win.
+    pub fn merge(&mut self, other: Uses) {
+        self.count += other.count;
+        if other.last >= self.last {
+            self.last = other.last;
+            self.source = other.source;
+            self.user_agent = other.user_agent;
+        }
+        self.misses = self.misses.max(other.misses);
+    }
+
+    /// The `lastUsed` object of an IssuedToken.
+    fn last_used(&self) -> Value {
+        json!({
+            "time": meta::format_time(self.last),
+            "sourceAddress": self.source.map(|a| a.to_string()).unwrap_or_default(),
+            "userAgent": self.user_agent,
+        })
+    }
+}
+
+type Shard = Mutex<HashMap<Arc<TokenCredential>, Uses>>;
+
+/// What the request paths note for the next flush.
+pub struct UsageRecorder {
+    enabled: bool,
+    hasher: RandomState,
+    shards: Box<[Shard]>,
+    /// IssuedToken records of tokens issued since the last flush.
+    issued: Mutex<Vec<Value>>,
+    /// Records dropped at [`MAX_PENDING_ISSUED`] since the last flush.
+    issued_dropped: std::sync::atomic::AtomicUsize,
+}
+
+impl Default for UsageRecorder {
+    fn default() -> Self {
+        UsageRecorder::new(true)
+    }
+}
+
+impl UsageRecorder {
+    /// A recorder; a disabled one notes nothing.
+    pub fn new(enabled: bool) -> UsageRecorder {
+        UsageRecorder {
+            enabled,
+            hasher: RandomState::new(),
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            issued: Mutex::default(),
+            issued_dropped: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// Notes one authentication with `credential`. One short lock of one shard; the agent
+    /// is copied only when it differs from the last one noted.
+    pub fn record(
+        &self,
+        credential: &Arc<TokenCredential>,
+        at: jiff::Timestamp,
+        source: Option<IpAddr>,
+        user_agent: &str,
+    ) {
+        if !self.enabled {
+            return;
+        }
+        let user_agent = truncate(user_agent, MAX_USER_AGENT);
+        let shard = &self.shards[self.hasher.hash_one(&**credential) as usize % SHARDS];
+        let mut uses = shard.lock();
+        match uses.get_mut(&**credential) {
+            Some(seen) => {
+                seen.count += 1;
+                if at >= seen.last {
+                    seen.last = at;
+                    seen.source = source;
+                    if seen.user_agent != user_agent {
+                        seen.user_agent = user_agent.to_string();
+                    }
+                }
+            }
+            None => {
+                uses.insert(
+                    credential.clone(),
+                    Uses {
+                        count: 1,
+                        last: at,
+                        source,
+                        user_agent: user_agent.to_string(),
+                        misses: 0,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Notes an IssuedToken record to create.
+    pub fn issued(&self, record: Value) {
+        if !self.enabled {
+            return;
+        }
+        let mut issued = self.issued.lock();
+        if issued.len() < MAX_PENDING_ISSUED {
+            issued.push(record);
+        } else {
+            self.issued_dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Takes every use noted so far, leaving the recorder empty.
+    pub fn take(&self) -> Vec<(Arc<TokenCredential>, Uses)> {
+        let mut all = Vec::new();
+        for shard in self.shards.iter() {
+            let taken = std::mem::take(&mut *shard.lock());
+            all.extend(taken);
+        }
+        all
+    }
+
+    /// Puts back uses a flush could not write, merged with any noted since.
+    pub fn restore(&self, credential: Arc<TokenCredential>, uses: Uses) {
+        let shard = &self.shards[self.hasher.hash_one(&*credential) as usize % SHARDS];
+        let mut map = shard.lock();
+        match map.get_mut(&*credential) {
+            Some(seen) => seen.merge(uses),
+            None => {
+                map.insert(credential, uses);
+            }
+        }
+    }
+
+    fn take_issued(&self) -> Vec<Value> {
+        std::mem::take(&mut *self.issued.lock())
+    }
+
+    fn restore_issued(&self, records: Vec<Value>) {
+        let mut issued = self.issued.lock();
+        let room = MAX_PENDING_ISSUED.saturating_sub(issued.len());
+        let dropped = records.len().saturating_sub(room);
+        issued.extend(records.into_iter().take(room));
+        self.issued_dropped
+            .fetch_add(dropped, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// What one flush wrote, for logs and tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlushReport {
+    pub created: usize,
+    pub updated: usize,
+    pub deferred: usize,
+    pub dropped: usize,
+    pub secrets_labelled: usize,
+}
+
+fn identity(plural: &str) -> Result<&'static resources::Resource, Status> {
+    resources::lookup(GROUP, "v1", plural).ok_or_else(|| Status::internal(format!("{plural} is not served")))
+}
+
+/// The IssuedToken record of a token just issued.
+#[allow(clippy::too_many_arguments)]
+pub fn issued_token_record(
+    namespace: &str,
+    service_account: &str,
+    service_account_uid: &str,
+    jti: &str,
+    key_id: &str,
+    audiences: &[String],
+    bound: Option<(&str, &str, &str)>,
+    requester: &str,
+    issued_at: i64,
+    expires_at: i64,
+) -> Value {
+    let time = |seconds: i64| {
+        jiff::Timestamp::from_second(seconds)
+            .map(meta::format_time)
+            .unwrap_or_default()
+    };
+    let mut spec = json!({
+        "serviceAccountName": service_account,
+        "serviceAccountUID": service_account_uid,
+        "audiences": audiences,
+        "keyID": key_id,
+        "requester": {"username": requester},
+        "issuedAt": time(issued_at),
+        "expiresAt": time(expires_at),
+        "revoked": false,
+    });
+    if let Some((kind, name, uid)) = bound {
+        spec["boundObjectRef"] = json!({"kind": kind, "name": name, "uid": uid});
+    }
+    json!({
+        "apiVersion": API_VERSION,
+        "kind": "IssuedToken",
+        "metadata": {
+            "name": jti,
+            "namespace": namespace,
+            "labels": {SERVICE_ACCOUNT_LABEL: service_account, TOKEN_KIND_LABEL: "bound"},
+        },
+        "spec": spec,
+    })
+}
+
+/// The IssuedToken's status with `uses` merged into what is stored.
+fn merged_token_status(current: &Value, uses: &Uses) -> Value {
+    let mut status = current
+        .get("status")
+        .filter(|s| s.is_object())
+        .cloned()
+        .unwrap_or_else(|| json!({}));
+    let count = status.get("useCount").and_then(Value::as_i64).unwrap_or(0);
+    let added = i64::try_from(uses.count).unwrap_or(i64::MAX);
+    status["useCount"] = json!(count.saturating_add(added));
+    let stored = status
+        .pointer("/lastUsed/time")
+        .and_then(Value::as_str)
+        .and_then(meta::parse_time);
+    if stored.is_none_or(|stored| uses.last >= stored) {
+        status["lastUsed"] = uses.last_used();
+    }
+    status
+}
+
+/// The day upstream writes in `kubernetes.io/legacy-token-last-used` (UTC, `2006-01-02`).
+fn day_of(at: jiff::Timestamp) -> String {
+    at.strftime("%Y-%m-%d").to_string()
+}
+
+impl ApiServer {
+    /// Writes what was noted since the last flush: new IssuedTokens, then each used
+    /// token's status, each ServiceAccountUsage touched, and the legacy-token label.
+    /// What cannot be written yet is kept for the next flush.
+    pub async fn flush_usage(&self) -> FlushReport {
+        let mut report = FlushReport::default();
+        let now = badge_api::clock::now();
+        let (Ok(tokens), Ok(_)) = (identity("issuedtokens"), identity("serviceaccountusages")) else {
+            return report;
+        };
+        let mut per_account: HashMap<(String, String), UsageUpdate> = HashMap::new();
+        let overflowed = self
+            .usage
+            .issued_dropped
+            .swap(0, std::sync::atomic::Ordering::Relaxed);
+        if overflowed > 0 {
+            tracing::warn!(
+                dropped = overflowed,
+                "issued tokens went unrecorded: too many waiting for the store"
+            );
+            report.dropped += overflowed;
+        }
+
+        let mut retry = Vec::new();
+        for record in self.usage.take_issued() {
+            let namespace = meta::namespace(&record).to_string();
+            let account = record
+                .pointer("/spec/serviceAccountName")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            let issued_at = record
+                .pointer("/spec/issuedAt")
+                .and_then(Value::as_str)
+                .and_then(meta::parse_time);
+            match self
+                .registry
+                .create(tokens, &namespace, record.clone(), &WriteOptions::default())
+                .await
+            {
+                Ok(_) => report.created += 1,
+                Err(s) if s.is_already_exists() => {}
+                // The namespace went away with its ServiceAccount: nothing to record.
+                Err(s) if s.is_not_found() || s.code == 403 => {
+                    report.dropped += 1;
+                    continue;
+                }
+                Err(s) => {
+                    tracing::warn!(error = %s.message, "recording an issued token failed; retrying at the next flush");
+                    retry.push(record);
+                    continue;
+                }
+            }
+            per_account
+                .entry((namespace, account))
+                .or_default()
+                .merge(UsageUpdate {
+                    last_authenticated: None,
+                    last_token_issued: issued_at,
+                });
+        }
+        self.usage.restore_issued(retry);
+
+        for (credential, uses) in self.usage.take() {
+            let written = self
+                .registry
+                .update(
+                    tokens,
+                    &credential.namespace,
+                    &credential.record,
+                    "status",
+                    &WriteOptions::default(),
+                    |current| {
+                        let mut object = current.clone();
+                        object["status"] = merged_token_status(current, &uses);
+                        Ok(object)
+                    },
+                )
+                .await;
+            match written {
+                Ok(_) => report.updated += 1,
+                Err(s) if s.is_not_found() => {
+                    let expired = credential.expires_at.is_some_and(|exp| exp < now.as_second());
+                    if expired || uses.misses >= MAX_MISSES {
+                        report.dropped += 1;
+                    } else {
+                        // Issued by another server whose flush has not landed yet, or a
+                        // legacy token whose record the controller has yet to write.
+                        let mut later = uses.clone();
+                        later.misses += 1;
+                        self.usage.restore(credential.clone(), later);
+                        report.deferred += 1;
+                    }
+                }
+                Err(s) => {
+                    tracing::warn!(error = %s.message, "recording token usage failed; retrying at the next flush");
+                    self.usage.restore(credential.clone(), uses.clone());
+                    report.deferred += 1;
+                    continue;
+                }
+            }
+            if credential.legacy && self.label_legacy_secret(&credential, uses.last).await {
+                report.secrets_labelled += 1;
+            }
+            let mut last = uses.last_used();
+            last["credentialID"] = json!(credential.credential_id());
+            per_account
+                .entry((credential.namespace.clone(), credential.service_account.clone()))
+                .or_default()
+                .merge(UsageUpdate {
+                    last_authenticated: Some((uses.last, last)),
+                    last_token_issued: None,
+                });
+        }
+
+        if !per_account.is_empty() {
+            // The live-token counts read the cache: let it catch up with the creates above.
+            if let Err(s) = self.registry.sync().await {
+                tracing::debug!(error = %s.message, "watch cache behind while counting live tokens");
+            }
+        }
+        for ((namespace, account), update) in per_account {
+            if let Err(s) = badge_registry::identity::record_service_account_usage(
+                &self.registry,
+                &namespace,
+                &account,
+                &update,
+                now,
+            )
+            .await
+            {
+                tracing::warn!(namespace, serviceaccount = account, error = %s.message, "recording service account usage failed");
+            }
+        }
+        report
+    }
+
+    /// Upstream's day-resolution label on a legacy token's Secret: written when the day of
+    /// the last use is later than the one recorded. Whether it was written.
+    async fn label_legacy_secret(&self, credential: &TokenCredential, last: jiff::Timestamp) -> bool {
+        let Some(secrets) = resources::lookup("", "v1", "secrets") else {
+            return false;
+        };
+        let day = day_of(last);
+        let needs = |secret: &Value| {
+            let pointer = format!(
+                "/metadata/labels/{}",
+                LEGACY_TOKEN_LAST_USED_LABEL.replace('/', "~1")
+            );
+            secret
+                .pointer(&pointer)
+                .and_then(Value::as_str)
+                .is_none_or(|recorded| recorded < day.as_str())
+        };
+        match self
+            .registry
+            .get_cached(secrets, &credential.namespace, &credential.record)
+        {
+            Some(secret) if needs(&secret) => {}
+            _ => return false,
+        }
+        let written = self
+            .registry
+            .update(
+                secrets,
+                &credential.namespace,
+                &credential.record,
+                "",
+                &WriteOptions::default(),
+                |current| {
+                    let mut secret = current.clone();
+                    if needs(current) {
+                        let labels = meta::meta_mut(&mut secret)
+                            .entry("labels")
+                            .or_insert_with(|| json!({}));
+                        if !labels.is_object() {
+                            *labels = json!({});
+                        }
+                        labels[LEGACY_TOKEN_LAST_USED_LABEL] = json!(day);
+                    }
+                    Ok(secret)
+                },
+            )
+            .await;
+        match written {
+            Ok(_) => true,
+            Err(s) => {
+                tracing::warn!(error = %s.message, "failed to update legacy token last-used label");
+                false
+            }
+        }
+    }
+
+    /// Flushes usage every `period` until shutdown, then once more; None when tracking is
+    /// off.
+    pub fn spawn_usage_flusher(self: &Arc<Self>, period: Duration) -> Option<tokio::task::JoinHandle<()>> {
+        if !self.usage.enabled() {
+            return None;
+        }
+        let api = self.clone();
+        let mut shutdown = self.shutdown.clone();
+        Some(tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(period);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = ticks.tick() => {}
+                    _ = shutdown.changed() => break,
+                }
+                let report = api.flush_usage().await;
+                if report != FlushReport::default() {
+                    tracing::debug!(?report, "token usage flushed");
+                }
+            }
+            api.flush_usage().await;
+        }))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn credential(record: &str) -> Arc<TokenCredential> {
+        Arc::new(TokenCredential {
+            namespace: "demo".into(),
+            service_account: "app".into(),
+            record: record.into(),
+            legacy: false,
+            expires_at: None,
+        })
+    }
+
+    fn at(s: &str) -> jiff::Timestamp {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn uses_are_counted_and_the_latest_kept() {
+        let recorder = UsageRecorder::new(true);
+        let (a, b) = (credential("a"), credential("b"));
+        let here: IpAddr = "10.0.0.1".parse().unwrap();
+        recorder.record(&a, at("2026-01-01T00:00:02Z"), Some(here), "kubectl");
+        // Out of order: an earlier use counts but does not replace the latest.
+        recorder.record(&a, at("2026-01-01T00:00:01Z"), None, "curl");
+        recorder.record(&b, at("2026-01-01T00:00:03Z"), None, "x".repeat(1000).as_str());
+        let mut taken = recorder.take();
+        taken.sort_by(|x, y| x.0.record.cmp(&y.0.record));
+        assert_eq!(taken.len(), 2);
+        assert_eq!(taken[0].1.count, 2);
+        assert_eq!(taken[0].1.last, at("2026-01-01T00:00:02Z"));
+        assert_eq!(taken[0].1.source, Some(here));
+        assert_eq!(taken[0].1.user_agent, "kubectl");
+        assert_eq!(taken[1].1.user_agent.len(), MAX_USER_AGENT);
+        assert!(recorder.take().is_empty(), "a take empties the recorder");
+
+        let disabled = UsageRecorder::new(false);
+        disabled.record(&a, at("2026-01-01T00:00:02Z"), None, "");
+        assert!(disabled.take().is_empty());
+    }
+
+    #[test]
+    fn restored_uses_merge_with_new_ones() {
+        let recorder = UsageRecorder::new(true);
+        let a = credential("a");
+        recorder.record(&a, at("2026-01-01T00:00:05Z"), None, "new");
+        let old = Uses {
+            count: 3,
+            last: at("2026-01-01T00:00:01Z"),
+            source: None,
+            user_agent: "old".into(),
+            misses: 1,
+        };
+        recorder.restore(a.clone(), old);
+        let taken = recorder.take();
+        assert_eq!(taken[0].1.count, 4);
+        assert_eq!(taken[0].1.user_agent, "new");
+        assert_eq!(taken[0].1.misses, 1);
+    }
+
+    #[test]
+    fn servers_sharing_a_record_add_counts_and_keep_the_latest_use() {
+        let uses = |count, last: &str, agent: &str| Uses {
+            count,
+            last: at(last),
+            source: None,
+            user_agent: agent.into(),
+            misses: 0,
+        };
+        // The second server flushes after the first, with an older last use.
+        let first =
+            json!({"status": merged_token_status(&json!({}), &uses(2, "2026-01-01T00:00:09Z", "one"))});
+        let second = merged_token_status(&first, &uses(5, "2026-01-01T00:00:04Z", "two"));
+        assert_eq!(second["useCount"], 7);
+        assert_eq!(second["lastUsed"]["time"], "2026-01-01T00:00:09Z");
+        assert_eq!(second["lastUsed"]["userAgent"], "one");
+        // And the other way round.
+        let third = merged_token_status(
+            &json!({"status": second}),
+            &uses(1, "2026-01-01T00:00:10Z", "two"),
+        );
+        assert_eq!(third["useCount"], 8);
+        assert_eq!(third["lastUsed"]["userAgent"], "two");
+    }
+
+    #[test]
+    fn legacy_days_are_utc_dates() {
+        assert_eq!(day_of(at("2026-03-04T23:59:59Z")), "2026-03-04");
+    }
+}

@@ -1,0 +1,303 @@
+//! The identity.badge.dev inventory: IssuedTokens written from TokenRequests and token use
+//! in batches, never per request; read-only for clients but for `spec.revoked`.
+
+use base64::Engine;
+use serde_json::{Value, json};
+
+use crate::support::{Caller, Ring};
+
+const TOKENS: &str = "/apis/identity.badge.dev/v1/namespaces/demo/issuedtokens";
+const USAGES: &str = "/apis/identity.badge.dev/v1/namespaces/demo/serviceaccountusages";
+
+fn jti_of(token: &str) -> String {
+    let payload = token.split('.').nth(1).unwrap();
+    let claims: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap();
+    claims["jti"].as_str().unwrap().to_string()
+}
+
+async fn ring_with_token() -> (Ring, String) {
+    let ring = Ring::new().await;
+    ring.namespace("demo").await;
+    ring.service_account("demo", "app").await;
+    let token = ring.token("demo", "app", json!({})).await;
+    (ring, token)
+}
+
+/// Binds `user` to a default ClusterRole in `demo`.
+async fn bind(ring: &Ring, user: &str, cluster_role: &str) {
+    ring.create(
+        "/apis/rbac.authorization.k8s.io/v1/namespaces/demo/rolebindings",
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+               "metadata": {"name": format!("{user}-{cluster_role}")},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": cluster_role},
+               "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]}),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn token_requests_and_uses_land_in_the_records_at_the_flush() {
+    let (ring, token) = ring_with_token().await;
+    let admin = Caller::admin();
+    let jti = jti_of(&token);
+    assert!(
+        ring.get(&admin, TOKENS).await.names().is_empty(),
+        "nothing is written on the request path"
+    );
+    let report = ring.api.flush_usage().await;
+    assert_eq!(report.created, 1, "{report:?}");
+
+    let record = ring.get(&admin, &format!("{TOKENS}/{jti}")).await;
+    assert_eq!(record.code, 200, "{}", record.body);
+    let spec = &record.body["spec"];
+    assert_eq!(spec["serviceAccountName"], "app");
+    assert_eq!(spec["requester"]["username"], "kubernetes-admin");
+    assert_eq!(spec["audiences"], json!([crate::support::ISSUER]));
+    assert_eq!(spec["revoked"], false);
+    assert!(!spec["keyID"].as_str().unwrap().is_empty());
+    assert!(spec["expiresAt"].as_str().unwrap() > spec["issuedAt"].as_str().unwrap());
+    let selected = |selector: &str| {
+        let path = format!("{TOKENS}?{selector}");
+        let ring = &ring;
+        async move { ring.get(&Caller::admin(), &path).await.names() }
+    };
+    assert_eq!(
+        selected("labelSelector=identity.badge.dev/service-account=app").await,
+        std::slice::from_ref(&jti)
+    );
+    assert!(
+        selected("labelSelector=identity.badge.dev/service-account=other")
+            .await
+            .is_empty()
+    );
+    assert_eq!(
+        selected("fieldSelector=spec.serviceAccountName=app").await,
+        std::slice::from_ref(&jti)
+    );
+
+    // A TokenReview is a use; then an API request with the token is the latest one.
+    let review = ring
+        .call(
+            &admin,
+            "POST",
+            "/apis/authentication.k8s.io/v1/tokenreviews",
+            Some(
+                &json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+                         "spec": {"token": token}}),
+            ),
+        )
+        .await;
+    assert_eq!(review.body["status"]["authenticated"], true, "{}", review.body);
+    let who = ring
+        .call_with(
+            &Caller::bearer(&token),
+            "POST",
+            "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+            Some(&json!({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"})),
+            &[("user-agent", "ring-test/1")],
+        )
+        .await;
+    assert_eq!(who.code, 201, "{}", who.body);
+    let unused = ring.get(&admin, &format!("{TOKENS}/{jti}")).await;
+    assert!(unused.body.get("status").is_none(), "{}", unused.body);
+
+    let report = ring.api.flush_usage().await;
+    assert_eq!(report.updated, 1, "{report:?}");
+    let record = ring.get(&admin, &format!("{TOKENS}/{jti}")).await;
+    let status = &record.body["status"];
+    assert_eq!(status["useCount"], 2, "{}", record.body);
+    assert_eq!(status["lastUsed"]["userAgent"], "ring-test/1");
+    assert!(status["lastUsed"]["time"].as_str().is_some());
+
+    let usage = ring.get(&admin, &format!("{USAGES}/app")).await;
+    assert_eq!(usage.code, 200, "{}", usage.body);
+    let status = &usage.body["status"];
+    assert_eq!(status["lastAuthenticated"]["credentialID"], format!("JTI={jti}"));
+    assert_eq!(status["lastAuthenticated"]["userAgent"], "ring-test/1");
+    assert!(status["lastTokenIssued"].as_str().is_some());
+    assert_eq!(status["liveTokens"], 1);
+
+    // What the store and the watch cache keep per record, used and with its status.
+    let key = format!("/registry/issuedtokens/demo/{jti}");
+    let (stored, _) = ring.api.registry.store().get(&key).await.unwrap();
+    let bytes = stored.unwrap().value.len();
+    assert!(bytes < 1024, "an IssuedToken takes {bytes} bytes");
+
+    // Nothing new: a flush writes nothing.
+    assert_eq!(ring.api.flush_usage().await, Default::default());
+}
+
+#[tokio::test]
+async fn clients_may_read_and_revoke_but_not_write_records() {
+    let (ring, token) = ring_with_token().await;
+    ring.api.flush_usage().await;
+    let jti = jti_of(&token);
+    let admin = Caller::admin();
+    let path = format!("{TOKENS}/{jti}");
+
+    let create = ring
+        .call(
+            &admin,
+            "POST",
+            TOKENS,
+            Some(
+                &json!({"apiVersion": "identity.badge.dev/v1", "kind": "IssuedToken",
+                         "metadata": {"name": "forged"}, "spec": {"serviceAccountName": "app"}}),
+            ),
+        )
+        .await;
+    assert_eq!(create.code, 405, "{}", create.body);
+    assert_eq!(create.body["reason"], "MethodNotAllowed");
+    assert_eq!(
+        create.body["message"],
+        "create is not supported on resources of kind \"issuedtokens.identity.badge.dev\""
+    );
+    let delete = ring.call(&admin, "DELETE", &path, None).await;
+    assert_eq!(delete.code, 405, "{}", delete.body);
+    let usage_patch = ring
+        .call(
+            &admin,
+            "PATCH",
+            &format!("{USAGES}/app"),
+            Some(&json!({"metadata": {"labels": {"a": "b"}}})),
+        )
+        .await;
+    assert_eq!(usage_patch.code, 405, "{}", usage_patch.body);
+
+    let widen = ring
+        .call(
+            &admin,
+            "PATCH",
+            &path,
+            Some(&json!({"spec": {"audiences": ["vault"]}})),
+        )
+        .await;
+    assert_eq!(widen.code, 422, "{}", widen.body);
+    assert_eq!(widen.body["reason"], "Invalid");
+    assert!(
+        widen.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("spec.audiences: Invalid value: [\"vault\"]: field is immutable"),
+        "{}",
+        widen.body
+    );
+    let forge_use = ring
+        .call(
+            &admin,
+            "PATCH",
+            &path,
+            Some(&json!({"status": {"useCount": 1000}})),
+        )
+        .await;
+    assert_eq!(forge_use.code, 200, "{}", forge_use.body);
+    assert!(
+        forge_use.body.get("status").is_none(),
+        "a client's status is ignored: {}",
+        forge_use.body
+    );
+
+    // The default roles: view reads, edit reads, admin may revoke.
+    for (user, role) in [("vera", "view"), ("eddie", "edit"), ("ada", "admin")] {
+        bind(&ring, user, role).await;
+    }
+    for user in ["vera", "eddie", "ada"] {
+        let caller = Caller::user(user);
+        // The aggregated roles and the bindings reach the RBAC index asynchronously.
+        let mut code = 0;
+        for _ in 0..500 {
+            code = ring.get(&caller, TOKENS).await.code;
+            if code == 200 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(code, 200, "{user} lists");
+        assert_eq!(ring.get(&caller, USAGES).await.code, 200, "{user} lists usages");
+    }
+    let revoke = json!({"spec": {"revoked": true}});
+    for user in ["vera", "eddie"] {
+        let reply = ring
+            .call(&Caller::user(user), "PATCH", &path, Some(&revoke))
+            .await;
+        assert_eq!(reply.code, 403, "{user}: {}", reply.body);
+    }
+    let reply = ring
+        .call(&Caller::user("ada"), "PATCH", &path, Some(&revoke))
+        .await;
+    assert_eq!(reply.code, 200, "{}", reply.body);
+    assert_eq!(reply.body["spec"]["revoked"], true);
+}
+
+#[tokio::test]
+async fn the_group_is_discovered_and_printed() {
+    let (ring, _token) = ring_with_token().await;
+    ring.api.flush_usage().await;
+    let admin = Caller::admin();
+    let group = ring.get(&admin, "/apis/identity.badge.dev/v1").await;
+    assert_eq!(group.code, 200, "{}", group.body);
+    let resources = group.body["resources"].as_array().unwrap();
+    let tokens = resources.iter().find(|r| r["name"] == "issuedtokens").unwrap();
+    assert_eq!(tokens["kind"], "IssuedToken");
+    assert_eq!(tokens["namespaced"], true);
+    assert_eq!(
+        tokens["verbs"],
+        json!(["get", "list", "patch", "update", "watch"])
+    );
+    let usages = resources
+        .iter()
+        .find(|r| r["name"] == "serviceaccountusages")
+        .unwrap();
+    assert_eq!(usages["verbs"], json!(["get", "list", "watch"]));
+    let groups = ring.get(&admin, "/apis").await;
+    assert!(
+        groups.body["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|g| g["name"] == "identity.badge.dev"),
+        "{}",
+        groups.body
+    );
+
+    let table = ring
+        .call_with(
+            &admin,
+            "GET",
+            TOKENS,
+            None,
+            &[("accept", "application/json;as=Table;v=v1;g=meta.k8s.io")],
+        )
+        .await;
+    assert_eq!(table.code, 200, "{}", table.body);
+    let columns: Vec<&str> = table.body["columnDefinitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        columns,
+        [
+            "Name",
+            "Service Account",
+            "Bound To",
+            "Expires",
+            "Last Used",
+            "Uses",
+            "Revoked",
+            "Key ID",
+            "Requester",
+            "Age"
+        ]
+    );
+    let cells = &table.body["rows"][0]["cells"];
+    assert_eq!(cells[1], "app");
+    assert_eq!(cells[4], "<never>");
+    assert_eq!(cells[5], 0);
+}

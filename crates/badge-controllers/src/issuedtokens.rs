@@ -1,0 +1,357 @@
+//! The IssuedToken inventory's controller: a record is deleted once its token expires
+//! (requeued for that instant, so nothing polls), and legacy token Secrets
+//! (`kubernetes.io/service-account-token` with a token) get a record named after the
+//! Secret, deleted with the Secret. Each deletion recounts the ServiceAccount's live tokens.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use badge_api::identity::{API_VERSION, GROUP, SERVICE_ACCOUNT_LABEL, TOKEN_KIND_LABEL};
+use badge_api::{Status, meta, resources};
+use badge_registry::identity::{UsageUpdate, record_service_account_usage};
+use badge_registry::{DeleteOptions, EventType, Registry, WriteOptions};
+use base64::Engine;
+use parking_lot::Mutex;
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+
+use crate::runtime::{Action, Controller};
+use crate::{leader, namespaced_key, resource};
+
+const LEGACY_TOKEN_TYPE: &str = "kubernetes.io/service-account-token";
+const SA_NAME_ANNOTATION: &str = "kubernetes.io/service-account.name";
+const SA_UID_ANNOTATION: &str = "kubernetes.io/service-account.uid";
+
+fn issued_tokens() -> Result<&'static resources::Resource, Status> {
+    resources::lookup(GROUP, "v1", "issuedtokens")
+        .ok_or_else(|| Status::internal("issuedtokens is not served"))
+}
+
+pub fn spawn(registry: Arc<Registry>, leading: Option<leader::Leading>) {
+    let controller = Controller::new("issuedtoken", registry.clone(), |event| {
+        if let Some((ns, name)) = namespaced_key(&event.key, "/registry/issuedtokens/") {
+            // A record's expiry never changes (its spec is immutable): only a new record
+            // needs a look. Usage flushes modify records all the time and are skipped.
+            return match event.kind {
+                EventType::Added => vec![format!("token/{ns}/{name}")],
+                _ => Vec::new(),
+            };
+        }
+        namespaced_key(&event.key, "/registry/secrets/")
+            .map(|(ns, name)| vec![format!("secret/{ns}/{name}")])
+            .unwrap_or_default()
+    });
+    let controller = controller.with_leader_election(leading);
+    let expiries = Arc::new(Expiries::default());
+    expiries.clone().spawn(controller.clone());
+    controller.spawn(move |key| {
+        let registry = registry.clone();
+        let expiries = expiries.clone();
+        async move {
+            let mut parts = key.splitn(3, '/');
+            let action = match (parts.next(), parts.next(), parts.next()) {
+                (Some("token"), Some(ns), Some(name)) => reconcile_token(&registry, ns, name).await?,
+                (Some("secret"), Some(ns), Some(name)) => reconcile_secret(&registry, ns, name).await?,
+                _ => Action::Done,
+            };
+            // Waits are kept in one schedule rather than a timer task per record: a server
+            // may hold a hundred thousand live tokens.
+            match action {
+                Action::RequeueAfter(delay) => {
+                    expiries.schedule(key, delay);
+                    Ok(Action::Done)
+                }
+                done => Ok(done),
+            }
+        }
+    });
+}
+
+/// When each live record is next due, and one task that queues records as they fall due.
+#[derive(Default)]
+struct Expiries {
+    due: Mutex<BTreeMap<Instant, Vec<String>>>,
+    wake: Notify,
+}
+
+impl Expiries {
+    fn schedule(&self, key: String, delay: Duration) {
+        self.due
+            .lock()
+            .entry(Instant::now() + delay)
+            .or_default()
+            .push(key);
+        self.wake.notify_one();
+    }
+
+    /// The keys due at `now`, removed from the schedule.
+    fn take_due(&self, now: Instant) -> Vec<String> {
+        let mut due = self.due.lock();
+        let later = due.split_off(&(now + Duration::from_nanos(1)));
+        let ready = std::mem::replace(&mut *due, later);
+        ready.into_values().flatten().collect()
+    }
+
+    fn next(&self) -> Option<Instant> {
+        self.due.lock().keys().next().copied()
+    }
+
+    fn spawn(self: Arc<Self>, controller: Arc<Controller>) {
+        tokio::spawn(async move {
+            loop {
+                for key in self.take_due(Instant::now()) {
+                    controller.enqueue(key);
+                }
+                match self.next() {
+                    Some(at) => {
+                        tokio::select! {
+                            _ = tokio::time::sleep_until(at.into()) => {}
+                            _ = self.wake.notified() => {}
+                        }
+                    }
+                    None => self.wake.notified().await,
+                }
+            }
+        });
+    }
+}
+
+/// What to do with a record at `now`: keep it until `expiresAt`, or delete it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Fate {
+    Keep,
+    KeepFor(Duration),
+    Delete,
+}
+
+/// A record's fate: a bound token's at its expiry; a legacy token's with its Secret.
+pub fn fate(record: &Value, secret: Option<&Value>, now: jiff::Timestamp) -> Fate {
+    let legacy = record
+        .pointer(&format!(
+            "/metadata/labels/{}",
+            TOKEN_KIND_LABEL.replace('/', "~1")
+        ))
+        .and_then(Value::as_str)
+        == Some("legacy");
+    if legacy {
+        let bound_uid = record
+            .pointer("/spec/boundObjectRef/uid")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        return match secret {
+            Some(s) if meta::uid(s) == bound_uid && meta::deletion_timestamp(s).is_none() => Fate::Keep,
+            _ => Fate::Delete,
+        };
+    }
+    let expires = record
+        .pointer("/spec/expiresAt")
+        .and_then(Value::as_str)
+        .and_then(meta::parse_time);
+    match expires {
+        // A bound record without a readable expiry cannot be judged; keep it.
+        None => Fate::Keep,
+        Some(at) if at <= now => Fate::Delete,
+        Some(at) => {
+            let nanos = at.as_nanosecond() - now.as_nanosecond();
+            Fate::KeepFor(Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX)))
+        }
+    }
+}
+
+async fn reconcile_token(registry: &Registry, ns: &str, name: &str) -> Result<Action, Status> {
+    let tokens = issued_tokens()?;
+    let Some(record) = registry.get_cached(tokens, ns, name) else {
+        return Ok(Action::Done);
+    };
+    let secret = registry.get_cached(resource("secrets"), ns, name);
+    match fate(&record, secret.as_deref(), badge_api::clock::now()) {
+        Fate::Keep => Ok(Action::Done),
+        // A little past the instant, so the next look sees it expired.
+        Fate::KeepFor(left) => Ok(Action::RequeueAfter(left + Duration::from_millis(10))),
+        Fate::Delete => {
+            let uid = meta::uid(&record);
+            let options = DeleteOptions {
+                precondition_uid: (!uid.is_empty()).then(|| uid.to_string()),
+                ..Default::default()
+            };
+            match registry.delete(tokens, ns, name, &options).await {
+                Err(s) if s.is_not_found() || s.is_conflict() => return Ok(Action::Done),
+                Err(s) => return Err(s),
+                Ok(_) => {}
+            }
+            tracing::debug!(
+                namespace = ns,
+                record = name,
+                "removed the record of an expired token"
+            );
+            let account = record
+                .pointer("/spec/serviceAccountName")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            if !account.is_empty() {
+                recount(registry, ns, account).await?;
+            }
+            Ok(Action::Done)
+        }
+    }
+}
+
+/// Recounts a ServiceAccount's live tokens once the cache has seen a change.
+async fn recount(registry: &Registry, ns: &str, account: &str) -> Result<(), Status> {
+    registry.sync().await?;
+    match record_service_account_usage(
+        registry,
+        ns,
+        account,
+        &UsageUpdate::default(),
+        badge_api::clock::now(),
+    )
+    .await
+    {
+        // The namespace is going away with everything in it.
+        Err(s) if s.is_not_found() || s.code == 403 => Ok(()),
+        other => other,
+    }
+}
+
+/// The `kid` of a JWT's header, read without verifying anything (it is only recorded).
+fn key_id_of(token: &[u8]) -> String {
+    let header = token.split(|b| *b == b'.').next().unwrap_or_default();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header)
+        .ok()
+        .and_then(|h| serde_json::from_slice::<Value>(&h).ok())
+        .and_then(|h| h.get("kid").and_then(Value::as_str).map(String::from))
+        .unwrap_or_default()
+}
+
+/// The record of a legacy token Secret, or None when the Secret holds no such token.
+pub fn legacy_record(secret: &Value) -> Option<Value> {
+    if secret.get("type").and_then(Value::as_str) != Some(LEGACY_TOKEN_TYPE)
+        || meta::deletion_timestamp(secret).is_some()
+    {
+        return None;
+    }
+    let token = secret
+        .pointer("/data/token")
+        .and_then(Value::as_str)
+        .and_then(|t| base64::engine::general_purpose::STANDARD.decode(t).ok())
+        .filter(|t| !t.is_empty())?;
+    let account = meta::annotation(secret, SA_NAME_ANNOTATION).filter(|a| !a.is_empty())?;
+    let name = meta::name(secret);
+    Some(json!({
+        "apiVersion": API_VERSION,
+        "kind": "IssuedToken",
+        "metadata": {
+            "name": name,
+            "namespace": meta::namespace(secret),
+            "labels": {SERVICE_ACCOUNT_LABEL: account, TOKEN_KIND_LABEL: "legacy"},
+        },
+        "spec": {
+            "serviceAccountName": account,
+            "serviceAccountUID": meta::annotation(secret, SA_UID_ANNOTATION).unwrap_or(""),
+            "boundObjectRef": {"kind": "Secret", "name": name, "uid": meta::uid(secret)},
+            "keyID": key_id_of(&token),
+            "issuedAt": meta::creation_timestamp(secret),
+            "revoked": false,
+        },
+    }))
+}
+
+async fn reconcile_secret(registry: &Registry, ns: &str, name: &str) -> Result<Action, Status> {
+    let tokens = issued_tokens()?;
+    let secret = registry.get_cached(resource("secrets"), ns, name);
+    let existing = registry.get_cached(tokens, ns, name);
+    if let Some(existing) = &existing {
+        // Gone, replaced, or no longer a token: the record's own reconcile removes it.
+        if fate(existing, secret.as_deref(), badge_api::clock::now()) == Fate::Delete {
+            return reconcile_token(registry, ns, name).await;
+        }
+        return Ok(Action::Done);
+    }
+    let Some(record) = secret.as_deref().and_then(legacy_record) else {
+        return Ok(Action::Done);
+    };
+    let account = record["spec"]["serviceAccountName"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    match registry
+        .create(tokens, ns, record, &WriteOptions::default())
+        .await
+    {
+        Ok(_) => {}
+        Err(s) if s.is_already_exists() || s.is_not_found() || s.code == 403 => return Ok(Action::Done),
+        Err(s) => return Err(s),
+    }
+    recount(registry, ns, &account).await?;
+    Ok(Action::Done)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn now() -> jiff::Timestamp {
+        "2026-01-01T00:00:00Z".parse().unwrap()
+    }
+
+    #[test]
+    fn the_schedule_hands_out_keys_as_they_fall_due() {
+        let expiries = Expiries::default();
+        let start = Instant::now();
+        expiries.schedule("late".into(), Duration::from_secs(60));
+        expiries.schedule("soon".into(), Duration::ZERO);
+        assert_eq!(expiries.take_due(Instant::now()), ["soon"]);
+        assert!(expiries.take_due(Instant::now()).is_empty());
+        assert!(expiries.next().unwrap() >= start + Duration::from_secs(60));
+        assert_eq!(expiries.take_due(start + Duration::from_secs(61)), ["late"]);
+        assert_eq!(expiries.next(), None);
+    }
+
+    #[test]
+    fn bound_records_live_until_their_token_expires() {
+        let record = |exp: &str| json!({"spec": {"expiresAt": exp}});
+        assert_eq!(fate(&record("2025-12-31T23:59:59Z"), None, now()), Fate::Delete);
+        assert_eq!(fate(&record("2026-01-01T00:00:00Z"), None, now()), Fate::Delete);
+        assert_eq!(
+            fate(&record("2026-01-01T00:10:00Z"), None, now()),
+            Fate::KeepFor(Duration::from_secs(600))
+        );
+    }
+
+    #[test]
+    fn legacy_records_live_with_their_secret() {
+        let secret = json!({
+            "type": LEGACY_TOKEN_TYPE,
+            "metadata": {"name": "app-token", "namespace": "demo", "uid": "s1",
+                "creationTimestamp": "2025-01-01T00:00:00Z",
+                "annotations": {SA_NAME_ANNOTATION: "app", SA_UID_ANNOTATION: "sa1"}},
+            // {"alg":"RS256","kid":"k1"} . payload . signature
+            "data": {"token": base64::engine::general_purpose::STANDARD.encode("eyJhbGciOiJSUzI1NiIsImtpZCI6ImsxIn0.e30.c2ln")},
+        });
+        let record = legacy_record(&secret).unwrap();
+        assert_eq!(record["metadata"]["name"], "app-token");
+        assert_eq!(record["metadata"]["labels"][SERVICE_ACCOUNT_LABEL], "app");
+        assert_eq!(record["spec"]["keyID"], "k1");
+        assert_eq!(record["spec"]["serviceAccountUID"], "sa1");
+        assert!(
+            record["spec"].get("expiresAt").is_none(),
+            "legacy tokens never expire"
+        );
+        assert_eq!(fate(&record, Some(&secret), now()), Fate::Keep);
+        assert_eq!(fate(&record, None, now()), Fate::Delete);
+        let mut replaced = secret.clone();
+        replaced["metadata"]["uid"] = json!("s2");
+        assert_eq!(fate(&record, Some(&replaced), now()), Fate::Delete);
+
+        let mut empty = secret.clone();
+        empty["data"] = json!({});
+        assert!(legacy_record(&empty).is_none(), "not yet populated");
+        let mut opaque = secret;
+        opaque["type"] = json!("Opaque");
+        assert!(legacy_record(&opaque).is_none());
+    }
+}

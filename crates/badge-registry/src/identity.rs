@@ -1,0 +1,194 @@
+//! Writes to badge's `identity.badge.dev` records that several writers share: the servers
+//! flushing usage and the controller removing expired tokens. Every write is a
+//! compare-and-swap that merges into what is stored (latest time wins, counts recomputed),
+//! so servers sharing one store never lose each other's updates.
+
+use badge_api::identity::{API_VERSION, SERVICE_ACCOUNT_LABEL};
+use badge_api::selectors::{FieldSelector, LabelSelector};
+use badge_api::{Status, meta, resources};
+use serde_json::{Value, json};
+
+use crate::{Filter, ReadFrom, Registry, WriteOptions};
+
+/// What one writer learned about a ServiceAccount since its last write.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct UsageUpdate {
+    /// The latest authentication: its time and the `lastAuthenticated` object.
+    pub last_authenticated: Option<(jiff::Timestamp, Value)>,
+    pub last_token_issued: Option<jiff::Timestamp>,
+}
+
+impl UsageUpdate {
+    /// Keeps the later of two updates' times.
+    pub fn merge(&mut self, other: UsageUpdate) {
+        if let Some((at, value)) = other.last_authenticated
+            && self
+                .last_authenticated
+                .as_ref()
+                .is_none_or(|(mine, _)| at > *mine)
+        {
+            self.last_authenticated = Some((at, value));
+        }
+        if let Some(at) = other.last_token_issued {
+            self.last_token_issued = Some(self.last_token_issued.map_or(at, |mine| mine.max(at)));
+        }
+    }
+}
+
+fn resource(plural: &str) -> Result<&'static resources::Resource, Status> {
+    resources::lookup(badge_api::identity::GROUP, "v1", plural)
+        .ok_or_else(|| Status::internal(format!("{plural} is not served")))
+}
+
+/// How many IssuedTokens of a ServiceAccount are live (unexpired, or legacy) at `now`, as
+/// the watch cache holds them.
+pub async fn live_tokens(
+    registry: &Registry,
+    namespace: &str,
+    service_account: &str,
+    now: jiff::Timestamp,
+) -> Result<i64, Status> {
+    let labels = LabelSelector::parse(&format!("{SERVICE_ACCOUNT_LABEL}={service_account}"))
+        .map_err(|e| Status::internal(e.to_string()))?;
+    let filter = Filter {
+        labels,
+        fields: FieldSelector::default(),
+    };
+    let page = registry
+        .list(
+            resource("issuedtokens")?,
+            namespace,
+            &filter,
+            ReadFrom::Any,
+            0,
+            None,
+        )
+        .await?;
+    let live = page
+        .items
+        .iter()
+        .filter(|token| {
+            let expires = token.pointer("/spec/expiresAt").and_then(Value::as_str);
+            expires.and_then(meta::parse_time).is_none_or(|at| at > now)
+        })
+        .count();
+    Ok(i64::try_from(live).unwrap_or(i64::MAX))
+}
+
+/// The status `current` becomes with `update` merged in and `live` tokens.
+pub fn merged_usage_status(current: Option<&Value>, update: &UsageUpdate, live: i64) -> Value {
+    let mut status = current
+        .and_then(|c| c.get("status"))
+        .filter(|s| s.is_object())
+        .cloned()
+        .unwrap_or_else(|| json!({}));
+    let stored_time = |status: &Value, pointer: &str| {
+        status
+            .pointer(pointer)
+            .and_then(Value::as_str)
+            .and_then(meta::parse_time)
+    };
+    if let Some((at, value)) = &update.last_authenticated
+        && stored_time(&status, "/lastAuthenticated/time").is_none_or(|stored| *at >= stored)
+    {
+        let mut value = value.clone();
+        value["time"] = json!(meta::format_time(*at));
+        status["lastAuthenticated"] = value;
+    }
+    if let Some(at) = update.last_token_issued
+        && stored_time(&status, "/lastTokenIssued").is_none_or(|stored| at > stored)
+    {
+        status["lastTokenIssued"] = json!(meta::format_time(at));
+    }
+    status["liveTokens"] = json!(live);
+    status
+}
+
+/// Merges `update` into the ServiceAccountUsage named after the ServiceAccount, creating it
+/// when absent, and recounts its live tokens.
+pub async fn record_service_account_usage(
+    registry: &Registry,
+    namespace: &str,
+    service_account: &str,
+    update: &UsageUpdate,
+    now: jiff::Timestamp,
+) -> Result<(), Status> {
+    let usages = resource("serviceaccountusages")?;
+    let live = live_tokens(registry, namespace, service_account, now).await?;
+    for _ in 0..8 {
+        let updated = registry
+            .update(
+                usages,
+                namespace,
+                service_account,
+                "status",
+                &WriteOptions::default(),
+                |current| {
+                    let mut object = current.clone();
+                    object["status"] = merged_usage_status(Some(current), update, live);
+                    Ok(object)
+                },
+            )
+            .await;
+        match updated {
+            Ok(_) => return Ok(()),
+            Err(s) if s.is_not_found() => {}
+            Err(s) => return Err(s),
+        }
+        let object = json!({
+            "apiVersion": API_VERSION,
+            "kind": "ServiceAccountUsage",
+            "metadata": {"name": service_account, "namespace": namespace},
+            "status": merged_usage_status(None, update, live),
+        });
+        match registry
+            .create(usages, namespace, object, &WriteOptions::default())
+            .await
+        {
+            Ok(_) => return Ok(()),
+            // Another writer created it first: merge into theirs.
+            Err(s) if s.is_already_exists() => {}
+            Err(s) => return Err(s),
+        }
+    }
+    Err(Status::conflict(
+        usages.group_resource(),
+        service_account,
+        "too many concurrent updates; please try again",
+    ))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> jiff::Timestamp {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn the_latest_use_and_issue_win_whichever_writer_comes_last() {
+        let early = UsageUpdate {
+            last_authenticated: Some((at("2026-01-01T00:00:00Z"), json!({"credentialID": "JTI=a"}))),
+            last_token_issued: Some(at("2026-01-01T00:00:05Z")),
+        };
+        let late = UsageUpdate {
+            last_authenticated: Some((at("2026-01-01T00:01:00Z"), json!({"credentialID": "JTI=b"}))),
+            last_token_issued: None,
+        };
+        let stored = json!({"status": merged_usage_status(None, &late, 2)});
+        let status = merged_usage_status(Some(&stored), &early, 3);
+        assert_eq!(
+            status["lastAuthenticated"]["credentialID"], "JTI=b",
+            "an older use never wins"
+        );
+        assert_eq!(status["lastTokenIssued"], "2026-01-01T00:00:05Z");
+        assert_eq!(status["liveTokens"], 3);
+
+        let mut merged = early.clone();
+        merged.merge(late.clone());
+        assert_eq!(merged.last_authenticated, late.last_authenticated);
+        assert_eq!(merged.last_token_issued, early.last_token_issued);
+    }
+}
