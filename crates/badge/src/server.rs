@@ -110,6 +110,11 @@ pub struct ServerOptions {
     /// `expirationSeconds` may shorten it (a Go duration, kube-controller-manager's flag).
     #[arg(long, default_value = "8760h0m0s")]
     cluster_signing_duration: String,
+    /// Serve the web console at https://ADDR/console/ on this address and port, with the API's
+    /// certificate (unset: no console). A port of its own keeps the console's session cookie
+    /// away from the API port, which takes no cookies at all.
+    #[arg(long)]
+    console_bind_address: Option<SocketAddr>,
     #[command(flatten)]
     storage: StorageOptions,
     #[command(flatten)]
@@ -505,6 +510,12 @@ pub async fn run(options: ServerOptions) -> anyhow::Result<()> {
         Arc::new(ServerAuthorizer(api.clone())),
         Some(leading.clone()),
     );
+    let console = match options.console_bind_address {
+        Some(at) => Some(
+            crate::console::start(at, api.clone(), tls.clone(), shutdown_rx.clone(), &serve_options).await?,
+        ),
+        None => None,
+    };
     tracing::info!("serving securely on {address}");
     tracing::info!(
         "admin kubeconfig written: export KUBECONFIG={}",
@@ -522,6 +533,9 @@ pub async fn run(options: ServerOptions) -> anyhow::Result<()> {
     tracing::info!("shutting down: draining in-flight requests");
     let _ = shutdown_tx.send(true);
     serving.await.context("the server task failed")?;
+    if let Some(console) = console {
+        console.await.context("the console task failed")?;
+    }
     tracing::info!("stopped");
     Ok(())
 }
