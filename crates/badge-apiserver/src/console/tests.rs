@@ -433,3 +433,25 @@ async fn a_certificate_session_needs_the_same_certificate_on_every_request() {
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     }
 }
+
+#[tokio::test]
+async fn revoking_a_token_sends_the_merge_patch_as_is() {
+    let console = console();
+    let (cookie, csrf) = login(&console).await;
+    let path = "/console/api/apis/identity.badge.dev/v1/namespaces/shop/issuedtokens/web-1a2b";
+    let mut req = request(
+        "PATCH",
+        path,
+        r#"{"spec":{"revoked":true}}"#,
+        &[("cookie", &cookie), ("x-csrf-token", &csrf)],
+    );
+    req.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/merge-patch+json"),
+    );
+    assert_eq!(console.handle(req, no_peer()).await.status(), StatusCode::OK);
+    let seen = console.backend.seen.lock().last().cloned().unwrap();
+    assert_eq!(seen.method, Method::PATCH);
+    assert_eq!(seen.uri, "/apis/identity.badge.dev/v1/namespaces/shop/issuedtokens/web-1a2b");
+    assert_eq!(seen.headers[header::CONTENT_TYPE], "application/merge-patch+json");
+}

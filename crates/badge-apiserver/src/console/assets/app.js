@@ -499,6 +499,7 @@ async function show(name) {
   state.aborts = [];
   state.view = name;
   $('#live').textContent = '';
+  clear($('#action-status'));
   for (const b of document.querySelectorAll('nav button')) b.setAttribute('aria-current', b.dataset.view === name ? 'page' : 'false');
   const view = clear($('#view'));
   view.dataset.view = name;
