@@ -452,6 +452,9 @@ async fn revoking_a_token_sends_the_merge_patch_as_is() {
     assert_eq!(console.handle(req, no_peer()).await.status(), StatusCode::OK);
     let seen = console.backend.seen.lock().last().cloned().unwrap();
     assert_eq!(seen.method, Method::PATCH);
-    assert_eq!(seen.uri, "/apis/identity.badge.dev/v1/namespaces/shop/issuedtokens/web-1a2b");
+    assert_eq!(
+        seen.uri,
+        "/apis/identity.badge.dev/v1/namespaces/shop/issuedtokens/web-1a2b"
+    );
     assert_eq!(seen.headers[header::CONTENT_TYPE], "application/merge-patch+json");
 }

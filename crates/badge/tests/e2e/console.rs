@@ -170,7 +170,38 @@ fn console_in_a_headless_browser_shows_the_matrix_allows_what_rbac_allows_and_sh
     assert_eq!(result["storage"]["cookie"], "");
     // Without the IssuedToken API the console says so instead of failing.
     let inventory = result["tokenInventory"].as_str().unwrap();
-    assert!(inventory.contains("is not available") && inventory.contains("404"), "{inventory}");
+    assert!(
+        inventory.contains("is not available") && inventory.contains("404"),
+        "{inventory}"
+    );
+
+    // With the identity API answering in its documented shape (stubbed in the page), the
+    // token is listed and Revoke sends a merge patch of spec.revoked with the CSRF token.
+    assert_eq!(result["liveBefore"], "1", "{result:#}");
+    let row = result["tokenRow"].as_str().unwrap();
+    assert!(
+        row.contains("Pod/web-5d9c7") && row.contains("Z_pK33li4EWm"),
+        "{row}"
+    );
+    let revoke = &result["revoke"];
+    assert_eq!(
+        revoke["path"],
+        "/console/api/apis/identity.badge.dev/v1/namespaces/shop/issuedtokens/web-7f3k2"
+    );
+    assert_eq!(revoke["contentType"], "application/merge-patch+json");
+    assert_eq!(revoke["csrf"], true);
+    assert_eq!(
+        serde_json::from_str::<Value>(revoke["body"].as_str().unwrap()).unwrap(),
+        serde_json::json!({"spec": {"revoked": true}})
+    );
+    assert!(
+        result["revokeRequest"]
+            .as_str()
+            .unwrap()
+            .starts_with("PATCH /apis/identity.badge.dev/v1/namespaces/shop/issuedtokens/web-7f3k2"),
+        "{result:#}"
+    );
+    assert_eq!(result["liveAfter"], "0", "{result:#}");
 
     // The matrix: the Role grants pods list, through the binding shown in the cell.
     let matrix = &result["matrix"];

@@ -229,13 +229,14 @@ const views = {
     }
     nsSelect.addEventListener('change', () => { state.namespace = nsSelect.value; show('identities'); });
     const ns = state.namespace;
-    let tokens = null; let tokenError = null; let usage = new Map();
+    let tokens = null; let tokenError = null; let usage = null;
     try {
       tokens = (await get(`${IDENTITY_API}/namespaces/${ns}/issuedtokens`)).items || [];
     } catch (e) { tokenError = e; }
     try {
-      for (const u of (await get(`${IDENTITY_API}/namespaces/${ns}/serviceaccountusages`)).items || []) usage.set(u.metadata.name, u);
-    } catch (_) { usage = new Map(); }
+      const usages = (await get(`${IDENTITY_API}/namespaces/${ns}/serviceaccountusages`)).items || [];
+      usage = new Map(usages.map((u) => [u.metadata.name, u]));
+    } catch (_) { usage = null; }
     watchList(`/api/v1/namespaces/${ns}/serviceaccounts`, (items, error) => {
       clear(body);
       if (error) { body.append(statusBox(error, 'Listing ServiceAccounts')); return; }
@@ -243,14 +244,15 @@ const views = {
       const rows = items.sort((a, b) => a.metadata.name.localeCompare(b.metadata.name)).map((sa) => {
         const name = sa.metadata.name;
         const live = (tokens || []).filter((t) => t.spec.serviceAccountName === name && !t.spec.revoked && (!t.spec.expiresAt || new Date(t.spec.expiresAt) > new Date()));
-        const u = usage.get(name);
+        const u = usage && usage.get(name);
         const last = u && u.status && u.status.lastAuthenticated && u.status.lastAuthenticated.time;
         const idle = !last || (Date.now() - new Date(last).getTime()) > IDLE_DAYS * 86400e3;
+        const na = el('span', { class: 'muted' }, 'n/a');
         return el('tr', { dataset: { sa: name } },
           el('td', {}, name),
           el('td', {}, tokens ? String(live.length) : el('span', { class: 'muted' }, 'n/a')),
-          el('td', {}, last ? when(last) : el('span', { class: 'muted' }, u ? 'never' : 'n/a')),
-          el('td', {}, u ? (idle ? el('span', { class: 'tag idle' }, 'idle') : 'active') : el('span', { class: 'muted' }, 'n/a')),
+          el('td', {}, usage ? when(last) : na),
+          el('td', {}, usage ? (idle ? el('span', { class: 'tag idle', title: `no use in ${IDLE_DAYS} days` }, 'idle') : 'active') : na.cloneNode(true)),
           el('td', {},
             el('button', { type: 'button', on: { click: () => { state.sa = { namespace: ns, name }; show('permissions'); } } }, 'Permissions'), ' ',
             el('button', { type: 'button', on: { click: () => { state.sa = { namespace: ns, name }; show('whocan'); } } }, 'Who can act'),
