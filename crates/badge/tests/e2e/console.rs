@@ -224,6 +224,23 @@ fn console_in_a_headless_browser_shows_the_matrix_allows_what_rbac_allows_and_sh
         matrix["secretsGet"]["class"].as_str().unwrap().contains("denied"),
         "{matrix:#}"
     );
+    // Beside it, a Role of exactly the allowed cells, to download.
+    let suggestion = result["leastPrivilege"].as_str().unwrap();
+    assert!(
+        suggestion.contains("resources: [\"pods\"]\n  verbs: [\"get\", \"list\", \"watch\"]"),
+        "{suggestion}"
+    );
+    assert!(
+        suggestion.contains("kind: ServiceAccount, name: \"web\", namespace: \"shop\""),
+        "{suggestion}"
+    );
+    assert_eq!(result["leastPrivilegeDownload"], "web-least-privilege.yaml");
+    // The keys with their state.
+    assert!(result["keys"].as_str().unwrap().contains("Active"), "{result:#}");
+    assert!(
+        result["keysNext"].as_str().unwrap().contains("transition"),
+        "{result:#}"
+    );
     // Who may mint the ServiceAccount's tokens.
     let whocan = result["whocan"].as_str().unwrap();
     assert!(

@@ -10,6 +10,7 @@ const BASE_RESOURCES = [
   ['rbac.authorization.k8s.io', 'roles'], ['rbac.authorization.k8s.io', 'rolebindings'],
 ];
 const IDLE_DAYS = 30;
+const PAGE = 500;
 
 const state = { csrf: null, user: null, view: 'identities', namespace: 'default', sa: null, aborts: [] };
 
@@ -89,6 +90,19 @@ function notAvailable(what, error) {
       : `The server refused to show it: ${(error.status && error.status.message) || error.message}`);
 }
 
+// Lists in pages of PAGE, following `continue`, so a large list never comes in one response.
+async function listAll(path) {
+  const sep = path.includes('?') ? '&' : '?';
+  const items = [];
+  let next = '';
+  for (;;) {
+    const page = await get(`${path}${sep}limit=${PAGE}${next ? `&continue=${encodeURIComponent(next)}` : ''}`);
+    items.push(...(page.items || []));
+    next = page.metadata && page.metadata.continue;
+    if (!next) return { items, resourceVersion: page.metadata.resourceVersion };
+  }
+}
+
 // ---- live updates: list, then watch from the list's resourceVersion with a streaming fetch ----
 function watchList(path, onChange) {
   const controller = new AbortController();
@@ -99,10 +113,10 @@ function watchList(path, onChange) {
     while (!controller.signal.aborted) {
       let rv;
       try {
-        const list = await get(path);
+        const list = await listAll(path);
         items.clear();
-        for (const o of list.items || []) items.set(key(o), o);
-        rv = list.metadata.resourceVersion;
+        for (const o of list.items) items.set(key(o), o);
+        rv = list.resourceVersion;
         onChange([...items.values()], null);
       } catch (e) {
         onChange(null, e);
@@ -229,19 +243,14 @@ const views = {
     }
     nsSelect.addEventListener('change', () => { state.namespace = nsSelect.value; show('identities'); });
     const ns = state.namespace;
-    let tokens = null; let tokenError = null; let usage = null;
-    try {
-      tokens = (await get(`${IDENTITY_API}/namespaces/${ns}/issuedtokens`)).items || [];
-    } catch (e) { tokenError = e; }
-    try {
-      const usages = (await get(`${IDENTITY_API}/namespaces/${ns}/serviceaccountusages`)).items || [];
-      usage = new Map(usages.map((u) => [u.metadata.name, u]));
-    } catch (_) { usage = null; }
-    watchList(`/api/v1/namespaces/${ns}/serviceaccounts`, (items, error) => {
+    const data = { accounts: null, accountsError: null, tokens: null, tokenError: null, usage: null };
+    const render = () => {
       clear(body);
-      if (error) { body.append(statusBox(error, 'Listing ServiceAccounts')); return; }
-      if (tokenError) body.append(notAvailable('The token inventory (identity.badge.dev/v1 issuedtokens)', tokenError));
-      const rows = items.sort((a, b) => a.metadata.name.localeCompare(b.metadata.name)).map((sa) => {
+      if (data.accountsError) { body.append(statusBox(data.accountsError, 'Listing ServiceAccounts')); return; }
+      if (!data.accounts) return;
+      if (data.tokenError) body.append(notAvailable('The token inventory (identity.badge.dev/v1 issuedtokens)', data.tokenError));
+      const { tokens, usage } = data;
+      const rows = data.accounts.sort((a, b) => a.metadata.name.localeCompare(b.metadata.name)).map((sa) => {
         const name = sa.metadata.name;
         const live = (tokens || []).filter((t) => t.spec.serviceAccountName === name && !t.spec.revoked && (!t.spec.expiresAt || new Date(t.spec.expiresAt) > new Date()));
         const u = usage && usage.get(name);
@@ -250,8 +259,8 @@ const views = {
         const na = el('span', { class: 'muted' }, 'n/a');
         return el('tr', { dataset: { sa: name } },
           el('td', {}, name),
-          el('td', {}, tokens ? String(live.length) : el('span', { class: 'muted' }, 'n/a')),
-          el('td', {}, usage ? when(last) : na),
+          el('td', {}, tokens ? String(live.length) : na),
+          el('td', {}, usage ? when(last) : na.cloneNode(true)),
           el('td', {}, usage ? (idle ? el('span', { class: 'tag idle', title: `no use in ${IDLE_DAYS} days` }, 'idle') : 'active') : na.cloneNode(true)),
           el('td', {},
             el('button', { type: 'button', on: { click: () => { state.sa = { namespace: ns, name }; show('permissions'); } } }, 'Permissions'), ' ',
@@ -260,6 +269,20 @@ const views = {
       });
       body.append(table(['ServiceAccount', 'Live tokens', 'Last use', 'State', ''], rows, { id: 'sa-table' }));
       if (tokens) body.append(tokenTable(ns, tokens));
+    };
+    watchList(`${IDENTITY_API}/namespaces/${ns}/serviceaccountusages`, (items, error) => {
+      data.usage = error ? null : new Map(items.map((u) => [u.metadata.name, u]));
+      render();
+    });
+    watchList(`${IDENTITY_API}/namespaces/${ns}/issuedtokens`, (items, error) => {
+      data.tokens = error ? null : items;
+      data.tokenError = error;
+      render();
+    });
+    watchList(`/api/v1/namespaces/${ns}/serviceaccounts`, (items, error) => {
+      data.accounts = items;
+      data.accountsError = error;
+      render();
     });
   },
 
@@ -324,7 +347,19 @@ const views = {
         }, c.allowed ? '✓' : '·', c.allowed ? c.grants.map((b) => el('span', { class: 'grants' }, b.binding.metadata.name)) : null)));
     });
     out.append(el('p', {}, `Namespace ${sa.namespace}. A ✓ cell is allowed; under it, the bindings that grant it.`));
+    try {
+      const u = await get(`${IDENTITY_API}/namespaces/${sa.namespace}/serviceaccountusages/${sa.name}`);
+      const last = u.status && u.status.lastAuthenticated && u.status.lastAuthenticated.time;
+      if (!last || Date.now() - new Date(last).getTime() > IDLE_DAYS * 86400e3) {
+        out.append(el('p', { class: 'notice', id: 'unused' }, `Granted but unused: this identity has not authenticated in ${IDLE_DAYS} days (last use: `, when(last), ').'));
+      }
+    } catch (_) { /* no usage data on this server */ }
     out.append(table(['resource', ...VERBS], trs, { id: 'matrix', 'aria-label': `Permissions of ${user}` }));
+    const yaml = leastPrivilegeRole(sa, cells.filter((c) => c.allowed));
+    const download = el('a', { href: URL.createObjectURL(new Blob([yaml], { type: 'application/yaml' })), download: `${sa.name}-least-privilege.yaml`, id: 'least-privilege-download' }, 'Download as YAML');
+    out.append(el('h3', {}, 'Least-privilege suggestion'),
+      el('p', {}, 'A Role granting exactly the allowed cells above, resource by resource, in place of wildcard or cluster-wide grants. Remove what the workload does not use. ', download),
+      el('pre', { id: 'least-privilege' }, yaml));
   },
 
   async whocan(view) {
@@ -378,6 +413,13 @@ const views = {
         el('button', { type: 'button', on: { click: async () => { if (await act(`Retire key ${k.kid}`, 'POST', `/badge/v1/keys/${encodeURIComponent(k.kid)}/retire`)) show('keys'); } } }, 'Retire'), ' ',
         el('button', { type: 'button', class: 'danger', on: { click: async () => { if (await act(`Revoke key ${k.kid}`, 'POST', `/badge/v1/keys/${encodeURIComponent(k.kid)}/revoke`)) show('keys'); } } }, 'Revoke'))));
     body.append(table(['Key', 'Alg', 'State', 'Created', 'Signs from', 'Retires', 'Verified', 'Last used', ''], rows, { id: 'keys-table' }));
+    const upcoming = [];
+    for (const k of keys) {
+      if (k.activatesAt && new Date(k.activatesAt) > new Date()) upcoming.push([k.activatesAt, `${k.kid} starts signing`]);
+      if (k.retiresAt && new Date(k.retiresAt) > new Date()) upcoming.push([k.retiresAt, `${k.kid} retires`]);
+    }
+    upcoming.sort((a, b) => new Date(a[0]) - new Date(b[0]));
+    body.append(el('p', { id: 'keys-next' }, upcoming.length ? ['Next scheduled transition: ', upcoming[0][1], ' ', when(upcoming[0][0]), '.'] : 'No transition is scheduled.'));
     const extra = Object.entries(described).filter(([k]) => k !== 'keys');
     if (extra.length) body.append(el('h3', {}, 'Rotation'), el('pre', {}, JSON.stringify(Object.fromEntries(extra), null, 2)));
   },
@@ -457,6 +499,33 @@ const views = {
     });
   },
 };
+
+function leastPrivilegeRole(sa, allowed) {
+  const byResource = new Map();
+  for (const c of allowed) {
+    const k = `${c.g}|${c.r}`;
+    if (!byResource.has(k)) byResource.set(k, []);
+    byResource.get(k).push(c.v);
+  }
+  const rules = new Map();
+  for (const [k, verbs] of byResource) {
+    const [g, r] = k.split('|');
+    const rk = `${g}|${verbs.join(',')}`;
+    if (!rules.has(rk)) rules.set(rk, { g, verbs, resources: [] });
+    rules.get(rk).resources.push(r);
+  }
+  const q = (v) => JSON.stringify(v);
+  const lines = ['apiVersion: rbac.authorization.k8s.io/v1', 'kind: Role', 'metadata:',
+    `  name: ${q(`${sa.name}-least-privilege`)}`, `  namespace: ${q(sa.namespace)}`, rules.size ? 'rules:' : 'rules: []'];
+  for (const rule of rules.values()) {
+    lines.push(`- apiGroups: [${q(rule.g)}]`, `  resources: [${rule.resources.map(q).join(', ')}]`, `  verbs: [${rule.verbs.map(q).join(', ')}]`);
+  }
+  lines.push('---', 'apiVersion: rbac.authorization.k8s.io/v1', 'kind: RoleBinding', 'metadata:',
+    `  name: ${q(`${sa.name}-least-privilege`)}`, `  namespace: ${q(sa.namespace)}`,
+    'roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: ' + q(`${sa.name}-least-privilege`) + '}',
+    'subjects:', `- {kind: ServiceAccount, name: ${q(sa.name)}, namespace: ${q(sa.namespace)}}`, '');
+  return lines.join('\n');
+}
 
 function tokenTable(ns, tokens) {
   const rows = tokens.map((t) => {

@@ -59,7 +59,8 @@ try {
   step('identities');
   await page.selectOption('#ns-select', env('SA_NS'));
   await page.locator(`#sa-table tr[data-sa="${env('SA_NAME')}"]`).waitFor();
-  result.tokenInventory = await page.locator('[data-unavailable]').count() > 0 ? await page.locator('[data-unavailable]').first().innerText() : 'shown';
+  result.tokenInventory = await page.locator('[data-unavailable]').first().waitFor({ timeout: 10000 })
+    .then(() => page.locator('[data-unavailable]').first().innerText(), () => 'shown');
   await shot('identities');
 
   step('token inventory and revoke, the identity API stubbed in the browser');
@@ -122,6 +123,8 @@ try {
     podsDelete: { class: await cell('pods', 'delete').getAttribute('class') },
     secretsGet: { class: await cell('secrets', 'get').getAttribute('class') },
   };
+  result.leastPrivilege = await page.locator('#least-privilege').innerText();
+  result.leastPrivilegeDownload = await page.locator('#least-privilege-download').getAttribute('download');
   await shot('matrix');
 
   step('who can act');
@@ -160,6 +163,7 @@ try {
   await page.locator('#view[data-view="keys"] h2').waitFor();
   await page.locator('#keys-table, #keys-body .status-error').first().waitFor();
   result.keys = await page.locator('#keys-body').innerText();
+  result.keysNext = await page.locator('#keys-next').innerText();
   await shot('keys');
 
   step('nodes');
