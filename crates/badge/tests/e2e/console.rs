@@ -300,3 +300,161 @@ fn console_in_a_headless_browser_shows_the_matrix_allows_what_rbac_allows_and_sh
     // Logging out forgets the session.
     assert_eq!(result["afterLogout"], 401);
 }
+
+/// The console port of a running server, over raw HTTPS: assets and headers, a certificate
+/// login, a token login whose writes the real RBAC refuses with its Status, CSRF, logout,
+/// and the API port serving no console.
+#[test]
+fn console_sessions_against_the_real_server() {
+    use badge_testkit::Credential;
+    let s = TestServer::start_with(
+        env!("CARGO_BIN_EXE_badge"),
+        &["--console-bind-address", "127.0.0.1:0"],
+    );
+    let url = console_url(&s);
+    let port: u16 = url.rsplit(':').next().unwrap().parse().unwrap();
+    let origin = ("origin", "https://localhost");
+    let json = ("content-type", "application/json");
+
+    let page = s
+        .request_on(port, "GET", "/console/", None, &[], Credential::Anonymous)
+        .unwrap();
+    assert_eq!(page.status, 200);
+    assert!(page.header("content-type").starts_with("text/html"));
+    assert!(
+        page.header("content-security-policy")
+            .contains("script-src 'self'")
+    );
+    let api_port = s
+        .request("GET", "/console/", None, &[], Credential::Admin)
+        .unwrap();
+    assert_eq!(api_port.status, 404, "the API port serves no console");
+
+    // A client certificate logs in, and each request must present it again.
+    let login = s
+        .request_on(
+            port,
+            "POST",
+            "/console/login",
+            Some(br#"{"certificate":true}"#.to_vec()),
+            &[origin, json],
+            Credential::Admin,
+        )
+        .unwrap();
+    assert_eq!(login.status, 201, "{}", String::from_utf8_lossy(&login.body));
+    let set_cookie = login.header("set-cookie").to_string();
+    assert!(
+        set_cookie.contains("HttpOnly") && set_cookie.contains("SameSite=Strict"),
+        "{set_cookie}"
+    );
+    assert!(
+        login.json()["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|g| g == "system:masters")
+    );
+    let cookie = set_cookie.split(';').next().unwrap().to_string();
+    let namespaces = "/console/api/api/v1/namespaces";
+    let listed = s
+        .request_on(
+            port,
+            "GET",
+            namespaces,
+            None,
+            &[("cookie", &cookie)],
+            Credential::Admin,
+        )
+        .unwrap();
+    assert_eq!(listed.status, 200);
+    assert!(listed.json()["items"].as_array().unwrap().len() >= 4);
+    let without_cert = s
+        .request_on(
+            port,
+            "GET",
+            namespaces,
+            None,
+            &[("cookie", &cookie)],
+            Credential::Anonymous,
+        )
+        .unwrap();
+    assert_eq!(without_cert.status, 401);
+
+    // A token with no grants logs in; RBAC refuses its write with the server's Status.
+    s.kubectl_ok(&["create", "serviceaccount", "nobody"]);
+    let token = s.kubectl_ok(&["create", "token", "nobody"]);
+    let body = serde_json::json!({"token": token.trim()})
+        .to_string()
+        .into_bytes();
+    let login = s
+        .request_on(
+            port,
+            "POST",
+            "/console/login",
+            Some(body),
+            &[origin, json],
+            Credential::Anonymous,
+        )
+        .unwrap();
+    assert_eq!(login.status, 201);
+    assert_eq!(login.json()["user"], "system:serviceaccount:default:nobody");
+    let csrf = login.json()["csrfToken"].as_str().unwrap().to_string();
+    let cookie = login.header("set-cookie").split(';').next().unwrap().to_string();
+    let secret = br#"{"apiVersion":"v1","kind":"Secret","metadata":{"name":"x"}}"#.to_vec();
+    let secrets = "/console/api/api/v1/namespaces/default/secrets";
+    let refused = s
+        .request_on(
+            port,
+            "POST",
+            secrets,
+            Some(secret.clone()),
+            &[origin, json, ("cookie", &cookie), ("x-csrf-token", &csrf)],
+            Credential::Anonymous,
+        )
+        .unwrap();
+    assert_eq!(refused.status, 403);
+    let status = refused.json();
+    assert_eq!(status["kind"], "Status");
+    assert_eq!(status["reason"], "Forbidden");
+    assert_eq!(
+        status["message"],
+        "secrets is forbidden: User \"system:serviceaccount:default:nobody\" cannot create resource \"secrets\" in API group \"\" in the namespace \"default\""
+    );
+    // Without the CSRF token the write does not reach the API.
+    let no_csrf = s
+        .request_on(
+            port,
+            "POST",
+            secrets,
+            Some(secret),
+            &[origin, json, ("cookie", &cookie)],
+            Credential::Anonymous,
+        )
+        .unwrap();
+    assert_eq!(no_csrf.status, 403);
+    assert!(no_csrf.json()["message"].as_str().unwrap().contains("CSRF"));
+
+    // Logging out forgets the session.
+    let out = s
+        .request_on(
+            port,
+            "POST",
+            "/console/logout",
+            None,
+            &[origin, ("cookie", &cookie), ("x-csrf-token", &csrf)],
+            Credential::Anonymous,
+        )
+        .unwrap();
+    assert_eq!(out.status, 200);
+    let after = s
+        .request_on(
+            port,
+            "GET",
+            namespaces,
+            None,
+            &[("cookie", &cookie)],
+            Credential::Anonymous,
+        )
+        .unwrap();
+    assert_eq!(after.status, 401);
+}
