@@ -127,7 +127,14 @@ impl<B: Backend> Console<B> {
             }
             (&Method::POST, "/console/login") => {
                 let body = crate::handler::read_body(body).await?;
-                self.login(&body, &peer).await
+                let response = self.login(&body, &peer).await?;
+                // A new login never continues an old session.
+                if response.status().is_success()
+                    && let Some(old) = session::cookie_session_id(&parts.headers)
+                {
+                    self.sessions.remove(&old);
+                }
+                Ok(response)
             }
             (&Method::POST, "/console/logout") => {
                 let (id, session) = self.session(&parts.headers, &peer)?;

@@ -458,3 +458,29 @@ async fn revoking_a_token_sends_the_merge_patch_as_is() {
     );
     assert_eq!(seen.headers[header::CONTENT_TYPE], "application/merge-patch+json");
 }
+
+#[tokio::test]
+async fn logging_in_again_ends_the_previous_session() {
+    let console = console();
+    let (old, _) = login(&console).await;
+    let response = console
+        .handle(
+            request(
+                "POST",
+                "/console/login",
+                r#"{"token":"good-token"}"#,
+                &[("cookie", &old)],
+            ),
+            no_peer(),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    assert_eq!(console.sessions.len(), 1);
+    let response = console
+        .handle(
+            request("GET", "/console/session", "", &[("cookie", &old)]),
+            no_peer(),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+}

@@ -175,6 +175,8 @@ fn console_in_a_headless_browser_shows_the_matrix_allows_what_rbac_allows_and_sh
         "{inventory}"
     );
 
+    // The filter narrows the list to the one ServiceAccount named.
+    assert_eq!(result["filteredRows"], 1, "{result:#}");
     // With the identity API answering in its documented shape (stubbed in the page), the
     // token is listed and Revoke sends a merge patch of spec.revoked with the CSRF token.
     assert_eq!(result["liveBefore"], "1", "{result:#}");

@@ -11,6 +11,8 @@ const BASE_RESOURCES = [
 ];
 const IDLE_DAYS = 30;
 const PAGE = 500;
+// The most rows a table draws; a filter narrows the rest.
+const SHOWN = 200;
 
 const state = { csrf: null, user: null, view: 'identities', namespace: 'default', sa: null, aborts: [] };
 
@@ -231,7 +233,10 @@ const views = {
   async identities(view) {
     view.append(el('h2', {}, 'Identities'));
     const nsSelect = el('select', { id: 'ns-select' });
-    view.append(el('div', { class: 'row' }, el('div', {}, el('label', { for: 'ns-select' }, 'Namespace'), nsSelect)));
+    const filter = el('input', { id: 'sa-filter', type: 'search', placeholder: 'name contains…' });
+    view.append(el('div', { class: 'row' },
+      el('div', {}, el('label', { for: 'ns-select' }, 'Namespace'), nsSelect),
+      el('div', {}, el('label', { for: 'sa-filter' }, 'Filter ServiceAccounts'), filter)));
     const body = el('div', { id: 'identities-body' });
     view.append(body);
     try {
@@ -249,8 +254,11 @@ const views = {
       if (data.accountsError) { body.append(statusBox(data.accountsError, 'Listing ServiceAccounts')); return; }
       if (!data.accounts) return;
       if (data.tokenError) body.append(notAvailable('The token inventory (identity.badge.dev/v1 issuedtokens)', data.tokenError));
-      const { tokens, usage } = data;
-      const rows = data.accounts.sort((a, b) => a.metadata.name.localeCompare(b.metadata.name)).map((sa) => {
+      const { usage } = data;
+      const needle = filter.value.trim();
+      const accounts = data.accounts.filter((sa) => sa.metadata.name.includes(needle));
+      const tokens = data.tokens && data.tokens.filter((t) => (t.spec.serviceAccountName || '').includes(needle));
+      const rows = accounts.sort((a, b) => a.metadata.name.localeCompare(b.metadata.name)).slice(0, SHOWN).map((sa) => {
         const name = sa.metadata.name;
         const live = (tokens || []).filter((t) => t.spec.serviceAccountName === name && !t.spec.revoked && (!t.spec.expiresAt || new Date(t.spec.expiresAt) > new Date()));
         const u = usage && usage.get(name);
@@ -268,8 +276,10 @@ const views = {
           ));
       });
       body.append(table(['ServiceAccount', 'Live tokens', 'Last use', 'State', ''], rows, { id: 'sa-table' }));
+      if (accounts.length > SHOWN) body.append(el('p', { class: 'muted' }, `Showing ${SHOWN} of ${accounts.length}; filter to narrow.`));
       if (tokens) body.append(tokenTable(ns, tokens));
     };
+    filter.addEventListener('input', render);
     watchList(`${IDENTITY_API}/namespaces/${ns}/serviceaccountusages`, (items, error) => {
       data.usage = error ? null : new Map(items.map((u) => [u.metadata.name, u]));
       render();
@@ -528,7 +538,7 @@ function leastPrivilegeRole(sa, allowed) {
 }
 
 function tokenTable(ns, tokens) {
-  const rows = tokens.map((t) => {
+  const rows = tokens.slice(0, SHOWN).map((t) => {
     const s = t.spec || {}; const st = t.status || {};
     const ref = s.boundObjectRef ? `${s.boundObjectRef.kind}/${s.boundObjectRef.name}` : '';
     return el('tr', { dataset: { token: t.metadata.name } },
@@ -540,7 +550,8 @@ function tokenTable(ns, tokens) {
           if (await act(`Revoke token ${t.metadata.name} of ${s.serviceAccountName}`, 'PATCH', `${IDENTITY_API}/namespaces/${ns}/issuedtokens/${t.metadata.name}`, { spec: { revoked: true } }, 'application/merge-patch+json')) show('identities');
         } } }, 'Revoke')));
   });
-  return el('div', {}, el('h3', {}, 'Issued tokens'), table(['ServiceAccount', 'Issued', 'Last used', 'Expires', 'Audiences', 'Bound to', 'Key', 'Uses', ''], rows, { id: 'token-table' }));
+  return el('div', {}, el('h3', {}, 'Issued tokens'), table(['ServiceAccount', 'Issued', 'Last used', 'Expires', 'Audiences', 'Bound to', 'Key', 'Uses', ''], rows, { id: 'token-table' }),
+    tokens.length > SHOWN ? el('p', { class: 'muted' }, `Showing ${SHOWN} of ${tokens.length}; filter to narrow.`) : null);
 }
 
 async function pickServiceAccount(view, viewName) {

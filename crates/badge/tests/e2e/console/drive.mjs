@@ -62,6 +62,9 @@ try {
   result.tokenInventory = await page.locator('[data-unavailable]').first().waitFor({ timeout: 10000 })
     .then(() => page.locator('[data-unavailable]').first().innerText(), () => 'shown');
   await shot('identities');
+  await page.fill('#sa-filter', env('SA_NAME').slice(0, 2));
+  result.filteredRows = await page.locator('#sa-table tbody tr').count();
+  await page.fill('#sa-filter', '');
 
   step('token inventory and revoke, the identity API stubbed in the browser');
   // The server does not serve identity.badge.dev/v1 yet: the page's requests for it are
