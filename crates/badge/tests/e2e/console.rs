@@ -226,6 +226,11 @@ fn console_in_a_headless_browser_shows_the_matrix_allows_what_rbac_allows_and_sh
         matrix["secretsGet"]["class"].as_str().unwrap().contains("denied"),
         "{matrix:#}"
     );
+    // The same ServiceAccount holds nothing in another namespace.
+    assert!(
+        result["podsListInDefault"].as_str().unwrap().contains("denied"),
+        "{result:#}"
+    );
     // Beside it, a Role of exactly the allowed cells, to download.
     let suggestion = result["leastPrivilege"].as_str().unwrap();
     assert!(

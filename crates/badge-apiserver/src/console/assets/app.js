@@ -301,12 +301,13 @@ const views = {
     const picked = await pickServiceAccount(view, 'permissions');
     if (!picked) return;
     const sa = state.sa;
+    const target = sa.in || sa.namespace;
     const out = el('div', { id: 'matrix-body' });
     view.append(out);
-    out.append(el('p', { class: 'muted' }, `Asking the server what system:serviceaccount:${sa.namespace}:${sa.name} may do in ${sa.namespace}…`));
+    out.append(el('p', { class: 'muted' }, `Asking the server what system:serviceaccount:${sa.namespace}:${sa.name} may do in ${target}…`));
     let rbac = [];
     let rbacError = null;
-    try { rbac = await loadRbac(sa.namespace); } catch (e) { rbacError = e; }
+    try { rbac = await loadRbac(target); } catch (e) { rbacError = e; }
     const match = (s) => subjectMatches(s, sa);
     const rows = new Map(BASE_RESOURCES.map(([g, r]) => [`${g}|${r}`, [g, r]]));
     for (const b of rbac) {
@@ -328,7 +329,7 @@ const views = {
         try {
           const review = await call('POST', '/apis/authorization.k8s.io/v1/subjectaccessreviews', {
             apiVersion: 'authorization.k8s.io/v1', kind: 'SubjectAccessReview',
-            spec: { user, groups, resourceAttributes: { namespace: sa.namespace, verb: c.v, group: c.g, resource, subresource: subresource || '' } },
+            spec: { user, groups, resourceAttributes: { namespace: target, verb: c.v, group: c.g, resource, subresource: subresource || '' } },
           });
           c.allowed = !!(review.status && review.status.allowed);
         } catch (e) { sarError = e; }
@@ -356,7 +357,7 @@ const views = {
           title: c.grants.map((b) => `${b.label} → ${b.role}`).join('\n') || (c.allowed ? 'granted outside RBAC bindings (e.g. system:masters)' : 'denied'),
         }, c.allowed ? '✓' : '·', c.allowed ? c.grants.map((b) => el('span', { class: 'grants' }, b.binding.metadata.name)) : null)));
     });
-    out.append(el('p', {}, `Namespace ${sa.namespace}. A ✓ cell is allowed; under it, the bindings that grant it.`));
+    out.append(el('p', { id: 'matrix-namespace' }, `In namespace ${target}. A ✓ cell is allowed; under it, the bindings that grant it.`));
     try {
       const u = await get(`${IDENTITY_API}/namespaces/${sa.namespace}/serviceaccountusages/${sa.name}`);
       const last = u.status && u.status.lastAuthenticated && u.status.lastAuthenticated.time;
@@ -365,7 +366,7 @@ const views = {
       }
     } catch (_) { /* no usage data on this server */ }
     out.append(table(['resource', ...VERBS], trs, { id: 'matrix', 'aria-label': `Permissions of ${user}` }));
-    const yaml = leastPrivilegeRole(sa, cells.filter((c) => c.allowed));
+    const yaml = leastPrivilegeRole(sa, target, cells.filter((c) => c.allowed));
     const download = el('a', { href: URL.createObjectURL(new Blob([yaml], { type: 'application/yaml' })), download: `${sa.name}-least-privilege.yaml`, id: 'least-privilege-download' }, 'Download as YAML');
     out.append(el('h3', {}, 'Least-privilege suggestion'),
       el('p', {}, 'A Role granting exactly the allowed cells above, resource by resource, in place of wildcard or cluster-wide grants. Remove what the workload does not use. ', download),
@@ -510,7 +511,7 @@ const views = {
   },
 };
 
-function leastPrivilegeRole(sa, allowed) {
+function leastPrivilegeRole(sa, target, allowed) {
   const byResource = new Map();
   for (const c of allowed) {
     const k = `${c.g}|${c.r}`;
@@ -526,12 +527,12 @@ function leastPrivilegeRole(sa, allowed) {
   }
   const q = (v) => JSON.stringify(v);
   const lines = ['apiVersion: rbac.authorization.k8s.io/v1', 'kind: Role', 'metadata:',
-    `  name: ${q(`${sa.name}-least-privilege`)}`, `  namespace: ${q(sa.namespace)}`, rules.size ? 'rules:' : 'rules: []'];
+    `  name: ${q(`${sa.name}-least-privilege`)}`, `  namespace: ${q(target)}`, rules.size ? 'rules:' : 'rules: []'];
   for (const rule of rules.values()) {
     lines.push(`- apiGroups: [${q(rule.g)}]`, `  resources: [${rule.resources.map(q).join(', ')}]`, `  verbs: [${rule.verbs.map(q).join(', ')}]`);
   }
   lines.push('---', 'apiVersion: rbac.authorization.k8s.io/v1', 'kind: RoleBinding', 'metadata:',
-    `  name: ${q(`${sa.name}-least-privilege`)}`, `  namespace: ${q(sa.namespace)}`,
+    `  name: ${q(`${sa.name}-least-privilege`)}`, `  namespace: ${q(target)}`,
     'roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: ' + q(`${sa.name}-least-privilege`) + '}',
     'subjects:', `- {kind: ServiceAccount, name: ${q(sa.name)}, namespace: ${q(sa.namespace)}}`, '');
   return lines.join('\n');
@@ -557,11 +558,17 @@ function tokenTable(ns, tokens) {
 async function pickServiceAccount(view, viewName) {
   const nsInput = el('input', { id: 'pick-ns', value: (state.sa && state.sa.namespace) || state.namespace });
   const saInput = el('input', { id: 'pick-sa', value: (state.sa && state.sa.name) || '' });
+  const inInput = viewName === 'permissions' ? el('input', { id: 'pick-in', value: (state.sa && state.sa.in) || '', placeholder: 'its own' }) : null;
   const form = el('form', { class: 'row', id: 'pick-form' },
     el('div', {}, el('label', { for: 'pick-ns' }, 'Namespace'), nsInput),
     el('div', {}, el('label', { for: 'pick-sa' }, 'ServiceAccount'), saInput),
+    inInput ? el('div', {}, el('label', { for: 'pick-in' }, 'Permissions in namespace'), inInput) : null,
     el('div', {}, el('button', { type: 'submit', id: 'pick-go' }, 'Show')));
-  form.addEventListener('submit', (e) => { e.preventDefault(); state.sa = { namespace: nsInput.value.trim(), name: saInput.value.trim() }; show(viewName); });
+  form.addEventListener('submit', (e) => {
+    e.preventDefault();
+    state.sa = { namespace: nsInput.value.trim(), name: saInput.value.trim(), in: inInput ? inInput.value.trim() : (state.sa && state.sa.in) };
+    show(viewName);
+  });
   view.append(form);
   if (!state.sa || !state.sa.name) { view.append(el('p', { class: 'muted' }, 'Pick a ServiceAccount, or choose one from Identities.')); return false; }
   return true;

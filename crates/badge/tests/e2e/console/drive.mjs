@@ -129,6 +129,13 @@ try {
   result.leastPrivilege = await page.locator('#least-privilege').innerText();
   result.leastPrivilegeDownload = await page.locator('#least-privilege-download').getAttribute('download');
   await shot('matrix');
+  await page.fill('#pick-in', 'default');
+  await page.click('#pick-go');
+  await page.locator('#matrix-namespace', { hasText: 'In namespace default' }).waitFor();
+  result.podsListInDefault = await cell('pods', 'list').getAttribute('class');
+  await page.fill('#pick-in', '');
+  await page.click('#pick-go');
+  await page.locator('#matrix-namespace', { hasText: `In namespace ${env('SA_NS')}` }).waitFor();
 
   step('who can act');
   await page.click('nav button[data-view="whocan"]');
