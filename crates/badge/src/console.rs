@@ -7,7 +7,7 @@ use anyhow::Context;
 use badge_apiserver::console::{ApiBackend, Console};
 
 /// Binds the console's port and serves it until `shutdown`, with the API's TLS
-/// configuration and request limits.
+/// configuration, request limits and connection limit.
 pub async fn start(
     address: SocketAddr,
     api: Arc<badge_apiserver::ApiServer>,
@@ -25,6 +25,10 @@ pub async fn start(
         filters: badge_apiserver::limits::RequestFilters::new(&serve_options.limits),
     }));
     Ok(tokio::spawn(badge_apiserver::console::serve(
-        console, listener, tls, shutdown,
+        console,
+        listener,
+        tls,
+        shutdown,
+        serve_options.max_connections,
     )))
 }

@@ -365,13 +365,16 @@ pub fn secure_headers(headers: &mut HeaderMap) {
     );
 }
 
-/// Serves the console on `listener` with the API's TLS configuration until `shutdown`.
+/// Serves the console on `listener` with the API's TLS configuration until `shutdown`,
+/// holding at most `max_connections` open (0: no limit).
 pub async fn serve<B: Backend>(
     console: Arc<Console<B>>,
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
+    max_connections: usize,
 ) {
+    let connections = (max_connections > 0).then(|| Arc::new(tokio::sync::Semaphore::new(max_connections)));
     let acceptor = TlsAcceptor::from(tls);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut h1 = http1::Builder::new();
@@ -379,6 +382,16 @@ pub async fn serve<B: Backend>(
         .header_read_timeout(Duration::from_secs(60));
     let h2 = http2::Builder::new(TokioExecutor::new());
     loop {
+        let permit = match &connections {
+            Some(connections) => tokio::select! {
+                permit = connections.clone().acquire_owned() => match permit {
+                    Ok(permit) => Some(permit),
+                    Err(_) => break,
+                },
+                _ = shutdown.changed() => break,
+            },
+            None => None,
+        };
         let (tcp, remote) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
@@ -396,6 +409,7 @@ pub async fn serve<B: Backend>(
         let watcher = graceful.watcher();
         let (h1, h2) = (h1.clone(), h2.clone());
         tokio::spawn(async move {
+            let _permit = permit;
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => tls,
                 _ => return,
