@@ -158,8 +158,7 @@ impl<B: Backend> Console<B> {
                     None => format!("/{}", &p[API_PREFIX.len()..]),
                 };
                 let body = crate::handler::read_body(body).await?;
-                let forwarded = forward(&parts.method, &target, &parts.headers, &session, &peer, body)?;
-                let (request, peer) = forwarded;
+                let (request, peer) = forward(&parts.method, &target, &parts.headers, &session, &peer, body)?;
                 Ok(self.backend.call(request, peer).await)
             }
             (&Method::GET | &Method::HEAD | &Method::POST, _) => Err(Status::path_not_found()),
@@ -185,12 +184,13 @@ impl<B: Backend> Console<B> {
     async fn login(&self, body: &Bytes, peer: &Arc<PeerIdentity>) -> Result<Response<Body>, Status> {
         let form: Value = serde_json::from_slice(body)
             .map_err(|e| Status::bad_request(format!("the login request is not JSON: {e}")))?;
-        let (credential_kind, token) = match form.get("token").and_then(Value::as_str) {
-            Some(token) if !token.trim().is_empty() => (true, Some(token.trim().to_string())),
-            _ if form.get("certificate").and_then(Value::as_bool) == Some(true) => (false, None),
+        // A token, or else (None) the connection's client certificate.
+        let token = match form.get("token").and_then(Value::as_str) {
+            Some(token) if !token.trim().is_empty() => Some(token.trim().to_string()),
+            _ if form.get("certificate").and_then(Value::as_bool) == Some(true) => None,
             _ => return Err(Status::bad_request("log in with a token or a client certificate")),
         };
-        if !credential_kind && peer.0.is_none() {
+        if token.is_none() && peer.0.is_none() {
             return Err(Status::bad_request(
                 "no client certificate was presented to the console",
             ));

@@ -306,6 +306,8 @@ fn console_in_a_headless_browser_shows_the_matrix_allows_what_rbac_allows_and_sh
     assert!(result["phoneOverflow"].as_i64().unwrap() <= 0, "{result:#}");
     // Logging out forgets the session.
     assert_eq!(result["afterLogout"], 401);
+    assert_eq!(result["signedInShownAtLogin"], false);
+    assert_eq!(result["signedInShownAfterLogout"], false);
 }
 
 /// The console port of a running server, over raw HTTPS: assets and headers, a certificate

@@ -41,6 +41,7 @@ try {
   await page.goto(`${base}/console/`);
   await page.locator('#login-token').waitFor();
   await shot('login');
+  result.signedInShownAtLogin = await page.locator('#whoami').isVisible();
 
   step('a wrong token is refused with the Status');
   await page.fill('#login-token', 'not-a-token');
@@ -192,6 +193,7 @@ try {
   step('log out');
   await page.click('#logout');
   await page.locator('#login-token').waitFor();
+  result.signedInShownAfterLogout = await page.locator('#whoami').isVisible();
   result.afterLogout = await page.evaluate(async () => (await fetch('/console/api/api/v1/namespaces')).status);
 } catch (e) {
   errors.push(`driver: ${e.message}`);
