@@ -10,6 +10,11 @@ BADGE_ETCD="${BADGE_ETCD:-$(bash scripts/install-etcd.sh)}"
 export BADGE_ETCD
 # The outside verifier of the OIDC tests: PyJWT with the cryptography backend.
 python3 -c "import jwt, cryptography" 2>/dev/null || python3 -m pip install --quiet pyjwt cryptography >&2
+# The console's browser test: Debian's chromium (installed when missing; the install is
+# timed on stderr) driven by playwright-core.
+BADGE_CHROMIUM="${BADGE_CHROMIUM:-$(bash scripts/install-chromium.sh)}"
+BADGE_PLAYWRIGHT="${BADGE_PLAYWRIGHT:-$(bash scripts/install-playwright.sh)}"
+export BADGE_CHROMIUM BADGE_PLAYWRIGHT
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast "$@"
 else

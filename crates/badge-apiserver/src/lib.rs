@@ -8,6 +8,7 @@ pub mod audit;
 pub mod authentication;
 mod authorization;
 mod certificates;
+pub mod console;
 pub mod discovery;
 mod go_duration;
 pub mod handler;

@@ -221,7 +221,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ReadIdle<T> {
     }
 }
 
-fn peer_identity(tls: &tokio_rustls::server::TlsStream<tokio::net::TcpStream>) -> PeerIdentity {
+pub(crate) fn peer_identity(tls: &tokio_rustls::server::TlsStream<tokio::net::TcpStream>) -> PeerIdentity {
     let (_, connection) = tls.get_ref();
     let identity = connection
         .peer_certificates()

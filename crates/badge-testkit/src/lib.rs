@@ -311,6 +311,20 @@ impl TestServer {
         headers: &[(&str, &str)],
         credential: Credential,
     ) -> std::io::Result<RawResponse> {
+        self.request_on(self.port, method, path, body, headers, credential)
+    }
+
+    /// Sends one raw HTTPS request to another port this server serves with its certificate
+    /// (the console's).
+    pub fn request_on(
+        &self,
+        port: u16,
+        method: &str,
+        path: &str,
+        body: Option<Vec<u8>>,
+        headers: &[(&str, &str)],
+        credential: Credential,
+    ) -> std::io::Result<RawResponse> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
@@ -323,7 +337,7 @@ impl TestServer {
             _ => None,
         };
         runtime.block_on(raw_request(
-            self.port,
+            port,
             &self.ca_pem(),
             identity,
             bearer,

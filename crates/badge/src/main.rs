@@ -1,5 +1,6 @@
 //! The `badge` binary: parse flags into a config, build the server, run, drain on SIGTERM.
 
+mod console;
 mod encryption_cmd;
 mod inspect;
 mod keys;

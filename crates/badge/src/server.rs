@@ -122,6 +122,11 @@ pub struct ServerOptions {
     /// `expirationSeconds` may shorten it (a Go duration, kube-controller-manager's flag).
     #[arg(long, default_value = "8760h0m0s")]
     cluster_signing_duration: String,
+    /// Serve the web console at https://ADDR/console/ on this address and port, with the API's
+    /// certificate (unset: no console). A port of its own keeps the console's session cookie
+    /// away from the API port, which takes no cookies at all.
+    #[arg(long)]
+    console_bind_address: Option<SocketAddr>,
     #[command(flatten)]
     storage: StorageOptions,
     #[command(flatten)]
@@ -678,6 +683,12 @@ pub async fn run(options: ServerOptions) -> anyhow::Result<()> {
         Arc::new(ServerAuthorizer(api.clone())),
         Some(leading.clone()),
     );
+    let console = match options.console_bind_address {
+        Some(at) => Some(
+            crate::console::start(at, api.clone(), tls.clone(), shutdown_rx.clone(), &serve_options).await?,
+        ),
+        None => None,
+    };
     tracing::info!("serving securely on {address}");
     tracing::info!(
         "admin kubeconfig written: export KUBECONFIG={}",
@@ -699,6 +710,9 @@ pub async fn run(options: ServerOptions) -> anyhow::Result<()> {
     // What was noted since the last flush is written before the process ends.
     if let Some(flusher) = flusher {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), flusher).await;
+    }
+    if let Some(console) = console {
+        console.await.context("the console task failed")?;
     }
     tracing::info!("stopped");
     Ok(())

@@ -9,6 +9,7 @@ mod authz_paths;
 mod bootstrap;
 mod cli;
 mod clusterinfo;
+mod console;
 mod csr;
 mod encryption;
 mod encryption_ops;
