@@ -30,11 +30,16 @@ enum KeysCommand {
         publish_lead_seconds: i64,
     },
     /// Revoke a compromised key: every token it signed stops verifying now.
-    Revoke { kid: String },
+    Revoke {
+        /// Key ids are base64url and may begin with `-`.
+        #[arg(allow_hyphen_values = true)]
+        kid: String,
+    },
     /// Retire a key early: it leaves the JWKS and its tokens stop verifying now. Refused for
     /// the signing key, and while the key verified a token within the window (as counted by
     /// the server answering; each server counts only its own verifications).
     Retire {
+        #[arg(allow_hyphen_values = true)]
         kid: String,
         /// Retire even though the key verified a token within the window.
         #[arg(long)]
