@@ -3,9 +3,11 @@
 mod encryption_cmd;
 mod inspect;
 mod keys;
+mod kubeconfig_cmd;
 mod log_writer;
 mod migrate;
 mod node;
+mod oidc_cmd;
 mod permissions;
 mod server;
 mod token_cmd;
@@ -35,12 +37,17 @@ enum Command {
     Encryption(encryption_cmd::EncryptionCommand),
     /// Manage the ServiceAccount signing keys of a running server.
     Keys(keys::KeysOptions),
+    /// Write a kubeconfig that authenticates as a ServiceAccount.
+    Kubeconfig(kubeconfig_cmd::KubeconfigOptions),
     /// Copy every object (and the signing keys) between the embedded store of a data dir
     /// and etcd, keeping uids and data.
     Migrate(migrate::MigrateOptions),
     /// Node credentials.
     #[command(subcommand)]
     Node(node::NodeCommand),
+    /// The issuer's OIDC documents, for verifiers that cannot reach the server.
+    #[command(subcommand)]
+    Oidc(oidc_cmd::OidcCommand),
     /// Work with tokens.
     #[command(subcommand)]
     Token(TokenCommand),
@@ -87,6 +94,8 @@ fn main() -> std::process::ExitCode {
             Command::Agent(options) => badge_agent::run(options, terminated()).await,
             Command::Encryption(command) => encryption_cmd::run(command).await,
             Command::Keys(options) => keys::run(options).await,
+            Command::Kubeconfig(options) => kubeconfig_cmd::run(options).await,
+            Command::Oidc(command) => oidc_cmd::run(command).await,
             Command::Node(command) => node::run(command),
             Command::Token(TokenCommand::Inspect(options)) => inspect::run(options).await,
             Command::Token(TokenCommand::Create(options)) => token_cmd::create(options).await,

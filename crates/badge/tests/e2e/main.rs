@@ -16,6 +16,7 @@ mod ha_faults;
 mod ha_history;
 mod key_retire;
 mod key_rotation;
+mod kube_rs;
 mod kubectl;
 mod limits;
 mod metadata;
@@ -23,6 +24,7 @@ mod nodes;
 mod openapi;
 mod rbac;
 mod reviews;
+mod service_identity;
 mod tokens;
 mod workflow;
 
