@@ -98,7 +98,16 @@ impl KeyCache {
         {
             return Ok(keys.clone());
         }
-        let _gate = self.refresh.lock().await;
+        let _gate = match (&snapshot.keys, need) {
+            // Stale keys keep serving while one caller refreshes: an issuer that times out
+            // holds up one request per interval, not every request.
+            (Some(stale), Need::Current) => match self.refresh.try_lock() {
+                Ok(gate) => gate,
+                Err(_) => return Ok(stale.clone()),
+            },
+            // For an unknown kid (or no keys at all) the refresh in flight is worth waiting for.
+            _ => self.refresh.lock().await,
+        };
         let current = self.state.lock().clone();
         if current.generation != snapshot.generation
             && let Some(keys) = current.keys
@@ -146,5 +155,13 @@ impl KeyCache {
                 None => Err(error),
             },
         }
+    }
+}
+
+#[cfg(test)]
+impl KeyCache {
+    /// Holds the refresh gate, as a refresh in flight does.
+    pub async fn hold_refresh_for_test(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.refresh.lock().await
     }
 }

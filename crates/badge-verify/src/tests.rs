@@ -200,6 +200,15 @@ async fn an_unreachable_issuer_keeps_the_cached_keys_verifying() {
     let err = cold.verify(&token).await.unwrap_err();
     assert!(matches!(err, VerifyError::KeysUnavailable(_)), "{err}");
     assert!(!err.is_refusal());
+    // Requests during a refresh that hangs are served from the stale keys meanwhile.
+    tokio::time::advance(Duration::from_secs(11)).await;
+    let gate = v.inner.cache.hold_refresh_for_test().await;
+    tokio::time::timeout(Duration::from_secs(5), v.verify(&token))
+        .await
+        .expect("a verification waited for the refresh in flight")
+        .unwrap();
+    drop(gate);
+    assert_eq!(issuer.fetches(), 3, "no fetch while one is in flight");
 }
 
 #[tokio::test(start_paused = true)]

@@ -310,11 +310,15 @@ mod axum_example;
 mod tonic_example;
 
 fn verifier_for(s: &TestServer, audience: &str) -> badge_verify::Verifier {
+    verifier_builder(s, ISSUER, audience).build().unwrap()
+}
+
+fn verifier_builder(s: &TestServer, issuer: &str, audience: &str) -> badge_verify::VerifierBuilder {
     // The issuer's discovery is readable by ServiceAccounts (not anonymously), so the
     // verifier fetches with a token of its own.
-    s.kubectl_ok(&["create", "sa", "verifier", "-n", "default"]);
+    let _ = s.kubectl(&["create", "sa", "verifier", "-n", "default"]);
     let fetch_token = out(s, &["create", "token", "verifier", "-n", "default"]);
-    badge_verify::Verifier::builder(ISSUER)
+    badge_verify::Verifier::builder(issuer)
         .audience(audience)
         .discovery_url(format!(
             "https://127.0.0.1:{}/.well-known/openid-configuration",
@@ -322,8 +326,85 @@ fn verifier_for(s: &TestServer, audience: &str) -> badge_verify::Verifier {
         ))
         .ca_pem(std::fs::read(s.data_dir().join("pki/ca.crt")).unwrap())
         .fetch_bearer_token(fetch_token)
-        .build()
+}
+
+fn kid_of(token: &str) -> String {
+    use base64::Engine;
+    let header = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token.split('.').next().unwrap())
+        .unwrap();
+    serde_json::from_slice::<serde_json::Value>(&header).unwrap()["kid"]
+        .as_str()
         .unwrap()
+        .to_string()
+}
+
+#[test]
+fn the_verifier_follows_a_real_rotation_and_matches_the_issuer_exactly() {
+    let s = server();
+    s.kubectl_ok(&["create", "sa", "checkout", "-n", "default"]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let policy = badge_verify::CachePolicy {
+        min_refresh_interval: std::time::Duration::ZERO,
+        ..Default::default()
+    };
+    let verifier = verifier_builder(&s, ISSUER, "payments")
+        .cache_policy(policy)
+        .build()
+        .unwrap();
+    let before = out(
+        &s,
+        &[
+            "create",
+            "token",
+            "checkout",
+            "-n",
+            "default",
+            "--audience=payments",
+        ],
+    );
+    runtime.block_on(verifier.verify(&before)).unwrap();
+    // The server rotates; the verifier's cached JWKS (max-age 1h) lacks the new key.
+    let rotate = s
+        .request(
+            "POST",
+            "/badge/v1/keys/rotate?publishLeadSeconds=1",
+            None,
+            &[],
+            Credential::Admin,
+        )
+        .unwrap();
+    assert!(rotate.status < 300, "{}", String::from_utf8_lossy(&rotate.body));
+    let mut after = String::new();
+    crate::eventually("the next key to sign", || {
+        after = out(
+            &s,
+            &[
+                "create",
+                "token",
+                "checkout",
+                "-n",
+                "default",
+                "--audience=payments",
+            ],
+        );
+        kid_of(&after) != kid_of(&before)
+    });
+    let identity = runtime.block_on(verifier.verify(&after)).unwrap();
+    assert_eq!(identity.name, "checkout");
+    runtime.block_on(verifier.verify(&before)).unwrap();
+
+    // The same issuer with a trailing slash is another issuer: discovery's issuer does not
+    // match it, so no keys are trusted.
+    let slashed = verifier_builder(&s, &format!("{ISSUER}/"), "payments")
+        .build()
+        .unwrap();
+    let err = runtime.block_on(slashed.verify(&after)).unwrap_err();
+    assert!(
+        matches!(err, badge_verify::VerifyError::KeysUnavailable(_)),
+        "{err}"
+    );
+    assert!(err.to_string().contains("is not the configured issuer"), "{err}");
 }
 
 /// One HTTP/1.1 GET with an optional bearer token: the status code and body.
