@@ -1,6 +1,11 @@
 //! Compact JWS verification against a JWKS's keys: the header and payload are read only after
 //! their shape is checked, the algorithm is taken from the key (the token's `alg` must name
 //! it), and every JSON object is refused when a member repeats.
+//!
+//! badge-token's `jwt::parse_and_verify` is not used: its key set indexes keys by the kid
+//! badge derives from the key (SHA-256 of the SubjectPublicKeyInfo), while a JWKS names each
+//! key with the kid its publisher chose (an external signer's key ids need not be such
+//! hashes). Keys and claim validation are badge-token's.
 
 use std::fmt;
 
