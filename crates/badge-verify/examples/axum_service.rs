@@ -33,11 +33,11 @@ async fn whoami(State(verifier): State<Verifier>, headers: HeaderMap) -> (Status
         Ok(identity) => (StatusCode::OK, format!("{}\n", identity.username())),
         // The reason is for the service's log; the caller learns only that it was refused.
         Err(error) if error.is_refusal() => {
-            tracing_log(&error);
+            log_refusal(&error);
             (StatusCode::UNAUTHORIZED, "unauthorized\n".into())
         }
         Err(error) => {
-            tracing_log(&error);
+            log_refusal(&error);
             (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "cannot verify tokens now\n".into(),
@@ -46,7 +46,7 @@ async fn whoami(State(verifier): State<Verifier>, headers: HeaderMap) -> (Status
     }
 }
 
-fn tracing_log(error: &badge_verify::VerifyError) {
+fn log_refusal(error: &badge_verify::VerifyError) {
     eprintln!("refused a request: {error}");
 }
 
