@@ -5,9 +5,11 @@ mod encryption_cmd;
 mod inspect;
 mod keys;
 mod kms_plugin;
+mod kubeconfig_cmd;
 mod log_writer;
 mod migrate;
 mod node;
+mod oidc_cmd;
 mod permissions;
 mod server;
 mod token_cmd;
@@ -41,12 +43,17 @@ enum Command {
     /// Serve a KMS v2 plugin (upstream's gRPC API on a unix socket) that seals with a local
     /// AES key: for tests and single-machine use of the `kms` encryption provider.
     KmsPlugin(kms_plugin::KmsPluginOptions),
+    /// Write a kubeconfig that authenticates as a ServiceAccount.
+    Kubeconfig(kubeconfig_cmd::KubeconfigOptions),
     /// Copy every object (and the signing keys) between the embedded store of a data dir
     /// and etcd, keeping uids and data.
     Migrate(migrate::MigrateOptions),
     /// Node credentials.
     #[command(subcommand)]
     Node(node::NodeCommand),
+    /// The issuer's OIDC documents, for verifiers that cannot reach the server.
+    #[command(subcommand)]
+    Oidc(oidc_cmd::OidcCommand),
     /// Work with tokens.
     #[command(subcommand)]
     Token(TokenCommand),
@@ -94,6 +101,8 @@ fn main() -> std::process::ExitCode {
             Command::Encryption(command) => encryption_cmd::run(command).await,
             Command::Keys(options) => keys::run(options).await,
             Command::KmsPlugin(options) => kms_plugin::run(options, terminated()).await,
+            Command::Kubeconfig(options) => kubeconfig_cmd::run(options).await,
+            Command::Oidc(command) => oidc_cmd::run(command).await,
             Command::Node(command) => node::run(command),
             Command::Token(TokenCommand::Inspect(options)) => inspect::run(options).await,
             Command::Token(TokenCommand::Create(options)) => token_cmd::create(options).await,

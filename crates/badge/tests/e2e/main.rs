@@ -21,6 +21,7 @@ mod join;
 mod key_retire;
 mod key_rotation;
 mod kms;
+mod kube_rs;
 mod kubectl;
 mod limits;
 mod metadata;
@@ -29,6 +30,7 @@ mod openapi;
 mod podlifecycle;
 mod rbac;
 mod reviews;
+mod service_identity;
 mod tokens;
 mod workflow;
 
