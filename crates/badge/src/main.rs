@@ -10,6 +10,7 @@ mod migrate;
 mod node;
 mod permissions;
 mod server;
+mod signer;
 mod token_cmd;
 
 use clap::{Parser, Subcommand};
@@ -47,6 +48,9 @@ enum Command {
     /// Node credentials.
     #[command(subcommand)]
     Node(node::NodeCommand),
+    /// Serve upstream's ExternalJWTSigner gRPC API on a unix socket, signing with the key
+    /// ring of a data dir's or an etcd deployment's servers and following its rotations.
+    Signer(signer::SignerOptions),
     /// Work with tokens.
     #[command(subcommand)]
     Token(TokenCommand),
@@ -95,6 +99,7 @@ fn main() -> std::process::ExitCode {
             Command::Keys(options) => keys::run(options).await,
             Command::KmsPlugin(options) => kms_plugin::run(options, terminated()).await,
             Command::Node(command) => node::run(command),
+            Command::Signer(options) => signer::run(options, terminated()).await,
             Command::Token(TokenCommand::Inspect(options)) => inspect::run(options).await,
             Command::Token(TokenCommand::Create(options)) => token_cmd::create(options).await,
             Command::Token(TokenCommand::List(options)) => token_cmd::list(options).await,

@@ -13,6 +13,7 @@ mod console;
 mod csr;
 mod encryption;
 mod encryption_ops;
+mod external_signer;
 mod ha;
 mod ha_faults;
 mod ha_history;
