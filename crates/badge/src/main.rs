@@ -12,6 +12,7 @@ mod permissions;
 mod server;
 mod signer;
 mod token_cmd;
+mod webhook_config;
 
 use clap::{Parser, Subcommand};
 
@@ -54,6 +55,9 @@ enum Command {
     /// Work with tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Write the kubeconfig-format file a kube-apiserver's token or authorization webhook
+    /// reads: badge's webhook URL and CA, and a client certificate for the apiserver.
+    WebhookConfig(webhook_config::WebhookConfigOptions),
 }
 
 #[derive(Subcommand)]
@@ -100,6 +104,7 @@ fn main() -> std::process::ExitCode {
             Command::KmsPlugin(options) => kms_plugin::run(options, terminated()).await,
             Command::Node(command) => node::run(command),
             Command::Signer(options) => signer::run(options, terminated()).await,
+            Command::WebhookConfig(options) => webhook_config::run(options),
             Command::Token(TokenCommand::Inspect(options)) => inspect::run(options).await,
             Command::Token(TokenCommand::Create(options)) => token_cmd::create(options).await,
             Command::Token(TokenCommand::List(options)) => token_cmd::list(options).await,

@@ -31,6 +31,7 @@ mod podlifecycle;
 mod rbac;
 mod reviews;
 mod tokens;
+mod webhooks;
 mod workflow;
 
 use badge_testkit::TestServer;
