@@ -273,7 +273,98 @@ pub async fn serve(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::{KeyType, StoredRing};
+    use badge_token::KeySet;
     use prost::Message;
+
+    async fn signer_over(dir: &Path) -> ExternalSigner {
+        let store: Arc<dyn badge_store::Store> =
+            Arc::new(badge_store::sqlite::SqliteStore::open(&dir.join("s.db")).unwrap());
+        let keys = ServiceAccountKeys::load(
+            store,
+            StoredRing::new(&[7; 32]),
+            KeyType::Es256,
+            None,
+            None,
+            Vec::new(),
+            3660,
+        )
+        .await
+        .unwrap();
+        ExternalSigner::new(keys, 60)
+    }
+
+    fn payload() -> String {
+        URL_SAFE_NO_PAD.encode(br#"{"sub":"system:serviceaccount:default:robot"}"#)
+    }
+
+    /// Assembles the token as kube-apiserver does and verifies it with the fetched keys.
+    fn verifies_with(signed: &SignJwtResponse, claims: &str, fetched: &FetchKeysResponse) -> String {
+        let keys = fetched
+            .keys
+            .iter()
+            .map(|k| badge_token::VerifyingKey::from_spki_der(&k.key).unwrap());
+        let token = format!("{}.{claims}.{}", signed.header, signed.signature);
+        let verified = badge_token::jwt::parse_and_verify(&token, &KeySet::new(None, keys)).unwrap();
+        verified.kid().to_string()
+    }
+
+    #[tokio::test]
+    async fn the_next_key_is_fetched_before_it_signs() {
+        let dir = tempfile::tempdir().unwrap();
+        let signer = signer_over(dir.path()).await;
+        // Upstream refuses less than ten minutes.
+        assert_eq!(signer.metadata().max_token_expiration_seconds, 600);
+        let claims = payload();
+        let before = signer.fetch_keys().unwrap();
+        let signed = signer
+            .sign(&SignJwtRequest {
+                claims: claims.clone(),
+            })
+            .unwrap();
+        let header: serde_json::Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(&signed.header).unwrap()).unwrap();
+        let first = verifies_with(&signed, &claims, &before);
+        assert_eq!(
+            header,
+            serde_json::json!({"alg": "ES256", "kid": first, "typ": "JWT"})
+        );
+
+        let next = signer.keys.rotate(30).await.unwrap();
+        let staged = signer.fetch_keys().unwrap();
+        let kids: Vec<&str> = staged.keys.iter().map(|k| k.key_id.as_str()).collect();
+        assert!(
+            kids.contains(&next.as_str()) && kids.contains(&first.as_str()),
+            "{kids:?}"
+        );
+        // Fetched again no later than the staged key starts signing.
+        assert!(
+            (1..=30).contains(&staged.refresh_hint_seconds),
+            "{}",
+            staged.refresh_hint_seconds
+        );
+        // Until then the current key signs.
+        let signed = signer
+            .sign(&SignJwtRequest {
+                claims: claims.clone(),
+            })
+            .unwrap();
+        assert_eq!(verifies_with(&signed, &claims, &staged), first);
+    }
+
+    #[tokio::test]
+    async fn claims_must_be_base64url_json_objects() {
+        let dir = tempfile::tempdir().unwrap();
+        let signer = signer_over(dir.path()).await;
+        for claims in [
+            "not base64!".to_string(),
+            URL_SAFE_NO_PAD.encode("[1]"),
+            String::new(),
+        ] {
+            let refused = signer.sign(&SignJwtRequest { claims }).unwrap_err();
+            assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+        }
+    }
 
     #[test]
     fn messages_use_upstream_tags() {
