@@ -81,6 +81,11 @@ pub async fn run(
     let seal_key = pki
         .keyring_seal_key()
         .context("loading the key ring's sealing key")?;
+    if options.storage.storage == "embedded" {
+        tracing::warn!(
+            "with the embedded store this signer sees key rotations only when restarted; use etcd storage or `badge server --external-signer-socket`"
+        );
+    }
     let store = options.storage.open(&options.data_dir).await?;
     // The signer follows the ring the servers keep; it never makes one.
     match store.get(badge_keys::KEYRING_KEY).await {
