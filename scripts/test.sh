@@ -10,6 +10,8 @@ BADGE_ETCD="${BADGE_ETCD:-$(bash scripts/install-etcd.sh)}"
 export BADGE_ETCD
 # The outside verifier of the OIDC tests: PyJWT with the cryptography backend.
 python3 -c "import jwt, cryptography" 2>/dev/null || python3 -m pip install --quiet pyjwt cryptography >&2
+# The ExternalJWTSigner tests' gRPC client, generated at test time from upstream's messages.
+python3 -c "import grpc, grpc_tools" 2>/dev/null || python3 -m pip install --quiet grpcio grpcio-tools >&2
 # The console's browser test: Debian's chromium (installed when missing; the install is
 # timed on stderr) driven by playwright-core.
 BADGE_CHROMIUM="${BADGE_CHROMIUM:-$(bash scripts/install-chromium.sh)}"

@@ -117,6 +117,7 @@ impl ApiServer {
             PathError::InvalidName(_) => Status::bad_request(e.to_string()),
             _ => Status::path_not_found(),
         })?;
+        let info = crate::webhooks::as_review(info);
         let apply = method == http::Method::PATCH
             && headers
                 .get(http::header::CONTENT_TYPE)

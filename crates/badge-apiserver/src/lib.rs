@@ -33,6 +33,7 @@ pub mod tokenrequest;
 mod tokenreview;
 pub mod usage;
 pub mod watch;
+pub mod webhooks;
 
 use std::sync::Arc;
 

@@ -39,6 +39,10 @@ impl ApiServer {
         let content_type = header(header::CONTENT_TYPE);
         let query = Query::parse(uri.query());
 
+        if let Some(review) = crate::webhooks::webhook_review(&info) {
+            let body = read_body(body).await?;
+            return self.webhook(review, &info, body, user).await;
+        }
         if !info.is_resource_request {
             if info.path.starts_with("/badge/v1/keys") {
                 let body = read_body(body).await?;

@@ -144,6 +144,8 @@ pub struct ServiceAccountKeys {
     verifying_kids: tokio::sync::watch::Sender<Vec<String>>,
 }
 
+pub mod external_signer;
+
 /// The wall clock in unix seconds.
 pub fn now() -> i64 {
     badge_api::clock::now().as_second()
@@ -487,6 +489,19 @@ impl ServiceAccountKeys {
         let token = jwt::sign(&signer, claims)
             .map_err(|e| Status::internal(format!("failed to generate token: {e}")))?;
         Ok((token, signer.kid().to_string()))
+    }
+
+    /// The key that signs now, refused as [`ServiceAccountKeys::sign_with_kid`] refuses while
+    /// the ring could not be confirmed current; for signers that assemble tokens themselves.
+    pub fn checked_signer(&self) -> Result<SigningKey, Status> {
+        if let Some(bound) = self.ring_unconfirmed() {
+            return Err(Status::service_unavailable(format!(
+                "the service account signing keys could not be confirmed current for {}s; refusing to issue tokens",
+                bound.as_secs()
+            )));
+        }
+        self.signer()
+            .ok_or_else(|| Status::internal("failed to generate token: no active signing key"))
     }
 
     /// The keys published in the JWKS.

@@ -12,7 +12,9 @@ mod node;
 mod oidc_cmd;
 mod permissions;
 mod server;
+mod signer;
 mod token_cmd;
+mod webhook_config;
 
 use clap::{Parser, Subcommand};
 
@@ -54,9 +56,15 @@ enum Command {
     /// The issuer's OIDC documents, for verifiers that cannot reach the server.
     #[command(subcommand)]
     Oidc(oidc_cmd::OidcCommand),
+    /// Serve upstream's ExternalJWTSigner gRPC API on a unix socket, signing with the key
+    /// ring of a data dir's or an etcd deployment's servers and following its rotations.
+    Signer(signer::SignerOptions),
     /// Work with tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Write the kubeconfig-format file a kube-apiserver's token or authorization webhook
+    /// reads: badge's webhook URL and CA, and a client certificate for the apiserver.
+    WebhookConfig(webhook_config::WebhookConfigOptions),
 }
 
 #[derive(Subcommand)]
@@ -104,6 +112,8 @@ fn main() -> std::process::ExitCode {
             Command::Kubeconfig(options) => kubeconfig_cmd::run(options).await,
             Command::Oidc(command) => oidc_cmd::run(command).await,
             Command::Node(command) => node::run(command),
+            Command::Signer(options) => signer::run(options, terminated()).await,
+            Command::WebhookConfig(options) => webhook_config::run(options),
             Command::Token(TokenCommand::Inspect(options)) => inspect::run(options).await,
             Command::Token(TokenCommand::Create(options)) => token_cmd::create(options).await,
             Command::Token(TokenCommand::List(options)) => token_cmd::list(options).await,

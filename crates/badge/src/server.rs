@@ -127,6 +127,10 @@ pub struct ServerOptions {
     /// away from the API port, which takes no cookies at all.
     #[arg(long)]
     console_bind_address: Option<SocketAddr>,
+    /// Also serve upstream's ExternalJWTSigner gRPC API on this unix socket (mode 0600), for
+    /// a kube-apiserver's `--service-account-signing-endpoint`: it then signs with these keys.
+    #[arg(long)]
+    external_signer_socket: Option<PathBuf>,
     #[command(flatten)]
     storage: StorageOptions,
     #[command(flatten)]
@@ -661,6 +665,14 @@ pub async fn run(options: ServerOptions) -> anyhow::Result<()> {
         anyhow::bail!("--usage-flush-period must be positive");
     }
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    if let Some(socket) = &options.external_signer_socket {
+        let lifetime = if max_expiration > 0 {
+            max_expiration
+        } else {
+            keep_after_retire - 60
+        };
+        crate::signer::spawn(socket, keys.clone(), lifetime, shutdown_rx.clone())?;
+    }
     let api = badge_apiserver::ApiServer::new(registry, options.anonymous_auth, shutdown_rx.clone())
         .with_usage(badge_apiserver::usage::UsageRecorder::new(
             options.token_usage_tracking,

@@ -673,6 +673,9 @@ pub const SELF_NODE_CLIENT_APPROVER: &str =
 /// The default ClusterRoleBindings, including the controllers' and `system:node` with no
 /// subjects (the Node authorizer serves nodes; the empty binding lets reconciliation keep
 /// it empty).
+/// The user of the client certificate a kube-apiserver's webhooks present.
+pub const KUBE_APISERVER_WEBHOOK_USER: &str = "system:kube-apiserver-webhook";
+
 pub fn default_cluster_role_bindings() -> Vec<ClusterRoleBinding> {
     let mut bindings = vec![
         cluster_binding("cluster-admin", vec![group("system:masters")]),
@@ -688,6 +691,13 @@ pub fn default_cluster_role_bindings() -> Vec<ClusterRoleBinding> {
             vec![user("system:kube-controller-manager")],
         ),
         cluster_binding("system:node", vec![]),
+        // The client certificate `badge webhook-config` issues a kube-apiserver, whose token
+        // and authorization webhooks create reviews here.
+        cluster_binding_to(
+            "badge:kube-apiserver-webhook",
+            "system:auth-delegator",
+            vec![user(KUBE_APISERVER_WEBHOOK_USER)],
+        ),
         // kubeadm's: bootstrap token users may request node client certificates, which are
         // approved for them, and nodes' renewals of their own are approved.
         cluster_binding_to(

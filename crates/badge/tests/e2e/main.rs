@@ -13,6 +13,7 @@ mod console;
 mod csr;
 mod encryption;
 mod encryption_ops;
+mod external_signer;
 mod ha;
 mod ha_faults;
 mod ha_history;
@@ -32,6 +33,7 @@ mod rbac;
 mod reviews;
 mod service_identity;
 mod tokens;
+mod webhooks;
 mod workflow;
 
 use badge_testkit::TestServer;
