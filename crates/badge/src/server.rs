@@ -601,6 +601,7 @@ pub async fn run(options: ServerOptions) -> anyhow::Result<()> {
             .clone()
             .unwrap_or_else(|| format!("{server_url}/openid/v1/jwks")),
     };
+    let revoked = Arc::new(badge_auth::revocation::RevokedTokens::new());
     let authenticator = badge_auth::serviceaccount::ServiceAccountAuthenticator {
         keys: keys.published().clone(),
         issuers,
@@ -610,6 +611,7 @@ pub async fn run(options: ServerOptions) -> anyhow::Result<()> {
         )),
         clock: badge_auth::serviceaccount::now,
         cache: badge_auth::serviceaccount::VerifiedCache::new().context("keying the verified-token cache")?,
+        revoked: revoked.clone(),
     };
     let cache_getter = Arc::new(badge_apiserver::serviceaccount::CacheTokenGetter(
         registry.clone(),
@@ -666,6 +668,7 @@ pub async fn run(options: ServerOptions) -> anyhow::Result<()> {
             options.token_usage_tracking,
         ))
         .with_rbac(rbac)
+        .with_revocations(revoked)
         .with_tokens(
             Arc::new(token_authenticator),
             api_audiences,

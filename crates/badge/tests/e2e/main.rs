@@ -29,6 +29,7 @@ mod openapi;
 mod podlifecycle;
 mod rbac;
 mod reviews;
+mod revocation;
 mod tokens;
 mod workflow;
 
