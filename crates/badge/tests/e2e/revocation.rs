@@ -325,3 +325,125 @@ print(json.dumps(claims["revoked"]))
     assert_eq!(entry["namespace"], "default");
     assert!(entry["exp"].as_i64().unwrap() > 0);
 }
+
+/// A SelfSubjectReview with `token` from `source` (a loopback address other than the
+/// server's), through curl: badge's own client always connects from 127.0.0.1.
+fn use_from(s: &TestServer, source: &str, token: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.crt");
+    std::fs::write(&ca, std::fs::read(s.data_dir().join("pki/ca.crt")).unwrap()).unwrap();
+    // The token goes in a header file, never on a command line.
+    let header = dir.path().join("auth");
+    std::fs::write(&header, format!("Authorization: Bearer {token}\n")).unwrap();
+    let url = format!(
+        "{}/apis/authentication.k8s.io/v1/selfsubjectreviews",
+        s.kubectl_ok(&[
+            "config",
+            "view",
+            "--minify",
+            "-o",
+            "jsonpath={.clusters[0].cluster.server}"
+        ])
+    );
+    let out = std::process::Command::new("curl")
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--interface",
+            source,
+            "--cacert",
+        ])
+        .arg(&ca)
+        .arg("-H")
+        .arg(format!("@{}", header.display()))
+        .args([
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            r#"{"apiVersion":"authentication.k8s.io/v1","kind":"SelfSubjectReview"}"#,
+            &url,
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn a_token_used_from_two_addresses_is_flagged_audited_and_revoked() {
+    let s = TestServer::start_with(
+        BIN,
+        &[
+            "--usage-flush-period=200ms",
+            "--suspicious-token-window=10m",
+            "--revoke-suspicious-tokens",
+        ],
+    );
+    let token = s.kubectl_ok(&["create", "token", "default"]).trim().to_string();
+    let sibling = s.kubectl_ok(&["create", "token", "default"]).trim().to_string();
+    let jti = jti_of(&token);
+    assert_eq!(use_from(&s, "127.0.0.1", &token), "201");
+    assert_eq!(use_from(&s, "127.0.0.1", &sibling), "201");
+    eventually("the record", || {
+        s.kubectl(&["get", "issuedtoken", &jti]).status.success()
+    });
+    assert_eq!(
+        s.kubectl_ok(&["get", "issuedtoken", &jti, "-o", "jsonpath={.status.suspicious}"]),
+        ""
+    );
+    // The same token from a second address: served, flagged, then revoked.
+    assert_eq!(use_from(&s, "127.0.0.2", &token), "201");
+    eventually("the token flagged and revoked", || {
+        let record: Value =
+            serde_json::from_str(&s.kubectl_ok(&["get", "issuedtoken", &jti, "-o", "json"])).unwrap();
+        record["status"]["suspicious"]["reason"] == "MultipleSourceAddresses"
+            && record["spec"]["revoked"] == true
+    });
+    let record: Value =
+        serde_json::from_str(&s.kubectl_ok(&["get", "issuedtoken", &jti, "-o", "json"])).unwrap();
+    assert_eq!(
+        record["status"]["suspicious"]["message"],
+        "used from 127.0.0.1 and 127.0.0.2 within 600s"
+    );
+    assert!(record["status"]["suspicious"]["time"].is_string(), "{record}");
+    eventually("the flagged token refused", || !authenticated(&s, &token));
+    assert_eq!(use_from(&s, "127.0.0.2", &token), "401");
+    assert!(authenticated(&s, &sibling));
+    eventually("the audit annotation", || {
+        std::fs::read_to_string(s.data_dir().join("audit.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .any(|e| {
+                e["annotations"]["identity.badge.dev/suspicious-token-use"]
+                    == "MultipleSourceAddresses: used from 127.0.0.1 and 127.0.0.2 within 600s"
+                    && e["sourceIPs"][0] == "127.0.0.2"
+            })
+    });
+}
+
+#[test]
+fn without_auto_revocation_a_suspicious_token_is_only_flagged() {
+    let s = TestServer::start_with(BIN, &["--usage-flush-period=200ms"]);
+    let token = s.kubectl_ok(&["create", "token", "default"]).trim().to_string();
+    let jti = jti_of(&token);
+    assert_eq!(use_from(&s, "127.0.0.1", &token), "201");
+    assert_eq!(use_from(&s, "127.0.0.2", &token), "201");
+    eventually("the token flagged", || {
+        s.kubectl_ok(&[
+            "get",
+            "issuedtoken",
+            &jti,
+            "-o",
+            "jsonpath={.status.suspicious.reason}",
+        ]) == "MultipleSourceAddresses"
+    });
+    assert_eq!(
+        s.kubectl_ok(&["get", "issuedtoken", &jti, "-o", "jsonpath={.spec.revoked}"]),
+        "false"
+    );
+    assert!(authenticated(&s, &token));
+}
