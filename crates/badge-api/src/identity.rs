@@ -128,6 +128,27 @@ pub struct IssuedTokenStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "i64")]
     pub use_count: Option<i64>,
+    /// Set when the token was used in a way its holder alone would not use it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Suspicion")]
+    pub suspicious: Option<Suspicion>,
+}
+
+/// Why a token looks stolen.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[schemars(rename = "dev.badge.identity.v1.Suspicion")]
+pub struct Suspicion {
+    /// `MultipleSourceAddresses`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
+    pub message: Option<String>,
+    /// When the use was seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Time")]
+    pub time: Option<Time>,
 }
 
 /// One use of a credential.

@@ -154,16 +154,22 @@ impl ApiServer {
                 return Err(status);
             }
         };
-        if let Some(credential) = &credential {
+        let suspicion = credential.as_ref().and_then(|credential| {
             let agent = headers
                 .get(http::header::USER_AGENT)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("");
             self.usage
-                .record(credential, badge_api::clock::now(), remote.map(|a| a.ip()), agent);
-        }
+                .record(credential, badge_api::clock::now(), remote.map(|a| a.ip()), agent)
+        });
         if let (Some(auditor), Some(meta)) = (&self.audit_log, &meta) {
             exchange.recorder = auditor.begin(meta, &info, &authenticated);
+        }
+        if let (Some(recorder), Some(suspicion)) = (exchange.recorder.as_mut(), suspicion) {
+            recorder.annotate(
+                crate::usage::SUSPICIOUS_ANNOTATION,
+                format!("{}: {}", suspicion.reason, suspicion.message),
+            );
         }
         let user = crate::impersonation::impersonate(self.authorizer.as_ref(), &headers, authenticated)?;
         if let Some(recorder) = exchange.recorder.as_mut()

@@ -25,6 +25,7 @@ pub mod rbac;
 pub mod response;
 pub mod rest;
 pub mod reviews;
+pub mod revocation;
 mod router;
 pub mod server;
 pub mod serviceaccount;
@@ -92,6 +93,8 @@ pub struct ApiServer {
     pub shutdown: tokio::sync::watch::Receiver<bool>,
     /// Token issuance and use, noted for the `identity.badge.dev` records.
     pub usage: Arc<usage::UsageRecorder>,
+    /// The tokens revoked one by one, followed from the inventory; None serves no list.
+    pub revoked: Option<Arc<badge_auth::revocation::RevokedTokens>>,
 }
 
 impl ApiServer {
@@ -119,7 +122,16 @@ impl ApiServer {
             metrics: Arc::new(metrics::Metrics::default()),
             shutdown,
             usage: Arc::new(usage::UsageRecorder::default()),
+            revoked: None,
         }
+    }
+
+    /// Follows revocations into `revoked` (the authenticator's set) and serves them as the
+    /// signed revocation list.
+    pub fn with_revocations(mut self, revoked: Arc<badge_auth::revocation::RevokedTokens>) -> ApiServer {
+        revocation::spawn_watch(self.registry.clone(), revoked.clone(), self.metrics.clone());
+        self.revoked = Some(revoked);
+        self
     }
 
     /// Notes token issuance and use with `recorder` (`--token-usage-tracking`).

@@ -285,6 +285,7 @@ impl ApiServer {
                 .map(|d| response::json(StatusCode::OK, &d))
                 .ok_or_else(Status::path_not_found),
             [".well-known", "openid-configuration"] | ["openid", "v1", "jwks"] => self.oidc(path),
+            ["openid", "v1", "revocations"] => self.revocation_list(),
             ["openapi", "v2"] => Ok(openapi_v2_response(accept, if_none_match)),
             ["openapi", "v3"] => Ok(openapi_response(badge_api::openapi::index_bytes())),
             ["openapi", "v3", rest @ ..] => badge_api::openapi::document_bytes(&rest.join("/"))

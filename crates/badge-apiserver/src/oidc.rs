@@ -20,7 +20,15 @@ impl ApiServer {
             (keys.jwks().to_vec(), badge_token::oidc::JWKS_CONTENT_TYPE)
         } else {
             (
-                badge_token::oidc::openid_configuration(&first, &issuer.config.jwks_uri, keys.keys()),
+                badge_token::oidc::openid_configuration(
+                    &first,
+                    &issuer.config.jwks_uri,
+                    self.revoked
+                        .as_ref()
+                        .and_then(|_| crate::revocation::list_uri(&issuer.config.jwks_uri))
+                        .as_deref(),
+                    keys.keys(),
+                ),
                 badge_token::oidc::CONFIG_CONTENT_TYPE,
             )
         };

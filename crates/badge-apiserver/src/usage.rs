@@ -72,7 +72,49 @@ impl Uses {
     }
 }
 
-type Shard = Mutex<HashMap<Arc<TokenCredential>, Uses>>;
+/// One shard: the uses since the last flush, and each credential's latest source address,
+/// kept across flushes for as long as the suspicious-use window.
+#[derive(Default)]
+struct ShardState {
+    uses: HashMap<Arc<TokenCredential>, Uses>,
+    sources: HashMap<Arc<TokenCredential>, (IpAddr, jiff::Timestamp)>,
+}
+
+type Shard = Mutex<ShardState>;
+
+/// The reason a token used from two addresses is flagged with.
+pub const MULTIPLE_SOURCES: &str = "MultipleSourceAddresses";
+/// The audit annotation of a request whose token was flagged.
+pub const SUSPICIOUS_ANNOTATION: &str = "identity.badge.dev/suspicious-token-use";
+/// `--suspicious-token-window`'s default.
+pub const DEFAULT_SUSPICIOUS_WINDOW: Duration = Duration::from_secs(600);
+
+/// A use its holder alone would not make: the token is likely in two hands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Suspicion {
+    pub reason: &'static str,
+    pub message: String,
+    pub time: jiff::Timestamp,
+}
+
+/// How suspicious use is watched for (`--suspicious-token-window`,
+/// `--revoke-suspicious-tokens`).
+#[derive(Clone, Copy, Debug)]
+pub struct SuspicionPolicy {
+    /// Two source addresses within this long are suspicious; zero watches nothing.
+    pub window: Duration,
+    /// Flagged tokens are revoked too.
+    pub revoke: bool,
+}
+
+impl Default for SuspicionPolicy {
+    fn default() -> Self {
+        SuspicionPolicy {
+            window: DEFAULT_SUSPICIOUS_WINDOW,
+            revoke: false,
+        }
+    }
+}
 
 /// What the request paths note for the next flush.
 pub struct UsageRecorder {
@@ -83,6 +125,9 @@ pub struct UsageRecorder {
     issued: Mutex<Vec<Value>>,
     /// Records dropped at [`MAX_PENDING_ISSUED`] since the last flush.
     issued_dropped: std::sync::atomic::AtomicUsize,
+    suspicion: SuspicionPolicy,
+    /// Flags to write at the next flush.
+    suspicious: Mutex<Vec<(Arc<TokenCredential>, Suspicion)>>,
 }
 
 impl Default for UsageRecorder {
@@ -100,7 +145,15 @@ impl UsageRecorder {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             issued: Mutex::default(),
             issued_dropped: std::sync::atomic::AtomicUsize::new(0),
+            suspicion: SuspicionPolicy::default(),
+            suspicious: Mutex::default(),
         }
+    }
+
+    /// Watches for suspicious use as `policy` says.
+    pub fn with_suspicion(mut self, policy: SuspicionPolicy) -> UsageRecorder {
+        self.suspicion = policy;
+        self
     }
 
     pub fn enabled(&self) -> bool {
@@ -108,20 +161,28 @@ impl UsageRecorder {
     }
 
     /// Notes one authentication with `credential`. One short lock of one shard; the agent
-    /// is copied only when it differs from the last one noted.
+    /// is copied only when it differs from the last one noted. Returns the suspicion the
+    /// use raised, if any (it is also noted for the next flush).
     pub fn record(
         &self,
         credential: &Arc<TokenCredential>,
         at: jiff::Timestamp,
         source: Option<IpAddr>,
         user_agent: &str,
-    ) {
+    ) -> Option<Suspicion> {
         if !self.enabled {
-            return;
+            return None;
         }
         let user_agent = truncate(user_agent, MAX_USER_AGENT);
         let shard = &self.shards[self.hasher.hash_one(&**credential) as usize % SHARDS];
-        let mut uses = shard.lock();
+        let mut state = shard.lock();
+        let suspicion = match source {
+            Some(address) if !self.suspicion.window.is_zero() => {
+                self.note_source(&mut state.sources, credential, address, at)
+            }
+            _ => None,
+        };
+        let uses = &mut state.uses;
         match uses.get_mut(&**credential) {
             Some(seen) => {
                 seen.count += 1;
@@ -146,6 +207,45 @@ impl UsageRecorder {
                 );
             }
         }
+        drop(state);
+        if let Some(suspicion) = &suspicion {
+            self.suspicious
+                .lock()
+                .push((credential.clone(), suspicion.clone()));
+        }
+        suspicion
+    }
+
+    /// Remembers `address` as the credential's latest source; a different address within
+    /// the window is suspicious.
+    fn note_source(
+        &self,
+        sources: &mut HashMap<Arc<TokenCredential>, (IpAddr, jiff::Timestamp)>,
+        credential: &Arc<TokenCredential>,
+        address: IpAddr,
+        at: jiff::Timestamp,
+    ) -> Option<Suspicion> {
+        let window =
+            jiff::SignedDuration::try_from(self.suspicion.window).unwrap_or(jiff::SignedDuration::MAX);
+        let previous = sources.insert(credential.clone(), (address, at));
+        let (before, seen) = previous?;
+        (before != address && at.duration_since(seen) <= window).then(|| Suspicion {
+            reason: MULTIPLE_SOURCES,
+            message: format!(
+                "used from {before} and {address} within {}s",
+                self.suspicion.window.as_secs()
+            ),
+            time: at,
+        })
+    }
+
+    /// Whether flagged tokens are revoked too.
+    pub fn revokes_suspicious(&self) -> bool {
+        self.suspicion.revoke
+    }
+
+    fn take_suspicious(&self) -> Vec<(Arc<TokenCredential>, Suspicion)> {
+        std::mem::take(&mut *self.suspicious.lock())
     }
 
     /// Notes an IssuedToken record to create.
@@ -165,8 +265,16 @@ impl UsageRecorder {
     /// Takes every use noted so far, leaving the recorder empty.
     pub fn take(&self) -> Vec<(Arc<TokenCredential>, Uses)> {
         let mut all = Vec::new();
+        let now = badge_api::clock::now();
+        let window =
+            jiff::SignedDuration::try_from(self.suspicion.window).unwrap_or(jiff::SignedDuration::MAX);
         for shard in self.shards.iter() {
-            let taken = std::mem::take(&mut *shard.lock());
+            let mut state = shard.lock();
+            let taken = std::mem::take(&mut state.uses);
+            // Sources older than the window can no longer raise a suspicion.
+            state
+                .sources
+                .retain(|_, (_, seen)| now.duration_since(*seen) <= window);
             all.extend(taken);
         }
         all
@@ -175,7 +283,8 @@ impl UsageRecorder {
     /// Puts back uses a flush could not write, merged with any noted since.
     pub fn restore(&self, credential: Arc<TokenCredential>, uses: Uses) {
         let shard = &self.shards[self.hasher.hash_one(&*credential) as usize % SHARDS];
-        let mut map = shard.lock();
+        let mut state = shard.lock();
+        let map = &mut state.uses;
         match map.get_mut(&*credential) {
             Some(seen) => seen.merge(uses),
             None => {
@@ -355,6 +464,8 @@ impl ApiServer {
         }
         self.usage.restore_issued(retry);
 
+        self.flag_suspicious(tokens).await;
+
         for (credential, uses) in self.usage.take() {
             let written = self
                 .registry
@@ -485,6 +596,71 @@ impl ApiServer {
         }
     }
 
+    /// Writes each suspicion noted since the last flush on its IssuedToken (the first one
+    /// stays), and revokes the token when `--revoke-suspicious-tokens` says so. A record not
+    /// written yet is tried again at the next flush.
+    async fn flag_suspicious(&self, tokens: &'static resources::Resource) {
+        let revoke = self.usage.revokes_suspicious();
+        for (credential, suspicion) in self.usage.take_suspicious() {
+            let (namespace, name) = (&credential.namespace, &credential.record);
+            tracing::warn!(
+                namespace = %namespace,
+                service_account = %credential.service_account,
+                credential_id = %credential.credential_id(),
+                reason = suspicion.reason,
+                message = %suspicion.message,
+                revoke,
+                "suspicious token use"
+            );
+            let flagged = self
+                .registry
+                .update(
+                    tokens,
+                    namespace,
+                    name,
+                    "status",
+                    &WriteOptions::default(),
+                    |current| {
+                        let mut object = current.clone();
+                        if object.pointer("/status/suspicious").is_none() {
+                            if !object.get("status").is_some_and(Value::is_object) {
+                                object["status"] = json!({});
+                            }
+                            object["status"]["suspicious"] = json!({
+                                "reason": suspicion.reason,
+                                "message": suspicion.message,
+                                "time": meta::format_time(suspicion.time),
+                            });
+                        }
+                        Ok(object)
+                    },
+                )
+                .await;
+            let revoked = match (&flagged, revoke) {
+                (Ok(_), true) => self
+                    .registry
+                    .update(tokens, namespace, name, "", &WriteOptions::default(), |current| {
+                        let mut object = current.clone();
+                        object["spec"]["revoked"] = json!(true);
+                        Ok(object)
+                    })
+                    .await
+                    .map(|_| ()),
+                (Ok(_), false) => Ok(()),
+                (Err(s), _) => Err(s.clone()),
+            };
+            if let Err(s) = revoked {
+                let expired = credential
+                    .expires_at
+                    .is_some_and(|exp| exp < badge_api::clock::now().as_second());
+                if !expired {
+                    tracing::debug!(error = %s.message, "flagging a suspicious token deferred to the next flush");
+                    self.usage.suspicious.lock().push((credential, suspicion));
+                }
+            }
+        }
+    }
+
     /// Flushes usage every `period` until shutdown, then once more; None when tracking is
     /// off.
     pub fn spawn_usage_flusher(self: &Arc<Self>, period: Duration) -> Option<tokio::task::JoinHandle<()>> {
@@ -528,6 +704,66 @@ mod tests {
 
     fn at(s: &str) -> jiff::Timestamp {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn two_source_addresses_within_the_window_are_suspicious() {
+        let recorder = UsageRecorder::new(true).with_suspicion(SuspicionPolicy {
+            window: Duration::from_secs(600),
+            revoke: true,
+        });
+        let token = credential("jti-1");
+        let (a, b): (IpAddr, IpAddr) = ("127.0.0.1".parse().unwrap(), "127.0.0.2".parse().unwrap());
+        assert_eq!(
+            recorder.record(&token, at("2026-01-01T00:00:00Z"), Some(a), "k"),
+            None
+        );
+        assert_eq!(
+            recorder.record(&token, at("2026-01-01T00:01:00Z"), Some(a), "k"),
+            None
+        );
+        // TokenReview uses carry no address and never raise one.
+        assert_eq!(
+            recorder.record(&token, at("2026-01-01T00:01:30Z"), None, "k"),
+            None
+        );
+        let flagged = recorder
+            .record(&token, at("2026-01-01T00:02:00Z"), Some(b), "k")
+            .unwrap();
+        assert_eq!(flagged.reason, MULTIPLE_SOURCES);
+        assert_eq!(flagged.message, "used from 127.0.0.1 and 127.0.0.2 within 600s");
+        // Past the window, a move is not suspicious.
+        assert_eq!(
+            recorder.record(&token, at("2026-01-01T01:00:00Z"), Some(a), "k"),
+            None
+        );
+        // Another token's address says nothing about this one.
+        assert_eq!(
+            recorder.record(&credential("jti-2"), at("2026-01-01T01:00:01Z"), Some(b), "k"),
+            None
+        );
+        assert_eq!(recorder.take_suspicious().len(), 1);
+        assert!(recorder.revokes_suspicious());
+    }
+
+    #[test]
+    fn a_zero_window_watches_nothing() {
+        let recorder = UsageRecorder::new(true).with_suspicion(SuspicionPolicy {
+            window: Duration::ZERO,
+            revoke: false,
+        });
+        let token = credential("jti-1");
+        for address in ["127.0.0.1", "127.0.0.2"] {
+            assert_eq!(
+                recorder.record(
+                    &token,
+                    at("2026-01-01T00:00:00Z"),
+                    Some(address.parse().unwrap()),
+                    "k"
+                ),
+                None
+            );
+        }
     }
 
     #[test]

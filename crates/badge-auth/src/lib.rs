@@ -6,6 +6,7 @@ pub mod authenticator;
 pub mod authorizer;
 pub mod bootstrap;
 pub mod rbac;
+pub mod revocation;
 pub mod serviceaccount;
 pub mod user;
 

@@ -183,6 +183,8 @@ pub struct ServiceAccountAuthenticator {
     /// Unix seconds now; replaceable for tests.
     pub clock: fn() -> i64,
     pub cache: VerifiedCache,
+    /// Tokens revoked one by one (`IssuedToken.spec.revoked`), checked on every hit.
+    pub revoked: Arc<crate::revocation::RevokedTokens>,
 }
 
 /// The wall clock in unix seconds: the authenticators' clock.
@@ -374,6 +376,14 @@ impl ServiceAccountAuthenticator {
         credential: Option<Arc<TokenCredential>>,
         now: i64,
     ) -> TokenOutcome {
+        // Revocation is told apart from deletion by nobody but the inventory: the caller
+        // learns only that the token is no longer valid.
+        if credential
+            .as_ref()
+            .is_some_and(|c| self.revoked.is_revoked(&c.namespace, &c.record))
+        {
+            return TokenOutcome::Invalid(INVALIDATED.into());
+        }
         if let Err(reason) = self.check_objects(token, validated, now) {
             return TokenOutcome::Invalid(reason);
         }
@@ -467,6 +477,7 @@ mod tests {
             getter: objects.clone(),
             clock: || NOW,
             cache: VerifiedCache::new().unwrap(),
+            revoked: Arc::default(),
         };
         (key, objects, auth)
     }
@@ -532,6 +543,41 @@ mod tests {
             panic!("refused")
         };
         assert_eq!(again.as_deref(), Some(&*credential));
+    }
+
+    #[test]
+    fn a_revoked_token_fails_on_cache_hits_while_its_siblings_work() {
+        let (key, _objects, auth) = setup();
+        let token = bound(&key, None);
+        let sibling = bound(&key, None);
+        let TokenOutcome::Authenticated {
+            credential: Some(credential),
+            ..
+        } = auth.authenticate(&token, &[])
+        else {
+            panic!("refused")
+        };
+        assert!(matches!(
+            auth.authenticate(&sibling, &[]),
+            TokenOutcome::Authenticated { .. }
+        ));
+        // The token is now in the verified cache: revocation must still be seen.
+        auth.revoked.insert(crate::revocation::RevokedToken {
+            namespace: credential.namespace.clone(),
+            record: credential.record.clone(),
+            expires_at: credential.expires_at,
+            legacy: false,
+        });
+        assert!(matches!(auth.authenticate(&token, &[]), TokenOutcome::Invalid(_)));
+        assert!(matches!(
+            auth.authenticate(&sibling, &[]),
+            TokenOutcome::Authenticated { .. }
+        ));
+        auth.revoked.remove(&credential.namespace, &credential.record);
+        assert!(matches!(
+            auth.authenticate(&token, &[]),
+            TokenOutcome::Authenticated { .. }
+        ));
     }
 
     #[test]

@@ -85,9 +85,6 @@ pub enum SignError {
 /// Signs `claims` (a JSON object) with `key`: header `{"alg":…,"kid":…}`, payload with
 /// members sorted at every level, signature in JOSE form.
 pub fn sign(key: &SigningKey, claims: &Value) -> Result<Token, SignError> {
-    if !claims.is_object() {
-        return Err(SignError::ClaimsNotObject);
-    }
     // alg and kid are base64url/ASCII names, so no escaping is needed; this is the exact byte
     // layout go-jose produces.
     let header = format!(
@@ -95,6 +92,21 @@ pub fn sign(key: &SigningKey, claims: &Value) -> Result<Token, SignError> {
         key.algorithm().as_str(),
         key.kid()
     );
+    sign_with_header(key, &header, claims)
+}
+
+/// Signs a JWT that is not a ServiceAccount token, with a `typ` header (RFC 8725 §3.11
+/// explicit typing), so no verifier of tokens can take it for one: the token verifier
+/// refuses every `typ` but `JWT`.
+pub fn sign_typed(key: &SigningKey, typ: &'static str, claims: &Value) -> Result<Token, SignError> {
+    let header = serde_json::json!({"alg": key.algorithm().as_str(), "kid": key.kid(), "typ": typ});
+    sign_with_header(key, &header.to_string(), claims)
+}
+
+fn sign_with_header(key: &SigningKey, header: &str, claims: &Value) -> Result<Token, SignError> {
+    if !claims.is_object() {
+        return Err(SignError::ClaimsNotObject);
+    }
     let mut payload = Vec::with_capacity(512);
     write_sorted(claims, &mut payload);
 

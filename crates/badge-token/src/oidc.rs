@@ -27,6 +27,10 @@ struct Metadata<'a> {
     response_types_supported: [&'static str; 1],
     subject_types_supported: [&'static str; 1],
     id_token_signing_alg_values_supported: Vec<&'static str>,
+    /// badge's own: the signed list of revoked tokens, for verifiers that never call the
+    /// server.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    revocation_list_uri: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -44,7 +48,12 @@ pub fn serves_discovery(issuer: &str) -> bool {
 
 /// The discovery document: `issuer`, `jwks_uri`, `response_types_supported: ["id_token"]`,
 /// `subject_types_supported: ["public"]` and the sorted, de-duplicated algorithms of `keys`.
-pub fn openid_configuration(issuer: &str, jwks_uri: &str, keys: &[VerifyingKey]) -> Vec<u8> {
+pub fn openid_configuration(
+    issuer: &str,
+    jwks_uri: &str,
+    revocation_list_uri: Option<&str>,
+    keys: &[VerifyingKey],
+) -> Vec<u8> {
     let mut algs: Vec<_> = keys.iter().map(VerifyingKey::algorithm).collect();
     algs.sort_unstable_by_key(|a| a.as_str());
     algs.dedup();
@@ -54,6 +63,7 @@ pub fn openid_configuration(issuer: &str, jwks_uri: &str, keys: &[VerifyingKey])
         response_types_supported: ["id_token"],
         subject_types_supported: ["public"],
         id_token_signing_alg_values_supported: algs.into_iter().map(|a| a.as_str()).collect(),
+        revocation_list_uri,
     };
     // Serialising strings and arrays of strings cannot fail.
     serde_json::to_vec(&doc).unwrap_or_default()
@@ -86,11 +96,27 @@ mod tests {
         let doc = openid_configuration(
             "https://issuer.example",
             "https://10.0.0.1:6443/openid/v1/jwks",
+            None,
             &keys(),
         );
         assert_eq!(
             String::from_utf8(doc).unwrap(),
             r#"{"issuer":"https://issuer.example","jwks_uri":"https://10.0.0.1:6443/openid/v1/jwks","response_types_supported":["id_token"],"subject_types_supported":["public"],"id_token_signing_alg_values_supported":["ES256","RS256"]}"#
+        );
+    }
+
+    #[test]
+    fn configuration_lists_the_revocation_list_last() {
+        let doc = openid_configuration(
+            "https://issuer.example",
+            "https://10.0.0.1:6443/openid/v1/jwks",
+            Some("https://10.0.0.1:6443/openid/v1/revocations"),
+            &keys(),
+        );
+        let text = String::from_utf8(doc).unwrap();
+        assert!(
+            text.ends_with(r#""revocation_list_uri":"https://10.0.0.1:6443/openid/v1/revocations"}"#),
+            "{text}"
         );
     }
 

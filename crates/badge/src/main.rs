@@ -77,6 +77,9 @@ enum TokenCommand {
     List(token_cmd::ListOptions),
     /// Delete bootstrap tokens, by id or whole token.
     Delete(token_cmd::DeleteOptions),
+    /// Revoke ServiceAccount tokens by jti (or a legacy token's Secret name): they fail
+    /// authentication on every server at once, the ServiceAccount's other tokens keep working.
+    Revoke(token_cmd::RevokeOptions),
     /// Print a new random bootstrap token, without a server.
     Generate,
 }
@@ -118,6 +121,7 @@ fn main() -> std::process::ExitCode {
             Command::Token(TokenCommand::Create(options)) => token_cmd::create(options).await,
             Command::Token(TokenCommand::List(options)) => token_cmd::list(options).await,
             Command::Token(TokenCommand::Delete(options)) => token_cmd::delete(options).await,
+            Command::Token(TokenCommand::Revoke(options)) => token_cmd::revoke(options).await,
             Command::Token(TokenCommand::Generate) => token_cmd::generate(),
         }
     });

@@ -50,6 +50,14 @@ pub struct ServerOptions {
     /// How often token usage noted in memory is written to the store (a Go duration).
     #[arg(long, default_value = "10s")]
     usage_flush_period: String,
+    /// A token used from two source addresses within this long (a Go duration; 0 disables)
+    /// is flagged suspicious on its IssuedToken and in the audit log.
+    #[arg(long, default_value = "10m")]
+    suspicious_token_window: String,
+    /// Revoke tokens flagged suspicious.
+    #[arg(long, default_value_t = false, num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", action = clap::ArgAction::Set, value_parser = go_bool)]
+    revoke_suspicious_tokens: bool,
     /// Give the kubelet's 3607 s tokens a one-year lifetime with a warnafter claim.
     #[arg(long, default_value_t = true, num_args = 0..=1, require_equals = true,
           default_missing_value = "true", action = clap::ArgAction::Set, value_parser = go_bool)]
@@ -605,6 +613,7 @@ pub async fn run(options: ServerOptions) -> anyhow::Result<()> {
             .clone()
             .unwrap_or_else(|| format!("{server_url}/openid/v1/jwks")),
     };
+    let revoked = Arc::new(badge_auth::revocation::RevokedTokens::new());
     let authenticator = badge_auth::serviceaccount::ServiceAccountAuthenticator {
         keys: keys.published().clone(),
         issuers,
@@ -614,6 +623,7 @@ pub async fn run(options: ServerOptions) -> anyhow::Result<()> {
         )),
         clock: badge_auth::serviceaccount::now,
         cache: badge_auth::serviceaccount::VerifiedCache::new().context("keying the verified-token cache")?,
+        revoked: revoked.clone(),
     };
     let cache_getter = Arc::new(badge_apiserver::serviceaccount::CacheTokenGetter(
         registry.clone(),
@@ -661,6 +671,8 @@ pub async fn run(options: ServerOptions) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("--cluster-signing-duration: {e}"))?;
     let usage_flush_period = badge_apiserver::limits::parse_go_duration(&options.usage_flush_period)
         .map_err(|e| anyhow::anyhow!("--usage-flush-period: {e}"))?;
+    let suspicious_window = badge_apiserver::limits::parse_go_duration(&options.suspicious_token_window)
+        .map_err(|e| anyhow::anyhow!("--suspicious-token-window: {e}"))?;
     if usage_flush_period.is_zero() {
         anyhow::bail!("--usage-flush-period must be positive");
     }
@@ -674,10 +686,16 @@ pub async fn run(options: ServerOptions) -> anyhow::Result<()> {
         crate::signer::spawn(socket, keys.clone(), lifetime, shutdown_rx.clone())?;
     }
     let api = badge_apiserver::ApiServer::new(registry, options.anonymous_auth, shutdown_rx.clone())
-        .with_usage(badge_apiserver::usage::UsageRecorder::new(
-            options.token_usage_tracking,
-        ))
+        .with_usage(
+            badge_apiserver::usage::UsageRecorder::new(options.token_usage_tracking).with_suspicion(
+                badge_apiserver::usage::SuspicionPolicy {
+                    window: suspicious_window,
+                    revoke: options.revoke_suspicious_tokens,
+                },
+            ),
+        )
         .with_rbac(rbac)
+        .with_revocations(revoked)
         .with_tokens(
             Arc::new(token_authenticator),
             api_audiences,

@@ -1,5 +1,6 @@
 //! `badge token create|list|delete|generate`: bootstrap tokens, as `kubeadm token` manages
 //! them: each a Secret `kube-system/bootstrap-token-<id>` written through a running server.
+//! `badge token revoke`: one ServiceAccount token, by its IssuedToken record.
 
 use std::path::PathBuf;
 
@@ -83,6 +84,18 @@ pub struct DeleteOptions {
     /// Token ids or whole tokens.
     #[arg(required = true)]
     tokens: Vec<String>,
+    #[command(flatten)]
+    connection: Connection,
+}
+
+#[derive(Args, Debug)]
+pub struct RevokeOptions {
+    /// The token's jti (its IssuedToken's name), or a legacy token's Secret name.
+    #[arg(required = true)]
+    tokens: Vec<String>,
+    /// The namespace of the token's ServiceAccount.
+    #[arg(short = 'n', long, default_value = "default")]
+    namespace: String,
     #[command(flatten)]
     connection: Connection,
 }
@@ -305,6 +318,44 @@ pub async fn delete(options: DeleteOptions) -> anyhow::Result<()> {
             anyhow::bail!("failed to delete bootstrap token {id:?}: {}", error_text(&body));
         }
         println!("bootstrap token {id:?} deleted");
+    }
+    Ok(())
+}
+
+/// Sets `spec.revoked` on each token's IssuedToken: a read and an update, so revoking takes
+/// exactly `update issuedtokens`; a conflicting write is retried from a fresh read.
+pub async fn revoke(options: RevokeOptions) -> anyhow::Result<()> {
+    const CONFLICT_RETRIES: usize = 5;
+    let client = options.connection.client()?;
+    let ns = &options.namespace;
+    for name in &options.tokens {
+        let path = format!("/apis/identity.badge.dev/v1/namespaces/{ns}/issuedtokens/{name}");
+        let mut attempt = 0;
+        loop {
+            let (status, mut record) = client.request("GET", &path, None).await?;
+            if status != 200 {
+                anyhow::bail!("failed to revoke token {name:?}: {}", error_text(&record));
+            }
+            if record.pointer("/spec/revoked").and_then(Value::as_bool) == Some(true) {
+                println!("issuedtoken.identity.badge.dev/{name} already revoked");
+                break;
+            }
+            match record.get_mut("spec").and_then(Value::as_object_mut) {
+                Some(spec) => {
+                    spec.insert("revoked".into(), Value::Bool(true));
+                }
+                None => record["spec"] = json!({"revoked": true}),
+            }
+            let (status, body) = client.request("PUT", &path, Some(record)).await?;
+            match status {
+                200 => {
+                    println!("issuedtoken.identity.badge.dev/{name} revoked");
+                    break;
+                }
+                409 if attempt < CONFLICT_RETRIES => attempt += 1,
+                _ => anyhow::bail!("failed to revoke token {name:?}: {}", error_text(&body)),
+            }
+        }
     }
     Ok(())
 }

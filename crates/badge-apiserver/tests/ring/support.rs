@@ -124,6 +124,7 @@ impl Ring {
         .await
         .unwrap();
         let audiences = vec![ISSUER.to_string()];
+        let revoked = Arc::new(badge_auth::revocation::RevokedTokens::new());
         let authenticator = badge_auth::serviceaccount::ServiceAccountAuthenticator {
             keys: keys.published().clone(),
             issuers: audiences.clone(),
@@ -131,6 +132,7 @@ impl Ring {
             getter: Arc::new(CacheTokenGetter(registry.clone())),
             clock: badge_auth::serviceaccount::now,
             cache: badge_auth::serviceaccount::VerifiedCache::new().unwrap(),
+            revoked: revoked.clone(),
         };
         let issuer = TokenIssuer {
             keys,
@@ -146,6 +148,7 @@ impl Ring {
         let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
         let api = ApiServer::new(registry.clone(), true, shutdown_rx)
             .with_rbac(rbac)
+            .with_revocations(revoked)
             .with_tokens(Arc::new(authenticator), audiences, Arc::new(issuer));
         Ring {
             api: Arc::new(finish(api)),

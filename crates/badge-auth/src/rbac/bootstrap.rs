@@ -610,6 +610,8 @@ pub fn default_cluster_roles() -> Vec<ClusterRole> {
                 "/.well-known/openid-configuration/",
                 "/openid/v1/jwks",
                 "/openid/v1/jwks/",
+                "/openid/v1/revocations",
+                "/openid/v1/revocations/",
             ])],
         ),
     ];

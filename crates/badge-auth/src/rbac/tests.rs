@@ -1482,6 +1482,8 @@ fn default_roles_hold_what_upstream_grants() {
         "/.well-known/openid-configuration/",
         "/openid/v1/jwks",
         "/openid/v1/jwks/",
+        "/openid/v1/revocations",
+        "/openid/v1/revocations/",
     ] {
         assert!(get_path(&sa, path), "{path}");
         assert!(!get_path(&anyone, path), "{path}");

@@ -65,13 +65,17 @@ fn run_to_file(args: &[&str], dir: &Path) -> (ExitStatus, String) {
 
 #[test]
 fn usage_errors_print_clap_message_and_exit_2_at_once() {
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 5] = [
         (&["nosuch"], "error: unrecognized subcommand 'nosuch'"),
         (
             &["server", "--bogus"],
             "error: unexpected argument '--bogus' found",
         ),
-        (&["token", "revoke"], "error: unrecognized subcommand 'revoke'"),
+        (&["token", "rewoke"], "error: unrecognized subcommand 'rewoke'"),
+        (
+            &["token", "revoke"],
+            "error: the following required arguments were not provided:",
+        ),
         // A boolean flag does not take the next word as its value, as in pflag.
         (
             &["server", "--anonymous-auth", "false"],

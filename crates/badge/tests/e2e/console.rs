@@ -121,7 +121,11 @@ fn console_in_a_headless_browser_shows_the_matrix_allows_what_rbac_allows_and_sh
     let playwright = playwright_path();
     let s = TestServer::start_with(
         env!("CARGO_BIN_EXE_badge"),
-        &["--console-bind-address", "127.0.0.1:0"],
+        &[
+            "--console-bind-address",
+            "127.0.0.1:0",
+            "--usage-flush-period=200ms",
+        ],
     );
     let url = console_url(&s);
     let applied = s.kubectl_with_stdin(&["apply", "-f", "-"], Some(SETUP));
@@ -131,6 +135,33 @@ fn console_in_a_headless_browser_shows_the_matrix_allows_what_rbac_allows_and_sh
         String::from_utf8_lossy(&applied.stderr)
     );
     let token = s.kubectl_ok(&["create", "token", "operator", "-n", "default"]);
+    // The token the console revokes, through the real identity API.
+    let web_token = s
+        .kubectl_ok(&["create", "token", "web", "-n", "shop"])
+        .trim()
+        .to_string();
+    let (web_jti, web_kid) = {
+        let part = |i: usize| -> Value {
+            serde_json::from_slice(
+                &base64::Engine::decode(
+                    &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+                    web_token.split('.').nth(i).unwrap(),
+                )
+                .unwrap(),
+            )
+            .unwrap()
+        };
+        (
+            part(1)["jti"].as_str().unwrap().to_string(),
+            part(0)["kid"].as_str().unwrap().to_string(),
+        )
+    };
+    assert!(crate::authenticated(&s, &web_token));
+    crate::eventually("the web token's record", || {
+        s.kubectl(&["get", "issuedtoken", &web_jti, "-n", "shop"])
+            .status
+            .success()
+    });
     let shots = match std::env::var("BADGE_CONSOLE_SCREENSHOTS") {
         Ok(dir) => PathBuf::from(dir),
         Err(_) => s.data_dir().join("screenshots"),
@@ -145,6 +176,7 @@ fn console_in_a_headless_browser_shows_the_matrix_allows_what_rbac_allows_and_sh
         .env("CONSOLE_USER", "system:serviceaccount:default:operator")
         .env("SA_NS", "shop")
         .env("SA_NAME", "web")
+        .env("WEB_JTI", &web_jti)
         .env("SCREENSHOT_DIR", &shots)
         .output()
         .expect("running node");
@@ -168,25 +200,20 @@ fn console_in_a_headless_browser_shows_the_matrix_allows_what_rbac_allows_and_sh
     assert_eq!(result["storage"]["local"], 0);
     assert_eq!(result["storage"]["session"], 0);
     assert_eq!(result["storage"]["cookie"], "");
-    // The server serves the IssuedToken API, so the console shows it rather than its
-    // "not available" notice.
-    let inventory = result["tokenInventory"].as_str().unwrap();
-    assert!(!inventory.contains("is not available"), "{inventory}");
+    // The identity API is served: nothing is shown as unavailable.
+    assert_eq!(result["tokenInventoryUnavailable"], 0, "{result:#}");
 
     // The filter narrows the list to the one ServiceAccount named.
     assert_eq!(result["filteredRows"], 1, "{result:#}");
-    // With the identity API answering in its documented shape (stubbed in the page), the
-    // token is listed and Revoke sends a merge patch of spec.revoked with the CSRF token.
+    // The token is listed from the server's identity API, and Revoke sends a merge patch of
+    // spec.revoked with the CSRF token.
     assert_eq!(result["liveBefore"], "1", "{result:#}");
     let row = result["tokenRow"].as_str().unwrap();
-    assert!(
-        row.contains("Pod/web-5d9c7") && row.contains("Z_pK33li4EWm"),
-        "{row}"
-    );
+    assert!(row.contains(&web_kid), "{row}");
     let revoke = &result["revoke"];
     assert_eq!(
         revoke["path"],
-        "/console/api/apis/identity.badge.dev/v1/namespaces/shop/issuedtokens/web-7f3k2"
+        format!("/console/api/apis/identity.badge.dev/v1/namespaces/shop/issuedtokens/{web_jti}")
     );
     assert_eq!(revoke["contentType"], "application/merge-patch+json");
     assert_eq!(revoke["csrf"], true);
@@ -195,13 +222,28 @@ fn console_in_a_headless_browser_shows_the_matrix_allows_what_rbac_allows_and_sh
         serde_json::json!({"spec": {"revoked": true}})
     );
     assert!(
-        result["revokeRequest"]
-            .as_str()
-            .unwrap()
-            .starts_with("PATCH /apis/identity.badge.dev/v1/namespaces/shop/issuedtokens/web-7f3k2"),
+        result["revokeRequest"].as_str().unwrap().starts_with(&format!(
+            "PATCH /apis/identity.badge.dev/v1/namespaces/shop/issuedtokens/{web_jti}"
+        )),
         "{result:#}"
     );
     assert_eq!(result["liveAfter"], "0", "{result:#}");
+    // The revocation is real: the token now fails TokenReview.
+    assert_eq!(
+        s.kubectl_ok(&[
+            "get",
+            "issuedtoken",
+            &web_jti,
+            "-n",
+            "shop",
+            "-o",
+            "jsonpath={.spec.revoked}"
+        ]),
+        "true"
+    );
+    crate::eventually("the revoked token failing TokenReview", || {
+        !crate::authenticated(&s, &web_token)
+    });
 
     // The matrix: the Role grants pods list, through the binding shown in the cell.
     let matrix = &result["matrix"];

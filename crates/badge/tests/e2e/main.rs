@@ -31,6 +31,7 @@ mod openapi;
 mod podlifecycle;
 mod rbac;
 mod reviews;
+mod revocation;
 mod service_identity;
 mod tokens;
 mod webhooks;

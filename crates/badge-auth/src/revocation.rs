@@ -1,0 +1,189 @@
+//! Revoked tokens: the IssuedTokens whose `spec.revoked` is set, by namespace and record
+//! name (a jti, or a legacy token's Secret). Kubernetes cannot revoke one bound token; badge
+//! keeps the set in memory on every server, fed by the watch of the inventory, and the
+//! authenticator consults it on every request, cache hits included.
+//!
+//! Reads take an atomic snapshot and never lock: revocations are rare, lookups are on every
+//! request, so a change copies the set and publishes the copy.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
+
+/// One revoked token, as the revocation list names it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RevokedToken {
+    pub namespace: String,
+    /// The jti, or the legacy token's Secret name.
+    pub record: String,
+    /// The token's expiry, unix seconds; None for legacy tokens, which never expire.
+    pub expires_at: Option<i64>,
+    pub legacy: bool,
+}
+
+/// Namespace → record → the revoked token.
+type Snapshot = HashMap<String, HashMap<String, Arc<RevokedToken>>>;
+
+/// The revoked tokens a server knows of.
+#[derive(Default)]
+pub struct RevokedTokens {
+    snapshot: ArcSwap<Snapshot>,
+    /// Serializes writers so no change is lost between a copy and its publication.
+    writer: Mutex<()>,
+}
+
+impl RevokedTokens {
+    pub fn new() -> RevokedTokens {
+        RevokedTokens::default()
+    }
+
+    /// Whether the token recorded as `namespace/record` is revoked. Lock-free.
+    pub fn is_revoked(&self, namespace: &str, record: &str) -> bool {
+        let snapshot = self.snapshot.load();
+        !snapshot.is_empty()
+            && snapshot
+                .get(namespace)
+                .is_some_and(|records| records.contains_key(record))
+    }
+
+    /// Marks a token revoked; true if it was not already.
+    pub fn insert(&self, token: RevokedToken) -> bool {
+        let _writer = self.writer.lock();
+        let current = self.snapshot.load();
+        let known = current
+            .get(&token.namespace)
+            .and_then(|records| records.get(&token.record));
+        if known.is_some_and(|k| **k == token) {
+            return false;
+        }
+        let added = known.is_none();
+        let mut next = Snapshot::clone(&current);
+        next.entry(token.namespace.clone())
+            .or_default()
+            .insert(token.record.clone(), Arc::new(token));
+        self.snapshot.store(Arc::new(next));
+        added
+    }
+
+    /// Forgets a token (its record was deleted at expiry, or un-revoked).
+    pub fn remove(&self, namespace: &str, record: &str) {
+        let _writer = self.writer.lock();
+        let current = self.snapshot.load();
+        if !current
+            .get(namespace)
+            .is_some_and(|records| records.contains_key(record))
+        {
+            return;
+        }
+        let mut next = Snapshot::clone(&current);
+        if let Some(records) = next.get_mut(namespace) {
+            records.remove(record);
+            if records.is_empty() {
+                next.remove(namespace);
+            }
+        }
+        self.snapshot.store(Arc::new(next));
+    }
+
+    /// Replaces the whole set (a fresh list after the watch restarted).
+    pub fn replace(&self, tokens: impl IntoIterator<Item = RevokedToken>) {
+        let _writer = self.writer.lock();
+        let mut next = Snapshot::new();
+        for token in tokens {
+            next.entry(token.namespace.clone())
+                .or_default()
+                .insert(token.record.clone(), Arc::new(token));
+        }
+        self.snapshot.store(Arc::new(next));
+    }
+
+    /// The revoked tokens not yet expired at `now`, ordered by namespace and record.
+    pub fn live(&self, now: i64) -> Vec<RevokedToken> {
+        let snapshot = self.snapshot.load();
+        let ordered: BTreeMap<(&str, &str), &RevokedToken> = snapshot
+            .iter()
+            .flat_map(|(ns, records)| {
+                records
+                    .iter()
+                    .map(move |(record, token)| ((ns.as_str(), record.as_str()), &**token))
+            })
+            .filter(|(_, token)| token.expires_at.is_none_or(|exp| exp >= now))
+            .collect();
+        ordered.into_values().cloned().collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.snapshot.load().values().map(HashMap::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.snapshot.load().is_empty()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn token(ns: &str, record: &str, exp: Option<i64>) -> RevokedToken {
+        RevokedToken {
+            namespace: ns.into(),
+            record: record.into(),
+            expires_at: exp,
+            legacy: exp.is_none(),
+        }
+    }
+
+    #[test]
+    fn revoked_by_namespace_and_record() {
+        let set = RevokedTokens::new();
+        assert!(!set.is_revoked("demo", "jti-1"));
+        assert!(set.insert(token("demo", "jti-1", Some(100))));
+        assert!(!set.insert(token("demo", "jti-1", Some(100))));
+        assert!(set.is_revoked("demo", "jti-1"));
+        assert!(!set.is_revoked("demo", "jti-2"));
+        assert!(!set.is_revoked("other", "jti-1"));
+        set.remove("demo", "jti-1");
+        assert!(!set.is_revoked("demo", "jti-1"));
+        assert!(set.is_empty());
+    }
+
+    #[test]
+    fn live_drops_expired_and_keeps_legacy() {
+        let set = RevokedTokens::new();
+        set.insert(token("b", "late", Some(200)));
+        set.insert(token("a", "early", Some(50)));
+        set.insert(token("a", "secret-token", None));
+        let live: Vec<String> = set.live(100).into_iter().map(|t| t.record).collect();
+        assert_eq!(live, ["secret-token", "late"]);
+        assert_eq!(set.len(), 3);
+    }
+
+    #[test]
+    fn replace_swaps_the_whole_set() {
+        let set = RevokedTokens::new();
+        set.insert(token("a", "old", Some(1)));
+        set.replace([token("a", "new", Some(2))]);
+        assert!(!set.is_revoked("a", "old"));
+        assert!(set.is_revoked("a", "new"));
+    }
+
+    #[test]
+    fn a_reader_holds_its_snapshot_while_a_writer_publishes() {
+        let set = Arc::new(RevokedTokens::new());
+        let writer = {
+            let set = set.clone();
+            std::thread::spawn(move || {
+                for i in 0..200 {
+                    set.insert(token("ns", &format!("jti-{i}"), Some(i)));
+                }
+            })
+        };
+        writer.join().unwrap();
+        assert_eq!(set.len(), 200);
+        assert!((0..200).all(|i| set.is_revoked("ns", &format!("jti-{i}"))));
+    }
+}
