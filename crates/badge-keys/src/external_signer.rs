@@ -3,19 +3,14 @@
 //! ServiceAccount tokens with this ring's keys and verifies them with its published keys.
 //! The messages are declared by hand with upstream's wire tags, as the KMS plugin's are.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use rand::RngCore;
 use tokio::net::UnixListener;
-use tonic::server::Grpc;
-use tonic::{Request, Response, Status};
-use tonic_prost::ProstCodec;
+use tonic::Status;
 
 use crate::ServiceAccountKeys;
 
@@ -179,65 +174,31 @@ impl ExternalSigner {
     }
 }
 
-/// Binds the socket at `path` (a stale one is replaced), readable by its owner only: bound
-/// in a private directory, made 0600, then moved into place, so it is never reachable with
-/// looser permissions.
+/// Binds the socket at `path` (a stale one is replaced), usable by its owner only.
 pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let private = parent.join(format!(
-        ".jwt-signer-{}-{:x}",
-        std::process::id(),
-        rand::rng().next_u64()
-    ));
-    std::fs::DirBuilder::new().mode(0o700).create(&private)?;
-    let staged = private.join("socket");
-    let bound = UnixListener::bind(&staged).and_then(|listener| {
-        std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o600))?;
-        std::fs::rename(&staged, path)?;
-        Ok(listener)
-    });
-    let _ = std::fs::remove_file(&staged);
-    let _ = std::fs::remove_dir(&private);
-    bound
+    badge_grpc::bind(path, "jwt-signer")
 }
 
-async fn handle(
-    signer: Arc<ExternalSigner>,
-    request: http::Request<hyper::body::Incoming>,
-) -> http::Response<tonic::body::Body> {
+async fn handle(signer: Arc<ExternalSigner>, request: badge_grpc::HttpRequest) -> badge_grpc::HttpResponse {
     match request.uri().path() {
         SIGN_PATH => {
-            let service = tower::service_fn(move |r: Request<SignJwtRequest>| {
-                let signer = signer.clone();
-                async move { signer.sign(r.get_ref()).map(Response::new) }
-            });
-            Grpc::new(ProstCodec::<SignJwtResponse, SignJwtRequest>::default())
-                .unary(service, request)
-                .await
+            badge_grpc::unary(request, move |r: SignJwtRequest| async move { signer.sign(&r) }).await
         }
         FETCH_KEYS_PATH => {
-            let service = tower::service_fn(move |_: Request<FetchKeysRequest>| {
-                let signer = signer.clone();
-                async move { signer.fetch_keys().map(Response::new) }
-            });
-            Grpc::new(ProstCodec::<FetchKeysResponse, FetchKeysRequest>::default())
-                .unary(service, request)
-                .await
+            badge_grpc::unary(
+                request,
+                move |_: FetchKeysRequest| async move { signer.fetch_keys() },
+            )
+            .await
         }
         METADATA_PATH => {
-            let service = tower::service_fn(move |_: Request<MetadataRequest>| {
-                let signer = signer.clone();
-                async move { Ok::<_, Status>(Response::new(signer.metadata())) }
-            });
-            Grpc::new(ProstCodec::<MetadataResponse, MetadataRequest>::default())
-                .unary(service, request)
-                .await
+            badge_grpc::unary(
+                request,
+                move |_: MetadataRequest| async move { Ok(signer.metadata()) },
+            )
+            .await
         }
-        other => Status::unimplemented(format!("unknown method {other}")).into_http(),
+        other => badge_grpc::unimplemented(other),
     }
 }
 
@@ -247,26 +208,13 @@ pub async fn serve(
     signer: Arc<ExternalSigner>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, _) = tokio::select! {
-            () = &mut shutdown => return Ok(()),
-            accepted = listener.accept() => accepted?,
-        };
-        let signer = signer.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |request| {
-                let signer = signer.clone();
-                async move { Ok::<_, Infallible>(handle(signer, request).await) }
-            });
-            if let Err(e) = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                tracing::debug!(error = %e, "external signer connection ended");
-            }
-        });
-    }
+    badge_grpc::serve(
+        listener,
+        move |request| handle(signer.clone(), request),
+        shutdown,
+        "external signer",
+    )
+    .await
 }
 
 #[cfg(test)]

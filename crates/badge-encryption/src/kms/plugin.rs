@@ -6,20 +6,16 @@
 //! encrypts, every key decrypts. A key's id is derived from it, so putting a new key on
 //! top rotates: the next `Status` reports the new id and the server makes a new DEK seed.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use base64::Engine;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use parking_lot::RwLock;
 use rand::RngCore;
 use tokio::net::UnixListener;
-use tonic::server::Grpc;
-use tonic::{Request, Response, Status};
-use tonic_prost::ProstCodec;
+use tonic::Status;
 
 use super::proto;
 
@@ -166,65 +162,35 @@ impl PluginKeys {
     }
 }
 
-/// Binds the socket at `path` (a stale one is replaced), readable by its owner only. It is
-/// bound in a private directory, made 0600 and then moved into place, so it is never
-/// reachable with looser permissions.
+/// Binds the socket at `path` (a stale one is replaced), usable by its owner only.
 pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    let parent = path.parent().unwrap_or(Path::new("."));
-    let private = parent.join(format!(
-        ".kms-plugin-{}-{:x}",
-        std::process::id(),
-        rand::rng().next_u64()
-    ));
-    std::fs::DirBuilder::new().mode(0o700).create(&private)?;
-    let staged = private.join("socket");
-    let bound = UnixListener::bind(&staged).and_then(|listener| {
-        std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o600))?;
-        std::fs::rename(&staged, path)?;
-        Ok(listener)
-    });
-    let _ = std::fs::remove_file(&staged);
-    let _ = std::fs::remove_dir(&private);
-    bound
+    badge_grpc::bind(path, "kms-plugin")
 }
 
-async fn handle(
-    keys: Arc<PluginKeys>,
-    request: http::Request<hyper::body::Incoming>,
-) -> http::Response<tonic::body::Body> {
-    fn answer<T>(result: Result<T, Status>) -> Result<Response<T>, Status> {
-        result.map(Response::new)
-    }
+async fn handle(keys: Arc<PluginKeys>, request: badge_grpc::HttpRequest) -> badge_grpc::HttpResponse {
     match request.uri().path() {
         proto::STATUS_PATH => {
-            let service = tower::service_fn(move |_: Request<proto::StatusRequest>| {
-                let keys = keys.clone();
-                async move { answer(keys.status()) }
-            });
-            Grpc::new(ProstCodec::<proto::StatusResponse, proto::StatusRequest>::default())
-                .unary(service, request)
-                .await
+            badge_grpc::unary(
+                request,
+                move |_: proto::StatusRequest| async move { keys.status() },
+            )
+            .await
         }
         proto::ENCRYPT_PATH => {
-            let service = tower::service_fn(move |r: Request<proto::EncryptRequest>| {
-                let keys = keys.clone();
-                async move { answer(keys.encrypt(r.into_inner())) }
-            });
-            Grpc::new(ProstCodec::<proto::EncryptResponse, proto::EncryptRequest>::default())
-                .unary(service, request)
-                .await
+            badge_grpc::unary(
+                request,
+                move |r: proto::EncryptRequest| async move { keys.encrypt(r) },
+            )
+            .await
         }
         proto::DECRYPT_PATH => {
-            let service = tower::service_fn(move |r: Request<proto::DecryptRequest>| {
-                let keys = keys.clone();
-                async move { answer(keys.decrypt(r.into_inner())) }
-            });
-            Grpc::new(ProstCodec::<proto::DecryptResponse, proto::DecryptRequest>::default())
-                .unary(service, request)
-                .await
+            badge_grpc::unary(
+                request,
+                move |r: proto::DecryptRequest| async move { keys.decrypt(r) },
+            )
+            .await
         }
-        other => Status::unimplemented(format!("unknown method {other}")).into_http(),
+        other => badge_grpc::unimplemented(other),
     }
 }
 
@@ -234,26 +200,13 @@ pub async fn serve(
     keys: Arc<PluginKeys>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, _) = tokio::select! {
-            () = &mut shutdown => return Ok(()),
-            accepted = listener.accept() => accepted?,
-        };
-        let keys = keys.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |request| {
-                let keys = keys.clone();
-                async move { Ok::<_, Infallible>(handle(keys, request).await) }
-            });
-            if let Err(e) = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                tracing::debug!(error = %e, "kms plugin connection ended");
-            }
-        });
-    }
+    badge_grpc::serve(
+        listener,
+        move |request| handle(keys.clone(), request),
+        shutdown,
+        "kms plugin",
+    )
+    .await
 }
 
 /// The socket path of a `unix://` endpoint, as upstream's `util.ParseEndpoint`.
