@@ -16,4 +16,5 @@ mod lists;
 mod matrix;
 mod node;
 mod poddeletion;
+mod token_policy;
 mod tokenrequest;
