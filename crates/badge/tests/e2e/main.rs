@@ -29,6 +29,7 @@ mod openapi;
 mod podlifecycle;
 mod rbac;
 mod reviews;
+mod token_policy;
 mod tokens;
 mod workflow;
 
