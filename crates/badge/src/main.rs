@@ -11,6 +11,7 @@ mod node;
 mod permissions;
 mod server;
 mod token_cmd;
+mod usage_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -50,6 +51,8 @@ enum Command {
     /// Work with tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// List the ServiceAccounts and tokens unused for a while.
+    Usage(usage_cmd::UsageOptions),
 }
 
 #[derive(Subcommand)]
@@ -100,6 +103,7 @@ fn main() -> std::process::ExitCode {
             Command::Token(TokenCommand::List(options)) => token_cmd::list(options).await,
             Command::Token(TokenCommand::Delete(options)) => token_cmd::delete(options).await,
             Command::Token(TokenCommand::Generate) => token_cmd::generate(),
+            Command::Usage(options) => usage_cmd::run(options).await,
         }
     });
     // Every line logged is written before the outcome is printed.

@@ -34,7 +34,7 @@ pub struct Connection {
 }
 
 impl Connection {
-    fn client(&self) -> anyhow::Result<Client> {
+    pub(crate) fn client(&self) -> anyhow::Result<Client> {
         let path = self
             .kubeconfig
             .clone()

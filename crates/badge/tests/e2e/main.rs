@@ -16,6 +16,7 @@ mod encryption_ops;
 mod ha;
 mod ha_faults;
 mod ha_history;
+mod idle_usage;
 mod inventory;
 mod join;
 mod key_retire;

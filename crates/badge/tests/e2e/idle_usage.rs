@@ -1,0 +1,58 @@
+//! `badge usage --unused-for`: ServiceAccounts and tokens unused for that long, against a
+//! real server.
+
+use badge_testkit::TestServer;
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_badge");
+
+fn usage(s: &TestServer, args: &[&str]) -> Value {
+    let out = std::process::Command::new(BIN)
+        .arg("usage")
+        .arg("--data-dir")
+        .arg(s.data_dir())
+        .args(args)
+        .args(["-o", "json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn listed(report: &Value) -> Vec<(String, String)> {
+    report["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["kind"].as_str().unwrap().to_string(),
+                i["name"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn badge_usage_lists_what_was_not_used_for_that_long() {
+    let s = TestServer::start(BIN);
+    s.kubectl_ok(&["create", "namespace", "shop"]);
+    s.kubectl_ok(&["create", "serviceaccount", "web", "-n", "shop"]);
+    // Never used: counts from its creation, so it is idle for zero seconds already...
+    let now = listed(&usage(&s, &["--unused-for", "0s", "-n", "shop"]));
+    assert!(now.contains(&("ServiceAccount".into(), "web".into())), "{now:?}");
+    assert!(
+        now.contains(&("ServiceAccount".into(), "default".into())),
+        "{now:?}"
+    );
+    // ...and not for thirty days.
+    let month = usage(&s, &["--unused-for", "30d", "-n", "shop"]);
+    assert!(listed(&month).is_empty(), "{month}");
+    let table = std::process::Command::new(BIN)
+        .args(["usage", "--unused-for", "0s", "-n", "shop", "--kubeconfig"])
+        .arg(s.data_dir().join("admin.kubeconfig"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(text.starts_with("KIND") && text.contains("<never>"), "{text}");
+}
