@@ -307,6 +307,7 @@ impl TokenIssuer {
             registry,
             crate::token_policy::Request {
                 namespace,
+                service_account_name: sa_name,
                 service_account: &sa,
                 audiences: &audiences,
                 bound_object_kind: bound_ref.as_ref().map(|r| r.kind()),

@@ -12,6 +12,7 @@ use serde_json::Value;
 /// What the TokenRequest asks, checked against the policies of `namespace`.
 pub(crate) struct Request<'a> {
     pub namespace: &'a str,
+    pub service_account_name: &'a str,
     pub service_account: &'a badge_registry::CachedObject,
     pub audiences: &'a [String],
     pub bound_object_kind: Option<&'a str>,
@@ -40,6 +41,14 @@ pub(crate) async fn admit(registry: &Registry, request: Request<'_>) -> Result<A
             None,
         )
         .await?;
+    // The list waited for the cache to catch up with the store: the ServiceAccount as it is
+    // now, so disabling it applies to the very next request.
+    let fresh = badge_api::resources::lookup("", "v1", "serviceaccounts")
+        .and_then(|sa| registry.get_cached_object(sa, request.namespace, request.service_account_name));
+    refuse_disabled(
+        request.namespace,
+        fresh.as_deref().unwrap_or(request.service_account),
+    )?;
     if page.items.is_empty() {
         return Ok(unchanged);
     }
@@ -49,7 +58,7 @@ pub(crate) async fn admit(registry: &Registry, request: Request<'_>) -> Result<A
         .filter_map(|item| serde_json::from_value(Value::clone(item)).ok())
         .collect();
     // Decoded only here: most namespaces have no policy, and issuing tokens is a hot path.
-    let service_account = request.service_account.value();
+    let service_account = fresh.as_deref().unwrap_or(request.service_account).value();
     let name = badge_api::meta::name(&service_account);
     let labels: BTreeMap<String, String> = service_account
         .pointer("/metadata/labels")
@@ -78,4 +87,37 @@ pub(crate) async fn admit(registry: &Registry, request: Request<'_>) -> Result<A
             &denied.to_string(),
         )
     })
+}
+
+/// A disabled ServiceAccount gets no token until it is enabled again.
+fn refuse_disabled(namespace: &str, service_account: &badge_registry::CachedObject) -> Result<(), Status> {
+    use badge_api::identity::DISABLED_LABEL;
+    if !service_account.mentions(DISABLED_LABEL) {
+        return Ok(());
+    }
+    let object = service_account.value();
+    let disabled = object
+        .pointer("/metadata/labels")
+        .and_then(|labels| labels.get(DISABLED_LABEL))
+        .and_then(Value::as_str)
+        == Some("true");
+    if !disabled {
+        return Ok(());
+    }
+    let name = badge_api::meta::name(&object);
+    tracing::info!(
+        namespace,
+        serviceaccount = name,
+        "token request refused: the ServiceAccount is disabled"
+    );
+    Err(Status::forbidden(
+        GroupResource {
+            group: "",
+            resource: "serviceaccounts",
+        },
+        name,
+        &format!(
+            "the ServiceAccount is disabled ({DISABLED_LABEL}=true); enable it with `badge serviceaccount enable {namespace}/{name}`"
+        ),
+    ))
 }

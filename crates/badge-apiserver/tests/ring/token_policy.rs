@@ -180,3 +180,26 @@ async fn admins_write_policies_and_viewers_read_them() {
     assert_eq!(read.code, 200, "{}", read.body);
     assert_eq!(read.body["spec"]["maxExpirationSeconds"], 3600);
 }
+
+#[tokio::test]
+async fn a_disabled_service_account_gets_no_token_until_enabled() {
+    let ring = Ring::new().await;
+    ring.namespace("shop").await;
+    let mut sa = ring.service_account("shop", "web").await;
+    let admin = Caller::admin();
+    let path = "/api/v1/namespaces/shop/serviceaccounts/web";
+    sa["metadata"]["labels"] = json!({"identity.badge.dev/disabled": "true"});
+    let updated = ring.call(&admin, "PUT", path, Some(&sa)).await;
+    assert_eq!(updated.code, 200, "{}", updated.body);
+    let refused = ring.call(&admin, "POST", TOKEN, Some(&request(json!({})))).await;
+    assert_eq!(refused.code, 403, "{}", refused.body);
+    assert_eq!(
+        refused.body["message"],
+        "serviceaccounts \"web\" is forbidden: the ServiceAccount is disabled (identity.badge.dev/disabled=true); enable it with `badge serviceaccount enable shop/web`"
+    );
+    let mut enabled = updated.body.clone();
+    enabled["metadata"]["labels"] = json!({"identity.badge.dev/disabled": "false"});
+    assert_eq!(ring.call(&admin, "PUT", path, Some(&enabled)).await.code, 200);
+    let issued = ring.call(&admin, "POST", TOKEN, Some(&request(json!({})))).await;
+    assert_eq!(issued.code, 201, "{}", issued.body);
+}
