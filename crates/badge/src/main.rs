@@ -10,6 +10,7 @@ mod migrate;
 mod node;
 mod permissions;
 mod server;
+mod serviceaccount_cmd;
 mod token_cmd;
 mod usage_cmd;
 
@@ -51,6 +52,9 @@ enum Command {
     /// Work with tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Enable or disable a ServiceAccount.
+    #[command(subcommand, name = "serviceaccount", alias = "sa")]
+    ServiceAccount(serviceaccount_cmd::ServiceAccountCommand),
     /// List the ServiceAccounts and tokens unused for a while.
     Usage(usage_cmd::UsageOptions),
 }
@@ -104,6 +108,7 @@ fn main() -> std::process::ExitCode {
             Command::Token(TokenCommand::Delete(options)) => token_cmd::delete(options).await,
             Command::Token(TokenCommand::Generate) => token_cmd::generate(),
             Command::Usage(options) => usage_cmd::run(options).await,
+            Command::ServiceAccount(command) => serviceaccount_cmd::run(command).await,
         }
     });
     // Every line logged is written before the outcome is printed.

@@ -56,3 +56,53 @@ fn badge_usage_lists_what_was_not_used_for_that_long() {
     let text = String::from_utf8_lossy(&table.stdout);
     assert!(text.starts_with("KIND") && text.contains("<never>"), "{text}");
 }
+
+fn serviceaccount(s: &TestServer, verb: &str, target: &str) -> String {
+    let out = std::process::Command::new(BIN)
+        .args(["serviceaccount", verb, target, "--data-dir"])
+        .arg(s.data_dir())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn a_disabled_service_account_is_enabled_again_with_one_command() {
+    let s = TestServer::start(BIN);
+    s.kubectl_ok(&["create", "namespace", "shop"]);
+    s.kubectl_ok(&["create", "serviceaccount", "web", "-n", "shop"]);
+    assert_eq!(
+        serviceaccount(&s, "disable", "shop/web"),
+        "serviceaccount/web disabled\n"
+    );
+    let refused = s.kubectl_err(&["create", "token", "web", "-n", "shop"]);
+    assert!(
+        refused.contains("the ServiceAccount is disabled (identity.badge.dev/disabled=true)"),
+        "{refused}"
+    );
+    assert_eq!(
+        serviceaccount(&s, "enable", "shop/web"),
+        "serviceaccount/web enabled\n"
+    );
+    s.kubectl_ok(&["create", "token", "web", "-n", "shop"]);
+    // The same through kubectl: set the label, then remove it.
+    s.kubectl_ok(&[
+        "label",
+        "serviceaccount",
+        "web",
+        "-n",
+        "shop",
+        "identity.badge.dev/disabled=true",
+    ]);
+    s.kubectl_err(&["create", "token", "web", "-n", "shop"]);
+    s.kubectl_ok(&[
+        "label",
+        "serviceaccount",
+        "web",
+        "-n",
+        "shop",
+        "identity.badge.dev/disabled-",
+    ]);
+    s.kubectl_ok(&["create", "token", "web", "-n", "shop"]);
+}
