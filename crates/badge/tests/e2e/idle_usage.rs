@@ -106,3 +106,64 @@ fn a_disabled_service_account_is_enabled_again_with_one_command() {
     ]);
     s.kubectl_ok(&["create", "token", "web", "-n", "shop"]);
 }
+
+fn labels(s: &TestServer, name: &str) -> Option<Value> {
+    let out = s.kubectl(&["get", "serviceaccount", name, "-n", "shop", "-o", "json"]);
+    out.status
+        .success()
+        .then(|| serde_json::from_slice::<Value>(&out.stdout).unwrap()["metadata"]["labels"].clone())
+}
+
+#[test]
+fn the_idle_cleanup_marks_disables_then_deletes_an_unused_service_account() {
+    let s = TestServer::start_with(BIN, &["--idle-serviceaccount-cleanup-period=5s"]);
+    s.kubectl_ok(&["create", "namespace", "shop"]);
+    s.kubectl_ok(&["create", "serviceaccount", "web", "-n", "shop"]);
+    crate::eventually("the idle mark", || {
+        labels(&s, "web").is_some_and(|l| l.get("identity.badge.dev/idle-since").is_some())
+    });
+    assert!(s.logged("idle ServiceAccount marked idle"));
+    crate::eventually("the ServiceAccount disabled", || {
+        labels(&s, "web").is_some_and(|l| l["identity.badge.dev/disabled"] == "true")
+    });
+    let refused = s.kubectl_err(&["create", "token", "web", "-n", "shop"]);
+    assert!(refused.contains("the ServiceAccount is disabled"), "{refused}");
+    crate::eventually("the ServiceAccount deleted", || labels(&s, "web").is_none());
+    assert!(s.logged("idle ServiceAccount deleted"));
+}
+
+#[test]
+fn the_idle_cleanup_in_dry_run_changes_nothing() {
+    let s = TestServer::start_with(
+        BIN,
+        &[
+            "--idle-serviceaccount-cleanup-period=1s",
+            "--idle-serviceaccount-cleanup-dry-run",
+        ],
+    );
+    s.kubectl_ok(&["create", "namespace", "shop"]);
+    s.kubectl_ok(&["create", "serviceaccount", "web", "-n", "shop"]);
+    let before = s.kubectl_ok(&[
+        "get",
+        "serviceaccount",
+        "web",
+        "-n",
+        "shop",
+        "-o",
+        "jsonpath={.metadata.resourceVersion}",
+    ]);
+    crate::eventually("the dry-run log line", || {
+        s.logged("idle ServiceAccount would be marked idle")
+    });
+    let after = s.kubectl_ok(&[
+        "get",
+        "serviceaccount",
+        "web",
+        "-n",
+        "shop",
+        "-o",
+        "jsonpath={.metadata.resourceVersion}",
+    ]);
+    assert_eq!(before, after);
+    assert!(!s.logged("idle ServiceAccount marked idle"));
+}
