@@ -9,6 +9,7 @@ mod log_writer;
 mod migrate;
 mod node;
 mod permissions;
+mod rbac_suggest;
 mod server;
 mod serviceaccount_cmd;
 mod token_cmd;
@@ -52,6 +53,9 @@ enum Command {
     /// Work with tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Least-privilege RBAC from the audit log.
+    #[command(subcommand)]
+    Rbac(rbac_suggest::RbacCommand),
     /// Enable or disable a ServiceAccount.
     #[command(subcommand, name = "serviceaccount", alias = "sa")]
     ServiceAccount(serviceaccount_cmd::ServiceAccountCommand),
@@ -108,6 +112,7 @@ fn main() -> std::process::ExitCode {
             Command::Token(TokenCommand::Delete(options)) => token_cmd::delete(options).await,
             Command::Token(TokenCommand::Generate) => token_cmd::generate(),
             Command::Usage(options) => usage_cmd::run(options).await,
+            Command::Rbac(command) => rbac_suggest::run(command).await,
             Command::ServiceAccount(command) => serviceaccount_cmd::run(command).await,
         }
     });

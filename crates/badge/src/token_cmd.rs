@@ -34,6 +34,10 @@ pub struct Connection {
 }
 
 impl Connection {
+    pub(crate) fn data_dir(&self) -> &std::path::Path {
+        &self.data_dir
+    }
+
     pub(crate) fn client(&self) -> anyhow::Result<Client> {
         let path = self
             .kubeconfig

@@ -29,6 +29,7 @@ mod nodes;
 mod openapi;
 mod podlifecycle;
 mod rbac;
+mod rbac_suggest;
 mod reviews;
 mod token_policy;
 mod tokens;
