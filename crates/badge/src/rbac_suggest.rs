@@ -44,12 +44,16 @@ const NAMED_VERBS: &[&str] = &["get", "update", "patch", "delete"];
 type Scope = String;
 /// (apiGroup, resource[/subresource]) or ("", non-resource URL).
 type Target = (String, String);
+/// The names requested per verb; None when some request of the verb named none.
+type NamesByVerb = BTreeMap<String, Option<BTreeSet<String>>>;
+/// (apiGroup, resource, names) of one rule.
+type RuleKey = (String, String, Option<BTreeSet<String>>);
 
 /// What the identity did, by scope.
 #[derive(Debug, Default, PartialEq)]
 pub struct Used {
     /// scope → (group, resource) → verb → names (None: some request named none).
-    pub resources: BTreeMap<Scope, BTreeMap<Target, BTreeMap<String, Option<BTreeSet<String>>>>>,
+    pub resources: BTreeMap<Scope, BTreeMap<Target, NamesByVerb>>,
     /// non-resource URL → verbs.
     pub non_resource: BTreeMap<String, BTreeSet<String>>,
 }
@@ -102,8 +106,8 @@ pub fn used(events: impl Iterator<Item = Value>, username: &str, since: jiff::Ti
 }
 
 /// Rules for one scope: one per (group, resource, names), verbs merged.
-fn rules(targets: &BTreeMap<Target, BTreeMap<String, Option<BTreeSet<String>>>>) -> Vec<Value> {
-    let mut merged: BTreeMap<(String, String, Option<BTreeSet<String>>), BTreeSet<String>> = BTreeMap::new();
+fn rules(targets: &BTreeMap<Target, NamesByVerb>) -> Vec<Value> {
+    let mut merged: BTreeMap<RuleKey, BTreeSet<String>> = BTreeMap::new();
     for ((group, resource), verbs) in targets {
         for (verb, names) in verbs {
             merged
