@@ -193,6 +193,40 @@ pub fn evaluate(policies: &[TokenPolicy], asked: &TokenAsked<'_>) -> Result<Allo
     Ok(allowed)
 }
 
+/// The shortest lifetime TokenRequest issues: a lower maximum could never be honoured.
+pub const MIN_EXPIRATION_SECONDS: i64 = 600;
+
+/// Field errors of a TokenPolicy as written.
+pub fn validate(object: &serde_json::Value) -> Vec<crate::FieldError> {
+    use crate::FieldError;
+    let mut errs = Vec::new();
+    if let Some(max) = object
+        .pointer("/spec/maxExpirationSeconds")
+        .and_then(serde_json::Value::as_i64)
+        && max < MIN_EXPIRATION_SECONDS
+    {
+        errs.push(FieldError::invalid(
+            "spec.maxExpirationSeconds",
+            max,
+            "may not be less than 600 (10 minutes)",
+        ));
+    }
+    let kinds = object
+        .pointer("/spec/requiredBoundObjectKinds")
+        .and_then(serde_json::Value::as_array);
+    for (i, kind) in kinds.into_iter().flatten().enumerate() {
+        let text = kind.as_str().unwrap_or("");
+        if !BOUND_OBJECT_KINDS.contains(&text) {
+            errs.push(FieldError::not_supported(
+                format!("spec.requiredBoundObjectKinds[{i}]"),
+                kind.clone(),
+                BOUND_OBJECT_KINDS,
+            ));
+        }
+    }
+    errs
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -221,6 +255,18 @@ mod tests {
             bound_object_kind: bound,
             expiration_seconds,
         }
+    }
+
+    #[test]
+    fn validation_refuses_a_maximum_under_ten_minutes_and_unknown_kinds() {
+        let good = serde_json::json!({"spec": {"maxExpirationSeconds": 600, "requiredBoundObjectKinds": ["Pod", "Node"]}});
+        assert!(validate(&good).is_empty());
+        let bad = serde_json::json!({"spec": {"maxExpirationSeconds": 599, "requiredBoundObjectKinds": ["ConfigMap"]}});
+        let fields: Vec<String> = validate(&bad).into_iter().map(|e| e.field).collect();
+        assert_eq!(
+            fields,
+            ["spec.maxExpirationSeconds", "spec.requiredBoundObjectKinds[0]"]
+        );
     }
 
     #[test]
