@@ -177,9 +177,14 @@ async fn admins_write_policies_and_viewers_read_them() {
         .await;
     assert_eq!(by_admin.code, 201, "{}", by_admin.body);
     let too_short = policy("short", json!({"maxExpirationSeconds": 60}));
-    let refused = ring.call(&Caller::admin(), "POST", POLICIES, Some(&too_short)).await;
+    let refused = ring
+        .call(&Caller::admin(), "POST", POLICIES, Some(&too_short))
+        .await;
     assert_eq!(refused.code, 422, "{}", refused.body);
-    assert_eq!(refused.body["details"]["causes"][0]["field"], "spec.maxExpirationSeconds");
+    assert_eq!(
+        refused.body["details"]["causes"][0]["field"],
+        "spec.maxExpirationSeconds"
+    );
     let read = ring.get(&Caller::user("victor"), &format!("{POLICIES}/p")).await;
     assert_eq!(read.code, 200, "{}", read.body);
     assert_eq!(read.body["spec"]["maxExpirationSeconds"], 3600);
