@@ -18,6 +18,10 @@ pub const API_VERSION: &str = "identity.badge.dev/v1";
 pub const SERVICE_ACCOUNT_LABEL: &str = "identity.badge.dev/service-account";
 /// The label telling legacy Secret tokens (`legacy`) from TokenRequest tokens (`bound`).
 pub const TOKEN_KIND_LABEL: &str = "identity.badge.dev/token-kind";
+/// On a ServiceAccount: `true` when it is disabled (no token is issued for it).
+pub const DISABLED_LABEL: &str = "identity.badge.dev/disabled";
+/// On a ServiceAccount: the day (UTC, `2006-01-02`) it was found idle.
+pub const IDLE_SINCE_LABEL: &str = "identity.badge.dev/idle-since";
 /// Upstream's label on legacy token Secrets: the day (UTC, `2006-01-02`) of the last use.
 pub const LEGACY_TOKEN_LAST_USED_LABEL: &str = "kubernetes.io/legacy-token-last-used";
 

@@ -17,6 +17,7 @@ pub mod request_info;
 pub mod resources;
 pub mod selectors;
 pub mod status;
+pub mod tokenpolicy;
 pub mod validation;
 
 pub use resources::{RESOURCES, Resource};

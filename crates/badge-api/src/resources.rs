@@ -462,6 +462,19 @@ pub static RESOURCES: &[Resource] = &[
         stored
     ),
     resource!(
+        IDENTITY,
+        "v1",
+        "TokenPolicy",
+        crate::tokenpolicy::TokenPolicy,
+        "tokenpolicies",
+        "tokenpolicy",
+        true,
+        STORED_VERBS,
+        &[],
+        &[],
+        stored
+    ),
+    resource!(
         RBAC,
         "v1",
         "ClusterRoleBinding",

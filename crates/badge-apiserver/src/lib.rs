@@ -30,6 +30,7 @@ mod router;
 pub mod server;
 pub mod serviceaccount;
 pub mod table;
+mod token_policy;
 pub mod tokenrequest;
 mod tokenreview;
 pub mod usage;

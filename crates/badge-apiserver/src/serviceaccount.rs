@@ -303,7 +303,20 @@ impl TokenIssuer {
                 }
             }
         }
-        let mut warnings = Vec::new();
+        let allowed = crate::token_policy::admit(
+            registry,
+            crate::token_policy::Request {
+                namespace,
+                service_account_name: sa_name,
+                service_account: &sa,
+                audiences: &audiences,
+                bound_object_kind: bound_ref.as_ref().map(|r| r.kind()),
+                expiration_seconds: expiration,
+            },
+        )
+        .await?;
+        expiration = allowed.expiration_seconds;
+        let mut warnings = allowed.warnings.clone();
         if self.config.max_expiration > 0 && expiration > self.config.max_expiration {
             warnings.push(format!(
                 "requested expiration of {expiration} seconds shortened to {} seconds",
@@ -313,7 +326,11 @@ impl TokenIssuer {
         }
         claims.expires_at = now + expiration;
         let all_api_audiences = audiences.iter().all(|a| self.config.api_audiences.contains(a));
+        let policy_allows_extension = allowed
+            .max_expiration_seconds
+            .is_none_or(|max| max >= EXTENDED_EXPIRATION_SECONDS);
         if self.config.extend_expiration
+            && policy_allows_extension
             && bound_to_pod
             && expiration == KUBELET_TOKEN_SECONDS
             && all_api_audiences

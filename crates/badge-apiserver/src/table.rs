@@ -175,6 +175,17 @@ fn columns(resource: &str) -> Vec<Column> {
             wide("Requester", "string", "Who asked for the token."),
             AGE,
         ],
+        "tokenpolicies" => vec![
+            NAME,
+            col(
+                "Max Expiration",
+                "integer",
+                "The longest token lifetime issued, in seconds.",
+            ),
+            col("Audiences", "string", "The audiences a token may carry."),
+            col("Bound To", "string", "The kinds a token must be bound to."),
+            AGE,
+        ],
         "serviceaccountusages" => vec![
             NAME,
             col(
@@ -294,6 +305,26 @@ fn cells(resource: &str, object: &Value, now: jiff::Timestamp) -> Vec<Value> {
                 ),
                 json!(or_none(string_at(object, "/spec/keyID").to_string())),
                 json!(or_none(string_at(object, "/spec/requester/username").to_string())),
+                age,
+            ]
+        }
+        "tokenpolicies" => {
+            let joined = |pointer: &str| {
+                let items: Vec<&str> = object
+                    .pointer(pointer)
+                    .and_then(Value::as_array)
+                    .map(|a| a.iter().filter_map(Value::as_str).collect())
+                    .unwrap_or_default();
+                or_none(items.join(","))
+            };
+            vec![
+                name,
+                object
+                    .pointer("/spec/maxExpirationSeconds")
+                    .cloned()
+                    .unwrap_or(Value::Null),
+                json!(joined("/spec/allowedAudiences")),
+                json!(joined("/spec/requiredBoundObjectKinds")),
                 age,
             ]
         }

@@ -20,6 +20,7 @@ pub mod bootstrapsigner;
 pub mod clusterinfo;
 pub mod clusterroleaggregation;
 pub mod csr;
+pub mod idle;
 pub mod issuedtokens;
 pub mod keyrotation;
 pub mod leader;

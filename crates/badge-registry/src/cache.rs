@@ -88,6 +88,13 @@ impl CachedObject {
         Arc::new(decode_object(&self.json, self.revision).unwrap_or(Value::Null))
     }
 
+    /// Whether the stored JSON contains `needle`: a cheap pre-check before decoding on hot
+    /// paths (a label key that is rarely set).
+    pub fn mentions(&self, needle: &str) -> bool {
+        let needle = needle.as_bytes();
+        !needle.is_empty() && self.json.windows(needle.len()).any(|w| w == needle)
+    }
+
     /// The revision it was written at (its resourceVersion).
     pub fn revision(&self) -> Revision {
         self.revision

@@ -144,6 +144,7 @@ pub fn validate_update_of(
         "rolebindings" => validate_binding(object, old, true, &mut errs),
         "clusterrolebindings" => validate_binding(object, old, false, &mut errs),
         "issuedtokens" if subresource.is_empty() => validate_issued_token(object, old, &mut errs),
+        "tokenpolicies" => errs.extend(badge_api::tokenpolicy::validate(object)),
         _ => {}
     }
     errs

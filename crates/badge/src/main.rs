@@ -11,9 +11,12 @@ mod migrate;
 mod node;
 mod oidc_cmd;
 mod permissions;
+mod rbac_suggest;
 mod server;
+mod serviceaccount_cmd;
 mod signer;
 mod token_cmd;
+mod usage_cmd;
 mod webhook_config;
 
 use clap::{Parser, Subcommand};
@@ -65,6 +68,14 @@ enum Command {
     /// Write the kubeconfig-format file a kube-apiserver's token or authorization webhook
     /// reads: badge's webhook URL and CA, and a client certificate for the apiserver.
     WebhookConfig(webhook_config::WebhookConfigOptions),
+    /// Least-privilege RBAC from the audit log.
+    #[command(subcommand)]
+    Rbac(rbac_suggest::RbacCommand),
+    /// Enable or disable a ServiceAccount.
+    #[command(subcommand, name = "serviceaccount", alias = "sa")]
+    ServiceAccount(serviceaccount_cmd::ServiceAccountCommand),
+    /// List the ServiceAccounts and tokens unused for a while.
+    Usage(usage_cmd::UsageOptions),
 }
 
 #[derive(Subcommand)]
@@ -123,6 +134,9 @@ fn main() -> std::process::ExitCode {
             Command::Token(TokenCommand::Delete(options)) => token_cmd::delete(options).await,
             Command::Token(TokenCommand::Revoke(options)) => token_cmd::revoke(options).await,
             Command::Token(TokenCommand::Generate) => token_cmd::generate(),
+            Command::Usage(options) => usage_cmd::run(options).await,
+            Command::Rbac(command) => rbac_suggest::run(command).await,
+            Command::ServiceAccount(command) => serviceaccount_cmd::run(command).await,
         }
     });
     // Every line logged is written before the outcome is printed.

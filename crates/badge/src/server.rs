@@ -47,6 +47,15 @@ pub struct ServerOptions {
     #[arg(long, default_value_t = true, num_args = 0..=1, require_equals = true,
           default_missing_value = "true", action = clap::ArgAction::Set, value_parser = go_bool)]
     token_usage_tracking: bool,
+    /// Clean up idle ServiceAccounts: unused this long, one is marked idle; after as long
+    /// again, disabled; after a third period, deleted (a Go duration, or days as `90d`;
+    /// empty: off).
+    #[arg(long, default_value = "")]
+    idle_serviceaccount_cleanup_period: String,
+    /// Log the idle cleanup's steps without writing anything.
+    #[arg(long, default_value_t = false, num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", action = clap::ArgAction::Set, value_parser = go_bool)]
+    idle_serviceaccount_cleanup_dry_run: bool,
     /// How often token usage noted in memory is written to the store (a Go duration).
     #[arg(long, default_value = "10s")]
     usage_flush_period: String,
@@ -651,6 +660,16 @@ pub async fn run(options: ServerOptions) -> anyhow::Result<()> {
         Some(leading.clone()),
     );
     badge_controllers::spawn_all(registry.clone(), pki.ca_pem().to_string(), Some(leading.clone()));
+    if let Some(period) = idle_cleanup_period(&options.idle_serviceaccount_cleanup_period)? {
+        badge_controllers::idle::spawn(
+            registry.clone(),
+            Some(leading.clone()),
+            badge_controllers::idle::IdleCleanup {
+                period,
+                dry_run: options.idle_serviceaccount_cleanup_dry_run,
+            },
+        );
+    }
     if let Some(auto) = auto_rotation {
         tracing::info!(
             period_seconds = auto.period,
@@ -837,6 +856,22 @@ fn uuid_like() -> String {
         std::process::id(),
         badge_api::clock::now().as_nanosecond()
     )
+}
+
+/// `--idle-serviceaccount-cleanup-period`: a Go duration or whole days (`90d`); None when off.
+fn idle_cleanup_period(text: &str) -> anyhow::Result<Option<std::time::Duration>> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    let period = match text.strip_suffix('d').and_then(|days| days.parse::<u64>().ok()) {
+        Some(days) => std::time::Duration::from_secs(days.saturating_mul(86400)),
+        None => badge_apiserver::limits::parse_go_duration(text)
+            .map_err(|e| anyhow::anyhow!("--idle-serviceaccount-cleanup-period: {e}"))?,
+    };
+    if period.is_zero() {
+        anyhow::bail!("--idle-serviceaccount-cleanup-period must be positive");
+    }
+    Ok(Some(period))
 }
 
 #[cfg(test)]

@@ -35,7 +35,11 @@ pub struct Connection {
 }
 
 impl Connection {
-    fn client(&self) -> anyhow::Result<Client> {
+    pub(crate) fn data_dir(&self) -> &std::path::Path {
+        &self.data_dir
+    }
+
+    pub(crate) fn client(&self) -> anyhow::Result<Client> {
         let path = self
             .kubeconfig
             .clone()

@@ -144,6 +144,10 @@ static SCHEMAS: &[CoreSchema] = &[
         fields: &[],
     },
     CoreSchema {
+        kind: "TokenPolicy",
+        fields: &[],
+    },
+    CoreSchema {
         kind: "ClusterRoleBinding",
         fields: &[],
     },

@@ -17,4 +17,5 @@ mod matrix;
 mod node;
 mod poddeletion;
 mod revocation;
+mod token_policy;
 mod tokenrequest;

@@ -49,6 +49,7 @@ fn object(resource: &Resource, namespace: &str, name: &str) -> Value {
         "clusterroles" | "roles" => json!({"rules": []}),
         "issuedtokens" => json!({"spec": {"serviceAccountName": "default"}}),
         "serviceaccountusages" => json!({"status": {"liveTokens": 0}}),
+        "tokenpolicies" => json!({"spec": {"maxExpirationSeconds": 3600}}),
         "clusterrolebindings" | "rolebindings" => json!({
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
             "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "nobody"}]}),

@@ -87,6 +87,7 @@ pub const SERVED_RESOURCES: &[(&str, &str)] = &[
     (COORDINATION, "leases"),
     (IDENTITY, "issuedtokens"),
     (IDENTITY, "serviceaccountusages"),
+    (IDENTITY, "tokenpolicies"),
     (RBAC_GROUP, "clusterrolebindings"),
     (RBAC_GROUP, "clusterroles"),
     (RBAC_GROUP, "rolebindings"),
@@ -309,7 +310,7 @@ fn aggregate_to_view_rules() -> Vec<RuleBuilder> {
         // badge's own: who holds which token, and when each identity was last used.
         rule(READ)
             .groups(&[IDENTITY])
-            .resources(&["issuedtokens", "serviceaccountusages"]),
+            .resources(&["issuedtokens", "serviceaccountusages", "tokenpolicies"]),
         rule(READ).groups(&[CORE]).resources(&[
             "pods",
             "replicationcontrollers",
@@ -538,6 +539,8 @@ pub fn default_cluster_roles() -> Vec<ClusterRole> {
                 rule(&["update", "patch"])
                     .groups(&[IDENTITY])
                     .resources(&["issuedtokens"]),
+                // Token issuance policy is an admin's, as RBAC is.
+                rule(READ_WRITE).groups(&[IDENTITY]).resources(&["tokenpolicies"]),
             ],
         ),
         labelled_cluster_role(
