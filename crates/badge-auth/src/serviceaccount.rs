@@ -26,6 +26,9 @@ pub struct ObjectInfo {
     pub uid: String,
     /// `metadata.deletionTimestamp`, unix seconds.
     pub deletion_timestamp: Option<i64>,
+    /// A ServiceAccount labelled `identity.badge.dev/disabled=true`: its tokens fail until
+    /// the label is removed.
+    pub disabled: bool,
 }
 
 /// A Secret, as the legacy validator needs it.
@@ -248,6 +251,9 @@ impl ServiceAccountAuthenticator {
                         sa.uid, c.service_account.uid
                     ));
                 }
+                if sa.disabled {
+                    return Err(format!("service account {ns}/{sa_name} is disabled"));
+                }
                 if secret.invalidated {
                     return Err(format!(
                         "the token in secret {ns}/{name} for service account {ns}/{sa_name} has been marked invalid. Use tokens from the TokenRequest API or manually created secret-based tokens, or remove the 'kubernetes.io/legacy-token-invalid-since' label from the secret to temporarily allow use of this token"
@@ -264,6 +270,9 @@ impl ServiceAccountAuthenticator {
                         "service account UID ({}) does not match claim ({})",
                         sa.uid, c.service_account.uid
                     ));
+                }
+                if sa.disabled {
+                    return Err(format!("service account {ns}/{sa_name} is disabled"));
                 }
                 if deleted_before_grace(&sa, now) {
                     return Err(format!("service account {ns}/{sa_name} has been deleted"));
@@ -438,6 +447,7 @@ mod tests {
                     object: ObjectInfo {
                         uid: uid.into(),
                         deletion_timestamp: None,
+                        disabled: false,
                     },
                     ..Default::default()
                 },
@@ -748,6 +758,7 @@ mod tests {
                 object: ObjectInfo {
                     uid: "s".into(),
                     deletion_timestamp: None,
+                    disabled: false,
                 },
                 token: Some(badge_token::Secret::new(token.clone().into_bytes())),
                 invalidated: false,

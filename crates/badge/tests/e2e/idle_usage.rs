@@ -72,10 +72,17 @@ fn a_disabled_service_account_is_enabled_again_with_one_command() {
     let s = TestServer::start(BIN);
     s.kubectl_ok(&["create", "namespace", "shop"]);
     s.kubectl_ok(&["create", "serviceaccount", "web", "-n", "shop"]);
+    let issued = s.kubectl_ok(&["create", "token", "web", "-n", "shop"]);
+    let issued = issued.trim();
+    assert!(crate::authenticated(&s, issued));
     assert_eq!(
         serviceaccount(&s, "disable", "shop/web"),
         "serviceaccount/web disabled\n"
     );
+    // Tokens issued before it was disabled fail too, until it is enabled again.
+    crate::eventually("the disabled account's token refused", || {
+        !crate::authenticated(&s, issued)
+    });
     let refused = s.kubectl_err(&["create", "token", "web", "-n", "shop"]);
     assert!(
         refused.contains("the ServiceAccount is disabled (identity.badge.dev/disabled=true)"),
@@ -85,6 +92,9 @@ fn a_disabled_service_account_is_enabled_again_with_one_command() {
         serviceaccount(&s, "enable", "shop/web"),
         "serviceaccount/web enabled\n"
     );
+    crate::eventually("the enabled account's token accepted", || {
+        crate::authenticated(&s, issued)
+    });
     s.kubectl_ok(&["create", "token", "web", "-n", "shop"]);
     // The same through kubectl: set the label, then remove it.
     s.kubectl_ok(&[
