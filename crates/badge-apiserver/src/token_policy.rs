@@ -30,19 +30,17 @@ pub(crate) async fn admit(registry: &Registry, request: Request<'_>) -> Result<A
     else {
         return Ok(unchanged);
     };
-    let page = registry
-        .list(
-            resource,
-            request.namespace,
-            &Filter::default(),
-            // A policy written before the request applies to it, as RBAC would.
-            ReadFrom::Latest,
-            0,
-            None,
-        )
-        .await?;
-    // The list waited for the cache to catch up with the store: the ServiceAccount as it is
-    // now, so disabling it applies to the very next request.
+    // A policy written before the request applies to it (a consistent list, as RBAC would
+    // see it); with the store unreachable the cache answers, so the request fails, if at
+    // all, for its own reason (the signing keys' staleness bound), not for the policy read.
+    let every = Filter::default();
+    let list = |read| registry.list(resource, request.namespace, &every, read, 0, None);
+    let page = match list(ReadFrom::Latest).await {
+        Ok(page) => page,
+        Err(_) => list(ReadFrom::Any).await?,
+    };
+    // The ServiceAccount as the cache holds it now (it has caught up with the list above), so
+    // disabling it applies to the very next request.
     let fresh = badge_api::resources::lookup("", "v1", "serviceaccounts")
         .and_then(|sa| registry.get_cached_object(sa, request.namespace, request.service_account_name));
     refuse_disabled(
