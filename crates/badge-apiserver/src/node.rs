@@ -29,19 +29,12 @@ fn pods() -> &'static Resource {
     }
 }
 
-/// Calls `f` with every pod bound to `node` in `namespace` (all namespaces when empty).
+/// Calls `f` with every pod bound to `node` in `namespace` (all namespaces when empty), read
+/// from the cache's pods-by-node index: a node's request decodes only that node's pods.
 fn for_each_pod_on(registry: &Registry, node: &str, namespace: &str, mut f: impl FnMut(&Value)) {
-    let prefix = if namespace.is_empty() {
-        pods().key_prefix()
-    } else {
-        pods().namespace_prefix(namespace)
-    };
-    registry.cache().for_each(&prefix, |_, cached| {
-        let pod = cached.value();
-        if pod.pointer("/spec/nodeName").and_then(Value::as_str) == Some(node) {
-            f(&pod);
-        }
-    });
+    for (_, cached) in registry.cache().pods_on_node(node, namespace) {
+        f(&cached.value());
+    }
 }
 
 /// The Secrets and ConfigMaps a pod references (volumes, projected sources, env, envFrom,

@@ -51,15 +51,12 @@ pub fn spawn(registry: Arc<Registry>, leading: Option<leader::Leading>) {
         if event.kind != badge_registry::EventType::Deleted {
             return Vec::new();
         }
-        let mut keys = Vec::new();
-        reg.cache().for_each(&pods_prefix, |key, cached| {
-            if node_of(&cached.value()) == node
-                && let Some((ns, name)) = namespaced_key(key, &pods_prefix)
-            {
-                keys.push(format!("{ns}/{name}"));
-            }
-        });
-        keys
+        reg.cache()
+            .pods_on_node(node, "")
+            .iter()
+            .filter_map(|(key, _)| namespaced_key(key, &pods_prefix))
+            .map(|(ns, name)| format!("{ns}/{name}"))
+            .collect()
     });
     let gc = gc.with_leader_election(leading);
     let absent_since: Arc<Mutex<HashMap<String, tokio::time::Instant>>> = Arc::default();

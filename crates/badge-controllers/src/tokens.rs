@@ -134,13 +134,14 @@ async fn reconcile(
     sa_name: &str,
 ) -> Result<Action, Status> {
     let secrets = core("secrets");
-    let page = registry
-        .list(secrets, ns, &Filter::default(), ReadFrom::Latest, 0, None)
-        .await?;
-    let token_secrets: Vec<Arc<Value>> = page
-        .items
+    // Up to date with the store, then only this ServiceAccount's Secrets, from the index.
+    registry.sync().await?;
+    let token_secrets: Vec<Arc<Value>> = registry
+        .cache()
+        .secrets_of_service_account(ns, sa_name)
         .into_iter()
-        .filter(|s| is_token_secret(s) && meta::annotation(s, SA_NAME_ANNOTATION) == Some(sa_name))
+        .map(|(_, cached)| cached.value())
+        .filter(|s| is_token_secret(s))
         .collect();
     let sa = registry
         .get_cached(core("serviceaccounts"), ns, sa_name)

@@ -14,6 +14,8 @@ use parking_lot::RwLock;
 use serde_json::Value;
 use tokio::sync::{broadcast, watch};
 
+use crate::index::{Indexes, PODS_PREFIX};
+
 /// The kind of a cache event, as a watch reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventType {
@@ -53,6 +55,29 @@ pub struct CachedObject {
     revision: Revision,
     uid: Box<str>,
     deletion_timestamp: Option<Box<str>>,
+    /// `spec.nodeName`, for the pods-by-node index.
+    node_name: Option<Box<str>>,
+    /// The `kubernetes.io/service-account.name` annotation, for the Secrets-by-ServiceAccount
+    /// index.
+    service_account_name: Option<Box<str>>,
+}
+
+/// A string field that is kept only when it is a string: an index must never make an object
+/// of some other resource, whose field of that name means something else, undecodable.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum IndexedField<'a> {
+    Text(#[serde(borrow)] std::borrow::Cow<'a, str>),
+    Other(serde::de::IgnoredAny),
+}
+
+impl IndexedField<'_> {
+    fn text(field: Option<&Self>) -> Option<Box<str>> {
+        match field? {
+            IndexedField::Text(text) => Some(text.as_ref().into()),
+            IndexedField::Other(_) => None,
+        }
+    }
 }
 
 impl CachedObject {
@@ -62,6 +87,8 @@ impl CachedObject {
         struct Object<'a> {
             #[serde(borrow, default)]
             metadata: Option<Metadata<'a>>,
+            #[serde(borrow, default)]
+            spec: Option<Spec<'a>>,
         }
         #[derive(serde::Deserialize)]
         struct Metadata<'a> {
@@ -69,16 +96,35 @@ impl CachedObject {
             uid: Option<std::borrow::Cow<'a, str>>,
             #[serde(rename = "deletionTimestamp", borrow, default)]
             deletion_timestamp: Option<std::borrow::Cow<'a, str>>,
+            #[serde(borrow, default)]
+            annotations: Option<Annotations<'a>>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Annotations<'a> {
+            #[serde(rename = "kubernetes.io/service-account.name", borrow, default)]
+            service_account_name: Option<IndexedField<'a>>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Spec<'a> {
+            #[serde(rename = "nodeName", borrow, default)]
+            node_name: Option<IndexedField<'a>>,
         }
         let object: Object<'_> = serde_json::from_slice(json).ok()?;
         let metadata = object.metadata;
         let uid = metadata.as_ref().and_then(|m| m.uid.as_deref()).unwrap_or("");
         let deletion_timestamp = metadata.as_ref().and_then(|m| m.deletion_timestamp.as_deref());
+        let service_account_name = metadata
+            .as_ref()
+            .and_then(|m| m.annotations.as_ref())
+            .and_then(|a| a.service_account_name.as_ref());
+        let node_name = object.spec.as_ref().and_then(|s| s.node_name.as_ref());
         Some(CachedObject {
             json: json.into(),
             revision,
             uid: uid.into(),
             deletion_timestamp: deletion_timestamp.map(Into::into),
+            node_name: IndexedField::text(node_name),
+            service_account_name: IndexedField::text(service_account_name),
         })
     }
 
@@ -108,6 +154,16 @@ impl CachedObject {
     /// `metadata.deletionTimestamp`, as stored.
     pub fn deletion_timestamp(&self) -> Option<&str> {
         self.deletion_timestamp.as_deref()
+    }
+
+    /// `spec.nodeName`, when it is a string.
+    pub fn node_name(&self) -> Option<&str> {
+        self.node_name.as_deref()
+    }
+
+    /// The `kubernetes.io/service-account.name` annotation, when set.
+    pub fn service_account_name(&self) -> Option<&str> {
+        self.service_account_name.as_deref()
     }
 }
 
@@ -162,6 +218,8 @@ struct State {
     /// Keys whose stored value could not be transformed back (decrypted), with why: reads
     /// of them fail with that reason, and everything else is served as usual.
     unreadable: BTreeMap<String, Box<str>>,
+    /// Kept with `objects`, under the same lock.
+    indexes: Indexes,
 }
 
 /// A watch that resumes from a revision older than the history holds.
@@ -243,6 +301,7 @@ impl WatchCache {
                 history: VecDeque::new(),
                 history_floor: 0,
                 unreadable: BTreeMap::new(),
+                indexes: Indexes::default(),
             }),
             events,
             revision,
@@ -318,6 +377,39 @@ impl WatchCache {
             f(k, v);
         }
         state.revision
+    }
+
+    /// The pods bound to `node` (`spec.nodeName`), in `namespace` (all namespaces when
+    /// empty), in key order, from the index: no other pod is read.
+    pub fn pods_on_node(&self, node: &str, namespace: &str) -> Vec<(String, Arc<CachedObject>)> {
+        let state = self.state.read();
+        state
+            .indexes
+            .pods_on_node(node)
+            .filter(|key| {
+                namespace.is_empty()
+                    || key
+                        .strip_prefix(PODS_PREFIX)
+                        .and_then(|k| k.split_once('/'))
+                        .is_some_and(|(ns, _)| ns == namespace)
+            })
+            .filter_map(|key| state.objects.get(key).map(|o| (key.clone(), o.clone())))
+            .collect()
+    }
+
+    /// The Secrets in `namespace` whose `kubernetes.io/service-account.name` annotation
+    /// names `account`, in key order, from the index.
+    pub fn secrets_of_service_account(
+        &self,
+        namespace: &str,
+        account: &str,
+    ) -> Vec<(String, Arc<CachedObject>)> {
+        let state = self.state.read();
+        state
+            .indexes
+            .secrets_of(namespace, account)
+            .filter_map(|key| state.objects.get(key).map(|o| (key.clone(), o.clone())))
+            .collect()
     }
 
     /// Calls `f` for each object under `prefix` after `start_after`, as they were at
@@ -425,6 +517,7 @@ impl WatchCache {
     ) {
         let mut state = self.state.write();
         state.objects = items.into_iter().collect();
+        state.indexes = Indexes::build(&state.objects);
         state.unreadable = unreadable;
         state.history.clear();
         state.history_floor = revision;
@@ -463,7 +556,9 @@ impl WatchCache {
                     match (event.kind, state.objects.get(&event.key)) {
                         (EventKind::Delete, Some(held)) => CachedObject::new(&held.json, event.revision),
                         _ => {
-                            state.objects.remove(&event.key);
+                            if let Some(held) = state.objects.remove(&event.key) {
+                                state.indexes.remove(&event.key, &held);
+                            }
                             None
                         }
                     }
@@ -485,6 +580,12 @@ impl WatchCache {
                 EventKind::Put => state.objects.insert(event.key.clone(), object.clone()),
                 EventKind::Delete => state.objects.remove(&event.key),
             };
+            if let Some(prev) = &prev {
+                state.indexes.remove(&event.key, prev);
+            }
+            if event.kind == EventKind::Put {
+                state.indexes.insert(&event.key, &object);
+            }
             let kind = match event.kind {
                 EventKind::Delete => EventType::Deleted,
                 EventKind::Put if prev.is_none() => EventType::Added,
@@ -879,5 +980,161 @@ mod tests {
         assert_eq!(after.initial.len(), 2);
         cache.apply(vec![put("/registry/configmaps/a/five", 12)], None);
         assert_eq!(after.next().await.unwrap().key, "/registry/configmaps/a/five");
+    }
+
+    fn put_json(key: &str, value: serde_json::Value, revision: Revision) -> badge_store::Event {
+        badge_store::Event {
+            kind: EventKind::Put,
+            key: key.into(),
+            value: serde_json::to_vec(&value).unwrap().into(),
+            revision,
+            create_revision: revision,
+        }
+    }
+
+    /// A delete carries the value the key held.
+    fn delete(key: &str, held: serde_json::Value, revision: Revision) -> badge_store::Event {
+        badge_store::Event {
+            kind: EventKind::Delete,
+            key: key.into(),
+            value: serde_json::to_vec(&held).unwrap().into(),
+            revision,
+            create_revision: 0,
+        }
+    }
+
+    fn pod_on(node: &str) -> serde_json::Value {
+        serde_json::json!({"metadata": {}, "spec": {"nodeName": node}})
+    }
+
+    fn token_secret_of(account: &str) -> serde_json::Value {
+        serde_json::json!({"metadata": {"annotations": {"kubernetes.io/service-account.name": account}}})
+    }
+
+    fn keys(found: Vec<(String, Arc<CachedObject>)>) -> Vec<String> {
+        found.into_iter().map(|(k, _)| k).collect()
+    }
+
+    #[test]
+    fn pods_are_indexed_by_node_through_add_modify_and_delete() {
+        let cache = WatchCache::new(100);
+        cache.reset(Vec::new(), BTreeMap::new(), 1);
+        cache.apply(
+            vec![
+                put_json("/registry/pods/a/one", pod_on("n1"), 2),
+                put_json("/registry/pods/b/two", pod_on("n1"), 3),
+                put_json("/registry/pods/a/three", pod_on("n2"), 4),
+                put_json("/registry/pods/a/unscheduled", serde_json::json!({"spec": {}}), 5),
+                // Not a pod: its nodeName is not indexed.
+                put_json("/registry/configmaps/a/c", pod_on("n1"), 6),
+            ],
+            None,
+        );
+        assert_eq!(
+            keys(cache.pods_on_node("n1", "")),
+            ["/registry/pods/a/one", "/registry/pods/b/two"]
+        );
+        assert_eq!(keys(cache.pods_on_node("n1", "a")), ["/registry/pods/a/one"]);
+        assert_eq!(keys(cache.pods_on_node("n2", "")), ["/registry/pods/a/three"]);
+        assert!(cache.pods_on_node("", "").is_empty());
+
+        // Moving a pod to another node moves it in the index.
+        cache.apply(vec![put_json("/registry/pods/a/one", pod_on("n2"), 7)], None);
+        assert_eq!(keys(cache.pods_on_node("n1", "")), ["/registry/pods/b/two"]);
+        assert_eq!(
+            keys(cache.pods_on_node("n2", "")),
+            ["/registry/pods/a/one", "/registry/pods/a/three"]
+        );
+        let (_, held) = &cache.pods_on_node("n2", "a")[0];
+        assert_eq!(held.revision(), 7, "the index returns the current object");
+
+        cache.apply(vec![delete("/registry/pods/b/two", pod_on("n1"), 8)], None);
+        assert!(cache.pods_on_node("n1", "").is_empty());
+    }
+
+    #[test]
+    fn secrets_are_indexed_by_their_service_account_through_add_modify_and_delete() {
+        let cache = WatchCache::new(100);
+        cache.reset(Vec::new(), BTreeMap::new(), 1);
+        cache.apply(
+            vec![
+                put_json("/registry/secrets/a/t1", token_secret_of("app"), 2),
+                put_json("/registry/secrets/a/t2", token_secret_of("app"), 3),
+                put_json("/registry/secrets/b/t3", token_secret_of("app"), 4),
+                put_json(
+                    "/registry/secrets/a/plain",
+                    serde_json::json!({"metadata": {}}),
+                    5,
+                ),
+            ],
+            None,
+        );
+        assert_eq!(
+            keys(cache.secrets_of_service_account("a", "app")),
+            ["/registry/secrets/a/t1", "/registry/secrets/a/t2"]
+        );
+        assert_eq!(
+            keys(cache.secrets_of_service_account("b", "app")),
+            ["/registry/secrets/b/t3"]
+        );
+
+        cache.apply(
+            vec![put_json("/registry/secrets/a/t1", token_secret_of("other"), 6)],
+            None,
+        );
+        assert_eq!(
+            keys(cache.secrets_of_service_account("a", "app")),
+            ["/registry/secrets/a/t2"]
+        );
+        assert_eq!(
+            keys(cache.secrets_of_service_account("a", "other")),
+            ["/registry/secrets/a/t1"]
+        );
+
+        cache.apply(
+            vec![delete("/registry/secrets/a/t2", token_secret_of("app"), 7)],
+            None,
+        );
+        assert!(cache.secrets_of_service_account("a", "app").is_empty());
+    }
+
+    #[test]
+    fn a_relist_rebuilds_the_indexes_from_the_listed_state() {
+        let cache = WatchCache::new(100);
+        cache.reset(Vec::new(), BTreeMap::new(), 1);
+        cache.apply(
+            vec![
+                put_json("/registry/pods/a/gone", pod_on("n1"), 2),
+                put_json("/registry/secrets/a/gone", token_secret_of("app"), 3),
+            ],
+            None,
+        );
+        let object = |value: serde_json::Value| {
+            Arc::new(CachedObject::new(&serde_json::to_vec(&value).unwrap(), 10).unwrap())
+        };
+        cache.reset(
+            vec![
+                ("/registry/pods/a/listed".into(), object(pod_on("n1"))),
+                (
+                    "/registry/secrets/a/listed".into(),
+                    object(token_secret_of("app")),
+                ),
+            ],
+            BTreeMap::new(),
+            10,
+        );
+        assert_eq!(keys(cache.pods_on_node("n1", "")), ["/registry/pods/a/listed"]);
+        assert_eq!(
+            keys(cache.secrets_of_service_account("a", "app")),
+            ["/registry/secrets/a/listed"]
+        );
+    }
+
+    #[test]
+    fn an_indexed_field_of_another_type_leaves_the_object_readable() {
+        let odd = CachedObject::new(br#"{"spec":{"nodeName":{"x":1}},"metadata":{"annotations":{"kubernetes.io/service-account.name":3}}}"#, 1)
+            .unwrap();
+        assert_eq!(odd.node_name(), None);
+        assert_eq!(odd.service_account_name(), None);
     }
 }

@@ -8,6 +8,7 @@ pub mod cache;
 pub mod csr;
 pub mod graceful;
 pub mod identity;
+mod index;
 pub mod registry;
 pub mod strategy;
 
