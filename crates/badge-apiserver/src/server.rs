@@ -66,30 +66,9 @@ pub async fn serve(
         .keep_alive_timeout(idle / 2);
     let connections =
         (options.max_connections > 0).then(|| Arc::new(Semaphore::new(options.max_connections)));
-    loop {
-        // At the connection limit, stop accepting: new clients wait in the listen backlog.
-        let permit = match &connections {
-            Some(connections) => tokio::select! {
-                permit = connections.clone().acquire_owned() => match permit {
-                    Ok(permit) => Some(permit),
-                    Err(_) => break,
-                },
-                _ = shutdown.changed() => break,
-            },
-            None => None,
-        };
-        let (tcp, remote) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.changed() => break,
-        };
-        let _ = tcp.set_nodelay(true);
+    while let Some((permit, tcp, remote)) =
+        accept(&listener, connections.as_ref(), &mut shutdown, "api").await
+    {
         let acceptor = acceptor.clone();
         let api = api.clone();
         let filters = filters.clone();
@@ -218,6 +197,43 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ReadIdle<T> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// The next connection, once under the connection limit: its permit (held while it is
+/// open), the stream and the peer address; None once `shutdown` is signalled. At the limit
+/// nothing is accepted, so new clients wait in the listen backlog.
+pub(crate) async fn accept(
+    listener: &TcpListener,
+    connections: Option<&Arc<Semaphore>>,
+    shutdown: &mut tokio::sync::watch::Receiver<bool>,
+    what: &'static str,
+) -> Option<(
+    Option<tokio::sync::OwnedSemaphorePermit>,
+    tokio::net::TcpStream,
+    SocketAddr,
+)> {
+    let permit = match connections {
+        Some(connections) => tokio::select! {
+            permit = connections.clone().acquire_owned() => Some(permit.ok()?),
+            _ = shutdown.changed() => return None,
+        },
+        None => None,
+    };
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, remote)) => {
+                    let _ = tcp.set_nodelay(true);
+                    return Some((permit, tcp, remote));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "{what} accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = shutdown.changed() => return None,
+        }
     }
 }
 

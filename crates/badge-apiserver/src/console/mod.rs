@@ -381,29 +381,9 @@ pub async fn serve<B: Backend>(
     h1.timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(60));
     let h2 = http2::Builder::new(TokioExecutor::new());
-    loop {
-        let permit = match &connections {
-            Some(connections) => tokio::select! {
-                permit = connections.clone().acquire_owned() => match permit {
-                    Ok(permit) => Some(permit),
-                    Err(_) => break,
-                },
-                _ = shutdown.changed() => break,
-            },
-            None => None,
-        };
-        let (tcp, remote) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    tracing::warn!(error = %e, "console accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.changed() => break,
-        };
-        let _ = tcp.set_nodelay(true);
+    while let Some((permit, tcp, remote)) =
+        crate::server::accept(&listener, connections.as_ref(), &mut shutdown, "console").await
+    {
         let acceptor = acceptor.clone();
         let console = console.clone();
         let watcher = graceful.watcher();
