@@ -6,12 +6,14 @@
 //! Its own port keeps cookies away from the API: the API never reads a cookie, so a
 //! browser's ambient credential can reach it only through this proxy's CSRF checks.
 
+pub mod search;
 pub mod session;
+pub mod throttle;
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use badge_api::Status;
 use bytes::Bytes;
@@ -29,6 +31,7 @@ use crate::handler::PeerIdentity;
 use crate::limits::RequestFilters;
 use crate::response::{self, Body};
 use session::{Credential, Session, Sessions};
+use throttle::{ClientAddress, LoginThrottle};
 
 const INDEX_HTML: &str = include_str!("assets/index.html");
 const APP_JS: &str = include_str!("assets/app.js");
@@ -73,6 +76,8 @@ impl Backend for ApiBackend {
 pub struct Console<B> {
     pub backend: B,
     pub sessions: Sessions,
+    /// Failed logins by client address.
+    pub throttle: LoginThrottle,
 }
 
 impl<B: Backend> Console<B> {
@@ -80,6 +85,7 @@ impl<B: Backend> Console<B> {
         Console {
             backend,
             sessions: Sessions::default(),
+            throttle: LoginThrottle::default(),
         }
     }
 
@@ -126,8 +132,20 @@ impl<B: Backend> Console<B> {
                 Ok(session_response(StatusCode::OK, &session))
             }
             (&Method::POST, "/console/login") => {
+                let client = ClientAddress::of(&parts.extensions);
+                if let Err(wait) = self.throttle.check(client, Instant::now()) {
+                    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                    return Err(Status::too_many_requests(
+                        crate::limits::TOO_MANY_REQUESTS_MESSAGE,
+                        i64::try_from(seconds.max(1)).unwrap_or(i64::MAX),
+                    ));
+                }
                 let body = crate::handler::read_body(body).await?;
-                let response = self.login(&body, &peer).await?;
+                let response = self.login(&body, &peer).await;
+                if !response.as_ref().is_ok_and(|r| r.status().is_success()) {
+                    self.throttle.failed(client, Instant::now());
+                }
+                let response = response?;
                 // A new login never continues an old session.
                 if response.status().is_success()
                     && let Some(old) = session::cookie_session_id(&parts.headers)
@@ -147,6 +165,21 @@ impl<B: Backend> Console<B> {
                     &session::clear_cookie(),
                 );
                 Ok(response)
+            }
+            (&Method::GET, p) if p.starts_with(search::SEARCH_PREFIX) => {
+                let (_, session) = self.session(&parts.headers, &peer)?;
+                let request = search::SearchRequest::parse(parts.uri.query())?;
+                let list_path = format!("/{}", &p[search::SEARCH_PREFIX.len()..]);
+                search::search(&list_path, &request, |api_request| {
+                    let forwarded = forward_request(api_request, &session, &peer);
+                    async move {
+                        match forwarded {
+                            Ok((api_request, peer)) => self.backend.call(api_request, peer).await,
+                            Err(status) => response::status(&status),
+                        }
+                    }
+                })
+                .await
             }
             (_, p) if p.starts_with(API_PREFIX) => {
                 let (_, session) = self.session(&parts.headers, &peer)?;
@@ -266,6 +299,15 @@ fn forward(
             request.headers_mut().insert(name, value.clone());
         }
     }
+    forward_request(request, session, peer)
+}
+
+/// `request` with the session's credential.
+fn forward_request(
+    mut request: Request<Full<Bytes>>,
+    session: &Session,
+    peer: &Arc<PeerIdentity>,
+) -> Result<(Request<Full<Bytes>>, Arc<PeerIdentity>), Status> {
     let peer = match &session.credential {
         Credential::Token(token) => {
             let value = HeaderValue::from_str(&format!("Bearer {token}"))
@@ -396,9 +438,10 @@ pub async fn serve<B: Backend>(
             };
             let peer = Arc::new(crate::server::peer_identity(&tls));
             let is_h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-            let service = service_fn(move |request| {
+            let service = service_fn(move |mut request: Request<hyper::body::Incoming>| {
                 let console = console.clone();
                 let peer = peer.clone();
+                request.extensions_mut().insert(ClientAddress(remote.ip()));
                 async move { Ok::<_, std::convert::Infallible>(console.handle(request, peer).await) }
             });
             let served = if is_h2 {

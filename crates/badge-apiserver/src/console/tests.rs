@@ -484,3 +484,67 @@ async fn logging_in_again_ends_the_previous_session() {
         .await;
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
 }
+
+fn login_from(token: &str, client: [u8; 4]) -> Request<Full<Bytes>> {
+    let mut req = request(
+        "POST",
+        "/console/login",
+        &json!({ "token": token }).to_string(),
+        &[],
+    );
+    req.extensions_mut()
+        .insert(throttle::ClientAddress(std::net::IpAddr::from(client)));
+    req
+}
+
+#[tokio::test]
+async fn repeated_failed_logins_from_one_address_are_throttled_with_a_status() {
+    let console = console();
+    let attacker = [198, 51, 100, 7];
+    for _ in 0..throttle::LOGIN_BURST {
+        let response = console.handle(login_from("bad-token", attacker), no_peer()).await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+    let reviews = console.backend.seen.lock().len();
+    // Throttled: neither a wrong nor a right credential is tried any more.
+    for token in ["bad-token", "good-token"] {
+        let response = console.handle(login_from(token, attacker), no_peer()).await;
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        let retry: u64 = response.headers()[header::RETRY_AFTER]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=throttle::LOGIN_REFILL.as_secs()).contains(&retry), "{retry}");
+        assert!(response.headers().get(header::SET_COOKIE).is_none());
+        let body = body_json(response).await;
+        assert_eq!(body["kind"], "Status");
+        assert_eq!(body["status"], "Failure");
+        assert_eq!(body["reason"], "TooManyRequests");
+        assert_eq!(body["code"], 429);
+        assert_eq!(body["message"], "Too many requests, please try again later.");
+        assert_eq!(body["details"]["retryAfterSeconds"], retry);
+    }
+    assert_eq!(console.backend.seen.lock().len(), reviews);
+    assert!(console.sessions.is_empty());
+
+    // Another address logs in as usual.
+    let response = console
+        .handle(login_from("good-token", [203, 0, 113, 9]), no_peer())
+        .await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+}
+
+#[tokio::test]
+async fn successful_logins_do_not_count_against_an_address() {
+    let console = console();
+    let office = [192, 0, 2, 1];
+    for _ in 0..3 * throttle::LOGIN_BURST {
+        let response = console.handle(login_from("good-token", office), no_peer()).await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+    }
+    let response = console.handle(login_from("bad-token", office), no_peer()).await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let response = console.handle(login_from("good-token", office), no_peer()).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+}
