@@ -17,6 +17,10 @@ python3 -c "import grpc, grpc_tools" 2>/dev/null || python3 -m pip install --qui
 BADGE_CHROMIUM="${BADGE_CHROMIUM:-$(bash scripts/install-chromium.sh)}"
 BADGE_PLAYWRIGHT="${BADGE_PLAYWRIGHT:-$(bash scripts/install-playwright.sh)}"
 export BADGE_CHROMIUM BADGE_PLAYWRIGHT
+# The same flow in Debian's Firefox (ESR), driven by puppeteer-core over WebDriver BiDi.
+BADGE_FIREFOX="${BADGE_FIREFOX:-$(bash scripts/install-firefox.sh)}"
+BADGE_PUPPETEER="${BADGE_PUPPETEER:-$(bash scripts/install-puppeteer.sh)}"
+export BADGE_FIREFOX BADGE_PUPPETEER
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast "$@"
 else

@@ -1,12 +1,15 @@
-//! The web console in a real headless Chromium (Debian's, driven by playwright-core):
-//! log in with a token, read a ServiceAccount's permission matrix, create a bootstrap
-//! token RBAC allows and see it listed and authenticate, and be refused a delete RBAC
-//! denies with the server's Status on the page. `scripts/install-chromium.sh` and
-//! `scripts/install-playwright.sh` install what it needs; `BADGE_CONSOLE_SCREENSHOTS=DIR`
+//! The web console in real headless browsers, Debian's Chromium (driven by playwright-core)
+//! and Debian's Firefox (driven by puppeteer-core over WebDriver BiDi): log in with a token,
+//! revoke a token, disable and re-enable a ServiceAccount, read a permission matrix, create
+//! a bootstrap token RBAC allows and see it listed and authenticate, and be refused actions
+//! RBAC denies with the server's Status on the page. `scripts/install-chromium.sh`,
+//! `scripts/install-firefox.sh`, `scripts/install-playwright.sh` and
+//! `scripts/install-puppeteer.sh` install what it needs; `BADGE_CONSOLE_SCREENSHOTS=DIR`
 //! keeps the screenshots (the README's come from `docs/console`).
 
+use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use badge_testkit::TestServer;
@@ -23,7 +26,24 @@ metadata: {name: web, namespace: shop}
 ---
 apiVersion: v1
 kind: ServiceAccount
+metadata: {name: reporter, namespace: shop}
+---
+apiVersion: v1
+kind: ServiceAccount
 metadata: {name: operator, namespace: default}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: serviceaccount-switch, namespace: shop}
+rules:
+- {apiGroups: [""], resources: [serviceaccounts], verbs: [patch]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: operator-switches-shop, namespace: shop}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: serviceaccount-switch}
+subjects:
+- {kind: ServiceAccount, name: operator, namespace: default}
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: Role
@@ -115,10 +135,57 @@ fn console_url(server: &TestServer) -> String {
     }
 }
 
+/// The browser a run drives, and where its driver and binary are.
+enum Browser {
+    Chromium,
+    Firefox { binary: PathBuf, puppeteer: PathBuf },
+}
+
+/// Firefox and puppeteer-core from `BADGE_FIREFOX` and `BADGE_PUPPETEER`; None (said loudly)
+/// when `BADGE_FIREFOX` is unset outside CI, where `scripts/test.sh` always sets it.
+fn firefox() -> Option<Browser> {
+    let Ok(binary) = std::env::var("BADGE_FIREFOX") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "BADGE_FIREFOX is not set: scripts/test.sh installs Firefox (scripts/install-firefox.sh) and sets it"
+        );
+        eprintln!(
+            "\n!!! SKIPPED: the console's Firefox test needs BADGE_FIREFOX (run scripts/install-firefox.sh and scripts/install-puppeteer.sh, or scripts/test.sh) !!!\n"
+        );
+        return None;
+    };
+    let binary = PathBuf::from(binary);
+    assert!(
+        binary.exists(),
+        "Firefox not found at {}: run scripts/install-firefox.sh",
+        binary.display()
+    );
+    let puppeteer = match std::env::var("BADGE_PUPPETEER") {
+        Ok(p) => PathBuf::from(p),
+        Err(_) => PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into()))
+            .join(".cache/badge/puppeteer/node_modules/puppeteer-core"),
+    };
+    assert!(
+        puppeteer.join("package.json").exists(),
+        "puppeteer-core not found at {}: run scripts/install-puppeteer.sh",
+        puppeteer.display()
+    );
+    Some(Browser::Firefox { binary, puppeteer })
+}
+
 #[test]
-fn console_in_a_headless_browser_shows_the_matrix_allows_what_rbac_allows_and_shows_the_refusal() {
-    let chromium = chromium_path();
-    let playwright = playwright_path();
+fn console_in_headless_chromium_shows_the_matrix_allows_what_rbac_allows_and_shows_the_refusal() {
+    console_flow(Browser::Chromium);
+}
+
+#[test]
+fn console_in_headless_firefox_runs_the_same_flow_without_errors() {
+    if let Some(browser) = firefox() {
+        console_flow(browser);
+    }
+}
+
+fn console_flow(browser: Browser) {
     let s = TestServer::start_with(
         env!("CARGO_BIN_EXE_badge"),
         &[
@@ -140,6 +207,12 @@ fn console_in_a_headless_browser_shows_the_matrix_allows_what_rbac_allows_and_sh
         .kubectl_ok(&["create", "token", "web", "-n", "shop"])
         .trim()
         .to_string();
+    // The token of the ServiceAccount the console disables and enables again.
+    let reporter_token = s
+        .kubectl_ok(&["create", "token", "reporter", "-n", "shop"])
+        .trim()
+        .to_string();
+    assert!(crate::authenticated(&s, &reporter_token));
     let (web_jti, web_kid) = {
         let part = |i: usize| -> Value {
             serde_json::from_slice(
@@ -162,28 +235,88 @@ fn console_in_a_headless_browser_shows_the_matrix_allows_what_rbac_allows_and_sh
             .status
             .success()
     });
+    let name = match browser {
+        Browser::Chromium => "chromium",
+        Browser::Firefox { .. } => "firefox",
+    };
     let shots = match std::env::var("BADGE_CONSOLE_SCREENSHOTS") {
-        Ok(dir) => PathBuf::from(dir),
-        Err(_) => s.data_dir().join("screenshots"),
+        // The README's screenshots are Chromium's; Firefox's go beside them.
+        Ok(dir) if name == "chromium" => PathBuf::from(dir),
+        Ok(dir) => PathBuf::from(dir).join(name),
+        Err(_) => s.data_dir().join("screenshots").join(name),
     };
     let driver = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/console/drive.mjs");
-    let out = Command::new("node")
+    let mut command = Command::new("node");
+    command
         .arg(driver)
-        .env("PLAYWRIGHT_CORE", &playwright)
-        .env("CHROMIUM", &chromium)
+        .env("BROWSER", name)
         .env("CONSOLE_URL", &url)
         .env("CONSOLE_TOKEN", token.trim())
         .env("CONSOLE_USER", "system:serviceaccount:default:operator")
         .env("SA_NS", "shop")
         .env("SA_NAME", "web")
+        .env("DISABLE_SA", "reporter")
         .env("WEB_JTI", &web_jti)
         .env("SCREENSHOT_DIR", &shots)
-        .output()
-        .expect("running node");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "the browser driver failed:\n{stderr}");
-    let result: Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim())
-        .unwrap_or_else(|e| panic!("driver output: {e}\n{stderr}"));
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    match &browser {
+        Browser::Chromium => {
+            command
+                .env("PLAYWRIGHT_CORE", playwright_path())
+                .env("CHROMIUM", chromium_path());
+        }
+        Browser::Firefox { binary, puppeteer } => {
+            command.env("PUPPETEER_CORE", puppeteer).env("FIREFOX", binary);
+        }
+    }
+    let mut child = command.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let stderr_pipe = child.stderr.take().unwrap();
+    let stderr_reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut BufReader::new(stderr_pipe), &mut text).unwrap();
+        text
+    });
+    // The driver stops at each checkpoint until the server side is checked.
+    let mut last = String::new();
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        match line.strip_prefix("@checkpoint ") {
+            Some("disabled") => {
+                crate::eventually("the disabled ServiceAccount's token failing TokenReview", || {
+                    !crate::authenticated(&s, &reporter_token)
+                });
+                assert_eq!(
+                    s.kubectl_ok(&[
+                        "get",
+                        "serviceaccount",
+                        "reporter",
+                        "-n",
+                        "shop",
+                        "-o",
+                        "jsonpath={.metadata.labels.identity\\.badge\\.dev/disabled}"
+                    ]),
+                    "true"
+                );
+                writeln!(stdin, "ok").unwrap();
+            }
+            Some("enabled") => {
+                crate::eventually("the enabled ServiceAccount's token passing TokenReview", || {
+                    crate::authenticated(&s, &reporter_token)
+                });
+                writeln!(stdin, "ok").unwrap();
+            }
+            Some(other) => panic!("unknown checkpoint {other}"),
+            None => last = line,
+        }
+    }
+    let status = child.wait().unwrap();
+    let stderr = stderr_reader.join().unwrap();
+    assert!(status.success(), "the browser driver failed:\n{stderr}");
+    let result: Value =
+        serde_json::from_str(last.trim()).unwrap_or_else(|e| panic!("driver output: {e}\n{stderr}"));
     assert_eq!(result["errors"], serde_json::json!([]), "{result:#}\n{stderr}");
 
     // A wrong token is refused with the server's Status.
@@ -217,10 +350,13 @@ fn console_in_a_headless_browser_shows_the_matrix_allows_what_rbac_allows_and_sh
     );
     assert_eq!(revoke["contentType"], "application/merge-patch+json");
     assert_eq!(revoke["csrf"], true);
-    assert_eq!(
-        serde_json::from_str::<Value>(revoke["body"].as_str().unwrap()).unwrap(),
-        serde_json::json!({"spec": {"revoked": true}})
-    );
+    // Firefox's driver does not expose request bodies; the confirmation shows it instead.
+    if let Some(body) = revoke["body"].as_str() {
+        assert_eq!(
+            serde_json::from_str::<Value>(body).unwrap(),
+            serde_json::json!({"spec": {"revoked": true}})
+        );
+    }
     assert!(
         result["revokeRequest"].as_str().unwrap().starts_with(&format!(
             "PATCH /apis/identity.badge.dev/v1/namespaces/shop/issuedtokens/{web_jti}"
@@ -244,6 +380,41 @@ fn console_in_a_headless_browser_shows_the_matrix_allows_what_rbac_allows_and_sh
     crate::eventually("the revoked token failing TokenReview", || {
         !crate::authenticated(&s, &web_token)
     });
+
+    // Disable and enable: each confirmation named the exact merge patch of the label; the
+    // TokenReview checks ran at the driver's checkpoints.
+    let disable = result["disableRequest"].as_str().unwrap();
+    assert!(
+        disable.starts_with(
+            "PATCH /api/v1/namespaces/shop/serviceaccounts/reporter\nContent-Type: application/merge-patch+json"
+        ),
+        "{disable}"
+    );
+    assert!(
+        disable.contains("\"identity.badge.dev/disabled\": \"true\""),
+        "{disable}"
+    );
+    let enable = result["enableRequest"].as_str().unwrap();
+    assert!(
+        enable.contains("\"identity.badge.dev/disabled\": null"),
+        "{enable}"
+    );
+    assert_eq!(result["disabledState"], "disabled");
+    assert!(
+        s.kubectl_ok(&["get", "serviceaccount", "reporter", "-n", "shop", "-o", "json"])
+            .find("identity.badge.dev/disabled")
+            .is_none()
+    );
+    // Where RBAC grants no patch, the page shows the server's Forbidden Status.
+    let refused = result["disableRefused"].as_str().unwrap();
+    assert!(refused.contains("403 Forbidden"), "{refused}");
+    assert!(
+        refused.contains(
+            "User \"system:serviceaccount:default:operator\" cannot patch resource \"serviceaccounts\" in API group \"\" in the namespace \"default\""
+        ),
+        "{refused}"
+    );
+    assert_eq!(result["operatorStillEnabled"], "false");
 
     // The matrix: the Role grants pods list, through the binding shown in the cell.
     let matrix = &result["matrix"];

@@ -13,6 +13,11 @@ const IDLE_DAYS = 30;
 const PAGE = 500;
 // The most rows a table draws; a filter narrows the rest.
 const SHOWN = 200;
+// ServiceAccounts per page of the Identities view.
+const SA_PAGE = 50;
+const SA_LABEL = 'identity.badge.dev/service-account';
+const DISABLED_LABEL = 'identity.badge.dev/disabled';
+const IDLE_SINCE_LABEL = 'identity.badge.dev/idle-since';
 
 const state = { csrf: null, user: null, view: 'identities', namespace: 'default', sa: null, aborts: [] };
 
@@ -105,6 +110,59 @@ async function listAll(path) {
   }
 }
 
+// A console endpoint outside the proxied API (the server-side search), answered as JSON.
+async function fetchJson(url) {
+  const response = await fetch(url, { credentials: 'same-origin', cache: 'no-store', headers: { Accept: 'application/json' } });
+  let data = null;
+  try { data = await response.json(); } catch (_) { data = null; }
+  if (response.status === 401 && state.user) showLogin();
+  if (!response.ok) throw new ApiError(response.status, data);
+  return data;
+}
+
+// Streams a watch from `rv`, handing each change to `onEvent`; when the stream ends or
+// fails (and was not aborted), calls `onEnd` once.
+function watchFrom(path, rv, controller, onEvent, onEnd) {
+  (async () => {
+    try {
+      await streamWatch(path, rv, controller.signal, (event) => {
+        if (event.type === 'ADDED' || event.type === 'MODIFIED' || event.type === 'DELETED') onEvent(event);
+      });
+    } catch (_) { /* reconnect below */ }
+    if (controller.signal.aborted) return;
+    $('#live').textContent = 'Live updates paused; reconnecting.';
+    setTimeout(() => { if (!controller.signal.aborted) onEnd(); }, 2000);
+  })();
+}
+
+// One watch request, its newline-delimited events handed to `onEvent` until the server ends
+// it; an ERROR event (the resourceVersion expired) ends it with an exception.
+async function streamWatch(path, rv, signal, onEvent) {
+  const sep = path.includes('?') ? '&' : '?';
+  const response = await fetch(`/console/api${path}${sep}watch=1&allowWatchBookmarks=true&resourceVersion=${encodeURIComponent(rv)}`, {
+    credentials: 'same-origin', signal, headers: { Accept: 'application/json' },
+  });
+  if (!response.ok || !response.body) throw new Error('watch refused');
+  $('#live').textContent = 'Live: watching for changes.';
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let buffered = '';
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffered += decoder.decode(value, { stream: true });
+    let nl;
+    while ((nl = buffered.indexOf('\n')) >= 0) {
+      const line = buffered.slice(0, nl).trim();
+      buffered = buffered.slice(nl + 1);
+      if (!line) continue;
+      const event = JSON.parse(line);
+      if (event.type === 'ERROR') throw new Error('watch expired');
+      onEvent(event);
+    }
+  }
+}
+
 // ---- live updates: list, then watch from the list's resourceVersion with a streaming fetch ----
 function watchList(path, onChange) {
   const controller = new AbortController();
@@ -125,32 +183,12 @@ function watchList(path, onChange) {
         return;
       }
       try {
-        const sep = path.includes('?') ? '&' : '?';
-        const response = await fetch(`/console/api${path}${sep}watch=1&allowWatchBookmarks=true&resourceVersion=${encodeURIComponent(rv)}`, {
-          credentials: 'same-origin', signal: controller.signal, headers: { Accept: 'application/json' },
+        await streamWatch(path, rv, controller.signal, (event) => {
+          if (event.type === 'ADDED' || event.type === 'MODIFIED') items.set(key(event.object), event.object);
+          else if (event.type === 'DELETED') items.delete(key(event.object));
+          else return;
+          onChange([...items.values()], null);
         });
-        if (!response.ok || !response.body) throw new Error('watch refused');
-        $('#live').textContent = 'Live: watching for changes.';
-        const reader = response.body.getReader();
-        const decoder = new TextDecoder();
-        let buffered = '';
-        for (;;) {
-          const { value, done } = await reader.read();
-          if (done) break;
-          buffered += decoder.decode(value, { stream: true });
-          let nl;
-          while ((nl = buffered.indexOf('\n')) >= 0) {
-            const line = buffered.slice(0, nl).trim();
-            buffered = buffered.slice(nl + 1);
-            if (!line) continue;
-            const event = JSON.parse(line);
-            if (event.type === 'ADDED' || event.type === 'MODIFIED') items.set(key(event.object), event.object);
-            else if (event.type === 'DELETED') items.delete(key(event.object));
-            else if (event.type === 'ERROR') throw new Error('watch expired');
-            else continue;
-            onChange([...items.values()], null);
-          }
-        }
       } catch (e) {
         if (controller.signal.aborted) return;
       }
@@ -240,7 +278,7 @@ const views = {
     const body = el('div', { id: 'identities-body' });
     view.append(body);
     try {
-      const namespaces = await get('/api/v1/namespaces');
+      const namespaces = await get(`/api/v1/namespaces?limit=${PAGE}`);
       for (const ns of namespaces.items) nsSelect.append(el('option', { value: ns.metadata.name, selected: ns.metadata.name === state.namespace }, ns.metadata.name));
     } catch (e) {
       nsSelect.append(el('option', { value: state.namespace }, state.namespace));
@@ -248,52 +286,64 @@ const views = {
     }
     nsSelect.addEventListener('change', () => { state.namespace = nsSelect.value; show('identities'); });
     const ns = state.namespace;
-    const data = { accounts: null, accountsError: null, tokens: null, tokenError: null, usage: null };
-    const render = () => {
-      clear(body);
-      if (data.accountsError) { body.append(statusBox(data.accountsError, 'Listing ServiceAccounts')); return; }
-      if (!data.accounts) return;
-      if (data.tokenError) body.append(notAvailable('The token inventory (identity.badge.dev/v1 issuedtokens)', data.tokenError));
-      const { usage } = data;
+    // One page at a time, searched and paged by the server; `pages` holds the continue
+    // token of each page seen so far, for Previous.
+    const paging = { pages: [''], at: 0, next: '', generation: 0, watches: null, reload: null };
+    const load = async () => {
+      const generation = ++paging.generation;
+      if (paging.watches) paging.watches.abort();
       const needle = filter.value.trim();
-      const accounts = data.accounts.filter((sa) => sa.metadata.name.includes(needle));
-      const tokens = data.tokens && data.tokens.filter((t) => (t.spec.serviceAccountName || '').includes(needle));
-      const rows = accounts.sort((a, b) => a.metadata.name.localeCompare(b.metadata.name)).slice(0, SHOWN).map((sa) => {
-        const name = sa.metadata.name;
-        const live = (tokens || []).filter((t) => t.spec.serviceAccountName === name && !t.spec.revoked && (!t.spec.expiresAt || new Date(t.spec.expiresAt) > new Date()));
-        const u = usage && usage.get(name);
-        const last = u && u.status && u.status.lastAuthenticated && u.status.lastAuthenticated.time;
-        const idle = !last || (Date.now() - new Date(last).getTime()) > IDLE_DAYS * 86400e3;
-        const na = el('span', { class: 'muted' }, 'n/a');
-        return el('tr', { dataset: { sa: name } },
-          el('td', {}, name),
-          el('td', {}, tokens ? String(live.length) : na),
-          el('td', {}, usage ? when(last) : na.cloneNode(true)),
-          el('td', {}, usage ? (idle ? el('span', { class: 'tag idle', title: `no use in ${IDLE_DAYS} days` }, 'idle') : 'active') : na.cloneNode(true)),
-          el('td', {},
-            el('button', { type: 'button', on: { click: () => { state.sa = { namespace: ns, name }; show('permissions'); } } }, 'Permissions'), ' ',
-            el('button', { type: 'button', on: { click: () => { state.sa = { namespace: ns, name }; show('whocan'); } } }, 'Who can act'),
-          ));
-      });
-      body.append(table(['ServiceAccount', 'Live tokens', 'Last use', 'State', ''], rows, { id: 'sa-table' }));
-      if (accounts.length > SHOWN) body.append(el('p', { class: 'muted' }, `Showing ${SHOWN} of ${accounts.length}; filter to narrow.`));
-      if (tokens) body.append(tokenTable(ns, tokens));
+      const data = { accounts: null, accountsError: null, tokens: null, tokensMore: false, tokenError: null, usage: null };
+      const search = (path, extra) => `/console/search${path}?limit=${SA_PAGE}${extra}`;
+      try {
+        const cont = paging.pages[paging.at];
+        const page = await fetchJson(search(`/api/v1/namespaces/${ns}/serviceaccounts`, `&contains=${encodeURIComponent(needle)}${cont ? `&continue=${encodeURIComponent(cont)}` : ''}`));
+        data.accounts = page.items || [];
+        data.accountsRv = page.metadata.resourceVersion;
+        paging.next = page.metadata.continue || '';
+      } catch (e) {
+        data.accountsError = e;
+      }
+      const names = (data.accounts || []).map((sa) => sa.metadata.name);
+      const selector = `${SA_LABEL} in (${names.join(',')})`;
+      if (names.length) {
+        await Promise.all([
+          get(`${IDENTITY_API}/namespaces/${ns}/issuedtokens?limit=${PAGE}&labelSelector=${encodeURIComponent(selector)}`).then((list) => {
+            data.tokens = list.items || [];
+            data.tokensMore = !!(list.metadata && list.metadata.continue);
+            data.tokensRv = list.metadata.resourceVersion;
+          }, (e) => { data.tokenError = e; }),
+          fetchJson(search(`${IDENTITY_API}/namespaces/${ns}/serviceaccountusages`, `&names=${encodeURIComponent(names.join(','))}`)).then((list) => {
+            data.usage = new Map((list.items || []).map((u) => [u.metadata.name, u]));
+            data.usageRv = list.metadata.resourceVersion;
+          }, () => { data.usage = null; }),
+        ]);
+      } else {
+        data.tokens = [];
+      }
+      if (generation !== paging.generation) return;
+      renderIdentities(body, ns, data, needle, paging, load);
+      // Live updates: a change to what this page shows reloads the page.
+      const controller = new AbortController();
+      state.aborts.push(controller);
+      paging.watches = controller;
+      let pending = null;
+      const reload = () => {
+        if (pending || controller.signal.aborted) return;
+        pending = setTimeout(() => { pending = null; if (!controller.signal.aborted) load(); }, 300);
+      };
+      const shown = new Set(names);
+      const relevant = (o) => shown.has(o.metadata.name) || (!paging.next && o.metadata.name.toLowerCase().includes(needle.toLowerCase()));
+      if (data.accountsRv) watchFrom(`/api/v1/namespaces/${ns}/serviceaccounts`, data.accountsRv, controller, (event) => { if (relevant(event.object)) reload(); }, reload);
+      if (names.length && data.tokensRv) watchFrom(`${IDENTITY_API}/namespaces/${ns}/issuedtokens?labelSelector=${encodeURIComponent(selector)}`, data.tokensRv, controller, reload, reload);
+      if (names.length && data.usageRv) watchFrom(`${IDENTITY_API}/namespaces/${ns}/serviceaccountusages`, data.usageRv, controller, (event) => { if (shown.has(event.object.metadata.name)) reload(); }, reload);
     };
-    filter.addEventListener('input', render);
-    watchList(`${IDENTITY_API}/namespaces/${ns}/serviceaccountusages`, (items, error) => {
-      data.usage = error ? null : new Map(items.map((u) => [u.metadata.name, u]));
-      render();
+    let typing = null;
+    filter.addEventListener('input', () => {
+      clearTimeout(typing);
+      typing = setTimeout(() => { paging.pages = ['']; paging.at = 0; load(); }, 250);
     });
-    watchList(`${IDENTITY_API}/namespaces/${ns}/issuedtokens`, (items, error) => {
-      data.tokens = error ? null : items;
-      data.tokenError = error;
-      render();
-    });
-    watchList(`/api/v1/namespaces/${ns}/serviceaccounts`, (items, error) => {
-      data.accounts = items;
-      data.accountsError = error;
-      render();
-    });
+    await load();
   },
 
   async permissions(view) {
@@ -538,7 +588,47 @@ function leastPrivilegeRole(sa, target, allowed) {
   return lines.join('\n');
 }
 
-function tokenTable(ns, tokens) {
+function renderIdentities(body, ns, data, needle, paging, load) {
+  clear(body);
+  if (data.accountsError) { body.append(statusBox(data.accountsError, 'Listing ServiceAccounts')); return; }
+  if (data.tokenError) body.append(notAvailable('The token inventory (identity.badge.dev/v1 issuedtokens)', data.tokenError));
+  const { usage, tokens } = data;
+  const rows = data.accounts.map((sa) => {
+    const name = sa.metadata.name;
+    const live = (tokens || []).filter((t) => t.spec.serviceAccountName === name && !t.spec.revoked && (!t.spec.expiresAt || new Date(t.spec.expiresAt) > new Date()));
+    const u = usage && usage.get(name);
+    const last = u && u.status && u.status.lastAuthenticated && u.status.lastAuthenticated.time;
+    const idle = !last || (Date.now() - new Date(last).getTime()) > IDLE_DAYS * 86400e3;
+    const disabled = ((sa.metadata.labels || {})[DISABLED_LABEL]) === 'true';
+    const na = el('span', { class: 'muted' }, 'n/a');
+    const stateCell = disabled ? el('span', { class: 'tag revoked', title: `${DISABLED_LABEL}=true: its tokens fail` }, 'disabled')
+      : usage ? (idle ? el('span', { class: 'tag idle', title: `no use in ${IDLE_DAYS} days` }, 'idle') : 'active') : na.cloneNode(true);
+    const path = `/api/v1/namespaces/${ns}/serviceaccounts/${name}`;
+    const toggle = disabled
+      ? () => act(`Enable ServiceAccount ${ns}/${name}`, 'PATCH', path, { metadata: { labels: { [DISABLED_LABEL]: null, [IDLE_SINCE_LABEL]: null } } }, 'application/merge-patch+json')
+      : () => act(`Disable ServiceAccount ${ns}/${name}: its tokens fail until it is enabled`, 'PATCH', path, { metadata: { labels: { [DISABLED_LABEL]: 'true' } } }, 'application/merge-patch+json');
+    return el('tr', { dataset: { sa: name, disabled: String(disabled) } },
+      el('td', {}, name),
+      el('td', {}, tokens ? `${live.length}${data.tokensMore ? '+' : ''}` : na),
+      el('td', {}, usage ? when(last) : na.cloneNode(true)),
+      el('td', {}, stateCell),
+      el('td', {},
+        el('button', { type: 'button', on: { click: () => { state.sa = { namespace: ns, name }; show('permissions'); } } }, 'Permissions'), ' ',
+        el('button', { type: 'button', on: { click: () => { state.sa = { namespace: ns, name }; show('whocan'); } } }, 'Who can act'), ' ',
+        el('button', { type: 'button', class: disabled ? null : 'danger', dataset: { toggle: disabled ? 'enable' : 'disable' }, on: { click: async () => { if (await toggle()) load(); } } }, disabled ? 'Enable' : 'Disable'),
+      ));
+  });
+  body.append(table(['ServiceAccount', 'Live tokens', 'Last use', 'State', ''], rows, { id: 'sa-table', dataset: { contains: needle, page: String(paging.at + 1) } }));
+  const pager = el('div', { class: 'buttons', id: 'sa-pager' },
+    el('button', { type: 'button', id: 'sa-prev', disabled: paging.at === 0, on: { click: () => { paging.at -= 1; load(); } } }, 'Previous'),
+    el('span', { class: 'muted' }, ` Page ${paging.at + 1}${needle ? `, names containing “${needle}”` : ''} `),
+    el('button', { type: 'button', id: 'sa-next', disabled: !paging.next, on: { click: () => { paging.pages[paging.at + 1] = paging.next; paging.at += 1; load(); } } }, 'Next'));
+  body.append(pager);
+  if (!rows.length) body.append(el('p', { class: 'muted' }, needle ? 'No ServiceAccount on this page matches.' : 'No ServiceAccounts.'));
+  if (tokens) body.append(tokenTable(ns, tokens, load));
+}
+
+function tokenTable(ns, tokens, reload) {
   const rows = tokens.slice(0, SHOWN).map((t) => {
     const s = t.spec || {}; const st = t.status || {};
     const ref = s.boundObjectRef ? `${s.boundObjectRef.kind}/${s.boundObjectRef.name}` : '';
@@ -548,7 +638,7 @@ function tokenTable(ns, tokens) {
       el('td', {}, el('code', {}, s.keyID || '')), el('td', {}, String(st.useCount || 0)),
       el('td', {}, s.revoked ? el('span', { class: 'tag revoked' }, 'revoked')
         : el('button', { type: 'button', class: 'danger', on: { click: async () => {
-          if (await act(`Revoke token ${t.metadata.name} of ${s.serviceAccountName}`, 'PATCH', `${IDENTITY_API}/namespaces/${ns}/issuedtokens/${t.metadata.name}`, { spec: { revoked: true } }, 'application/merge-patch+json')) show('identities');
+          if (await act(`Revoke token ${t.metadata.name} of ${s.serviceAccountName}`, 'PATCH', `${IDENTITY_API}/namespaces/${ns}/issuedtokens/${t.metadata.name}`, { spec: { revoked: true } }, 'application/merge-patch+json')) reload();
         } } }, 'Revoke')));
   });
   return el('div', {}, el('h3', {}, 'Issued tokens'), table(['ServiceAccount', 'Issued', 'Last used', 'Expires', 'Audiences', 'Bound to', 'Key', 'Uses', ''], rows, { id: 'token-table' }),
