@@ -9,6 +9,7 @@ mod support;
 
 mod audit;
 mod authentication;
+mod console_scale;
 mod csr;
 mod impersonation;
 mod inventory;

@@ -102,6 +102,15 @@ impl Ring {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn badge_store::Store> =
             Arc::new(badge_store::sqlite::SqliteStore::open(&dir.path().join("store.db")).unwrap());
+        Ring::build_over(store, dir, finish).await
+    }
+
+    /// [`Ring::build`] over `store`, which lives in `dir`.
+    pub async fn build_over(
+        store: Arc<dyn badge_store::Store>,
+        dir: tempfile::TempDir,
+        finish: impl FnOnce(ApiServer) -> ApiServer,
+    ) -> Ring {
         let registry = Registry::start(store.clone(), 1000).await;
         badge_controllers::ensure_system_namespaces(&registry)
             .await
