@@ -62,9 +62,42 @@ impl Backend for FakeApi {
                     "User \"alice\" cannot delete resource \"secrets\" in API group \"\" in the namespace \"kube-system\"",
                 ));
             }
+            if let Some(query) = seen.uri.strip_prefix("/api/v1/namespaces/big/serviceaccounts?") {
+                return big_list_page(query);
+            }
             response::json(StatusCode::OK, &json!({"kind": "List", "items": []}))
         })
     }
+}
+
+/// ServiceAccounts `sa-0000` to `sa-1199`, paged as the API pages them (the continue token
+/// is the offset); a label selector of `app=none` is refused as the API would refuse it.
+fn big_list_page(query: &str) -> Response<Body> {
+    let params = badge_api::query::QueryParams::parse(Some(query));
+    if params.get("labelSelector") == Some("app=none") {
+        return response::status(&Status::forbidden(
+            GroupResource {
+                group: "",
+                resource: "serviceaccounts",
+            },
+            "",
+            "User \"alice\" cannot list resource \"serviceaccounts\" in API group \"\" in the namespace \"big\"",
+        ));
+    }
+    let limit: usize = params.get("limit").unwrap().parse().unwrap();
+    let start: usize = params.get("continue").map_or(0, |c| c.parse().unwrap());
+    let end = (start + limit).min(1200);
+    let items: Vec<Value> = (start..end)
+        .map(|i| json!({"metadata": {"name": format!("sa-{i:04}")}}))
+        .collect();
+    let mut metadata = json!({"resourceVersion": "42"});
+    if end < 1200 {
+        metadata["continue"] = json!(end.to_string());
+    }
+    response::json(
+        StatusCode::OK,
+        &json!({"apiVersion": "v1", "kind": "ServiceAccountList", "metadata": metadata, "items": items}),
+    )
 }
 
 fn console() -> Console<FakeApi> {
@@ -547,4 +580,74 @@ async fn successful_logins_do_not_count_against_an_address() {
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     let response = console.handle(login_from("good-token", office), no_peer()).await;
     assert_eq!(response.status(), StatusCode::CREATED);
+}
+
+fn search_names(body: &Value) -> Vec<String> {
+    body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["metadata"]["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_search_answers_bounded_pages_of_matching_names_across_api_pages() {
+    let console = console();
+    let (cookie, _) = login(&console).await;
+    let search = |query: String| {
+        let console = &console;
+        let cookie = cookie.clone();
+        async move {
+            let path = format!("/console/search/api/v1/namespaces/big/serviceaccounts?{query}");
+            let response = console
+                .handle(request("GET", &path, "", &[("cookie", &cookie)]), no_peer())
+                .await;
+            (response.status(), body_json(response).await)
+        }
+    };
+    // Names containing "9" run across the API's pages of 500; pages of 100 resume mid-page.
+    let expected: Vec<String> = (0..1200)
+        .map(|i| format!("sa-{i:04}"))
+        .filter(|n| n.contains('9'))
+        .collect();
+    let mut seen = Vec::new();
+    let mut next = String::new();
+    loop {
+        let (code, body) = search(format!("contains=9&limit=100&continue={next}")).await;
+        assert_eq!(code, StatusCode::OK, "{body}");
+        assert_eq!(body["kind"], "ServiceAccountList");
+        assert_eq!(body["metadata"]["resourceVersion"], "42");
+        let page = search_names(&body);
+        assert!(page.len() <= 100);
+        seen.extend(page);
+        match body["metadata"]["continue"].as_str() {
+            Some(token) => next = token.to_string(),
+            None => break,
+        }
+    }
+    assert_eq!(seen, expected);
+    // Exact names, and the API's own requests carried the session's credential.
+    let (_, body) = search("names=sa-0007,sa-1199,sa-5000".into()).await;
+    assert_eq!(search_names(&body), ["sa-0007", "sa-1199"]);
+    let last = console.backend.seen.lock().last().cloned().unwrap();
+    assert_eq!(last.headers[header::AUTHORIZATION], "Bearer good-token");
+    assert!(last.uri.contains("limit=500"), "{}", last.uri);
+    // The API's refusal is the answer.
+    let (code, body) = search("labelSelector=app%3Dnone".into()).await;
+    assert_eq!(code, StatusCode::FORBIDDEN);
+    assert_eq!(body["reason"], "Forbidden");
+    // Without a session nothing is read.
+    let response = console
+        .handle(
+            request(
+                "GET",
+                "/console/search/api/v1/namespaces/big/serviceaccounts",
+                "",
+                &[],
+            ),
+            no_peer(),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
 }
