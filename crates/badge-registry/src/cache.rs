@@ -134,6 +134,35 @@ impl CachedObject {
         Arc::new(decode_object(&self.json, self.revision).unwrap_or(Value::Null))
     }
 
+    /// `metadata.labels` with their string values, as `meta::labels` reads them, decoded
+    /// without the rest of the object: a label selector over a large list rejects what it
+    /// does not match without building each object.
+    pub fn labels(&self) -> std::collections::BTreeMap<String, String> {
+        #[derive(serde::Deserialize)]
+        struct Object<'a> {
+            #[serde(borrow, default)]
+            metadata: Option<Metadata<'a>>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Metadata<'a> {
+            #[serde(borrow, default)]
+            labels: Option<std::collections::BTreeMap<std::borrow::Cow<'a, str>, IndexedField<'a>>>,
+        }
+        let Ok(object) = serde_json::from_slice::<Object<'_>>(&self.json) else {
+            return Default::default();
+        };
+        object
+            .metadata
+            .and_then(|m| m.labels)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(key, value)| match value {
+                IndexedField::Text(text) => Some((key.into_owned(), text.into_owned())),
+                IndexedField::Other(_) => None,
+            })
+            .collect()
+    }
+
     /// Whether the stored JSON contains `needle`: a cheap pre-check before decoding on hot
     /// paths (a label key that is rarely set).
     pub fn mentions(&self, needle: &str) -> bool {
@@ -757,6 +786,29 @@ pub fn decode_object(bytes: &[u8], revision: Revision) -> Option<Value> {
 mod tests {
     use super::*;
     use badge_store::sqlite::SqliteStore;
+
+    #[test]
+    fn labels_read_alone_are_the_labels_of_the_whole_object() {
+        let cases: [&[u8]; 5] = [
+            br#"{"metadata":{"labels":{"app":"web","tier":"a\"b","n":3,"x":null}},"data":{"k":"dg=="}}"#,
+            br#"{"metadata":{"labels":{"k\u00e9y":"v\u00e9"}}}"#,
+            br#"{"metadata":{"name":"no-labels"}}"#,
+            br#"{"metadata":{"labels":null}}"#,
+            br#"{"metadata":{"labels":["not","a","map"]}}"#,
+        ];
+        for json in cases {
+            let cached = CachedObject::new(json, 1).unwrap();
+            assert_eq!(
+                cached.labels(),
+                badge_api::meta::labels(&cached.value()),
+                "{}",
+                String::from_utf8_lossy(json)
+            );
+        }
+        let cached = CachedObject::new(cases[0], 1).unwrap();
+        assert_eq!(cached.labels().get("tier").map(String::as_str), Some("a\"b"));
+        assert!(!cached.labels().contains_key("n"));
+    }
 
     #[test]
     fn cached_objects_keep_their_json_and_the_metadata_reviews_read() {

@@ -105,6 +105,12 @@ impl<'a> PageBuilder<'a> {
         // Objects are decoded only when a selector must look at them or they are listed.
         let object = if self.unfiltered {
             None
+        } else if self.filter.fields.is_empty() {
+            // Labels alone decide: read only them, and build the object once it is kept.
+            if !self.filter.labels.matches(&cached.labels()) {
+                return;
+            }
+            None
         } else {
             let object = cached.value();
             if !self.filter.matches(self.resource, &object) {
