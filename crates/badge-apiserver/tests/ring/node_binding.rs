@@ -168,3 +168,28 @@ async fn without_automatic_revocation_the_token_is_only_flagged() {
     assert_ne!(flagged["spec"]["revoked"], true, "{flagged}");
     assert_eq!(whoami_code(&ring, &token).await, 201);
 }
+
+#[tokio::test]
+async fn a_token_reviewed_after_its_node_was_replaced_is_flagged() {
+    let (ring, _backend) = audited(false).await;
+    let (token, jti) = pod_bound_token(&ring).await;
+    replace_node(&ring, "n1").await;
+    let review = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+                        "spec": {"token": token}});
+    let reply = ring
+        .call(
+            &Caller::admin(),
+            "POST",
+            "/apis/authentication.k8s.io/v1/tokenreviews",
+            Some(&review),
+        )
+        .await;
+    assert_eq!(reply.code, 201, "{}", reply.body);
+    assert_eq!(reply.body["status"]["authenticated"], true, "{}", reply.body);
+    ring.api.flush_usage().await;
+    let flagged = record(&ring, &jti).await;
+    assert_eq!(
+        flagged["status"]["suspicious"]["reason"], "BoundNodeChanged",
+        "{flagged}"
+    );
+}
