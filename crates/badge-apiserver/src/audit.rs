@@ -385,6 +385,74 @@ impl Auditor {
     }
 }
 
+/// A write made in process (a controller's), which no request brings to the audit log.
+pub struct InternalWrite<'a> {
+    pub user: &'a UserInfo,
+    /// What the request would have been; its path is built from it.
+    pub info: &'a RequestInfo,
+    pub uid: &'a str,
+    pub failure: Option<&'a Status>,
+}
+
+impl Auditor {
+    /// Records an in-process write as the policy would record the request making it: one
+    /// ResponseComplete event (no request or response body: there is none to show).
+    pub fn internal_write(&self, write: &InternalWrite<'_>) {
+        let decision = self.policy.evaluate(&policy::Attributes {
+            user: Some(write.user),
+            info: write.info,
+        });
+        if !decision.records(Stage::ResponseComplete) {
+            return;
+        }
+        let info = write.info;
+        let group_version = if info.api_group.is_empty() {
+            format!("/api/{}", info.api_version)
+        } else {
+            format!("/apis/{}/{}", info.api_group, info.api_version)
+        };
+        let namespace = if info.namespace.is_empty() {
+            String::new()
+        } else {
+            format!("/namespaces/{}", info.namespace)
+        };
+        let subresource = if info.subresource.is_empty() {
+            String::new()
+        } else {
+            format!("/{}", info.subresource)
+        };
+        let meta = RequestMeta {
+            audit_id: new_audit_id(),
+            request_uri: format!(
+                "{group_version}{namespace}/{}/{}{subresource}",
+                info.resource, info.name
+            ),
+            source_ips: Vec::new(),
+            user_agent: String::new(),
+            bearer: false,
+            received: badge_api::clock::now(),
+        };
+        let mut event = self.base_event(decision.level, &meta, info);
+        event.user = EventUser::from(write.user);
+        if let Some(reference) = event.object_ref.as_mut() {
+            reference.uid = write.uid.to_string();
+        }
+        event.stage = Stage::ResponseComplete;
+        event.stage_timestamp = MicroTime(badge_api::clock::now());
+        event.response_status = Some(match write.failure {
+            Some(status) => serde_json::json!({
+                "metadata": {},
+                "status": status.status,
+                "message": status.message,
+                "reason": status.reason,
+                "code": status.code,
+            }),
+            None => serde_json::json!({"metadata": {}, "code": 200}),
+        });
+        self.emit(event);
+    }
+}
+
 /// One request's record, from authentication to the end of its response.
 pub struct Recorder {
     auditor: Arc<Auditor>,
@@ -871,5 +939,47 @@ mod tests {
             ["10.0.0.1", "10.0.0.2", "127.0.0.1"]
         );
         assert_eq!(source_ips(&HeaderMap::new(), remote), ["127.0.0.1"]);
+    }
+
+    #[test]
+    fn an_in_process_write_is_one_response_complete_event() {
+        let backend = Arc::new(log::MemoryBackend::default());
+        let auditor = Auditor::new(
+            Policy::metadata_for_everything(),
+            backend.clone(),
+            Arc::new(Metrics::default()),
+        );
+        let user = UserInfo {
+            name: "system:serviceaccount:kube-system:cleaner".into(),
+            ..Default::default()
+        };
+        let info = RequestInfo {
+            is_resource_request: true,
+            verb: "delete".into(),
+            api_prefix: "api".into(),
+            api_version: "v1".into(),
+            namespace: "shop".into(),
+            resource: "serviceaccounts".into(),
+            name: "web".into(),
+            ..Default::default()
+        };
+        auditor.internal_write(&InternalWrite {
+            user: &user,
+            info: &info,
+            uid: "u1",
+            failure: None,
+        });
+        let events = backend.events.lock();
+        assert_eq!(events.len(), 1);
+        let event = serde_json::to_value(&events[0]).unwrap();
+        assert_eq!(event["stage"], "ResponseComplete");
+        assert_eq!(event["verb"], "delete");
+        assert_eq!(
+            event["user"]["username"],
+            "system:serviceaccount:kube-system:cleaner"
+        );
+        assert_eq!(event["requestURI"], "/api/v1/namespaces/shop/serviceaccounts/web");
+        assert_eq!(event["objectRef"]["uid"], "u1");
+        assert_eq!(event["responseStatus"]["code"], 200);
     }
 }

@@ -159,8 +159,10 @@ impl ApiServer {
                 .get(http::header::USER_AGENT)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("");
+            let now = badge_api::clock::now();
             self.usage
-                .record(credential, badge_api::clock::now(), remote.map(|a| a.ip()), agent)
+                .record(credential, now, remote.map(|a| a.ip()), agent)
+                .or_else(|| self.node_binding_check(credential, &authenticated, now))
         });
         if let (Some(auditor), Some(meta)) = (&self.audit_log, &meta) {
             exchange.recorder = auditor.begin(meta, &info, &authenticated);

@@ -295,11 +295,15 @@ impl ApiServer {
         // A review is a use of the token by whoever was handed it; the reviewer's address is
         // not the holder's, so none is recorded.
         if let TokenOutcome::Authenticated {
+            user,
             credential: Some(credential),
             ..
         } = &outcome
         {
-            self.usage.record(credential, badge_api::clock::now(), None, "");
+            let now = badge_api::clock::now();
+            if self.usage.record(credential, now, None, "").is_none() {
+                self.node_binding_check(credential, user, now);
+            }
         }
         outcome
     }

@@ -84,6 +84,8 @@ type Shard = Mutex<ShardState>;
 
 /// The reason a token used from two addresses is flagged with.
 pub const MULTIPLE_SOURCES: &str = "MultipleSourceAddresses";
+/// The reason a pod-bound token is flagged with when its node binding no longer holds.
+pub const NODE_CHANGED: &str = "BoundNodeChanged";
 /// The audit annotation of a request whose token was flagged.
 pub const SUSPICIOUS_ANNOTATION: &str = "identity.badge.dev/suspicious-token-use";
 /// `--suspicious-token-window`'s default.
@@ -105,6 +107,60 @@ pub struct SuspicionPolicy {
     pub window: Duration,
     /// Flagged tokens are revoked too.
     pub revoke: bool,
+}
+
+/// A pod-bound token carries the node its pod ran on when it was issued (the
+/// `kubernetes.io.node` claim, as the `authentication.kubernetes.io/node-name` and
+/// `node-uid` extras). The holder of a stolen token can use it anywhere, but the pod it
+/// names stays where it is, so a use is suspicious when, by the watch cache:
+/// - the pod it is bound to (the same uid) is assigned to another node than the token
+///   names (`spec.nodeName` differs), or
+/// - the node the token names exists under another uid than the token carries: the node was
+///   replaced, so the token outlived the machine it was issued to.
+///
+/// A node that is gone is not itself suspicious: its pods go with it, and so does the
+/// token's validity. Tokens without a pod, or without node information, are never flagged
+/// this way. `pod` and `node` are the cache's objects named by the extras.
+pub fn node_binding_suspicion(
+    user: &badge_auth::UserInfo,
+    pod: Option<&Value>,
+    node: Option<&Value>,
+    at: jiff::Timestamp,
+) -> Option<Suspicion> {
+    use badge_token::claims::{NODE_NAME_KEY, NODE_UID_KEY, POD_NAME_KEY, POD_UID_KEY};
+    let extra = |key: &str| {
+        user.extra
+            .get(key)
+            .and_then(|values| values.first())
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    };
+    let (pod_name, pod_uid, node_name) = (extra(POD_NAME_KEY)?, extra(POD_UID_KEY)?, extra(NODE_NAME_KEY)?);
+    if let Some(pod) = pod.filter(|p| meta::uid(p) == pod_uid) {
+        let now_on = pod
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        if !now_on.is_empty() && now_on != node_name {
+            return Some(Suspicion {
+                reason: NODE_CHANGED,
+                message: format!(
+                    "issued for pod {pod_name} on node {node_name}, which is now on node {now_on}"
+                ),
+                time: at,
+            });
+        }
+    }
+    let token_node_uid = extra(NODE_UID_KEY)?;
+    let node = node.filter(|n| meta::name(n) == node_name)?;
+    let live_uid = meta::uid(node);
+    (!live_uid.is_empty() && live_uid != token_node_uid).then(|| Suspicion {
+        reason: NODE_CHANGED,
+        message: format!(
+            "issued on node {node_name} (uid {token_node_uid}), which was replaced (uid {live_uid})"
+        ),
+        time: at,
+    })
 }
 
 impl Default for SuspicionPolicy {
@@ -237,6 +293,21 @@ impl UsageRecorder {
             ),
             time: at,
         })
+    }
+
+    /// Notes a suspicion found outside [`UsageRecorder::record`] for the next flush, once
+    /// per credential and reason until then.
+    pub fn flag(&self, credential: &Arc<TokenCredential>, suspicion: Suspicion) {
+        if !self.enabled {
+            return;
+        }
+        let mut pending = self.suspicious.lock();
+        if !pending
+            .iter()
+            .any(|(c, s)| c == credential && s.reason == suspicion.reason)
+        {
+            pending.push((credential.clone(), suspicion));
+        }
     }
 
     /// Whether flagged tokens are revoked too.
@@ -596,6 +667,36 @@ impl ApiServer {
         }
     }
 
+    /// Checks a pod-bound token's node binding against the watch cache
+    /// ([`node_binding_suspicion`]), noting a first suspicion for the next flush. Only
+    /// tokens carrying pod and node extras cost two cache lookups.
+    pub fn node_binding_check(
+        &self,
+        credential: &Arc<TokenCredential>,
+        user: &badge_auth::UserInfo,
+        at: jiff::Timestamp,
+    ) -> Option<Suspicion> {
+        use badge_token::claims::{NODE_NAME_KEY, POD_NAME_KEY};
+        if !self.usage.enabled() || credential.legacy {
+            return None;
+        }
+        let pod_name = user.extra.get(POD_NAME_KEY)?.first()?;
+        let node_name = user.extra.get(NODE_NAME_KEY)?.first()?;
+        let pods = resources::lookup("", "v1", "pods")?;
+        let nodes = resources::lookup("", "v1", "nodes")?;
+        let pod = self.registry.get_cached(pods, &credential.namespace, pod_name);
+        let node = self.registry.get_cached(nodes, "", node_name);
+        let suspicion = node_binding_suspicion(user, pod.as_deref(), node.as_deref(), at)?;
+        let flagged = identity("issuedtokens").ok().and_then(|tokens| {
+            self.registry
+                .get_cached(tokens, &credential.namespace, &credential.record)
+        });
+        if flagged.is_none_or(|record| record.pointer("/status/suspicious").is_none()) {
+            self.usage.flag(credential, suspicion.clone());
+        }
+        Some(suspicion)
+    }
+
     /// Writes each suspicion noted since the last flush on its IssuedToken (the first one
     /// stays), and revokes the token when `--revoke-suspicious-tokens` says so. A record not
     /// written yet is tried again at the next flush.
@@ -837,5 +938,42 @@ mod tests {
     #[test]
     fn legacy_days_are_utc_dates() {
         assert_eq!(day_of(at("2026-03-04T23:59:59Z")), "2026-03-04");
+    }
+
+    #[test]
+    fn a_pod_bound_token_is_suspicious_once_its_node_binding_no_longer_holds() {
+        use badge_token::claims::{NODE_NAME_KEY, NODE_UID_KEY, POD_NAME_KEY, POD_UID_KEY};
+        let at = at("2026-01-01T00:00:00Z");
+        let mut user = badge_auth::UserInfo::default();
+        for (key, value) in [
+            (POD_NAME_KEY, "web"),
+            (POD_UID_KEY, "p1"),
+            (NODE_NAME_KEY, "n1"),
+            (NODE_UID_KEY, "u1"),
+        ] {
+            user.extra.insert(key.into(), vec![value.into()]);
+        }
+        let pod_on =
+            |node: &str| json!({"metadata": {"name": "web", "uid": "p1"}, "spec": {"nodeName": node}});
+        let node = |uid: &str| json!({"metadata": {"name": "n1", "uid": uid}});
+        let check = |pod: Option<&Value>, node: Option<&Value>| node_binding_suspicion(&user, pod, node, at);
+        assert_eq!(check(Some(&pod_on("n1")), Some(&node("u1"))), None);
+        // Gone pod or node: the authenticator's concern, not a sign of theft.
+        assert_eq!(check(None, None), None);
+        let moved = check(Some(&pod_on("n2")), Some(&node("u1"))).unwrap();
+        assert_eq!(moved.reason, NODE_CHANGED);
+        assert!(moved.message.contains("now on node n2"), "{}", moved.message);
+        let replaced = check(Some(&pod_on("n1")), Some(&node("u2"))).unwrap();
+        assert!(replaced.message.contains("was replaced"), "{}", replaced.message);
+        // Another pod of the same name (a new uid) says nothing about this token.
+        let other = json!({"metadata": {"name": "web", "uid": "p2"}, "spec": {"nodeName": "n2"}});
+        assert_eq!(check(Some(&other), Some(&node("u1"))), None);
+        // Without node information, nothing to compare.
+        let mut no_node = user.clone();
+        no_node.extra.remove(NODE_NAME_KEY);
+        assert_eq!(
+            node_binding_suspicion(&no_node, Some(&pod_on("n2")), Some(&node("u2")), at),
+            None
+        );
     }
 }

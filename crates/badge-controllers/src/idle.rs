@@ -3,7 +3,8 @@
 //! `identity.badge.dev/idle-since=<day>`), after another period disabled (label
 //! `identity.badge.dev/disabled=true`: no token is issued for it), after a third deleted. A use
 //! clears the mark; removing the disabled label (`badge serviceaccount enable NS/NAME`) starts
-//! over. Each step is logged; in dry-run nothing is written. The exact times of the steps
+//! over. Each step is logged and, through the server's [`Audit`], audited; in dry-run
+//! nothing is written. The exact times of the steps
 //! are kept in annotations, since label values cannot hold them.
 
 use std::sync::Arc;
@@ -14,7 +15,11 @@ use badge_api::{Status, meta, resources};
 use badge_registry::{DeleteOptions, Filter, ReadFrom, Registry, WriteOptions};
 use serde_json::Value;
 
+use crate::audit::{self, Audit, Write};
 use crate::leader;
+
+/// The controller's name, which names its ServiceAccount in the audit log.
+pub const CONTROLLER_NAME: &str = "idle-serviceaccount-cleaner";
 
 /// When the ServiceAccount was found idle (RFC 3339).
 pub const IDLE_SINCE_ANNOTATION: &str = "identity.badge.dev/idle-since";
@@ -142,7 +147,7 @@ pub fn apply_step(sa: &Value, step: Step, now: jiff::Timestamp) -> Value {
     sa
 }
 
-pub fn spawn(registry: Arc<Registry>, leading: Option<leader::Leading>, options: IdleCleanup) {
+pub fn spawn(registry: Arc<Registry>, leading: Option<leader::Leading>, options: IdleCleanup, audit: Audit) {
     // A tenth of the period, so each step lands within 10 % of its due time.
     let tick = (options.period / 10).clamp(Duration::from_millis(200), Duration::from_secs(3600));
     tracing::info!(
@@ -156,14 +161,14 @@ pub fn spawn(registry: Arc<Registry>, leading: Option<leader::Leading>, options:
             if leading.as_ref().is_some_and(|l| !*l.borrow()) {
                 continue;
             }
-            if let Err(e) = sweep(&registry, options).await {
+            if let Err(e) = sweep(&registry, options, &audit).await {
                 tracing::warn!(error = %e.message, "idle ServiceAccount cleanup failed; retrying");
             }
         }
     });
 }
 
-async fn sweep(registry: &Registry, options: IdleCleanup) -> Result<(), Status> {
+async fn sweep(registry: &Registry, options: IdleCleanup, audit: &Audit) -> Result<(), Status> {
     let sas = resources::lookup("", "v1", "serviceaccounts")
         .ok_or_else(|| Status::internal("serviceaccounts is not served"))?;
     let usages = resources::lookup(GROUP, "v1", "serviceaccountusages")
@@ -203,7 +208,7 @@ async fn sweep(registry: &Registry, options: IdleCleanup) -> Result<(), Status> 
                     namespace,
                     name,
                     &DeleteOptions {
-                        precondition_uid: Some(uid),
+                        precondition_uid: Some(uid.clone()),
                         ..Default::default()
                     },
                 )
@@ -223,6 +228,19 @@ async fn sweep(registry: &Registry, options: IdleCleanup) -> Result<(), Status> 
                 .await
                 .map(|_| ()),
         };
+        audit::record(
+            audit,
+            Write {
+                controller: CONTROLLER_NAME,
+                verb: if step == Step::Delete { "delete" } else { "update" },
+                resource: sas,
+                subresource: "",
+                namespace,
+                name,
+                uid: &uid,
+                failure: written.as_ref().err(),
+            },
+        );
         match written {
             Ok(()) => tracing::info!(namespace, serviceaccount = name, "idle ServiceAccount {what}"),
             Err(e) if e.is_not_found() => {}

@@ -15,7 +15,10 @@
 //!   (rotation on a period when configured; keys whose tokens have all expired dropped).
 //! - `pod-garbage-collector`: pods no node will finish (orphans, and terminating pods on a
 //!   node whose agent is gone) are force-deleted.
+//! - `legacy-service-account-token-cleaner`: auto-generated legacy token Secrets unused for a
+//!   period are labelled invalid, then deleted (spawned on its own, with its period).
 
+pub mod audit;
 pub mod bootstrapsigner;
 pub mod clusterinfo;
 pub mod clusterroleaggregation;
@@ -24,6 +27,7 @@ pub mod idle;
 pub mod issuedtokens;
 pub mod keyrotation;
 pub mod leader;
+pub mod legacytokencleaner;
 pub mod podgc;
 pub mod runtime;
 pub mod tokencleaner;

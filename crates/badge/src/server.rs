@@ -98,6 +98,10 @@ pub struct ServerOptions {
     #[arg(long, default_value_t = false, num_args = 0..=1, require_equals = true,
           default_missing_value = "true", action = clap::ArgAction::Set, value_parser = go_bool)]
     legacy_service_account_token_auto_generation: bool,
+    /// How long an auto-generated legacy token Secret may go unused before it is labelled
+    /// invalid, and how long after that before it is deleted (a Go duration; positive).
+    #[arg(long, default_value = "8760h0m0s")]
+    legacy_service_account_token_clean_up_period: String,
     /// Authenticate bootstrap tokens (`<id>.<secret>`) from their Secrets in kube-system.
     #[arg(long, default_value_t = true, num_args = 0..=1, require_equals = true,
           default_missing_value = "true", action = clap::ArgAction::Set, value_parser = go_bool)]
@@ -660,15 +664,16 @@ pub async fn run(options: ServerOptions) -> anyhow::Result<()> {
         Some(leading.clone()),
     );
     badge_controllers::spawn_all(registry.clone(), pki.ca_pem().to_string(), Some(leading.clone()));
-    if let Some(period) = idle_cleanup_period(&options.idle_serviceaccount_cleanup_period)? {
-        badge_controllers::idle::spawn(
-            registry.clone(),
-            Some(leading.clone()),
-            badge_controllers::idle::IdleCleanup {
-                period,
-                dry_run: options.idle_serviceaccount_cleanup_dry_run,
-            },
-        );
+    let idle_period = idle_cleanup_period(&options.idle_serviceaccount_cleanup_period)?;
+    let legacy_clean_up_period =
+        badge_apiserver::limits::parse_go_duration(&options.legacy_service_account_token_clean_up_period)
+            .map_err(|e| anyhow::anyhow!("--legacy-service-account-token-clean-up-period: {e}"))?;
+    if legacy_clean_up_period.is_zero() {
+        anyhow::bail!("--legacy-service-account-token-clean-up-period must be positive");
+    }
+    if options.token_usage_tracking {
+        // Legacy token use is recorded only with usage tracking, so only then is it tracked.
+        badge_controllers::legacytokencleaner::spawn_tracking(registry.clone(), badge_api::clock::now);
     }
     if let Some(auto) = auto_rotation {
         tracing::info!(
@@ -682,6 +687,7 @@ pub async fn run(options: ServerOptions) -> anyhow::Result<()> {
     badge_controllers::keyrotation::spawn(keys.clone(), Some(leading.clone()));
 
     let csr_registry = registry.clone();
+    let controller_registry = registry.clone();
     let csr_signer = Arc::new(
         pki.csr_signer()
             .context("loading the CA to sign certificate requests")?,
@@ -724,6 +730,29 @@ pub async fn run(options: ServerOptions) -> anyhow::Result<()> {
             }),
         );
     let api = Arc::new(options.audit.apply(&options.data_dir, api)?);
+    // Controllers whose writes must be accounted for record them in the audit log.
+    let controller_audit: badge_controllers::audit::Audit = api
+        .audit_log
+        .clone()
+        .map(|auditor| Arc::new(ControllerAudit(auditor)) as Arc<dyn badge_controllers::audit::WriteAudit>);
+    badge_controllers::legacytokencleaner::spawn(
+        controller_registry.clone(),
+        Some(leading.clone()),
+        legacy_clean_up_period,
+        badge_api::clock::now,
+        controller_audit.clone(),
+    );
+    if let Some(period) = idle_period {
+        badge_controllers::idle::spawn(
+            controller_registry,
+            Some(leading.clone()),
+            badge_controllers::idle::IdleCleanup {
+                period,
+                dry_run: options.idle_serviceaccount_cleanup_dry_run,
+            },
+            controller_audit,
+        );
+    }
     // The approver asks the server's own authorizer, as a SubjectAccessReview would.
     badge_controllers::csr::spawn(
         csr_registry,
@@ -840,6 +869,48 @@ struct ServerAuthorizer(Arc<badge_apiserver::ApiServer>);
 impl badge_auth::Authorizer for ServerAuthorizer {
     fn authorize(&self, attributes: &badge_auth::Attributes) -> badge_auth::Decision {
         self.0.authorizer.authorize(attributes)
+    }
+}
+
+/// Records controllers' writes in the audit log as requests of their ServiceAccounts.
+struct ControllerAudit(Arc<badge_apiserver::audit::Auditor>);
+
+impl badge_controllers::audit::WriteAudit for ControllerAudit {
+    fn record(&self, write: &badge_controllers::audit::Write<'_>) {
+        let username = write.username();
+        let user = badge_auth::UserInfo {
+            name: username,
+            groups: vec![
+                "system:serviceaccounts".into(),
+                "system:serviceaccounts:kube-system".into(),
+                "system:authenticated".into(),
+            ],
+            ..Default::default()
+        };
+        let info = badge_api::request_info::RequestInfo {
+            is_resource_request: true,
+            verb: write.verb.to_string(),
+            api_prefix: if write.resource.group.is_empty() {
+                "api"
+            } else {
+                "apis"
+            }
+            .into(),
+            api_group: write.resource.group.into(),
+            api_version: write.resource.version.into(),
+            namespace: write.namespace.into(),
+            resource: write.resource.plural.into(),
+            subresource: write.subresource.into(),
+            name: write.name.into(),
+            namespace_scoped_path: !write.namespace.is_empty(),
+            ..Default::default()
+        };
+        self.0.internal_write(&badge_apiserver::audit::InternalWrite {
+            user: &user,
+            info: &info,
+            uid: write.uid,
+            failure: write.failure,
+        });
     }
 }
 

@@ -16,6 +16,7 @@ mod inventory;
 mod lists;
 mod matrix;
 mod node;
+mod node_binding;
 mod poddeletion;
 mod revocation;
 mod token_policy;

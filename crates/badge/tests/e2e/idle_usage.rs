@@ -140,6 +140,28 @@ fn the_idle_cleanup_marks_disables_then_deletes_an_unused_service_account() {
     assert!(refused.contains("the ServiceAccount is disabled"), "{refused}");
     crate::eventually("the ServiceAccount deleted", || labels(&s, "web").is_none());
     assert!(s.logged("idle ServiceAccount deleted"));
+    // Each step is in the audit log, as the controller's ServiceAccount's request.
+    let mut steps = Vec::new();
+    crate::eventually("the steps in the audit log", || {
+        let log = std::fs::read_to_string(s.data_dir().join("audit.log")).unwrap_or_default();
+        steps = log
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(|e| {
+                e["user"]["username"] == "system:serviceaccount:kube-system:idle-serviceaccount-cleaner"
+                    && e["objectRef"]["namespace"] == "shop"
+                    && e["objectRef"]["name"] == "web"
+            })
+            .collect::<Vec<_>>();
+        steps.len() >= 3
+    });
+    let verbs: Vec<&str> = steps.iter().map(|e| e["verb"].as_str().unwrap()).collect();
+    assert_eq!(verbs, ["update", "update", "delete"], "{steps:?}");
+    for event in &steps {
+        assert_eq!(event["stage"], "ResponseComplete", "{event}");
+        assert_eq!(event["objectRef"]["resource"], "serviceaccounts", "{event}");
+        assert_eq!(event["responseStatus"]["code"], 200, "{event}");
+    }
 }
 
 #[test]

@@ -25,6 +25,7 @@ mod key_rotation;
 mod kms;
 mod kube_rs;
 mod kubectl;
+mod legacy_token_cleanup;
 mod limits;
 mod metadata;
 mod nodes;

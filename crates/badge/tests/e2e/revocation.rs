@@ -426,6 +426,60 @@ fn a_token_used_from_two_addresses_is_flagged_audited_and_revoked() {
 }
 
 #[test]
+fn a_pod_bound_token_used_after_its_node_was_replaced_is_flagged_and_revoked() {
+    let s = TestServer::start_with(BIN, &["--usage-flush-period=200ms", "--revoke-suspicious-tokens"]);
+    let node = r#"{"apiVersion":"v1","kind":"Node","metadata":{"name":"n1"}}"#;
+    let applied = s.kubectl_with_stdin(&["apply", "-f", "-"], Some(node));
+    assert!(applied.status.success(), "{applied:?}");
+    s.kubectl_ok(&["create", "serviceaccount", "app"]);
+    let pod = s.kubectl_with_stdin(
+        &["apply", "-f", "-"],
+        Some(
+            r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"web"},
+            "spec":{"nodeName":"n1","serviceAccountName":"app","containers":[{"name":"web","image":"nginx"}]}}"#,
+        ),
+    );
+    assert!(pod.status.success(), "{pod:?}");
+    let token = s
+        .kubectl_ok(&[
+            "create",
+            "token",
+            "app",
+            "--bound-object-kind=Pod",
+            "--bound-object-name=web",
+        ])
+        .trim()
+        .to_string();
+    let jti = jti_of(&token);
+    assert_eq!(use_from(&s, "127.0.0.1", &token), "201");
+    eventually("the record", || {
+        s.kubectl(&["get", "issuedtoken", &jti]).status.success()
+    });
+    // The node goes and comes back as another machine (a new uid); the pod stays bound.
+    s.kubectl_ok(&["delete", "node", "n1"]);
+    let again = s.kubectl_with_stdin(&["create", "-f", "-"], Some(node));
+    assert!(again.status.success(), "{again:?}");
+    assert_eq!(use_from(&s, "127.0.0.1", &token), "201");
+    eventually("the token flagged and revoked", || {
+        let record: Value =
+            serde_json::from_str(&s.kubectl_ok(&["get", "issuedtoken", &jti, "-o", "json"])).unwrap();
+        record["status"]["suspicious"]["reason"] == "BoundNodeChanged" && record["spec"]["revoked"] == true
+    });
+    eventually("the flagged token refused", || !authenticated(&s, &token));
+    eventually("the audit annotation", || {
+        std::fs::read_to_string(s.data_dir().join("audit.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .any(|e| {
+                e["annotations"]["identity.badge.dev/suspicious-token-use"]
+                    .as_str()
+                    .is_some_and(|a| a.starts_with("BoundNodeChanged: issued on node n1"))
+            })
+    });
+}
+
+#[test]
 fn without_auto_revocation_a_suspicious_token_is_only_flagged() {
     let s = TestServer::start_with(BIN, &["--usage-flush-period=200ms"]);
     let token = s.kubectl_ok(&["create", "token", "default"]).trim().to_string();
