@@ -43,8 +43,7 @@ pub use cache::{CachePolicy, FetchFuture, Fetched, KeySource};
 pub use review::TokenReviewer;
 pub use revocation::{FetchedList, LIST_TYPE, ListFuture, RevocationPolicy};
 
-use badge_token::claims::TokenKind;
-use badge_token::claims::{Expectations, LEEWAY_SECONDS, ValidatedClaims};
+use badge_token::claims::{Expectations, LEEWAY_SECONDS, TokenKind, ValidatedClaims};
 use cache::{KeyCache, Need};
 use revocation::{Checks, Published, RevocationCache};
 use serde_json::{Map, Value};
