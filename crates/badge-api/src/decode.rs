@@ -6,11 +6,7 @@
 //! input with the round-tripped value names the unknown fields, which Strict rejects, Warn
 //! reports and Ignore drops.
 
-use std::cell::RefCell;
-use std::fmt;
-
-use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::resources::Resource;
 use crate::status::Status;
@@ -68,16 +64,7 @@ pub const MAX_DEPTH: usize = 100;
 
 /// Parses JSON, recording the path of every duplicated field instead of failing.
 pub fn parse_json(bytes: &[u8]) -> Result<(Value, Vec<String>), String> {
-    let duplicates = RefCell::new(Vec::new());
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let seed = StrictSeed {
-        path: String::new(),
-        depth: 0,
-        duplicates: &duplicates,
-    };
-    let value = seed.deserialize(&mut de).map_err(|e| e.to_string())?;
-    de.end().map_err(|e| e.to_string())?;
-    Ok((value, duplicates.into_inner()))
+    badge_token::json::parse_recording_duplicates(bytes, MAX_DEPTH).map_err(|e| e.to_string())
 }
 
 /// Parses a single YAML document into JSON. Aliases are expanded by the parser, which
@@ -215,93 +202,6 @@ fn unknown_fields(input: &Value, typed: &Value, path: String, out: &mut Vec<Stri
             }
         }
         _ => {}
-    }
-}
-
-struct StrictSeed<'a> {
-    path: String,
-    depth: usize,
-    duplicates: &'a RefCell<Vec<String>>,
-}
-
-impl<'de> DeserializeSeed<'de> for StrictSeed<'_> {
-    type Value = Value;
-
-    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
-        if self.depth > MAX_DEPTH {
-            return Err(de::Error::custom("nesting too deep"));
-        }
-        deserializer.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for StrictSeed<'_> {
-    type Value = Value;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-
-    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
-        Ok(Value::Bool(v))
-    }
-    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
-        Ok(Value::from(v))
-    }
-    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
-        Ok(Value::from(v))
-    }
-    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
-        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
-    }
-    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
-        Ok(Value::String(v.to_string()))
-    }
-    fn visit_string<E>(self, v: String) -> Result<Value, E> {
-        Ok(Value::String(v))
-    }
-    fn visit_none<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-    fn visit_unit<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        let mut items = Vec::new();
-        loop {
-            let seed = StrictSeed {
-                path: format!("{}[{}]", self.path, items.len()),
-                depth: self.depth + 1,
-                duplicates: self.duplicates,
-            };
-            match seq.next_element_seed(seed)? {
-                Some(v) => items.push(v),
-                None => break,
-            }
-        }
-        Ok(Value::Array(items))
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let mut out = Map::new();
-        while let Some(key) = map.next_key::<String>()? {
-            let path = if self.path.is_empty() {
-                key.clone()
-            } else {
-                format!("{}.{key}", self.path)
-            };
-            let seed = StrictSeed {
-                path: path.clone(),
-                depth: self.depth + 1,
-                duplicates: self.duplicates,
-            };
-            let value = map.next_value_seed(seed)?;
-            if out.insert(key, value).is_some() {
-                self.duplicates.borrow_mut().push(path);
-            }
-        }
-        Ok(Value::Object(out))
     }
 }
 

@@ -17,7 +17,7 @@ pub mod bootstrap;
 pub mod claims;
 pub mod der;
 mod error;
-mod json;
+pub mod json;
 pub mod jwt;
 pub mod keys;
 pub mod keyset;

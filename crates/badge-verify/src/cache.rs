@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::jwk::Keys;
+use crate::revocation::ListFuture;
 
 /// A key set as fetched, with how long its publisher lets it be cached.
 #[derive(Debug)]
@@ -28,6 +29,12 @@ pub type FetchFuture<'a> = Pin<Box<dyn Future<Output = Result<Fetched, String>> 
 pub trait KeySource: Send + Sync {
     /// Fetches the current key set.
     fn fetch(&self) -> FetchFuture<'_>;
+
+    /// Fetches the issuer's signed revocation list, `Ok(None)` when it publishes none (the
+    /// default). Fetched again after the list's max-age, as the key set is.
+    fn fetch_revocations(&self) -> ListFuture<'_> {
+        Box::pin(async { Ok(None) })
+    }
 }
 
 /// Refresh timing.
@@ -39,6 +46,17 @@ pub struct CachePolicy {
     pub default_max_age: Duration,
     /// The longest a max-age is honoured.
     pub max_max_age: Duration,
+}
+
+impl CachePolicy {
+    /// How long a fetched document stays fresh: its max-age (or the default), within the
+    /// policy's bounds.
+    pub(crate) fn age(&self, max_age: Option<Duration>) -> Duration {
+        max_age
+            .unwrap_or(self.default_max_age)
+            .min(self.max_max_age)
+            .max(self.min_refresh_interval)
+    }
 }
 
 impl Default for CachePolicy {
@@ -62,7 +80,7 @@ struct State {
 /// The cache. Readers take a short lock for a snapshot; one refresh runs at a time and
 /// concurrent callers wait for its result instead of fetching again.
 pub struct KeyCache {
-    source: Box<dyn KeySource>,
+    source: Arc<dyn KeySource>,
     policy: CachePolicy,
     state: parking_lot::Mutex<State>,
     refresh: tokio::sync::Mutex<()>,
@@ -78,7 +96,7 @@ pub enum Need {
 }
 
 impl KeyCache {
-    pub fn new(source: Box<dyn KeySource>, policy: CachePolicy) -> Self {
+    pub fn new(source: Arc<dyn KeySource>, policy: CachePolicy) -> Self {
         Self {
             source,
             policy,
@@ -132,9 +150,7 @@ impl KeyCache {
             .and_then(|f| Keys::from_jwks(&f.jwks).map(|keys| (keys, f.max_age)));
         match fetched {
             Ok((keys, max_age)) => {
-                let age = max_age
-                    .unwrap_or(self.policy.default_max_age)
-                    .clamp(self.policy.min_refresh_interval, self.policy.max_max_age);
+                let age = self.policy.age(max_age);
                 let keys = Arc::new(keys);
                 let mut state = self.state.lock();
                 state.keys = Some(keys.clone());

@@ -7,12 +7,9 @@
 //! key with the kid its publisher chose (an external signer's key ids need not be such
 //! hashes). Keys and claim validation are badge-token's.
 
-use std::fmt;
-
 use badge_token::{Algorithm, VerifyingKey};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
 use crate::VerifyError;
@@ -20,6 +17,21 @@ use crate::jwk::Keys;
 
 /// Larger tokens are refused before any decoding (badge-token's limit).
 pub const MAX_TOKEN_BYTES: usize = badge_token::jwt::MAX_TOKEN_BYTES;
+/// A revocation list grows with the revoked tokens; the fetch's body cap bounds it.
+pub const MAX_LIST_BYTES: usize = 1024 * 1024;
+/// Nesting allowed in a header: its parameters are strings.
+const HEADER_MAX_DEPTH: usize = 3;
+/// Nesting allowed in a payload: `kubernetes.io.pod.name` is depth 3, a list entry depth 3.
+const PAYLOAD_MAX_DEPTH: usize = 16;
+
+/// What a compact JWS must declare itself to be (RFC 8725 §3.11 explicit typing).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Typ {
+    /// A ServiceAccount token: `typ` absent or `JWT`.
+    Token,
+    /// A document signed by the issuer for verifiers: exactly this `typ`, required.
+    Required(&'static str),
+}
 
 /// The header of a compact JWS whose shape is right; nothing is verified yet.
 #[derive(Debug)]
@@ -34,7 +46,17 @@ pub struct Parsed<'t> {
 /// Steps before any key is looked at: size, three segments, strict base64url, a header of
 /// `alg`, `kid` and `typ` only, and `alg` RS256 or ES256.
 pub fn parse(token: &str) -> Result<Parsed<'_>, VerifyError> {
-    if token.len() > MAX_TOKEN_BYTES {
+    parse_typed(token, Typ::Token)
+}
+
+/// [`parse`] for a JWS of the given type: a token is never taken for a revocation list, nor a
+/// list for a token.
+pub fn parse_typed(token: &str, typ: Typ) -> Result<Parsed<'_>, VerifyError> {
+    let max_bytes = match typ {
+        Typ::Token => MAX_TOKEN_BYTES,
+        Typ::Required(_) => MAX_LIST_BYTES,
+    };
+    if token.len() > max_bytes {
         return Err(VerifyError::Malformed("token larger than the size limit"));
     }
     let mut parts = token.split('.');
@@ -54,18 +76,27 @@ pub fn parse(token: &str) -> Result<Parsed<'_>, VerifyError> {
     let header = decode(h64, "the header is not base64url")?;
     let payload = decode(p64, "the payload is not base64url")?;
     let signature = decode(s64, "the signature is not base64url")?;
-    let header = unique_object(&header).ok_or(VerifyError::Malformed("the header is not a JSON object"))?;
+    let header = unique_object(&header, HEADER_MAX_DEPTH)
+        .ok_or(VerifyError::Malformed("the header is not a JSON object"))?;
     let mut alg = None;
     let mut kid = None;
+    let mut declared = None;
     for (name, value) in &header {
         match (name.as_str(), value) {
             ("alg", Value::String(v)) => alg = Some(v.as_str()),
             ("kid", Value::String(v)) => kid = Some(v.clone()),
-            ("typ", Value::String(v)) if v == "JWT" => {}
+            ("typ", Value::String(v)) => declared = Some(v.as_str()),
             // `jku`, `jwk`, `x5u`, `x5c`, `crit` and the rest would let the token choose
             // its own key or processing rules.
             _ => return Err(VerifyError::Malformed("the header has a parameter not accepted")),
         }
+    }
+    let typ_accepted = match typ {
+        Typ::Token => declared.is_none_or(|t| t == "JWT"),
+        Typ::Required(wanted) => declared == Some(wanted),
+    };
+    if !typ_accepted {
+        return Err(VerifyError::Malformed("the header's typ is not accepted"));
     }
     let alg = match alg {
         Some("RS256") => Algorithm::Rs256,
@@ -114,73 +145,15 @@ impl Parsed<'_> {
         if !verified {
             return Err(VerifyError::InvalidSignature);
         }
-        unique_object(&self.payload).ok_or(VerifyError::Malformed("the payload is not a JSON object"))
+        unique_object(&self.payload, PAYLOAD_MAX_DEPTH)
+            .ok_or(VerifyError::Malformed("the payload is not a JSON object"))
     }
 }
 
 /// A JSON object, refused (None) when any object in it repeats a member name: two parsers
 /// that keep different duplicates would disagree on who the token names.
-fn unique_object(bytes: &[u8]) -> Option<Map<String, Value>> {
-    match serde_json::from_slice::<Unique>(bytes).ok()?.0 {
-        Value::Object(map) => Some(map),
-        _ => None,
-    }
-}
-
-struct Unique(Value);
-
-impl<'de> Deserialize<'de> for Unique {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(UniqueVisitor).map(Unique)
-    }
-}
-
-struct UniqueVisitor;
-
-impl<'de> Visitor<'de> for UniqueVisitor {
-    type Value = Value;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("JSON")
-    }
-    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
-        Ok(Value::Bool(v))
-    }
-    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
-        Ok(Value::from(v))
-    }
-    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
-        Ok(Value::from(v))
-    }
-    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
-        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
-    }
-    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
-        Ok(Value::String(v.to_owned()))
-    }
-    fn visit_string<E>(self, v: String) -> Result<Value, E> {
-        Ok(Value::String(v))
-    }
-    fn visit_unit<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        let mut items = Vec::new();
-        while let Some(Unique(item)) = seq.next_element()? {
-            items.push(item);
-        }
-        Ok(Value::Array(items))
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let mut out = Map::new();
-        while let Some(key) = map.next_key::<String>()? {
-            let Unique(value) = map.next_value()?;
-            if out.insert(key, value).is_some() {
-                return Err(de::Error::custom("duplicate member"));
-            }
-        }
-        Ok(Value::Object(out))
-    }
+fn unique_object(bytes: &[u8], max_depth: usize) -> Option<Map<String, Value>> {
+    badge_token::json::parse_object(bytes, max_depth).ok()
 }
 
 #[cfg(test)]
@@ -190,10 +163,11 @@ mod tests {
 
     #[test]
     fn duplicate_members_are_refused_at_any_depth() {
-        assert!(unique_object(br#"{"a":1,"b":{"c":[1,{"d":2}]}}"#).is_some());
-        assert!(unique_object(br#"{"sub":"a","sub":"b"}"#).is_none());
-        assert!(unique_object(br#"{"kubernetes.io":{"namespace":"a","namespace":"b"}}"#).is_none());
-        assert!(unique_object(b"[1]").is_none());
+        let depth = PAYLOAD_MAX_DEPTH;
+        assert!(unique_object(br#"{"a":1,"b":{"c":[1,{"d":2}]}}"#, depth).is_some());
+        assert!(unique_object(br#"{"sub":"a","sub":"b"}"#, depth).is_none());
+        assert!(unique_object(br#"{"kubernetes.io":{"namespace":"a","namespace":"b"}}"#, depth).is_none());
+        assert!(unique_object(b"[1]", depth).is_none());
     }
 
     #[test]

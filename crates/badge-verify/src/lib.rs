@@ -11,6 +11,12 @@
 //! - [`TokenReviewer`]: a TokenReview against the API server, for services that must also
 //!   see deletions (a token whose Pod or ServiceAccount is gone stops working at once).
 //!
+//! When the issuer publishes a signed revocation list (badge names one in discovery as
+//! `revocation_list_uri`), or one is configured, the verifier also refuses the tokens it
+//! lists, with [`VerifyError::Revoked`]. The list is cached like the JWKS and verified
+//! against it; while it cannot be refreshed the last good list is used for
+//! [`RevocationPolicy::max_stale`], then tokens are refused as unverifiable (fail closed).
+//!
 //! A JWKS-verified token stays valid until it expires even if its ServiceAccount or Pod is
 //! deleted: keep token lifetimes short, or use the TokenReview mode where that matters.
 //!
@@ -26,6 +32,7 @@ mod http;
 mod jwk;
 mod jws;
 mod review;
+mod revocation;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -34,9 +41,11 @@ pub use badge_token::ObjectRef;
 pub use badge_token::claims::NodeRef;
 pub use cache::{CachePolicy, FetchFuture, Fetched, KeySource};
 pub use review::TokenReviewer;
+pub use revocation::{FetchedList, LIST_TYPE, ListFuture, RevocationPolicy};
 
-use badge_token::claims::{Expectations, LEEWAY_SECONDS, ValidatedClaims};
+use badge_token::claims::{Expectations, LEEWAY_SECONDS, TokenKind, ValidatedClaims};
 use cache::{KeyCache, Need};
+use revocation::{Checks, Published, RevocationCache};
 use serde_json::{Map, Value};
 
 /// How long one fetch of the issuer's documents may take.
@@ -79,13 +88,22 @@ pub enum VerifyError {
     /// The verifier is not configured correctly.
     #[error("verifier configuration: {0}")]
     Config(String),
+    /// The issuer's revocation list names the token.
+    #[error("the token has been revoked")]
+    Revoked,
+    /// The issuer publishes a revocation list, and no list trusted now could be fetched.
+    #[error("the issuer's revocation list is unavailable: {0}")]
+    RevocationsUnavailable(String),
 }
 
 impl VerifyError {
     /// Whether the token itself was refused (answer 401), as opposed to the verifier being
     /// unable to decide (answer 503).
     pub fn is_refusal(&self) -> bool {
-        !matches!(self, Self::KeysUnavailable(_) | Self::Review(_) | Self::Config(_))
+        !matches!(
+            self,
+            Self::KeysUnavailable(_) | Self::Review(_) | Self::Config(_) | Self::RevocationsUnavailable(_)
+        )
     }
 }
 
@@ -102,7 +120,8 @@ pub struct ServiceAccountIdentity {
     pub uid: String,
     /// The Pod the token is bound to.
     pub pod: Option<ObjectRef>,
-    /// The Secret the token is bound to (JWKS mode only; TokenReview does not report it).
+    /// The Secret the token is bound to, or a legacy token's own Secret (its UID empty: legacy
+    /// tokens carry none). JWKS mode only; TokenReview does not report it.
     pub secret: Option<ObjectRef>,
     /// The Node the token is bound to, or the bound Pod's Node.
     pub node: Option<NodeRef>,
@@ -132,13 +151,19 @@ impl ServiceAccountIdentity {
 
     fn from_claims(claims: ValidatedClaims) -> Self {
         let credential_id = claims.credential_id();
+        let secret = match claims.kind {
+            TokenKind::Legacy => claims
+                .legacy_secret_name
+                .map(|name| ObjectRef::new(name, String::new())),
+            TokenKind::Bound => claims.secret,
+        };
         Self {
             issuer: Some(claims.issuer),
             namespace: claims.namespace,
             name: claims.service_account.name,
             uid: claims.service_account.uid,
             pod: claims.pod,
-            secret: claims.secret,
+            secret,
             node: claims.node,
             audiences: claims.audiences,
             expires_at: claims.expires_at,
@@ -155,6 +180,7 @@ pub struct OidcSource {
     issuer: String,
     discovery_url: Option<String>,
     jwks_url: Option<String>,
+    revocation_list_url: Option<String>,
     client: http::HttpsClient,
 }
 
@@ -163,6 +189,31 @@ impl OidcSource {
         if let Some(url) = &self.jwks_url {
             return Ok(url.clone());
         }
+        let (url, doc) = self.discovery().await?;
+        doc.get("jwks_uri")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| format!("{url} has no jwks_uri"))
+    }
+
+    /// The configured list, or the one discovery names; None when there is none (a JWKS URL
+    /// given without a list URL skips discovery, so names none).
+    async fn revocation_list_url(&self) -> Result<Option<String>, String> {
+        if let Some(url) = &self.revocation_list_url {
+            return Ok(Some(url.clone()));
+        }
+        if self.jwks_url.is_some() {
+            return Ok(None);
+        }
+        let (_, doc) = self.discovery().await?;
+        Ok(doc
+            .get("revocation_list_uri")
+            .and_then(Value::as_str)
+            .map(str::to_string))
+    }
+
+    /// The discovery document, with the URL it came from; its issuer must be the configured one.
+    async fn discovery(&self) -> Result<(String, Value), String> {
         let url = self
             .discovery_url
             .clone()
@@ -180,10 +231,7 @@ impl OidcSource {
                 self.issuer
             ));
         }
-        doc.get("jwks_uri")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-            .ok_or_else(|| format!("{url} has no jwks_uri"))
+        Ok((url, doc))
     }
 }
 
@@ -199,6 +247,22 @@ impl KeySource for OidcSource {
                 max_age: response.cache_control.as_deref().and_then(http::max_age),
                 jwks: response.body,
             })
+        })
+    }
+
+    fn fetch_revocations(&self) -> ListFuture<'_> {
+        Box::pin(async move {
+            let Some(url) = self.revocation_list_url().await? else {
+                return Ok(None);
+            };
+            let response = self.client.get(&url).await?;
+            if response.status != 200 {
+                return Err(format!("GET {url}: HTTP {}", response.status));
+            }
+            Ok(Some(FetchedList {
+                max_age: response.cache_control.as_deref().and_then(http::max_age),
+                jwt: response.body,
+            }))
         })
     }
 }
@@ -222,9 +286,12 @@ pub struct VerifierBuilder {
     jwks_url: Option<String>,
     ca_pem: Option<Vec<u8>>,
     bearer: Option<String>,
+    revocation_list_url: Option<String>,
     leeway: Duration,
     policy: CachePolicy,
-    source: Option<Box<dyn KeySource>>,
+    revocation: RevocationPolicy,
+    accept_legacy: bool,
+    source: Option<Arc<dyn KeySource>>,
 }
 
 impl VerifierBuilder {
@@ -266,15 +333,36 @@ impl VerifierBuilder {
         self
     }
 
-    /// Refresh timing.
+    /// Check tokens against the signed revocation list at this URL, whether or not
+    /// discovery names one (HTTPS source only; a [`KeySource`] fetches its own list).
+    pub fn revocation_list_url(mut self, url: impl Into<String>) -> Self {
+        self.revocation_list_url = Some(url.into());
+        self
+    }
+
+    /// Refresh timing, for the JWKS and the revocation list alike.
     pub fn cache_policy(mut self, policy: CachePolicy) -> Self {
         self.policy = policy;
         self
     }
 
+    /// How long a revocation list that cannot be refreshed is still trusted.
+    pub fn revocation_policy(mut self, policy: RevocationPolicy) -> Self {
+        self.revocation = policy;
+        self
+    }
+
+    /// Accept legacy Secret-based tokens (`iss` `kubernetes/serviceaccount`): refused by
+    /// default, since they never expire and carry no audience, so any service they reach
+    /// can replay them to another. Enable only to migrate a service off them.
+    pub fn accept_legacy_tokens(mut self, accept: bool) -> Self {
+        self.accept_legacy = accept;
+        self
+    }
+
     /// Take keys from `source` instead of HTTPS (static files, a test double).
     pub fn key_source(mut self, source: impl KeySource + 'static) -> Self {
-        self.source = Some(Box::new(source));
+        self.source = Some(Arc::new(source));
         self
     }
 
@@ -286,12 +374,13 @@ impl VerifierBuilder {
             // A token for any audience is a token meant for another service.
             return Err(VerifyError::Config("at least one audience is required".into()));
         }
-        let source = match self.source {
+        let source: Arc<dyn KeySource> = match self.source {
             Some(source) => source,
-            None => Box::new(OidcSource {
+            None => Arc::new(OidcSource {
                 issuer: self.issuer.clone(),
                 discovery_url: self.discovery_url,
                 jwks_url: self.jwks_url,
+                revocation_list_url: self.revocation_list_url,
                 client: http::HttpsClient::new(self.ca_pem.as_deref(), self.bearer, FETCH_TIMEOUT)
                     .map_err(VerifyError::Config)?,
             }),
@@ -301,7 +390,10 @@ impl VerifierBuilder {
                 issuers: vec![self.issuer],
                 audiences: self.audiences.into_iter().filter(|a| !a.is_empty()).collect(),
                 leeway: self.leeway,
-                cache: KeyCache::new(source, self.policy),
+                accept_legacy: self.accept_legacy,
+                cache: KeyCache::new(source.clone(), self.policy),
+                revocations: RevocationCache::new(self.policy, self.revocation),
+                source,
             }),
         })
     }
@@ -317,7 +409,10 @@ struct Inner {
     issuers: Vec<String>,
     audiences: Vec<String>,
     leeway: Duration,
+    accept_legacy: bool,
     cache: KeyCache,
+    revocations: RevocationCache,
+    source: Arc<dyn KeySource>,
 }
 
 impl Verifier {
@@ -328,10 +423,13 @@ impl Verifier {
             audiences: Vec::new(),
             discovery_url: None,
             jwks_url: None,
+            revocation_list_url: None,
             ca_pem: None,
             bearer: None,
             leeway: Duration::from_secs(LEEWAY_SECONDS.unsigned_abs()),
             policy: CachePolicy::default(),
+            revocation: RevocationPolicy::default(),
+            accept_legacy: false,
             source: None,
         }
     }
@@ -365,16 +463,38 @@ impl Verifier {
             issuers: &self.inner.issuers,
             api_audiences: &self.inner.audiences,
             requested_audiences: &[],
-            accept_legacy: false,
+            accept_legacy: self.inner.accept_legacy,
             now,
         };
         let validated = badge_token::claims::validate(&Value::Object(claims), &expect)?;
+        let checks = Checks {
+            source: &*self.inner.source,
+            keys: &self.inner.cache,
+            issuer: self.inner.issuers.first().map_or("", String::as_str),
+            leeway: self.leeway_seconds(),
+            now,
+        };
+        let published = self
+            .inner
+            .revocations
+            .current(&checks)
+            .await
+            .map_err(VerifyError::RevocationsUnavailable)?;
+        if let Published::List(list) = &*published
+            && list.revokes(&validated)
+        {
+            return Err(VerifyError::Revoked);
+        }
         Ok(ServiceAccountIdentity::from_claims(validated))
+    }
+
+    fn leeway_seconds(&self) -> i64 {
+        i64::try_from(self.inner.leeway.as_secs()).unwrap_or(LEEWAY_SECONDS)
     }
 
     /// The configured leeway, when narrower than badge-token's fixed 60 s.
     fn check_time(&self, claims: &Map<String, Value>, now: i64) -> Result<(), VerifyError> {
-        let leeway = i64::try_from(self.inner.leeway.as_secs()).unwrap_or(LEEWAY_SECONDS);
+        let leeway = self.leeway_seconds();
         let int = |name| claims.get(name).and_then(Value::as_i64);
         if int("exp").is_some_and(|exp| now.saturating_sub(leeway) > exp) {
             return Err(badge_token::TokenError::Expired.into());

@@ -1,5 +1,6 @@
 //! Replays of verifier bugs shipped elsewhere: keys rotated under a cached JWKS, tokens
-//! without `aud`, algorithm confusion, issuer trailing slashes, leeway, an unreachable issuer.
+//! without `aud`, algorithm confusion, issuer trailing slashes, leeway, an unreachable issuer;
+//! and the signed revocation list: forged, mistyped, expired, stale during an outage.
 #![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;
@@ -21,6 +22,10 @@ struct Published {
     max_age: Option<Duration>,
     unreachable: bool,
     fetches: usize,
+    /// The signed revocation list, when the issuer publishes one.
+    list: Option<String>,
+    list_max_age: Option<Duration>,
+    list_fetches: usize,
 }
 
 #[derive(Clone, Default)]
@@ -38,6 +43,12 @@ impl FakeIssuer {
     fn fetches(&self) -> usize {
         self.0.lock().fetches
     }
+    fn publish_list(&self, list: String) {
+        self.0.lock().list = Some(list);
+    }
+    fn list_fetches(&self) -> usize {
+        self.0.lock().list_fetches
+    }
 }
 
 impl KeySource for FakeIssuer {
@@ -53,6 +64,20 @@ impl KeySource for FakeIssuer {
                 jwks: serde_json::to_vec(&json!({ "keys": keys })).unwrap(),
                 max_age: state.max_age,
             })
+        })
+    }
+
+    fn fetch_revocations(&self) -> ListFuture<'_> {
+        Box::pin(async move {
+            let mut state = self.0.lock();
+            state.list_fetches += 1;
+            if state.unreachable {
+                return Err("connection refused".to_string());
+            }
+            Ok(state.list.as_ref().map(|jwt| FetchedList {
+                jwt: jwt.clone().into_bytes(),
+                max_age: state.list_max_age,
+            }))
         })
     }
 }
@@ -383,4 +408,223 @@ fn bearer_header_values() {
     assert_eq!(bearer_token("bearer  abc "), Some("abc"));
     assert_eq!(bearer_token("Basic abc"), None);
     assert_eq!(bearer_token("Bearer "), None);
+}
+
+// === the signed revocation list ===
+
+/// A list as badge's server signs it, naming bound tokens by jti and legacy ones by Secret.
+fn list_claims(now: i64, jtis: &[&str], secrets: &[(&str, &str)]) -> Value {
+    let mut revoked: Vec<Value> = jtis
+        .iter()
+        .map(|jti| json!({"namespace": "shop", "jti": jti, "exp": now + 600}))
+        .collect();
+    revoked.extend(
+        secrets
+            .iter()
+            .map(|(ns, secret)| json!({"namespace": ns, "secret": secret})),
+    );
+    json!({"iss": ISSUER, "iat": now, "exp": now + 300, "revoked": revoked})
+}
+
+fn sign_list(key: &SigningKey, claims: &Value) -> String {
+    badge_token::jwt::sign_typed(key, LIST_TYPE, claims)
+        .unwrap()
+        .into_exposed()
+}
+
+fn jti_of(token: &str) -> String {
+    let payload: Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(token.split('.').nth(1).unwrap()).unwrap()).unwrap();
+    payload["jti"].as_str().unwrap().to_string()
+}
+
+fn unavailable(result: Result<ServiceAccountIdentity, VerifyError>) -> String {
+    match result {
+        Err(VerifyError::RevocationsUnavailable(why)) => why,
+        other => panic!("expected the list to be unavailable, got {other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_listed_token_is_revoked_and_its_sibling_accepted() {
+    let key = rsa();
+    let issuer = FakeIssuer::publishing(&[&key]);
+    let now = unix_now();
+    let revoked = sign(&key, &claims(now));
+    let sibling = sign(&key, &claims(now));
+    issuer.publish_list(sign_list(&key, &list_claims(now, &[&jti_of(&revoked)], &[])));
+    let v = verifier(&issuer);
+    let err = v.verify(&revoked).await.unwrap_err();
+    assert!(matches!(err, VerifyError::Revoked), "{err}");
+    assert!(err.is_refusal());
+    assert_eq!(v.verify(&sibling).await.unwrap().name, "checkout");
+    // The same jti in another namespace is another token.
+    let mut elsewhere = claims(now);
+    elsewhere["kubernetes.io"]["namespace"] = json!("other");
+    elsewhere["sub"] = json!("system:serviceaccount:other:checkout");
+    elsewhere["jti"] = json!(jti_of(&revoked));
+    v.verify(&sign(&key, &elsewhere)).await.unwrap();
+    assert_eq!(issuer.list_fetches(), 1, "the list is cached");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_legacy_token_is_revoked_by_its_secret_name_in_its_namespace() {
+    let key = rsa();
+    let issuer = FakeIssuer::publishing(&[&key]);
+    let now = unix_now();
+    issuer.publish_list(sign_list(
+        &key,
+        &list_claims(now, &[], &[("shop", "checkout-token")]),
+    ));
+    let v = Verifier::builder(ISSUER)
+        .audience(AUDIENCE)
+        .accept_legacy_tokens(true)
+        .key_source(issuer.clone())
+        .build()
+        .unwrap();
+    let legacy = |namespace: &str, secret: &str| {
+        badge_token::LegacyClaims {
+            namespace: namespace.into(),
+            service_account: ObjectRef::new("checkout", "sa-uid"),
+            secret_name: secret.into(),
+        }
+        .to_value()
+    };
+    let err = v
+        .verify(&sign(&key, &legacy("shop", "checkout-token")))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, VerifyError::Revoked), "{err}");
+    let other = v
+        .verify(&sign(&key, &legacy("shop", "checkout-token-2")))
+        .await
+        .unwrap();
+    assert_eq!(other.secret, Some(ObjectRef::new("checkout-token-2", "")));
+    v.verify(&sign(&key, &legacy("billing", "checkout-token")))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_forged_list_is_never_trusted() {
+    let key = rsa();
+    let issuer = FakeIssuer::publishing(&[&key]);
+    let now = unix_now();
+    let token = sign(&key, &claims(now));
+    let genuine = sign_list(&key, &list_claims(now, &[&jti_of(&token)], &[]));
+    // The entry removed from a genuine list: the signature no longer matches.
+    let mut parts: Vec<String> = genuine.split('.').map(str::to_string).collect();
+    parts[1] = b64(list_claims(now, &[], &[]).to_string().as_bytes());
+    let stripped = parts.join(".");
+    issuer.publish_list(stripped.clone());
+    let why = unavailable(verifier(&issuer).verify(&token).await);
+    assert!(why.contains("invalid signature"), "{why}");
+    // Signed by a key the issuer never published.
+    issuer.publish_list(sign_list(&rsa(), &list_claims(now, &[], &[])));
+    let why = unavailable(verifier(&issuer).verify(&token).await);
+    assert!(why.contains("no key of the issuer"), "{why}");
+    // A forged list does not replace a genuine one held.
+    issuer.publish_list(genuine);
+    issuer.0.lock().list_max_age = Some(Duration::from_secs(60));
+    let v = verifier(&issuer);
+    assert!(matches!(v.verify(&token).await, Err(VerifyError::Revoked)));
+    issuer.publish_list(stripped);
+    tokio::time::advance(Duration::from_secs(61)).await;
+    assert!(matches!(v.verify(&token).await, Err(VerifyError::Revoked)));
+    assert_eq!(
+        issuer.list_fetches(),
+        4,
+        "the forged list was fetched and refused"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_list_of_another_type_or_issuer_or_expired_is_refused() {
+    let key = rsa();
+    let issuer = FakeIssuer::publishing(&[&key]);
+    let now = unix_now();
+    let token = sign(&key, &claims(now));
+    // Signed as a token (no typ): a token can never pass for a list.
+    issuer.publish_list(sign(&key, &list_claims(now, &[], &[])));
+    let why = unavailable(verifier(&issuer).verify(&token).await);
+    assert!(why.contains("typ"), "{why}");
+    // Nor a list for a token.
+    let list = sign_list(&key, &list_claims(now, &[], &[]));
+    assert!(matches!(
+        verifier(&FakeIssuer::publishing(&[&key])).verify(&list).await,
+        Err(VerifyError::Malformed(_))
+    ));
+    let mut other_issuer = list_claims(now, &[], &[]);
+    other_issuer["iss"] = json!("https://elsewhere.example");
+    issuer.publish_list(sign_list(&key, &other_issuer));
+    let why = unavailable(verifier(&issuer).verify(&token).await);
+    assert!(why.contains("issuer"), "{why}");
+    let mut expired = list_claims(now - 1000, &[], &[]);
+    expired["exp"] = json!(now - 120);
+    issuer.publish_list(sign_list(&key, &expired));
+    let why = unavailable(verifier(&issuer).verify(&token).await);
+    assert!(why.contains("expired"), "{why}");
+    // An older list than the one held is a replay: kept out.
+    let v = verifier(&issuer);
+    issuer.publish_list(sign_list(&key, &list_claims(now, &[&jti_of(&token)], &[])));
+    assert!(matches!(v.verify(&token).await, Err(VerifyError::Revoked)));
+    issuer.publish_list(sign_list(&key, &list_claims(now - 30, &[], &[])));
+    tokio::time::advance(Duration::from_secs(301)).await;
+    assert!(matches!(v.verify(&token).await, Err(VerifyError::Revoked)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_list_is_cached_for_its_max_age_and_kept_only_within_the_trust_window() {
+    let key = rsa();
+    let issuer = FakeIssuer::publishing(&[&key]);
+    issuer.0.lock().list_max_age = Some(Duration::from_secs(60));
+    let now = unix_now();
+    let first = sign(&key, &claims(now));
+    let second = sign(&key, &claims(now));
+    issuer.publish_list(sign_list(&key, &list_claims(now, &[], &[])));
+    let v = Verifier::builder(ISSUER)
+        .audience(AUDIENCE)
+        .key_source(issuer.clone())
+        .revocation_policy(RevocationPolicy {
+            max_stale: Duration::from_secs(120),
+        })
+        .build()
+        .unwrap();
+    v.verify(&first).await.unwrap();
+    // Revoked at the issuer: seen once the cached list's max-age has passed.
+    issuer.publish_list(sign_list(&key, &list_claims(now + 1, &[&jti_of(&first)], &[])));
+    tokio::time::advance(Duration::from_secs(30)).await;
+    v.verify(&first).await.unwrap();
+    assert_eq!(issuer.list_fetches(), 1, "still fresh");
+    tokio::time::advance(Duration::from_secs(31)).await;
+    assert!(matches!(v.verify(&first).await, Err(VerifyError::Revoked)));
+    assert_eq!(issuer.list_fetches(), 2);
+
+    // The issuer goes away: the last good list is used within the trust window.
+    issuer.0.lock().unreachable = true;
+    tokio::time::advance(Duration::from_secs(61 + 100)).await;
+    assert!(matches!(v.verify(&first).await, Err(VerifyError::Revoked)));
+    v.verify(&second).await.unwrap();
+    assert!(issuer.list_fetches() > 2, "a refresh was tried");
+    // Past it, every token fails closed: the verifier cannot tell a revoked one.
+    tokio::time::advance(Duration::from_secs(21)).await;
+    let err = v.verify(&second).await.unwrap_err();
+    assert!(matches!(err, VerifyError::RevocationsUnavailable(_)), "{err}");
+    assert!(!err.is_refusal());
+    // The issuer is back: the next refresh restores verification.
+    issuer.0.lock().unreachable = false;
+    tokio::time::advance(Duration::from_secs(11)).await;
+    v.verify(&second).await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_issuer_without_a_list_is_not_checked_even_when_unreachable() {
+    let key = rsa();
+    let issuer = FakeIssuer::publishing(&[&key]);
+    let v = verifier(&issuer);
+    let token = sign(&key, &claims(unix_now()));
+    v.verify(&token).await.unwrap();
+    issuer.0.lock().unreachable = true;
+    tokio::time::advance(Duration::from_secs(3600)).await;
+    v.verify(&token).await.unwrap();
 }

@@ -1,5 +1,6 @@
 //! ServiceAccount identities used outside the server: `badge kubeconfig`, `badge oidc
-//! publish`, and badge-verify's axum and tonic examples accepting tokens from a real server.
+//! publish`, and badge-verify's axum and tonic examples accepting tokens from a real server,
+//! and refusing one revoked by `badge token revoke` through the signed revocation list.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -204,6 +205,56 @@ print(claims["sub"])
     text(&out.stdout).trim().to_string()
 }
 
+/// The `revoked` entries of the published revocation list, verified with PyJWT against the
+/// published JWKS, both found through the published discovery document.
+fn published_revocations(dir: &Path, issuer: &str) -> serde_json::Value {
+    let script = r#"
+import json, os, sys, jwt
+root, issuer = sys.argv[1], sys.argv[2]
+config = json.load(open(os.path.join(root, ".well-known/openid-configuration")))
+prefix = issuer.rstrip("/") + "/"
+keys = json.load(open(os.path.join(root, config["jwks_uri"][len(prefix):])))["keys"]
+assert config["revocation_list_uri"].startswith(prefix), config
+token = open(os.path.join(root, config["revocation_list_uri"][len(prefix):])).read()
+header = jwt.get_unverified_header(token)
+assert header["typ"] == "revocation-list+jwt", header
+key = next(jwt.PyJWK(k).key for k in keys if k["kid"] == header["kid"])
+claims = jwt.decode(token, key, algorithms=[header["alg"]], issuer=issuer,
+                    options={"require": ["iss", "iat", "exp"]})
+print(json.dumps(claims["revoked"]))
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .arg(dir)
+        .arg(issuer)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn claim_of(token: &str, name: &str) -> String {
+    use base64::Engine;
+    let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token.split('.').nth(1).unwrap())
+        .unwrap();
+    serde_json::from_slice::<serde_json::Value>(&payload).unwrap()[name]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// `badge token revoke JTI -n default` against the server's data dir.
+fn revoke(s: &TestServer, jti: &str) {
+    let out = Command::new(env!("CARGO_BIN_EXE_badge"))
+        .args(["token", "revoke", "--data-dir"])
+        .arg(s.data_dir())
+        .args([jti, "-n", "default"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
 fn jwks_kids(dir: &Path) -> Vec<String> {
     let jwks: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("openid/v1/jwks")).unwrap()).unwrap();
@@ -240,14 +291,39 @@ fn oidc_publish_writes_documents_a_verifier_trusts_and_rotation_publishes_first(
         serde_json::from_slice(&std::fs::read(dir.path().join(".well-known/openid-configuration")).unwrap())
             .unwrap();
     assert_eq!(config["jwks_uri"], format!("{ISSUER}/openid/v1/jwks"));
-    // Re-running is safe: the same documents, no leftovers.
+    // The server's revocation list is published beside the JWKS, named at the issuer URL.
+    assert_eq!(
+        config["revocation_list_uri"],
+        format!("{ISSUER}/openid/v1/revocations")
+    );
+    assert_eq!(published_revocations(dir.path(), ISSUER), serde_json::json!([]));
+    // Re-running is safe: the same key set, no leftovers.
     let before = std::fs::read(dir.path().join("openid/v1/jwks")).unwrap();
     publish(&s, dir.path(), &[]);
     assert_eq!(std::fs::read(dir.path().join("openid/v1/jwks")).unwrap(), before);
-    assert_eq!(
-        std::fs::read_dir(dir.path().join("openid/v1")).unwrap().count(),
-        1
-    );
+    let mut files: Vec<String> = std::fs::read_dir(dir.path().join("openid/v1"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(files, ["jwks", "revocations"]);
+
+    // A revoked token reaches the published list on the next run.
+    let jti = claim_of(&token, "jti");
+    crate::eventually("the token's record", || {
+        s.kubectl(&["get", "issuedtoken", &jti, "-n", "default"])
+            .status
+            .success()
+    });
+    revoke(&s, &jti);
+    crate::eventually("the revocation in the published list", || {
+        publish(&s, dir.path(), &[]);
+        published_revocations(dir.path(), ISSUER)
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["jti"] == jti.as_str() && e["namespace"] == "default")
+    });
 
     // A rotation stages the next key; publishing again lists it before it signs, and tokens
     // of the current key still verify from the files.
@@ -298,6 +374,20 @@ fn oidc_publish_writes_documents_a_verifier_trusts_and_rotation_publishes_first(
     .unwrap();
     assert_eq!(config["issuer"], ISSUER);
     assert_eq!(config["jwks_uri"], "https://cdn.example.com/keys.json");
+
+    // The list is signed for the server's issuer: documents for another issuer leave it out
+    // (and a re-run removes the one published before), with a warning.
+    let warned = publish(&s, dir.path(), &["--issuer", "https://oidc.example.com/other"]);
+    assert!(
+        text(&warned.stderr).contains("the revocation list is signed for"),
+        "{}",
+        text(&warned.stderr)
+    );
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join(".well-known/openid-configuration")).unwrap())
+            .unwrap();
+    assert!(config.get("revocation_list_uri").is_none(), "{config}");
+    assert!(!dir.path().join("openid/v1/revocations").exists());
 }
 
 // --- badge-verify's examples against a real server
@@ -405,6 +495,61 @@ fn the_verifier_follows_a_real_rotation_and_matches_the_issuer_exactly() {
         "{err}"
     );
     assert!(err.to_string().contains("is not the configured issuer"), "{err}");
+}
+
+#[test]
+fn the_verifier_refuses_a_token_revoked_with_badge_token_revoke() {
+    let s = server();
+    s.kubectl_ok(&["create", "sa", "checkout", "-n", "default"]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    // No caching: each verification fetches the list again, so the test waits for the
+    // revocation to reach the server's list rather than for a max-age to pass.
+    let policy = badge_verify::CachePolicy {
+        min_refresh_interval: std::time::Duration::ZERO,
+        max_max_age: std::time::Duration::ZERO,
+        ..Default::default()
+    };
+    // Only the issuer is configured: discovery names the list.
+    let verifier = verifier_builder(&s, ISSUER, "payments")
+        .cache_policy(policy)
+        .build()
+        .unwrap();
+    let token = || {
+        out(
+            &s,
+            &[
+                "create",
+                "token",
+                "checkout",
+                "-n",
+                "default",
+                "--audience=payments",
+            ],
+        )
+    };
+    let (revoked, sibling) = (token(), token());
+    for t in [&revoked, &sibling] {
+        assert_eq!(runtime.block_on(verifier.verify(t)).unwrap().name, "checkout");
+    }
+    let jti = claim_of(&revoked, "jti");
+    crate::eventually("the token's record", || {
+        s.kubectl(&["get", "issuedtoken", &jti, "-n", "default"])
+            .status
+            .success()
+    });
+    revoke(&s, &jti);
+    crate::eventually("the verifier refusing the revoked token", || {
+        match runtime.block_on(verifier.verify(&revoked)) {
+            Err(badge_verify::VerifyError::Revoked) => true,
+            Ok(_) => false,
+            Err(other) => panic!("refused for another reason: {other}"),
+        }
+    });
+    let identity = runtime.block_on(verifier.verify(&sibling)).unwrap();
+    assert_eq!(
+        (identity.namespace.as_str(), identity.name.as_str()),
+        ("default", "checkout")
+    );
 }
 
 /// One HTTP/1.1 GET with an optional bearer token: the status code and body.
