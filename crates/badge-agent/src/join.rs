@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
+use badge_client::{Client, Identity, Kubeconfig, error_text};
 use badge_token::bootstrap::{BootstrapToken, JWS_KEY_PREFIX, detached_signature_is_valid};
 use base64::Engine;
 use rustls::pki_types::pem::PemObject as _;
@@ -26,7 +27,6 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use crate::certificate::{self, CertificateFiles};
-use crate::client::{Client, Identity, error_text};
 
 /// Where the ConfigMap is read.
 pub const CLUSTER_INFO_PATH: &str = "/api/v1/namespaces/kube-public/configmaps/cluster-info";
@@ -170,24 +170,24 @@ pub fn verify_cluster_info(
         )));
     }
     let refused = |what: String| Rejection::Refused(what);
-    let parsed: Value = serde_yaml_ng::from_str(kubeconfig).map_err(|e| {
+    let parsed = Kubeconfig::parse(kubeconfig).map_err(|e| {
         refused(format!(
             "couldn't parse the kubeconfig file in the cluster-info ConfigMap: {e}"
         ))
     })?;
-    let cluster = parsed
-        .pointer("/clusters/0/cluster")
-        .ok_or_else(|| refused("malformed kubeconfig in the cluster-info ConfigMap: no cluster".into()))?;
-    let server = cluster
-        .get("server")
-        .and_then(Value::as_str)
+    let cluster =
+        parsed.clusters.first().map(|c| &c.cluster).ok_or_else(|| {
+            refused("malformed kubeconfig in the cluster-info ConfigMap: no cluster".into())
+        })?;
+    let server = Some(cluster.server.as_str())
         .filter(|s| s.starts_with("https://"))
         .ok_or_else(|| {
             refused("malformed kubeconfig in the cluster-info ConfigMap: no https server".into())
         })?;
+    // Inline data only: a file path would name a file on the server's machine.
     let ca_pem = cluster
-        .get("certificate-authority-data")
-        .and_then(Value::as_str)
+        .certificate_authority_data
+        .as_deref()
         .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
         .and_then(|pem| String::from_utf8(pem).ok())
         .ok_or_else(|| refused("malformed kubeconfig in the cluster-info ConfigMap: no CA".into()))?;

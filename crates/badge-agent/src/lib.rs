@@ -12,7 +12,6 @@
 #![forbid(unsafe_code)]
 
 pub mod certificate;
-pub mod client;
 mod clock;
 pub mod join;
 pub mod metrics;
@@ -29,11 +28,11 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, anyhow, bail};
+use badge_client::{Client, error_text};
 use base64::Engine;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use crate::client::{Client, error_text};
 use crate::metrics::{Counters, bump};
 use crate::writer::File;
 

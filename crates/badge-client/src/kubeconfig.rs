@@ -17,10 +17,13 @@ use crate::Identity;
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub struct Kubeconfig {
+    #[serde(deserialize_with = "null_as_default")]
     pub clusters: Vec<NamedCluster>,
+    #[serde(deserialize_with = "null_as_default")]
     pub users: Vec<NamedUser>,
+    #[serde(deserialize_with = "null_as_default")]
     pub contexts: Vec<NamedContext>,
-    #[serde(rename = "current-context")]
+    #[serde(rename = "current-context", deserialize_with = "null_as_default")]
     pub current_context: String,
 }
 
@@ -87,7 +90,8 @@ pub struct Context {
     pub namespace: Option<String>,
 }
 
-/// `user: null` (or an absent section) reads as an empty one, as in client-go.
+/// `user: null`, `contexts: null` (as client-go writes unset lists) or an absent section
+/// reads as an empty one.
 fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
 where
     D: serde::Deserializer<'de>,
@@ -169,6 +173,13 @@ impl Kubeconfig {
             .ok_or_else(|| anyhow!("kubeconfig has no clusters entry {:?}", context.cluster))
     }
 
+    /// The current context's server URL.
+    pub fn current_server(&self) -> anyhow::Result<&str> {
+        Some(self.current_cluster()?.server.as_str())
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| anyhow!("the cluster has no server"))
+    }
+
     fn current(&self) -> anyhow::Result<&Context> {
         if self.current_context.is_empty() {
             bail!("the kubeconfig has no current context");
@@ -194,10 +205,7 @@ impl Kubeconfig {
         if cluster.server.is_empty() {
             bail!("the cluster has no server");
         }
-        let ca = inline_or_file(
-            cluster.certificate_authority_data.as_deref(),
-            cluster.certificate_authority.as_deref(),
-        )?;
+        let ca = cluster.ca_pem()?;
         let trust = match (ca, cluster.insecure_skip_tls_verify) {
             (Some(_), true) => {
                 bail!("specifying a root certificates file with the insecure flag is not allowed")
@@ -213,6 +221,16 @@ impl Kubeconfig {
             identity: user.identity()?,
             namespace: context.namespace.clone().filter(|n| !n.is_empty()),
         })
+    }
+}
+
+impl Cluster {
+    /// The CA certificates, inline or from the file; None when neither is set.
+    pub fn ca_pem(&self) -> anyhow::Result<Option<Vec<u8>>> {
+        inline_or_file(
+            self.certificate_authority_data.as_deref(),
+            self.certificate_authority.as_deref(),
+        )
     }
 }
 
@@ -408,6 +426,16 @@ contexts:
         let resolved = Kubeconfig::load(&path).unwrap().client_config().unwrap();
         assert!(matches!(resolved.trust, Trust::SkipVerify));
         assert!(matches!(resolved.identity, Identity::Bearer(t) if t == "file-token"));
+    }
+
+    #[test]
+    fn null_lists_as_client_go_writes_them_read_as_empty() {
+        let config = Kubeconfig::parse(
+            "apiVersion: v1\nclusters:\n- cluster:\n    server: https://k:6443\n  name: \"\"\ncontexts: null\ncurrent-context: \"\"\nkind: Config\npreferences: {}\nusers: null\n",
+        )
+        .unwrap();
+        assert_eq!(config.clusters[0].cluster.server, "https://k:6443");
+        assert!(config.contexts.is_empty() && config.users.is_empty());
     }
 
     #[test]

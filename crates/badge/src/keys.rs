@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 use serde_json::Value;
 
-use badge_agent::client::{Client, error_text};
+use badge_client::{Client, error_text};
 
 #[derive(Args, Debug)]
 pub struct KeysOptions {

@@ -13,7 +13,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use serde_json::Value;
 
-use badge_agent::client::{Client, error_text};
+use badge_client::{Client, error_text};
 
 #[derive(Subcommand, Debug)]
 pub enum OidcCommand {
