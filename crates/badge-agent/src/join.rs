@@ -21,7 +21,6 @@ use std::time::Duration;
 use anyhow::{Context, anyhow, bail};
 use badge_client::{Client, Identity, Kubeconfig, error_text};
 use badge_token::bootstrap::{BootstrapToken, JWS_KEY_PREFIX, detached_signature_is_valid};
-use base64::Engine;
 use rustls::pki_types::pem::PemObject as _;
 use serde_json::{Value, json};
 use tokio::time::Instant;
@@ -175,21 +174,16 @@ pub fn verify_cluster_info(
             "couldn't parse the kubeconfig file in the cluster-info ConfigMap: {e}"
         ))
     })?;
-    let cluster =
-        parsed.clusters.first().map(|c| &c.cluster).ok_or_else(|| {
-            refused("malformed kubeconfig in the cluster-info ConfigMap: no cluster".into())
-        })?;
+    let cluster = parsed
+        .first_cluster()
+        .ok_or_else(|| refused("malformed kubeconfig in the cluster-info ConfigMap: no cluster".into()))?;
     let server = Some(cluster.server.as_str())
         .filter(|s| s.starts_with("https://"))
         .ok_or_else(|| {
             refused("malformed kubeconfig in the cluster-info ConfigMap: no https server".into())
         })?;
-    // Inline data only: a file path would name a file on the server's machine.
     let ca_pem = cluster
-        .certificate_authority_data
-        .as_deref()
-        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
-        .and_then(|pem| String::from_utf8(pem).ok())
+        .inline_ca_pem()
         .ok_or_else(|| refused("malformed kubeconfig in the cluster-info ConfigMap: no CA".into()))?;
     if !pins.is_empty() {
         check_pins(&ca_pem, pins).map_err(refused)?;

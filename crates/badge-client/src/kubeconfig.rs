@@ -166,6 +166,12 @@ impl Kubeconfig {
         self.contexts.iter().find(|c| c.name == name).map(|c| &c.context)
     }
 
+    /// The first cluster: a discovery kubeconfig (kube-public/cluster-info) holds one,
+    /// under the empty name, and no context.
+    pub fn first_cluster(&self) -> Option<&Cluster> {
+        self.clusters.first().map(|c| &c.cluster)
+    }
+
     /// The current context's cluster, or an error naming what is missing.
     pub fn current_cluster(&self) -> anyhow::Result<&Cluster> {
         let context = self.current()?;
@@ -225,6 +231,16 @@ impl Kubeconfig {
 }
 
 impl Cluster {
+    /// The inline CA as PEM text; a file is not read (in a kubeconfig fetched from a
+    /// server, a path names a file on the server's machine).
+    pub fn inline_ca_pem(&self) -> Option<String> {
+        let data = self.certificate_authority_data.as_deref()?;
+        let pem = base64::engine::general_purpose::STANDARD
+            .decode(data.trim())
+            .ok()?;
+        String::from_utf8(pem).ok()
+    }
+
     /// The CA certificates, inline or from the file; None when neither is set.
     pub fn ca_pem(&self) -> anyhow::Result<Option<Vec<u8>>> {
         inline_or_file(
@@ -396,6 +412,10 @@ contexts:
             b64("INLINE KEY")
         ))
         .unwrap();
+        assert_eq!(
+            config.cluster("k").unwrap().inline_ca_pem().as_deref(),
+            Some("INLINE CA")
+        );
         let resolved = config.client_config().unwrap();
         assert!(matches!(resolved.trust, Trust::Ca(ca) if ca == b"INLINE CA"));
         assert!(
@@ -434,7 +454,7 @@ contexts:
             "apiVersion: v1\nclusters:\n- cluster:\n    server: https://k:6443\n  name: \"\"\ncontexts: null\ncurrent-context: \"\"\nkind: Config\npreferences: {}\nusers: null\n",
         )
         .unwrap();
-        assert_eq!(config.clusters[0].cluster.server, "https://k:6443");
+        assert_eq!(config.first_cluster().unwrap().server, "https://k:6443");
         assert!(config.contexts.is_empty() && config.users.is_empty());
     }
 

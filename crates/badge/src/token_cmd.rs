@@ -272,18 +272,13 @@ pub fn join_command(token: &BootstrapToken, cluster_info: &Value) -> anyhow::Res
         .context("kube-public/cluster-info has no kubeconfig")?;
     let kubeconfig = Kubeconfig::parse(text).context("parsing the kubeconfig of kube-public/cluster-info")?;
     let cluster = kubeconfig
-        .clusters
-        .first()
-        .map(|c| &c.cluster)
+        .first_cluster()
         .context("the kubeconfig of kube-public/cluster-info has no cluster")?;
     let server = Some(cluster.server.as_str())
         .filter(|s| !s.is_empty())
         .context("the cluster in kube-public/cluster-info has no server")?;
     let ca = cluster
-        .certificate_authority_data
-        .as_deref()
-        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
-        .and_then(|pem| String::from_utf8(pem).ok())
+        .inline_ca_pem()
         .context("the cluster in kube-public/cluster-info has no CA")?;
     let hash = badge_pki::ca_cert_hash_from_pem(&ca)
         .context("the CA in kube-public/cluster-info is not a certificate")?;
