@@ -12,12 +12,12 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, anyhow, bail};
+use badge_client::{Client, Identity, Kubeconfig, error_text};
 use badge_pki::node::{NODE_CLIENT_USAGES, NodeClientRequest, certificate_info, key_matches};
 use base64::Engine;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use crate::client::{Client, Identity, error_text, read_kubeconfig};
 use crate::join::{CERTIFICATE_WAIT, KUBELET_CLIENT_SIGNER};
 use crate::schedule;
 
@@ -129,7 +129,7 @@ fn valid_at(kubeconfig: &Path, now: SystemTime) -> anyhow::Result<bool> {
     if !kubeconfig.exists() {
         return Ok(false);
     }
-    let (_, _, identity) = read_kubeconfig(kubeconfig)?;
+    let identity = Kubeconfig::load(kubeconfig)?.client_config()?.identity;
     let Identity::Certificate { cert_pem, .. } = identity else {
         bail!("{} has no client certificate", kubeconfig.display());
     };

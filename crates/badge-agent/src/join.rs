@@ -19,14 +19,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
+use badge_client::{Client, Identity, Kubeconfig, error_text};
 use badge_token::bootstrap::{BootstrapToken, JWS_KEY_PREFIX, detached_signature_is_valid};
-use base64::Engine;
 use rustls::pki_types::pem::PemObject as _;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use crate::certificate::{self, CertificateFiles};
-use crate::client::{Client, Identity, error_text};
 
 /// Where the ConfigMap is read.
 pub const CLUSTER_INFO_PATH: &str = "/api/v1/namespaces/kube-public/configmaps/cluster-info";
@@ -170,26 +169,21 @@ pub fn verify_cluster_info(
         )));
     }
     let refused = |what: String| Rejection::Refused(what);
-    let parsed: Value = serde_yaml_ng::from_str(kubeconfig).map_err(|e| {
+    let parsed = Kubeconfig::parse(kubeconfig).map_err(|e| {
         refused(format!(
             "couldn't parse the kubeconfig file in the cluster-info ConfigMap: {e}"
         ))
     })?;
     let cluster = parsed
-        .pointer("/clusters/0/cluster")
+        .first_cluster()
         .ok_or_else(|| refused("malformed kubeconfig in the cluster-info ConfigMap: no cluster".into()))?;
-    let server = cluster
-        .get("server")
-        .and_then(Value::as_str)
+    let server = Some(cluster.server.as_str())
         .filter(|s| s.starts_with("https://"))
         .ok_or_else(|| {
             refused("malformed kubeconfig in the cluster-info ConfigMap: no https server".into())
         })?;
     let ca_pem = cluster
-        .get("certificate-authority-data")
-        .and_then(Value::as_str)
-        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
-        .and_then(|pem| String::from_utf8(pem).ok())
+        .inline_ca_pem()
         .ok_or_else(|| refused("malformed kubeconfig in the cluster-info ConfigMap: no CA".into()))?;
     if !pins.is_empty() {
         check_pins(&ca_pem, pins).map_err(refused)?;

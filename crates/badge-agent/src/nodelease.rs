@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::bail;
+use badge_client::{Client, error_text};
 use serde_json::{Value, json};
 
-use crate::client::{Client, error_text};
 use crate::schedule;
 
 /// The kubelet's default `nodeLeaseDurationSeconds`.

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::client::Client;
+use badge_client::Client;
 
 /// Between probes while the server is unreachable.
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);

@@ -8,10 +8,10 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::bail;
+use badge_client::{Client, error_text};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use crate::client::{Client, error_text};
 use crate::schedule;
 
 const MAX_BACKOFF: Duration = Duration::from_secs(30);

@@ -9,9 +9,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use base64::Engine;
-use rustls::pki_types::pem::PemObject as _;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use badge_client::{Client, Identity, Kubeconfig};
 
 pub mod etcd;
 pub mod linearizability;
@@ -287,15 +285,14 @@ impl TestServer {
 
     /// The admin client certificate and key from the kubeconfig.
     pub fn admin_identity(&self) -> (Vec<u8>, Vec<u8>) {
-        let text = std::fs::read_to_string(self.kubeconfig()).unwrap();
-        let config: serde_json::Value = serde_yaml_ng::from_str(&text).unwrap();
-        let user = &config["users"][0]["user"];
-        let decode = |field: &str| {
-            base64::engine::general_purpose::STANDARD
-                .decode(user[field].as_str().unwrap())
-                .unwrap()
-        };
-        (decode("client-certificate-data"), decode("client-key-data"))
+        let config = Kubeconfig::load(&self.kubeconfig())
+            .unwrap()
+            .client_config()
+            .unwrap();
+        match config.identity {
+            Identity::Certificate { cert_pem, key_pem } => (cert_pem, key_pem),
+            _ => panic!("the admin kubeconfig has no client certificate"),
+        }
     }
 
     fn ca_pem(&self) -> Vec<u8> {
@@ -329,23 +326,38 @@ impl TestServer {
             .enable_all()
             .build()?;
         let identity = match credential {
-            Credential::Admin => Some(self.admin_identity()),
-            _ => None,
+            Credential::Anonymous => Identity::Anonymous,
+            Credential::Admin => {
+                let (cert_pem, key_pem) = self.admin_identity();
+                Identity::Certificate { cert_pem, key_pem }
+            }
+            Credential::Bearer(token) => Identity::Bearer(token),
         };
-        let bearer = match &credential {
-            Credential::Bearer(t) => Some(t.clone()),
-            _ => None,
-        };
-        runtime.block_on(raw_request(
-            port,
-            &self.ca_pem(),
+        let client = Client::new(
+            &format!("https://127.0.0.1:{port}"),
+            Some(&self.ca_pem()),
             identity,
-            bearer,
-            method,
-            path,
-            body,
-            headers,
-        ))
+        )
+        .map_err(std::io::Error::other)?;
+        let mut request = http::Request::builder().method(method).uri(path);
+        // The serving certificate's name, as a browser or kubectl would send it.
+        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+            request = request.header("host", "localhost");
+        }
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        let request = request
+            .body(bytes::Bytes::from(body.unwrap_or_default()))
+            .map_err(std::io::Error::other)?;
+        let response = runtime
+            .block_on(client.send(request))
+            .map_err(|e| std::io::Error::other(format!("{e:#}")))?;
+        Ok(RawResponse {
+            status: response.status().as_u16(),
+            headers: response.headers().clone(),
+            body: response.into_body().to_vec(),
+        })
     }
 }
 
@@ -440,78 +452,4 @@ impl RawResponse {
     pub fn header(&self, name: &str) -> &str {
         self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
     }
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn raw_request(
-    port: u16,
-    ca_pem: &[u8],
-    identity: Option<(Vec<u8>, Vec<u8>)>,
-    bearer: Option<String>,
-    method: &str,
-    path: &str,
-    body: Option<Vec<u8>>,
-    headers: &[(&str, &str)],
-) -> std::io::Result<RawResponse> {
-    use http_body_util::BodyExt;
-    let io_err = |e: &dyn std::fmt::Display| std::io::Error::other(e.to_string());
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(ca_pem) {
-        roots.add(cert.map_err(|e| io_err(&e))?).map_err(|e| io_err(&e))?;
-    }
-    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| io_err(&e))?
-        .with_root_certificates(roots);
-    let config = match identity {
-        Some((cert, key)) => {
-            let certs: Vec<_> = CertificateDer::pem_slice_iter(&cert)
-                .collect::<Result<_, _>>()
-                .map_err(|e| io_err(&e))?;
-            let key = PrivateKeyDer::from_pem_slice(&key).map_err(|e| io_err(&e))?;
-            builder
-                .with_client_auth_cert(certs, key)
-                .map_err(|e| io_err(&e))?
-        }
-        None => builder.with_no_client_auth(),
-    };
-    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    let server_name = rustls::pki_types::ServerName::try_from("localhost").map_err(|e| io_err(&e))?;
-    let tls = connector.connect(server_name, tcp).await?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
-        .await
-        .map_err(|e| io_err(&e))?;
-    tokio::spawn(connection);
-    let mut request = http::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", "localhost");
-    for (k, v) in headers {
-        request = request.header(*k, *v);
-    }
-    if let Some(token) = bearer {
-        request = request.header("authorization", format!("Bearer {token}"));
-    }
-    let request = request
-        .body(http_body_util::Full::new(bytes::Bytes::from(
-            body.unwrap_or_default(),
-        )))
-        .map_err(|e| io_err(&e))?;
-    let response = sender.send_request(request).await.map_err(|e| io_err(&e))?;
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| io_err(&e))?
-        .to_bytes()
-        .to_vec();
-    Ok(RawResponse {
-        status,
-        headers,
-        body,
-    })
 }

@@ -8,7 +8,7 @@ use base64::Engine;
 use clap::Args;
 use serde_json::{Value, json};
 
-use badge_agent::client::Client;
+use badge_client::Client;
 
 /// No `Debug`: it holds a token.
 #[derive(Args)]
@@ -150,7 +150,7 @@ pub async fn run(options: InspectOptions) -> anyhow::Result<()> {
     // A check that was asked for and did not pass fails the command, so scripts can rely
     // on the exit code.
     if status != 201 {
-        let reason = badge_agent::client::error_text(&body);
+        let reason = badge_client::error_text(&body);
         println!("Verifies:    unknown ({reason})");
         anyhow::bail!("the token could not be checked: {reason}");
     } else if body["status"]["authenticated"] == true {

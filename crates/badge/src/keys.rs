@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 use serde_json::Value;
 
-use badge_agent::client::{Client, error_text};
+use badge_client::Client;
 
 #[derive(Args, Debug)]
 pub struct KeysOptions {
@@ -104,10 +104,7 @@ pub async fn run(options: KeysOptions) -> anyhow::Result<()> {
             format!("/badge/v1/keys/{kid}/retire?force={force}&window={window}s"),
         ),
     };
-    let (status, body) = client.request(method, &path, None).await?;
-    if status != 200 {
-        anyhow::bail!("{}", error_text(&body));
-    }
+    let body = client.json(method, &path, None).await?;
     if let Some(kid) = body["rotated"].as_str() {
         println!("added key {kid}");
     }

@@ -8,9 +8,9 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use base64::Engine;
 use clap::Args;
-use serde_json::{Value, json};
+use serde_json::json;
 
-use badge_agent::client::{Client, error_text};
+use badge_client::{Client, Kubeconfig, error_text};
 
 /// How long `--legacy` waits for the token controller to fill the Secret.
 const LEGACY_TOKEN_WAIT: Duration = Duration::from_secs(30);
@@ -49,28 +49,16 @@ pub struct KubeconfigOptions {
     kubeconfig: Option<PathBuf>,
 }
 
-/// The server and CA of a kubeconfig's current context.
-fn cluster_of(path: &Path) -> anyhow::Result<(String, String)> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let config: Value =
-        serde_yaml_ng::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-    let current = config["current-context"].as_str().unwrap_or_default();
-    let context = config["contexts"]
-        .as_array()
-        .and_then(|c| c.iter().find(|c| c["name"] == current))
-        .context("the kubeconfig has no current context")?;
-    let cluster_name = &context["context"]["cluster"];
-    let cluster = config["clusters"]
-        .as_array()
-        .and_then(|c| c.iter().find(|c| &c["name"] == cluster_name))
-        .context("the kubeconfig's current context has no cluster")?;
-    let server = cluster["cluster"]["server"]
-        .as_str()
-        .context("the kubeconfig's cluster has no server")?;
-    let ca = cluster["cluster"]["certificate-authority-data"]
-        .as_str()
-        .context("the kubeconfig's cluster has no certificate-authority-data")?;
-    Ok((server.to_string(), ca.to_string()))
+/// The server and CA (base64) of a kubeconfig's current context, to hand on in another.
+fn cluster_of(kubeconfig: &Kubeconfig) -> anyhow::Result<(String, String)> {
+    let cluster = kubeconfig.current_cluster()?;
+    let ca = cluster
+        .ca_pem()?
+        .context("the kubeconfig's cluster has no certificate authority")?;
+    Ok((
+        cluster.server.clone(),
+        base64::engine::general_purpose::STANDARD.encode(ca),
+    ))
 }
 
 /// Splits `NS/NAME`.
@@ -108,8 +96,9 @@ pub async fn run(options: KubeconfigOptions) -> anyhow::Result<()> {
         .kubeconfig
         .clone()
         .unwrap_or_else(|| options.data_dir.join("admin.kubeconfig"));
-    let client = Client::from_kubeconfig(&admin)?;
-    let (admin_server, ca_data) = cluster_of(&admin)?;
+    let kubeconfig = Kubeconfig::load(&admin)?;
+    let (admin_server, ca_data) = cluster_of(&kubeconfig)?;
+    let client = Client::from_config(kubeconfig.client_config()?)?;
     let server = options.server.clone().unwrap_or(admin_server);
     let token = if options.legacy {
         eprintln!("{LEGACY_WARNING}");
@@ -247,6 +236,7 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     #[test]
     fn service_account_flag() {

@@ -10,11 +10,11 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, bail};
+use anyhow::{Context, anyhow, bail};
 use clap::{Args, Subcommand};
 use serde_json::Value;
 
-use badge_agent::client::{Client, error_text};
+use badge_client::Client;
 
 #[derive(Subcommand, Debug)]
 pub enum OidcCommand {
@@ -56,11 +56,7 @@ pub async fn run(command: OidcCommand) -> anyhow::Result<()> {
 }
 
 async fn get(client: &Client, path: &str) -> anyhow::Result<Value> {
-    let (status, body) = client.request("GET", path, None).await?;
-    if status != 200 {
-        bail!("GET {path}: {}", error_text(&body));
-    }
-    Ok(body)
+    client.get(path).await.map_err(|e| anyhow!("GET {path}: {e}"))
 }
 
 async fn publish(options: PublishOptions) -> anyhow::Result<()> {

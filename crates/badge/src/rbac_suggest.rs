@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
-use badge_agent::client::error_text;
+use badge_client::error_text;
 
 use crate::token_cmd::Connection;
 

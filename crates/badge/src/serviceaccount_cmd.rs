@@ -4,8 +4,8 @@
 use clap::{Args, Subcommand};
 use serde_json::Value;
 
-use badge_agent::client::error_text;
 use badge_api::identity::{DISABLED_LABEL, IDLE_SINCE_LABEL};
+use badge_client::error_text;
 
 use crate::token_cmd::Connection;
 

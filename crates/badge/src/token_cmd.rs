@@ -9,10 +9,10 @@ use base64::Engine;
 use clap::Args;
 use serde_json::{Map, Value, json};
 
-use badge_agent::client::{Client, error_text};
 use badge_auth::bootstrap::{
     DESCRIPTION_KEY, EXPIRATION_KEY, EXTRA_GROUPS_KEY, TOKEN_ID_KEY, TOKEN_SECRET_KEY, USAGE_PREFIX,
 };
+use badge_client::{Client, Kubeconfig, error_text};
 use badge_token::bootstrap::{
     self, BootstrapToken, SECRET_NAME_PREFIX, SECRET_NAMESPACE, SECRET_TYPE, is_valid_extra_group,
 };
@@ -270,20 +270,15 @@ pub fn join_command(token: &BootstrapToken, cluster_info: &Value) -> anyhow::Res
         .pointer("/data/kubeconfig")
         .and_then(Value::as_str)
         .context("kube-public/cluster-info has no kubeconfig")?;
-    let kubeconfig: Value =
-        serde_yaml_ng::from_str(text).context("parsing the kubeconfig of kube-public/cluster-info")?;
+    let kubeconfig = Kubeconfig::parse(text).context("parsing the kubeconfig of kube-public/cluster-info")?;
     let cluster = kubeconfig
-        .pointer("/clusters/0/cluster")
+        .first_cluster()
         .context("the kubeconfig of kube-public/cluster-info has no cluster")?;
-    let server = cluster
-        .get("server")
-        .and_then(Value::as_str)
+    let server = Some(cluster.server.as_str())
+        .filter(|s| !s.is_empty())
         .context("the cluster in kube-public/cluster-info has no server")?;
     let ca = cluster
-        .get("certificate-authority-data")
-        .and_then(Value::as_str)
-        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
-        .and_then(|pem| String::from_utf8(pem).ok())
+        .inline_ca_pem()
         .context("the cluster in kube-public/cluster-info has no CA")?;
     let hash = badge_pki::ca_cert_hash_from_pem(&ca)
         .context("the CA in kube-public/cluster-info is not a certificate")?;

@@ -5,8 +5,8 @@
 use clap::{Args, ValueEnum};
 use serde_json::{Value, json};
 
-use badge_agent::client::error_text;
 use badge_api::meta;
+use badge_client::error_text;
 
 use crate::token_cmd::Connection;
 

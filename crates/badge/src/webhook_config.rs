@@ -70,13 +70,10 @@ pub fn run(options: WebhookConfigOptions) -> anyhow::Result<()> {
         Some(s) => s,
         None => {
             let admin = options.data_dir.join("admin.kubeconfig");
-            let text =
-                std::fs::read_to_string(&admin).with_context(|| format!("reading {}", admin.display()))?;
-            let config: serde_json::Value = serde_yaml_ng::from_str(&text)?;
-            config["clusters"][0]["cluster"]["server"]
-                .as_str()
-                .map(String::from)
-                .ok_or_else(|| anyhow::anyhow!("no server in {}", admin.display()))?
+            badge_client::Kubeconfig::load(&admin)?
+                .current_server()
+                .with_context(|| format!("no server in {}", admin.display()))?
+                .to_string()
         }
     };
     let url = webhook_url(&server, options.kind)?;

@@ -8,24 +8,7 @@ use badge_testkit::Credential::{Admin, Bearer};
 use badge_testkit::TestServer;
 use serde_json::{Value, json};
 
-use crate::server;
-
-/// Runs `badge token ARGS` against `s`; returns stdout, panicking with stderr on failure.
-fn badge_token(s: &TestServer, args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_badge"))
-        .arg("token")
-        .args(args)
-        .arg("--data-dir")
-        .arg(s.data_dir())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "badge token {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
+use crate::{badge_token, server};
 
 fn status_with(s: &TestServer, token: &str) -> u16 {
     s.request("GET", "/api", None, &[], Bearer(token.into()))

@@ -11,25 +11,7 @@ use badge_testkit::TestServer;
 use base64::Engine;
 use serde_json::Value;
 
-use crate::{eventually, server};
-
-const CLUSTER_INFO: &str = "/api/v1/namespaces/kube-public/configmaps/cluster-info";
-
-fn badge_token(s: &TestServer, args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_badge"))
-        .arg("token")
-        .args(args)
-        .arg("--data-dir")
-        .arg(s.data_dir())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "badge token {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
+use crate::{CLUSTER_INFO, badge_token, eventually, server};
 
 fn cluster_info(s: &TestServer) -> Value {
     let r = s.request("GET", CLUSTER_INFO, None, &[], Admin).unwrap();

@@ -16,9 +16,7 @@ use badge_testkit::{ChildGuard, TestServer};
 use serde_json::Value;
 
 use crate::clusterinfo::{openssl_pin, pyjwt_verify};
-use crate::{authenticated, server};
-
-const CLUSTER_INFO: &str = "/api/v1/namespaces/kube-public/configmaps/cluster-info";
+use crate::{CLUSTER_INFO, authenticated, badge_token, server};
 
 /// Polls `check` until it holds or `timeout` passes.
 fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
@@ -34,16 +32,7 @@ fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
 
 /// `badge token create --print-join-command`: the printed words.
 fn join_command(s: &TestServer, extra: &[&str]) -> Vec<String> {
-    let out = Command::new(env!("CARGO_BIN_EXE_badge"))
-        .args(["token", "create", "--print-join-command"])
-        .args(extra)
-        .arg("--data-dir")
-        .arg(s.data_dir())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout)
-        .unwrap()
+    badge_token(s, &[&["create", "--print-join-command"], extra].concat())
         .split_whitespace()
         .map(String::from)
         .collect()
@@ -221,12 +210,7 @@ fn a_node_joins_with_a_token_and_its_pods_tokens_authenticate() {
 
     // Restarted without its token (deleted meanwhile), the agent reuses its certificate.
     drop(agent);
-    let out = Command::new(env!("CARGO_BIN_EXE_badge"))
-        .args(["token", "delete", id, "--data-dir"])
-        .arg(s.data_dir())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    badge_token(&s, &["delete", id]);
     let agent = run_join(&words, "n1", &root, &[]);
     agent.wait_for_log("no bootstrap needed", Duration::from_secs(30));
     let uid = create_pod(&s, "api", "n1");
@@ -412,12 +396,7 @@ fn a_tampered_cluster_info_is_refused_naming_the_jws_check() {
     // new secret, and a node holding the old one cannot trust what it reads.
     let key = format!("jws-kubeconfig-{id}");
     let old = cm["data"][&key].clone();
-    let out = Command::new(env!("CARGO_BIN_EXE_badge"))
-        .args(["token", "create", &format!("{id}.0000000000000000"), "--data-dir"])
-        .arg(s.data_dir())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    badge_token(&s, &["create", &format!("{id}.0000000000000000")]);
     wait_for("the signature of the new secret", Duration::from_secs(30), || {
         let cm = s.request("GET", CLUSTER_INFO, None, &[], Admin).unwrap().json();
         cm["data"][&key].is_string() && cm["data"][&key] != old

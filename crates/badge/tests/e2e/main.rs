@@ -68,6 +68,27 @@ pub fn authenticated(s: &TestServer, token: &str) -> bool {
     token_review(s, token, &[])["authenticated"] == true
 }
 
+/// The ConfigMap a joining node discovers the cluster from.
+pub const CLUSTER_INFO: &str = "/api/v1/namespaces/kube-public/configmaps/cluster-info";
+
+/// Runs `badge token ARGS --data-dir DIR` against `s`; returns its stdout, trimmed,
+/// panicking with its stderr on failure.
+pub fn badge_token(s: &TestServer, args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_badge"))
+        .arg("token")
+        .args(args)
+        .arg("--data-dir")
+        .arg(s.data_dir())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "badge token {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
 pub fn server() -> TestServer {
     TestServer::start(env!("CARGO_BIN_EXE_badge"))
 }

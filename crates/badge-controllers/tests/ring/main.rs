@@ -2,7 +2,9 @@
 //! over a temporary store, with no socket, no TLS and no kubectl. Fast enough to be
 //! exhaustive: the authorization matrix over every path form and resource, the
 //! authentication order, impersonation, the Node authorizer, RBAC escalation and
-//! TokenRequest validation.
+//! TokenRequest validation. It lives beside the controllers because the server it
+//! assembles runs some of them (system namespaces, ClusterRole aggregation, CSR approval
+//! and signing), as `badge server` does.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
