@@ -19,3 +19,4 @@ mod poddeletion;
 mod revocation;
 mod token_policy;
 mod tokenrequest;
+mod writes;
