@@ -95,6 +95,11 @@ impl Resource {
         }
     }
 
+    /// Whether this is `other` (compare with the constants below: `r.is(PODS)`).
+    pub fn is(&self, other: &Resource) -> bool {
+        self.group == other.group && self.plural == other.plural
+    }
+
     pub fn allows(&self, verb: &str) -> bool {
         self.verbs.contains(&verb)
     }
@@ -257,7 +262,9 @@ const CSR_SUBRESOURCES: &[Subresource] = &[
 ];
 
 /// Every resource badge serves, in discovery order.
-pub static RESOURCES: &[Resource] = &[
+pub static RESOURCES: &[Resource] = TABLE;
+
+const TABLE: &[Resource] = &[
     resource!(
         "",
         "v1",
@@ -528,6 +535,51 @@ pub static RESOURCES: &[Resource] = &[
     ),
 ];
 
+/// The row of `group`/`plural` in the table, found when the crate compiles: a constant
+/// below that names a resource the table lacks fails the build rather than a request.
+const fn row(group: &str, plural: &str) -> usize {
+    const fn same(a: &str, b: &str) -> bool {
+        let (a, b) = (a.as_bytes(), b.as_bytes());
+        if a.len() != b.len() {
+            return false;
+        }
+        let mut i = 0;
+        while i < a.len() {
+            if a[i] != b[i] {
+                return false;
+            }
+            i += 1;
+        }
+        true
+    }
+    let mut i = 0;
+    while i < TABLE.len() {
+        if same(TABLE[i].group, group) && same(TABLE[i].plural, plural) {
+            return i;
+        }
+        i += 1;
+    }
+    panic!("a resource constant names a row the table lacks")
+}
+
+pub static CONFIGMAPS: &Resource = &RESOURCES[row("", "configmaps")];
+pub static EVENTS: &Resource = &RESOURCES[row("", "events")];
+pub static NAMESPACES: &Resource = &RESOURCES[row("", "namespaces")];
+pub static NODES: &Resource = &RESOURCES[row("", "nodes")];
+pub static PODS: &Resource = &RESOURCES[row("", "pods")];
+pub static SECRETS: &Resource = &RESOURCES[row("", "secrets")];
+pub static SERVICEACCOUNTS: &Resource = &RESOURCES[row("", "serviceaccounts")];
+pub static TOKENREVIEWS: &Resource = &RESOURCES[row(AUTHN, "tokenreviews")];
+pub static CERTIFICATESIGNINGREQUESTS: &Resource = &RESOURCES[row(CERTS, "certificatesigningrequests")];
+pub static LEASES: &Resource = &RESOURCES[row(COORD, "leases")];
+pub static ISSUEDTOKENS: &Resource = &RESOURCES[row(IDENTITY, "issuedtokens")];
+pub static SERVICEACCOUNTUSAGES: &Resource = &RESOURCES[row(IDENTITY, "serviceaccountusages")];
+pub static TOKENPOLICIES: &Resource = &RESOURCES[row(IDENTITY, "tokenpolicies")];
+pub static CLUSTERROLEBINDINGS: &Resource = &RESOURCES[row(RBAC, "clusterrolebindings")];
+pub static CLUSTERROLES: &Resource = &RESOURCES[row(RBAC, "clusterroles")];
+pub static ROLEBINDINGS: &Resource = &RESOURCES[row(RBAC, "rolebindings")];
+pub static ROLES: &Resource = &RESOURCES[row(RBAC, "roles")];
+
 /// The API groups badge serves, in discovery order (the core group is "").
 pub const GROUPS: &[&str] = &["", AUTHN, AUTHZ, CERTS, COORD, IDENTITY, RBAC];
 
@@ -588,6 +640,38 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn constants_are_the_rows_lookup_finds() {
+        for constant in [
+            CONFIGMAPS,
+            EVENTS,
+            NAMESPACES,
+            NODES,
+            PODS,
+            SECRETS,
+            SERVICEACCOUNTS,
+            TOKENREVIEWS,
+            CERTIFICATESIGNINGREQUESTS,
+            LEASES,
+            ISSUEDTOKENS,
+            SERVICEACCOUNTUSAGES,
+            TOKENPOLICIES,
+            CLUSTERROLEBINDINGS,
+            CLUSTERROLES,
+            ROLEBINDINGS,
+            ROLES,
+        ] {
+            let found = lookup(constant.group, constant.version, constant.plural);
+            assert!(
+                found.is_some_and(|r| std::ptr::eq(r, constant)),
+                "{}",
+                constant.plural
+            );
+        }
+        assert_eq!((PODS.group, PODS.plural, PODS.kind), ("", "pods", "Pod"));
+        assert_eq!((ROLES.group, ROLES.kind), (RBAC, "Role"));
     }
 
     #[test]

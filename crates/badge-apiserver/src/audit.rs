@@ -21,6 +21,7 @@ use std::task::{Context, Poll};
 
 use badge_api::Status;
 use badge_api::request_info::RequestInfo;
+use badge_api::resources;
 use badge_auth::UserInfo;
 use bytes::Bytes;
 use http::{HeaderMap, Response};
@@ -677,7 +678,7 @@ impl Drop for AuditedBody {
 /// body of the secrets resource, patches included), a TokenRequest's `status.token` and a
 /// TokenReview's `spec.token`.
 pub fn redact(value: &mut Value, resource: &str, subresource: &str) {
-    let secrets = resource == "secrets" && subresource.is_empty();
+    let secrets = resource == resources::SECRETS.plural && subresource.is_empty();
     if secrets && let Value::Array(operations) = value {
         // A JSON patch: every value it writes may be Secret data.
         for operation in operations.iter_mut() {
@@ -687,13 +688,13 @@ pub fn redact(value: &mut Value, resource: &str, subresource: &str) {
         }
         return;
     }
-    if resource == "serviceaccounts"
+    if resource == resources::SERVICEACCOUNTS.plural
         && subresource == "token"
         && let Some(token) = value.pointer_mut("/status/token")
     {
         *token = Value::String(REDACTED.into());
     }
-    if resource == "tokenreviews"
+    if resource == resources::TOKENREVIEWS.plural
         && let Some(token) = value.pointer_mut("/spec/token")
     {
         *token = Value::String(REDACTED.into());

@@ -46,9 +46,6 @@ impl ApiServer {
         object: &Value,
         old: Option<&Value>,
     ) -> Result<(), Status> {
-        if resource.plural != "certificatesigningrequests" {
-            return Ok(());
-        }
         let forbidden =
             |message: String| Status::forbidden(resource.group_resource(), meta::name(object), &message);
         let Some(old) = old else {

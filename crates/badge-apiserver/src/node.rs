@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use badge_api::{Resource, Status, meta, resources};
+use badge_api::{Status, meta, resources};
 use badge_auth::{Attributes, Authorizer, Decision, UserInfo};
 use badge_registry::Registry;
 use serde_json::Value;
@@ -20,13 +20,6 @@ pub fn node_name(user: &UserInfo) -> Option<&str> {
         return None;
     }
     user.name.strip_prefix(NODE_PREFIX).filter(|n| !n.is_empty())
-}
-
-fn pods() -> &'static Resource {
-    match resources::lookup("", "v1", "pods") {
-        Some(r) => r,
-        None => unreachable!("core/v1 pods is in the resource table"),
-    }
 }
 
 /// Calls `f` with every pod bound to `node` in `namespace` (all namespaces when empty), read
@@ -237,7 +230,12 @@ pub async fn admit_node_token_request(
     }
     // A missing pod is the lookup's 404, as upstream returns it unwrapped.
     let pod = registry
-        .get(pods(), namespace, r.name(), badge_registry::ReadFrom::Recent)
+        .get(
+            resources::PODS,
+            namespace,
+            r.name(),
+            badge_registry::ReadFrom::Recent,
+        )
         .await?;
     if meta::uid(&pod) != r.uid() {
         return Err(forbidden(format!(
@@ -274,11 +272,11 @@ pub async fn admit_node_pod_delete(
     name: &str,
 ) -> Result<(), Status> {
     let pod = registry
-        .get(pods(), namespace, name, badge_registry::ReadFrom::Latest)
+        .get(resources::PODS, namespace, name, badge_registry::ReadFrom::Latest)
         .await?;
     if pod.pointer("/spec/nodeName").and_then(Value::as_str) != Some(node) {
         return Err(Status::forbidden(
-            pods().group_resource(),
+            resources::PODS.group_resource(),
             name,
             &format!("node \"{node}\" can only delete pods with spec.nodeName set to itself"),
         ));

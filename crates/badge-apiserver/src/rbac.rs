@@ -21,13 +21,6 @@ const PREFIXES: &[(&str, &str)] = &[
     ("/registry/clusterrolebindings/", "clusterrolebindings"),
 ];
 
-fn rbac_resource(plural: &str) -> &'static Resource {
-    match resources::lookup("rbac.authorization.k8s.io", "v1", plural) {
-        Some(r) => r,
-        None => unreachable!("rbac {plural} is in the resource table"),
-    }
-}
-
 /// The live RBAC policy.
 pub struct Rbac {
     pub index: Arc<RbacIndex>,
@@ -220,7 +213,7 @@ async fn apply_binding_change<T: serde::Serialize>(
 /// Creates or updates the default roles and bindings, keeping what users added
 /// (`rbac/bootstrappolicy` reconciliation at kube-apiserver start).
 pub async fn reconcile_defaults(registry: &Registry) -> Result<(), Status> {
-    let cluster_roles = rbac_resource("clusterroles");
+    let cluster_roles = resources::CLUSTERROLES;
     for default in rbac::default_cluster_roles() {
         let name = default.metadata.name.clone().unwrap_or_default();
         let existing: Option<ClusterRole> = registry
@@ -230,7 +223,7 @@ pub async fn reconcile_defaults(registry: &Registry) -> Result<(), Status> {
             put(registry, cluster_roles, "", to_json(&role)?).await?;
         }
     }
-    let crbs = rbac_resource("clusterrolebindings");
+    let crbs = resources::CLUSTERROLEBINDINGS;
     for default in rbac::default_cluster_role_bindings() {
         let name = default.metadata.name.clone().unwrap_or_default();
         let existing: Option<ClusterRoleBinding> =
@@ -239,7 +232,7 @@ pub async fn reconcile_defaults(registry: &Registry) -> Result<(), Status> {
             apply_binding_change(registry, crbs, "", change).await?;
         }
     }
-    let roles = rbac_resource("roles");
+    let roles = resources::ROLES;
     for (ns, default) in rbac::default_roles() {
         let name = default.metadata.name.clone().unwrap_or_default();
         let existing: Option<Role> = registry.get_cached(roles, &ns, &name).and_then(|o| from_json(&o));
@@ -247,7 +240,7 @@ pub async fn reconcile_defaults(registry: &Registry) -> Result<(), Status> {
             put(registry, roles, &ns, to_json(&role)?).await?;
         }
     }
-    let rbs = rbac_resource("rolebindings");
+    let rbs = resources::ROLEBINDINGS;
     for (ns, default) in rbac::default_role_bindings() {
         let name = default.metadata.name.clone().unwrap_or_default();
         let existing: Option<RoleBinding> = registry.get_cached(rbs, &ns, &name).and_then(|o| from_json(&o));

@@ -6,9 +6,10 @@ use std::sync::Arc;
 use badge_api::decode::{self, FieldValidation, MediaType};
 use badge_api::patch::{self, PatchType};
 use badge_api::request_info::RequestInfo;
-use badge_api::resources::Resource;
+use badge_api::resources::{self, Resource};
 use badge_api::selectors::{FieldSelector, FieldTerm, LabelSelector};
 use badge_api::{Status, meta};
+use badge_registry::strategy::{self, Admission, Deletion};
 use badge_registry::{DeleteOptions, DeleteOutcome, Filter, WriteOptions, admission};
 use bytes::Bytes;
 use http::{Response, StatusCode};
@@ -174,22 +175,32 @@ fn list_response(
     }
 }
 
-/// The warnings a resource's strategy gives on a write (`WarningsOnCreate`/`WarningsOnUpdate`
-/// upstream); `old` is the stored object on an update.
-fn strategy_warnings(resource: &Resource, object: &Value, old: Option<&Value>) -> Vec<String> {
-    match (resource.group, resource.plural) {
-        ("", "serviceaccounts") => admission::enforce_mountable_secrets_warnings(object, old),
-        _ => Vec::new(),
-    }
+/// Makes the new state of a stored object from its current state.
+type Produce<'a> = Box<dyn FnMut(&Value) -> Result<decode::Decoded, Status> + Send + 'a>;
+
+/// How a write makes the object it stores.
+enum Change<'a> {
+    /// A new object, decoded for the resource.
+    Create(decode::Decoded),
+    /// The new state of a stored object, made from its current state on each attempt of
+    /// the compare-and-swap.
+    Update(Produce<'a>),
 }
 
 /// Fills what the server sets from the requesting user on create: a
 /// CertificateSigningRequest's requestor (`spec.username`, `uid`, `groups`, `extra`).
-fn set_requestor(resource: &Resource, user: &badge_auth::UserInfo, object: &mut Value) {
-    if resource.plural == "certificatesigningrequests" {
-        let extra = serde_json::to_value(&user.extra).unwrap_or_else(|_| json!({}));
-        badge_registry::csr::set_requestor(object, &user.name, &user.uid, &user.groups, &extra);
-    }
+fn set_requestor(user: &badge_auth::UserInfo, object: &mut Value) {
+    let extra = serde_json::to_value(&user.extra).unwrap_or_else(|_| json!({}));
+    badge_registry::csr::set_requestor(object, &user.name, &user.uid, &user.groups, &extra);
+}
+
+/// Who records the fields a write changed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Fields {
+    /// The request's field manager takes what changed.
+    Track,
+    /// Server-side apply has recorded its manager's fields itself.
+    Applied,
 }
 
 impl ApiServer {
@@ -198,14 +209,11 @@ impl ApiServer {
         if let Some(meta) = pod.get_mut("metadata").and_then(Value::as_object_mut) {
             meta.insert("namespace".into(), json!(namespace));
         }
-        let Some(serviceaccounts) = badge_api::resources::lookup("", "v1", "serviceaccounts") else {
-            return Ok(Vec::new());
-        };
         let name = admission::service_account_name(pod);
         let service_account = match self
             .registry
             .get(
-                serviceaccounts,
+                resources::SERVICEACCOUNTS,
                 namespace,
                 &name,
                 badge_registry::ReadFrom::Latest,
@@ -266,94 +274,22 @@ impl ApiServer {
 
     pub(crate) async fn create(&self, call: &Call<'_>) -> Result<Response<Body>, Status> {
         let output = call.output()?;
-        let mut decoded = call.decode_body()?;
-        self.check_rbac_write(
-            &call.user,
-            call.resource,
-            &call.info.namespace,
-            &decoded.object,
-            None,
-        )?;
-        self.admit_certificate_request(&call.user, call.resource, "", &decoded.object, None)?;
-        if call.resource.plural == "pods" {
-            decoded
-                .warnings
-                .extend(self.admit_pod(&call.info.namespace, &mut decoded.object).await?);
-        }
-        set_requestor(call.resource, &call.user, &mut decoded.object);
-        decoded
-            .warnings
-            .extend(strategy_warnings(call.resource, &decoded.object, None));
-        Self::track_fields(call, None, &mut decoded.object);
-        let object = self
-            .registry
-            .create(
-                call.resource,
-                &call.info.namespace,
-                decoded.object,
-                &call.write_options()?,
-            )
-            .await?;
-        self.settle_rbac_write(call.resource, &object).await;
-        Ok(object_response(
-            call,
-            output,
-            StatusCode::CREATED,
-            &object,
-            &decoded.warnings,
-        ))
+        let decoded = call.decode_body()?;
+        self.write(call, output, Change::Create(decoded), Fields::Track)
+            .await
     }
 
     pub(crate) async fn update(&self, call: &Call<'_>) -> Result<Response<Body>, Status> {
         let output = call.output()?;
-        let mut decoded = call.decode_body()?;
-        let given = decoded.object;
-        let mut update_warnings = Vec::new();
-        let gr = call.resource.group_resource();
-        let name = call.info.name.clone();
-        let object = self
-            .registry
-            .update(
-                call.resource,
-                &call.info.namespace,
-                &call.info.name,
-                &call.info.subresource,
-                &call.write_options()?,
-                |current| {
-                    let wanted = meta::resource_version(&given);
-                    if !wanted.is_empty() && wanted != meta::resource_version(current) {
-                        return Err(Status::conflict(gr, &name, Status::OPTIMISTIC_LOCK_MESSAGE));
-                    }
-                    self.check_rbac_write(
-                        &call.user,
-                        call.resource,
-                        &call.info.namespace,
-                        &given,
-                        Some(current),
-                    )?;
-                    self.admit_certificate_request(
-                        &call.user,
-                        call.resource,
-                        &call.info.subresource,
-                        &given,
-                        Some(current),
-                    )?;
-                    update_warnings = strategy_warnings(call.resource, &given, Some(current));
-                    let mut updated = given.clone();
-                    Self::track_fields(call, Some(current), &mut updated);
-                    Ok(updated)
-                },
-            )
-            .await?;
-        decoded.warnings.extend(update_warnings);
-        self.settle_rbac_write(call.resource, &object).await;
-        Ok(object_response(
-            call,
-            output,
-            StatusCode::OK,
-            &object,
-            &decoded.warnings,
-        ))
+        let given = call.decode_body()?;
+        let produce = move |_: &Value| {
+            Ok(decode::Decoded {
+                object: given.object.clone(),
+                warnings: given.warnings.clone(),
+            })
+        };
+        self.write(call, output, Change::Update(Box::new(produce)), Fields::Track)
+            .await
     }
 
     pub(crate) async fn patch(&self, call: &Call<'_>) -> Result<Response<Body>, Status> {
@@ -365,48 +301,101 @@ impl ApiServer {
         }
         let validation = call.field_validation()?;
         let resource = call.resource;
-        let gr = resource.group_resource();
-        let name = call.info.name.clone();
-        let mut warnings = Vec::new();
-        let object = self
-            .registry
-            .update(
-                resource,
-                &call.info.namespace,
-                &call.info.name,
-                &call.info.subresource,
-                &call.write_options()?,
-                |current| {
-                    let patched = patch::apply_patch(patch_type, current, &call.body, resource.kind)?;
-                    let decoded = decode::decode_for(resource, patched, &[], validation)?;
-                    let wanted = meta::resource_version(&decoded.object);
-                    if !wanted.is_empty() && wanted != meta::resource_version(current) {
-                        return Err(Status::conflict(gr, &name, Status::OPTIMISTIC_LOCK_MESSAGE));
+        let produce = move |current: &Value| {
+            let patched = patch::apply_patch(patch_type, current, &call.body, resource.kind)?;
+            decode::decode_for(resource, patched, &[], validation)
+        };
+        self.write(call, output, Change::Update(Box::new(produce)), Fields::Track)
+            .await
+    }
+
+    /// The one write: admission, RBAC's escalation checks and the strategy's warnings, then
+    /// the registry (which applies the strategy's defaults and validation), then waiting
+    /// until the write takes effect where it must. Create, update, patch and apply differ
+    /// only in how they make the object.
+    async fn write(
+        &self,
+        call: &Call<'_>,
+        output: Output,
+        change: Change<'_>,
+        fields: Fields,
+    ) -> Result<Response<Body>, Status> {
+        let resource = call.resource;
+        let namespace = &call.info.namespace;
+        let options = call.write_options()?;
+        let rules = strategy::of(resource);
+        let (code, object, warnings) = match change {
+            Change::Create(mut decoded) => {
+                self.check_rbac_write(&call.user, resource, namespace, &decoded.object, None)?;
+                match rules.admission {
+                    Admission::ServiceAccount => decoded
+                        .warnings
+                        .extend(self.admit_pod(namespace, &mut decoded.object).await?),
+                    Admission::CertificateSigning => {
+                        self.admit_certificate_request(&call.user, resource, "", &decoded.object, None)?;
+                        set_requestor(&call.user, &mut decoded.object);
                     }
-                    self.check_rbac_write(
-                        &call.user,
+                    Admission::None => {}
+                }
+                decoded.warnings.extend((rules.warnings)(&decoded.object, None));
+                if fields == Fields::Track {
+                    Self::track_fields(call, None, &mut decoded.object);
+                }
+                let object = self
+                    .registry
+                    .create(resource, namespace, decoded.object, &options)
+                    .await?;
+                (StatusCode::CREATED, object, decoded.warnings)
+            }
+            Change::Update(mut produce) => {
+                let gr = resource.group_resource();
+                let name = &call.info.name;
+                let mut warnings = Vec::new();
+                let object = self
+                    .registry
+                    .update(
                         resource,
-                        &call.info.namespace,
-                        &decoded.object,
-                        Some(current),
-                    )?;
-                    self.admit_certificate_request(
-                        &call.user,
-                        resource,
+                        namespace,
+                        name,
                         &call.info.subresource,
-                        &decoded.object,
-                        Some(current),
-                    )?;
-                    warnings = decoded.warnings;
-                    warnings.extend(strategy_warnings(resource, &decoded.object, Some(current)));
-                    let mut updated = decoded.object;
-                    Self::track_fields(call, Some(current), &mut updated);
-                    Ok(updated)
-                },
-            )
-            .await?;
-        self.settle_rbac_write(call.resource, &object).await;
-        Ok(object_response(call, output, StatusCode::OK, &object, &warnings))
+                        &options,
+                        |current| {
+                            let decoded = produce(current)?;
+                            let wanted = meta::resource_version(&decoded.object);
+                            if !wanted.is_empty() && wanted != meta::resource_version(current) {
+                                return Err(Status::conflict(gr, name, Status::OPTIMISTIC_LOCK_MESSAGE));
+                            }
+                            self.check_rbac_write(
+                                &call.user,
+                                resource,
+                                namespace,
+                                &decoded.object,
+                                Some(current),
+                            )?;
+                            if rules.admission == Admission::CertificateSigning {
+                                self.admit_certificate_request(
+                                    &call.user,
+                                    resource,
+                                    &call.info.subresource,
+                                    &decoded.object,
+                                    Some(current),
+                                )?;
+                            }
+                            warnings = decoded.warnings;
+                            warnings.extend((rules.warnings)(&decoded.object, Some(current)));
+                            let mut updated = decoded.object;
+                            if fields == Fields::Track {
+                                Self::track_fields(call, Some(current), &mut updated);
+                            }
+                            Ok(updated)
+                        },
+                    )
+                    .await?;
+                (StatusCode::OK, object, warnings)
+            }
+        };
+        self.settle_rbac_write(resource, &object).await;
+        Ok(object_response(call, output, code, &object, &warnings))
     }
 
     fn delete_options(call: &Call<'_>) -> Result<DeleteOptions, Status> {
@@ -456,7 +445,7 @@ impl ApiServer {
     pub(crate) async fn delete(&self, call: &Call<'_>) -> Result<Response<Body>, Status> {
         let output = call.output()?;
         let options = Self::delete_options(call)?;
-        if call.resource.plural == "pods"
+        if call.resource.is(resources::PODS)
             && let Some(node) = crate::node::node_name(&call.user)
         {
             crate::node::admit_node_pod_delete(&self.registry, node, &call.info.namespace, &call.info.name)
@@ -468,7 +457,8 @@ impl ApiServer {
             .await?;
         Ok(match outcome {
             DeleteOutcome::Pending(object) => object_response(call, output, StatusCode::OK, &object, &[]),
-            DeleteOutcome::Deleted(object) if call.resource.plural == "pods" => {
+            // Upstream's graceful stores answer with the object, like a pending delete.
+            DeleteOutcome::Deleted(object) if strategy::of(call.resource).deletion == Deletion::Graceful => {
                 object_response(call, output, StatusCode::OK, &object, &[])
             }
             DeleteOutcome::Deleted(object) => response::status(&Status::success(
@@ -592,88 +582,35 @@ impl ApiServer {
             Err(s) if s.is_not_found() => None,
             Err(s) => return Err(s),
         };
-        if existing.is_none() {
-            let created =
-                badge_api::apply::apply(None, &applied, &manager, force, resource.kind, &now_micro())?
-                    .map_err(to_status)?;
-            let mut decoded = decode::decode_for(resource, created, &[], validation)?;
-            self.check_rbac_write(&call.user, resource, &call.info.namespace, &decoded.object, None)?;
-            self.admit_certificate_request(&call.user, resource, "", &decoded.object, None)?;
-            if resource.plural == "pods" {
-                decoded
-                    .warnings
-                    .extend(self.admit_pod(&call.info.namespace, &mut decoded.object).await?);
+        let change = match existing {
+            None => {
+                let created =
+                    badge_api::apply::apply(None, &applied, &manager, force, resource.kind, &now_micro())?
+                        .map_err(to_status)?;
+                Change::Create(decode::decode_for(resource, created, &[], validation)?)
             }
-            set_requestor(resource, &call.user, &mut decoded.object);
-            decoded
-                .warnings
-                .extend(strategy_warnings(resource, &decoded.object, None));
-            let object = self
-                .registry
-                .create(
-                    resource,
-                    &call.info.namespace,
-                    decoded.object,
-                    &call.write_options()?,
-                )
-                .await?;
-            self.settle_rbac_write(resource, &object).await;
-            return Ok(object_response(
-                call,
-                output,
-                StatusCode::CREATED,
-                &object,
-                &decoded.warnings,
-            ));
-        }
-        let mut warnings = Vec::new();
-        let object = self
-            .registry
-            .update(
-                resource,
-                &call.info.namespace,
-                &call.info.name,
-                &call.info.subresource,
-                &call.write_options()?,
-                |current| {
-                    let merged = badge_api::apply::apply(
-                        Some(current),
-                        &applied,
-                        &manager,
-                        force,
-                        resource.kind,
-                        &now_micro(),
-                    )?
-                    .map_err(to_status)?;
-                    let decoded = decode::decode_for(resource, merged, &[], validation)?;
-                    self.check_rbac_write(
-                        &call.user,
-                        resource,
-                        &call.info.namespace,
-                        &decoded.object,
-                        Some(current),
-                    )?;
-                    self.admit_certificate_request(
-                        &call.user,
-                        resource,
-                        &call.info.subresource,
-                        &decoded.object,
-                        Some(current),
-                    )?;
-                    warnings = decoded.warnings;
-                    warnings.extend(strategy_warnings(resource, &decoded.object, Some(current)));
-                    Ok(decoded.object)
-                },
-            )
+            Some(_) => Change::Update(Box::new(move |current: &Value| {
+                let merged = badge_api::apply::apply(
+                    Some(current),
+                    &applied,
+                    &manager,
+                    force,
+                    resource.kind,
+                    &now_micro(),
+                )?
+                .map_err(to_status)?;
+                decode::decode_for(resource, merged, &[], validation)
+            })),
+        };
+        let creates = matches!(change, Change::Create(_));
+        self.write(call, output, change, Fields::Applied)
             .await
             .map_err(|s| {
-                if s.is_not_found() {
+                if !creates && s.is_not_found() {
                     Status::conflict(gr, &call.info.name, "the object was deleted while being applied")
                 } else {
                     s
                 }
-            })?;
-        self.settle_rbac_write(resource, &object).await;
-        Ok(object_response(call, output, StatusCode::OK, &object, &warnings))
+            })
     }
 }

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use badge_api::{FieldError, Resource, Status, meta, resources};
+use badge_api::{FieldError, Status, meta, resources};
 use badge_auth::serviceaccount::{ObjectInfo, SecretInfo, ServiceAccountTokenGetter};
 use badge_keys::ServiceAccountKeys;
 use badge_registry::Registry;
@@ -42,13 +42,6 @@ pub struct TokenConfig {
     pub jwks_uri: String,
 }
 
-fn core(plural: &str) -> &'static Resource {
-    match resources::lookup("", "v1", plural) {
-        Some(r) => r,
-        None => unreachable!("core/v1 {plural} is in the resource table"),
-    }
-}
-
 /// What the authenticator checks of an object, read without decoding it.
 fn cached_object_info(object: &badge_registry::CachedObject) -> ObjectInfo {
     ObjectInfo {
@@ -77,7 +70,7 @@ pub struct CacheTokenGetter(pub Arc<Registry>);
 impl ServiceAccountTokenGetter for CacheTokenGetter {
     fn service_account(&self, namespace: &str, name: &str) -> Option<ObjectInfo> {
         self.0
-            .get_cached_object(core("serviceaccounts"), namespace, name)
+            .get_cached_object(resources::SERVICEACCOUNTS, namespace, name)
             .map(|o| {
                 let mut info = cached_object_info(&o);
                 // Decoded only when the label key is in the stored JSON at all: rare.
@@ -89,13 +82,13 @@ impl ServiceAccountTokenGetter for CacheTokenGetter {
 
     fn pod(&self, namespace: &str, name: &str) -> Option<ObjectInfo> {
         self.0
-            .get_cached_object(core("pods"), namespace, name)
+            .get_cached_object(resources::PODS, namespace, name)
             .map(|o| cached_object_info(&o))
     }
 
     fn secret(&self, namespace: &str, name: &str) -> Option<SecretInfo> {
         self.0
-            .get_cached(core("secrets"), namespace, name)
+            .get_cached(resources::SECRETS, namespace, name)
             .map(|o| SecretInfo {
                 object: object_info(&o),
                 token: o
@@ -111,7 +104,7 @@ impl ServiceAccountTokenGetter for CacheTokenGetter {
 
     fn node(&self, name: &str) -> Option<ObjectInfo> {
         self.0
-            .get_cached_object(core("nodes"), "", name)
+            .get_cached_object(resources::NODES, "", name)
             .map(|o| cached_object_info(&o))
     }
 }
@@ -120,7 +113,7 @@ impl badge_auth::bootstrap::BootstrapTokenGetter for CacheTokenGetter {
     fn bootstrap_secret(&self, name: &str) -> Option<badge_auth::bootstrap::BootstrapSecretInfo> {
         let secret = self
             .0
-            .get_cached(core("secrets"), badge_token::bootstrap::SECRET_NAMESPACE, name)?;
+            .get_cached(resources::SECRETS, badge_token::bootstrap::SECRET_NAMESPACE, name)?;
         let engine = &base64::engine::general_purpose::STANDARD;
         Some(badge_auth::bootstrap::BootstrapSecretInfo {
             deleting: meta::deletion_timestamp(&secret).is_some(),
@@ -183,7 +176,7 @@ impl TokenIssuer {
         }
         let sa = registry
             .get_object(
-                core("serviceaccounts"),
+                resources::SERVICEACCOUNTS,
                 namespace,
                 sa_name,
                 badge_registry::ReadFrom::Recent,
@@ -259,7 +252,7 @@ impl TokenIssuer {
             match (group.as_str(), kind) {
                 ("", "Pod") => {
                     let pod = registry
-                        .get(core("pods"), namespace, name, badge_registry::ReadFrom::Recent)
+                        .get(resources::PODS, namespace, name, badge_registry::ReadFrom::Recent)
                         .await?;
                     let pod_sa = pod
                         .pointer("/spec/serviceAccountName")
@@ -278,7 +271,7 @@ impl TokenIssuer {
                         .unwrap_or("");
                     if !node_name.is_empty() {
                         let node_uid = registry
-                            .get_cached(core("nodes"), "", node_name)
+                            .get_cached(resources::NODES, "", node_name)
                             .map(|n| meta::uid(&n).to_string());
                         claims.node = Some(badge_token::claims::NodeRef {
                             name: node_name.to_string(),
@@ -289,13 +282,18 @@ impl TokenIssuer {
                 }
                 ("", "Secret") => {
                     let secret = registry
-                        .get(core("secrets"), namespace, name, badge_registry::ReadFrom::Recent)
+                        .get(
+                            resources::SECRETS,
+                            namespace,
+                            name,
+                            badge_registry::ReadFrom::Recent,
+                        )
                         .await?;
                     claims.secret = Some(ObjectRef::new(name.to_string(), live_of(&secret, "Secret")?));
                 }
                 ("", "Node") => {
                     let node = registry
-                        .get(core("nodes"), "", name, badge_registry::ReadFrom::Recent)
+                        .get(resources::NODES, "", name, badge_registry::ReadFrom::Recent)
                         .await?;
                     let node_uid = live_of(&node, "Node")?;
                     claims.node = Some(badge_token::claims::NodeRef {

@@ -26,10 +26,7 @@ pub(crate) async fn admit(registry: &Registry, request: Request<'_>) -> Result<A
         warnings: Vec::new(),
         max_expiration_seconds: None,
     };
-    let Some(resource) = badge_api::resources::lookup(badge_api::identity::GROUP, "v1", "tokenpolicies")
-    else {
-        return Ok(unchanged);
-    };
+    let resource = badge_api::resources::TOKENPOLICIES;
     // A policy written before the request applies to it (a consistent list, as RBAC would
     // see it); with the store unreachable the cache answers, so the request fails, if at
     // all, for its own reason (the signing keys' staleness bound), not for the policy read.
@@ -41,8 +38,11 @@ pub(crate) async fn admit(registry: &Registry, request: Request<'_>) -> Result<A
     };
     // The ServiceAccount as the cache holds it now (it has caught up with the list above), so
     // disabling it applies to the very next request.
-    let fresh = badge_api::resources::lookup("", "v1", "serviceaccounts")
-        .and_then(|sa| registry.get_cached_object(sa, request.namespace, request.service_account_name));
+    let fresh = registry.get_cached_object(
+        badge_api::resources::SERVICEACCOUNTS,
+        request.namespace,
+        request.service_account_name,
+    );
     refuse_disabled(
         request.namespace,
         fresh.as_deref().unwrap_or(request.service_account),

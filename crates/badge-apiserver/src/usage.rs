@@ -614,9 +614,7 @@ impl ApiServer {
     /// Upstream's day-resolution label on a legacy token's Secret: written when the day of
     /// the last use is later than the one recorded. Whether it was written.
     async fn label_legacy_secret(&self, credential: &TokenCredential, last: jiff::Timestamp) -> bool {
-        let Some(secrets) = resources::lookup("", "v1", "secrets") else {
-            return false;
-        };
+        let secrets = resources::SECRETS;
         let day = day_of(last);
         let needs = |secret: &Value| {
             let pointer = format!(

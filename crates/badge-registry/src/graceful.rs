@@ -3,7 +3,10 @@
 //! its node can stop it, and removed when the node confirms with a grace of zero.
 
 use badge_api::meta;
+use badge_api::resources::Resource;
 use serde_json::Value;
+
+use crate::strategy::Deletion;
 
 /// What a delete request does to an object.
 #[derive(Debug, PartialEq, Eq)]
@@ -21,8 +24,13 @@ pub enum GracefulDelete {
 
 /// Decides a delete of `object` (a resource's current state) with the request's
 /// `gracePeriodSeconds`, at `now`.
-pub fn plan(resource: &str, object: &Value, requested: Option<i64>, now: jiff::Timestamp) -> GracefulDelete {
-    if resource != "pods" {
+pub fn plan(
+    resource: &Resource,
+    object: &Value,
+    requested: Option<i64>,
+    now: jiff::Timestamp,
+) -> GracefulDelete {
+    if crate::strategy::of(resource).deletion != Deletion::Graceful {
         return GracefulDelete::Immediate;
     }
     // A negative grace means one second on the delete path.
@@ -80,6 +88,7 @@ pub fn plan(resource: &str, object: &Value, requested: Option<i64>, now: jiff::T
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use badge_api::resources;
     use serde_json::json;
 
     fn at(s: &str) -> jiff::Timestamp {
@@ -99,16 +108,16 @@ mod tests {
     fn a_pod_on_a_node_gets_its_grace() {
         let pod = json!({"spec": {"nodeName": "n1", "terminationGracePeriodSeconds": 30}, "status": {"phase": "Running"}});
         assert_eq!(
-            plan("pods", &pod, None, at(NOW)),
+            plan(resources::PODS, &pod, None, at(NOW)),
             mark("2026-01-01T00:00:30Z", 30)
         );
         assert_eq!(
-            plan("pods", &pod, Some(5), at(NOW)),
+            plan(resources::PODS, &pod, Some(5), at(NOW)),
             mark("2026-01-01T00:00:05Z", 5)
         );
-        assert_eq!(plan("pods", &pod, Some(0), at(NOW)), mark(NOW, 0));
+        assert_eq!(plan(resources::PODS, &pod, Some(0), at(NOW)), mark(NOW, 0));
         assert_eq!(
-            plan("pods", &pod, Some(-3), at(NOW)),
+            plan(resources::PODS, &pod, Some(-3), at(NOW)),
             mark("2026-01-01T00:00:01Z", 1)
         );
     }
@@ -116,11 +125,14 @@ mod tests {
     #[test]
     fn unscheduled_or_finished_pods_go_at_once() {
         let unscheduled = json!({"spec": {"terminationGracePeriodSeconds": 30}});
-        assert_eq!(plan("pods", &unscheduled, Some(10), at(NOW)), mark(NOW, 0));
-        let done = json!({"spec": {"nodeName": "n1"}, "status": {"phase": "Succeeded"}});
-        assert_eq!(plan("pods", &done, None, at(NOW)), mark(NOW, 0));
         assert_eq!(
-            plan("secrets", &json!({}), Some(30), at(NOW)),
+            plan(resources::PODS, &unscheduled, Some(10), at(NOW)),
+            mark(NOW, 0)
+        );
+        let done = json!({"spec": {"nodeName": "n1"}, "status": {"phase": "Succeeded"}});
+        assert_eq!(plan(resources::PODS, &done, None, at(NOW)), mark(NOW, 0));
+        assert_eq!(
+            plan(resources::SECRETS, &json!({}), Some(30), at(NOW)),
             GracefulDelete::Immediate
         );
     }
@@ -132,16 +144,25 @@ mod tests {
             "spec": {"nodeName": "n1"},
         });
         let later = at("2026-01-01T00:00:10Z");
-        assert_eq!(plan("pods", &pod, None, later), GracefulDelete::Pending);
-        assert_eq!(plan("pods", &pod, Some(30), later), GracefulDelete::Pending);
-        assert_eq!(plan("pods", &pod, Some(60), later), GracefulDelete::Pending);
+        assert_eq!(plan(resources::PODS, &pod, None, later), GracefulDelete::Pending);
+        assert_eq!(
+            plan(resources::PODS, &pod, Some(30), later),
+            GracefulDelete::Pending
+        );
+        assert_eq!(
+            plan(resources::PODS, &pod, Some(60), later),
+            GracefulDelete::Pending
+        );
         // Measured from the first request, not from now.
         assert_eq!(
-            plan("pods", &pod, Some(5), later),
+            plan(resources::PODS, &pod, Some(5), later),
             mark("2026-01-01T00:00:05Z", 5)
         );
-        assert_eq!(plan("pods", &pod, Some(0), later), mark(NOW, 0));
+        assert_eq!(plan(resources::PODS, &pod, Some(0), later), mark(NOW, 0));
         let zero = json!({"metadata": {"deletionTimestamp": NOW, "deletionGracePeriodSeconds": 0}});
-        assert_eq!(plan("pods", &zero, None, later), GracefulDelete::Immediate);
+        assert_eq!(
+            plan(resources::PODS, &zero, None, later),
+            GracefulDelete::Immediate
+        );
     }
 }

@@ -1,7 +1,10 @@
-//! Per-resource rules, as upstream's `rest.RESTCreateStrategy`/`RESTUpdateStrategy`:
-//! defaults on create, what an update may not change, validation, selectable fields.
+//! Per-resource rules, as upstream's `rest.RESTCreateStrategy`/`RESTUpdateStrategy`/
+//! `RESTDeleteStrategy`: defaults on create, what an update may not change, validation,
+//! warnings, the admission the API server runs, selectable fields and what deletion does.
+//! [`of`] is the one place that says which resource has which rules.
 
 use badge_api::meta;
+use badge_api::resources::{self, Resource};
 use badge_api::status::FieldError;
 use badge_api::validation::{NameRule, config_key_errors};
 use base64::Engine;
@@ -22,42 +25,275 @@ const SECRET_TYPES: &[&str] = &[
 /// The largest total size of a Secret's or ConfigMap's data (`MaxSecretSize`).
 pub const MAX_DATA_SIZE: usize = 1024 * 1024;
 
-/// Fills defaults on create (after metadata is set).
-pub fn prepare_create(resource: &str, object: &mut Value) {
-    match resource {
-        "certificatesigningrequests" => crate::csr::prepare_create(object),
-        "namespaces" => {
-            set_default(object, &["spec", "finalizers"], serde_json::json!(["kubernetes"]));
-            set_path(object, &["status", "phase"], Value::String("Active".into()));
+/// The admission the API server runs on a write of a resource, besides RBAC's escalation
+/// checks (which every RBAC resource gets).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admission {
+    None,
+    /// ServiceAccount admission on create (`plugin/pkg/admission/serviceaccount`): the
+    /// pod's ServiceAccount, its token volume and pull secrets.
+    ServiceAccount,
+    /// The requestor is the requesting user, and the signer's rules apply
+    /// (`plugin/pkg/admission/certificates`).
+    CertificateSigning,
+}
+
+/// What a delete does to an object without finalizers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Deletion {
+    /// Removed at once; the answer is a Success Status.
+    Immediate,
+    /// Marked with a grace period first when bound to a node (pods), and answered with the
+    /// object, as upstream's pod store does.
+    Graceful,
+    /// Kept, terminating, until `spec.finalizers` empties (namespaces).
+    Finalized,
+}
+
+/// The rules of one resource.
+pub struct Strategy {
+    /// Fills defaults on create (after metadata is set).
+    pub prepare_create: fn(&mut Value),
+    /// Carries over on an update through a subresource ("" for the object itself) what
+    /// that update may not change.
+    pub prepare_update: fn(&str, &mut Value, &Value),
+    /// Validates a create (`old` None) or an update through a subresource.
+    pub validate: fn(&str, &Value, Option<&Value>, &mut Vec<FieldError>),
+    /// `WarningsOnCreate`/`WarningsOnUpdate`: `old` is the stored object on an update.
+    pub warnings: fn(&Value, Option<&Value>) -> Vec<String>,
+    /// The value of a selectable field beyond `metadata.name` and `metadata.namespace`.
+    pub field_value: fn(&Value, &str) -> Option<String>,
+    pub admission: Admission,
+    pub deletion: Deletion,
+}
+
+/// The rules of a resource without rules of its own.
+const PLAIN: Strategy = Strategy {
+    prepare_create: |_| {},
+    prepare_update: plain_update,
+    validate: |_, _, _, _| {},
+    warnings: |_, _| Vec::new(),
+    field_value: |_, _| None,
+    admission: Admission::None,
+    deletion: Deletion::Immediate,
+};
+
+static CONFIGMAPS: Strategy = Strategy {
+    validate: |_, object, old, errs| validate_configmap(object, old, errs),
+    ..PLAIN
+};
+
+static EVENTS: Strategy = Strategy {
+    field_value: event_field,
+    ..PLAIN
+};
+
+static NAMESPACES: Strategy = Strategy {
+    prepare_create: |object| {
+        set_default(object, &["spec", "finalizers"], serde_json::json!(["kubernetes"]));
+        set_path(object, &["status", "phase"], Value::String("Active".into()));
+    },
+    prepare_update: namespace_update,
+    field_value: |object, field| match field {
+        "status.phase" => Some(string_at(object, "/status/phase")),
+        _ => None,
+    },
+    deletion: Deletion::Finalized,
+    ..PLAIN
+};
+
+static PODS: Strategy = Strategy {
+    prepare_create: |object| {
+        set_default(object, &["spec", "restartPolicy"], "Always".into());
+        set_default(object, &["spec", "dnsPolicy"], "ClusterFirst".into());
+        set_default(object, &["spec", "terminationGracePeriodSeconds"], 30.into());
+        set_default(object, &["spec", "schedulerName"], "default-scheduler".into());
+        set_default(object, &["spec", "enableServiceLinks"], true.into());
+        set_default(object, &["spec", "securityContext"], serde_json::json!({}));
+        if object.pointer("/status/phase").is_none() {
+            set_path(object, &["status", "phase"], "Pending".into());
+            set_path(object, &["status", "qosClass"], "BestEffort".into());
         }
-        "secrets" => {
-            fold_string_data(object);
-            set_default(object, &["type"], Value::String("Opaque".into()));
+    },
+    prepare_update: |subresource, object, old| {
+        if !carry_over_subresource(subresource, object, old)
+            && let Some(status) = old.get("status")
+        {
+            set_path(object, &["status"], status.clone());
         }
-        "pods" => {
-            set_default(object, &["spec", "restartPolicy"], "Always".into());
-            set_default(object, &["spec", "dnsPolicy"], "ClusterFirst".into());
-            set_default(object, &["spec", "terminationGracePeriodSeconds"], 30.into());
-            set_default(object, &["spec", "schedulerName"], "default-scheduler".into());
-            set_default(object, &["spec", "enableServiceLinks"], true.into());
-            set_default(object, &["spec", "securityContext"], serde_json::json!({}));
-            if object.pointer("/status/phase").is_none() {
-                set_path(object, &["status", "phase"], "Pending".into());
-                set_path(object, &["status", "qosClass"], "BestEffort".into());
+    },
+    validate: |_, object, old, errs| validate_pod(object, old, errs),
+    field_value: |object, field| match field {
+        "spec.nodeName" => Some(string_at(object, "/spec/nodeName")),
+        "spec.serviceAccountName" => Some(string_at(object, "/spec/serviceAccountName")),
+        "spec.restartPolicy" => Some(string_at(object, "/spec/restartPolicy")),
+        "spec.schedulerName" => Some(string_at(object, "/spec/schedulerName")),
+        "status.phase" => Some(string_at(object, "/status/phase")),
+        "status.podIP" => Some(string_at(object, "/status/podIP")),
+        "status.nominatedNodeName" => Some(string_at(object, "/status/nominatedNodeName")),
+        _ => None,
+    },
+    admission: Admission::ServiceAccount,
+    deletion: Deletion::Graceful,
+    ..PLAIN
+};
+
+static SECRETS: Strategy = Strategy {
+    prepare_create: |object| {
+        fold_string_data(object);
+        set_default(object, &["type"], Value::String("Opaque".into()));
+    },
+    prepare_update: |subresource, object, old| {
+        if carry_over_subresource(subresource, object, old) {
+            return;
+        }
+        fold_string_data(object);
+        set_default(
+            object,
+            &["type"],
+            old.get("type").cloned().unwrap_or_else(|| "Opaque".into()),
+        );
+    },
+    validate: |_, object, old, errs| validate_secret(object, old, errs),
+    field_value: |object, field| match field {
+        "type" => Some(string_at(object, "/type")),
+        _ => None,
+    },
+    ..PLAIN
+};
+
+static SERVICEACCOUNTS: Strategy = Strategy {
+    warnings: crate::admission::enforce_mountable_secrets_warnings,
+    ..PLAIN
+};
+
+static CERTIFICATESIGNINGREQUESTS: Strategy = Strategy {
+    prepare_create: crate::csr::prepare_create,
+    prepare_update: crate::csr::prepare_update,
+    validate: |subresource, object, old, errs| crate::csr::validate(object, old, subresource, errs),
+    field_value: |object, field| match field {
+        "spec.signerName" => Some(string_at(object, "/spec/signerName")),
+        _ => None,
+    },
+    admission: Admission::CertificateSigning,
+    ..PLAIN
+};
+
+static ISSUEDTOKENS: Strategy = Strategy {
+    // Usage is the servers' to record; a client's copy of it is ignored, as upstream
+    // ignores status in a plain update of a kind with a status subresource.
+    prepare_update: |subresource, object, old| {
+        if carry_over_subresource(subresource, object, old) {
+            return;
+        }
+        match (old.get("status"), object.as_object_mut()) {
+            (Some(status), _) => set_path(object, &["status"], status.clone()),
+            (None, Some(map)) => {
+                map.remove("status");
             }
+            (None, None) => {}
         }
-        _ => {}
-    }
+    },
+    validate: |subresource, object, old, errs| {
+        if subresource.is_empty() {
+            validate_issued_token(object, old, errs);
+        }
+    },
+    field_value: |object, field| match field {
+        "spec.serviceAccountName" => Some(string_at(object, "/spec/serviceAccountName")),
+        _ => None,
+    },
+    ..PLAIN
+};
+
+static TOKENPOLICIES: Strategy = Strategy {
+    validate: |_, object, _, errs| errs.extend(badge_api::tokenpolicy::validate(object)),
+    ..PLAIN
+};
+
+static ROLES: Strategy = Strategy {
+    validate: |_, object, _, errs| validate_rules(object, true, errs),
+    ..PLAIN
+};
+
+static CLUSTERROLES: Strategy = Strategy {
+    validate: |_, object, _, errs| validate_rules(object, false, errs),
+    ..PLAIN
+};
+
+static ROLEBINDINGS: Strategy = Strategy {
+    validate: |_, object, old, errs| validate_binding(object, old, true, errs),
+    ..PLAIN
+};
+
+static CLUSTERROLEBINDINGS: Strategy = Strategy {
+    validate: |_, object, old, errs| validate_binding(object, old, false, errs),
+    ..PLAIN
+};
+
+static PLAIN_STRATEGY: Strategy = PLAIN;
+
+/// The rules of `resource`.
+pub fn of(resource: &Resource) -> &'static Strategy {
+    let with_rules: [(&Resource, &'static Strategy); 13] = [
+        (resources::CONFIGMAPS, &CONFIGMAPS),
+        (resources::EVENTS, &EVENTS),
+        (resources::NAMESPACES, &NAMESPACES),
+        (resources::PODS, &PODS),
+        (resources::SECRETS, &SECRETS),
+        (resources::SERVICEACCOUNTS, &SERVICEACCOUNTS),
+        (resources::CERTIFICATESIGNINGREQUESTS, &CERTIFICATESIGNINGREQUESTS),
+        (resources::ISSUEDTOKENS, &ISSUEDTOKENS),
+        (resources::TOKENPOLICIES, &TOKENPOLICIES),
+        (resources::ROLES, &ROLES),
+        (resources::CLUSTERROLES, &CLUSTERROLES),
+        (resources::ROLEBINDINGS, &ROLEBINDINGS),
+        (resources::CLUSTERROLEBINDINGS, &CLUSTERROLEBINDINGS),
+    ];
+    with_rules
+        .into_iter()
+        .find(|(r, _)| r.group == resource.group && r.plural == resource.plural)
+        .map_or(&PLAIN_STRATEGY, |(_, strategy)| strategy)
+}
+
+/// Fills defaults on create (after metadata is set).
+pub fn prepare_create(resource: &Resource, object: &mut Value) {
+    (of(resource).prepare_create)(object);
 }
 
 /// Carries over on update what this kind of update may not change: a plain update keeps
 /// the status of kinds with a status subresource; `status` keeps everything but status;
 /// `finalize` (namespaces) keeps everything but `spec.finalizers`.
-pub fn prepare_update(resource: &str, subresource: &str, object: &mut Value, old: &Value) {
-    if resource == "certificatesigningrequests" {
-        crate::csr::prepare_update(subresource, object, old);
-        return;
-    }
+pub fn prepare_update(resource: &Resource, subresource: &str, object: &mut Value, old: &Value) {
+    (of(resource).prepare_update)(subresource, object, old);
+}
+
+/// Validates an object for create (`old` None) or update.
+pub fn validate(resource: &Resource, object: &Value, old: Option<&Value>) -> Vec<FieldError> {
+    validate_update_of(resource, "", object, old)
+}
+
+/// Validates an object for create or for an update through `subresource` ("" for the
+/// object itself): some kinds allow different changes through each.
+pub fn validate_update_of(
+    resource: &Resource,
+    subresource: &str,
+    object: &Value,
+    old: Option<&Value>,
+) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    (of(resource).validate)(subresource, object, old, &mut errs);
+    errs
+}
+
+/// The update of a kind with no rules of its own: only the subresources' carry-over.
+fn plain_update(subresource: &str, object: &mut Value, old: &Value) {
+    carry_over_subresource(subresource, object, old);
+}
+
+/// `status` keeps everything but status; `finalize` keeps everything but
+/// `spec.finalizers`. Whether the update was through one of them.
+fn carry_over_subresource(subresource: &str, object: &mut Value, old: &Value) -> bool {
     match subresource {
         "status" => {
             let status = object.get("status").cloned();
@@ -65,7 +301,7 @@ pub fn prepare_update(resource: &str, subresource: &str, object: &mut Value, old
             if let Some(status) = status {
                 set_path(object, &["status"], status);
             }
-            return;
+            true
         }
         "finalize" => {
             let finalizers = object.pointer("/spec/finalizers").cloned();
@@ -78,76 +314,25 @@ pub fn prepare_update(resource: &str, subresource: &str, object: &mut Value, old
                     }
                 }
             }
-            return;
+            true
         }
-        _ => {}
-    }
-    match resource {
-        "namespaces" => {
-            // Phase is the server's; spec.finalizers change only through /finalize.
-            if let Some(status) = old.get("status") {
-                set_path(object, &["status"], status.clone());
-            }
-            if let Some(f) = old.pointer("/spec/finalizers") {
-                set_path(object, &["spec", "finalizers"], f.clone());
-            } else if let Some(spec) = object.get_mut("spec").and_then(Value::as_object_mut) {
-                spec.remove("finalizers");
-            }
-        }
-        "secrets" => {
-            fold_string_data(object);
-            set_default(
-                object,
-                &["type"],
-                old.get("type").cloned().unwrap_or_else(|| "Opaque".into()),
-            );
-        }
-        "pods" => {
-            if let Some(status) = old.get("status") {
-                set_path(object, &["status"], status.clone());
-            }
-        }
-        // Usage is the servers' to record; a client's copy of it is ignored, as upstream
-        // ignores status in a plain update of a kind with a status subresource.
-        "issuedtokens" => match (old.get("status"), object.as_object_mut()) {
-            (Some(status), _) => set_path(object, &["status"], status.clone()),
-            (None, Some(map)) => {
-                map.remove("status");
-            }
-            (None, None) => {}
-        },
-        _ => {}
+        _ => false,
     }
 }
 
-/// Validates an object for create (`old` None) or update.
-pub fn validate(resource: &str, object: &Value, old: Option<&Value>) -> Vec<FieldError> {
-    validate_update_of(resource, "", object, old)
-}
-
-/// Validates an object for create or for an update through `subresource` ("" for the
-/// object itself): some kinds allow different changes through each.
-pub fn validate_update_of(
-    resource: &str,
-    subresource: &str,
-    object: &Value,
-    old: Option<&Value>,
-) -> Vec<FieldError> {
-    let mut errs = Vec::new();
-    match resource {
-        "certificatesigningrequests" => crate::csr::validate(object, old, subresource, &mut errs),
-        "secrets" => validate_secret(object, old, &mut errs),
-        "configmaps" => validate_configmap(object, old, &mut errs),
-        "pods" => validate_pod(object, old, &mut errs),
-        "roles" => validate_rules(object, true, &mut errs),
-        "clusterroles" => validate_rules(object, false, &mut errs),
-        "rolebindings" => validate_binding(object, old, true, &mut errs),
-        "clusterrolebindings" => validate_binding(object, old, false, &mut errs),
-        "issuedtokens" if subresource.is_empty() => validate_issued_token(object, old, &mut errs),
-        "tokenpolicies" => errs.extend(badge_api::tokenpolicy::validate(object)),
-        _ => {}
+fn namespace_update(subresource: &str, object: &mut Value, old: &Value) {
+    if carry_over_subresource(subresource, object, old) {
+        return;
     }
-    errs
+    // Phase is the server's; spec.finalizers change only through /finalize.
+    if let Some(status) = old.get("status") {
+        set_path(object, &["status"], status.clone());
+    }
+    if let Some(f) = old.pointer("/spec/finalizers") {
+        set_path(object, &["spec", "finalizers"], f.clone());
+    } else if let Some(spec) = object.get_mut("spec").and_then(Value::as_object_mut) {
+        spec.remove("finalizers");
+    }
 }
 
 /// An IssuedToken records what was issued: a client may change `spec.revoked` and its own
@@ -344,50 +529,36 @@ pub fn name_rule(resource: &str) -> NameRule {
 
 /// The value of a selectable field, for field selectors; None when the field is not
 /// selectable for the resource.
-pub fn field_value(resource: &str, object: &Value, field: &str) -> Option<String> {
-    let s = |p: &str| {
-        Some(
-            object
-                .pointer(p)
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string(),
-        )
-    };
+pub fn field_value(resource: &Resource, object: &Value, field: &str) -> Option<String> {
     match field {
-        "metadata.name" => return Some(meta::name(object).to_string()),
-        "metadata.namespace" => return Some(meta::namespace(object).to_string()),
-        _ => {}
+        "metadata.name" => Some(meta::name(object).to_string()),
+        "metadata.namespace" => Some(meta::namespace(object).to_string()),
+        _ => (of(resource).field_value)(object, field),
     }
-    match (resource, field) {
-        ("secrets", "type") => s("/type"),
-        ("namespaces", "status.phase") => s("/status/phase"),
-        ("certificatesigningrequests", "spec.signerName") => s("/spec/signerName"),
-        ("pods", "spec.nodeName") => s("/spec/nodeName"),
-        ("issuedtokens", "spec.serviceAccountName") => s("/spec/serviceAccountName"),
-        ("pods", "spec.serviceAccountName") => s("/spec/serviceAccountName"),
-        ("pods", "spec.restartPolicy") => s("/spec/restartPolicy"),
-        ("pods", "spec.schedulerName") => s("/spec/schedulerName"),
-        ("pods", "status.phase") => s("/status/phase"),
-        ("pods", "status.podIP") => s("/status/podIP"),
-        ("pods", "status.nominatedNodeName") => s("/status/nominatedNodeName"),
-        ("events", f) => {
-            let pointer = format!("/{}", f.replace('.', "/"));
-            match f {
-                "involvedObject.kind"
-                | "involvedObject.namespace"
-                | "involvedObject.name"
-                | "involvedObject.uid"
-                | "involvedObject.apiVersion"
-                | "involvedObject.resourceVersion"
-                | "involvedObject.fieldPath"
-                | "reason"
-                | "reportingComponent"
-                | "source"
-                | "type" => s(&pointer),
-                _ => None,
-            }
-        }
+}
+
+fn string_at(object: &Value, pointer: &str) -> String {
+    object
+        .pointer(pointer)
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string()
+}
+
+/// The selectable fields of an Event (`EventToSelectableFields`).
+fn event_field(object: &Value, field: &str) -> Option<String> {
+    match field {
+        "involvedObject.kind"
+        | "involvedObject.namespace"
+        | "involvedObject.name"
+        | "involvedObject.uid"
+        | "involvedObject.apiVersion"
+        | "involvedObject.resourceVersion"
+        | "involvedObject.fieldPath"
+        | "reason"
+        | "reportingComponent"
+        | "source"
+        | "type" => Some(string_at(object, &format!("/{}", field.replace('.', "/")))),
         _ => None,
     }
 }
@@ -662,21 +833,21 @@ mod tests {
         let mut revoke = issued_token();
         revoke["spec"]["revoked"] = json!(true);
         revoke["status"] = json!({"useCount": 0});
-        prepare_update("issuedtokens", "", &mut revoke, &old);
+        prepare_update(resources::ISSUEDTOKENS, "", &mut revoke, &old);
         assert_eq!(revoke["status"]["useCount"], 4, "a client cannot rewrite usage");
-        assert!(validate("issuedtokens", &revoke, Some(&old)).is_empty());
+        assert!(validate(resources::ISSUEDTOKENS, &revoke, Some(&old)).is_empty());
 
         let mut widen = issued_token();
         widen["spec"]["audiences"] = json!(["a", "b"]);
         widen["spec"]["expiresAt"] = json!("2030-01-01T00:00:00Z");
-        let errs = validate("issuedtokens", &widen, Some(&old));
+        let errs = validate(resources::ISSUEDTOKENS, &widen, Some(&old));
         let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, ["spec.audiences", "spec.expiresAt"]);
         assert!(errs.iter().all(|e| e.to_string().contains("field is immutable")));
 
         let mut relabel = issued_token();
         relabel["metadata"]["labels"] = json!({"identity.badge.dev/service-account": "other"});
-        let errs = validate("issuedtokens", &relabel, Some(&old));
+        let errs = validate(resources::ISSUEDTOKENS, &relabel, Some(&old));
         assert_eq!(
             errs[0].field,
             "metadata.labels[identity.badge.dev/service-account]"
@@ -685,13 +856,13 @@ mod tests {
         // The servers' own status writes go through `status`, which the rule leaves alone.
         let mut used = issued_token();
         used["status"]["useCount"] = json!(9);
-        assert!(validate_update_of("issuedtokens", "status", &used, Some(&old)).is_empty());
+        assert!(validate_update_of(resources::ISSUEDTOKENS, "status", &used, Some(&old)).is_empty());
     }
 
     #[test]
     fn secret_defaults_and_string_data() {
         let mut s = json!({"metadata":{"name":"s"},"stringData":{"a":"b"}});
-        prepare_create("secrets", &mut s);
+        prepare_create(resources::SECRETS, &mut s);
         assert_eq!(s["type"], "Opaque");
         assert_eq!(s["data"]["a"], "Yg==");
         assert!(s.get("stringData").is_none());
@@ -700,33 +871,33 @@ mod tests {
     #[test]
     fn secret_type_rules() {
         let tls = json!({"type":"kubernetes.io/tls","data":{"tls.crt":"eA=="}});
-        let errs = validate("secrets", &tls, None);
+        let errs = validate(resources::SECRETS, &tls, None);
         assert_eq!(errs.len(), 1);
         assert_eq!(errs[0].field, "data[tls.key]");
         let sat = json!({"type":"kubernetes.io/service-account-token"});
         assert_eq!(
-            validate("secrets", &sat, None)[0].field,
+            validate(resources::SECRETS, &sat, None)[0].field,
             "metadata.annotations[kubernetes.io/service-account.name]"
         );
         let bad_key = json!({"data":{"a/b":"eA=="}});
-        assert_eq!(validate("secrets", &bad_key, None)[0].field, "data[a/b]");
+        assert_eq!(validate(resources::SECRETS, &bad_key, None)[0].field, "data[a/b]");
     }
 
     #[test]
     fn immutable_secret() {
         let old = json!({"type":"Opaque","immutable":true,"data":{"a":"eA=="}});
         let changed = json!({"type":"Opaque","immutable":true,"data":{"a":"eQ=="}});
-        let errs = validate("secrets", &changed, Some(&old));
+        let errs = validate(resources::SECRETS, &changed, Some(&old));
         assert!(errs.iter().any(|e| e.field == "data"), "{errs:?}");
         let unset = json!({"type":"Opaque","data":{"a":"eA=="}});
         assert!(
-            validate("secrets", &unset, Some(&old))
+            validate(resources::SECRETS, &unset, Some(&old))
                 .iter()
                 .any(|e| e.field == "immutable")
         );
         let retyped = json!({"type":"kubernetes.io/basic-auth","data":{"username":"eA=="}});
         assert!(
-            validate("secrets", &retyped, Some(&json!({"type":"Opaque"})))
+            validate(resources::SECRETS, &retyped, Some(&json!({"type":"Opaque"})))
                 .iter()
                 .any(|e| e.field == "type")
         );
@@ -735,7 +906,7 @@ mod tests {
     #[test]
     fn namespace_defaults() {
         let mut ns = json!({"metadata":{"name":"a"}});
-        prepare_create("namespaces", &mut ns);
+        prepare_create(resources::NAMESPACES, &mut ns);
         assert_eq!(ns["spec"]["finalizers"], json!(["kubernetes"]));
         assert_eq!(ns["status"]["phase"], "Active");
     }
@@ -743,26 +914,26 @@ mod tests {
     #[test]
     fn pod_rules() {
         assert_eq!(
-            validate("pods", &json!({"spec":{}}), None)[0].field,
+            validate(resources::PODS, &json!({"spec":{}}), None)[0].field,
             "spec.containers"
         );
         let ok = json!({"spec":{"containers":[{"name":"c","image":"i"}]}});
-        assert!(validate("pods", &ok, None).is_empty());
+        assert!(validate(resources::PODS, &ok, None).is_empty());
         let changed = json!({"spec":{"containers":[{"name":"c","image":"j"}],"nodeName":"n"}});
-        assert!(!validate("pods", &changed, Some(&ok)).is_empty());
+        assert!(!validate(resources::PODS, &changed, Some(&ok)).is_empty());
     }
 
     #[test]
     fn rbac_rules() {
         let role = json!({"rules":[{"verbs":[],"apiGroups":[""],"resources":["pods"]},{"verbs":["get"],"nonResourceURLs":["/x"]}]});
-        let errs = validate("roles", &role, None);
+        let errs = validate(resources::ROLES, &role, None);
         let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, vec!["rules[0].verbs", "rules[1].nonResourceURLs"]);
         let ok = json!({"rules":[{"verbs":["get"],"apiGroups":[""],"resources":["pods"]}]});
-        assert!(validate("roles", &ok, None).is_empty());
+        assert!(validate(resources::ROLES, &ok, None).is_empty());
         assert!(
             validate(
-                "clusterroles",
+                resources::CLUSTERROLES,
                 &json!({"rules":[{"verbs":["get"],"nonResourceURLs":["/x"]}]}),
                 None
             )
@@ -774,14 +945,14 @@ mod tests {
     fn rbac_bindings() {
         let b = json!({"roleRef":{"apiGroup":"rbac.authorization.k8s.io","kind":"Role","name":"r"},
                        "subjects":[{"kind":"ServiceAccount","name":"sa"},{"kind":"User","name":"u","apiGroup":"rbac.authorization.k8s.io"}]});
-        assert!(validate("rolebindings", &b, None).is_empty());
-        let errs = validate("clusterrolebindings", &b, None);
+        assert!(validate(resources::ROLEBINDINGS, &b, None).is_empty());
+        let errs = validate(resources::CLUSTERROLEBINDINGS, &b, None);
         let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, vec!["roleRef.kind", "subjects[0].namespace"]);
         let mut changed = b.clone();
         changed["roleRef"]["name"] = json!("other");
         assert!(
-            validate("rolebindings", &changed, Some(&b))
+            validate(resources::ROLEBINDINGS, &changed, Some(&b))
                 .iter()
                 .any(|e| e.detail == "cannot change roleRef")
         );
@@ -790,11 +961,14 @@ mod tests {
     #[test]
     fn selectable_fields() {
         let s = json!({"metadata":{"name":"a","namespace":"n"},"type":"Opaque"});
-        assert_eq!(field_value("secrets", &s, "type").as_deref(), Some("Opaque"));
         assert_eq!(
-            field_value("secrets", &s, "metadata.namespace").as_deref(),
+            field_value(resources::SECRETS, &s, "type").as_deref(),
+            Some("Opaque")
+        );
+        assert_eq!(
+            field_value(resources::SECRETS, &s, "metadata.namespace").as_deref(),
             Some("n")
         );
-        assert_eq!(field_value("secrets", &s, "spec.nodeName"), None);
+        assert_eq!(field_value(resources::SECRETS, &s, "spec.nodeName"), None);
     }
 }

@@ -23,3 +23,4 @@ mod poddeletion;
 mod revocation;
 mod token_policy;
 mod tokenrequest;
+mod writes;

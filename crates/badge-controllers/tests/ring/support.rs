@@ -202,10 +202,14 @@ impl Ring {
     ) -> Reply {
         let mut request = Ring::request(caller, method, path, body);
         for (name, value) in extra {
-            request.headers_mut().append(
-                http::header::HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                HeaderValue::from_str(value).unwrap(),
-            );
+            let name = http::header::HeaderName::from_bytes(name.as_bytes()).unwrap();
+            let value = HeaderValue::from_str(value).unwrap();
+            // A body has one type: a given Content-Type replaces the default one.
+            if name == http::header::CONTENT_TYPE {
+                request.headers_mut().insert(name, value);
+            } else {
+                request.headers_mut().append(name, value);
+            }
         }
         let response = self.api.clone().handle(request, Arc::new(caller.peer())).await;
         let code = response.status().as_u16();

@@ -46,7 +46,7 @@ impl Filter {
     pub fn validate(&self, resource: &Resource) -> Result<(), Status> {
         let probe = Value::Object(Default::default());
         for term in &self.fields.terms {
-            if strategy::field_value(resource.plural, &probe, &term.field).is_none() {
+            if strategy::field_value(resource, &probe, &term.field).is_none() {
                 return Err(Status::bad_request(format!(
                     "field label not supported: {}",
                     term.field
@@ -61,7 +61,7 @@ impl Filter {
             && (self.fields.is_empty()
                 || self
                     .fields
-                    .matches(|f| strategy::field_value(resource.plural, object, f)))
+                    .matches(|f| strategy::field_value(resource, object, f)))
     }
 }
 

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::cache::decode_object;
 use crate::graceful::{self, GracefulDelete};
-use crate::strategy;
+use crate::strategy::{self, Deletion};
 
 use super::*;
 
@@ -80,9 +80,9 @@ impl Registry {
         ] {
             meta::remove(&mut object, field);
         }
-        strategy::prepare_create(resource.plural, &mut object);
+        strategy::prepare_create(resource, &mut object);
         let mut errors = validate_meta(resource, &object);
-        errors.extend(strategy::validate(resource.plural, &object, None));
+        errors.extend(strategy::validate(resource, &object, None));
         if !errors.is_empty() {
             return Err(Status::invalid(
                 resource.group,
@@ -122,9 +122,7 @@ impl Registry {
         namespace: &str,
         name: &str,
     ) -> Result<(), Status> {
-        let Some(ns_resource) = resources::lookup("", "v1", "namespaces") else {
-            return Ok(());
-        };
+        let ns_resource = resources::NAMESPACES;
         let key = ns_resource.key("", namespace);
         let mut found = self.cache.get(&key).0;
         if found.is_none() {
@@ -213,10 +211,10 @@ impl Registry {
                     None => meta::remove(&mut object, field),
                 }
             }
-            strategy::prepare_update(resource.plural, subresource, &mut object, &current);
+            strategy::prepare_update(resource, subresource, &mut object, &current);
             errors.extend(validate_meta(resource, &object));
             errors.extend(strategy::validate_update_of(
-                resource.plural,
+                resource,
                 subresource,
                 &object,
                 Some(&current),
@@ -317,7 +315,7 @@ impl Registry {
                 ));
             }
             match graceful::plan(
-                resource.plural,
+                resource,
                 &current,
                 options.grace_period_seconds,
                 badge_api::clock::now(),
@@ -385,7 +383,7 @@ impl Registry {
                     meta::format_time(badge_api::clock::now()),
                 );
                 meta::set(&mut object, "deletionGracePeriodSeconds", 0);
-                if resource.plural == "namespaces"
+                if strategy::of(resource).deletion == Deletion::Finalized
                     && let Some(status) = object
                         .as_object_mut()
                         .map(|o| o.entry("status").or_insert_with(|| serde_json::json!({})))
@@ -431,7 +429,7 @@ impl Registry {
 }
 
 fn namespace_finalizers(resource: &Resource, object: &Value) -> bool {
-    resource.plural == "namespaces"
+    strategy::of(resource).deletion == Deletion::Finalized
         && object
             .pointer("/spec/finalizers")
             .and_then(Value::as_array)
