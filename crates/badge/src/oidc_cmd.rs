@@ -138,7 +138,10 @@ struct RevocationList {
 async fn revocation_list(client: &Client, jwks: &Value) -> anyhow::Result<RevocationList> {
     let (status, body) = client.request("GET", "/openid/v1/revocations", None).await?;
     if status != 200 {
-        bail!("GET /openid/v1/revocations: {}", error_text(&body));
+        let reason = body["message"]
+            .as_str()
+            .map_or_else(|| format!("HTTP {status}"), str::to_string);
+        bail!("GET /openid/v1/revocations: {reason}");
     }
     let jwt = body
         .as_str()
