@@ -74,7 +74,8 @@ pub fn throughput_row(
 /// The machine the run measures: cores, CPU model, memory.
 pub fn machine() -> String {
     format!(
-        "{} cores, {}, {} MiB",
+        "{} cores, {}, {} MiB, load average {} at the start (a shared machine's figures vary \
+         with what else runs)",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         std::fs::read_to_string("/proc/cpuinfo")
             .ok()
@@ -92,7 +93,11 @@ pub fn machine() -> String {
                 .next()
                 .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()))
             .unwrap_or(0)
-            / 1024
+            / 1024,
+        std::fs::read_to_string("/proc/loadavg")
+            .ok()
+            .and_then(|l| l.split_whitespace().next().map(str::to_string))
+            .unwrap_or_else(|| "?".into())
     )
 }
 
