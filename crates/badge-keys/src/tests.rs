@@ -288,3 +288,22 @@ async fn a_ring_the_watch_delivers_late_never_replaces_a_newer_one() {
     keys.install(older, later, Instant::now());
     assert_ne!(keys.signer().unwrap().kid(), next);
 }
+
+#[test]
+fn the_first_of_several_rsa_generations_is_a_key_that_signs() {
+    let key = KeyType::Rs256.generate_first_of(2).unwrap();
+    assert_eq!(key.algorithm(), badge_token::Algorithm::Rs256);
+    let keys = badge_token::KeySet::new(Some(key.clone()), []);
+    let token = badge_token::jwt::sign(&key, &serde_json::json!({"sub": "s"})).unwrap();
+    assert!(badge_token::jwt::parse_and_verify(&token.into_exposed(), &keys).is_ok());
+    // Two in a row are not the same key: each search starts from its own randomness.
+    assert_ne!(KeyType::Rs256.generate_first_of(2).unwrap().kid(), key.kid());
+}
+
+#[test]
+fn an_ec_key_is_made_by_one_generation() {
+    assert_eq!(
+        KeyType::Es256.generate_first_of(4).unwrap().algorithm(),
+        badge_token::Algorithm::Es256
+    );
+}

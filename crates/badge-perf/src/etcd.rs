@@ -9,7 +9,7 @@ use std::time::Instant;
 use badge_store::Store;
 use serde_json::json;
 
-use crate::Server;
+use crate::server::Server;
 
 /// Requests in flight, as the HTTP load generator's connection count.
 const IN_FLIGHT: usize = 16;
@@ -80,7 +80,7 @@ pub async fn bench(quick: bool, badge: &Path, out: &Path) -> anyhow::Result<()> 
         peer_dir,
         &["--storage", "etcd", "--etcd-servers", &endpoints],
     )?;
-    let revocation = crate::revocation_ms(&server, &peer).await?;
+    let revocation = crate::tokens::revocation_ms(&server, &peer).await?;
     drop(peer);
     drop(server);
     drop(etcd);

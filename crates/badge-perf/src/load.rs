@@ -35,6 +35,28 @@ pub struct LoadOptions {
     /// Send every body exactly once, then stop.
     #[arg(long)]
     pub once: bool,
+    #[arg(long, default_value = "POST")]
+    pub method: String,
+    #[arg(long, default_value = "application/json")]
+    pub content_type: String,
+    /// Each body line is `PATH BODY`: the request's own path, then its body.
+    #[arg(long)]
+    pub paths_in_bodies: bool,
+    /// Open loop: start request i at i/rate seconds whether or not earlier ones were
+    /// answered, its latency counted from then (so a server that falls behind is seen to).
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Append each response's `status.token` to this file, one a line.
+    #[arg(long)]
+    pub save_tokens: Option<PathBuf>,
+}
+
+/// A request's path and body from one line of the bodies file.
+fn split_line(line: &str, paths_in_bodies: bool, path: &str) -> (String, bytes::Bytes) {
+    if paths_in_bodies && let Some((own, body)) = line.split_once(' ') {
+        return (own.to_string(), bytes::Bytes::from(body.to_string()));
+    }
+    (path.to_string(), bytes::Bytes::from(line.to_string()))
 }
 
 pub fn client_config(
@@ -66,11 +88,11 @@ pub fn client_config(
 
 pub async fn run(options: LoadOptions) -> anyhow::Result<()> {
     let tls = client_config(&options.ca, options.cert.as_ref(), options.key.as_ref())?;
-    let bodies: Arc<Vec<bytes::Bytes>> = Arc::new(
+    let bodies: Arc<Vec<(String, bytes::Bytes)>> = Arc::new(
         std::fs::read_to_string(&options.bodies)?
             .lines()
             .filter(|l| !l.is_empty())
-            .map(|l| bytes::Bytes::from(l.to_string()))
+            .map(|l| split_line(l, options.paths_in_bodies, &options.path))
             .collect(),
     );
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -81,12 +103,14 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<()> {
         let tls = tls.clone();
         let bodies = bodies.clone();
         let next = next.clone();
-        let path = options.path.clone();
         let port = options.port;
         let once = options.once;
+        let (method, content_type) = (options.method.clone(), options.content_type.clone());
+        let (open_loop, saving) = (options.rate, options.save_tokens.is_some());
         tasks.push(tokio::spawn(async move {
             let mut latencies: Vec<u32> = Vec::new();
             let mut errors = 0u64;
+            let mut tokens = Vec::new();
             let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
             tcp.set_nodelay(true)?;
             let name = rustls::pki_types::ServerName::try_from("localhost")?;
@@ -102,34 +126,53 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<()> {
                 if !once && Instant::now() >= deadline {
                     break;
                 }
-                let body = bodies[i % bodies.len()].clone();
+                let (path, body) = bodies[i % bodies.len()].clone();
                 let request = http::Request::builder()
-                    .method("POST")
+                    .method(method.as_str())
                     .uri(&path)
                     .header("host", "localhost")
-                    .header("content-type", "application/json")
+                    .header("content-type", content_type.as_str())
                     .header("accept", "application/json")
                     .body(http_body_util::Full::new(body))?;
-                let t = Instant::now();
+                let t = match open_loop {
+                    Some(rate) => {
+                        let due = started + Duration::from_secs_f64(i as f64 / rate);
+                        tokio::time::sleep_until(due.into()).await;
+                        due
+                    }
+                    None => Instant::now(),
+                };
+                sender.ready().await?;
                 let response = sender.send_request(request).await?;
                 let ok = response.status().is_success();
-                let _ = response.into_body().collect().await?;
+                let reply = response.into_body().collect().await?.to_bytes();
                 latencies.push(t.elapsed().as_micros().min(u32::MAX as u128) as u32);
                 if !ok {
                     errors += 1;
                 }
+                if saving && ok {
+                    let reply: serde_json::Value = serde_json::from_slice(&reply).unwrap_or_default();
+                    if let Some(token) = reply.pointer("/status/token").and_then(|t| t.as_str()) {
+                        tokens.push(token.to_string());
+                    }
+                }
             }
-            anyhow::Ok((latencies, errors))
+            anyhow::Ok((latencies, errors, tokens))
         }));
     }
     let mut latencies = Vec::new();
     let mut errors = 0;
+    let mut tokens = Vec::new();
     for task in tasks {
-        let (l, e) = task.await??;
+        let (l, e, t) = task.await??;
         latencies.extend(l);
         errors += e;
+        tokens.extend(t);
     }
     let elapsed = started.elapsed().as_secs_f64();
+    if let Some(file) = &options.save_tokens {
+        std::fs::write(file, tokens.join("\n"))?;
+    }
     latencies.sort_unstable();
     let pct = |p: f64| {
         latencies
@@ -144,7 +187,23 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<()> {
         "rps": latencies.len() as f64 / elapsed,
         "p50_us": pct(0.5),
         "p99_us": pct(0.99),
+        "max_us": latencies.last().copied().unwrap_or(0),
     });
     println!("{out}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_line;
+
+    #[test]
+    fn a_line_names_its_own_path_only_when_asked() {
+        let (path, body) = split_line("/a/b {\"x\": 1}", true, "/default");
+        assert_eq!(path, "/a/b");
+        assert_eq!(&body[..], b"{\"x\": 1}");
+        let (path, body) = split_line("/a/b {\"x\": 1}", false, "/default");
+        assert_eq!(path, "/default");
+        assert_eq!(&body[..], b"/a/b {\"x\": 1}");
+    }
 }

@@ -1,0 +1,227 @@
+//! Section 5: many objects: start-up, memory per object, a paged list and a WatchList; and the
+//! token paths with many live tokens in the verified-token cache and the IssuedToken inventory.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::client::{Connection, watch_initial_events};
+use crate::raw::Limits;
+use crate::report::{Row, combined_bound, row, throughput_row};
+use crate::server::Server;
+use crate::tokens::{REVIEW, TOKEN_REQUEST, review_body, wait_for_inventory};
+
+/// RS256, the default, and the inventory flushed every second so that it fills quickly.
+const ARGS: [&str; 3] = [
+    "--service-account-signing-key-type=RS256",
+    "--usage-flush-period=1s",
+    "--token-usage-tracking=true",
+];
+
+pub async fn measure(badge: &Path, quick: bool, seconds: f64, limits: &Limits) -> anyhow::Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    let n = if quick { 5_000 } else { 100_000 };
+    let (server, empty_start) = Server::start(badge, tempfile::tempdir()?, &ARGS)?;
+    std::thread::sleep(Duration::from_millis(500));
+    let rss_empty = server.rss_bytes();
+    let sas: Vec<String> = (0..n)
+        .map(|i| json!({"metadata": {"name": format!("sa-{i}")}}).to_string())
+        .collect();
+    server.load("/api/v1/namespaces/default/serviceaccounts", &sas, 0.0, true)?;
+    let secrets: Vec<String> = (0..n)
+        .map(|i| json!({"metadata": {"name": format!("s-{i}")}, "stringData": {"k": "v"}}).to_string())
+        .collect();
+    server.load("/api/v1/namespaces/default/secrets", &secrets, 0.0, true)?;
+    std::thread::sleep(Duration::from_millis(500));
+    let rss_loaded = server.rss_bytes();
+    let per_object = (rss_loaded.saturating_sub(rss_empty)) as f64 / (2 * n) as f64;
+    let tls = server.admin()?;
+    let list_start = Instant::now();
+    let mut connection = Connection::open(&tls, server.port).await?;
+    let mut token = String::new();
+    let mut listed = 0usize;
+    loop {
+        let path = format!("/api/v1/namespaces/default/serviceaccounts?limit=500&continue={token}");
+        let (_, page) = connection.send("GET", &path, None).await?;
+        listed += page["items"].as_array().map_or(0, Vec::len);
+        match page["metadata"]["continue"].as_str() {
+            Some(t) if !t.is_empty() => token = t.to_string(),
+            _ => break,
+        }
+    }
+    let list_seconds = list_start.elapsed().as_secs_f64();
+    let (watched, watch_time) =
+        watch_initial_events(&tls, server.port, "/api/v1/namespaces/default/serviceaccounts").await?;
+    let (service_accounts, live) = if quick { (1_000, 10_000) } else { (10_000, 100_000) };
+    let scale = format!(
+        "{live} live tokens for {service_accounts} ServiceAccounts{}",
+        if quick {
+            " (quick: scaled down from 100000 for 10000)"
+        } else {
+            ""
+        }
+    );
+    rows.extend(tokens_at_scale(&server, service_accounts, live, &scale, seconds, limits).await?);
+    let dir = server.stop()?;
+    let (server, loaded_start) = Server::start(badge, dir, &ARGS)?;
+    rows.push(row(
+        "5 start-up",
+        format!("empty {:.0} ms", empty_start.as_secs_f64() * 1000.0),
+        "100 ms".into(),
+        None,
+        "< 100 ms",
+        Some(empty_start < Duration::from_millis(100)),
+    ));
+    rows.push(row(
+        "5 start-up",
+        format!(
+            "{n} ServiceAccounts + {n} Secrets + {live} IssuedTokens: {:.0} ms",
+            loaded_start.as_secs_f64() * 1000.0
+        ),
+        "3000 ms".into(),
+        None,
+        "< 3 s",
+        Some(loaded_start < Duration::from_secs(3)),
+    ));
+    rows.push(row(
+        "5 memory",
+        format!(
+            "{per_object:.0} B per stored object ({} MiB → {} MiB)",
+            rss_empty >> 20,
+            rss_loaded >> 20
+        ),
+        "2048 B".into(),
+        None,
+        "< 2 KiB",
+        Some(per_object < 2048.0),
+    ));
+    rows.push(row(
+        "5 list",
+        format!("{listed} ServiceAccounts in pages of 500: {list_seconds:.3} s"),
+        "-".into(),
+        None,
+        "-",
+        None,
+    ));
+    rows.push(row(
+        "5 watch",
+        format!(
+            "{watched} ServiceAccounts as a watch's initial events (sendInitialEvents): {:.3} s",
+            watch_time.as_secs_f64()
+        ),
+        "-".into(),
+        None,
+        "-",
+        None,
+    ));
+    drop(server);
+
+    Ok(rows)
+}
+
+/// TokenRequest and TokenReview once `live` tokens of `service_accounts` ServiceAccounts are in
+/// the inventory and were each reviewed once (so in the verified-token cache as far as it
+/// holds them), and the memory each costs.
+async fn tokens_at_scale(
+    server: &Server,
+    service_accounts: usize,
+    live: usize,
+    scale: &str,
+    seconds: f64,
+    limits: &Limits,
+) -> anyhow::Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    let ceiling = limits.ceiling;
+    let sign = limits.sign["RS256"];
+    let verify = limits.verify["RS256"];
+    let requests: Vec<String> = (0..service_accounts)
+        .map(|i| format!("/api/v1/namespaces/default/serviceaccounts/sa-{i}/token {TOKEN_REQUEST}"))
+        .collect();
+    let before_records = server.rss_bytes();
+    let saved = tempfile::NamedTempFile::new()?;
+    let saved_path = saved.path().to_string_lossy().into_owned();
+    let filled = server.load_with(
+        "-",
+        &(0..live)
+            .map(|i| requests[i % service_accounts].clone())
+            .collect::<Vec<_>>(),
+        0.0,
+        true,
+        &["--paths-in-bodies", "--save-tokens", &saved_path],
+    )?;
+    anyhow::ensure!(filled["errors"] == 0, "minting {live} tokens failed: {filled}");
+    let tokens: Vec<String> = std::fs::read_to_string(saved.path())?
+        .lines()
+        .map(str::to_string)
+        .collect();
+    anyhow::ensure!(tokens.len() == live, "{} of {live} tokens minted", tokens.len());
+    wait_for_inventory(server, live).await?;
+    std::thread::sleep(Duration::from_millis(500));
+    let after_records = server.rss_bytes();
+    let per_record = after_records.saturating_sub(before_records) as f64 / live as f64;
+    let reviews: Vec<String> = tokens.iter().map(|t| review_body(t)).collect();
+    let distinct = server.load(REVIEW, &reviews, 0.0, true)?;
+    std::thread::sleep(Duration::from_millis(500));
+    let after_cache = server.rss_bytes();
+    let per_cached = after_cache.saturating_sub(after_records) as f64 / live as f64;
+    // The last reviewed are the likeliest to be in a cache smaller than `live`.
+    let recent = &reviews[live - service_accounts.min(live)..];
+    let cached = server.load(REVIEW, recent, seconds, false)?;
+    let issued = server.load_with("-", &requests, seconds, false, &["--paths-in-bodies"])?;
+    rows.push(throughput_row(
+        "5 TokenRequest at scale",
+        &format!("RS256 ({scale}, one ServiceAccount after another)"),
+        &issued,
+        (
+            sign.min(ceiling),
+            format!("min(sign ×2 cores {sign:.0}, ceiling {ceiling:.0})"),
+        ),
+        0.8,
+        combined_bound(Some(sign), ceiling),
+    ));
+    rows.push(throughput_row(
+        "5 TokenReview distinct at scale",
+        &format!("RS256 (each of the {live} once)"),
+        &distinct,
+        (
+            verify.min(ceiling),
+            format!("min(verify ×2 cores {verify:.0}, ceiling {ceiling:.0})"),
+        ),
+        0.8,
+        combined_bound(Some(verify), ceiling),
+    ));
+    rows.push(throughput_row(
+        "5 TokenReview cached at scale",
+        &format!("RS256 (the last {} reviewed, in turn)", recent.len()),
+        &cached,
+        (ceiling, format!("ceiling {ceiling:.0}")),
+        0.7,
+        combined_bound(None, ceiling),
+    ));
+    rows.push(row(
+        "5 memory",
+        format!(
+            "{per_record:.0} B per IssuedToken record ({scale}; {} MiB → {} MiB)",
+            before_records >> 20,
+            after_records >> 20
+        ),
+        "1024 B".into(),
+        None,
+        "< 1 KiB",
+        Some(per_record < 1024.0),
+    ));
+    rows.push(row(
+        "5 memory",
+        format!(
+            "{per_cached:.0} B of verified-token cache per live token ({live} reviewed once; {} MiB → {} MiB)",
+            after_records >> 20,
+            after_cache >> 20
+        ),
+        "-".into(),
+        None,
+        "-",
+        None,
+    ));
+    Ok(rows)
+}

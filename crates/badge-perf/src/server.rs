@@ -1,0 +1,163 @@
+//! A badge process to measure: started on a fresh or given data dir, ready when /readyz
+//! answers, driven by the load generator as the admin, stopped with SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow};
+use serde_json::Value;
+
+use crate::client::call;
+use crate::load;
+
+pub struct Server {
+    child: Child,
+    dir: Option<tempfile::TempDir>,
+    pub path: PathBuf,
+    pub port: u16,
+}
+
+impl Server {
+    pub fn start(badge: &Path, dir: tempfile::TempDir, extra: &[&str]) -> anyhow::Result<(Server, Duration)> {
+        // badge refuses a data dir others can read; a new temporary one follows the umask.
+        std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+        let started = Instant::now();
+        let mut child = Command::new(badge)
+            .args(["server", "--secure-port", "0", "--data-dir"])
+            .arg(dir.path())
+            .args(extra)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", badge.display()))?;
+        let stderr = child.stderr.take().context("stderr")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(port) = line.split("serving securely on 127.0.0.1:").nth(1) {
+                    let _ = tx.send(port.trim().parse::<u16>().unwrap_or(0));
+                }
+            }
+        });
+        let port = rx
+            .recv_timeout(Duration::from_secs(60))
+            .context("badge did not start")?;
+        let server = Server {
+            child,
+            path: dir.path().to_path_buf(),
+            dir: Some(dir),
+            port,
+        };
+        let tls = load::client_config(&server.ca(), None, None)?;
+        loop {
+            if let Ok((200, _)) = block(call(&tls, port, "GET", "/readyz", None)) {
+                break;
+            }
+            if started.elapsed() > Duration::from_secs(60) {
+                return Err(anyhow!("badge did not become ready"));
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        Ok((server, started.elapsed()))
+    }
+
+    pub fn ca(&self) -> PathBuf {
+        self.path.join("pki/ca.crt")
+    }
+
+    pub fn admin(&self) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+        let pki = self.path.join("pki");
+        load::client_config(
+            &self.ca(),
+            Some(&pki.join("admin.crt")),
+            Some(&pki.join("admin.key")),
+        )
+    }
+
+    pub fn rss_bytes(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmRSS:"))
+                    .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            })
+            .map_or(0, |kb| kb * 1024)
+    }
+
+    pub fn stop(mut self) -> anyhow::Result<tempfile::TempDir> {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+        self.dir.take().context("the data dir")
+    }
+
+    /// The load generator against this server, as the admin.
+    pub fn load(&self, path: &str, bodies: &[String], seconds: f64, once: bool) -> anyhow::Result<Value> {
+        self.load_with(path, bodies, seconds, once, &[])
+    }
+
+    /// The load generator with more of its options (`load::LoadOptions`).
+    pub fn load_with(
+        &self,
+        path: &str,
+        bodies: &[String],
+        seconds: f64,
+        once: bool,
+        extra: &[&str],
+    ) -> anyhow::Result<Value> {
+        let file = tempfile::NamedTempFile::new()?;
+        std::fs::write(file.path(), bodies.join("\n"))?;
+        let pki = self.path.join("pki");
+        let mut cmd = Command::new(std::env::current_exe()?);
+        cmd.args([
+            "load",
+            "--port",
+            &self.port.to_string(),
+            "--path",
+            path,
+            "--seconds",
+            &seconds.to_string(),
+        ])
+        .arg("--ca")
+        .arg(self.ca())
+        .arg("--cert")
+        .arg(pki.join("admin.crt"))
+        .arg("--key")
+        .arg(pki.join("admin.key"))
+        .arg("--bodies")
+        .arg(file.path());
+        if once {
+            cmd.arg("--once");
+        }
+        cmd.args(extra);
+        run_load(cmd)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn run_load(mut cmd: Command) -> anyhow::Result<Value> {
+    let out = cmd.output()?;
+    if !out.status.success() {
+        return Err(anyhow!(
+            "load generator failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+fn block<F: std::future::Future>(f: F) -> F::Output {
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
+}
