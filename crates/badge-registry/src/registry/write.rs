@@ -112,6 +112,7 @@ impl Registry {
                 }
                 other => store_error(other),
             })?;
+        self.wrote(revision);
         meta::set(&mut object, "resourceVersion", revision.to_string());
         Ok(object)
     }
@@ -238,6 +239,7 @@ impl Registry {
             if is_finished_deleting(resource, &object) {
                 match self.store.delete(&key, current_kv.mod_revision).await {
                     Ok(revision) => {
+                        self.wrote(revision);
                         meta::set(&mut object, "resourceVersion", revision.to_string());
                         return Ok(object);
                     }
@@ -251,6 +253,7 @@ impl Registry {
                 .await
             {
                 Ok(revision) => {
+                    self.wrote(revision);
                     meta::set(&mut object, "resourceVersion", revision.to_string());
                     return Ok(object);
                 }
@@ -346,7 +349,7 @@ impl Registry {
                         .update(&key, encode(&object)?, current_kv.mod_revision)
                         .await
                     {
-                        Ok(revision) => revision,
+                        Ok(revision) => self.wrote(revision),
                         Err(badge_store::Error::Conflict { .. }) => continue,
                         Err(e) => return Err(store_error(e)),
                     };
@@ -356,6 +359,7 @@ impl Registry {
                     }
                     match self.store.delete(&key, revision).await {
                         Ok(revision) => {
+                            self.wrote(revision);
                             meta::set(&mut object, "resourceVersion", revision.to_string());
                             return Ok(DeleteOutcome::Deleted(object));
                         }
@@ -402,6 +406,7 @@ impl Registry {
                     .await
                 {
                     Ok(revision) => {
+                        self.wrote(revision);
                         meta::set(&mut object, "resourceVersion", revision.to_string());
                         return Ok(DeleteOutcome::Pending(object));
                     }
@@ -414,6 +419,7 @@ impl Registry {
             }
             match self.store.delete(&key, current_kv.mod_revision).await {
                 Ok(revision) => {
+                    self.wrote(revision);
                     let mut object = current;
                     meta::set(&mut object, "resourceVersion", revision.to_string());
                     return Ok(DeleteOutcome::Deleted(object));
