@@ -10,6 +10,40 @@ use serde::{Deserialize, Serialize};
 // Optional fields carry `#[schemars(with = ...)]`: Kubernetes' schemas mark them optional by
 // leaving them out of `required`, never as nullable, and kubectl explain follows plain refs.
 
+/// One kind of `identity.badge.dev/v1`: the type and object metadata every object carries,
+/// then its optional parts (`spec`, `status`), each named with its type for the schema (which
+/// takes the type as a string).
+macro_rules! identity_kind {
+    (
+        $(#[$attr:meta])*
+        $name:ident,
+        schema: $schema:literal,
+        description: $description:literal,
+        $($part:ident: $part_type:ty as $part_schema:literal),+ $(,)?
+    ) => {
+        $(#[$attr])*
+        #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+        #[schemars(rename = $schema)]
+        #[schemars(description = $description)]
+        pub struct $name {
+            #[serde(rename = "apiVersion", default, skip_serializing_if = "Option::is_none")]
+            #[schemars(with = "String")]
+            pub api_version: Option<String>,
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            #[schemars(with = "String")]
+            pub kind: Option<String>,
+            #[serde(default)]
+            pub metadata: ObjectMeta,
+            $(
+                #[serde(default, skip_serializing_if = "Option::is_none")]
+                #[schemars(with = $part_schema)]
+                pub $part: Option<$part_type>,
+            )+
+        }
+    };
+}
+pub(crate) use identity_kind;
+
 /// The API group.
 pub const GROUP: &str = "identity.badge.dev";
 /// `identity.badge.dev/v1`.
@@ -25,27 +59,13 @@ pub const IDLE_SINCE_LABEL: &str = "identity.badge.dev/idle-since";
 /// Upstream's label on legacy token Secrets: the day (UTC, `2006-01-02`) of the last use.
 pub const LEGACY_TOKEN_LAST_USED_LABEL: &str = "kubernetes.io/legacy-token-last-used";
 
-/// One issued token: who it is for, what it is bound to, and how it has been used.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[schemars(rename = "dev.badge.identity.v1.IssuedToken")]
-#[schemars(
-    description = "IssuedToken records one ServiceAccount token the server issued (named by its jti) or a legacy Secret token (named after its Secret), kept until the token expires."
-)]
-pub struct IssuedToken {
-    #[serde(rename = "apiVersion", default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "String")]
-    pub api_version: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "String")]
-    pub kind: Option<String>,
-    #[serde(default)]
-    pub metadata: ObjectMeta,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "IssuedTokenSpec")]
-    pub spec: Option<IssuedTokenSpec>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "IssuedTokenStatus")]
-    pub status: Option<IssuedTokenStatus>,
+identity_kind! {
+    /// One issued token: who it is for, what it is bound to, and how it has been used.
+    IssuedToken,
+    schema: "dev.badge.identity.v1.IssuedToken",
+    description: "IssuedToken records one ServiceAccount token the server issued (named by its jti) or a legacy Secret token (named after its Secret), kept until the token expires.",
+    spec: IssuedTokenSpec as "IssuedTokenSpec",
+    status: IssuedTokenStatus as "IssuedTokenStatus",
 }
 
 /// What the token says, written when it was issued. Only `revoked` may change.
@@ -177,24 +197,12 @@ pub struct LastUse {
     pub user_agent: Option<String>,
 }
 
-/// When a ServiceAccount last authenticated and last had a token issued.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[schemars(rename = "dev.badge.identity.v1.ServiceAccountUsage")]
-#[schemars(
-    description = "ServiceAccountUsage records when a ServiceAccount last authenticated and last had a token issued, and how many of its tokens are live. Named after the ServiceAccount."
-)]
-pub struct ServiceAccountUsage {
-    #[serde(rename = "apiVersion", default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "String")]
-    pub api_version: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "String")]
-    pub kind: Option<String>,
-    #[serde(default)]
-    pub metadata: ObjectMeta,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "ServiceAccountUsageStatus")]
-    pub status: Option<ServiceAccountUsageStatus>,
+identity_kind! {
+    /// When a ServiceAccount last authenticated and last had a token issued.
+    ServiceAccountUsage,
+    schema: "dev.badge.identity.v1.ServiceAccountUsage",
+    description: "ServiceAccountUsage records when a ServiceAccount last authenticated and last had a token issued, and how many of its tokens are live. Named after the ServiceAccount.",
+    status: ServiceAccountUsageStatus as "ServiceAccountUsageStatus",
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -9,24 +9,14 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// Limits on the tokens issued for the ServiceAccounts a policy selects.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[schemars(rename = "dev.badge.identity.v1.TokenPolicy")]
-#[schemars(
-    description = "TokenPolicy limits the tokens TokenRequest issues for the ServiceAccounts it selects in its namespace: allowed audiences, maximum lifetime, required bound-object kinds. Every selecting policy applies."
-)]
-pub struct TokenPolicy {
-    #[serde(rename = "apiVersion", default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "String")]
-    pub api_version: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "String")]
-    pub kind: Option<String>,
-    #[serde(default)]
-    pub metadata: ObjectMeta,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "TokenPolicySpec")]
-    pub spec: Option<TokenPolicySpec>,
+use crate::identity::identity_kind;
+
+identity_kind! {
+    /// Limits on the tokens issued for the ServiceAccounts a policy selects.
+    TokenPolicy,
+    schema: "dev.badge.identity.v1.TokenPolicy",
+    description: "TokenPolicy limits the tokens TokenRequest issues for the ServiceAccounts it selects in its namespace: allowed audiences, maximum lifetime, required bound-object kinds. Every selecting policy applies.",
+    spec: TokenPolicySpec as "TokenPolicySpec",
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]

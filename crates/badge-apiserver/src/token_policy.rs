@@ -27,17 +27,21 @@ pub(crate) async fn admit(registry: &Registry, request: Request<'_>) -> Result<A
         max_expiration_seconds: None,
     };
     let resource = badge_api::resources::TOKENPOLICIES;
-    // A policy written before the request applies to it (a consistent list, as RBAC would
-    // see it); with the store unreachable the cache answers, so the request fails, if at
-    // all, for its own reason (the signing keys' staleness bound), not for the policy read.
+    // Read from the watch cache, as upstream's admission plugins read their informers, with
+    // no store round trip per TokenRequest: every policy (and ServiceAccount label) written
+    // through this server before the request is in it (a client that applies a policy and
+    // then asks for a token sees it applied), and one written through another server is in
+    // it once the watch delivers it. With the store unreachable the cache answers as it is,
+    // so the request fails, if at all, for its own reason, not for the policy read.
+    if let Err(status) = registry.sync_own_writes().await {
+        tracing::debug!(error = %status.message, "token policies read from a cache behind the store");
+    }
     let every = Filter::default();
-    let list = |read| registry.list(resource, request.namespace, &every, read, 0, None);
-    let page = match list(ReadFrom::Latest).await {
-        Ok(page) => page,
-        Err(_) => list(ReadFrom::Any).await?,
-    };
-    // The ServiceAccount as the cache holds it now (it has caught up with the list above), so
-    // disabling it applies to the very next request.
+    let page = registry
+        .list(resource, request.namespace, &every, ReadFrom::Any, 0, None)
+        .await?;
+    // The ServiceAccount as the cache holds it now, so disabling it applies to the very next
+    // request.
     let fresh = registry.get_cached_object(
         badge_api::resources::SERVICEACCOUNTS,
         request.namespace,

@@ -430,7 +430,6 @@ pub fn issued_token_record(
         "requester": {"username": requester},
         "issuedAt": time(issued_at),
         "expiresAt": time(expires_at),
-        "revoked": false,
     });
     if let Some((kind, name, uid)) = bound {
         spec["boundObjectRef"] = json!({"kind": kind, "name": name, "uid": uid});

@@ -69,32 +69,54 @@ pub fn spawn(registry: Arc<Registry>, leading: Option<leader::Leading>) {
 }
 
 /// When each live record is next due, and one task that queues records as they fall due.
-#[derive(Default)]
+/// Due times are kept to the second, so the tokens issued within one second (a burst of
+/// TokenRequests) share one entry, and a record goes at most a second after its token.
 struct Expiries {
-    due: Mutex<BTreeMap<Instant, Vec<String>>>,
+    origin: Instant,
+    /// Keys by the second after `origin` they fall due in.
+    due: Mutex<BTreeMap<u64, Vec<Box<str>>>>,
     wake: Notify,
+}
+
+impl Default for Expiries {
+    fn default() -> Self {
+        Expiries {
+            origin: Instant::now(),
+            due: Mutex::default(),
+            wake: Notify::new(),
+        }
+    }
 }
 
 impl Expiries {
     fn schedule(&self, key: String, delay: Duration) {
+        self.schedule_at(key, Instant::now() + delay);
+    }
+
+    fn schedule_at(&self, key: String, at: Instant) {
+        let since = at.saturating_duration_since(self.origin);
+        // Rounded up: a record is never looked at before its time.
+        let second = since.as_secs() + u64::from(since.subsec_nanos() > 0);
         self.due
             .lock()
-            .entry(Instant::now() + delay)
+            .entry(second)
             .or_default()
-            .push(key);
+            .push(key.into_boxed_str());
         self.wake.notify_one();
     }
 
     /// The keys due at `now`, removed from the schedule.
     fn take_due(&self, now: Instant) -> Vec<String> {
+        let elapsed = now.saturating_duration_since(self.origin).as_secs();
         let mut due = self.due.lock();
-        let later = due.split_off(&(now + Duration::from_nanos(1)));
+        let later = due.split_off(&(elapsed + 1));
         let ready = std::mem::replace(&mut *due, later);
-        ready.into_values().flatten().collect()
+        ready.into_values().flatten().map(String::from).collect()
     }
 
     fn next(&self) -> Option<Instant> {
-        self.due.lock().keys().next().copied()
+        let second = *self.due.lock().keys().next()?;
+        Some(self.origin + Duration::from_secs(second))
     }
 
     fn spawn(self: Arc<Self>, controller: Arc<Controller>) {
@@ -254,7 +276,6 @@ pub fn legacy_record(secret: &Value) -> Option<Value> {
             "boundObjectRef": {"kind": "Secret", "name": name, "uid": meta::uid(secret)},
             "keyID": key_id_of(&token),
             "issuedAt": meta::creation_timestamp(secret),
-            "revoked": false,
         },
     }))
 }
@@ -301,14 +322,32 @@ mod tests {
     #[test]
     fn the_schedule_hands_out_keys_as_they_fall_due() {
         let expiries = Expiries::default();
-        let start = Instant::now();
-        expiries.schedule("late".into(), Duration::from_secs(60));
-        expiries.schedule("soon".into(), Duration::ZERO);
-        assert_eq!(expiries.take_due(Instant::now()), ["soon"]);
-        assert!(expiries.take_due(Instant::now()).is_empty());
-        assert!(expiries.next().unwrap() >= start + Duration::from_secs(60));
-        assert_eq!(expiries.take_due(start + Duration::from_secs(61)), ["late"]);
+        let start = expiries.origin + Duration::from_millis(300);
+        let second = Duration::from_secs(1);
+        expiries.schedule_at("late".into(), start + 60 * second);
+        expiries.schedule_at("soon".into(), start);
+        assert!(expiries.take_due(start).is_empty(), "never before its time");
+        assert_eq!(expiries.take_due(start + second), ["soon"]);
+        assert!(expiries.take_due(start + second).is_empty());
+        assert!(expiries.next().unwrap() >= start + 60 * second);
+        assert!(expiries.take_due(start + 60 * second).is_empty());
+        assert_eq!(expiries.take_due(start + 61 * second), ["late"]);
         assert_eq!(expiries.next(), None);
+    }
+
+    #[test]
+    fn tokens_due_in_the_same_second_share_one_entry() {
+        let expiries = Expiries::default();
+        let at = expiries.origin + Duration::from_secs(3600) + Duration::from_millis(1);
+        for i in 0..1000 {
+            expiries.schedule_at(format!("token/demo/{i}"), at + Duration::from_micros(i));
+        }
+        assert_eq!(
+            expiries.due.lock().len(),
+            1,
+            "one entry per second, not per record"
+        );
+        assert_eq!(expiries.take_due(at + Duration::from_secs(1)).len(), 1000);
     }
 
     #[test]

@@ -170,6 +170,20 @@ impl CachedObject {
         !needle.is_empty() && self.json.windows(needle.len()).any(|w| w == needle)
     }
 
+    /// The bytes this object takes in the cache beside its key: the shared allocation and
+    /// what it owns (allocator overhead aside).
+    pub fn heap_bytes(&self) -> usize {
+        let owned = |s: &Option<Box<str>>| s.as_ref().map_or(0, |s| s.len());
+        // An `Arc`'s allocation holds two counts before the value.
+        2 * std::mem::size_of::<usize>()
+            + std::mem::size_of::<CachedObject>()
+            + self.json.len()
+            + self.uid.len()
+            + owned(&self.deletion_timestamp)
+            + owned(&self.node_name)
+            + owned(&self.service_account_name)
+    }
+
     /// The revision it was written at (its resourceVersion).
     pub fn revision(&self) -> Revision {
         self.revision
@@ -406,6 +420,18 @@ impl WatchCache {
             f(k, v);
         }
         state.revision
+    }
+
+    /// How many objects are under `prefix` and the bytes the cache holds for them (keys,
+    /// map entries, objects; allocator overhead aside): the memory a resource costs.
+    pub fn footprint(&self, prefix: &str) -> (usize, usize) {
+        let entry = std::mem::size_of::<String>() + std::mem::size_of::<Arc<CachedObject>>();
+        let (mut objects, mut bytes) = (0, 0);
+        self.for_each(prefix, |key, object| {
+            objects += 1;
+            bytes += entry + key.len() + object.heap_bytes();
+        });
+        (objects, bytes)
     }
 
     /// The pods bound to `node` (`spec.nodeName`), in `namespace` (all namespaces when
@@ -887,6 +913,55 @@ mod tests {
             revision,
             create_revision: revision,
         }
+    }
+
+    #[tokio::test]
+    async fn the_footprint_counts_the_keys_objects_and_entries_of_a_resource() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("s.db")).unwrap());
+        let cache = Arc::new(WatchCache::default());
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(cache.clone().run(store.clone(), tx));
+        rx.await.unwrap();
+        let (mut revision, mut stored) = (0, 0);
+        for i in 0..100 {
+            // A record as the server writes it for a pod-bound token, used once.
+            let jti = format!("6f1c2a9e-3b7d-4c1e-9a52-{i:012}");
+            let record = serde_json::json!({
+                "apiVersion": "identity.badge.dev/v1", "kind": "IssuedToken",
+                "metadata": {"name": jti, "namespace": "workloads", "uid": "0d6e3c1a-5f2b-4e7d-8c9a-1b2c3d4e5f60",
+                    "creationTimestamp": "2026-12-05T07:00:00Z",
+                    "labels": {"identity.badge.dev/service-account": "web-frontend",
+                        "identity.badge.dev/token-kind": "bound"}},
+                "spec": {"serviceAccountName": "web-frontend",
+                    "serviceAccountUID": "2a4b6c8d-0e1f-4a3b-9c5d-7e9f1a3b5c7d",
+                    "audiences": ["https://kubernetes.default.svc.cluster.local"],
+                    "keyID": "Xq3v9k2LrT8wYb5nJm1pQs7uZc4eHg6aDf0iKo2lNr8",
+                    "requester": {"username": "system:node:worker-17"},
+                    "boundObjectRef": {"kind": "Pod", "name": "web-frontend-7d9c8b6f5-x2k4q",
+                        "uid": "9b8a7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d"},
+                    "issuedAt": "2026-12-05T07:00:00Z", "expiresAt": "2026-12-05T08:00:00Z"},
+                "status": {"lastUsed": {"time": "2026-12-05T07:05:00Z", "sourceAddress": "10.244.17.23",
+                    "userAgent": "kubelet/v1.35.0 (linux/amd64) kubernetes/abcdef0"}, "useCount": 1}
+            });
+            let key = format!("/registry/issuedtokens/workloads/{jti}");
+            let json = serde_json::to_vec(&record).unwrap();
+            stored += key.len() + json.len() + "0d6e3c1a-5f2b-4e7d-8c9a-1b2c3d4e5f60".len();
+            revision = store.create(&key, bytes::Bytes::from(json)).await.unwrap();
+        }
+        assert!(cache.wait_for(revision, Duration::from_secs(5)).await);
+        let (objects, bytes) = cache.footprint("/registry/issuedtokens/");
+        assert_eq!(objects, 100);
+        // Beside the key, the JSON and the uid: the map entry, the object and its counts.
+        let overhead = (bytes - stored) / objects;
+        assert_eq!(
+            overhead,
+            std::mem::size_of::<String>()
+                + std::mem::size_of::<Arc<CachedObject>>()
+                + 2 * std::mem::size_of::<usize>()
+                + std::mem::size_of::<CachedObject>()
+        );
+        assert_eq!(cache.footprint("/registry/secrets/"), (0, 0));
     }
 
     #[tokio::test]

@@ -17,6 +17,7 @@ pub use read::{Filter, ListPage, ReadFrom};
 pub use write::{DeleteOptions, DeleteOutcome, WriteOptions};
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use badge_api::status::Status;
@@ -37,6 +38,9 @@ pub struct Registry {
     confirmed: parking_lot::Mutex<std::time::Instant>,
     /// How long the cache may go unconfirmed before it is no longer served as current.
     stale_read_bound: Duration,
+    /// The latest revision this registry wrote, so a read can wait for its own writes
+    /// without asking the store.
+    written: AtomicI64,
 }
 
 /// How long after the cache was last confirmed current a consistent read may still be
@@ -74,6 +78,7 @@ impl Registry {
             cache,
             confirmed: parking_lot::Mutex::new(std::time::Instant::now()),
             stale_read_bound,
+            written: AtomicI64::new(0),
         });
         let weak = Arc::downgrade(&registry);
         tokio::spawn(async move {
@@ -173,6 +178,21 @@ impl Registry {
         let mut confirmed = self.confirmed.lock();
         *confirmed = (*confirmed).max(asked);
         Ok((current, true))
+    }
+
+    fn wrote(&self, revision: Revision) -> Revision {
+        self.written.fetch_max(revision, Ordering::Relaxed);
+        revision
+    }
+
+    /// Waits until the cache holds every write this registry acknowledged before the call
+    /// (read your writes, without a store round trip); on timeout, for every committed one.
+    pub async fn sync_own_writes(&self) -> Result<(), Status> {
+        let written = self.written.load(Ordering::Relaxed);
+        if self.cache.revision() >= written || self.cache.wait_for(written, FRESHNESS_TIMEOUT).await {
+            return Ok(());
+        }
+        self.sync().await.map(|_| ())
     }
 
     async fn wait_read(&self, read: ReadFrom) -> Result<(), Status> {
@@ -303,6 +323,32 @@ mod tests {
         );
         store.alarms.lock().clear();
         registry.storage_health().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn own_writes_are_read_back_from_the_cache_without_asking_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Faulty {
+            inner: SqliteStore::open(&dir.path().join("s.db")).unwrap(),
+            down: AtomicBool::new(false),
+            alarms: Default::default(),
+        });
+        let registry = Registry::start(store.clone(), 100).await;
+        let namespaces = badge_api::resources::lookup("", "v1", "namespaces").unwrap();
+        registry
+            .create(
+                namespaces,
+                "",
+                serde_json::json!({"metadata": {"name": "demo"}}),
+                &WriteOptions::default(),
+            )
+            .await
+            .unwrap();
+        // The store can no longer say its revision: only the registry's own record of its
+        // writes tells the read what to wait for.
+        store.down.store(true, Ordering::SeqCst);
+        registry.sync_own_writes().await.unwrap();
+        assert!(registry.get_cached(namespaces, "", "demo").is_some());
     }
 
     #[test]

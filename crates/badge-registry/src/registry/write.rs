@@ -112,6 +112,7 @@ impl Registry {
                 }
                 other => store_error(other),
             })?;
+        self.wrote(revision);
         meta::set(&mut object, "resourceVersion", revision.to_string());
         Ok(object)
     }
@@ -236,6 +237,7 @@ impl Registry {
             if is_finished_deleting(resource, &object) {
                 match self.store.delete(&key, current_kv.mod_revision).await {
                     Ok(revision) => {
+                        self.wrote(revision);
                         meta::set(&mut object, "resourceVersion", revision.to_string());
                         return Ok(object);
                     }
@@ -249,6 +251,7 @@ impl Registry {
                 .await
             {
                 Ok(revision) => {
+                    self.wrote(revision);
                     meta::set(&mut object, "resourceVersion", revision.to_string());
                     return Ok(object);
                 }
@@ -344,7 +347,7 @@ impl Registry {
                         .update(&key, encode(&object)?, current_kv.mod_revision)
                         .await
                     {
-                        Ok(revision) => revision,
+                        Ok(revision) => self.wrote(revision),
                         Err(badge_store::Error::Conflict { .. }) => continue,
                         Err(e) => return Err(store_error(e)),
                     };
@@ -354,6 +357,7 @@ impl Registry {
                     }
                     match self.store.delete(&key, revision).await {
                         Ok(revision) => {
+                            self.wrote(revision);
                             meta::set(&mut object, "resourceVersion", revision.to_string());
                             return Ok(DeleteOutcome::Deleted(object));
                         }
@@ -400,6 +404,7 @@ impl Registry {
                     .await
                 {
                     Ok(revision) => {
+                        self.wrote(revision);
                         meta::set(&mut object, "resourceVersion", revision.to_string());
                         return Ok(DeleteOutcome::Pending(object));
                     }
@@ -412,6 +417,7 @@ impl Registry {
             }
             match self.store.delete(&key, current_kv.mod_revision).await {
                 Ok(revision) => {
+                    self.wrote(revision);
                     let mut object = current;
                     meta::set(&mut object, "resourceVersion", revision.to_string());
                     return Ok(DeleteOutcome::Deleted(object));
