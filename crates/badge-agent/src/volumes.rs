@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use anyhow::{Context, anyhow, bail};
+use badge_api::resources;
 use badge_client::error_text;
 use base64::Engine;
 use serde_json::Value;
@@ -62,16 +63,16 @@ pub(crate) fn volume_refs(pod: &Value, volume: &Value) -> Vec<ObjectRef> {
             }
         }
     };
-    add("secrets", text(volume, "/secret/secretName"));
-    add("configmaps", text(volume, "/configMap/name"));
+    add(resources::SECRETS.plural, text(volume, "/secret/secretName"));
+    add(resources::CONFIGMAPS.plural, text(volume, "/configMap/name"));
     for source in volume
         .pointer("/projected/sources")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
     {
-        add("secrets", text(source, "/secret/name"));
-        add("configmaps", text(source, "/configMap/name"));
+        add(resources::SECRETS.plural, text(source, "/secret/name"));
+        add(resources::CONFIGMAPS.plural, text(source, "/configMap/name"));
         if source.get("serviceAccountToken").is_some() {
             add("serviceaccounts", service_account(pod));
         }
@@ -116,10 +117,14 @@ impl Ctx {
         let namespace = text(pod, "/metadata/namespace");
         let (source, plural, object_name) = match kind {
             VolumeKind::Projected => return self.build_projected(pod, name, volume, tokens).await,
-            VolumeKind::Secret => (&volume["secret"], "secrets", text(volume, "/secret/secretName")),
+            VolumeKind::Secret => (
+                &volume["secret"],
+                resources::SECRETS.plural,
+                text(volume, "/secret/secretName"),
+            ),
             VolumeKind::ConfigMap => (
                 &volume["configMap"],
-                "configmaps",
+                resources::CONFIGMAPS.plural,
                 text(volume, "/configMap/name"),
             ),
         };
@@ -162,8 +167,8 @@ impl Ctx {
                 });
             } else if let Some((plural, source)) = source
                 .get("configMap")
-                .map(|s| ("configmaps", s))
-                .or_else(|| source.get("secret").map(|s| ("secrets", s)))
+                .map(|s| (resources::CONFIGMAPS.plural, s))
+                .or_else(|| source.get("secret").map(|s| (resources::SECRETS.plural, s)))
             {
                 let object_name = text(source, "/name");
                 let object = self
@@ -272,7 +277,7 @@ fn singular(plural: &str) -> &str {
 fn object_data(plural: &str, object: &Value) -> anyhow::Result<BTreeMap<String, Vec<u8>>> {
     let mut data = BTreeMap::new();
     for (key, value) in object["data"].as_object().into_iter().flatten() {
-        if plural == "secrets" {
+        if plural == resources::SECRETS.plural {
             data.insert(key.clone(), decode(value)?);
         } else if let Some(s) = value.as_str() {
             data.insert(key.clone(), s.as_bytes().to_vec());

@@ -209,10 +209,10 @@ fn unknown_fields(input: &Value, typed: &Value, path: String, out: &mut Vec<Stri
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::resources::lookup;
+    use crate::resources;
 
     fn sa() -> &'static Resource {
-        lookup("", "v1", "serviceaccounts").unwrap()
+        resources::SERVICEACCOUNTS
     }
 
     #[test]

@@ -570,6 +570,7 @@ pub static PODS: &Resource = &RESOURCES[row("", "pods")];
 pub static SECRETS: &Resource = &RESOURCES[row("", "secrets")];
 pub static SERVICEACCOUNTS: &Resource = &RESOURCES[row("", "serviceaccounts")];
 pub static TOKENREVIEWS: &Resource = &RESOURCES[row(AUTHN, "tokenreviews")];
+pub static SUBJECTACCESSREVIEWS: &Resource = &RESOURCES[row(AUTHZ, "subjectaccessreviews")];
 pub static CERTIFICATESIGNINGREQUESTS: &Resource = &RESOURCES[row(CERTS, "certificatesigningrequests")];
 pub static LEASES: &Resource = &RESOURCES[row(COORD, "leases")];
 pub static ISSUEDTOKENS: &Resource = &RESOURCES[row(IDENTITY, "issuedtokens")];
@@ -653,6 +654,7 @@ mod tests {
             SECRETS,
             SERVICEACCOUNTS,
             TOKENREVIEWS,
+            SUBJECTACCESSREVIEWS,
             CERTIFICATESIGNINGREQUESTS,
             LEASES,
             ISSUEDTOKENS,

@@ -495,12 +495,12 @@ mod tests {
 
     #[test]
     fn conversion_errors_name_the_internal_type() {
-        let secrets = badge_api::resources::lookup("", "v1", "secrets").unwrap();
+        let secrets = badge_api::resources::SECRETS;
         assert_eq!(
             metadata_of_list(secrets).message,
             "you requested PartialObjectMetadata, but the requested object is a list (*core.SecretList)"
         );
-        let roles = badge_api::resources::lookup("rbac.authorization.k8s.io", "v1", "roles").unwrap();
+        let roles = badge_api::resources::ROLES;
         let refused = metadata_list_of_object(roles);
         assert_eq!((refused.code, refused.reason.as_str()), (406, "NotAcceptable"));
         assert_eq!(

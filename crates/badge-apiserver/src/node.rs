@@ -120,7 +120,7 @@ impl NodeAuthorizer {
                 for_each_pod_on(&self.0, node, &a.namespace, |pod| {
                     let (mut secrets, mut config_maps) = (Vec::new(), Vec::new());
                     references(pod, &mut secrets, &mut config_maps);
-                    let names = if a.resource == "secrets" {
+                    let names = if a.resource == resources::SECRETS.plural {
                         &secrets
                     } else {
                         &config_maps

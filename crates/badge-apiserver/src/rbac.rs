@@ -271,68 +271,62 @@ impl crate::ApiServer {
         let forbidden = |message: &str| Status::forbidden(gr, name, message);
         let allowed =
             |attributes: Attributes| matches!(self.authorizer.authorize(&attributes), Decision::Allow);
-        match resource.plural {
-            "roles" | "clusterroles" => {
-                if let Some(old) = old
-                    && only_gc_fields_changed(object, old)
-                {
-                    return Ok(());
-                }
-                let scope = if resource.plural == "roles" { namespace } else { "" };
-                let aggregation_changed = object.get("aggregationRule").filter(|v| !v.is_null())
-                    != old
-                        .and_then(|o| o.get("aggregationRule"))
-                        .filter(|v| !v.is_null());
-                if resource.plural == "clusterroles"
-                    && (object.get("aggregationRule").is_some_and(|v| !v.is_null()) || aggregation_changed)
-                    && (aggregation_changed || old.is_none())
-                    && !index.snapshot().has_full_authority(user, "")
-                {
-                    return Err(forbidden(rbac::AGGREGATION_RULE_FORBIDDEN));
-                }
-                if allowed(rbac::escalate_attributes(user, resource.plural, scope, name)) {
-                    return Ok(());
-                }
-                let rules: Vec<PolicyRule> = object
-                    .get("rules")
-                    .and_then(|r| serde_json::from_value(r.clone()).ok())
-                    .unwrap_or_default();
-                index
-                    .confirm_no_escalation(user, &rules, scope)
-                    .map_err(|m| forbidden(&m))
+        // Roles and ClusterRoles differ only in scope, as do their bindings.
+        let scope = if resource.namespaced { namespace } else { "" };
+        if resource.is(resources::ROLES) || resource.is(resources::CLUSTERROLES) {
+            if let Some(old) = old
+                && only_gc_fields_changed(object, old)
+            {
+                return Ok(());
             }
-            "rolebindings" | "clusterrolebindings" => {
-                if let Some(old) = old
-                    && only_gc_fields_changed(object, old)
-                {
-                    return Ok(());
-                }
-                let scope = if resource.plural == "rolebindings" {
-                    namespace
-                } else {
-                    ""
-                };
-                let Some(role_ref) = object
-                    .get("roleRef")
-                    .and_then(|r| serde_json::from_value::<RoleRef>(r.clone()).ok())
-                else {
-                    return Ok(());
-                };
-                if let Some(attributes) = rbac::bind_attributes(user, &role_ref, scope)
-                    && allowed(attributes)
-                {
-                    return Ok(());
-                }
-                let snapshot = index.snapshot();
-                let rules = snapshot
-                    .role_reference_rules(&role_ref, scope)
-                    .map_err(|m| forbidden(&m))?
-                    .to_vec();
-                snapshot
-                    .confirm_no_escalation(user, &rules, scope)
-                    .map_err(|m| forbidden(&m))
+            let aggregation_changed = object.get("aggregationRule").filter(|v| !v.is_null())
+                != old
+                    .and_then(|o| o.get("aggregationRule"))
+                    .filter(|v| !v.is_null());
+            if resource.is(resources::CLUSTERROLES)
+                && (object.get("aggregationRule").is_some_and(|v| !v.is_null()) || aggregation_changed)
+                && (aggregation_changed || old.is_none())
+                && !index.snapshot().has_full_authority(user, "")
+            {
+                return Err(forbidden(rbac::AGGREGATION_RULE_FORBIDDEN));
             }
-            _ => Ok(()),
+            if allowed(rbac::escalate_attributes(user, resource.plural, scope, name)) {
+                return Ok(());
+            }
+            let rules: Vec<PolicyRule> = object
+                .get("rules")
+                .and_then(|r| serde_json::from_value(r.clone()).ok())
+                .unwrap_or_default();
+            index
+                .confirm_no_escalation(user, &rules, scope)
+                .map_err(|m| forbidden(&m))
+        } else if resource.is(resources::ROLEBINDINGS) || resource.is(resources::CLUSTERROLEBINDINGS) {
+            if let Some(old) = old
+                && only_gc_fields_changed(object, old)
+            {
+                return Ok(());
+            }
+            let Some(role_ref) = object
+                .get("roleRef")
+                .and_then(|r| serde_json::from_value::<RoleRef>(r.clone()).ok())
+            else {
+                return Ok(());
+            };
+            if let Some(attributes) = rbac::bind_attributes(user, &role_ref, scope)
+                && allowed(attributes)
+            {
+                return Ok(());
+            }
+            let snapshot = index.snapshot();
+            let rules = snapshot
+                .role_reference_rules(&role_ref, scope)
+                .map_err(|m| forbidden(&m))?
+                .to_vec();
+            snapshot
+                .confirm_no_escalation(user, &rules, scope)
+                .map_err(|m| forbidden(&m))
+        } else {
+            Ok(())
         }
     }
 

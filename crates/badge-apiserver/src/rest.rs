@@ -101,7 +101,7 @@ fn object_response(
     let mut response = match output.target {
         Target::Table => {
             let t = table::table(
-                call.resource.plural,
+                call.resource,
                 [object],
                 json!({"resourceVersion": meta::resource_version(object)}),
                 true,
@@ -139,7 +139,7 @@ fn list_response(
     match output.target {
         Target::Table => {
             let t = table::table(
-                call.resource.plural,
+                call.resource,
                 items,
                 list_meta,
                 true,

@@ -312,7 +312,7 @@ mod tests {
 
     /// The input the generic path reads from `body`.
     fn generic_input(body: &str) -> TokenRequestInput {
-        let resource = badge_api::resources::lookup("", "v1", "serviceaccounts").unwrap();
+        let resource = badge_api::resources::SERVICEACCOUNTS;
         let token = resource.subresource("token").unwrap();
         let (value, duplicates) = decode::parse_body(decode::MediaType::Json, body.as_bytes()).unwrap();
         decode::check_type_meta(&value, API_VERSION, KIND).unwrap();

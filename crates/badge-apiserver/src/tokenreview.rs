@@ -349,7 +349,7 @@ mod tests {
 
     /// The reply the generic path gives for `body`.
     fn generic_reply(body: &str, status: &ReviewStatus<'_>) -> Vec<u8> {
-        let resource = badge_api::resources::lookup("authentication.k8s.io", "v1", "tokenreviews").unwrap();
+        let resource = badge_api::resources::TOKENREVIEWS;
         let (value, duplicates) = decode::parse_body(decode::MediaType::Json, body.as_bytes()).unwrap();
         let decoded = decode::decode_for(resource, value, &duplicates, FieldValidation::Strict).unwrap();
         assert!(decoded.warnings.is_empty());

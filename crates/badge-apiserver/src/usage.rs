@@ -15,9 +15,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use badge_api::identity::{
-    API_VERSION, GROUP, LEGACY_TOKEN_LAST_USED_LABEL, SERVICE_ACCOUNT_LABEL, TOKEN_KIND_LABEL,
+    API_VERSION, LEGACY_TOKEN_LAST_USED_LABEL, SERVICE_ACCOUNT_LABEL, TOKEN_KIND_LABEL,
 };
-use badge_api::{Status, meta, resources};
+use badge_api::{meta, resources};
 use badge_auth::TokenCredential;
 use badge_registry::WriteOptions;
 use badge_registry::identity::UsageUpdate;
@@ -399,10 +399,6 @@ pub struct FlushReport {
     pub secrets_labelled: usize,
 }
 
-fn identity(plural: &str) -> Result<&'static resources::Resource, Status> {
-    resources::lookup(GROUP, "v1", plural).ok_or_else(|| Status::internal(format!("{plural} is not served")))
-}
-
 /// The IssuedToken record of a token just issued.
 #[allow(clippy::too_many_arguments)]
 pub fn issued_token_record(
@@ -478,9 +474,7 @@ impl ApiServer {
     pub async fn flush_usage(&self) -> FlushReport {
         let mut report = FlushReport::default();
         let now = badge_api::clock::now();
-        let (Ok(tokens), Ok(_)) = (identity("issuedtokens"), identity("serviceaccountusages")) else {
-            return report;
-        };
+        let tokens = resources::ISSUEDTOKENS;
         let mut per_account: HashMap<(String, String), UsageUpdate> = HashMap::new();
         let overflowed = self
             .usage
@@ -679,15 +673,14 @@ impl ApiServer {
         }
         let pod_name = user.extra.get(POD_NAME_KEY)?.first()?;
         let node_name = user.extra.get(NODE_NAME_KEY)?.first()?;
-        let pods = resources::lookup("", "v1", "pods")?;
-        let nodes = resources::lookup("", "v1", "nodes")?;
-        let pod = self.registry.get_cached(pods, &credential.namespace, pod_name);
-        let node = self.registry.get_cached(nodes, "", node_name);
+        let pod = self
+            .registry
+            .get_cached(resources::PODS, &credential.namespace, pod_name);
+        let node = self.registry.get_cached(resources::NODES, "", node_name);
         let suspicion = node_binding_suspicion(user, pod.as_deref(), node.as_deref(), at)?;
-        let flagged = identity("issuedtokens").ok().and_then(|tokens| {
+        let flagged =
             self.registry
-                .get_cached(tokens, &credential.namespace, &credential.record)
-        });
+                .get_cached(resources::ISSUEDTOKENS, &credential.namespace, &credential.record);
         if flagged.is_none_or(|record| record.pointer("/status/suspicious").is_none()) {
             self.usage.flag(credential, suspicion.clone());
         }

@@ -47,7 +47,7 @@ impl Encoder {
     fn write_event(&mut self, out: &mut Vec<u8>, kind: &str, object: &Value) -> bool {
         if self.target == Target::Table {
             let t = table::table(
-                self.resource.plural,
+                self.resource,
                 [object],
                 json!({"resourceVersion": meta::resource_version(object)}),
                 !self.sent_columns,

@@ -5,8 +5,8 @@
 //! path is authorized as what it reviews: `create tokenreviews` or `create
 //! subjectaccessreviews`, as upstream requires of a webhook's caller.
 
-use badge_api::Status;
 use badge_api::request_info::RequestInfo;
+use badge_api::{Resource, Status, resources};
 use badge_auth::UserInfo;
 use bytes::Bytes;
 use http::Response;
@@ -21,24 +21,20 @@ use crate::rest::Call;
 pub const TOKEN_REVIEW_PATH: &str = "/badge/v1/webhooks/tokenreview";
 pub const SUBJECT_ACCESS_REVIEW_PATH: &str = "/badge/v1/webhooks/subjectaccessreview";
 
-/// What a webhook path reviews.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Review {
-    group: &'static str,
-    resource: &'static str,
-    kind: &'static str,
+/// What a webhook path reviews: the review resource it answers as.
+#[derive(Clone, Copy, Debug)]
+pub struct Review(&'static Resource);
+
+impl PartialEq for Review {
+    fn eq(&self, other: &Review) -> bool {
+        self.0.is(other.0)
+    }
 }
 
-const TOKEN_REVIEW: Review = Review {
-    group: "authentication.k8s.io",
-    resource: "tokenreviews",
-    kind: "TokenReview",
-};
-const SUBJECT_ACCESS_REVIEW: Review = Review {
-    group: "authorization.k8s.io",
-    resource: "subjectaccessreviews",
-    kind: "SubjectAccessReview",
-};
+impl Eq for Review {}
+
+const TOKEN_REVIEW: Review = Review(resources::TOKENREVIEWS);
+const SUBJECT_ACCESS_REVIEW: Review = Review(resources::SUBJECTACCESSREVIEWS);
 
 fn review_of(path: &str) -> Option<Review> {
     match path.trim_end_matches('/') {
@@ -61,9 +57,9 @@ pub fn as_review(info: RequestInfo) -> RequestInfo {
         is_resource_request: true,
         verb: "create".into(),
         api_prefix: "apis".into(),
-        api_group: review.group.into(),
+        api_group: review.0.group.into(),
         api_version: "v1".into(),
-        resource: review.resource.into(),
+        resource: review.0.plural.into(),
         ..info
     }
 }
@@ -73,7 +69,7 @@ pub(crate) fn webhook_review(info: &RequestInfo) -> Option<Review> {
     if !info.is_resource_request || info.verb != "create" {
         return None;
     }
-    review_of(&info.path).filter(|r| r.resource == info.resource)
+    review_of(&info.path).filter(|r| r.0.plural == info.resource)
 }
 
 /// The body as v1 and the version it came in. v1beta1 differs from v1 only in its
@@ -83,7 +79,7 @@ fn to_v1(review: Review, body: &[u8]) -> Result<(Value, &'static str), Status> {
         serde_json::from_slice(body).map_err(|e| Status::bad_request(format!("decoding the review: {e}")))?;
     let api_version = object.get("apiVersion").and_then(Value::as_str).unwrap_or("");
     let version = match api_version
-        .strip_prefix(review.group)
+        .strip_prefix(review.0.group)
         .and_then(|v| v.strip_prefix('/'))
     {
         Some("v1") => "v1",
@@ -91,14 +87,17 @@ fn to_v1(review: Review, body: &[u8]) -> Result<(Value, &'static str), Status> {
         _ => {
             return Err(Status::bad_request(format!(
                 "unsupported apiVersion {api_version:?}: send {group}/v1 or {group}/v1beta1",
-                group = review.group
+                group = review.0.group
             )));
         }
     };
-    if object.get("kind").and_then(Value::as_str) != Some(review.kind) {
-        return Err(Status::bad_request(format!("the body must be a {}", review.kind)));
+    if object.get("kind").and_then(Value::as_str) != Some(review.0.kind) {
+        return Err(Status::bad_request(format!(
+            "the body must be a {}",
+            review.0.kind
+        )));
     }
-    object["apiVersion"] = Value::String(format!("{}/v1", review.group));
+    object["apiVersion"] = Value::String(format!("{}/v1", review.0.group));
     if version == "v1beta1"
         && review == SUBJECT_ACCESS_REVIEW
         && let Some(spec) = object.get_mut("spec").and_then(Value::as_object_mut)
@@ -111,7 +110,7 @@ fn to_v1(review: Review, body: &[u8]) -> Result<(Value, &'static str), Status> {
 
 /// A v1 answer put back in `version`.
 fn from_v1(review: Review, mut object: Value, version: &str) -> Value {
-    object["apiVersion"] = Value::String(format!("{}/{version}", review.group));
+    object["apiVersion"] = Value::String(format!("{}/{version}", review.0.group));
     if version == "v1beta1"
         && review == SUBJECT_ACCESS_REVIEW
         && let Some(spec) = object.get_mut("spec").and_then(Value::as_object_mut)
@@ -132,8 +131,7 @@ impl ApiServer {
         user: UserInfo,
     ) -> Result<Response<Body>, Status> {
         let (object, version) = to_v1(review, &body)?;
-        let resource = badge_api::resources::lookup(review.group, "v1", review.resource)
-            .ok_or_else(Status::path_not_found)?;
+        let resource = review.0;
         let body =
             serde_json::to_vec(&object).map_err(|e| Status::internal(format!("encoding the review: {e}")))?;
         let call = Call {

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use badge_api::Status;
+use badge_api::{Status, resources};
 use badge_registry::{Registry, WriteOptions};
 use badge_token::bootstrap::{
     JWS_KEY_PREFIX, SECRET_NAMESPACE, SECRET_TYPE, detached_signature, id_from_secret_name,
@@ -20,7 +20,7 @@ use serde_json::Value;
 use crate::clusterinfo::{CONFIGMAP, KUBECONFIG_KEY, NAMESPACE};
 use crate::runtime::{Action, Controller};
 use crate::tokencleaner::{Expiry, expiry};
-use crate::{leader, namespaced_key, resource};
+use crate::{leader, namespaced_key};
 
 const USAGE_SIGNING_KEY: &str = "usage-bootstrap-signing";
 
@@ -125,7 +125,7 @@ fn current_signatures(configmap: &Value) -> BTreeMap<String, String> {
 }
 
 async fn reconcile(registry: &Registry) -> Result<Action, Status> {
-    let configmaps = resource("configmaps");
+    let configmaps = resources::CONFIGMAPS;
     let Some(configmap) = registry.get_cached(configmaps, NAMESPACE, CONFIGMAP) else {
         return Ok(Action::Done);
     };

@@ -7,8 +7,6 @@ use badge_api::{Resource, Status, meta, resources};
 use badge_registry::{Registry, WriteOptions};
 use serde_json::{Value, json};
 
-use crate::resource;
-
 pub const NAMESPACE: &str = "kube-public";
 pub const CONFIGMAP: &str = "cluster-info";
 pub const KUBECONFIG_KEY: &str = "kubeconfig";
@@ -17,20 +15,13 @@ pub const RBAC_NAME: &str = "kubeadm:bootstrap-signer-clusterinfo";
 const ANONYMOUS_USER: &str = "system:anonymous";
 const RBAC_GROUP: &str = "rbac.authorization.k8s.io";
 
-fn rbac_resource(plural: &str) -> &'static Resource {
-    match resources::lookup(RBAC_GROUP, "v1", plural) {
-        Some(r) => r,
-        None => unreachable!("rbac {plural} is in the resource table"),
-    }
-}
-
 /// Writes `cluster-info` with `kubeconfig`, or rewrites its `kubeconfig` when the server URL
 /// or the CA changed (the bootstrap signer then re-signs it), and the RBAC that exposes it.
 pub async fn ensure(registry: &Registry, kubeconfig: &str) -> Result<(), Status> {
     ensure_configmap(registry, kubeconfig).await?;
     ensure_object(
         registry,
-        rbac_resource("roles"),
+        resources::ROLES,
         json!({
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "Role",
@@ -47,7 +38,7 @@ pub async fn ensure(registry: &Registry, kubeconfig: &str) -> Result<(), Status>
     .await?;
     ensure_object(
         registry,
-        rbac_resource("rolebindings"),
+        resources::ROLEBINDINGS,
         json!({
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "RoleBinding",
@@ -62,7 +53,7 @@ pub async fn ensure(registry: &Registry, kubeconfig: &str) -> Result<(), Status>
 }
 
 async fn ensure_configmap(registry: &Registry, kubeconfig: &str) -> Result<(), Status> {
-    let configmaps = resource("configmaps");
+    let configmaps = resources::CONFIGMAPS;
     let current = registry.get_cached(configmaps, NAMESPACE, CONFIGMAP);
     if current.is_none() {
         let object = json!({

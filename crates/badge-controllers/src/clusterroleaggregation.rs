@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use badge_api::{Resource, Status, resources};
+use badge_api::{Status, resources};
 use badge_registry::{Filter, ReadFrom, Registry, WriteOptions};
 use k8s_openapi::api::rbac::v1::ClusterRole;
 
@@ -15,13 +15,6 @@ use crate::runtime::{Action, Controller};
 const CLUSTERROLES_PREFIX: &str = "/registry/clusterroles/";
 /// One queue key for every change: the union runs over all roles to its fixed point at once.
 const ALL: &str = "all";
-
-fn cluster_roles() -> &'static Resource {
-    match resources::lookup("rbac.authorization.k8s.io", "v1", "clusterroles") {
-        Some(r) => r,
-        None => unreachable!("rbac clusterroles are in the resource table"),
-    }
-}
 
 /// Starts the controller; it runs until the process ends.
 pub fn spawn(registry: Arc<Registry>, leading: Option<Leading>) {
@@ -42,7 +35,14 @@ pub fn spawn(registry: Arc<Registry>, leading: Option<Leading>) {
 /// Rewrites aggregated ClusterRoles whose rules differ from the union of their sources.
 async fn reconcile(registry: &Registry) -> Result<Action, Status> {
     let page = registry
-        .list(cluster_roles(), "", &Filter::default(), ReadFrom::Any, 0, None)
+        .list(
+            resources::CLUSTERROLES,
+            "",
+            &Filter::default(),
+            ReadFrom::Any,
+            0,
+            None,
+        )
         .await?;
     let roles: Vec<ClusterRole> = page
         .items
@@ -53,7 +53,7 @@ async fn reconcile(registry: &Registry) -> Result<Action, Status> {
         let rules = serde_json::to_value(&rules).map_err(|e| Status::internal(e.to_string()))?;
         let result = registry
             .update(
-                cluster_roles(),
+                resources::CLUSTERROLES,
                 "",
                 &name,
                 "",
@@ -104,7 +104,7 @@ mod tests {
 
     async fn rules_of(registry: &Registry, name: &str) -> Value {
         registry
-            .get(cluster_roles(), "", name, ReadFrom::Latest)
+            .get(resources::CLUSTERROLES, "", name, ReadFrom::Latest)
             .await
             .unwrap()["rules"]
             .clone()
@@ -137,7 +137,7 @@ mod tests {
         let selector = json!({"clusterRoleSelectors": [{"matchLabels": {"agg": "yes"}}]});
         registry
             .create(
-                cluster_roles(),
+                resources::CLUSTERROLES,
                 "",
                 role("sum", json!({}), json!([]), Some(selector)),
                 &write,
@@ -146,7 +146,7 @@ mod tests {
             .unwrap();
         registry
             .create(
-                cluster_roles(),
+                resources::CLUSTERROLES,
                 "",
                 role("part", json!({"agg": "yes"}), pods.clone(), None),
                 &write,
@@ -167,7 +167,7 @@ mod tests {
         let secrets = json!([{"apiGroups": [""], "resources": ["secrets"], "verbs": ["list"]}]);
         registry
             .create(
-                cluster_roles(),
+                resources::CLUSTERROLES,
                 "",
                 role("more", json!({"agg": "yes"}), secrets.clone(), None),
                 &write,

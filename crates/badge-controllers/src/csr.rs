@@ -12,7 +12,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use badge_api::{Resource, Status, meta, resources};
+use badge_api::{Status, meta, resources};
 use badge_auth::{Attributes, Authorizer, Decision, UserInfo};
 use badge_pki::csr::CsrSigner;
 use badge_registry::csr::{
@@ -30,13 +30,6 @@ const PREFIX: &str = "/registry/certificatesigningrequests/";
 
 /// kube-controller-manager's `--cluster-signing-duration` default: one year.
 pub const DEFAULT_SIGNING_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
-
-fn csr_resource() -> &'static Resource {
-    match resources::lookup("certificates.k8s.io", "v1", "certificatesigningrequests") {
-        Some(r) => r,
-        None => unreachable!("certificatesigningrequests are in the resource table"),
-    }
-}
 
 /// Starts the approving and signing controllers.
 pub fn spawn(
@@ -150,7 +143,7 @@ fn may_create(authorizer: &dyn Authorizer, user: &UserInfo, subresource: &str) -
 }
 
 async fn approve(registry: &Registry, authorizer: &dyn Authorizer, name: &str) -> Result<Action, Status> {
-    let resource = csr_resource();
+    let resource = resources::CERTIFICATESIGNINGREQUESTS;
     let Some(csr) = registry.get_cached(resource, "", name) else {
         return Ok(Action::Done);
     };
@@ -208,7 +201,7 @@ async fn update_unless_replaced(
     subresource: &str,
     mut change: impl FnMut(&Value) -> Value + Send,
 ) -> Result<Action, Status> {
-    let resource = csr_resource();
+    let resource = resources::CERTIFICATESIGNINGREQUESTS;
     let name = meta::name(csr);
     let uid = meta::uid(csr);
     let result = registry
@@ -249,7 +242,7 @@ fn push_condition(object: &mut Value, condition: Value) {
 }
 
 async fn sign(registry: &Registry, signer: &CsrSigner, max: Duration, name: &str) -> Result<Action, Status> {
-    let resource = csr_resource();
+    let resource = resources::CERTIFICATESIGNINGREQUESTS;
     let Some(csr) = registry.get_cached(resource, "", name) else {
         return Ok(Action::Done);
     };

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use badge_api::identity::{DISABLED_LABEL, GROUP, IDLE_SINCE_LABEL};
+use badge_api::identity::{DISABLED_LABEL, IDLE_SINCE_LABEL};
 use badge_api::{Status, meta, resources};
 use badge_registry::{DeleteOptions, Filter, ReadFrom, Registry, WriteOptions};
 use serde_json::Value;
@@ -169,10 +169,7 @@ pub fn spawn(registry: Arc<Registry>, leading: Option<leader::Leading>, options:
 }
 
 async fn sweep(registry: &Registry, options: IdleCleanup, audit: &Audit) -> Result<(), Status> {
-    let sas = resources::lookup("", "v1", "serviceaccounts")
-        .ok_or_else(|| Status::internal("serviceaccounts is not served"))?;
-    let usages = resources::lookup(GROUP, "v1", "serviceaccountusages")
-        .ok_or_else(|| Status::internal("serviceaccountusages is not served"))?;
+    let (sas, usages) = (resources::SERVICEACCOUNTS, resources::SERVICEACCOUNTUSAGES);
     let accounts = registry
         .list(sas, "", &Filter::default(), ReadFrom::Any, 0, None)
         .await?;

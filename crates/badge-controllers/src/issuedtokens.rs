@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use badge_api::identity::{API_VERSION, GROUP, SERVICE_ACCOUNT_LABEL, TOKEN_KIND_LABEL};
+use badge_api::identity::{API_VERSION, SERVICE_ACCOUNT_LABEL, TOKEN_KIND_LABEL};
 use badge_api::{Status, meta, resources};
 use badge_registry::identity::{UsageUpdate, record_service_account_usage};
 use badge_registry::{DeleteOptions, EventType, Registry, WriteOptions};
@@ -17,16 +17,11 @@ use serde_json::{Value, json};
 use tokio::sync::Notify;
 
 use crate::runtime::{Action, Controller};
-use crate::{leader, namespaced_key, resource};
+use crate::{leader, namespaced_key};
 
 const LEGACY_TOKEN_TYPE: &str = "kubernetes.io/service-account-token";
 const SA_NAME_ANNOTATION: &str = "kubernetes.io/service-account.name";
 const SA_UID_ANNOTATION: &str = "kubernetes.io/service-account.uid";
-
-fn issued_tokens() -> Result<&'static resources::Resource, Status> {
-    resources::lookup(GROUP, "v1", "issuedtokens")
-        .ok_or_else(|| Status::internal("issuedtokens is not served"))
-}
 
 pub fn spawn(registry: Arc<Registry>, leading: Option<leader::Leading>) {
     let controller = Controller::new("issuedtoken", registry.clone(), |event| {
@@ -182,11 +177,11 @@ pub fn fate(record: &Value, secret: Option<&Value>, now: jiff::Timestamp) -> Fat
 }
 
 async fn reconcile_token(registry: &Registry, ns: &str, name: &str) -> Result<Action, Status> {
-    let tokens = issued_tokens()?;
+    let tokens = resources::ISSUEDTOKENS;
     let Some(record) = registry.get_cached(tokens, ns, name) else {
         return Ok(Action::Done);
     };
-    let secret = registry.get_cached(resource("secrets"), ns, name);
+    let secret = registry.get_cached(resources::SECRETS, ns, name);
     match fate(&record, secret.as_deref(), badge_api::clock::now()) {
         Fate::Keep => Ok(Action::Done),
         // A little past the instant, so the next look sees it expired.
@@ -281,8 +276,8 @@ pub fn legacy_record(secret: &Value) -> Option<Value> {
 }
 
 async fn reconcile_secret(registry: &Registry, ns: &str, name: &str) -> Result<Action, Status> {
-    let tokens = issued_tokens()?;
-    let secret = registry.get_cached(resource("secrets"), ns, name);
+    let tokens = resources::ISSUEDTOKENS;
+    let secret = registry.get_cached(resources::SECRETS, ns, name);
     let existing = registry.get_cached(tokens, ns, name);
     if let Some(existing) = &existing {
         // Gone, replaced, or no longer a token: the record's own reconcile removes it.

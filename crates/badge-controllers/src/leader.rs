@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use badge_api::{Resource, Status, meta, resources};
+use badge_api::{Status, meta, resources};
 use badge_registry::{ReadFrom, Registry, WriteOptions};
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -17,13 +17,6 @@ pub const LEASE_NAME: &str = "badge-controller-manager";
 pub const LEASE_DURATION: Duration = Duration::from_secs(15);
 /// How often the holder renews, and others retry (upstream's retry period 2 s).
 pub const RETRY_PERIOD: Duration = Duration::from_secs(2);
-
-fn leases() -> &'static Resource {
-    match resources::lookup("coordination.k8s.io", "v1", "leases") {
-        Some(r) => r,
-        None => unreachable!("leases are in the resource table"),
-    }
-}
 
 /// A `MicroTime` as the API writes it.
 fn micro_time(t: jiff::Timestamp) -> String {
@@ -60,7 +53,7 @@ async fn try_acquire_or_renew(registry: &Registry, identity: &str) -> Result<boo
     let now = badge_api::clock::now();
     let duration = LEASE_DURATION.as_secs() as i64;
     let current = match registry
-        .get(leases(), LEASE_NAMESPACE, LEASE_NAME, ReadFrom::Latest)
+        .get(resources::LEASES, LEASE_NAMESPACE, LEASE_NAME, ReadFrom::Latest)
         .await
     {
         Ok(lease) => Some(lease),
@@ -81,7 +74,12 @@ async fn try_acquire_or_renew(registry: &Registry, identity: &str) -> Result<boo
             },
         });
         return match registry
-            .create(leases(), LEASE_NAMESPACE, lease, &WriteOptions::default())
+            .create(
+                resources::LEASES,
+                LEASE_NAMESPACE,
+                lease,
+                &WriteOptions::default(),
+            )
             .await
         {
             Ok(_) => Ok(true),
@@ -106,7 +104,7 @@ async fn try_acquire_or_renew(registry: &Registry, identity: &str) -> Result<boo
     let taking_over = holder != identity;
     let result = registry
         .update(
-            leases(),
+            resources::LEASES,
             LEASE_NAMESPACE,
             LEASE_NAME,
             "",
@@ -115,7 +113,7 @@ async fn try_acquire_or_renew(registry: &Registry, identity: &str) -> Result<boo
                 // Someone else renewed between our read and this write: not ours.
                 if meta::resource_version(latest) != expected_rv {
                     return Err(Status::conflict(
-                        leases().group_resource(),
+                        resources::LEASES.group_resource(),
                         LEASE_NAME,
                         Status::OPTIMISTIC_LOCK_MESSAGE,
                     ));

@@ -16,14 +16,14 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use badge_api::{Status, meta};
+use badge_api::{Status, meta, resources};
 use badge_registry::{DeleteOptions, Filter, ReadFrom, Registry, WriteOptions};
 use serde_json::{Value, json};
 
 use crate::audit::{self, Audit, Write};
+use crate::leader;
 use crate::runtime::{Action, Controller};
 use crate::tokens::{SA_NAME_ANNOTATION, SA_UID_ANNOTATION, SERVICE_ACCOUNT_TOKEN_TYPE};
-use crate::{leader, resource};
 
 pub const INVALID_SINCE_LABEL: &str = "kubernetes.io/legacy-token-invalid-since";
 pub use badge_api::identity::LEGACY_TOKEN_LAST_USED_LABEL as LAST_USED_LABEL;
@@ -198,7 +198,7 @@ pub async fn sweep(
     audit: &Audit,
 ) -> Result<Swept, Status> {
     let mut swept = Swept::default();
-    let tracking = registry.get_cached(resource("configmaps"), "kube-system", TRACKING_CONFIGMAP);
+    let tracking = registry.get_cached(resources::CONFIGMAPS, "kube-system", TRACKING_CONFIGMAP);
     let since = tracking
         .as_deref()
         .and_then(|c| c.pointer("/data/since"))
@@ -206,7 +206,7 @@ pub async fn sweep(
     if !tracked_long_enough(since, now, period) {
         return Ok(swept);
     }
-    let (secrets, pods, accounts) = (resource("secrets"), resource("pods"), resource("serviceaccounts"));
+    let (secrets, pods, accounts) = (resources::SECRETS, resources::PODS, resources::SERVICEACCOUNTS);
     let listed = registry
         .list(secrets, "", &Filter::default(), ReadFrom::Any, 0, None)
         .await?;
@@ -300,7 +300,7 @@ fn audit_write(audit: &Audit, verb: &str, namespace: &str, name: &str, uid: &str
         Write {
             controller: CONTROLLER_NAME,
             verb,
-            resource: resource("secrets"),
+            resource: resources::SECRETS,
             subresource: "",
             namespace,
             name,
@@ -336,7 +336,7 @@ pub fn spawn(
 /// when missing, rewritten when its date is unreadable. Run it only where legacy token use
 /// is recorded, or the cleaner would take unrecorded use for none.
 pub fn spawn_tracking(registry: Arc<Registry>, clock: fn() -> jiff::Timestamp) {
-    let key = resource("configmaps").key("kube-system", TRACKING_CONFIGMAP);
+    let key = resources::CONFIGMAPS.key("kube-system", TRACKING_CONFIGMAP);
     let tracker = Controller::new("legacy-token-tracking", registry.clone(), move |event| {
         if event.key == key {
             vec![String::new()]
@@ -352,7 +352,7 @@ pub fn spawn_tracking(registry: Arc<Registry>, clock: fn() -> jiff::Timestamp) {
 }
 
 async fn ensure_tracking(registry: &Registry, now: jiff::Timestamp) -> Result<Action, Status> {
-    let configmaps = resource("configmaps");
+    let configmaps = resources::CONFIGMAPS;
     match registry.get_cached(configmaps, "kube-system", TRACKING_CONFIGMAP) {
         Some(current)
             if current

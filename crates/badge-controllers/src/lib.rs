@@ -38,7 +38,7 @@ pub use tokens::LegacyTokenSigner;
 use std::sync::Arc;
 use std::time::Duration;
 
-use badge_api::{Resource, Status, meta, resources};
+use badge_api::{Status, meta, resources};
 use badge_registry::{DeleteOptions, Filter, ReadFrom, Registry, WriteOptions};
 use serde_json::{Value, json};
 
@@ -50,16 +50,9 @@ pub const SYSTEM_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public"
 pub const ROOT_CA_CONFIGMAP: &str = "kube-root-ca.crt";
 const ROOT_CA_DESCRIPTION: &str = "Contains a CA bundle that can be used to verify the kube-apiserver when using internal endpoints such as the internal service IP or kubernetes.default.svc. No other usage is guaranteed across distributions of Kubernetes clusters.";
 
-fn resource(plural: &str) -> &'static Resource {
-    match resources::lookup("", "v1", plural) {
-        Some(r) => r,
-        None => unreachable!("core/v1 {plural} is in the resource table"),
-    }
-}
-
 /// Creates the system namespaces when missing.
 pub async fn ensure_system_namespaces(registry: &Registry) -> Result<(), Status> {
-    let namespaces = resource("namespaces");
+    let namespaces = resources::NAMESPACES;
     for name in SYSTEM_NAMESPACES {
         let object = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
         match registry
@@ -140,7 +133,7 @@ fn namespaced_key(key: &str, prefix: &str) -> Option<(String, String)> {
 
 fn active_namespace(registry: &Registry, ns: &str) -> Option<Arc<Value>> {
     registry
-        .get_cached(resource("namespaces"), "", ns)
+        .get_cached(resources::NAMESPACES, "", ns)
         .filter(|o| meta::deletion_timestamp(o).is_none())
 }
 
@@ -148,7 +141,7 @@ async fn reconcile_default_service_account(registry: &Registry, ns: &str) -> Res
     if active_namespace(registry, ns).is_none() {
         return Ok(Action::Done);
     }
-    let sa = resource("serviceaccounts");
+    let sa = resources::SERVICEACCOUNTS;
     if registry.get_cached(sa, ns, "default").is_some() {
         return Ok(Action::Done);
     }
@@ -166,7 +159,7 @@ async fn reconcile_root_ca(registry: &Registry, ns: &str, ca_pem: &str) -> Resul
     if active_namespace(registry, ns).is_none() {
         return Ok(Action::Done);
     }
-    let cm = resource("configmaps");
+    let cm = resources::CONFIGMAPS;
     let wanted_data = json!({"ca.crt": ca_pem});
     match registry.get_cached(cm, ns, ROOT_CA_CONFIGMAP) {
         Some(current) if current.get("data") == Some(&wanted_data) => Ok(Action::Done),
@@ -207,7 +200,7 @@ async fn reconcile_root_ca(registry: &Registry, ns: &str, ca_pem: &str) -> Resul
 
 /// Deletes everything in a terminating namespace, then removes its `kubernetes` finalizer.
 async fn reconcile_namespace(registry: &Registry, ns: &str) -> Result<Action, Status> {
-    let namespaces = resource("namespaces");
+    let namespaces = resources::NAMESPACES;
     let Some(namespace) = registry.get_cached(namespaces, "", ns) else {
         return Ok(Action::Done);
     };

@@ -16,29 +16,22 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use badge_api::{Resource, Status, meta, resources};
+use badge_api::{Status, meta, resources};
 use badge_registry::{DeleteOptions, ReadFrom, Registry};
 use parking_lot::Mutex;
 use serde_json::Value;
 
 use crate::runtime::{Action, Controller};
-use crate::{leader, namespaced_key, resource};
+use crate::{leader, namespaced_key};
 
 /// How long a Node must stay absent before its pods count as orphans.
 pub const QUARANTINE: Duration = Duration::from_secs(40);
 /// The namespace of node heartbeat Leases.
 pub const NODE_LEASE_NAMESPACE: &str = "kube-node-lease";
 
-fn leases() -> &'static Resource {
-    match resources::lookup("coordination.k8s.io", "v1", "leases") {
-        Some(r) => r,
-        None => unreachable!("leases are in the resource table"),
-    }
-}
-
 pub fn spawn(registry: Arc<Registry>, leading: Option<leader::Leading>) {
-    let nodes_prefix = resource("nodes").key_prefix();
-    let pods_prefix = resource("pods").key_prefix();
+    let nodes_prefix = resources::NODES.key_prefix();
+    let pods_prefix = resources::PODS.key_prefix();
     let reg = registry.clone();
     let gc = Controller::new("pod-garbage-collector", registry.clone(), move |event| {
         if let Some((ns, name)) = namespaced_key(&event.key, &pods_prefix) {
@@ -122,7 +115,7 @@ async fn reconcile(
     let Some((namespace, name)) = key.split_once('/') else {
         return Ok(Action::Done);
     };
-    let pods = resource("pods");
+    let pods = resources::PODS;
     let Some(pod) = registry.get_cached(pods, namespace, name) else {
         return Ok(Action::Done);
     };
@@ -136,7 +129,7 @@ async fn reconcile(
         }
         return Ok(Action::Done);
     }
-    let nodes = resource("nodes");
+    let nodes = resources::NODES;
     if registry.get_cached(nodes, "", node).is_none() {
         let first = *absent_since
             .lock()
@@ -158,7 +151,7 @@ async fn reconcile(
         return force_delete(registry, &pod).await;
     }
     absent_since.lock().remove(node);
-    let lease = registry.get_cached(leases(), NODE_LEASE_NAMESPACE, node);
+    let lease = registry.get_cached(resources::LEASES, NODE_LEASE_NAMESPACE, node);
     match judge(&pod, lease.as_deref(), badge_api::clock::now()) {
         Verdict::Keep => Ok(Action::Done),
         Verdict::RecheckIn(after) => Ok(Action::RequeueAfter(after)),
@@ -176,7 +169,7 @@ async fn force_delete(registry: &Registry, pod: &Value) -> Result<Action, Status
         ..Default::default()
     };
     match registry
-        .delete(resource("pods"), meta::namespace(pod), meta::name(pod), &options)
+        .delete(resources::PODS, meta::namespace(pod), meta::name(pod), &options)
         .await
     {
         // Gone already, or replaced by another pod of the name (seen on its own event).

@@ -5,13 +5,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use badge_api::{Status, meta};
+use badge_api::{Status, meta, resources};
 use badge_registry::{DeleteOptions, Registry};
 use badge_token::bootstrap::{SECRET_NAMESPACE, SECRET_TYPE};
 use serde_json::Value;
 
 use crate::runtime::{Action, Controller};
-use crate::{leader, namespaced_key, resource};
+use crate::{leader, namespaced_key};
 
 /// What to do with a bootstrap Secret whose `expiration` is `expiration` at `now`
 /// (upstream's `GetExpiration`): absent never expires, unparseable counts as expired.
@@ -64,7 +64,7 @@ pub fn spawn(registry: Arc<Registry>, leading: Option<leader::Leading>) {
 }
 
 async fn reconcile(registry: &Registry, name: &str) -> Result<Action, Status> {
-    let secrets = resource("secrets");
+    let secrets = resources::SECRETS;
     let Some(secret) = registry.get_cached(secrets, SECRET_NAMESPACE, name) else {
         return Ok(Action::Done);
     };

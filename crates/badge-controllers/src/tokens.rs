@@ -57,13 +57,6 @@ fn stale_kid(secret: &Value, signer: &dyn LegacyTokenSigner) -> Option<String> {
     (!signer.verifies_kid(&kid)).then_some(kid)
 }
 
-fn core(plural: &str) -> &'static Resource {
-    match resources::lookup("", "v1", plural) {
-        Some(r) => r,
-        None => unreachable!("core/v1 {plural} is in the resource table"),
-    }
-}
-
 fn is_token_secret(secret: &Value) -> bool {
     secret.get("type").and_then(Value::as_str) == Some(SERVICE_ACCOUNT_TOKEN_TYPE)
 }
@@ -99,7 +92,7 @@ pub fn spawn(
         tokio::spawn(async move {
             while changes.changed().await.is_ok() {
                 let Ok(page) = registry
-                    .list(core("secrets"), "", &Filter::default(), ReadFrom::Any, 0, None)
+                    .list(resources::SECRETS, "", &Filter::default(), ReadFrom::Any, 0, None)
                     .await
                 else {
                     continue;
@@ -133,7 +126,7 @@ async fn reconcile(
     ns: &str,
     sa_name: &str,
 ) -> Result<Action, Status> {
-    let secrets = core("secrets");
+    let secrets = resources::SECRETS;
     // Up to date with the store, then only this ServiceAccount's Secrets, from the index.
     registry.sync().await?;
     let token_secrets: Vec<Arc<Value>> = registry
@@ -144,7 +137,7 @@ async fn reconcile(
         .filter(|s| is_token_secret(s))
         .collect();
     let sa = registry
-        .get_cached(core("serviceaccounts"), ns, sa_name)
+        .get_cached(resources::SERVICEACCOUNTS, ns, sa_name)
         .filter(|sa| meta::deletion_timestamp(sa).is_none());
     let Some(sa) = sa else {
         // The ServiceAccount is gone: so are its token Secrets.
@@ -288,7 +281,7 @@ async fn create_token_secret(
         "type": SERVICE_ACCOUNT_TOKEN_TYPE,
     });
     match registry
-        .create(core("secrets"), ns, secret, &WriteOptions::default())
+        .create(resources::SECRETS, ns, secret, &WriteOptions::default())
         .await
     {
         Ok(_) => {}
@@ -297,7 +290,7 @@ async fn create_token_secret(
     }
     let result = registry
         .update(
-            core("serviceaccounts"),
+            resources::SERVICEACCOUNTS,
             ns,
             sa_name,
             "",

@@ -160,11 +160,7 @@ fn valid_configuration() -> impl Strategy<Value = EncryptionConfiguration> {
 }
 
 fn secret_key() -> String {
-    let secrets = badge_api::resources::RESOURCES
-        .iter()
-        .find(|r| r.group.is_empty() && r.plural == "secrets")
-        .unwrap();
-    format!("{}default/s", secrets.key_prefix())
+    format!("{}default/s", badge_api::resources::SECRETS.key_prefix())
 }
 
 proptest! {

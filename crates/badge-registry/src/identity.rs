@@ -35,11 +35,6 @@ impl UsageUpdate {
     }
 }
 
-fn resource(plural: &str) -> Result<&'static resources::Resource, Status> {
-    resources::lookup(badge_api::identity::GROUP, "v1", plural)
-        .ok_or_else(|| Status::internal(format!("{plural} is not served")))
-}
-
 /// How many IssuedTokens of a ServiceAccount are live (unexpired, or legacy) at `now`, as
 /// the watch cache holds them.
 pub async fn live_tokens(
@@ -56,7 +51,7 @@ pub async fn live_tokens(
     };
     let page = registry
         .list(
-            resource("issuedtokens")?,
+            resources::ISSUEDTOKENS,
             namespace,
             &filter,
             ReadFrom::Any,
@@ -113,7 +108,7 @@ pub async fn record_service_account_usage(
     update: &UsageUpdate,
     now: jiff::Timestamp,
 ) -> Result<(), Status> {
-    let usages = resource("serviceaccountusages")?;
+    let usages = resources::SERVICEACCOUNTUSAGES;
     let live = live_tokens(registry, namespace, service_account, now).await?;
     for _ in 0..8 {
         let updated = registry

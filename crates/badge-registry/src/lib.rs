@@ -9,6 +9,7 @@ pub mod csr;
 pub mod graceful;
 pub mod identity;
 mod index;
+pub mod printers;
 pub mod registry;
 pub mod strategy;
 

@@ -1,8 +1,10 @@
 //! Per-resource rules, as upstream's `rest.RESTCreateStrategy`/`RESTUpdateStrategy`/
 //! `RESTDeleteStrategy`: defaults on create, what an update may not change, validation,
-//! warnings, the admission the API server runs, selectable fields and what deletion does.
+//! warnings, the admission the API server runs, selectable fields, what deletion does and
+//! the columns `kubectl get` shows.
 //! [`of`] is the one place that says which resource has which rules.
 
+use crate::printers::{self, Printer};
 use badge_api::meta;
 use badge_api::resources::{self, Resource};
 use badge_api::status::FieldError;
@@ -65,6 +67,8 @@ pub struct Strategy {
     pub field_value: fn(&Value, &str) -> Option<String>,
     pub admission: Admission,
     pub deletion: Deletion,
+    /// The columns of the resource's Tables and how an object fills them.
+    pub printer: &'static Printer,
 }
 
 /// The rules of a resource without rules of its own.
@@ -76,15 +80,18 @@ const PLAIN: Strategy = Strategy {
     field_value: |_, _| None,
     admission: Admission::None,
     deletion: Deletion::Immediate,
+    printer: &printers::DEFAULT,
 };
 
 static CONFIGMAPS: Strategy = Strategy {
     validate: |_, object, old, errs| validate_configmap(object, old, errs),
+    printer: &printers::CONFIGMAPS,
     ..PLAIN
 };
 
 static EVENTS: Strategy = Strategy {
     field_value: event_field,
+    printer: &printers::EVENTS,
     ..PLAIN
 };
 
@@ -99,6 +106,7 @@ static NAMESPACES: Strategy = Strategy {
         _ => None,
     },
     deletion: Deletion::Finalized,
+    printer: &printers::NAMESPACES,
     ..PLAIN
 };
 
@@ -135,6 +143,7 @@ static PODS: Strategy = Strategy {
     },
     admission: Admission::ServiceAccount,
     deletion: Deletion::Graceful,
+    printer: &printers::PODS,
     ..PLAIN
 };
 
@@ -159,11 +168,13 @@ static SECRETS: Strategy = Strategy {
         "type" => Some(string_at(object, "/type")),
         _ => None,
     },
+    printer: &printers::SECRETS,
     ..PLAIN
 };
 
 static SERVICEACCOUNTS: Strategy = Strategy {
     warnings: crate::admission::enforce_mountable_secrets_warnings,
+    printer: &printers::SERVICEACCOUNTS,
     ..PLAIN
 };
 
@@ -176,6 +187,7 @@ static CERTIFICATESIGNINGREQUESTS: Strategy = Strategy {
         _ => None,
     },
     admission: Admission::CertificateSigning,
+    printer: &printers::CERTIFICATESIGNINGREQUESTS,
     ..PLAIN
 };
 
@@ -203,11 +215,13 @@ static ISSUEDTOKENS: Strategy = Strategy {
         "spec.serviceAccountName" => Some(string_at(object, "/spec/serviceAccountName")),
         _ => None,
     },
+    printer: &printers::ISSUEDTOKENS,
     ..PLAIN
 };
 
 static TOKENPOLICIES: Strategy = Strategy {
     validate: |_, object, _, errs| errs.extend(badge_api::tokenpolicy::validate(object)),
+    printer: &printers::TOKENPOLICIES,
     ..PLAIN
 };
 
@@ -223,11 +237,28 @@ static CLUSTERROLES: Strategy = Strategy {
 
 static ROLEBINDINGS: Strategy = Strategy {
     validate: |_, object, old, errs| validate_binding(object, old, true, errs),
+    printer: &printers::BINDINGS,
     ..PLAIN
 };
 
 static CLUSTERROLEBINDINGS: Strategy = Strategy {
     validate: |_, object, old, errs| validate_binding(object, old, false, errs),
+    printer: &printers::BINDINGS,
+    ..PLAIN
+};
+
+static NODES: Strategy = Strategy {
+    printer: &printers::NODES,
+    ..PLAIN
+};
+
+static LEASES: Strategy = Strategy {
+    printer: &printers::LEASES,
+    ..PLAIN
+};
+
+static SERVICEACCOUNTUSAGES: Strategy = Strategy {
+    printer: &printers::SERVICEACCOUNTUSAGES,
     ..PLAIN
 };
 
@@ -235,15 +266,18 @@ static PLAIN_STRATEGY: Strategy = PLAIN;
 
 /// The rules of `resource`.
 pub fn of(resource: &Resource) -> &'static Strategy {
-    let with_rules: [(&Resource, &'static Strategy); 13] = [
+    let with_rules: [(&Resource, &'static Strategy); 16] = [
         (resources::CONFIGMAPS, &CONFIGMAPS),
         (resources::EVENTS, &EVENTS),
         (resources::NAMESPACES, &NAMESPACES),
+        (resources::NODES, &NODES),
         (resources::PODS, &PODS),
         (resources::SECRETS, &SECRETS),
         (resources::SERVICEACCOUNTS, &SERVICEACCOUNTS),
         (resources::CERTIFICATESIGNINGREQUESTS, &CERTIFICATESIGNINGREQUESTS),
         (resources::ISSUEDTOKENS, &ISSUEDTOKENS),
+        (resources::SERVICEACCOUNTUSAGES, &SERVICEACCOUNTUSAGES),
+        (resources::LEASES, &LEASES),
         (resources::TOKENPOLICIES, &TOKENPOLICIES),
         (resources::ROLES, &ROLES),
         (resources::CLUSTERROLES, &CLUSTERROLES),
@@ -818,6 +852,48 @@ fn validate_pod(object: &Value, old: Option<&Value>, errs: &mut Vec<FieldError>)
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn every_printer_fills_each_of_its_columns() {
+        let object = json!({"metadata": {"name": "x", "creationTimestamp": "2020-01-01T00:00:00Z"}});
+        let now = jiff::Timestamp::from_second(1_700_000_000).unwrap();
+        for resource in resources::RESOURCES {
+            let printer = of(resource).printer;
+            assert_eq!(
+                printer.cells(&object, now).len(),
+                printer.columns.len(),
+                "{}",
+                resource.plural
+            );
+        }
+    }
+
+    #[test]
+    fn resources_print_their_own_columns() {
+        let names = |r| of(r).printer.columns.iter().map(|c| c.name).collect::<Vec<_>>();
+        assert_eq!(names(resources::ROLES), ["Name", "Created At"]);
+        assert_eq!(names(resources::TOKENREVIEWS), ["Name", "Created At"]);
+        assert_eq!(
+            names(resources::NODES),
+            ["Name", "Status", "Roles", "Age", "Version"]
+        );
+        assert_eq!(names(resources::LEASES), ["Name", "Holder", "Age"]);
+        assert_eq!(
+            names(resources::CLUSTERROLEBINDINGS),
+            names(resources::ROLEBINDINGS)
+        );
+        assert_eq!(
+            names(resources::SERVICEACCOUNTUSAGES),
+            [
+                "Name",
+                "Last Authenticated",
+                "Credential",
+                "Last Token Issued",
+                "Live Tokens",
+                "Age"
+            ]
+        );
+    }
 
     fn issued_token() -> Value {
         json!({
