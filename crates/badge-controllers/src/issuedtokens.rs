@@ -28,6 +28,7 @@ fn issued_tokens() -> Result<&'static resources::Resource, Status> {
         .ok_or_else(|| Status::internal("issuedtokens is not served"))
 }
 
+/// Starts the controller; it reconciles while `leading` says this server leads (always when None).
 pub fn spawn(registry: Arc<Registry>, leading: Option<leader::Leading>) {
     let controller = Controller::new("issuedtoken", registry.clone(), |event| {
         if let Some((ns, name)) = namespaced_key(&event.key, "/registry/issuedtokens/") {
@@ -120,8 +121,11 @@ impl Expiries {
 /// What to do with a record at `now`: keep it until `expiresAt`, or delete it.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Fate {
+    /// Keep it: its token has no expiry to wait for (a legacy token whose Secret lives, or one without a readable expiry).
     Keep,
+    /// Keep it for this long, then judge again.
     KeepFor(Duration),
+    /// Its token expired or its Secret is gone: delete it.
     Delete,
 }
 

@@ -36,6 +36,7 @@ fn leases() -> &'static Resource {
     }
 }
 
+/// Starts the collector; it reconciles while `leading` says this server leads (always when None).
 pub fn spawn(registry: Arc<Registry>, leading: Option<leader::Leading>) {
     let nodes_prefix = resource("nodes").key_prefix();
     let pods_prefix = resource("pods").key_prefix();
@@ -76,8 +77,11 @@ fn node_of(pod: &Value) -> &str {
 /// What the collector does with a pod whose node exists.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Verdict {
+    /// Leave the pod.
     Keep,
+    /// Look again after this long (the quarantine or the grace is still running).
     RecheckIn(Duration),
+    /// Delete the pod with grace zero.
     ForceDelete,
 }
 
