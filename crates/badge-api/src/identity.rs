@@ -34,17 +34,22 @@ pub const LEGACY_TOKEN_LAST_USED_LABEL: &str = "kubernetes.io/legacy-token-last-
 pub struct IssuedToken {
     #[serde(rename = "apiVersion", default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "String")]
+    /// APIVersion defines the versioned schema of this representation of an object.
     pub api_version: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "String")]
+    /// Kind is the REST resource this object represents.
     pub kind: Option<String>,
     #[serde(default)]
+    /// Standard object metadata; named after the token's jti, or a legacy token's Secret.
     pub metadata: ObjectMeta,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "IssuedTokenSpec")]
+    /// What the token was issued for.
     pub spec: Option<IssuedTokenSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "IssuedTokenStatus")]
+    /// How the token has been used.
     pub status: Option<IssuedTokenStatus>,
 }
 
@@ -101,12 +106,15 @@ pub struct IssuedTokenSpec {
 pub struct BoundObjectReference {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "String")]
+    /// The kind of the bound object: Pod, Secret or Node.
     pub kind: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "String")]
+    /// The name of the bound object.
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "String")]
+    /// The UID of the bound object.
     pub uid: Option<String>,
 }
 
@@ -116,6 +124,7 @@ pub struct BoundObjectReference {
 pub struct Requester {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "String")]
+    /// The requesting user's name.
     pub username: Option<String>,
 }
 
@@ -148,6 +157,7 @@ pub struct Suspicion {
     pub reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "String")]
+    /// What was seen, for people.
     pub message: Option<String>,
     /// When the use was seen.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -162,6 +172,7 @@ pub struct Suspicion {
 pub struct LastUse {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Time")]
+    /// When the credential was used.
     pub time: Option<Time>,
     /// The credential used (`JTI=...`, or `Secret=NAME` for a legacy token); only on
     /// ServiceAccountUsage.
@@ -174,6 +185,7 @@ pub struct LastUse {
     pub source_address: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "String")]
+    /// The client's User-Agent.
     pub user_agent: Option<String>,
 }
 
@@ -186,20 +198,25 @@ pub struct LastUse {
 pub struct ServiceAccountUsage {
     #[serde(rename = "apiVersion", default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "String")]
+    /// APIVersion defines the versioned schema of this representation of an object.
     pub api_version: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "String")]
+    /// Kind is the REST resource this object represents.
     pub kind: Option<String>,
     #[serde(default)]
+    /// Standard object metadata; named after the ServiceAccount.
     pub metadata: ObjectMeta,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "ServiceAccountUsageStatus")]
+    /// The ServiceAccount's latest uses and live tokens.
     pub status: Option<ServiceAccountUsageStatus>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(rename = "dev.badge.identity.v1.ServiceAccountUsageStatus")]
+/// The observed use of a ServiceAccount.
 pub struct ServiceAccountUsageStatus {
     /// The latest authentication as the ServiceAccount.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -62,11 +62,14 @@ pub fn etag() -> &'static str {
 /// The two forms the document is served in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Form {
+    /// `application/json`.
     Json,
+    /// `application/com.github.proto-openapi.spec.v2.v1.0+protobuf`, which kubectl prefers.
     Protobuf,
 }
 
 impl Form {
+    /// The `Content-Type` the form is served with.
     pub fn content_type(self) -> &'static str {
         match self {
             Form::Json => "application/json",
@@ -74,6 +77,7 @@ impl Form {
         }
     }
 
+    /// The document in this form, built once.
     pub fn bytes(self) -> &'static [u8] {
         match self {
             Form::Json => json_bytes(),
