@@ -33,6 +33,7 @@ pub struct CertificateFiles {
 }
 
 impl CertificateFiles {
+    /// The files under `root/pki`.
     pub fn new(root: &Path) -> CertificateFiles {
         CertificateFiles {
             dir: root.join("pki"),

@@ -5,12 +5,12 @@ use std::time::SystemTime;
 
 /// The current time.
 #[allow(clippy::disallowed_methods, reason = "the clock module reads the clock")]
-pub fn now() -> SystemTime {
+pub(crate) fn now() -> SystemTime {
     SystemTime::now()
 }
 
 /// The current time as a timestamp.
 #[allow(clippy::disallowed_methods, reason = "the clock module reads the clock")]
-pub fn timestamp() -> jiff::Timestamp {
+pub(crate) fn timestamp() -> jiff::Timestamp {
     jiff::Timestamp::now()
 }

@@ -120,8 +120,11 @@ pub fn pins(options: &JoinOptions) -> anyhow::Result<Vec<String>> {
 /// What verified discovery yields: the server and CA of the cluster's kubeconfig.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterInfo {
+    /// The `kubeconfig` entry of `kube-public/cluster-info`, as published.
     pub kubeconfig: String,
+    /// The API server's URL, from that kubeconfig's cluster.
     pub server: String,
+    /// PEM of the cluster CA, checked against the pinned hashes when any are given.
     pub ca_pem: String,
 }
 

@@ -13,6 +13,7 @@
 //! volumes), `volumes` (what each volume's files are), `tokens` (the token cache),
 //! [`join`] and [`certificate`] (bootstrap and client certificate rotation).
 
+#![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
 mod agent;

@@ -9,13 +9,19 @@ use anyhow::Context;
 /// What the agent counts; also logged periodically.
 #[derive(Default, Debug)]
 pub struct Counters {
+    /// TokenRequests sent.
     pub tokens_requested: AtomicU64,
+    /// TokenRequests that failed.
     pub token_request_errors: AtomicU64,
+    /// Projected volumes written.
     pub volumes_written: AtomicU64,
+    /// Projected volume writes that failed.
     pub volume_write_errors: AtomicU64,
+    /// Volume directories removed after their pod left the node.
     pub pods_cleaned: AtomicU64,
 }
 
+/// Counts one more event; relaxed, as the counters order nothing.
 pub fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }

@@ -14,6 +14,7 @@ use crate::schedule;
 
 /// The kubelet's default `nodeLeaseDurationSeconds`.
 pub const LEASE_DURATION_SECONDS: u64 = 40;
+/// The namespace that holds every node's Lease.
 pub const LEASE_NAMESPACE: &str = "kube-node-lease";
 
 /// Renews the lease until the returned handle is dropped.

@@ -29,6 +29,7 @@ pub struct AgentOptions {
     #[arg(long, visible_alias = "metrics-bind-address")]
     pub metrics_address: Option<std::net::SocketAddr>,
     #[command(flatten)]
+    /// How the agent joins a cluster with a bootstrap token.
     pub join: join::JoinOptions,
 }
 

@@ -60,6 +60,7 @@ impl Terminations {
         self.pending.remove(uid);
     }
 
+    /// When the next pending deletion is due to be confirmed, if any is pending.
     pub fn next_due(&self) -> Option<Instant> {
         self.pending.values().map(|p| p.due).min()
     }

@@ -20,8 +20,11 @@ const DATA_TMP: &str = "..data_tmp";
 /// One file of a volume: a validated relative path, its bytes and its mode.
 #[derive(Clone, PartialEq, Eq)]
 pub struct File {
+    /// The path inside the volume, relative and without `..`.
     pub path: String,
+    /// The file's contents.
     pub data: Vec<u8>,
+    /// Permission bits, as the volume's `defaultMode` or item `mode` gives them.
     pub mode: u32,
 }
 

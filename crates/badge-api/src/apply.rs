@@ -330,6 +330,7 @@ fn render_path(path: &[Step]) -> String {
 pub struct ApplyConflict {
     /// (manager, field path) pairs.
     pub conflicts: Vec<(String, String)>,
+    /// The apiVersion the conflicting managers applied with.
     pub api_version: String,
 }
 

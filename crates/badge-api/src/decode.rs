@@ -14,8 +14,11 @@ use crate::status::Status;
 /// The body formats badge reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MediaType {
+    /// `application/json`.
     Json,
+    /// `application/yaml`.
     Yaml,
+    /// `application/vnd.kubernetes.protobuf`.
     Protobuf,
 }
 
@@ -38,9 +41,12 @@ pub fn media_type(content_type: &str) -> Option<MediaType> {
 /// `fieldValidation`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum FieldValidation {
+    /// Unknown and duplicate fields are dropped silently.
     Ignore,
+    /// Unknown and duplicate fields are dropped with a warning.
     Warn,
     #[default]
+    /// Unknown and duplicate fields fail the request.
     Strict,
 }
 

@@ -19,7 +19,8 @@ macro_rules! identity_kind {
         $name:ident,
         schema: $schema:literal,
         description: $description:literal,
-        $($part:ident: $part_type:ty as $part_schema:literal),+ $(,)?
+        metadata: $metadata_doc:literal,
+        $($(#[doc = $part_doc:literal])* $part:ident: $part_type:ty as $part_schema:literal),+ $(,)?
     ) => {
         $(#[$attr])*
         #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -28,13 +29,17 @@ macro_rules! identity_kind {
         pub struct $name {
             #[serde(rename = "apiVersion", default, skip_serializing_if = "Option::is_none")]
             #[schemars(with = "String")]
+            /// APIVersion defines the versioned schema of this representation of an object.
             pub api_version: Option<String>,
             #[serde(default, skip_serializing_if = "Option::is_none")]
             #[schemars(with = "String")]
+            /// Kind is the REST resource this object represents.
             pub kind: Option<String>,
             #[serde(default)]
+            #[doc = $metadata_doc]
             pub metadata: ObjectMeta,
             $(
+                $(#[doc = $part_doc])*
                 #[serde(default, skip_serializing_if = "Option::is_none")]
                 #[schemars(with = $part_schema)]
                 pub $part: Option<$part_type>,
@@ -64,7 +69,10 @@ identity_kind! {
     IssuedToken,
     schema: "dev.badge.identity.v1.IssuedToken",
     description: "IssuedToken records one ServiceAccount token the server issued (named by its jti) or a legacy Secret token (named after its Secret), kept until the token expires.",
+    metadata: "Standard object metadata; named after the token's jti, or a legacy token's Secret.",
+    /// What the token was issued for.
     spec: IssuedTokenSpec as "IssuedTokenSpec",
+    /// How the token has been used.
     status: IssuedTokenStatus as "IssuedTokenStatus",
 }
 
@@ -121,12 +129,15 @@ pub struct IssuedTokenSpec {
 pub struct BoundObjectReference {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "String")]
+    /// The kind of the bound object: Pod, Secret or Node.
     pub kind: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "String")]
+    /// The name of the bound object.
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "String")]
+    /// The UID of the bound object.
     pub uid: Option<String>,
 }
 
@@ -136,6 +147,7 @@ pub struct BoundObjectReference {
 pub struct Requester {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "String")]
+    /// The requesting user's name.
     pub username: Option<String>,
 }
 
@@ -168,6 +180,7 @@ pub struct Suspicion {
     pub reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "String")]
+    /// What was seen, for people.
     pub message: Option<String>,
     /// When the use was seen.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -182,6 +195,7 @@ pub struct Suspicion {
 pub struct LastUse {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Time")]
+    /// When the credential was used.
     pub time: Option<Time>,
     /// The credential used (`JTI=...`, or `Secret=NAME` for a legacy token); only on
     /// ServiceAccountUsage.
@@ -194,6 +208,7 @@ pub struct LastUse {
     pub source_address: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "String")]
+    /// The client's User-Agent.
     pub user_agent: Option<String>,
 }
 
@@ -202,12 +217,15 @@ identity_kind! {
     ServiceAccountUsage,
     schema: "dev.badge.identity.v1.ServiceAccountUsage",
     description: "ServiceAccountUsage records when a ServiceAccount last authenticated and last had a token issued, and how many of its tokens are live. Named after the ServiceAccount.",
+    metadata: "Standard object metadata; named after the ServiceAccount.",
+    /// The ServiceAccount's latest uses and live tokens.
     status: ServiceAccountUsageStatus as "ServiceAccountUsageStatus",
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(rename = "dev.badge.identity.v1.ServiceAccountUsageStatus")]
+/// The observed use of a ServiceAccount.
 pub struct ServiceAccountUsageStatus {
     /// The latest authentication as the ServiceAccount.
     #[serde(default, skip_serializing_if = "Option::is_none")]

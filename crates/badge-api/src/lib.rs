@@ -2,6 +2,8 @@
 //! RBAC; `Status` errors; request path parsing; selectors; strict decoding of bodies;
 //! patches; object metadata helpers.
 
+#![warn(missing_docs)]
+
 pub mod apply;
 pub mod clock;
 pub mod decode;

@@ -33,30 +33,37 @@ fn meta_str<'a>(object: &'a Value, field: &str) -> &'a str {
         .unwrap_or("")
 }
 
+/// `metadata.name`, "" when absent.
 pub fn name(object: &Value) -> &str {
     meta_str(object, "name")
 }
 
+/// `metadata.generateName`, "" when absent.
 pub fn generate_name(object: &Value) -> &str {
     meta_str(object, "generateName")
 }
 
+/// `metadata.namespace`, "" when absent.
 pub fn namespace(object: &Value) -> &str {
     meta_str(object, "namespace")
 }
 
+/// `metadata.uid`, "" when absent.
 pub fn uid(object: &Value) -> &str {
     meta_str(object, "uid")
 }
 
+/// `metadata.resourceVersion`, "" when absent.
 pub fn resource_version(object: &Value) -> &str {
     meta_str(object, "resourceVersion")
 }
 
+/// `metadata.creationTimestamp`, "" when absent.
 pub fn creation_timestamp(object: &Value) -> &str {
     meta_str(object, "creationTimestamp")
 }
 
+/// `metadata.deletionTimestamp`, when set.
 pub fn deletion_timestamp(object: &Value) -> Option<&str> {
     meta(object)
         .and_then(|m| m.get("deletionTimestamp"))
@@ -76,10 +83,12 @@ pub fn string_map(object: &Value, field: &str) -> BTreeMap<String, String> {
         .unwrap_or_default()
 }
 
+/// `metadata.labels` with string values.
 pub fn labels(object: &Value) -> BTreeMap<String, String> {
     string_map(object, "labels")
 }
 
+/// The annotation `key`, when set.
 pub fn annotation<'a>(object: &'a Value, key: &str) -> Option<&'a str> {
     meta(object)
         .and_then(|m| m.get("annotations"))
@@ -87,6 +96,7 @@ pub fn annotation<'a>(object: &'a Value, key: &str) -> Option<&'a str> {
         .and_then(Value::as_str)
 }
 
+/// `metadata.finalizers`.
 pub fn finalizers(object: &Value) -> Vec<String> {
     meta(object)
         .and_then(|m| m.get("finalizers"))
@@ -95,10 +105,12 @@ pub fn finalizers(object: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Sets `metadata.<field>`, creating `metadata` when absent.
 pub fn set(object: &mut Value, field: &str, value: impl Into<Value>) {
     meta_mut(object).insert(field.into(), value.into());
 }
 
+/// Removes `metadata.<field>`.
 pub fn remove(object: &mut Value, field: &str) {
     meta_mut(object).remove(field);
 }

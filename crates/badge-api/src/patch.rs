@@ -19,13 +19,18 @@ pub use strategic::{ListStrategy, MergeSchema, strategic_merge_patch};
 /// The patch content types.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PatchType {
+    /// `application/json-patch+json` (RFC 6902).
     Json,
+    /// `application/merge-patch+json` (RFC 7386).
     Merge,
+    /// `application/strategic-merge-patch+json`.
     StrategicMerge,
+    /// `application/apply-patch+yaml`: server-side apply.
     Apply,
 }
 
 impl PatchType {
+    /// The patch type of a `Content-Type`, ignoring parameters; None when it is none.
     pub fn from_content_type(content_type: &str) -> Option<PatchType> {
         match content_type.split(';').next().unwrap_or("").trim() {
             "application/json-patch+json" => Some(PatchType::Json),

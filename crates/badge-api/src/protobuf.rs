@@ -26,11 +26,19 @@ const MAX_DEPTH: usize = 32;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProtobufError {
     #[error("the body does not start with the Kubernetes protobuf prefix")]
+    /// The Kubernetes protobuf envelope's magic prefix is missing.
     NotProtobuf,
     #[error("malformed protobuf body: {0}")]
+    /// The bytes are not a valid message.
     Malformed(String),
     #[error("protobuf bodies of kind {kind} in {api_version} are not supported; send JSON")]
-    UnsupportedKind { api_version: String, kind: String },
+    /// A kind badge reads only as JSON.
+    UnsupportedKind {
+        /// The body's apiVersion.
+        api_version: String,
+        /// The body's kind.
+        kind: String,
+    },
 }
 
 fn malformed(what: impl Into<String>) -> ProtobufError {

@@ -21,6 +21,7 @@ impl QueryParams {
         QueryParams(map)
     }
 
+    /// The value of `key`, if the query has it.
     pub fn get(&self, key: &str) -> Option<&str> {
         self.0.get(key).map(String::as_str)
     }

@@ -16,11 +16,17 @@ pub struct RequestInfo {
     pub verb: String,
     /// `api` or `apis` (empty for non-resource requests).
     pub api_prefix: String,
+    /// The API group, "" for the core group.
     pub api_group: String,
+    /// The API version.
     pub api_version: String,
+    /// The namespace, "" for cluster-scoped requests.
     pub namespace: String,
+    /// The resource, plural.
     pub resource: String,
+    /// The subresource, "" for the object itself.
     pub subresource: String,
+    /// The object's name, "" when the path names none.
     pub name: String,
     /// True when the path named a namespace as a scope (`/namespaces/NS/<resource>...`), as
     /// opposed to naming a Namespace object (`/namespaces/NS`, `/namespaces/NS/status`). A
@@ -34,10 +40,13 @@ pub struct RequestInfo {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum PathError {
     #[error("invalid resource name {0:?}: may not contain '/' or '%', or be '.' or '..'")]
+    /// A name segment that may not be a name.
     InvalidName(String),
     #[error("the path contains an empty segment")]
+    /// Two slashes in a row.
     EmptySegment,
     #[error("the path is not valid UTF-8")]
+    /// Percent-decoding gave bytes that are not UTF-8.
     NotUtf8,
 }
 

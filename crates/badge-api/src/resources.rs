@@ -15,28 +15,46 @@ pub enum Storage {
 /// A subresource (`serviceaccounts/token`).
 #[derive(Debug)]
 pub struct Subresource {
+    /// The subresource's name (`token`, `status`).
     pub name: &'static str,
+    /// The group of the kind it takes and answers, which may differ from the resource's.
     pub group: &'static str,
+    /// The version of that kind.
     pub version: &'static str,
+    /// The kind it takes and answers (`TokenRequest`).
     pub kind: &'static str,
+    /// The verbs it serves.
     pub verbs: &'static [&'static str],
+    /// The `$ref` schema of its kind, for OpenAPI.
     pub schema: fn(&mut SchemaGenerator) -> Schema,
+    /// Decodes a body to its typed form and back, dropping fields the kind does not have.
     pub roundtrip: fn(&serde_json::Value) -> Result<serde_json::Value, String>,
 }
 
 /// One resource type.
 #[derive(Debug)]
 pub struct Resource {
+    /// The API group, "" for the core group.
     pub group: &'static str,
+    /// The version served.
     pub version: &'static str,
+    /// The kind of its objects.
     pub kind: &'static str,
+    /// The plural name, as in URLs.
     pub plural: &'static str,
+    /// The singular name, lowercase.
     pub singular: &'static str,
+    /// Whether objects live in a namespace.
     pub namespaced: bool,
+    /// The verbs served, as discovery lists them.
     pub verbs: &'static [&'static str],
+    /// Short names kubectl accepts (`sa`).
     pub short_names: &'static [&'static str],
+    /// Categories kubectl expands (`all`).
     pub categories: &'static [&'static str],
+    /// Its subresources.
     pub subresources: &'static [Subresource],
+    /// How objects are stored.
     pub storage: Storage,
     /// The `$ref` schema of the kind, for OpenAPI.
     pub schema: fn(&mut SchemaGenerator) -> Schema,
@@ -55,10 +73,12 @@ impl Resource {
         }
     }
 
+    /// The kind of a list of these objects (`PodList`).
     pub fn list_kind(&self) -> String {
         format!("{}List", self.kind)
     }
 
+    /// The group and resource, as errors name them.
     pub fn group_resource(&self) -> crate::status::GroupResource<'static> {
         crate::status::GroupResource {
             group: self.group,
@@ -100,10 +120,12 @@ impl Resource {
         self.group == other.group && self.plural == other.plural
     }
 
+    /// Whether the resource serves `verb`.
     pub fn allows(&self, verb: &str) -> bool {
         self.verbs.contains(&verb)
     }
 
+    /// The subresource `name`, when served.
     pub fn subresource(&self, name: &str) -> Option<&'static Subresource> {
         self.subresources.iter().find(|s| s.name == name)
     }
@@ -562,23 +584,41 @@ const fn row(group: &str, plural: &str) -> usize {
     panic!("a resource constant names a row the table lacks")
 }
 
+/// `v1` ConfigMaps.
 pub static CONFIGMAPS: &Resource = &RESOURCES[row("", "configmaps")];
+/// `v1` Events.
 pub static EVENTS: &Resource = &RESOURCES[row("", "events")];
+/// `v1` Namespaces.
 pub static NAMESPACES: &Resource = &RESOURCES[row("", "namespaces")];
+/// `v1` Nodes.
 pub static NODES: &Resource = &RESOURCES[row("", "nodes")];
+/// `v1` Pods.
 pub static PODS: &Resource = &RESOURCES[row("", "pods")];
+/// `v1` Secrets.
 pub static SECRETS: &Resource = &RESOURCES[row("", "secrets")];
+/// `v1` ServiceAccounts.
 pub static SERVICEACCOUNTS: &Resource = &RESOURCES[row("", "serviceaccounts")];
+/// `authentication.k8s.io` TokenReviews.
 pub static TOKENREVIEWS: &Resource = &RESOURCES[row(AUTHN, "tokenreviews")];
+/// `authorization.k8s.io` SubjectAccessReviews.
 pub static SUBJECTACCESSREVIEWS: &Resource = &RESOURCES[row(AUTHZ, "subjectaccessreviews")];
+/// `certificates.k8s.io` CertificateSigningRequests.
 pub static CERTIFICATESIGNINGREQUESTS: &Resource = &RESOURCES[row(CERTS, "certificatesigningrequests")];
+/// `coordination.k8s.io` Leases.
 pub static LEASES: &Resource = &RESOURCES[row(COORD, "leases")];
+/// `identity.badge.dev` IssuedTokens.
 pub static ISSUEDTOKENS: &Resource = &RESOURCES[row(IDENTITY, "issuedtokens")];
+/// `identity.badge.dev` ServiceAccountUsages.
 pub static SERVICEACCOUNTUSAGES: &Resource = &RESOURCES[row(IDENTITY, "serviceaccountusages")];
+/// `identity.badge.dev` TokenPolicies.
 pub static TOKENPOLICIES: &Resource = &RESOURCES[row(IDENTITY, "tokenpolicies")];
+/// `rbac.authorization.k8s.io` ClusterRoleBindings.
 pub static CLUSTERROLEBINDINGS: &Resource = &RESOURCES[row(RBAC, "clusterrolebindings")];
+/// `rbac.authorization.k8s.io` ClusterRoles.
 pub static CLUSTERROLES: &Resource = &RESOURCES[row(RBAC, "clusterroles")];
+/// `rbac.authorization.k8s.io` RoleBindings.
 pub static ROLEBINDINGS: &Resource = &RESOURCES[row(RBAC, "rolebindings")];
+/// `rbac.authorization.k8s.io` Roles.
 pub static ROLES: &Resource = &RESOURCES[row(RBAC, "roles")];
 
 /// The API groups badge serves, in discovery order (the core group is "").

@@ -6,11 +6,17 @@ use std::collections::BTreeMap;
 /// One label requirement.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Requirement {
+    /// `key=value` or `key==value`.
     Equals(String, String),
+    /// `key!=value`: also holds when the label is absent.
     NotEquals(String, String),
+    /// `key in (a,b)`.
     In(String, Vec<String>),
+    /// `key notin (a,b)`: also holds when the label is absent.
     NotIn(String, Vec<String>),
+    /// `key`: the label is set.
     Exists(String),
+    /// `!key`: the label is not set.
     DoesNotExist(String),
 }
 
@@ -30,6 +36,7 @@ impl Requirement {
 /// A parsed label selector: all requirements must hold. Empty matches everything.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LabelSelector {
+    /// The requirements, all of which must hold.
     pub requirements: Vec<Requirement>,
 }
 
@@ -39,6 +46,7 @@ pub struct LabelSelector {
 pub struct SelectorError(pub String);
 
 impl LabelSelector {
+    /// Parses `text`, as `labelSelector` is written.
     pub fn parse(text: &str) -> Result<LabelSelector, SelectorError> {
         let mut requirements = Vec::new();
         for term in split_top_level(text) {
@@ -51,10 +59,12 @@ impl LabelSelector {
         Ok(LabelSelector { requirements })
     }
 
+    /// Whether `labels` satisfy every requirement.
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
         self.requirements.iter().all(|r| r.matches(labels))
     }
 
+    /// Whether there is no requirement.
     pub fn is_empty(&self) -> bool {
         self.requirements.is_empty()
     }
@@ -149,18 +159,23 @@ fn check_value(value: &str) -> Result<(), ()> {
 /// One field selector term.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FieldTerm {
+    /// The field path (`metadata.name`, `spec.nodeName`).
     pub field: String,
+    /// The value compared with.
     pub value: String,
+    /// `!=` rather than `=`.
     pub negated: bool,
 }
 
 /// A parsed field selector: every term must hold.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FieldSelector {
+    /// The terms.
     pub terms: Vec<FieldTerm>,
 }
 
 impl FieldSelector {
+    /// Parses `text`, as `fieldSelector` is written.
     pub fn parse(text: &str) -> Result<FieldSelector, SelectorError> {
         let mut terms = Vec::new();
         for term in text.split(',') {
@@ -194,6 +209,7 @@ impl FieldSelector {
         })
     }
 
+    /// Whether there is no term.
     pub fn is_empty(&self) -> bool {
         self.terms.is_empty()
     }

@@ -7,16 +7,24 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Status {
+    /// Always `Status`.
     pub kind: String,
+    /// Always `v1`.
     pub api_version: String,
+    /// List metadata, empty.
     pub metadata: serde_json::Map<String, serde_json::Value>,
+    /// `Success` or `Failure`.
     pub status: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
+    /// A description of the outcome, for people.
     pub message: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
+    /// A machine-readable cause of a failure (`NotFound`, `Conflict`).
     pub reason: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// What the failure is about: the object and the field causes.
     pub details: Option<StatusDetails>,
+    /// The HTTP status code.
     pub code: u16,
     /// An internal error whose message is written for the client and names no internals
     /// (a stored value that cannot be decrypted); other internal errors reach clients with a
@@ -30,16 +38,22 @@ pub struct Status {
 #[serde(rename_all = "camelCase")]
 pub struct StatusDetails {
     #[serde(default, skip_serializing_if = "String::is_empty")]
+    /// The name of the object concerned.
     pub name: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
+    /// Its API group.
     pub group: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
+    /// Its resource (upstream calls it kind).
     pub kind: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
+    /// Its UID.
     pub uid: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// Field-level causes.
     pub causes: Vec<StatusCause>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// How long a client should wait before retrying.
     pub retry_after_seconds: Option<i64>,
 }
 
@@ -47,17 +61,22 @@ pub struct StatusDetails {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct StatusCause {
     #[serde(default, skip_serializing_if = "String::is_empty")]
+    /// The machine-readable cause (`FieldValueInvalid`).
     pub reason: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
+    /// The cause, for people.
     pub message: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
+    /// The field path concerned.
     pub field: String,
 }
 
 /// The group and resource an error is about (`schema.GroupResource`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GroupResource<'a> {
+    /// The API group, "" for the core group.
     pub group: &'a str,
+    /// The resource, plural.
     pub resource: &'a str,
 }
 
@@ -117,6 +136,7 @@ impl Status {
         self
     }
 
+    /// 404 NotFound: `<resource> "<name>" not found`.
     pub fn not_found(gr: GroupResource<'_>, name: &str) -> Status {
         Status::failure(404, "NotFound", format!("{gr} \"{name}\" not found")).with_details(gr, name)
     }
@@ -132,6 +152,7 @@ impl Status {
         status
     }
 
+    /// 409 AlreadyExists: `<resource> "<name>" already exists`.
     pub fn already_exists(gr: GroupResource<'_>, name: &str) -> Status {
         Status::failure(409, "AlreadyExists", format!("{gr} \"{name}\" already exists"))
             .with_details(gr, name)
@@ -188,10 +209,12 @@ impl Status {
         status
     }
 
+    /// 400 BadRequest with `message`.
     pub fn bad_request(message: impl Into<String>) -> Status {
         Status::failure(400, "BadRequest", message)
     }
 
+    /// 401 Unauthorized.
     pub fn unauthorized() -> Status {
         Status::failure(401, "Unauthorized", "Unauthorized")
     }
@@ -213,6 +236,7 @@ impl Status {
         status
     }
 
+    /// 405 MethodNotAllowed: `action` is not supported on the resource.
     pub fn method_not_supported(gr: GroupResource<'_>, action: &str) -> Status {
         Status::failure(
             405,
@@ -231,6 +255,7 @@ impl Status {
         )
     }
 
+    /// 406 NotAcceptable: only `accepted` can be answered.
     pub fn not_acceptable(accepted: &str) -> Status {
         Status::failure(
             406,
@@ -239,6 +264,7 @@ impl Status {
         )
     }
 
+    /// 415 UnsupportedMediaType for `content_type`.
     pub fn unsupported_media_type(content_type: &str) -> Status {
         Status::failure(
             415,
@@ -251,6 +277,7 @@ impl Status {
         )
     }
 
+    /// 413 RequestEntityTooLarge over `limit` bytes.
     pub fn request_entity_too_large(limit: usize) -> Status {
         Status::failure(
             413,
@@ -264,6 +291,7 @@ impl Status {
         Status::failure(410, "Expired", message)
     }
 
+    /// 500 InternalError with `message`.
     pub fn internal(message: impl Into<String>) -> Status {
         let message = message.into();
         let mut status = Status::failure(
@@ -290,10 +318,12 @@ impl Status {
         }
     }
 
+    /// 503 ServiceUnavailable with `message`.
     pub fn service_unavailable(message: impl Into<String>) -> Status {
         Status::failure(503, "ServiceUnavailable", message)
     }
 
+    /// 504 Timeout with `message`.
     pub fn timeout(message: impl Into<String>) -> Status {
         Status::failure(504, "Timeout", message)
     }
@@ -313,10 +343,12 @@ impl Status {
         self.code == 404
     }
 
+    /// Whether the reason is `Conflict`.
     pub fn is_conflict(&self) -> bool {
         self.code == 409 && self.reason == "Conflict"
     }
 
+    /// Whether the reason is `AlreadyExists`.
     pub fn is_already_exists(&self) -> bool {
         self.reason == "AlreadyExists"
     }
@@ -333,13 +365,21 @@ impl std::error::Error for Status {}
 /// The kind of a field validation error (`field.ErrorType`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FieldErrorKind {
+    /// `FieldValueDuplicate`: a value given twice.
     Duplicate,
+    /// `FieldValueForbidden`: a value not allowed here.
     Forbidden,
+    /// `FieldValueInvalid`: a malformed value.
     Invalid,
+    /// `FieldValueNotFound`: a value referring to nothing.
     NotFound,
+    /// `FieldValueNotSupported`: a value outside a fixed set.
     NotSupported,
+    /// `FieldValueRequired`: a value missing.
     Required,
+    /// `FieldValueTooLong`: a value over its length limit.
     TooLong,
+    /// `FieldValueTooMany`: a list over its size limit.
     TooMany,
 }
 
@@ -386,13 +426,18 @@ impl FieldErrorKind {
 /// One field validation error (`field.Error`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct FieldError {
+    /// The kind of error.
     pub kind: FieldErrorKind,
+    /// The field path (`spec.audiences[0]`).
     pub field: String,
+    /// The offending value.
     pub value: serde_json::Value,
+    /// Why it is wrong.
     pub detail: String,
 }
 
 impl FieldError {
+    /// An error of `kind` at `field`.
     pub fn new(
         kind: FieldErrorKind,
         field: impl Into<String>,
@@ -407,6 +452,7 @@ impl FieldError {
         }
     }
 
+    /// `FieldValueInvalid` at `field`.
     pub fn invalid(
         field: impl Into<String>,
         value: impl Into<serde_json::Value>,
@@ -415,6 +461,7 @@ impl FieldError {
         FieldError::new(FieldErrorKind::Invalid, field, value.into(), detail)
     }
 
+    /// `FieldValueRequired` at `field`.
     pub fn required(field: impl Into<String>, detail: impl Into<String>) -> FieldError {
         FieldError::new(
             FieldErrorKind::Required,
@@ -424,10 +471,12 @@ impl FieldError {
         )
     }
 
+    /// `FieldValueForbidden` at `field`.
     pub fn forbidden(field: impl Into<String>, detail: impl Into<String>) -> FieldError {
         FieldError::new(FieldErrorKind::Forbidden, field, serde_json::Value::Null, detail)
     }
 
+    /// `FieldValueNotSupported` at `field`, listing the supported values.
     pub fn not_supported(
         field: impl Into<String>,
         value: impl Into<serde_json::Value>,
@@ -442,10 +491,12 @@ impl FieldError {
         )
     }
 
+    /// `FieldValueDuplicate` at `field`.
     pub fn duplicate(field: impl Into<String>, value: impl Into<serde_json::Value>) -> FieldError {
         FieldError::new(FieldErrorKind::Duplicate, field, value.into(), "")
     }
 
+    /// `FieldValueTooLong` at `field`, over `max` characters.
     pub fn too_long(field: impl Into<String>, max: usize) -> FieldError {
         FieldError::new(
             FieldErrorKind::TooLong,

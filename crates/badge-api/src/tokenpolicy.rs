@@ -16,12 +16,15 @@ identity_kind! {
     TokenPolicy,
     schema: "dev.badge.identity.v1.TokenPolicy",
     description: "TokenPolicy limits the tokens TokenRequest issues for the ServiceAccounts it selects in its namespace: allowed audiences, maximum lifetime, required bound-object kinds. Every selecting policy applies.",
+    metadata: "Standard object metadata.",
+    /// Which TokenRequests the policy applies to and what it allows them.
     spec: TokenPolicySpec as "TokenPolicySpec",
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(rename = "dev.badge.identity.v1.TokenPolicySpec")]
+/// Which TokenRequests a policy applies to and what it allows them.
 pub struct TokenPolicySpec {
     /// Which ServiceAccounts of the namespace the policy applies to; empty selects all.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -48,9 +51,11 @@ pub struct TokenPolicySpec {
 pub struct ServiceAccountSelector {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Vec<String>")]
+    /// Names of ServiceAccounts in the policy's namespace; any one of them matches.
     pub names: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "BTreeMap<String, String>")]
+    /// Labels the ServiceAccount must carry, every one of them.
     pub match_labels: Option<BTreeMap<String, String>>,
 }
 
@@ -60,17 +65,24 @@ pub const BOUND_OBJECT_KINDS: &[&str] = &["Pod", "Secret", "Node"];
 /// What a TokenRequest asks, after defaulting (audiences filled in).
 #[derive(Clone, Copy, Debug)]
 pub struct TokenAsked<'a> {
+    /// The ServiceAccount's name, in the policy's namespace.
     pub service_account: &'a str,
+    /// The ServiceAccount's labels.
     pub service_account_labels: &'a BTreeMap<String, String>,
+    /// The audiences asked for.
     pub audiences: &'a [String],
+    /// The kind of the object the token is bound to, if any.
     pub bound_object_kind: Option<&'a str>,
+    /// The lifetime asked for, in seconds.
     pub expiration_seconds: i64,
 }
 
 /// What the policies allow: the lifetime to issue, and why it was shortened.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Allowed {
+    /// The lifetime to issue, in seconds.
     pub expiration_seconds: i64,
+    /// Why the lifetime was shortened, as API warnings.
     pub warnings: Vec<String>,
     /// The tightest maximum of the selecting policies: no token outlives it, not even a
     /// kubelet's extended one.
@@ -80,7 +92,9 @@ pub struct Allowed {
 /// The first policy (by name) refusing the request, and why.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Denied {
+    /// The refusing policy's name.
     pub policy: String,
+    /// Why it refuses.
     pub reason: String,
 }
 

@@ -133,13 +133,16 @@ pub fn config_key_errors(s: &str) -> Vec<String> {
 /// How a resource's names are checked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NameRule {
+    /// A DNS-1123 label: at most 63 lowercase alphanumerics or `-`.
     Dns1123Label,
+    /// A DNS-1123 subdomain: at most 253 characters of labels joined by `.`.
     Dns1123Subdomain,
     /// Any name usable as a path segment (RBAC objects).
     PathSegment,
 }
 
 impl NameRule {
+    /// Why `name` breaks the rule; empty when it does not.
     pub fn errors(self, name: &str) -> Vec<String> {
         match self {
             NameRule::Dns1123Label => dns1123_label_errors(name),

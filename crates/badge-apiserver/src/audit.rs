@@ -37,6 +37,7 @@ use crate::response::{self, Body};
 
 /// What the hook sees of a request.
 pub struct RequestEvent<'a> {
+    /// The request, as its path and verb describe it.
     pub info: &'a RequestInfo,
     /// The user the request acts as (the impersonated one, when it impersonates).
     pub user: &'a UserInfo,
@@ -44,6 +45,7 @@ pub struct RequestEvent<'a> {
 
 /// Where audit events go.
 pub trait AuditSink: Send + Sync {
+    /// Sees one request, once its user is known.
     fn request(&self, event: &RequestEvent<'_>);
 }
 
@@ -58,7 +60,9 @@ impl AuditSink for NoAudit {
 pub const CREDENTIAL_ID_KEY: &str = "authentication.kubernetes.io/credential-id";
 /// The annotation naming the credential a TokenRequest issued.
 pub const ISSUED_CREDENTIAL_ID_ANNOTATION: &str = "authentication.kubernetes.io/issued-credential-id";
+/// Annotation key of the authorizer's decision (`allow` or `forbid`).
 pub const DECISION_ANNOTATION: &str = "authorization.k8s.io/decision";
+/// Annotation key of the authorizer's reason.
 pub const REASON_ANNOTATION: &str = "authorization.k8s.io/reason";
 /// The header carrying the audit ID, in both directions.
 pub const AUDIT_ID_HEADER: &str = "Audit-ID";
@@ -84,6 +88,7 @@ pub fn annotate(response: &mut Response<Body>, key: &str, value: String) {
 
 /// Receives finished events (`audit.Backend`). Must not block.
 pub trait AuditBackend: Send + Sync {
+    /// Takes `event` to its destination.
     fn process(&self, event: Event);
 }
 
@@ -91,33 +96,51 @@ pub trait AuditBackend: Send + Sync {
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Event {
+    /// Always `Event`.
     pub kind: &'static str,
+    /// Always `audit.k8s.io/v1`.
     pub api_version: &'static str,
+    /// How much of the request the event records.
     pub level: Level,
     #[serde(rename = "auditID")]
+    /// The request's unique id, shared by its events of every stage.
     pub audit_id: String,
+    /// The stage of the request the event was emitted at.
     pub stage: Stage,
     #[serde(rename = "requestURI")]
+    /// The request path with its query.
     pub request_uri: String,
+    /// The Kubernetes verb, or the lowercase HTTP method for a non-resource request.
     pub verb: String,
+    /// The authenticated user.
     pub user: EventUser,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// The user impersonated, when the request impersonates.
     pub impersonated_user: Option<EventUser>,
     #[serde(rename = "sourceIPs", skip_serializing_if = "Vec::is_empty")]
+    /// The client's addresses: `X-Forwarded-For`, `X-Real-Ip`, then the peer.
     pub source_ips: Vec<String>,
     #[serde(skip_serializing_if = "String::is_empty")]
+    /// The client's User-Agent.
     pub user_agent: String,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// The object the request is about, for resource requests.
     pub object_ref: Option<ObjectReference>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// The Status the request was answered with.
     pub response_status: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// The request body, at Request level and above.
     pub request_object: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// The response body, at RequestResponse level.
     pub response_object: Option<Value>,
+    /// When the request reached the server.
     pub request_received_timestamp: MicroTime,
+    /// When the request reached this stage.
     pub stage_timestamp: MicroTime,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    /// Notes from the handlers, such as the authorizer's decision.
     pub annotations: BTreeMap<String, String>,
 }
 
@@ -125,12 +148,16 @@ pub struct Event {
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
 pub struct EventUser {
     #[serde(skip_serializing_if = "String::is_empty")]
+    /// The user name.
     pub username: String,
     #[serde(skip_serializing_if = "String::is_empty")]
+    /// The user's UID.
     pub uid: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
+    /// The user's groups.
     pub groups: Vec<String>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    /// Further attributes the authenticator provided.
     pub extra: BTreeMap<String, Vec<String>>,
 }
 
@@ -150,38 +177,53 @@ impl From<&UserInfo> for EventUser {
 #[serde(rename_all = "camelCase")]
 pub struct ObjectReference {
     #[serde(skip_serializing_if = "String::is_empty")]
+    /// The resource, plural.
     pub resource: String,
     #[serde(skip_serializing_if = "String::is_empty")]
+    /// The object's namespace.
     pub namespace: String,
     #[serde(skip_serializing_if = "String::is_empty")]
+    /// The object's name.
     pub name: String,
     #[serde(skip_serializing_if = "String::is_empty")]
+    /// The object's UID, when known.
     pub uid: String,
     #[serde(skip_serializing_if = "String::is_empty")]
+    /// The API group, "" for the core group.
     pub api_group: String,
     #[serde(skip_serializing_if = "String::is_empty")]
+    /// The API version.
     pub api_version: String,
     #[serde(skip_serializing_if = "String::is_empty")]
+    /// The object's resourceVersion, when known.
     pub resource_version: String,
     #[serde(skip_serializing_if = "String::is_empty")]
+    /// The subresource.
     pub subresource: String,
 }
 
 /// The audit log of a server: its policy and where events go.
 pub struct Auditor {
+    /// Which requests are recorded, and how much of them.
     pub policy: Policy,
+    /// Where finished events go.
     pub backend: Arc<dyn AuditBackend>,
     metrics: Arc<Metrics>,
 }
 
 /// What a request brings to its event before authentication says who sent it.
 pub struct RequestMeta {
+    /// The request's audit id.
     pub audit_id: String,
+    /// The request path with its query.
     pub request_uri: String,
+    /// The client's addresses.
     pub source_ips: Vec<String>,
+    /// The client's User-Agent.
     pub user_agent: String,
     /// The bearer credential was tried, for a failed authentication's message.
     pub bearer: bool,
+    /// When the request reached the server.
     pub received: jiff::Timestamp,
 }
 
@@ -292,6 +334,7 @@ fn attempted_methods(bearer: bool, client_certificate: bool) -> String {
 }
 
 impl Auditor {
+    /// An auditor applying `policy` and sending events to `backend`.
     pub fn new(policy: Policy, backend: Arc<dyn AuditBackend>, metrics: Arc<Metrics>) -> Auditor {
         Auditor {
             policy,
@@ -388,10 +431,13 @@ impl Auditor {
 
 /// A write made in process (a controller's), which no request brings to the audit log.
 pub struct InternalWrite<'a> {
+    /// The controller's user.
     pub user: &'a UserInfo,
     /// What the request would have been; its path is built from it.
     pub info: &'a RequestInfo,
+    /// The UID of the object written.
     pub uid: &'a str,
+    /// The write's failure, if it failed.
     pub failure: Option<&'a Status>,
 }
 
@@ -463,6 +509,7 @@ pub struct Recorder {
 }
 
 impl Recorder {
+    /// The level the policy chose for this request.
     pub fn level(&self) -> Level {
         self.decision.level
     }
@@ -472,6 +519,7 @@ impl Recorder {
         self.event.impersonated_user = Some(EventUser::from(user));
     }
 
+    /// Adds the annotation `key` to the request's events.
     pub fn annotate(&mut self, key: &str, value: impl Into<String>) {
         self.event.annotations.insert(key.to_string(), value.into());
     }

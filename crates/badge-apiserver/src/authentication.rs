@@ -32,6 +32,7 @@ pub enum Outcome {
 
 /// One way of authenticating a request (`authenticator.Request` upstream).
 pub trait RequestAuthenticator: Send + Sync {
+    /// What the request's credential, if it is of this kind, says about its sender.
     fn authenticate(&self, headers: &HeaderMap, peer: &PeerIdentity) -> Outcome;
 }
 
@@ -50,13 +51,16 @@ impl RequestAuthenticator for ClientCertificate {
 /// `Authorization: Bearer <token>` checked by a token authenticator for the API audiences
 /// (`request/bearertoken`).
 pub struct BearerToken {
+    /// The authenticator of the token.
     pub tokens: Arc<dyn TokenAuthenticator>,
+    /// `--api-audiences`: what a token must be meant for.
     pub audiences: Vec<String>,
 }
 
 /// A bearer `Authorization` header, split as upstream splits it.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Bearer<'a> {
+    /// A bearer token.
     Token(badge_token::Secret<&'a str>),
     /// No bearer credential: no header, another scheme, or an empty token.
     Absent,
@@ -64,6 +68,7 @@ pub enum Bearer<'a> {
     Unreadable,
 }
 
+/// The bearer credential of `headers`, if any.
 pub fn bearer_token(headers: &HeaderMap) -> Bearer<'_> {
     let Some(raw) = headers.get(header::AUTHORIZATION) else {
         return Bearer::Absent;
@@ -107,7 +112,9 @@ impl RequestAuthenticator for BearerToken {
 
 /// The authenticators of a server, in order, and what a request without any credential is.
 pub struct Authentication {
+    /// Tried in order; the first with an answer decides.
     pub authenticators: Vec<Box<dyn RequestAuthenticator>>,
+    /// Whether a request without a credential passes as `system:anonymous`.
     pub anonymous: bool,
 }
 

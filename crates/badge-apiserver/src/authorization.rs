@@ -9,7 +9,7 @@ use badge_auth::{Attributes, Authorizer, Decision, UserInfo, authorizer::forbidd
 /// Authorizes the request. The user moves into the attributes and is handed back, so
 /// the caller's identity is not copied on every request.
 #[cfg(test)]
-pub fn authorize(
+pub(crate) fn authorize(
     authorizer: &dyn Authorizer,
     user: UserInfo,
     info: &RequestInfo,
@@ -19,7 +19,7 @@ pub fn authorize(
 
 /// Authorizes the request; a refusal comes with the authorizer's reason, for the audit
 /// log's `authorization.k8s.io/reason`.
-pub fn authorize_with_reason(
+pub(crate) fn authorize_with_reason(
     authorizer: &dyn Authorizer,
     user: UserInfo,
     info: &RequestInfo,

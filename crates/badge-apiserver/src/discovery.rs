@@ -21,6 +21,7 @@ pub fn aggregated_version(accept: &str) -> Option<&'static str> {
     None
 }
 
+/// The `Content-Type` of aggregated discovery (`APIGroupDiscoveryList`) at `version`.
 pub fn aggregated_content_type(version: &str) -> String {
     format!("application/json;g=apidiscovery.k8s.io;v={version};as=APIGroupDiscoveryList")
 }

@@ -17,7 +17,7 @@ pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
 }
 
 /// Parses a Go duration into signed nanoseconds, exactly as `time.ParseDuration` does.
-pub fn parse_go_duration_nanos(text: &str) -> Result<i64, String> {
+pub(crate) fn parse_go_duration_nanos(text: &str) -> Result<i64, String> {
     let invalid = || format!("time: invalid duration {}", go_quote(text));
     let (negative, mut rest) = match text.as_bytes().first() {
         Some(b'-') => (true, &text[1..]),

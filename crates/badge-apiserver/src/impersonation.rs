@@ -5,13 +5,13 @@ use badge_api::Status;
 use badge_auth::{Attributes, Authorizer, Decision, UserInfo, authorizer::forbidden_message};
 
 /// Whether the request acts as another user.
-pub fn requested(headers: &http::HeaderMap) -> bool {
+pub(crate) fn requested(headers: &http::HeaderMap) -> bool {
     headers.contains_key("impersonate-user")
 }
 
 /// Applies `Impersonate-*` headers, each allowed by the `impersonate` verb
 /// (`endpoints/filters/impersonation.go`).
-pub fn impersonate(
+pub(crate) fn impersonate(
     authorizer: &dyn Authorizer,
     headers: &http::HeaderMap,
     user: UserInfo,

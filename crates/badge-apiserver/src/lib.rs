@@ -4,6 +4,8 @@
 //! `tokenreview`, `reviews`, `oidc`, `keys_api`, `nonresource`, `discovery`), and the one
 //! place where every error becomes a `Status` (`response`).
 
+#![warn(missing_docs)]
+
 pub mod audit;
 pub mod authentication;
 mod authorization;
@@ -46,6 +48,7 @@ use serde_json::{Value, json};
 /// Lists the rules a user holds in a namespace (SelfSubjectRulesReview): resource rules,
 /// non-resource rules, whether the list is incomplete, and an evaluation error.
 pub trait RulesResolver: Send + Sync {
+    /// The resource rules, non-resource rules, whether they are incomplete, and an evaluation error.
     fn rules_for(&self, user: &UserInfo, namespace: &str) -> (Vec<Value>, Vec<Value>, bool, Option<String>);
 }
 
@@ -69,8 +72,11 @@ impl RulesResolver for PrivilegedRules {
 
 /// What the API server needs to answer requests.
 pub struct ApiServer {
+    /// Objects, through the watch cache.
     pub registry: Arc<Registry>,
+    /// The authorizer chain.
     pub authorizer: Box<dyn Authorizer>,
+    /// Answers SelfSubjectRulesReview.
     pub rules: Box<dyn RulesResolver>,
     /// The RBAC index, for escalation checks (None without RBAC).
     pub rbac: Option<Arc<badge_auth::rbac::RbacIndex>>,
@@ -99,6 +105,7 @@ pub struct ApiServer {
 }
 
 impl ApiServer {
+    /// A server over `registry`, serving anonymous requests when `anonymous_auth`.
     pub fn new(
         registry: Arc<Registry>,
         anonymous_auth: bool,

@@ -108,6 +108,7 @@ impl Kind {
 }
 
 impl RequestFilters {
+    /// Filters enforcing `limits`.
     pub fn new(limits: &Limits) -> RequestFilters {
         let semaphore = |n: usize| (n > 0).then(|| Arc::new(Semaphore::new(n)));
         RequestFilters {

@@ -26,12 +26,19 @@ const NAMED_PATHS: [&str; 5] = ["/healthz", "/livez", "/readyz", "/metrics", "/v
 /// The labels of a request, without the response code.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct RequestLabels<'a> {
+    /// The Kubernetes verb, as `apiserver_request_total` labels it.
     pub verb: &'static str,
+    /// The API group.
     pub group: &'a str,
+    /// The API version.
     pub version: &'a str,
+    /// The resource.
     pub resource: &'a str,
+    /// The subresource.
     pub subresource: &'a str,
+    /// `resource`, `namespace` or `cluster`, as upstream scopes it; "" outside the API.
     pub scope: &'static str,
+    /// `apiserver`; "" outside the API.
     pub component: &'static str,
 }
 
@@ -241,8 +248,11 @@ pub struct Metrics {
     /// By the hash of the labels; the labels are compared too, so a collision only costs a
     /// second entry.
     requests: RwLock<HashMap<u64, Vec<LabeledSeries>>>,
+    /// Requests authenticated.
     pub authentication_success: AtomicU64,
+    /// Requests without a credential refused.
     pub authentication_failure: AtomicU64,
+    /// Requests whose credential failed.
     pub authentication_error: AtomicU64,
     tokens_issued: LabeledCounter,
     /// Tokens revoked; counted by whatever revokes them.
@@ -256,6 +266,7 @@ pub struct Metrics {
 /// How an authentication attempt ended (`authentication_attempts{result}`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AuthenticationResult {
+    /// A credential, or an anonymous request, was accepted.
     Success,
     /// No credential, and anonymous requests are off.
     Failure,
@@ -297,6 +308,7 @@ impl Metrics {
         self.request_series(labels).observe(code, elapsed);
     }
 
+    /// Counts one authentication attempt.
     pub fn authentication(&self, result: AuthenticationResult) {
         let counter = match result {
             AuthenticationResult::Success => &self.authentication_success,
@@ -306,6 +318,7 @@ impl Metrics {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts one token issued in `namespace`.
     pub fn token_issued(&self, namespace: &str) {
         self.tokens_issued.add(namespace, 1);
     }

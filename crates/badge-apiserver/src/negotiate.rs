@@ -12,8 +12,11 @@ use serde_json::Value;
 /// The serializers of built-in resources, in upstream's order of preference.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Serializer {
+    /// `application/json`.
     Json,
+    /// `application/yaml`.
     Yaml,
+    /// `application/vnd.kubernetes.protobuf`.
     Protobuf,
 }
 
@@ -43,11 +46,14 @@ impl Serializer {
 /// The `meta.k8s.io` versions conversions exist in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MetaVersion {
+    /// `meta.k8s.io/v1`.
     V1,
+    /// `meta.k8s.io/v1beta1`.
     V1Beta1,
 }
 
 impl MetaVersion {
+    /// The `apiVersion` of this version's kinds.
     pub fn api_version(self) -> &'static str {
         match self {
             MetaVersion::V1 => "meta.k8s.io/v1",
@@ -74,6 +80,7 @@ pub enum Target {
 pub struct Output {
     /// The serializer upstream would write with.
     pub serializer: Serializer,
+    /// What to convert the response to.
     pub target: Target,
 }
 
@@ -241,6 +248,7 @@ pub struct PartialObjectMetadata<'a> {
 static NO_METADATA: Value = Value::Null;
 
 impl PartialObjectMetadata<'_> {
+    /// The metadata of `object`, as `version`'s PartialObjectMetadata.
     pub fn of(object: &Value, version: MetaVersion) -> PartialObjectMetadata<'_> {
         PartialObjectMetadata {
             kind: "PartialObjectMetadata",

@@ -11,6 +11,7 @@ use badge_auth::{Attributes, Authorizer, Decision, UserInfo};
 use badge_registry::Registry;
 use serde_json::Value;
 
+/// The group every node's user belongs to.
 pub const NODES_GROUP: &str = "system:nodes";
 const NODE_PREFIX: &str = "system:node:";
 

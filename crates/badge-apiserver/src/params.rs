@@ -10,14 +10,17 @@ use badge_registry::ReadFrom;
 pub struct Query(QueryParams);
 
 impl Query {
+    /// The parameters of a query string.
     pub fn parse(query: Option<&str>) -> Query {
         Query(QueryParams::parse(query))
     }
 
+    /// The value of `key`, if given.
     pub fn get(&self, key: &str) -> Option<&str> {
         self.0.get(key)
     }
 
+    /// Whether `key` is `true` or `1`.
     pub fn flag(&self, key: &str) -> bool {
         matches!(self.get(key), Some("true") | Some("1"))
     }
@@ -60,6 +63,7 @@ impl Query {
         }
     }
 
+    /// `limit`: 0 when absent; a bad request when not a number.
     pub fn limit(&self) -> Result<usize, Status> {
         match self.get("limit") {
             None | Some("") => Ok(0),

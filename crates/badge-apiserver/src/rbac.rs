@@ -23,6 +23,7 @@ const PREFIXES: &[(&str, &str)] = &[
 
 /// The live RBAC policy.
 pub struct Rbac {
+    /// The index the authorizer reads.
     pub index: Arc<RbacIndex>,
     applied: watch::Sender<i64>,
 }

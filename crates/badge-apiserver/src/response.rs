@@ -8,11 +8,15 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
 
+/// A response body.
 pub type Body = UnsyncBoxBody<Bytes, Infallible>;
 
+/// The `Content-Type` of JSON.
 pub const JSON: &str = "application/json";
+/// The `Content-Type` of a `meta.k8s.io/v1` Table.
 pub const TABLE_JSON: &str = "application/json;as=Table;v=v1;g=meta.k8s.io";
 
+/// A body of `bytes`.
 pub fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into()).boxed_unsync()
 }
@@ -35,6 +39,7 @@ pub fn json_bytes(code: StatusCode, content_type: &str, body: Vec<u8>) -> Respon
     response
 }
 
+/// `value` as a JSON response with `code`.
 pub fn json<T: serde::Serialize + ?Sized>(code: StatusCode, value: &T) -> Response<Body> {
     match serde_json::to_vec(value) {
         Ok(body) => json_bytes(code, JSON, body),

@@ -23,11 +23,17 @@ use crate::table::{self, IncludeObject};
 
 /// What a request handler gets besides the server.
 pub struct Call<'a> {
+    /// The request, as its path says.
     pub info: &'a RequestInfo,
+    /// The resource the path names.
     pub resource: &'static Resource,
+    /// The query parameters.
     pub query: Query,
+    /// The `Accept` header.
     pub accept: String,
+    /// The `Content-Type` header.
     pub content_type: String,
+    /// The request body.
     pub body: Bytes,
     /// Who is asking (after impersonation).
     pub user: badge_auth::UserInfo,

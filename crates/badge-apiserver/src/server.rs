@@ -28,6 +28,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
 /// How the server bounds what clients may hold.
 #[derive(Clone, Debug)]
 pub struct ServeOptions {
+    /// The limits of every request.
     pub limits: Limits,
     /// Connections open at once; past it the server accepts no more until one closes
     /// (0: no limit). Keep it below the open-file limit.

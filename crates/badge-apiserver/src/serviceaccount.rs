@@ -133,7 +133,9 @@ impl badge_auth::bootstrap::BootstrapTokenGetter for CacheTokenGetter {
 
 /// What the TokenRequest handler needs.
 pub struct TokenIssuer {
+    /// The signing keys.
     pub keys: Arc<ServiceAccountKeys>,
+    /// Issuer, audiences and lifetimes.
     pub config: TokenConfig,
 }
 

@@ -18,12 +18,16 @@ fn row_object(object: &Value) -> Value {
 /// How much of each object a row carries (`includeObject`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IncludeObject {
+    /// No object in the rows.
     None,
+    /// Each row carries its object's PartialObjectMetadata.
     Metadata,
+    /// Each row carries its whole object.
     Object,
 }
 
 impl IncludeObject {
+    /// The `includeObject` value given; Metadata when absent or unknown.
     pub fn parse(value: Option<&str>) -> IncludeObject {
         match value {
             Some("None") => IncludeObject::None,

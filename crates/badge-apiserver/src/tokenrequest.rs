@@ -28,7 +28,9 @@ pub(crate) const KIND: &str = "TokenRequest";
 pub struct TokenRequestInput {
     /// `metadata.name`, `metadata.namespace`, `metadata.uid` ("" when not given).
     pub name: String,
+    /// `metadata.namespace`.
     pub namespace: String,
+    /// `metadata.uid`.
     pub uid: String,
     /// `spec.audiences` (empty: the API audiences).
     pub audiences: Vec<String>,
@@ -43,28 +45,36 @@ pub struct TokenRequestInput {
 #[serde(deny_unknown_fields)]
 pub struct BoundObjectRef {
     #[serde(rename = "apiVersion", default, skip_serializing_if = "Option::is_none")]
+    /// The bound object's apiVersion.
     pub api_version: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The bound object's kind: Pod, Secret or Node.
     pub kind: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The bound object's name.
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The bound object's UID, checked when given.
     pub uid: Option<String>,
 }
 
 impl BoundObjectRef {
+    /// The apiVersion, "" when absent.
     pub fn api_version(&self) -> &str {
         self.api_version.as_deref().unwrap_or("")
     }
 
+    /// The kind, "" when absent.
     pub fn kind(&self) -> &str {
         self.kind.as_deref().unwrap_or("")
     }
 
+    /// The name, "" when absent.
     pub fn name(&self) -> &str {
         self.name.as_deref().unwrap_or("")
     }
 
+    /// The UID, "" when absent.
     pub fn uid(&self) -> &str {
         self.uid.as_deref().unwrap_or("")
     }
@@ -167,36 +177,52 @@ pub(crate) fn decode_typed(body: &[u8]) -> Option<TokenRequestInput> {
 #[derive(Serialize)]
 pub struct TokenRequestReply {
     #[serde(rename = "apiVersion")]
+    /// `authentication.k8s.io/v1`.
     pub api_version: &'static str,
+    /// `TokenRequest`.
     pub kind: &'static str,
+    /// The ServiceAccount's name, namespace and UID.
     pub metadata: ReplyMetadata,
+    /// The spec, as applied.
     pub spec: ReplySpec,
+    /// The token and when it expires.
     pub status: ReplyStatus,
 }
 
 #[derive(Serialize)]
+/// The reply's metadata: the ServiceAccount's identity.
 pub struct ReplyMetadata {
     #[serde(rename = "creationTimestamp")]
+    /// When the token was issued.
     pub creation_timestamp: String,
+    /// The ServiceAccount's name.
     pub name: String,
+    /// The ServiceAccount's namespace.
     pub namespace: String,
+    /// The ServiceAccount's UID.
     pub uid: String,
 }
 
 #[derive(Serialize)]
+/// The reply's spec.
 pub struct ReplySpec {
+    /// The audiences the token is for.
     pub audiences: Vec<String>,
     /// Written as null when the request named none, as upstream's reply has it.
     #[serde(rename = "boundObjectRef")]
     pub bound_object_ref: Option<BoundObjectRef>,
     #[serde(rename = "expirationSeconds")]
+    /// The lifetime issued, in seconds.
     pub expiration_seconds: i64,
 }
 
 #[derive(Serialize)]
+/// The reply's status.
 pub struct ReplyStatus {
     #[serde(rename = "expirationTimestamp")]
+    /// When the token expires, RFC 3339.
     pub expiration_timestamp: String,
+    /// The token.
     pub token: badge_token::Token,
 }
 

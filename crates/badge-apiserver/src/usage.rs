@@ -42,10 +42,13 @@ const MAX_MISSES: u8 = 6;
 /// The uses of one credential since the last flush.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Uses {
+    /// How many uses.
     pub count: u64,
+    /// When the latest use was.
     pub last: jiff::Timestamp,
     /// None for uses through TokenReview, whose caller is not the token's holder.
     pub source: Option<IpAddr>,
+    /// The User-Agent of the latest use.
     pub user_agent: String,
     misses: u8,
 }
@@ -94,8 +97,11 @@ pub const DEFAULT_SUSPICIOUS_WINDOW: Duration = Duration::from_secs(600);
 /// A use its holder alone would not make: the token is likely in two hands.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Suspicion {
+    /// The machine-readable kind (`MultipleSourceAddresses`).
     pub reason: &'static str,
+    /// What was seen, for people.
     pub message: String,
+    /// When it was seen.
     pub time: jiff::Timestamp,
 }
 
@@ -212,6 +218,7 @@ impl UsageRecorder {
         self
     }
 
+    /// Whether the recorder notes uses.
     pub fn enabled(&self) -> bool {
         self.enabled
     }
@@ -392,10 +399,15 @@ fn truncate(s: &str, max: usize) -> &str {
 /// What one flush wrote, for logs and tests.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlushReport {
+    /// Records created.
     pub created: usize,
+    /// Records updated.
     pub updated: usize,
+    /// Uses kept for the next flush: their record does not exist yet.
     pub deferred: usize,
+    /// Uses or records given up on.
     pub dropped: usize,
+    /// Legacy token Secrets given their last-used label.
     pub secrets_labelled: usize,
 }
 

@@ -18,7 +18,9 @@ use crate::params::Query;
 use crate::response::{self, Body};
 use crate::rest::Call;
 
+/// Where the TokenReview webhook is served.
 pub const TOKEN_REVIEW_PATH: &str = "/badge/v1/webhooks/tokenreview";
+/// Where the SubjectAccessReview webhook is served.
 pub const SUBJECT_ACCESS_REVIEW_PATH: &str = "/badge/v1/webhooks/subjectaccessreview";
 
 /// What a webhook path reviews: the review resource it answers as.

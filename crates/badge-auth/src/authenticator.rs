@@ -13,8 +13,11 @@ pub enum TokenOutcome {
     /// The token is valid: the user, the audiences it was accepted for, and which
     /// ServiceAccount token it was (None for other kinds of token).
     Authenticated {
+        /// Who the token authenticates.
         user: UserInfo,
+        /// The audiences, among those asked for, that the token was accepted for.
         audiences: Vec<String>,
+        /// Which ServiceAccount token it was, None for other kinds of token.
         credential: Option<Arc<TokenCredential>>,
     },
     /// Not a token this authenticator recognises.
@@ -28,10 +31,13 @@ pub enum TokenOutcome {
 /// inventory record, never the token.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct TokenCredential {
+    /// The ServiceAccount's namespace.
     pub namespace: String,
+    /// The ServiceAccount's name.
     pub service_account: String,
     /// The token's `jti`, or a legacy token's Secret name.
     pub record: String,
+    /// A legacy token read from a Secret, rather than a bound token.
     pub legacy: bool,
     /// `exp`, unix seconds; None for legacy tokens.
     pub expires_at: Option<i64>,
@@ -82,7 +88,9 @@ impl TokenAuthenticator for TokenUnion {
 /// (`WrapAudienceAgnosticToken`): a caller whose audiences miss them gets "not mine", and a
 /// success answers with the audiences both accept.
 pub struct AudienceAgnostic {
+    /// `--api-audiences`: the audiences the inner tokens count as meant for.
     pub api_audiences: Vec<String>,
+    /// The authenticator whose tokens carry no audience.
     pub inner: Box<dyn TokenAuthenticator>,
 }
 

@@ -6,14 +6,23 @@ use crate::user::{SYSTEM_MASTERS, UserInfo};
 /// What a request wants to do.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Attributes {
+    /// Who is asking.
     pub user: UserInfo,
+    /// The verb: `get`, `list`, `create`..., or the lowercase HTTP method for a non-resource URL.
     pub verb: String,
+    /// Whether the request is for an API resource rather than a non-resource URL.
     pub is_resource_request: bool,
+    /// The namespace, "" for cluster-scoped requests.
     pub namespace: String,
+    /// The API group, "" for the core group.
     pub api_group: String,
+    /// The API version.
     pub api_version: String,
+    /// The resource, plural (`pods`); "" for a non-resource request.
     pub resource: String,
+    /// The subresource, "" for the object itself.
     pub subresource: String,
+    /// The object's name, "" when the request names none (list, create).
     pub name: String,
     /// The request path, for non-resource requests.
     pub path: String,
@@ -22,13 +31,17 @@ pub struct Attributes {
 /// An authorizer's answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decision {
+    /// The request is allowed.
     Allow,
+    /// The request is denied, for this reason; no later authorizer is asked.
     Deny(String),
+    /// This authorizer neither allows nor denies, for this reason; the next is asked.
     NoOpinion(String),
 }
 
 /// One authorizer.
 pub trait Authorizer: Send + Sync {
+    /// The decision on the request `attributes` describe.
     fn authorize(&self, attributes: &Attributes) -> Decision;
 }
 

@@ -16,12 +16,19 @@ use crate::user::UserInfo;
 
 /// Data keys of a bootstrap token Secret (`token/api/types.go`).
 pub const TOKEN_ID_KEY: &str = "token-id";
+/// Secret data key of the token's secret half.
 pub const TOKEN_SECRET_KEY: &str = "token-secret";
+/// Secret data key of the RFC 3339 time the token stops working.
 pub const EXPIRATION_KEY: &str = "expiration";
+/// Secret data key of a human-readable description.
 pub const DESCRIPTION_KEY: &str = "description";
+/// Secret data key of extra groups, comma-separated, each `system:bootstrappers:*`.
 pub const EXTRA_GROUPS_KEY: &str = "auth-extra-groups";
+/// Prefix of the data keys that say what the token may be used for.
 pub const USAGE_PREFIX: &str = "usage-bootstrap-";
+/// Data key that, `true`, lets the token authenticate.
 pub const USAGE_AUTHENTICATION_KEY: &str = "usage-bootstrap-authentication";
+/// Data key that, `true`, lets the token sign `cluster-info`.
 pub const USAGE_SIGNING_KEY: &str = "usage-bootstrap-signing";
 
 /// What the authenticator needs of a Secret in `kube-system`.
@@ -48,6 +55,7 @@ impl BootstrapSecretInfo {
 
 /// Looks up Secrets in `kube-system` by name (upstream's namespaced secret lister).
 pub trait BootstrapTokenGetter: Send + Sync {
+    /// The bootstrap token Secret named `name` in kube-system, if any.
     fn bootstrap_secret(&self, name: &str) -> Option<BootstrapSecretInfo>;
 }
 
@@ -71,6 +79,7 @@ pub fn groups_of(secret: &BootstrapSecretInfo) -> Result<Vec<String>, String> {
 
 /// The authenticator.
 pub struct BootstrapTokenAuthenticator {
+    /// Where the token Secrets are read.
     pub getter: Arc<dyn BootstrapTokenGetter>,
     /// Unix seconds now; replaceable for tests.
     pub clock: fn() -> i64,

@@ -2,6 +2,8 @@
 //! authenticators with upstream's three-way answer, and authorizers with
 //! Allow/Deny/NoOpinion, composed in order.
 
+#![warn(missing_docs)]
+
 pub mod authenticator;
 pub mod authorizer;
 pub mod bootstrap;

@@ -15,11 +15,13 @@ use parking_lot::Mutex;
 /// One revoked token, as the revocation list names it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct RevokedToken {
+    /// The token's namespace.
     pub namespace: String,
     /// The jti, or the legacy token's Secret name.
     pub record: String,
     /// The token's expiry, unix seconds; None for legacy tokens, which never expire.
     pub expires_at: Option<i64>,
+    /// A legacy token read from a Secret.
     pub legacy: bool,
 }
 
@@ -35,6 +37,7 @@ pub struct RevokedTokens {
 }
 
 impl RevokedTokens {
+    /// An empty list.
     pub fn new() -> RevokedTokens {
         RevokedTokens::default()
     }
@@ -114,10 +117,12 @@ impl RevokedTokens {
         ordered.into_values().cloned().collect()
     }
 
+    /// How many tokens are revoked.
     pub fn len(&self) -> usize {
         self.snapshot.load().values().map(HashMap::len).sum()
     }
 
+    /// Whether no token is revoked.
     pub fn is_empty(&self) -> bool {
         self.snapshot.load().is_empty()
     }

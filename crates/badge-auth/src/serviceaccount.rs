@@ -23,6 +23,7 @@ pub const DELETION_GRACE_SECONDS: i64 = 60;
 /// What the authenticator needs to know of an object a token names.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ObjectInfo {
+    /// `metadata.uid`, which a bound token must name.
     pub uid: String,
     /// `metadata.deletionTimestamp`, unix seconds.
     pub deletion_timestamp: Option<i64>,
@@ -34,6 +35,7 @@ pub struct ObjectInfo {
 /// A Secret, as the legacy validator needs it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SecretInfo {
+    /// The Secret's metadata.
     pub object: ObjectInfo,
     /// The decoded `data.token`.
     pub token: Option<badge_token::Secret<Vec<u8>>>,
@@ -43,9 +45,13 @@ pub struct SecretInfo {
 
 /// Looks up the objects tokens are bound to (`ServiceAccountTokenGetter` upstream).
 pub trait ServiceAccountTokenGetter: Send + Sync {
+    /// The ServiceAccount `namespace/name`.
     fn service_account(&self, namespace: &str, name: &str) -> Option<ObjectInfo>;
+    /// The pod `namespace/name`.
     fn pod(&self, namespace: &str, name: &str) -> Option<ObjectInfo>;
+    /// The Secret `namespace/name`.
     fn secret(&self, namespace: &str, name: &str) -> Option<SecretInfo>;
+    /// The Node `name`.
     fn node(&self, name: &str) -> Option<ObjectInfo>;
 }
 
@@ -145,10 +151,12 @@ impl VerifiedCache {
         entries.insert(fingerprint, Arc::new(entry));
     }
 
+    /// How many verified tokens are cached.
     pub fn len(&self) -> usize {
         self.shards.iter().map(|shard| shard.read().len()).sum()
     }
 
+    /// Whether no verified token is cached.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -158,14 +166,19 @@ impl VerifiedCache {
 /// (upstream's `serviceaccount_*_tokens_total`, and badge's cache counts). Process-wide, as
 /// Prometheus metrics are.
 pub struct TokenCounters {
+    /// Legacy tokens authenticated.
     pub legacy: AtomicU64,
     /// Bound tokens used past their `warnafter`.
     pub stale: AtomicU64,
+    /// Bound tokens authenticated.
     pub valid: AtomicU64,
+    /// Tokens answered from the verified cache.
     pub cache_hits: AtomicU64,
+    /// Tokens verified because the cache did not hold them.
     pub cache_misses: AtomicU64,
 }
 
+/// This process's counts.
 pub static TOKEN_COUNTERS: TokenCounters = TokenCounters {
     legacy: AtomicU64::new(0),
     stale: AtomicU64::new(0),
@@ -182,9 +195,11 @@ pub struct ServiceAccountAuthenticator {
     pub issuers: Vec<String>,
     /// `--api-audiences`.
     pub api_audiences: Vec<String>,
+    /// Where the objects a token names are looked up.
     pub getter: Arc<dyn ServiceAccountTokenGetter>,
     /// Unix seconds now; replaceable for tests.
     pub clock: fn() -> i64,
+    /// Tokens already verified, so a repeat skips the signature check.
     pub cache: VerifiedCache,
     /// Tokens revoked one by one (`IssuedToken.spec.revoked`), checked on every hit.
     pub revoked: Arc<crate::revocation::RevokedTokens>,

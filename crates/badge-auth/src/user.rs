@@ -2,17 +2,25 @@
 
 use std::collections::BTreeMap;
 
+/// The group that bypasses authorization.
 pub const SYSTEM_MASTERS: &str = "system:masters";
+/// The group of every authenticated user.
 pub const ALL_AUTHENTICATED: &str = "system:authenticated";
+/// The group of the anonymous user.
 pub const ALL_UNAUTHENTICATED: &str = "system:unauthenticated";
+/// The anonymous user's name.
 pub const ANONYMOUS: &str = "system:anonymous";
 
 /// A user as authentication established it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct UserInfo {
+    /// The user name.
     pub name: String,
+    /// A unique id, stable across name reuse when the authenticator has one.
     pub uid: String,
+    /// The groups the user belongs to.
     pub groups: Vec<String>,
+    /// Further attributes the authenticator provides.
     pub extra: BTreeMap<String, Vec<String>>,
 }
 
@@ -44,6 +52,7 @@ impl UserInfo {
         }
     }
 
+    /// Whether the user is a member of `group`.
     pub fn in_group(&self, group: &str) -> bool {
         self.groups.iter().any(|g| g == group)
     }

@@ -20,11 +20,15 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What a client presents to the server.
 pub enum Identity {
+    /// No credential: the request is `system:anonymous` to the server.
     Anonymous,
+    /// A bearer token sent in `Authorization`.
     Bearer(String),
     /// A client certificate (chain) and its private key, PEM.
     Certificate {
+        /// The certificate, leaf first.
         cert_pem: Vec<u8>,
+        /// The leaf's private key.
         key_pem: Vec<u8>,
     },
 }
@@ -72,6 +76,7 @@ impl Client {
         Client::from_config(Kubeconfig::load(path)?.client_config()?)
     }
 
+    /// A client for `config`, its CA and client certificate loaded.
     pub fn from_config(config: ClientConfig) -> anyhow::Result<Client> {
         let roots = match &config.trust {
             Trust::Ca(ca) => Some(tls::roots(ca)?),

@@ -18,28 +18,38 @@ use crate::Identity;
 #[serde(default)]
 pub struct Kubeconfig {
     #[serde(deserialize_with = "null_as_default")]
+    /// The `clusters` list: servers by name.
     pub clusters: Vec<NamedCluster>,
     #[serde(deserialize_with = "null_as_default")]
+    /// The `users` list: credentials by name.
     pub users: Vec<NamedUser>,
     #[serde(deserialize_with = "null_as_default")]
+    /// The `contexts` list: pairs of a cluster and a user, by name.
     pub contexts: Vec<NamedContext>,
     #[serde(rename = "current-context", deserialize_with = "null_as_default")]
+    /// The context used when none is named.
     pub current_context: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
+/// One entry of `clusters`.
 pub struct NamedCluster {
+    /// The name contexts refer to it by.
     pub name: String,
     #[serde(deserialize_with = "null_as_default")]
+    /// The server and how it is trusted.
     pub cluster: Cluster,
 }
 
 #[derive(Default, Deserialize)]
 #[serde(default)]
+/// One entry of `users`.
 pub struct NamedUser {
+    /// The name contexts refer to it by.
     pub name: String,
     #[serde(deserialize_with = "null_as_default")]
+    /// The credentials.
     pub user: User,
 }
 
@@ -54,39 +64,59 @@ impl std::fmt::Debug for NamedUser {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
+/// One entry of `contexts`.
 pub struct NamedContext {
+    /// The name `current-context` refers to it by.
     pub name: String,
     #[serde(deserialize_with = "null_as_default")]
+    /// The cluster, user and namespace it pairs.
     pub context: Context,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, rename_all = "kebab-case")]
+/// A `cluster` entry's fields (client-go's `clientcmdapi.Cluster`).
 pub struct Cluster {
+    /// The server's URL, `https://host[:port]`.
     pub server: String,
+    /// The name to verify the server certificate against, instead of the URL's host.
     pub tls_server_name: Option<String>,
+    /// Skip verifying the server certificate.
     pub insecure_skip_tls_verify: bool,
+    /// Path of a PEM CA bundle trusted for the server.
     pub certificate_authority: Option<PathBuf>,
+    /// Base64 of a PEM CA bundle, preferred over `certificate-authority`.
     pub certificate_authority_data: Option<String>,
 }
 
 #[derive(Default, Deserialize)]
 #[serde(default, rename_all = "kebab-case")]
+/// A `user` entry's fields (client-go's `clientcmdapi.AuthInfo`).
 pub struct User {
+    /// Path of a PEM client certificate.
     pub client_certificate: Option<PathBuf>,
+    /// Base64 of a PEM client certificate, preferred over the path.
     pub client_certificate_data: Option<String>,
+    /// Path of the client certificate's PEM key.
     pub client_key: Option<PathBuf>,
+    /// Base64 of the client certificate's PEM key, preferred over the path.
     pub client_key_data: Option<String>,
+    /// A bearer token.
     pub token: Option<String>,
     #[serde(rename = "tokenFile")]
+    /// Path of a file holding a bearer token; when readable it wins over `token`.
     pub token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
+/// A `context` entry's fields.
 pub struct Context {
+    /// Name of the cluster entry.
     pub cluster: String,
+    /// Name of the user entry.
     pub user: String,
+    /// The default namespace of requests made in this context.
     pub namespace: Option<String>,
 }
 
@@ -104,9 +134,11 @@ where
 pub struct ClientConfig {
     /// `https://host[:port]`.
     pub server: String,
+    /// Which certificates the server's must chain to.
     pub trust: Trust,
     /// The name the server certificate must carry, when not the server's host.
     pub tls_server_name: Option<String>,
+    /// What the client presents.
     pub identity: Identity,
     /// The context's namespace, when it names one.
     pub namespace: Option<String>,
@@ -154,14 +186,17 @@ impl Kubeconfig {
         }
     }
 
+    /// The cluster entry named `name`.
     pub fn cluster(&self, name: &str) -> Option<&Cluster> {
         self.clusters.iter().find(|c| c.name == name).map(|c| &c.cluster)
     }
 
+    /// The user entry named `name`.
     pub fn user(&self, name: &str) -> Option<&User> {
         self.users.iter().find(|u| u.name == name).map(|u| &u.user)
     }
 
+    /// The context entry named `name`.
     pub fn context(&self, name: &str) -> Option<&Context> {
         self.contexts.iter().find(|c| c.name == name).map(|c| &c.context)
     }

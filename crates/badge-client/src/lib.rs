@@ -5,6 +5,7 @@
 //! certificate, sends JSON requests whose errors carry the server's Status ([`Status`]),
 //! and streams watches as line-delimited JSON events ([`watch`]).
 
+#![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
 mod client;

@@ -8,9 +8,11 @@ use serde_json::Value;
 /// The part of a `meta/v1` Status a caller acts on.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Status {
+    /// The HTTP status code.
     pub code: u16,
     /// `NotFound`, `AlreadyExists`, `Conflict`, `Forbidden`...; empty when unknown.
     pub reason: String,
+    /// The human-readable description of the error.
     pub message: String,
     /// The whole body as received (a Status carries `details` some callers read).
     pub body: Value,
@@ -63,14 +65,17 @@ impl Status {
         }
     }
 
+    /// Whether the object does not exist (reason `NotFound`, or a bare 404).
     pub fn is_not_found(&self) -> bool {
         self.reason == "NotFound" || (self.reason.is_empty() && self.code == 404)
     }
 
+    /// Whether a create found the object present.
     pub fn is_already_exists(&self) -> bool {
         self.reason == "AlreadyExists"
     }
 
+    /// Whether a write lost a race with another (a `resourceVersion` precondition failed).
     pub fn is_conflict(&self) -> bool {
         self.reason == "Conflict" || (self.code == 409 && !self.is_already_exists())
     }
@@ -153,6 +158,7 @@ impl Error {
         }
     }
 
+    /// Whether the server answered that the object does not exist.
     pub fn is_not_found(&self) -> bool {
         self.status().is_some_and(Status::is_not_found)
     }

@@ -14,10 +14,15 @@ pub struct Write<'a> {
     pub controller: &'a str,
     /// The verb its client would have sent: `patch`, `update`, `delete`.
     pub verb: &'a str,
+    /// The resource written.
     pub resource: &'a Resource,
+    /// The subresource written, "" for the object itself.
     pub subresource: &'a str,
+    /// The object's namespace, "" when cluster-scoped.
     pub namespace: &'a str,
+    /// The object's name.
     pub name: &'a str,
+    /// The object's UID, which the write was guarded by.
     pub uid: &'a str,
     /// The write's failure, if it failed.
     pub failure: Option<&'a Status>,
@@ -33,6 +38,7 @@ impl Write<'_> {
 
 /// Where controllers' writes are recorded.
 pub trait WriteAudit: Send + Sync {
+    /// Records `write`; never fails the controller.
     fn record(&self, write: &Write<'_>);
 }
 

@@ -28,6 +28,7 @@ fn is_bootstrap_secret(secret: &Value) -> bool {
     secret.get("type").and_then(Value::as_str) == Some(SECRET_TYPE)
 }
 
+/// Starts the controller; it reconciles while `leading` says this server leads (always when None).
 pub fn spawn(registry: Arc<Registry>, leading: Option<leader::Leading>) {
     let signer = Controller::new("bootstrapsigner", registry.clone(), |event| {
         let relevant = if let Some((ns, _)) = namespaced_key(&event.key, "/registry/secrets/") {

@@ -7,8 +7,11 @@ use badge_api::{Resource, Status, meta, resources};
 use badge_registry::{Registry, WriteOptions};
 use serde_json::{Value, json};
 
+/// The namespace anyone may read, anonymous callers included.
 pub const NAMESPACE: &str = "kube-public";
+/// The ConfigMap a joining node reads.
 pub const CONFIGMAP: &str = "cluster-info";
+/// The ConfigMap key holding the cluster-only kubeconfig.
 pub const KUBECONFIG_KEY: &str = "kubeconfig";
 /// The name of kubeadm's Role and RoleBinding.
 pub const RBAC_NAME: &str = "kubeadm:bootstrap-signer-clusterinfo";

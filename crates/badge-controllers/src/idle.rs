@@ -29,19 +29,26 @@ pub const DISABLED_AT_ANNOTATION: &str = "identity.badge.dev/disabled-at";
 const PROTECTED_NAMESPACES: &[&str] = &["kube-system", "kube-public", "kube-node-lease"];
 
 #[derive(Clone, Copy, Debug)]
+/// How the idle cleanup runs.
 pub struct IdleCleanup {
+    /// How long each step waits: unused this long marks, marked this long disables, disabled this long deletes.
     pub period: Duration,
+    /// Log and audit the steps without writing them.
     pub dry_run: bool,
 }
 
 /// What to do to one ServiceAccount now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Step {
+    /// Nothing is due.
     Nothing,
+    /// Unused for a period: label it idle.
     MarkIdle,
     /// Used since it was marked, or enabled again by an admin: drop the marks.
     ClearMarks,
+    /// Idle for another period: label it disabled, so no token is issued for it.
     Disable,
+    /// Disabled for a third period: delete it.
     Delete,
 }
 
@@ -147,6 +154,7 @@ pub fn apply_step(sa: &Value, step: Step, now: jiff::Timestamp) -> Value {
     sa
 }
 
+/// Starts the cleanup; it acts while `leading` says this server leads (always when None), auditing each step through `audit`.
 pub fn spawn(registry: Arc<Registry>, leading: Option<leader::Leading>, options: IdleCleanup, audit: Audit) {
     // A tenth of the period, so each step lands within 10 % of its due time.
     let tick = (options.period / 10).clamp(Duration::from_millis(200), Duration::from_secs(3600));

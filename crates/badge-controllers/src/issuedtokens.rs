@@ -23,6 +23,7 @@ const LEGACY_TOKEN_TYPE: &str = "kubernetes.io/service-account-token";
 const SA_NAME_ANNOTATION: &str = "kubernetes.io/service-account.name";
 const SA_UID_ANNOTATION: &str = "kubernetes.io/service-account.uid";
 
+/// Starts the controller; it reconciles while `leading` says this server leads (always when None).
 pub fn spawn(registry: Arc<Registry>, leading: Option<leader::Leading>) {
     let controller = Controller::new("issuedtoken", registry.clone(), |event| {
         if let Some((ns, name)) = namespaced_key(&event.key, "/registry/issuedtokens/") {
@@ -137,8 +138,11 @@ impl Expiries {
 /// What to do with a record at `now`: keep it until `expiresAt`, or delete it.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Fate {
+    /// Keep it: its token has no expiry to wait for (a legacy token whose Secret lives, or one without a readable expiry).
     Keep,
+    /// Keep it for this long, then judge again.
     KeepFor(Duration),
+    /// Its token expired or its Secret is gone: delete it.
     Delete,
 }
 

@@ -11,7 +11,9 @@ use badge_registry::{ReadFrom, Registry, WriteOptions};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
+/// Where the Lease is kept, as kube-controller-manager keeps its own.
 pub const LEASE_NAMESPACE: &str = "kube-system";
+/// The Lease's name.
 pub const LEASE_NAME: &str = "badge-controller-manager";
 /// How long a lease lasts without renewal (upstream's default 15 s).
 pub const LEASE_DURATION: Duration = Duration::from_secs(15);

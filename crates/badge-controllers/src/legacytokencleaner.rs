@@ -25,9 +25,12 @@ use crate::leader;
 use crate::runtime::{Action, Controller};
 use crate::tokens::{SA_NAME_ANNOTATION, SA_UID_ANNOTATION, SERVICE_ACCOUNT_TOKEN_TYPE};
 
+/// Label set on a token Secret found unused: the UTC day it became invalid.
 pub const INVALID_SINCE_LABEL: &str = "kubernetes.io/legacy-token-invalid-since";
 pub use badge_api::identity::LEGACY_TOKEN_LAST_USED_LABEL as LAST_USED_LABEL;
+/// The ConfigMap in kube-system that says since when use is tracked.
 pub const TRACKING_CONFIGMAP: &str = "kube-apiserver-legacy-service-account-token-tracking";
+/// That ConfigMap's key holding the UTC day tracking began.
 pub const TRACKING_SINCE_KEY: &str = "since";
 /// Upstream's controller name, which names its ServiceAccount too.
 pub const CONTROLLER_NAME: &str = "legacy-service-account-token-cleaner";
@@ -126,9 +129,11 @@ pub fn secrets_referenced_by(pod: &Value) -> HashSet<String> {
 /// What to do with one Secret.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
+    /// Leave it as it is.
     Keep,
     /// Label it invalid since this day.
     MarkInvalid(String),
+    /// Invalid for more than a period: delete it.
     Delete,
 }
 
@@ -186,7 +191,9 @@ pub fn verdict(
 /// What one sweep did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Swept {
+    /// Names of the Secrets labelled invalid.
     pub marked: Vec<String>,
+    /// Names of the Secrets deleted.
     pub deleted: Vec<String>,
 }
 

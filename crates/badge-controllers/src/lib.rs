@@ -18,6 +18,8 @@
 //! - `legacy-service-account-token-cleaner`: auto-generated legacy token Secrets unused for a
 //!   period are labelled invalid, then deleted (spawned on its own, with its period).
 
+#![warn(missing_docs)]
+
 pub mod audit;
 pub mod bootstrapsigner;
 pub mod clusterinfo;
@@ -47,6 +49,7 @@ use runtime::{Action, Controller};
 /// The namespaces that exist from the start.
 pub const SYSTEM_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
 
+/// The ConfigMap published into every namespace with the cluster CA (`ca.crt`).
 pub const ROOT_CA_CONFIGMAP: &str = "kube-root-ca.crt";
 const ROOT_CA_DESCRIPTION: &str = "Contains a CA bundle that can be used to verify the kube-apiserver when using internal endpoints such as the internal service IP or kubernetes.default.svc. No other usage is guaranteed across distributions of Kubernetes clusters.";
 

@@ -29,6 +29,7 @@ pub const QUARANTINE: Duration = Duration::from_secs(40);
 /// The namespace of node heartbeat Leases.
 pub const NODE_LEASE_NAMESPACE: &str = "kube-node-lease";
 
+/// Starts the collector; it reconciles while `leading` says this server leads (always when None).
 pub fn spawn(registry: Arc<Registry>, leading: Option<leader::Leading>) {
     let nodes_prefix = resources::NODES.key_prefix();
     let pods_prefix = resources::PODS.key_prefix();
@@ -69,8 +70,11 @@ fn node_of(pod: &Value) -> &str {
 /// What the collector does with a pod whose node exists.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Verdict {
+    /// Leave the pod.
     Keep,
+    /// Look again after this long (the quarantine or the grace is still running).
     RecheckIn(Duration),
+    /// Delete the pod with grace zero.
     ForceDelete,
 }
 

@@ -14,7 +14,9 @@ use tokio::sync::Notify;
 /// What a reconcile asks for next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
+    /// Nothing more to do for the key.
     Done,
+    /// Reconcile the key again after this long.
     RequeueAfter(Duration),
 }
 
@@ -33,6 +35,7 @@ pub struct Controller {
 }
 
 impl Controller {
+    /// A controller named `name`, queueing the keys `keys_of` picks from each cache event.
     pub fn new(
         name: &'static str,
         registry: Arc<Registry>,
@@ -59,6 +62,7 @@ impl Controller {
         }
     }
 
+    /// Queues `key`, unless it is already queued.
     pub fn enqueue(&self, key: String) {
         let mut queue = self.queue.lock();
         if queue.1.insert(key.clone()) {

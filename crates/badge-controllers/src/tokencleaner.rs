@@ -17,11 +17,15 @@ use crate::{leader, namespaced_key};
 /// (upstream's `GetExpiration`): absent never expires, unparseable counts as expired.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Expiry {
+    /// No `expiration`: the token never expires.
     Never,
+    /// Past its `expiration`, or the time cannot be read.
     Expired,
+    /// Expires after this long.
     In(Duration),
 }
 
+/// When the bootstrap token with `expiration` expires, seen at `now`.
 pub fn expiry(expiration: Option<&str>, now: jiff::Timestamp) -> Expiry {
     let Some(text) = expiration.filter(|t| !t.is_empty()) else {
         return Expiry::Never;
@@ -49,6 +53,7 @@ fn expiration_of(secret: &Value) -> Option<String> {
     )
 }
 
+/// Starts the controller; it reconciles while `leading` says this server leads (always when None).
 pub fn spawn(registry: Arc<Registry>, leading: Option<leader::Leading>) {
     let cleaner = Controller::new("tokencleaner", registry.clone(), |event| {
         namespaced_key(&event.key, "/registry/secrets/")

@@ -18,12 +18,16 @@ use serde_json::{Value, json};
 
 use crate::runtime::{Action, Controller};
 
+/// The Secret type of a legacy ServiceAccount token.
 pub const SERVICE_ACCOUNT_TOKEN_TYPE: &str = "kubernetes.io/service-account-token";
+/// Annotation naming the ServiceAccount a token Secret belongs to.
 pub const SA_NAME_ANNOTATION: &str = "kubernetes.io/service-account.name";
+/// Annotation holding that ServiceAccount's UID.
 pub const SA_UID_ANNOTATION: &str = "kubernetes.io/service-account.uid";
 
 /// Signs legacy tokens; the server's key holder implements it.
 pub trait LegacyTokenSigner: Send + Sync {
+    /// A signed legacy token for `claims`, or why it could not be signed.
     fn sign_legacy(&self, claims: &LegacyClaims) -> Result<badge_token::Token, String>;
 
     /// Whether tokens signed by the key `kid` still verify: false once it was retired or

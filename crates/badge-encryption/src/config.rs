@@ -10,7 +10,9 @@ use serde::{Deserialize, Serialize};
 use crate::ResourceTransformers;
 use crate::providers::{Cipher, PrefixTransformer};
 
+/// The `apiVersion` of an EncryptionConfiguration file.
 pub const API_VERSION: &str = "apiserver.config.k8s.io/v1";
+/// The `kind` of an EncryptionConfiguration file.
 pub const KIND: &str = "EncryptionConfiguration";
 
 const AES_KEY_SIZES: &[usize] = &[16, 24, 32];
@@ -23,34 +25,47 @@ pub struct ConfigError(pub String);
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
+/// The file `--encryption-provider-config` names (`apiserver.config.k8s.io/v1`).
 pub struct EncryptionConfiguration {
     #[serde(default)]
+    /// Must be `apiserver.config.k8s.io/v1`.
     pub api_version: String,
     #[serde(default)]
+    /// Must be `EncryptionConfiguration`.
     pub kind: String,
     #[serde(default)]
+    /// Rules, each a set of resources and the providers they are stored with.
     pub resources: Vec<ResourceConfiguration>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
+/// One rule: which resources, and the providers that write and read them.
 pub struct ResourceConfiguration {
     #[serde(default)]
+    /// `resource.group` names (`secrets`, `*.apps`, `*.*`).
     pub resources: Vec<String>,
     #[serde(default)]
+    /// The first provider writes; every provider is tried in order to read.
     pub providers: Vec<ProviderConfiguration>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
+/// One provider; exactly one of its fields is set.
 pub struct ProviderConfiguration {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// AES-GCM with a random nonce.
     pub aesgcm: Option<KeysConfiguration>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// AES-CBC with PKCS#7 padding.
     pub aescbc: Option<KeysConfiguration>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// XSalsa20 and Poly1305.
     pub secretbox: Option<KeysConfiguration>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// No encryption: values are stored as they are.
     pub identity: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Envelope encryption through a KMS plugin.
     pub kms: Option<KmsConfiguration>,
 }
 
@@ -63,10 +78,13 @@ pub struct KmsConfiguration {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub api_version: String,
     #[serde(default)]
+    /// The plugin's name, part of the stored prefix; unique in the file.
     pub name: String,
     #[serde(default, rename = "cachesize", skip_serializing_if = "Option::is_none")]
+    /// How many decrypted keys to cache; KMS v1 only.
     pub cache_size: Option<i32>,
     #[serde(default)]
+    /// The plugin's gRPC socket, `unix:///path`.
     pub endpoint: String,
     /// A Go duration; 3s when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -135,16 +153,21 @@ fn parse_go_duration(text: &str) -> Result<std::time::Duration, String> {
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
+/// The keys of an `aesgcm`, `aescbc` or `secretbox` provider.
 pub struct KeysConfiguration {
     #[serde(default)]
+    /// The keys: the first encrypts, any of them decrypts.
     pub keys: Vec<Key>,
 }
 
 #[derive(Clone, Default, Deserialize, Serialize)]
+/// A named key.
 pub struct Key {
     #[serde(default)]
+    /// The key's name, part of the stored prefix.
     pub name: String,
     #[serde(default)]
+    /// The key, base64.
     pub secret: String,
 }
 

@@ -4,6 +4,8 @@
 //! [`Encryption`] is the store's [`Transformer`]: values of the resources it covers are
 //! encrypted on their way into the store and decrypted on their way out.
 
+#![warn(missing_docs)]
+
 mod clock;
 pub mod config;
 pub mod kms;

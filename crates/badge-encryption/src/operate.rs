@@ -17,10 +17,20 @@ pub enum StoredUnder {
     /// No `k8s:enc:` prefix: written by the identity provider (or before encryption).
     Plaintext,
     /// `k8s:enc:<provider>:<version>:<key name>:`.
-    Key { provider: String, key_name: String },
+    Key {
+        /// The provider the prefix names (`aesgcm`, `aescbc`, `secretbox`).
+        provider: String,
+        /// The key name the prefix names.
+        key_name: String,
+    },
     /// `k8s:enc:kms:v2:<name>:`, under the plugin's key `key_id` (read from the stored
     /// `EncryptedObject`): a plugin key rotation keeps the prefix but changes the key id.
-    Kms { name: String, key_id: String },
+    Kms {
+        /// The plugin's name in the configuration.
+        name: String,
+        /// The plugin's key id.
+        key_id: String,
+    },
     /// A `k8s:enc:` prefix that does not have that shape.
     Unrecognized,
 }
@@ -153,6 +163,7 @@ impl Encryption {
 /// How the objects of one resource are stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ResourceStatus {
+    /// The resource, as `resource.group`.
     pub resource: String,
     /// Whether the configuration has a rule for the resource.
     pub configured: bool,
@@ -283,8 +294,11 @@ pub struct RotateReport {
 
 /// One page of progress: the resource, and the totals so far.
 pub struct Progress<'a> {
+    /// The resource being rewritten.
     pub resource: &'a str,
+    /// Objects of it seen so far.
     pub scanned: u64,
+    /// The totals over every resource so far.
     pub report: &'a RotateReport,
 }
 

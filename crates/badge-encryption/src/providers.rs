@@ -30,13 +30,18 @@ pub enum Cipher {
 
 /// A cipher with the prefix it writes and reads.
 pub struct PrefixTransformer {
+    /// The provider's name in the prefix (`aesgcm`, `aescbc`, `secretbox`, `identity`, `kms`).
     pub provider: &'static str,
+    /// The key's name (or, for KMS, the plugin's) in the prefix.
     pub key_name: String,
+    /// `k8s:enc:<provider>:<version>:<name>:`, empty for identity.
     pub prefix: Vec<u8>,
+    /// How values under the prefix are encrypted.
     pub cipher: Cipher,
 }
 
 impl PrefixTransformer {
+    /// The transformer of `cipher`, writing under the prefix of `provider` and `key_name`.
     pub fn new(provider: &'static str, key_name: &str, cipher: Cipher) -> PrefixTransformer {
         let prefix = match cipher {
             Cipher::Identity => Vec::new(),

@@ -4,6 +4,8 @@
 //! service does the same way: an owner-only socket, the HTTP/2 accept loop and the unary
 //! method call.
 
+#![warn(missing_docs)]
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::path::Path;

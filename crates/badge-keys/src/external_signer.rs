@@ -14,11 +14,15 @@ use tonic::Status;
 
 use crate::ServiceAccountKeys;
 
+/// gRPC method path of `ExternalJWTSigner.Sign`.
 pub const SIGN_PATH: &str = "/v1.ExternalJWTSigner/Sign";
+/// gRPC method path of `ExternalJWTSigner.FetchKeys`.
 pub const FETCH_KEYS_PATH: &str = "/v1.ExternalJWTSigner/FetchKeys";
+/// gRPC method path of `ExternalJWTSigner.Metadata`.
 pub const METADATA_PATH: &str = "/v1.ExternalJWTSigner/Metadata";
 
 #[derive(Clone, PartialEq, prost::Message)]
+/// `SignJWTRequest`: the claims kube-apiserver wants signed.
 pub struct SignJwtRequest {
     /// The payload, base64url as the second segment of the token.
     #[prost(string, tag = "1")]
@@ -26,52 +30,68 @@ pub struct SignJwtRequest {
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
+/// `SignJWTResponse`: the token's header and signature segments.
 pub struct SignJwtResponse {
     #[prost(string, tag = "1")]
+    /// The JOSE header, base64url as the token's first segment.
     pub header: String,
     #[prost(string, tag = "2")]
+    /// The signature, base64url as the token's third segment.
     pub signature: String,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
+/// `FetchKeysRequest`: no fields.
 pub struct FetchKeysRequest {}
 
 /// `google.protobuf.Timestamp`.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Timestamp {
     #[prost(int64, tag = "1")]
+    /// Seconds since the Unix epoch.
     pub seconds: i64,
     #[prost(int32, tag = "2")]
+    /// Nanoseconds within that second.
     pub nanos: i32,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
+/// `FetchKeysResponse`: the public keys tokens may be verified with.
 pub struct FetchKeysResponse {
     #[prost(message, repeated, tag = "1")]
+    /// Every key that may have signed a still-valid token.
     pub keys: Vec<Key>,
     #[prost(message, optional, tag = "2")]
+    /// When the key set last changed.
     pub data_timestamp: Option<Timestamp>,
     #[prost(int64, tag = "3")]
+    /// How many seconds kube-apiserver should wait before fetching the keys again.
     pub refresh_hint_seconds: i64,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
+/// One public key.
 pub struct Key {
     #[prost(string, tag = "1")]
+    /// The `kid` the header of tokens it signs carries.
     pub key_id: String,
     /// PKIX (SubjectPublicKeyInfo) DER.
     #[prost(bytes = "vec", tag = "2")]
     pub key: Vec<u8>,
     #[prost(bool, tag = "3")]
+    /// Whether the key is left out of the OIDC JWKS (kept for verification only).
     pub exclude_from_oidc_discovery: bool,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
+/// `MetadataRequest`: no fields.
 pub struct MetadataRequest {}
 
 #[derive(Clone, PartialEq, prost::Message)]
+/// `MetadataResponse`: what the signer supports.
 pub struct MetadataResponse {
     #[prost(int64, tag = "1")]
+    /// The longest token lifetime the signer issues, in seconds.
     pub max_token_expiration_seconds: i64,
 }
 
@@ -98,6 +118,7 @@ fn grpc_status(status: badge_api::Status) -> Status {
 }
 
 impl ExternalSigner {
+    /// A signer over `keys`, capping token lifetimes at `max_token_expiration_seconds` (raised to upstream's minimum).
     pub fn new(keys: Arc<ServiceAccountKeys>, max_token_expiration_seconds: i64) -> ExternalSigner {
         ExternalSigner {
             keys,
@@ -167,6 +188,7 @@ impl ExternalSigner {
         })
     }
 
+    /// The answer to `Metadata`.
     pub fn metadata(&self) -> MetadataResponse {
         MetadataResponse {
             max_token_expiration_seconds: self.max_token_expiration_seconds,

@@ -13,6 +13,8 @@
 //! the rotation controller on the lease holder only (`badge-controllers`' `keyrotation`).
 //! Every server republishes its snapshot from the watch, and at the ring's next transition.
 
+#![warn(missing_docs)]
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -37,11 +39,14 @@ const MAX_WATCH_BACKOFF: Duration = Duration::from_secs(5);
 /// The kind of key to generate when badge makes its own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KeyType {
+    /// RSA, 2048 bits, signing RS256.
     Rs256,
+    /// ECDSA on P-256, signing ES256.
     Es256,
 }
 
 impl KeyType {
+    /// A new private key of this kind.
     pub fn generate(self) -> Result<SigningKey, Status> {
         match self {
             KeyType::Rs256 => SigningKey::generate_rsa(2048),
@@ -88,12 +93,14 @@ pub struct StoredRing {
 }
 
 impl StoredRing {
+    /// Seals with the 32-byte `seal_key`.
     pub fn new(seal_key: &[u8; 32]) -> StoredRing {
         StoredRing {
             sealer: badge_token::seal::Sealer::new(seal_key),
         }
     }
 
+    /// The ring a stored value holds, sealed or (written by an older version) in the clear.
     pub fn decode(&self, value: &[u8]) -> Result<KeyRing, Status> {
         let opened;
         let json = if badge_token::seal::Sealer::is_sealed(value) {
@@ -109,6 +116,7 @@ impl StoredRing {
             .map_err(|e| Status::internal(format!("the stored key ring cannot be read: {e}")))
     }
 
+    /// The ring, sealed for storage.
     pub fn encode(&self, ring: &KeyRing) -> Result<Bytes, Status> {
         let json = serde_json::to_vec(ring).map_err(|e| Status::internal(e.to_string()))?;
         Ok(Bytes::from(self.sealer.seal(&json, KEYRING_KEY.as_bytes())))
@@ -119,6 +127,7 @@ impl StoredRing {
 /// server's watches; the registry confirms its watch cache so, and the ring's watch runs on
 /// the same store.
 pub trait Freshness: Send + Sync {
+    /// How long since the store was last confirmed current; zero when it just was.
     fn unconfirmed_for(&self) -> Duration;
 }
 
@@ -494,6 +503,7 @@ impl ServiceAccountKeys {
         crossed.then_some(bound)
     }
 
+    /// The key new tokens are signed with, from the latest published ring.
     pub fn signer(&self) -> Option<SigningKey> {
         self.published.current().signer().cloned()
     }

@@ -31,7 +31,7 @@ fn encryption_config(dir: &Path, encrypted: bool) -> anyhow::Result<String> {
 
 /// ES256 TokenRequest and cached TokenReview under each setting, each measured twice, the
 /// settings taking turns so that drift in a shared machine hits all alike.
-pub async fn measure(badge: &Path, seconds: f64) -> anyhow::Result<Vec<Row>> {
+pub(crate) async fn measure(badge: &Path, seconds: f64) -> anyhow::Result<Vec<Row>> {
     const ISSUE: &str = "/api/v1/namespaces/default/serviceaccounts/default/token";
     const REVIEW: &str = "/apis/authentication.k8s.io/v1/tokenreviews";
     let configs = tempfile::tempdir()?;

@@ -3,7 +3,7 @@
 use crate::raw::rate;
 use crate::report::{Row, row};
 
-pub fn measure() -> Row {
+pub(crate) fn measure() -> Row {
     let decisions = authorization_rate();
     row(
         "6 authorization",

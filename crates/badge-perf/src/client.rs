@@ -9,12 +9,12 @@ use http_body_util::BodyExt;
 use serde_json::Value;
 
 /// One keep-alive HTTPS connection, as a client such as kubectl holds.
-pub struct Connection {
+pub(crate) struct Connection {
     sender: hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>,
 }
 
 impl Connection {
-    pub async fn open(tls: &Arc<rustls::ClientConfig>, port: u16) -> anyhow::Result<Connection> {
+    pub(crate) async fn open(tls: &Arc<rustls::ClientConfig>, port: u16) -> anyhow::Result<Connection> {
         let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
         let stream = tokio_rustls::TlsConnector::from(tls.clone())
             .connect(rustls::pki_types::ServerName::try_from("localhost")?, tcp)
@@ -25,7 +25,7 @@ impl Connection {
         Ok(Connection { sender })
     }
 
-    pub async fn send(
+    pub(crate) async fn send(
         &mut self,
         method: &str,
         path: &str,
@@ -47,7 +47,7 @@ impl Connection {
 }
 
 /// One request on its own connection.
-pub async fn call(
+pub(crate) async fn call(
     tls: &Arc<rustls::ClientConfig>,
     port: u16,
     method: &str,
@@ -60,7 +60,7 @@ pub async fn call(
 /// A WatchList (`sendInitialEvents=true`, as client-go's informers open it) of `path` on
 /// its own connection: the ADDED events received up to the bookmark that ends the initial
 /// events, and the time from the request to that bookmark.
-pub async fn watch_initial_events(
+pub(crate) async fn watch_initial_events(
     tls: &Arc<rustls::ClientConfig>,
     port: u16,
     path: &str,

@@ -14,7 +14,7 @@ use crate::server::Server;
 /// Requests in flight, as the HTTP load generator's connection count.
 const IN_FLIGHT: usize = 16;
 
-pub async fn bench(quick: bool, badge: &Path, out: &Path) -> anyhow::Result<()> {
+pub(crate) async fn bench(quick: bool, badge: &Path, out: &Path) -> anyhow::Result<()> {
     let count = if quick { 2_000 } else { 10_000 };
     let etcd = tokio::task::spawn_blocking(|| badge_testkit::etcd::EtcdCluster::start(1)).await?;
 

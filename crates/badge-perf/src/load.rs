@@ -13,7 +13,7 @@ use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 #[derive(Args, Debug, Clone)]
-pub struct LoadOptions {
+pub(crate) struct LoadOptions {
     #[arg(long)]
     pub port: u16,
     #[arg(long)]
@@ -59,7 +59,7 @@ fn split_line(line: &str, paths_in_bodies: bool, path: &str) -> (String, bytes::
     (path.to_string(), bytes::Bytes::from(line.to_string()))
 }
 
-pub fn client_config(
+pub(crate) fn client_config(
     ca: &PathBuf,
     cert: Option<&PathBuf>,
     key: Option<&PathBuf>,
@@ -86,7 +86,7 @@ pub fn client_config(
     Ok(Arc::new(config))
 }
 
-pub async fn run(options: LoadOptions) -> anyhow::Result<()> {
+pub(crate) async fn run(options: LoadOptions) -> anyhow::Result<()> {
     let tls = client_config(&options.ca, options.cert.as_ref(), options.key.as_ref())?;
     let bodies: Arc<Vec<(String, bytes::Bytes)>> = Arc::new(
         std::fs::read_to_string(&options.bodies)?

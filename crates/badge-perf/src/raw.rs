@@ -16,13 +16,13 @@ use crate::report::{Row, row};
 use crate::server::run_load;
 
 /// What the machine allows, per second on all its cores.
-pub struct Limits {
+pub(crate) struct Limits {
     pub sign: HashMap<&'static str, f64>,
     pub verify: HashMap<&'static str, f64>,
     pub ceiling: f64,
 }
 
-pub fn measure(seconds: f64, rows: &mut Vec<Row>) -> anyhow::Result<Limits> {
+pub(crate) fn measure(seconds: f64, rows: &mut Vec<Row>) -> anyhow::Result<Limits> {
     // 1. Raw limits.
     let payload = json!({"sub": "system:serviceaccount:default:default", "iss": "x", "aud": ["x"], "exp": 4_000_000_000i64});
     let mut raw_sign = HashMap::new();
@@ -97,7 +97,7 @@ pub fn measure(seconds: f64, rows: &mut Vec<Row>) -> anyhow::Result<Limits> {
     })
 }
 
-pub fn rate(seconds: f64, mut f: impl FnMut()) -> f64 {
+pub(crate) fn rate(seconds: f64, mut f: impl FnMut()) -> f64 {
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
     let start = Instant::now();
     let mut n = 0u64;
@@ -111,7 +111,7 @@ pub fn rate(seconds: f64, mut f: impl FnMut()) -> f64 {
 }
 
 /// The same TLS and HTTP stack as badge, answering every request with a fixed ~360 B JSON.
-pub async fn ceiling(dir: &Path) -> anyhow::Result<()> {
+pub(crate) async fn ceiling(dir: &Path) -> anyhow::Result<()> {
     let pki = badge_pki::Pki::load_or_create(dir, &[])?;
     let tls = tokio_rustls::TlsAcceptor::from(pki.server_config(&[b"http/1.1"])?);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

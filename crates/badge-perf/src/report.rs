@@ -4,7 +4,7 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
-pub struct Row {
+pub(crate) struct Row {
     pub section: String,
     pub figure: String,
     pub limit: String,
@@ -17,7 +17,7 @@ pub struct Row {
     pub bound: Option<(f64, f64)>,
 }
 
-pub fn row(
+pub(crate) fn row(
     section: &str,
     figure: String,
     limit: String,
@@ -38,7 +38,7 @@ pub fn row(
 
 /// The reachable rate when every request costs one crypto operation (at `crypto` per second
 /// on all cores) plus one ceiling request (at `ceiling` per second on all cores).
-pub fn combined_bound(crypto: Option<f64>, ceiling: f64) -> f64 {
+pub(crate) fn combined_bound(crypto: Option<f64>, ceiling: f64) -> f64 {
     match crypto {
         Some(crypto) => 1.0 / (1.0 / crypto + 1.0 / ceiling),
         None => ceiling,
@@ -47,7 +47,7 @@ pub fn combined_bound(crypto: Option<f64>, ceiling: f64) -> f64 {
 
 /// A row for a load generator result measured against `limit`, with `goal` the least
 /// ratio that meets it, and against `bound`, what the machine can reach at all.
-pub fn throughput_row(
+pub(crate) fn throughput_row(
     section: &str,
     alg: &str,
     result: &Value,
@@ -72,7 +72,7 @@ pub fn throughput_row(
 }
 
 /// The machine the run measures: cores, CPU model, memory.
-pub fn machine() -> String {
+pub(crate) fn machine() -> String {
     format!(
         "{} cores, {}, {} MiB, load average {} at the start (a shared machine's figures vary \
          with what else runs)",
@@ -102,7 +102,7 @@ pub fn machine() -> String {
 }
 
 /// Writes the table to `out`/latest.md and latest.json, and prints it.
-pub fn write(out: &Path, machine: &str, quick: bool, rows: &[Row]) -> anyhow::Result<()> {
+pub(crate) fn write(out: &Path, machine: &str, quick: bool, rows: &[Row]) -> anyhow::Result<()> {
     let mut md = format!(
         "Machine: {machine}. Mode: {}.\n\n| section | figure | limit | ratio | goal | met | bound (ratio) |\n|---|---|---|---|---|---|---|\n",
         if quick { "quick" } else { "full" }

@@ -12,7 +12,7 @@ use crate::tokens::{REVIEW, TOKEN_REQUEST, review_body, wait_for_inventory};
 const REVOKED: usize = 10_000;
 const RECORDS: &str = "/apis/identity.badge.dev/v1/namespaces/default/issuedtokens";
 
-pub async fn measure(badge: &Path, seconds: f64) -> anyhow::Result<Vec<Row>> {
+pub(crate) async fn measure(badge: &Path, seconds: f64) -> anyhow::Result<Vec<Row>> {
     let (server, _) = Server::start(
         badge,
         tempfile::tempdir()?,

@@ -19,7 +19,12 @@ const ARGS: [&str; 3] = [
     "--token-usage-tracking=true",
 ];
 
-pub async fn measure(badge: &Path, quick: bool, seconds: f64, limits: &Limits) -> anyhow::Result<Vec<Row>> {
+pub(crate) async fn measure(
+    badge: &Path,
+    quick: bool,
+    seconds: f64,
+    limits: &Limits,
+) -> anyhow::Result<Vec<Row>> {
     let mut rows = Vec::new();
     let n = if quick { 5_000 } else { 100_000 };
     let (server, empty_start) = Server::start(badge, tempfile::tempdir()?, &ARGS)?;

@@ -13,7 +13,7 @@ use serde_json::Value;
 use crate::client::call;
 use crate::load;
 
-pub struct Server {
+pub(crate) struct Server {
     child: Child,
     dir: Option<tempfile::TempDir>,
     pub path: PathBuf,
@@ -21,7 +21,11 @@ pub struct Server {
 }
 
 impl Server {
-    pub fn start(badge: &Path, dir: tempfile::TempDir, extra: &[&str]) -> anyhow::Result<(Server, Duration)> {
+    pub(crate) fn start(
+        badge: &Path,
+        dir: tempfile::TempDir,
+        extra: &[&str],
+    ) -> anyhow::Result<(Server, Duration)> {
         // badge refuses a data dir others can read; a new temporary one follows the umask.
         std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
         let started = Instant::now();
@@ -64,11 +68,11 @@ impl Server {
         Ok((server, started.elapsed()))
     }
 
-    pub fn ca(&self) -> PathBuf {
+    pub(crate) fn ca(&self) -> PathBuf {
         self.path.join("pki/ca.crt")
     }
 
-    pub fn admin(&self) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    pub(crate) fn admin(&self) -> anyhow::Result<Arc<rustls::ClientConfig>> {
         let pki = self.path.join("pki");
         load::client_config(
             &self.ca(),
@@ -77,7 +81,7 @@ impl Server {
         )
     }
 
-    pub fn rss_bytes(&self) -> u64 {
+    pub(crate) fn rss_bytes(&self) -> u64 {
         std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
             .ok()
             .and_then(|s| {
@@ -88,7 +92,7 @@ impl Server {
             .map_or(0, |kb| kb * 1024)
     }
 
-    pub fn stop(mut self) -> anyhow::Result<tempfile::TempDir> {
+    pub(crate) fn stop(mut self) -> anyhow::Result<tempfile::TempDir> {
         let _ = Command::new("kill")
             .arg("-TERM")
             .arg(self.child.id().to_string())
@@ -98,12 +102,18 @@ impl Server {
     }
 
     /// The load generator against this server, as the admin.
-    pub fn load(&self, path: &str, bodies: &[String], seconds: f64, once: bool) -> anyhow::Result<Value> {
+    pub(crate) fn load(
+        &self,
+        path: &str,
+        bodies: &[String],
+        seconds: f64,
+        once: bool,
+    ) -> anyhow::Result<Value> {
         self.load_with(path, bodies, seconds, once, &[])
     }
 
     /// The load generator with more of its options (`load::LoadOptions`).
-    pub fn load_with(
+    pub(crate) fn load_with(
         &self,
         path: &str,
         bodies: &[String],
@@ -147,7 +157,7 @@ impl Drop for Server {
     }
 }
 
-pub fn run_load(mut cmd: Command) -> anyhow::Result<Value> {
+pub(crate) fn run_load(mut cmd: Command) -> anyhow::Result<Value> {
     let out = cmd.output()?;
     if !out.status.success() {
         return Err(anyhow!(

@@ -13,7 +13,7 @@ const PODS: usize = 10_000;
 /// path, not the limiter.
 const CONNECTIONS: &str = "128";
 
-pub async fn measure(badge: &Path) -> anyhow::Result<Vec<Row>> {
+pub(crate) async fn measure(badge: &Path) -> anyhow::Result<Vec<Row>> {
     let (server, _) = Server::start(
         badge,
         tempfile::tempdir()?,

@@ -11,7 +11,12 @@ use crate::raw::Limits;
 use crate::report::{Row, combined_bound, row, throughput_row};
 use crate::server::Server;
 
-pub async fn measure(badge: &Path, quick: bool, seconds: f64, limits: &Limits) -> anyhow::Result<Vec<Row>> {
+pub(crate) async fn measure(
+    badge: &Path,
+    quick: bool,
+    seconds: f64,
+    limits: &Limits,
+) -> anyhow::Result<Vec<Row>> {
     let (raw_sign, raw_verify, ceiling_rps) = (&limits.sign, &limits.verify, limits.ceiling);
     let mut rows = Vec::new();
     for alg in ["RS256", "ES256"] {
@@ -94,12 +99,12 @@ pub async fn measure(badge: &Path, quick: bool, seconds: f64, limits: &Limits) -
     Ok(rows)
 }
 
-pub const REVIEW: &str = "/apis/authentication.k8s.io/v1/tokenreviews";
+pub(crate) const REVIEW: &str = "/apis/authentication.k8s.io/v1/tokenreviews";
 
-pub const TOKEN_REQUEST: &str =
+pub(crate) const TOKEN_REQUEST: &str =
     r#"{"apiVersion":"authentication.k8s.io/v1","kind":"TokenRequest","spec":{}}"#;
 
-pub async fn mint(server: &Server, n: usize) -> anyhow::Result<Vec<String>> {
+pub(crate) async fn mint(server: &Server, n: usize) -> anyhow::Result<Vec<String>> {
     let tls = server.admin()?;
     let mut tokens = Vec::with_capacity(n);
     let path = "/api/v1/namespaces/default/serviceaccounts/default/token";
@@ -128,7 +133,7 @@ pub async fn mint(server: &Server, n: usize) -> anyhow::Result<Vec<String>> {
     Ok(tokens)
 }
 
-pub fn review_body(token: &str) -> String {
+pub(crate) fn review_body(token: &str) -> String {
     json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token}})
         .to_string()
 }
@@ -136,7 +141,7 @@ pub fn review_body(token: &str) -> String {
 /// Median time from deleting a bound Pod through `writer` to the first failing TokenReview
 /// on `reviewer` (the same server, or another one on the same store), with the token
 /// verified (and cached) on `reviewer` beforehand.
-pub async fn revocation_ms(writer: &Server, reviewer: &Server) -> anyhow::Result<f64> {
+pub(crate) async fn revocation_ms(writer: &Server, reviewer: &Server) -> anyhow::Result<f64> {
     let (writer_tls, reviewer_tls) = (writer.admin()?, reviewer.admin()?);
     let review_path = "/apis/authentication.k8s.io/v1/tokenreviews";
     let mut samples = Vec::new();
@@ -205,7 +210,7 @@ pub async fn revocation_ms(writer: &Server, reviewer: &Server) -> anyhow::Result
 }
 
 /// How many IssuedToken records the server lists in `default`.
-pub async fn inventory_count(server: &Server) -> anyhow::Result<u64> {
+pub(crate) async fn inventory_count(server: &Server) -> anyhow::Result<u64> {
     let (status, list) = call(
         &server.admin()?,
         server.port,
@@ -221,7 +226,7 @@ pub async fn inventory_count(server: &Server) -> anyhow::Result<u64> {
 
 /// Waits (at most a minute) until the inventory holds at least `count` records, as the
 /// servers flush what they issued.
-pub async fn wait_for_inventory(server: &Server, count: usize) -> anyhow::Result<()> {
+pub(crate) async fn wait_for_inventory(server: &Server, count: usize) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let listed = inventory_count(server).await?;

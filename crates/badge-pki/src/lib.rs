@@ -22,6 +22,8 @@
 //! [`identity_from_der`]: the subject CN is the user name and each subject
 //! O is a group, as upstream's x509 authenticator does.
 
+#![warn(missing_docs)]
+
 use std::fmt;
 use std::fs::{self, DirBuilder, Permissions};
 use std::io::{self, Write};

@@ -75,9 +75,13 @@ fn digested_name(spki_der: &[u8], common_name: &str, organizations: &[&str], usa
 /// When a certificate starts and stops being valid, and whom it names.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CertificateInfo {
+    /// Start of the validity period (`notBefore`).
     pub not_before: SystemTime,
+    /// End of the validity period (`notAfter`).
     pub not_after: SystemTime,
+    /// The subject's common name: the user name Kubernetes authenticates.
     pub common_name: String,
+    /// The subject's organizations: the groups Kubernetes authenticates.
     pub organizations: Vec<String>,
 }
 

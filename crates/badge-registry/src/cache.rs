@@ -19,12 +19,16 @@ use crate::index::{Indexes, PODS_PREFIX};
 /// The kind of a cache event, as a watch reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventType {
+    /// The object was created.
     Added,
+    /// The object was changed.
     Modified,
+    /// The object was removed.
     Deleted,
 }
 
 impl EventType {
+    /// The watch event's `type`: `ADDED`, `MODIFIED` or `DELETED`.
     pub fn as_str(self) -> &'static str {
         match self {
             EventType::Added => "ADDED",
@@ -37,8 +41,11 @@ impl EventType {
 /// One change to one object.
 #[derive(Debug)]
 pub struct CacheEvent {
+    /// Whether the object was added, changed or removed.
     pub kind: EventType,
+    /// The object's store key.
     pub key: String,
+    /// The store revision of the change.
     pub revision: Revision,
     /// The object after the change; for a delete, its last state with the delete's revision.
     pub object: Arc<CachedObject>,
@@ -268,12 +275,15 @@ struct State {
 /// A watch that resumes from a revision older than the history holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TooOld {
+    /// The revision the watch asked to resume from.
     pub requested: Revision,
+    /// The oldest revision the history still holds.
     pub oldest: Revision,
 }
 
 /// The start of a cache watch: events to send first, then the live events ([`CacheWatch::next`]).
 pub struct CacheWatch {
+    /// Events that bring the watcher from its revision to the cache's.
     pub initial: Vec<Arc<CacheEvent>>,
     live: broadcast::Receiver<Arc<CacheEvent>>,
     /// Changes when the cache is replaced by a relist: what happened between its old and

@@ -9,12 +9,18 @@ use x509_parser::certification_request::X509CertificationRequest;
 use x509_parser::extensions::ParsedExtension;
 use x509_parser::prelude::FromDer;
 
+/// Condition type of a request an approver approved.
 pub const APPROVED: &str = "Approved";
+/// Condition type of a request an approver denied.
 pub const DENIED: &str = "Denied";
+/// Condition type of a request its signer could not sign.
 pub const FAILED: &str = "Failed";
 
+/// Signer of client certificates kube-apiserver accepts.
 pub const KUBE_APISERVER_CLIENT: &str = "kubernetes.io/kube-apiserver-client";
+/// Signer of the client certificates kubelets authenticate with (`system:node:<name>` in `system:nodes`).
 pub const KUBE_APISERVER_CLIENT_KUBELET: &str = "kubernetes.io/kube-apiserver-client-kubelet";
+/// Signer of `certificates.k8s.io/v1beta1` requests that named none; v1 refuses it.
 pub const LEGACY_UNKNOWN: &str = "kubernetes.io/legacy-unknown";
 
 /// The key usages a request may name (`KeyUsage` upstream).
@@ -47,7 +53,9 @@ pub const KNOWN_USAGES: &[&str] = &[
 /// What the signers and the approver look at in a certificate request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ParsedRequest {
+    /// The subject's common name.
     pub common_name: String,
+    /// The subject's organizations.
     pub organizations: Vec<String>,
     /// DNS names, email addresses, IP addresses and URIs requested as SANs.
     pub san_count: usize,
@@ -119,6 +127,7 @@ pub fn has_condition(object: &Value, kind: &str) -> bool {
     conditions(object).iter().any(|c| condition_type(c) == kind)
 }
 
+/// `spec.signerName`, "" when absent.
 pub fn signer_name(object: &Value) -> &str {
     object
         .pointer("/spec/signerName")
@@ -126,6 +135,7 @@ pub fn signer_name(object: &Value) -> &str {
         .unwrap_or("")
 }
 
+/// `spec.usages`, the strings among them.
 pub fn usages(object: &Value) -> Vec<&str> {
     object
         .pointer("/spec/usages")

@@ -17,7 +17,9 @@ pub enum GracefulDelete {
     Pending,
     /// Write this deletion time and grace period; a grace of zero then deletes at once.
     Mark {
+        /// RFC 3339 time to write as `metadata.deletionTimestamp`.
         deletion_timestamp: String,
+        /// Seconds to write as `metadata.deletionGracePeriodSeconds`.
         grace_period_seconds: i64,
     },
 }

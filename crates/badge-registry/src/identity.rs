@@ -15,6 +15,7 @@ use crate::{Filter, ReadFrom, Registry, WriteOptions};
 pub struct UsageUpdate {
     /// The latest authentication: its time and the `lastAuthenticated` object.
     pub last_authenticated: Option<(jiff::Timestamp, Value)>,
+    /// The latest token issued for the ServiceAccount.
     pub last_token_issued: Option<jiff::Timestamp>,
 }
 

@@ -2,6 +2,8 @@
 //! resourceVersion from the store revision, per-resource strategies, and the watch cache
 //! that serves reads and watches.
 
+#![warn(missing_docs)]
+
 pub mod admission;
 pub mod bootstraptoken;
 pub mod cache;

@@ -8,10 +8,13 @@ use serde_json::{Value, json};
 
 /// One column of a Table (`metav1.TableColumnDefinition`).
 pub struct Column {
+    /// The header kubectl prints.
     pub name: &'static str,
     /// The OpenAPI type of the column's cells.
     pub kind: &'static str,
+    /// The OpenAPI format of the cells (`name` marks the object's name column).
     pub format: &'static str,
+    /// What the column shows, as upstream describes it.
     pub description: &'static str,
     /// 0 for the columns always shown, 1 for those only `-o wide` shows.
     pub priority: u8,
@@ -19,6 +22,7 @@ pub struct Column {
 
 /// The columns of a resource and how one object fills them.
 pub struct Printer {
+    /// The columns, in order.
     pub columns: &'static [Column],
     /// One cell per column, with ages counted up to `now`.
     pub cells: fn(&Value, Timestamp) -> Vec<Value>,
@@ -71,6 +75,7 @@ pub const DEFAULT: Printer = Printer {
     cells: |object, _| vec![json!(meta::name(object)), json!(meta::creation_timestamp(object))],
 };
 
+/// The columns of Namespaces.
 pub static NAMESPACES: Printer = Printer {
     columns: &[NAME, col("Status", "string", "The status of the namespace"), AGE],
     cells: |object, now| {
@@ -82,6 +87,7 @@ pub static NAMESPACES: Printer = Printer {
     },
 };
 
+/// The columns of ServiceAccounts.
 pub static SERVICEACCOUNTS: Printer = Printer {
     columns: &[
         NAME,
@@ -101,6 +107,7 @@ pub static SERVICEACCOUNTS: Printer = Printer {
     },
 };
 
+/// The columns of Secrets.
 pub static SECRETS: Printer = Printer {
     columns: &[
         NAME,
@@ -118,6 +125,7 @@ pub static SECRETS: Printer = Printer {
     },
 };
 
+/// The columns of ConfigMaps.
 pub static CONFIGMAPS: Printer = Printer {
     columns: &[
         NAME,
@@ -133,6 +141,7 @@ pub static CONFIGMAPS: Printer = Printer {
     },
 };
 
+/// The columns of Pods.
 pub static PODS: Printer = Printer {
     columns: &[
         NAME,
@@ -168,6 +177,7 @@ pub static PODS: Printer = Printer {
     cells: pod_cells,
 };
 
+/// The columns of Nodes.
 pub static NODES: Printer = Printer {
     columns: &[
         NAME,
@@ -179,6 +189,7 @@ pub static NODES: Printer = Printer {
     cells: node_cells,
 };
 
+/// The columns of Events.
 pub static EVENTS: Printer = Printer {
     columns: &[
         col("Last Seen", "string", "Time when this Event was last observed."),
@@ -215,6 +226,7 @@ pub static BINDINGS: Printer = Printer {
     cells: binding_cells,
 };
 
+/// The columns of Leases.
 pub static LEASES: Printer = Printer {
     columns: &[NAME, col("Holder", "string", "Name of the Lease holder"), AGE],
     cells: |object, now| {
@@ -226,6 +238,7 @@ pub static LEASES: Printer = Printer {
     },
 };
 
+/// The columns of CertificateSigningRequests.
 pub static CERTIFICATESIGNINGREQUESTS: Printer = Printer {
     columns: &[
         NAME,
@@ -250,6 +263,7 @@ pub static CERTIFICATESIGNINGREQUESTS: Printer = Printer {
     cells: csr_cells,
 };
 
+/// The columns of IssuedTokens.
 pub static ISSUEDTOKENS: Printer = Printer {
     columns: &[
         NAME,
@@ -274,6 +288,7 @@ pub static ISSUEDTOKENS: Printer = Printer {
     cells: issued_token_cells,
 };
 
+/// The columns of TokenPolicies.
 pub static TOKENPOLICIES: Printer = Printer {
     columns: &[
         NAME,
@@ -289,6 +304,7 @@ pub static TOKENPOLICIES: Printer = Printer {
     cells: token_policy_cells,
 };
 
+/// The columns of ServiceAccountUsages.
 pub static SERVICEACCOUNTUSAGES: Printer = Printer {
     columns: &[
         NAME,

@@ -102,10 +102,12 @@ impl Registry {
         registry
     }
 
+    /// The watch cache every read and watch is served from.
     pub fn cache(&self) -> &Arc<WatchCache> {
         &self.cache
     }
 
+    /// The store underneath, for keys outside the API.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
     }

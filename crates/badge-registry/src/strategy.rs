@@ -31,6 +31,7 @@ pub const MAX_DATA_SIZE: usize = 1024 * 1024;
 /// checks (which every RBAC resource gets).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Admission {
+    /// No admission besides RBAC's.
     None,
     /// ServiceAccount admission on create (`plugin/pkg/admission/serviceaccount`): the
     /// pod's ServiceAccount, its token volume and pull secrets.
@@ -65,7 +66,9 @@ pub struct Strategy {
     pub warnings: fn(&Value, Option<&Value>) -> Vec<String>,
     /// The value of a selectable field beyond `metadata.name` and `metadata.namespace`.
     pub field_value: fn(&Value, &str) -> Option<String>,
+    /// The admission a write of the resource passes through.
     pub admission: Admission,
+    /// What a delete does to the resource's objects.
     pub deletion: Deletion,
     /// The columns of the resource's Tables and how an object fills them.
     pub printer: &'static Printer,

@@ -23,6 +23,8 @@
 //! ends at once as [`Error::Timeout`]. Open watches check on their member the same way,
 //! and resume on the next one.
 
+#![warn(missing_docs)]
+
 mod proto;
 
 use std::sync::Arc;
@@ -81,12 +83,14 @@ pub struct EtcdConfig {
     pub ca_pem: Option<Vec<u8>>,
     /// PEM client certificate and key, for members that require client authentication.
     pub client_cert_pem: Option<Vec<u8>>,
+    /// PEM private key matching `client_cert_pem`.
     pub client_key_pem: Option<Vec<u8>>,
     /// How long one store operation may take, across every member it tries.
     pub request_timeout: Duration,
 }
 
 impl EtcdConfig {
+    /// Endpoints under the default `/registry` prefix, plaintext, five-second requests.
     pub fn new(endpoints: Vec<String>) -> EtcdConfig {
         EtcdConfig {
             endpoints,
@@ -103,12 +107,16 @@ impl EtcdConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("no etcd endpoints given")]
+    /// No `--etcd-servers` were given.
     NoEndpoints,
     #[error("invalid etcd endpoint {0:?}: {1}")]
+    /// An endpoint that is not an `http` or `https` URL, and why.
     Endpoint(String, String),
     #[error("--etcd-prefix must start with '/', not {0:?}")]
+    /// A prefix that is not absolute.
     Prefix(String),
     #[error("--etcd-certfile and --etcd-keyfile go together")]
+    /// A client certificate without its key, or a key without its certificate.
     HalfIdentity,
 }
 

@@ -5,7 +5,7 @@
 use bytes::Bytes;
 
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct ResponseHeader {
+pub(crate) struct ResponseHeader {
     #[prost(uint64, tag = "1")]
     pub cluster_id: u64,
     #[prost(uint64, tag = "2")]
@@ -17,7 +17,7 @@ pub struct ResponseHeader {
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct KeyValue {
+pub(crate) struct KeyValue {
     #[prost(bytes = "bytes", tag = "1")]
     pub key: Bytes,
     #[prost(int64, tag = "2")]
@@ -31,10 +31,10 @@ pub struct KeyValue {
 }
 
 /// `mvccpb.Event.EventType` of a delete (0 is a put).
-pub const EVENT_DELETE: i32 = 1;
+pub(crate) const EVENT_DELETE: i32 = 1;
 
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct Event {
+pub(crate) struct Event {
     #[prost(int32, tag = "1")]
     pub r#type: i32,
     #[prost(message, optional, tag = "2")]
@@ -44,7 +44,7 @@ pub struct Event {
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct RangeRequest {
+pub(crate) struct RangeRequest {
     #[prost(bytes = "bytes", tag = "1")]
     pub key: Bytes,
     #[prost(bytes = "bytes", tag = "2")]
@@ -62,7 +62,7 @@ pub struct RangeRequest {
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct RangeResponse {
+pub(crate) struct RangeResponse {
     #[prost(message, optional, tag = "1")]
     pub header: Option<ResponseHeader>,
     #[prost(message, repeated, tag = "2")]
@@ -74,7 +74,7 @@ pub struct RangeResponse {
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct PutRequest {
+pub(crate) struct PutRequest {
     #[prost(bytes = "bytes", tag = "1")]
     pub key: Bytes,
     #[prost(bytes = "bytes", tag = "2")]
@@ -82,13 +82,13 @@ pub struct PutRequest {
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct PutResponse {
+pub(crate) struct PutResponse {
     #[prost(message, optional, tag = "1")]
     pub header: Option<ResponseHeader>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct DeleteRangeRequest {
+pub(crate) struct DeleteRangeRequest {
     #[prost(bytes = "bytes", tag = "1")]
     pub key: Bytes,
     #[prost(bytes = "bytes", tag = "2")]
@@ -96,7 +96,7 @@ pub struct DeleteRangeRequest {
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct DeleteRangeResponse {
+pub(crate) struct DeleteRangeResponse {
     #[prost(message, optional, tag = "1")]
     pub header: Option<ResponseHeader>,
     #[prost(int64, tag = "2")]
@@ -104,14 +104,14 @@ pub struct DeleteRangeResponse {
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct RequestOp {
+pub(crate) struct RequestOp {
     #[prost(oneof = "request_op::Request", tags = "1, 2, 3")]
     pub request: Option<request_op::Request>,
 }
 
-pub mod request_op {
+pub(crate) mod request_op {
     #[derive(Clone, PartialEq, prost::Oneof)]
-    pub enum Request {
+    pub(crate) enum Request {
         #[prost(message, tag = "1")]
         Range(super::RangeRequest),
         #[prost(message, tag = "2")]
@@ -122,14 +122,14 @@ pub mod request_op {
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct ResponseOp {
+pub(crate) struct ResponseOp {
     #[prost(oneof = "response_op::Response", tags = "1, 2, 3")]
     pub response: Option<response_op::Response>,
 }
 
-pub mod response_op {
+pub(crate) mod response_op {
     #[derive(Clone, PartialEq, prost::Oneof)]
-    pub enum Response {
+    pub(crate) enum Response {
         #[prost(message, tag = "1")]
         Range(super::RangeResponse),
         #[prost(message, tag = "2")]
@@ -140,14 +140,14 @@ pub mod response_op {
 }
 
 /// `Compare.CompareResult`.
-pub const COMPARE_EQUAL: i32 = 0;
-pub const COMPARE_NOT_EQUAL: i32 = 3;
+pub(crate) const COMPARE_EQUAL: i32 = 0;
+pub(crate) const COMPARE_NOT_EQUAL: i32 = 3;
 /// `Compare.CompareTarget`.
-pub const TARGET_CREATE: i32 = 1;
-pub const TARGET_MOD: i32 = 2;
+pub(crate) const TARGET_CREATE: i32 = 1;
+pub(crate) const TARGET_MOD: i32 = 2;
 
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct Compare {
+pub(crate) struct Compare {
     #[prost(int32, tag = "1")]
     pub result: i32,
     #[prost(int32, tag = "2")]
@@ -158,9 +158,9 @@ pub struct Compare {
     pub target_union: Option<compare::TargetUnion>,
 }
 
-pub mod compare {
+pub(crate) mod compare {
     #[derive(Clone, PartialEq, prost::Oneof)]
-    pub enum TargetUnion {
+    pub(crate) enum TargetUnion {
         #[prost(int64, tag = "4")]
         Version(i64),
         #[prost(int64, tag = "5")]
@@ -171,7 +171,7 @@ pub mod compare {
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct TxnRequest {
+pub(crate) struct TxnRequest {
     #[prost(message, repeated, tag = "1")]
     pub compare: Vec<Compare>,
     #[prost(message, repeated, tag = "2")]
@@ -181,7 +181,7 @@ pub struct TxnRequest {
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct TxnResponse {
+pub(crate) struct TxnResponse {
     #[prost(message, optional, tag = "1")]
     pub header: Option<ResponseHeader>,
     #[prost(bool, tag = "2")]
@@ -191,7 +191,7 @@ pub struct TxnResponse {
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct CompactionRequest {
+pub(crate) struct CompactionRequest {
     #[prost(int64, tag = "1")]
     pub revision: i64,
     #[prost(bool, tag = "2")]
@@ -199,20 +199,20 @@ pub struct CompactionRequest {
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct CompactionResponse {
+pub(crate) struct CompactionResponse {
     #[prost(message, optional, tag = "1")]
     pub header: Option<ResponseHeader>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct WatchRequest {
+pub(crate) struct WatchRequest {
     #[prost(oneof = "watch_request::RequestUnion", tags = "1, 3")]
     pub request_union: Option<watch_request::RequestUnion>,
 }
 
-pub mod watch_request {
+pub(crate) mod watch_request {
     #[derive(Clone, PartialEq, prost::Oneof)]
-    pub enum RequestUnion {
+    pub(crate) enum RequestUnion {
         #[prost(message, tag = "1")]
         Create(super::WatchCreateRequest),
         #[prost(message, tag = "3")]
@@ -221,7 +221,7 @@ pub mod watch_request {
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct WatchCreateRequest {
+pub(crate) struct WatchCreateRequest {
     #[prost(bytes = "bytes", tag = "1")]
     pub key: Bytes,
     #[prost(bytes = "bytes", tag = "2")]
@@ -235,10 +235,10 @@ pub struct WatchCreateRequest {
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct WatchProgressRequest {}
+pub(crate) struct WatchProgressRequest {}
 
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct WatchResponse {
+pub(crate) struct WatchResponse {
     #[prost(message, optional, tag = "1")]
     pub header: Option<ResponseHeader>,
     #[prost(int64, tag = "2")]
@@ -256,10 +256,10 @@ pub struct WatchResponse {
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct StatusRequest {}
+pub(crate) struct StatusRequest {}
 
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct StatusResponse {
+pub(crate) struct StatusResponse {
     #[prost(message, optional, tag = "1")]
     pub header: Option<ResponseHeader>,
     #[prost(string, tag = "2")]
@@ -272,7 +272,7 @@ pub struct StatusResponse {
 
 /// `AlarmRequest` with `action` GET (0) and member 0: every member's alarms.
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct AlarmRequest {
+pub(crate) struct AlarmRequest {
     #[prost(int32, tag = "1")]
     pub action: i32,
     #[prost(uint64, tag = "2")]
@@ -282,7 +282,7 @@ pub struct AlarmRequest {
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct AlarmResponse {
+pub(crate) struct AlarmResponse {
     #[prost(message, optional, tag = "1")]
     pub header: Option<ResponseHeader>,
     #[prost(message, repeated, tag = "2")]
@@ -290,7 +290,7 @@ pub struct AlarmResponse {
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct AlarmMember {
+pub(crate) struct AlarmMember {
     #[prost(uint64, tag = "1")]
     pub member_id: u64,
     /// `AlarmType`: 0 NONE, 1 NOSPACE, 2 CORRUPT.

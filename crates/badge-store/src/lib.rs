@@ -9,6 +9,8 @@
 //! Backends: [`sqlite::SqliteStore`] (embedded, the default); the etcd backend lives in its
 //! own crate. Both must pass [`conformance`].
 
+#![warn(missing_docs)]
+
 pub mod conformance;
 pub mod sqlite;
 pub mod transform;
@@ -25,7 +27,9 @@ pub type Revision = i64;
 /// One key as stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyValue {
+    /// The store key (`/registry/<resource>/<namespace>/<name>`).
     pub key: String,
+    /// The stored bytes, as the transformer left them for the caller.
     pub value: Bytes,
     /// The revision of the write that created this key (since its last deletion).
     pub create_revision: Revision,
@@ -59,14 +63,18 @@ pub struct ListOptions {
 /// The kind of change an [`Event`] records.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventKind {
+    /// The key was created or overwritten.
     Put,
+    /// The key was removed.
     Delete,
 }
 
 /// One change, as a watch delivers it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Event {
+    /// Whether the key was written or removed.
     pub kind: EventKind,
+    /// The key that changed.
     pub key: String,
     /// The revision of this change.
     pub revision: Revision,
@@ -92,22 +100,34 @@ pub type WatchStream = Pin<Box<dyn Stream<Item = Result<Vec<Event>>> + Send>>;
 pub enum Error {
     /// A create found the key present.
     #[error("key {key:?} already exists")]
-    AlreadyExists { key: String },
+    AlreadyExists {
+        /// The key that exists.
+        key: String,
+    },
     /// A compare-and-swap found the key at another revision (or absent: `current` is None).
     #[error("key {key:?} was modified concurrently")]
     Conflict {
+        /// The key that was compared.
         key: String,
+        /// What the key holds now, `None` when it is gone.
         current: Option<Box<KeyValue>>,
     },
     /// The revision asked for has been compacted away.
     #[error("required revision {requested} has been compacted (compacted revision {compacted})")]
     Compacted {
+        /// The revision asked for.
         requested: Revision,
+        /// The oldest revision still kept.
         compacted: Revision,
     },
     /// The revision asked for is newer than the store's current revision.
     #[error("required revision {requested} is a future revision (current revision {current})")]
-    FutureRevision { requested: Revision, current: Revision },
+    FutureRevision {
+        /// The revision asked for.
+        requested: Revision,
+        /// The store's latest revision.
+        current: Revision,
+    },
     /// A value over the backend's size limit.
     #[error("request is too large")]
     TooLarge,
@@ -130,6 +150,7 @@ pub enum Error {
     Internal(String),
 }
 
+/// A result whose error defaults to the store's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// etcd's text for a write refused under its space quota (`rpctypes.ErrNoSpace`).

@@ -14,7 +14,9 @@ use crate::{Error, Event, KeyValue, ListOptions, ListResult, Result, Revision, S
 /// Turns values into what is stored and back. `key` is the store key, which
 /// authenticated encryption binds the value to.
 pub trait Transformer: Send + Sync + 'static {
+    /// The bytes to store for `value` under `key`.
     fn transform_to_storage(&self, key: &str, value: &[u8]) -> Result<Bytes, TransformError>;
+    /// The value that `stored`, read under `key`, was made from.
     fn transform_from_storage(&self, key: &str, stored: &[u8]) -> Result<Bytes, TransformError>;
 
     /// Whether values under `key` are transformed at all; the others pass as they are,
@@ -65,6 +67,7 @@ pub struct TransformedStore {
 }
 
 impl TransformedStore {
+    /// `inner`, with every value written through `transformer` and read back through it.
     pub fn new(inner: Arc<dyn Store>, transformer: Arc<dyn Transformer>) -> TransformedStore {
         TransformedStore { inner, transformer }
     }

@@ -44,10 +44,15 @@ pub struct EtcdCluster {
 /// Certificate files of a TLS cluster: a CA, the members' serving certificate for
 /// 127.0.0.1, and a client certificate the members accept.
 pub struct EtcdTls {
+    /// PEM of the CA that signed every certificate below.
     pub ca_file: PathBuf,
+    /// PEM serving certificate of the members, for 127.0.0.1.
     pub server_cert: PathBuf,
+    /// PEM key of the serving certificate.
     pub server_key: PathBuf,
+    /// PEM client certificate the members accept.
     pub client_cert: PathBuf,
+    /// PEM key of the client certificate.
     pub client_key: PathBuf,
 }
 

@@ -1,6 +1,8 @@
 //! Test support for end-to-end tests: the real `badge` binary started on port 0 in a
 //! temporary data dir, the real kubectl, and a raw HTTPS client for what kubectl cannot
 //! send (anonymous requests, odd content types, oversized bodies).
+
+#![warn(missing_docs)]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader};
@@ -34,7 +36,9 @@ pub struct TestServer {
     binary: PathBuf,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// The port the server reported serving on.
     pub port: u16,
+    /// Every stderr line the server wrote, across restarts.
     pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     extra_args: Vec<String>,
     /// The port to listen on instead of an ephemeral one.
@@ -47,6 +51,7 @@ impl TestServer {
         TestServer::start_with(binary, &[])
     }
 
+    /// Starts `binary server` in a new data dir with further flags `args`.
     pub fn start_with(binary: &str, args: &[&str]) -> TestServer {
         TestServer::start_in(binary, args, tempfile::tempdir().unwrap())
     }
@@ -86,10 +91,12 @@ impl TestServer {
         self.child.is_some()
     }
 
+    /// The server's data dir.
     pub fn data_dir(&self) -> &Path {
         self.dir.path()
     }
 
+    /// The admin kubeconfig the server wrote, with a client certificate in `system:masters`.
     pub fn kubeconfig(&self) -> PathBuf {
         self.dir.path().join("admin.kubeconfig")
     }
@@ -235,6 +242,7 @@ impl TestServer {
         path
     }
 
+    /// Runs kubectl with `stdin` as its input; with `--token` among `args`, against a kubeconfig without the admin certificate.
     pub fn kubectl_with_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
         let mut cmd = Command::new(kubectl_path());
         let kubeconfig = if args.contains(&"--token") {
@@ -430,25 +438,33 @@ impl Drop for TestServer {
 /// Which credential a raw request carries.
 #[derive(Clone, Debug)]
 pub enum Credential {
+    /// No credential.
     Anonymous,
+    /// The admin client certificate.
     Admin,
+    /// `Authorization: Bearer` with this token.
     Bearer(String),
 }
 
 /// A raw response.
 #[derive(Debug)]
 pub struct RawResponse {
+    /// The HTTP status code.
     pub status: u16,
+    /// The response headers.
     pub headers: http::HeaderMap,
+    /// The response body, undecoded.
     pub body: Vec<u8>,
 }
 
 impl RawResponse {
+    /// The body as JSON; panics when it is not.
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
     }
 
+    /// The first value of header `name`, or "" when absent or not text.
     pub fn header(&self, name: &str) -> &str {
         self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
     }

@@ -15,11 +15,17 @@ use std::time::Duration;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Op {
     /// A read that returned `value`.
-    Read { value: String },
+    Read {
+        /// The value the register held.
+        value: String,
+    },
     /// Set the register to `new` if it holds `expected`.
     Cas {
+        /// The value the register must hold for the swap to apply.
         expected: String,
+        /// The value written when it applies.
         new: String,
+        /// Whether it applied, as the client learned.
         outcome: CasOutcome,
     },
 }
@@ -39,20 +45,26 @@ pub enum CasOutcome {
 /// monotonic clock.
 #[derive(Clone, Debug)]
 pub struct Operation {
+    /// Which client ran it; a client's operations do not overlap.
     pub client: usize,
+    /// When the client invoked it.
     pub invoked: Duration,
+    /// When the client saw it return.
     pub returned: Duration,
+    /// What it did.
     pub op: Op,
 }
 
 /// What the search found.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Verdict {
+    /// Some order of the operations fits their times and a register's behaviour.
     Linearizable,
     /// No order fits; says how far the best attempt got and what it could not place.
     NotLinearizable(String),
     /// The search visited more configurations than it was allowed to.
     Undecided {
+        /// How many configurations were visited.
         visited: usize,
     },
 }

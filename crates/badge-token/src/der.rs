@@ -4,20 +4,32 @@
 //! without saying why), and to write the TLVs of the certificate subjects the PKI builds.
 //! Inputs are operator-supplied key files, still every read is bounds-checked.
 
+/// Universal tag of an INTEGER.
 pub const TAG_INTEGER: u8 = 0x02;
+/// Universal tag of a BIT STRING.
 pub const TAG_BIT_STRING: u8 = 0x03;
+/// Universal tag of an OCTET STRING.
 pub const TAG_OCTET_STRING: u8 = 0x04;
+/// Universal tag of an OBJECT IDENTIFIER.
 pub const TAG_OID: u8 = 0x06;
+/// Universal tag of a SEQUENCE, constructed.
 pub const TAG_SEQUENCE: u8 = 0x30;
+/// Universal tag of a UTF8String.
 pub const TAG_UTF8_STRING: u8 = 0x0c;
+/// Universal tag of a SET, constructed.
 pub const TAG_SET: u8 = 0x31;
 /// `[0]`, constructed: an explicit tag, such as a certificate's version.
 pub const TAG_CONTEXT_0: u8 = 0xa0;
 
+/// `rsaEncryption` (1.2.840.113549.1.1.1), the algorithm of every RSA key.
 pub const OID_RSA_ENCRYPTION: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01];
+/// `id-ecPublicKey` (1.2.840.10045.2.1), the algorithm of every EC key.
 pub const OID_EC_PUBLIC_KEY: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
+/// `prime256v1` (1.2.840.10045.3.1.7), the curve of ES256.
 pub const OID_P256: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+/// `secp384r1` (1.3.132.0.34), the curve of ES384.
 pub const OID_P384: &[u8] = &[0x2b, 0x81, 0x04, 0x00, 0x22];
+/// `secp521r1` (1.3.132.0.35), the curve of ES512.
 pub const OID_P521: &[u8] = &[0x2b, 0x81, 0x04, 0x00, 0x23];
 
 /// A cursor over a run of DER TLVs.
@@ -26,10 +38,12 @@ pub struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
+    /// A reader at the start of `data`.
     pub fn new(data: &'a [u8]) -> Self {
         Self { rest: data }
     }
 
+    /// Whether every TLV has been read.
     pub fn is_empty(&self) -> bool {
         self.rest.is_empty()
     }
@@ -106,11 +120,15 @@ pub fn bit_len(magnitude: &[u8]) -> usize {
 /// The parts of a SubjectPublicKeyInfo: algorithm OID, its parameters TLV (if any) and the
 /// subjectPublicKey bits (whole bytes only).
 pub struct Spki<'a> {
+    /// Contents of the algorithm OBJECT IDENTIFIER.
     pub algorithm: &'a [u8],
+    /// Tag and contents of the algorithm's parameters: the curve OID for EC, NULL for RSA.
     pub parameters: Option<(u8, &'a [u8])>,
+    /// The subjectPublicKey bits, as bytes.
     pub key: &'a [u8],
 }
 
+/// The parts of a SubjectPublicKeyInfo, `None` when `der` is not exactly one.
 pub fn spki(der: &[u8]) -> Option<Spki<'_>> {
     let mut outer = Reader::new(der);
     let body = outer.expect(TAG_SEQUENCE)?;
@@ -151,11 +169,15 @@ pub fn rsa_private_modulus(der: &[u8]) -> Option<&[u8]> {
 /// The parts of a PKCS#8 PrivateKeyInfo: algorithm OID, its parameters TLV (if any) and the
 /// contents of the privateKey OCTET STRING.
 pub struct Pkcs8<'a> {
+    /// Contents of the algorithm OBJECT IDENTIFIER.
     pub algorithm: &'a [u8],
+    /// Tag and contents of the algorithm's parameters: the curve OID for EC, NULL for RSA.
     pub parameters: Option<(u8, &'a [u8])>,
+    /// The privateKey OCTET STRING's contents (a PKCS#1 or SEC 1 key).
     pub key: &'a [u8],
 }
 
+/// The parts of a PKCS#8 PrivateKeyInfo, `None` when `der` is not one.
 pub fn pkcs8(der: &[u8]) -> Option<Pkcs8<'_>> {
     let mut body = Reader::new(Reader::new(der).expect(TAG_SEQUENCE)?);
     body.expect(TAG_INTEGER)?; // version

@@ -85,7 +85,12 @@ pub enum TokenError {
     /// No requested audience is among the token's (upstream's words, with Go's `%q` of
     /// each list).
     #[error("token audiences {} is invalid for the target audiences {}", go_quoted(.token), go_quoted(.target))]
-    AudienceMismatch { token: Vec<String>, target: Vec<String> },
+    AudienceMismatch {
+        /// The token's `aud` claim.
+        token: Vec<String>,
+        /// The audiences the caller accepts.
+        target: Vec<String>,
+    },
 
     // --- claim content (upstream validators)
     /// A claim the token kind requires is absent or empty (upstream: "`<name>` claim is missing").

@@ -13,6 +13,8 @@
 //! 2. strict base64url; 3. header; 4. algorithm allow-list; 5. key selection; 6. signature;
 //! 7. payload; 8. issuer; 9. time, with 60 s leeway; 10. audience.
 
+#![warn(missing_docs)]
+
 pub mod bootstrap;
 pub mod claims;
 pub mod der;

@@ -10,7 +10,9 @@ use crate::keys::KeyError;
 
 /// One decoded PEM block. The DER may be private key material, so there is no Debug.
 pub struct Block {
+    /// The label after `BEGIN`, such as `PRIVATE KEY`.
     pub label: String,
+    /// The base64-decoded body.
     pub der: Vec<u8>,
 }
 

@@ -18,6 +18,7 @@ pub struct Sealer {
 pub struct OpenError;
 
 impl Sealer {
+    /// A sealer with the 256-bit AES-GCM key `key`.
     pub fn new(key: &[u8; 32]) -> Sealer {
         let key = match UnboundKey::new(&AES_256_GCM, key) {
             Ok(key) => key,

@@ -9,6 +9,7 @@ use std::fmt;
 pub struct Secret<T>(T);
 
 impl<T> Secret<T> {
+    /// Wraps `value` so that it cannot be printed.
     pub fn new(value: T) -> Secret<T> {
         Secret(value)
     }

@@ -17,7 +17,7 @@ use badge_verify::{Verifier, bearer_token};
 
 /// The service: `/whoami` answers the caller's ServiceAccount, 401 for a refused token, 503
 /// while the issuer's keys cannot be had.
-pub fn router(verifier: Verifier) -> Router {
+pub(crate) fn router(verifier: Verifier) -> Router {
     Router::new().route("/whoami", get(whoami)).with_state(verifier)
 }
 

@@ -16,7 +16,7 @@ use tonic::transport::server::TcpIncoming;
 
 /// A tower layer that verifies the `authorization` metadata of every call.
 #[derive(Clone)]
-pub struct RequireServiceAccount<S> {
+pub(crate) struct RequireServiceAccount<S> {
     inner: S,
     verifier: Verifier,
 }
@@ -67,7 +67,7 @@ where
 }
 
 /// Serves the health service on `listener`, every call checked by `verifier`.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
     verifier: Verifier,
 ) -> Result<(), tonic::transport::Error> {

@@ -79,7 +79,7 @@ struct State {
 
 /// The cache. Readers take a short lock for a snapshot; one refresh runs at a time and
 /// concurrent callers wait for its result instead of fetching again.
-pub struct KeyCache {
+pub(crate) struct KeyCache {
     source: Arc<dyn KeySource>,
     policy: CachePolicy,
     state: parking_lot::Mutex<State>,
@@ -88,7 +88,7 @@ pub struct KeyCache {
 
 /// Why the keys are wanted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Need {
+pub(crate) enum Need {
     /// Any usable keys.
     Current,
     /// The cached keys lack the token's kid.
@@ -96,7 +96,7 @@ pub enum Need {
 }
 
 impl KeyCache {
-    pub fn new(source: Arc<dyn KeySource>, policy: CachePolicy) -> Self {
+    pub(crate) fn new(source: Arc<dyn KeySource>, policy: CachePolicy) -> Self {
         Self {
             source,
             policy,
@@ -107,7 +107,7 @@ impl KeyCache {
 
     /// The keys to verify with: the cached ones while fresh, else (or for an unknown kid)
     /// the result of one refresh; stale keys when the refresh fails or is rate-limited.
-    pub async fn keys(&self, need: Need) -> Result<Arc<Keys>, String> {
+    pub(crate) async fn keys(&self, need: Need) -> Result<Arc<Keys>, String> {
         let snapshot = self.state.lock().clone();
         let now = Instant::now();
         if let Some(keys) = &snapshot.keys
@@ -177,7 +177,7 @@ impl KeyCache {
 #[cfg(test)]
 impl KeyCache {
     /// Holds the refresh gate, as a refresh in flight does.
-    pub async fn hold_refresh_for_test(&self) -> tokio::sync::MutexGuard<'_, ()> {
+    pub(crate) async fn hold_refresh_for_test(&self) -> tokio::sync::MutexGuard<'_, ()> {
         self.refresh.lock().await
     }
 }

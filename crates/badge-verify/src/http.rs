@@ -21,7 +21,7 @@ const SYSTEM_BUNDLES: [&str; 4] = [
 
 /// An HTTPS client with fixed trust anchors and an optional bearer credential.
 #[derive(Clone)]
-pub struct HttpsClient {
+pub(crate) struct HttpsClient {
     tls: Arc<rustls::ClientConfig>,
     bearer: Option<Arc<str>>,
     timeout: Duration,
@@ -39,7 +39,7 @@ impl std::fmt::Debug for HttpsClient {
 
 /// A response: status, `Cache-Control`, body.
 #[derive(Debug)]
-pub struct Response {
+pub(crate) struct Response {
     pub status: u16,
     pub cache_control: Option<String>,
     pub body: Vec<u8>,
@@ -47,7 +47,11 @@ pub struct Response {
 
 impl HttpsClient {
     /// Trusts the certificates in `ca_pem`, or the system bundle when None.
-    pub fn new(ca_pem: Option<&[u8]>, bearer: Option<String>, timeout: Duration) -> Result<Self, String> {
+    pub(crate) fn new(
+        ca_pem: Option<&[u8]>,
+        bearer: Option<String>,
+        timeout: Duration,
+    ) -> Result<Self, String> {
         let mut roots = rustls::RootCertStore::empty();
         let bundle = match ca_pem {
             Some(pem) => pem.to_vec(),
@@ -76,12 +80,12 @@ impl HttpsClient {
     }
 
     /// GET `url`.
-    pub async fn get(&self, url: &str) -> Result<Response, String> {
+    pub(crate) async fn get(&self, url: &str) -> Result<Response, String> {
         self.send("GET", url, None).await
     }
 
     /// POST a JSON body to `url`.
-    pub async fn post_json(&self, url: &str, body: Vec<u8>) -> Result<Response, String> {
+    pub(crate) async fn post_json(&self, url: &str, body: Vec<u8>) -> Result<Response, String> {
         self.send("POST", url, Some(body)).await
     }
 
@@ -175,7 +179,7 @@ fn system_bundle() -> Result<Vec<u8>, String> {
 
 /// The `max-age` of a `Cache-Control` value: `no-store`/`no-cache` count as zero; no
 /// directive is None.
-pub fn max_age(cache_control: &str) -> Option<Duration> {
+pub(crate) fn max_age(cache_control: &str) -> Option<Duration> {
     let mut age = None;
     for directive in cache_control.split(',').map(str::trim) {
         let lower = directive.to_ascii_lowercase();

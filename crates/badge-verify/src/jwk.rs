@@ -12,7 +12,7 @@ use serde_json::Value;
 
 /// The keys of one JWKS, by the `kid` each JWK declares.
 #[derive(Clone, Debug, Default)]
-pub struct Keys {
+pub(crate) struct Keys {
     by_kid: HashMap<String, VerifyingKey>,
     in_order: Vec<VerifyingKey>,
 }
@@ -20,7 +20,7 @@ pub struct Keys {
 impl Keys {
     /// Parses a `{"keys":[…]}` document. A JWK that is not usable is skipped (and logged);
     /// a document that is not a key set at all is an error.
-    pub fn from_jwks(doc: &[u8]) -> Result<Keys, String> {
+    pub(crate) fn from_jwks(doc: &[u8]) -> Result<Keys, String> {
         let doc: Value = serde_json::from_slice(doc).map_err(|e| format!("the JWKS is not JSON: {e}"))?;
         let list = doc
             .get("keys")
@@ -45,17 +45,17 @@ impl Keys {
     }
 
     /// The key the JWKS lists under `kid`.
-    pub fn get(&self, kid: &str) -> Option<&VerifyingKey> {
+    pub(crate) fn get(&self, kid: &str) -> Option<&VerifyingKey> {
         self.by_kid.get(kid)
     }
 
     /// Every key, in JWKS order.
-    pub fn all(&self) -> &[VerifyingKey] {
+    pub(crate) fn all(&self) -> &[VerifyingKey] {
         &self.in_order
     }
 
     /// How many keys are usable.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.in_order.len()
     }
 }

@@ -16,9 +16,9 @@ use crate::VerifyError;
 use crate::jwk::Keys;
 
 /// Larger tokens are refused before any decoding (badge-token's limit).
-pub const MAX_TOKEN_BYTES: usize = badge_token::jwt::MAX_TOKEN_BYTES;
+pub(crate) const MAX_TOKEN_BYTES: usize = badge_token::jwt::MAX_TOKEN_BYTES;
 /// A revocation list grows with the revoked tokens; the fetch's body cap bounds it.
-pub const MAX_LIST_BYTES: usize = 1024 * 1024;
+pub(crate) const MAX_LIST_BYTES: usize = 1024 * 1024;
 /// Nesting allowed in a header: its parameters are strings.
 const HEADER_MAX_DEPTH: usize = 3;
 /// Nesting allowed in a payload: `kubernetes.io.pod.name` is depth 3, a list entry depth 3.
@@ -26,7 +26,7 @@ const PAYLOAD_MAX_DEPTH: usize = 16;
 
 /// What a compact JWS must declare itself to be (RFC 8725 §3.11 explicit typing).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Typ {
+pub(crate) enum Typ {
     /// A ServiceAccount token: `typ` absent or `JWT`.
     Token,
     /// A document signed by the issuer for verifiers: exactly this `typ`, required.
@@ -35,7 +35,7 @@ pub enum Typ {
 
 /// The header of a compact JWS whose shape is right; nothing is verified yet.
 #[derive(Debug)]
-pub struct Parsed<'t> {
+pub(crate) struct Parsed<'t> {
     pub alg: Algorithm,
     pub kid: Option<String>,
     signing_input: &'t [u8],
@@ -45,13 +45,13 @@ pub struct Parsed<'t> {
 
 /// Steps before any key is looked at: size, three segments, strict base64url, a header of
 /// `alg`, `kid` and `typ` only, and `alg` RS256 or ES256.
-pub fn parse(token: &str) -> Result<Parsed<'_>, VerifyError> {
+pub(crate) fn parse(token: &str) -> Result<Parsed<'_>, VerifyError> {
     parse_typed(token, Typ::Token)
 }
 
 /// [`parse`] for a JWS of the given type: a token is never taken for a revocation list, nor a
 /// list for a token.
-pub fn parse_typed(token: &str, typ: Typ) -> Result<Parsed<'_>, VerifyError> {
+pub(crate) fn parse_typed(token: &str, typ: Typ) -> Result<Parsed<'_>, VerifyError> {
     let max_bytes = match typ {
         Typ::Token => MAX_TOKEN_BYTES,
         Typ::Required(_) => MAX_LIST_BYTES,
@@ -114,7 +114,7 @@ pub fn parse_typed(token: &str, typ: Typ) -> Result<Parsed<'_>, VerifyError> {
 
 impl Parsed<'_> {
     /// Whether `keys` has the key this token names (or, without a kid, any key for its alg).
-    pub fn has_key_in(&self, keys: &Keys) -> bool {
+    pub(crate) fn has_key_in(&self, keys: &Keys) -> bool {
         match &self.kid {
             Some(kid) => keys.get(kid).is_some(),
             None => keys.all().iter().any(|k| k.algorithm() == self.alg),
@@ -123,7 +123,7 @@ impl Parsed<'_> {
 
     /// Checks the signature with the key `keys` lists for the token, then returns the payload
     /// object.
-    pub fn verify(self, keys: &Keys) -> Result<Map<String, Value>, VerifyError> {
+    pub(crate) fn verify(self, keys: &Keys) -> Result<Map<String, Value>, VerifyError> {
         let verified = match &self.kid {
             Some(kid) => {
                 let key = keys.get(kid).ok_or(VerifyError::UnknownKey)?;

@@ -27,6 +27,8 @@
 //! as OIDC Discovery §4 and go-oidc build it), and the document's `issuer` must then equal
 //! the configured issuer exactly.
 
+#![warn(missing_docs)]
+
 mod cache;
 mod http;
 mod jwk;
@@ -366,6 +368,7 @@ impl VerifierBuilder {
         self
     }
 
+    /// The verifier, or why the options do not make one (no issuer, no audience).
     pub fn build(self) -> Result<Verifier, VerifyError> {
         if self.issuer.is_empty() {
             return Err(VerifyError::Config("an issuer is required".into()));

@@ -57,7 +57,7 @@ impl Default for RevocationPolicy {
 
 /// A verified revocation list.
 #[derive(Debug, Default)]
-pub struct RevocationList {
+pub(crate) struct RevocationList {
     issued_at: i64,
     expires_at: i64,
     /// (namespace, jti) of revoked bound tokens.
@@ -69,7 +69,7 @@ pub struct RevocationList {
 impl RevocationList {
     /// Reads the verified claims of a list: `iss` exactly `issuer`, `exp` not passed and
     /// `iat` not ahead (both with `leeway` seconds), and every entry well-formed.
-    pub fn from_claims(
+    pub(crate) fn from_claims(
         claims: &Map<String, Value>,
         issuer: &str,
         leeway: i64,
@@ -123,7 +123,7 @@ impl RevocationList {
 
     /// Whether the list names the token: a bound token by its namespace and `jti`, a legacy
     /// token by its namespace and Secret name.
-    pub fn revokes(&self, claims: &ValidatedClaims) -> bool {
+    pub(crate) fn revokes(&self, claims: &ValidatedClaims) -> bool {
         let key = match claims.kind {
             TokenKind::Bound => claims.jti.as_ref().map(|jti| (&self.jtis, jti)),
             TokenKind::Legacy => claims
@@ -135,14 +135,14 @@ impl RevocationList {
     }
 
     /// How many tokens the list names.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.jtis.len() + self.secrets.len()
     }
 }
 
 /// What the issuer publishes, as last learned.
 #[derive(Debug)]
-pub enum Published {
+pub(crate) enum Published {
     /// No revocation list: tokens are not checked against one.
     Nothing,
     /// This list.
@@ -168,7 +168,7 @@ impl State {
 }
 
 /// Where the list is checked against: the issuer, the key cache for its signature, the leeway.
-pub struct Checks<'a> {
+pub(crate) struct Checks<'a> {
     pub source: &'a dyn KeySource,
     pub keys: &'a KeyCache,
     pub issuer: &'a str,
@@ -178,7 +178,7 @@ pub struct Checks<'a> {
 }
 
 /// The cached list. Readers take a short lock for a snapshot; one refresh runs at a time.
-pub struct RevocationCache {
+pub(crate) struct RevocationCache {
     policy: CachePolicy,
     revocation: RevocationPolicy,
     state: parking_lot::Mutex<State>,
@@ -186,7 +186,7 @@ pub struct RevocationCache {
 }
 
 impl RevocationCache {
-    pub fn new(policy: CachePolicy, revocation: RevocationPolicy) -> Self {
+    pub(crate) fn new(policy: CachePolicy, revocation: RevocationPolicy) -> Self {
         Self {
             policy,
             revocation,
@@ -197,7 +197,7 @@ impl RevocationCache {
 
     /// What the issuer publishes: the cached answer while fresh, else the result of one
     /// refresh; the last good list while the refresh fails, within the trust window.
-    pub async fn current(&self, checks: &Checks<'_>) -> Result<Arc<Published>, String> {
+    pub(crate) async fn current(&self, checks: &Checks<'_>) -> Result<Arc<Published>, String> {
         let snapshot = self.state.lock().clone();
         let now = Instant::now();
         if let Some(known) = &snapshot.known

@@ -8,7 +8,7 @@ use badge_apiserver::console::{ApiBackend, Console};
 
 /// Binds the console's port and serves it until `shutdown`, with the API's TLS
 /// configuration, request limits and connection limit.
-pub async fn start(
+pub(crate) async fn start(
     address: SocketAddr,
     api: Arc<badge_apiserver::ApiServer>,
     tls: Arc<rustls::ServerConfig>,

@@ -14,7 +14,7 @@ use badge_store::Store;
 use crate::server::{EtcdOptions, open_embedded};
 
 #[derive(Subcommand, Debug)]
-pub enum EncryptionCommand {
+pub(crate) enum EncryptionCommand {
     /// Count, per resource, the stored objects under each provider and key; fail when some
     /// sit under a key the configuration no longer lists.
     Status(StoreArgs),
@@ -25,7 +25,7 @@ pub enum EncryptionCommand {
 
 /// Which store and configuration, as `badge server` takes them.
 #[derive(Args, Debug)]
-pub struct StoreArgs {
+pub(crate) struct StoreArgs {
     /// The data dir: its embedded store, and its default encryption configuration.
     #[arg(long, default_value = "./badge-data")]
     data_dir: PathBuf,
@@ -43,7 +43,7 @@ pub struct StoreArgs {
 }
 
 #[derive(Args, Debug)]
-pub struct RotateArgs {
+pub(crate) struct RotateArgs {
     #[command(flatten)]
     store: StoreArgs,
     /// Rewrite at most this many objects, then stop (0: all); run again to go on.
@@ -83,7 +83,7 @@ impl StoreArgs {
     }
 }
 
-pub async fn run(command: EncryptionCommand) -> anyhow::Result<()> {
+pub(crate) async fn run(command: EncryptionCommand) -> anyhow::Result<()> {
     match command {
         EncryptionCommand::Status(args) => status(args).await,
         EncryptionCommand::Rotate(args) => rotate(args).await,

@@ -12,7 +12,7 @@ use badge_client::Client;
 
 /// No `Debug`: it holds a token.
 #[derive(Args)]
-pub struct InspectOptions {
+pub(crate) struct InspectOptions {
     /// The token, or `-` to read it from standard input (keeps it out of the process list).
     token: String,
     /// Check the token against this server (TokenReview and its JWKS).
@@ -58,7 +58,7 @@ fn badge_api_age(seconds: i64) -> String {
     }
 }
 
-pub async fn run(options: InspectOptions) -> anyhow::Result<()> {
+pub(crate) async fn run(options: InspectOptions) -> anyhow::Result<()> {
     let token = if options.token == "-" {
         let mut s = String::new();
         std::io::stdin().read_to_string(&mut s)?;

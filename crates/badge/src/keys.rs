@@ -9,7 +9,7 @@ use serde_json::Value;
 use badge_client::Client;
 
 #[derive(Args, Debug)]
-pub struct KeysOptions {
+pub(crate) struct KeysOptions {
     /// The kubeconfig to reach the server with.
     #[arg(long, env = "KUBECONFIG", default_value = "./badge-data/admin.kubeconfig")]
     kubeconfig: PathBuf,
@@ -90,7 +90,7 @@ fn print_keys(body: &Value) {
     }
 }
 
-pub async fn run(options: KeysOptions) -> anyhow::Result<()> {
+pub(crate) async fn run(options: KeysOptions) -> anyhow::Result<()> {
     let client = Client::from_kubeconfig(&options.kubeconfig)?;
     let (method, path) = match &options.command {
         KeysCommand::List => ("GET", "/badge/v1/keys".to_string()),

@@ -7,7 +7,7 @@ use badge_encryption::kms::plugin;
 use clap::Args;
 
 #[derive(Args, Debug)]
-pub struct KmsPluginOptions {
+pub(crate) struct KmsPluginOptions {
     /// The key file: one base64 32-byte AES key per line, newest first (the first encrypts,
     /// all decrypt). Written with a fresh key (mode 0600) when absent. Put a new key on top
     /// to rotate; the file is re-read on every status call.
@@ -19,7 +19,7 @@ pub struct KmsPluginOptions {
     listen: String,
 }
 
-pub async fn run(
+pub(crate) async fn run(
     options: KmsPluginOptions,
     terminated: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {

@@ -20,7 +20,7 @@ Secrets in the namespace can take it, and it stays valid until the Secret is del
 (a TokenRequest token that expires; run this command again to renew it).";
 
 #[derive(Args, Debug)]
-pub struct KubeconfigOptions {
+pub(crate) struct KubeconfigOptions {
     /// The ServiceAccount, as NAMESPACE/NAME.
     #[arg(long, value_name = "NS/NAME")]
     serviceaccount: String,
@@ -62,7 +62,7 @@ fn cluster_of(kubeconfig: &Kubeconfig) -> anyhow::Result<(String, String)> {
 }
 
 /// Splits `NS/NAME`.
-pub fn parse_service_account(text: &str) -> anyhow::Result<(&str, &str)> {
+pub(crate) fn parse_service_account(text: &str) -> anyhow::Result<(&str, &str)> {
     match text.split_once('/') {
         Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => Ok((ns, name)),
         _ => bail!("--serviceaccount must be NAMESPACE/NAME, not {text:?}"),
@@ -70,7 +70,7 @@ pub fn parse_service_account(text: &str) -> anyhow::Result<(&str, &str)> {
 }
 
 /// The kubeconfig kubectl reads: one cluster, one user with the token, one context.
-pub fn render(
+pub(crate) fn render(
     server: &str,
     ca_data: &str,
     namespace: &str,
@@ -90,7 +90,7 @@ pub fn render(
     Ok(serde_yaml_ng::to_string(&config)?)
 }
 
-pub async fn run(options: KubeconfigOptions) -> anyhow::Result<()> {
+pub(crate) async fn run(options: KubeconfigOptions) -> anyhow::Result<()> {
     let (namespace, name) = parse_service_account(&options.serviceaccount)?;
     let admin = options
         .kubeconfig
@@ -205,7 +205,7 @@ async fn legacy_token(client: &Client, namespace: &str, name: &str) -> anyhow::R
 
 /// Writes `bytes` to `path` with mode 0600 through a temporary file and a rename, so a
 /// reader never sees half a kubeconfig and the token is never readable by others.
-pub fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let dir = path

@@ -18,7 +18,7 @@ const QUEUED_LINES: usize = 16_384;
 /// Starts the writer thread. Keep the guard until the end of `main`: dropping it writes the
 /// queued lines, waiting a bounded time (a reader of stderr that stopped reading must not
 /// keep the program from exiting).
-pub fn start() -> (NonBlocking, WorkerGuard) {
+pub(crate) fn start() -> (NonBlocking, WorkerGuard) {
     // Buffered: the writer drains every queued line into the buffer and writes it with one
     // system call per batch.
     NonBlockingBuilder::default()
@@ -29,7 +29,7 @@ pub fn start() -> (NonBlocking, WorkerGuard) {
 }
 
 /// Says how many lines the queue dropped, if any, once the writer has stopped.
-pub fn report_dropped(counter: &ErrorCounter) {
+pub(crate) fn report_dropped(counter: &ErrorCounter) {
     let dropped = counter.dropped_lines();
     if dropped > 0 {
         eprintln!("{dropped} log lines were dropped: stderr was not read fast enough");

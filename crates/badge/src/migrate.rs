@@ -14,7 +14,7 @@ use crate::server::{EncryptionOptions, EtcdOptions, open_embedded};
 use badge_store::{ListOptions, Store};
 
 #[derive(Args, Debug)]
-pub struct MigrateOptions {
+pub(crate) struct MigrateOptions {
     /// The data dir whose embedded store is copied from or into.
     #[arg(long, default_value = "./badge-data")]
     data_dir: std::path::PathBuf,
@@ -28,7 +28,7 @@ pub struct MigrateOptions {
     encryption: EncryptionOptions,
 }
 
-pub async fn run(options: MigrateOptions) -> anyhow::Result<()> {
+pub(crate) async fn run(options: MigrateOptions) -> anyhow::Result<()> {
     let etcd: Arc<dyn Store> = Arc::new(options.etcd.connect().await?);
     crate::server::create_private_dir(&options.data_dir)?;
     let embedded: Arc<dyn Store> = Arc::new(open_embedded(&options.data_dir)?);

@@ -8,13 +8,13 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 
 #[derive(Subcommand, Debug)]
-pub enum NodeCommand {
+pub(crate) enum NodeCommand {
     /// Issue a credential for a node and write its kubeconfig.
     Add(AddOptions),
 }
 
 #[derive(Args, Debug)]
-pub struct AddOptions {
+pub(crate) struct AddOptions {
     /// The node's name.
     name: String,
     /// The server's data dir (holds the CA).
@@ -31,7 +31,7 @@ pub struct AddOptions {
     days: u64,
 }
 
-pub fn run(command: NodeCommand) -> anyhow::Result<()> {
+pub(crate) fn run(command: NodeCommand) -> anyhow::Result<()> {
     let NodeCommand::Add(options) = command;
     let problems = badge_api::validation::dns1123_subdomain_errors(&options.name);
     if !problems.is_empty() {

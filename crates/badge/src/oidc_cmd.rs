@@ -17,7 +17,7 @@ use serde_json::Value;
 use badge_client::Client;
 
 #[derive(Subcommand, Debug)]
-pub enum OidcCommand {
+pub(crate) enum OidcCommand {
     /// Write `.well-known/openid-configuration`, `openid/v1/jwks` and (when the server has
     /// one) the signed revocation list `openid/v1/revocations` under DIR, to be served at the
     /// issuer URL. Run again after every key rotation, before the new key signs, and every
@@ -26,7 +26,7 @@ pub enum OidcCommand {
 }
 
 #[derive(Args, Debug)]
-pub struct PublishOptions {
+pub(crate) struct PublishOptions {
     /// The directory that is served at the issuer URL.
     dir: PathBuf,
     /// The issuer (`iss`) the documents are for (default: the server's signing issuer, its
@@ -49,7 +49,7 @@ const CONFIG_FILE: &str = ".well-known/openid-configuration";
 const JWKS_FILE: &str = "openid/v1/jwks";
 const LIST_FILE: &str = "openid/v1/revocations";
 
-pub async fn run(command: OidcCommand) -> anyhow::Result<()> {
+pub(crate) async fn run(command: OidcCommand) -> anyhow::Result<()> {
     match command {
         OidcCommand::Publish(options) => publish(options).await,
     }
@@ -180,7 +180,7 @@ fn jwt_parts(jwt: &str) -> Option<(Value, Value)> {
 
 /// The discovery document for `issuer` with `jwks_uri` (and `list_uri`, the published
 /// revocation list, if any), and the key set, as bytes.
-pub fn documents(
+pub(crate) fn documents(
     served: &Value,
     jwks: &Value,
     issuer: &str,

@@ -13,7 +13,7 @@ const KEY_FILES: [&str; 1] = [badge_encryption::DEFAULT_CONFIG_FILE];
 /// Fails naming the first of the data dir, its pki dir and the key files in it that its
 /// group or others can reach, with the chmod that fixes it. Absent ones are skipped: a
 /// first start creates them private.
-pub fn check_private(data_dir: &Path) -> anyhow::Result<()> {
+pub(crate) fn check_private(data_dir: &Path) -> anyhow::Result<()> {
     let pki = data_dir.join("pki");
     let mut checks: Vec<(PathBuf, u32)> = vec![(data_dir.to_path_buf(), 0o700), (pki.clone(), 0o700)];
     if let Ok(entries) = std::fs::read_dir(&pki) {

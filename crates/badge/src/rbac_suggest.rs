@@ -16,13 +16,13 @@ use badge_client::error_text;
 use crate::token_cmd::Connection;
 
 #[derive(Subcommand)]
-pub enum RbacCommand {
+pub(crate) enum RbacCommand {
     /// Suggest the least RBAC a ServiceAccount needs, from what it did.
     Suggest(SuggestOptions),
 }
 
 #[derive(Args)]
-pub struct SuggestOptions {
+pub(crate) struct SuggestOptions {
     /// The ServiceAccount's name.
     service_account: String,
     #[arg(short = 'n', long, default_value = "default")]
@@ -51,7 +51,7 @@ type RuleKey = (String, String, Option<BTreeSet<String>>);
 
 /// What the identity did, by scope.
 #[derive(Debug, Default, PartialEq)]
-pub struct Used {
+pub(crate) struct Used {
     /// scope → (group, resource) → verb → names (None: some request named none).
     pub resources: BTreeMap<Scope, BTreeMap<Target, NamesByVerb>>,
     /// non-resource URL → verbs.
@@ -59,7 +59,7 @@ pub struct Used {
 }
 
 /// The requests `username` made since `since` that were allowed, from audit.k8s.io/v1 events.
-pub fn used(events: impl Iterator<Item = Value>, username: &str, since: jiff::Timestamp) -> Used {
+pub(crate) fn used(events: impl Iterator<Item = Value>, username: &str, since: jiff::Timestamp) -> Used {
     let mut used = Used::default();
     for event in events {
         let completed = event["stage"] == "ResponseComplete";
@@ -129,7 +129,7 @@ fn rules(targets: &BTreeMap<Target, NamesByVerb>) -> Vec<Value> {
 }
 
 /// The Roles, ClusterRole and bindings granting what was used, as objects to apply.
-pub fn suggestion(used: &Used, namespace: &str, service_account: &str) -> Vec<Value> {
+pub(crate) fn suggestion(used: &Used, namespace: &str, service_account: &str) -> Vec<Value> {
     let name = format!("{service_account}-suggested");
     let subject = json!([{"kind": "ServiceAccount", "name": service_account, "namespace": namespace}]);
     let rbac = "rbac.authorization.k8s.io/v1";
@@ -172,7 +172,7 @@ fn was_used(used: &Used, group: &str, resource: &str, verb: &str) -> bool {
 }
 
 /// The (binding, group, resource, verb) held through `rules` but never used.
-pub fn unused(used: &Used, binding: &str, rules: &[Value]) -> Vec<String> {
+pub(crate) fn unused(used: &Used, binding: &str, rules: &[Value]) -> Vec<String> {
     let list = |rule: &Value, key: &str| -> Vec<String> {
         rule.get(key)
             .and_then(Value::as_array)
@@ -207,7 +207,7 @@ pub fn unused(used: &Used, binding: &str, rules: &[Value]) -> Vec<String> {
     out
 }
 
-pub async fn run(command: RbacCommand) -> anyhow::Result<()> {
+pub(crate) async fn run(command: RbacCommand) -> anyhow::Result<()> {
     let RbacCommand::Suggest(options) = command;
     let path = options
         .audit_log

@@ -9,7 +9,7 @@ use clap::Args;
 
 /// Flags of `badge server`, named as kube-apiserver's.
 #[derive(Args, Debug)]
-pub struct ServerOptions {
+pub(crate) struct ServerOptions {
     /// Where the store, keys and certificates live.
     #[arg(long, default_value = "./badge-data")]
     data_dir: PathBuf,
@@ -174,7 +174,7 @@ pub struct ServerOptions {
 
 /// The audit log, as kube-apiserver's flags.
 #[derive(Args, Debug, Clone)]
-pub struct AuditOptions {
+pub(crate) struct AuditOptions {
     /// Where the audit log is written (default: <data-dir>/audit.log); `-` writes it to
     /// standard output and an empty value turns it off.
     #[arg(long = "audit-log-path")]
@@ -238,7 +238,7 @@ impl AuditOptions {
 
 /// Encryption at rest, as kube-apiserver's flag.
 #[derive(Args, Debug, Clone)]
-pub struct EncryptionOptions {
+pub(crate) struct EncryptionOptions {
     /// An EncryptionConfiguration (apiserver.config.k8s.io/v1, YAML or JSON) naming how each
     /// resource is encrypted in the store. Default: <data-dir>/pki/encryption-config.yaml,
     /// written on the first start to encrypt Secrets with a fresh secretbox key.
@@ -295,7 +295,10 @@ impl EncryptionOptions {
     }
 
     /// The transformer of the configuration given, or of the data dir's own.
-    pub fn load(&self, data_dir: &std::path::Path) -> anyhow::Result<Arc<badge_encryption::Encryption>> {
+    pub(crate) fn load(
+        &self,
+        data_dir: &std::path::Path,
+    ) -> anyhow::Result<Arc<badge_encryption::Encryption>> {
         let path = self.config_path(data_dir)?;
         let config =
             badge_encryption::EncryptionConfiguration::load(&path).map_err(|e| self.flag_error(e))?;
@@ -306,7 +309,7 @@ impl EncryptionOptions {
 
     /// `store` with values encrypted as configured, the configuration file re-read every
     /// `interval` and a valid new one taking over (`--encryption-provider-config-automatic-reload`).
-    pub fn wrap_reloading(
+    pub(crate) fn wrap_reloading(
         &self,
         store: Arc<dyn badge_store::Store>,
         data_dir: &std::path::Path,
@@ -324,7 +327,7 @@ impl EncryptionOptions {
     }
 
     /// `store` with values encrypted and decrypted as configured.
-    pub fn wrap(
+    pub(crate) fn wrap(
         &self,
         store: Arc<dyn badge_store::Store>,
         data_dir: &std::path::Path,
@@ -339,7 +342,7 @@ impl EncryptionOptions {
 /// Where objects are stored: the embedded store in the data dir, or an etcd cluster that
 /// several servers share.
 #[derive(Args, Debug, Clone)]
-pub struct StorageOptions {
+pub(crate) struct StorageOptions {
     /// `embedded` (SQLite in the data dir) or `etcd`.
     #[arg(long = "storage", default_value = "embedded")]
     pub storage: String,
@@ -352,7 +355,7 @@ pub struct StorageOptions {
 
 /// How to reach etcd, with kube-apiserver's flag names.
 #[derive(Args, Debug, Clone)]
-pub struct EtcdOptions {
+pub(crate) struct EtcdOptions {
     /// Client URLs of the etcd members, comma-separated.
     #[arg(long = "etcd-servers", value_delimiter = ',')]
     pub servers: Vec<String>,
@@ -375,7 +378,10 @@ pub struct EtcdOptions {
 
 impl StorageOptions {
     /// Opens the store these options name; `data_dir` holds the embedded one.
-    pub async fn open(&self, data_dir: &std::path::Path) -> anyhow::Result<Arc<dyn badge_store::Store>> {
+    pub(crate) async fn open(
+        &self,
+        data_dir: &std::path::Path,
+    ) -> anyhow::Result<Arc<dyn badge_store::Store>> {
         let compaction = parse_duration(&self.compaction_interval)
             .with_context(|| format!("--etcd-compaction-interval={}", self.compaction_interval))?;
         let compaction = (compaction > 0).then(|| std::time::Duration::from_secs(compaction as u64));
@@ -400,7 +406,7 @@ impl StorageOptions {
 }
 
 /// The embedded store of a data dir.
-pub fn open_embedded(data_dir: &std::path::Path) -> anyhow::Result<badge_store::sqlite::SqliteStore> {
+pub(crate) fn open_embedded(data_dir: &std::path::Path) -> anyhow::Result<badge_store::sqlite::SqliteStore> {
     let store_path = data_dir.join("store.db");
     badge_store::sqlite::SqliteStore::open(&store_path)
         .with_context(|| format!("opening the store at {}", store_path.display()))
@@ -408,7 +414,7 @@ pub fn open_embedded(data_dir: &std::path::Path) -> anyhow::Result<badge_store::
 
 impl EtcdOptions {
     /// Connects to the cluster and waits until a member answers.
-    pub async fn connect(&self) -> anyhow::Result<badge_store_etcd::EtcdStore> {
+    pub(crate) async fn connect(&self) -> anyhow::Result<badge_store_etcd::EtcdStore> {
         if self.servers.is_empty() {
             anyhow::bail!("etcd storage needs --etcd-servers");
         }
@@ -435,7 +441,7 @@ impl EtcdOptions {
     }
 }
 
-pub async fn run(options: ServerOptions) -> anyhow::Result<()> {
+pub(crate) async fn run(options: ServerOptions) -> anyhow::Result<()> {
     let serve_options = options.serve_options()?;
     if let Some(url) = &options.cluster_info_server
         && !url.starts_with("https://")
@@ -849,7 +855,7 @@ async fn wait_for_signal() {
     }
 }
 
-pub fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+pub(crate) fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     if dir.is_dir() {
         return Ok(());
@@ -873,7 +879,7 @@ fn go_bool(text: &str) -> Result<bool, String> {
 }
 
 /// Parses a Go duration (`1h`, `90m`, `1h30m`, `500ms`) into whole seconds.
-pub fn parse_duration(text: &str) -> anyhow::Result<i64> {
+pub(crate) fn parse_duration(text: &str) -> anyhow::Result<i64> {
     let duration = badge_apiserver::limits::parse_go_duration(text).map_err(anyhow::Error::msg)?;
     i64::try_from(duration.as_secs()).map_err(|_| anyhow::anyhow!("duration {text:?} is too long"))
 }

@@ -10,7 +10,7 @@ use badge_client::error_text;
 use crate::token_cmd::Connection;
 
 #[derive(Subcommand)]
-pub enum ServiceAccountCommand {
+pub(crate) enum ServiceAccountCommand {
     /// Enable a disabled ServiceAccount again (and clear its idle mark).
     Enable(Target),
     /// Disable a ServiceAccount: no token is issued for it until it is enabled.
@@ -18,7 +18,7 @@ pub enum ServiceAccountCommand {
 }
 
 #[derive(Args, Debug)]
-pub struct Target {
+pub(crate) struct Target {
     /// NAMESPACE/NAME.
     service_account: String,
     #[command(flatten)]
@@ -26,7 +26,7 @@ pub struct Target {
 }
 
 /// `ns/name` split in two.
-pub fn parse_target(text: &str) -> anyhow::Result<(&str, &str)> {
+pub(crate) fn parse_target(text: &str) -> anyhow::Result<(&str, &str)> {
     match text.split_once('/') {
         Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => Ok((ns, name)),
         _ => anyhow::bail!("expected NAMESPACE/NAME, got {text:?}"),
@@ -34,7 +34,7 @@ pub fn parse_target(text: &str) -> anyhow::Result<(&str, &str)> {
 }
 
 /// The ServiceAccount with the labels changed; None when nothing changes.
-pub fn relabel(mut sa: Value, enable: bool) -> Option<Value> {
+pub(crate) fn relabel(mut sa: Value, enable: bool) -> Option<Value> {
     let labels = sa
         .pointer_mut("/metadata")?
         .as_object_mut()?
@@ -51,7 +51,7 @@ pub fn relabel(mut sa: Value, enable: bool) -> Option<Value> {
     (*labels != before).then_some(sa)
 }
 
-pub async fn run(command: ServiceAccountCommand) -> anyhow::Result<()> {
+pub(crate) async fn run(command: ServiceAccountCommand) -> anyhow::Result<()> {
     let (target, enable) = match command {
         ServiceAccountCommand::Enable(t) => (t, true),
         ServiceAccountCommand::Disable(t) => (t, false),

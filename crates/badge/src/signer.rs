@@ -12,7 +12,7 @@ use clap::Args;
 use crate::server::{StorageOptions, parse_duration};
 
 #[derive(Args, Debug)]
-pub struct SignerOptions {
+pub(crate) struct SignerOptions {
     /// The unix socket to serve on, created with mode 0600 (kube-apiserver's
     /// `--service-account-signing-endpoint`).
     #[arg(long)]
@@ -34,7 +34,7 @@ pub struct SignerOptions {
 }
 
 /// Binds `socket` and serves the signer API over `keys` until `shutdown` turns true.
-pub fn spawn(
+pub(crate) fn spawn(
     socket: &Path,
     keys: Arc<badge_keys::ServiceAccountKeys>,
     max_token_expiration_seconds: i64,
@@ -56,7 +56,7 @@ pub fn spawn(
     }))
 }
 
-pub async fn run(
+pub(crate) async fn run(
     options: SignerOptions,
     terminated: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {

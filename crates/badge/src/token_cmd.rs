@@ -25,7 +25,7 @@ const GROUP_PATTERN: &str = r"\Asystem:bootstrappers:[a-z0-9:-]{0,255}[a-z0-9]\z
 
 /// How to reach the server.
 #[derive(Args, Debug)]
-pub struct Connection {
+pub(crate) struct Connection {
     /// The data dir whose admin kubeconfig is used when --kubeconfig is not given.
     #[arg(long, default_value = "./badge-data")]
     data_dir: PathBuf,
@@ -49,7 +49,7 @@ impl Connection {
 }
 
 #[derive(Args, Debug)]
-pub struct CreateOptions {
+pub(crate) struct CreateOptions {
     /// The token to write, `[a-z0-9]{6}.[a-z0-9]{16}`; a random one when absent.
     token: Option<String>,
     /// How long the token lives (a Go duration; 0 never expires).
@@ -78,13 +78,13 @@ pub struct CreateOptions {
 }
 
 #[derive(Args, Debug)]
-pub struct ListOptions {
+pub(crate) struct ListOptions {
     #[command(flatten)]
     connection: Connection,
 }
 
 #[derive(Args, Debug)]
-pub struct DeleteOptions {
+pub(crate) struct DeleteOptions {
     /// Token ids or whole tokens.
     #[arg(required = true)]
     tokens: Vec<String>,
@@ -93,7 +93,7 @@ pub struct DeleteOptions {
 }
 
 #[derive(Args, Debug)]
-pub struct RevokeOptions {
+pub(crate) struct RevokeOptions {
     /// The token's jti (its IssuedToken's name), or a legacy token's Secret name.
     #[arg(required = true)]
     tokens: Vec<String>,
@@ -106,7 +106,7 @@ pub struct RevokeOptions {
 
 /// A bootstrap token as `badge token create` writes it.
 #[derive(Debug)]
-pub struct NewToken {
+pub(crate) struct NewToken {
     pub token: BootstrapToken,
     /// RFC 3339; None never expires.
     pub expiration: Option<String>,
@@ -117,7 +117,7 @@ pub struct NewToken {
 
 impl NewToken {
     /// Checks the flags as kubeadm does, before anything is written.
-    pub fn from_flags(
+    pub(crate) fn from_flags(
         token: Option<&str>,
         ttl: &str,
         usages: &[String],
@@ -171,7 +171,7 @@ impl NewToken {
     }
 
     /// The Secret that stores it (kubeadm's `BootstrapTokenToSecret`).
-    pub fn secret(&self) -> Value {
+    pub(crate) fn secret(&self) -> Value {
         let mut data = Map::new();
         let mut put = |key: &str, value: &str| {
             data.insert(
@@ -211,7 +211,7 @@ fn secrets_path() -> String {
     format!("/api/v1/namespaces/{SECRET_NAMESPACE}/secrets")
 }
 
-pub async fn create(options: CreateOptions) -> anyhow::Result<()> {
+pub(crate) async fn create(options: CreateOptions) -> anyhow::Result<()> {
     let new = NewToken::from_flags(
         options.token.as_deref(),
         &options.ttl,
@@ -265,7 +265,7 @@ const JOIN_ROOT_DIR: &str = "/var/lib/badge-agent";
 /// The command a node joins with, from the `cluster-info` ConfigMap: the server a joining
 /// node is sent to and the pin of the CA it must find there (kubeadm's
 /// `--discovery-token-ca-cert-hash`).
-pub fn join_command(token: &BootstrapToken, cluster_info: &Value) -> anyhow::Result<String> {
+pub(crate) fn join_command(token: &BootstrapToken, cluster_info: &Value) -> anyhow::Result<String> {
     let text = cluster_info
         .pointer("/data/kubeconfig")
         .and_then(Value::as_str)
@@ -288,14 +288,14 @@ pub fn join_command(token: &BootstrapToken, cluster_info: &Value) -> anyhow::Res
     ))
 }
 
-pub fn generate() -> anyhow::Result<()> {
+pub(crate) fn generate() -> anyhow::Result<()> {
     let token =
         BootstrapToken::generate().map_err(|_| anyhow::anyhow!("generating a random token failed"))?;
     println!("{}", token.expose());
     Ok(())
 }
 
-pub async fn delete(options: DeleteOptions) -> anyhow::Result<()> {
+pub(crate) async fn delete(options: DeleteOptions) -> anyhow::Result<()> {
     let client = options.connection.client()?;
     for given in &options.tokens {
         let id = if given.len() == 6
@@ -323,7 +323,7 @@ pub async fn delete(options: DeleteOptions) -> anyhow::Result<()> {
 
 /// Sets `spec.revoked` on each token's IssuedToken: a read and an update, so revoking takes
 /// exactly `update issuedtokens`; a conflicting write is retried from a fresh read.
-pub async fn revoke(options: RevokeOptions) -> anyhow::Result<()> {
+pub(crate) async fn revoke(options: RevokeOptions) -> anyhow::Result<()> {
     const CONFLICT_RETRIES: usize = 5;
     let client = options.connection.client()?;
     let ns = &options.namespace;
@@ -361,7 +361,7 @@ pub async fn revoke(options: RevokeOptions) -> anyhow::Result<()> {
 
 /// A listed token, as kubeadm's `BootstrapTokenFromSecret` reads it.
 #[derive(Debug, PartialEq, Eq)]
-pub struct ListedToken {
+pub(crate) struct ListedToken {
     pub id: String,
     pub expires: Option<jiff::Timestamp>,
     pub usages: Vec<String>,
@@ -370,7 +370,7 @@ pub struct ListedToken {
 }
 
 impl ListedToken {
-    pub fn from_secret(secret: &Value) -> Result<ListedToken, String> {
+    pub(crate) fn from_secret(secret: &Value) -> Result<ListedToken, String> {
         let name = secret
             .pointer("/metadata/name")
             .and_then(Value::as_str)
@@ -474,7 +474,7 @@ fn short_human_duration(seconds: i64) -> String {
 
 /// Rows laid out as Go's tabwriter with kubeadm's settings (minimum width 10, padding 3):
 /// every column but the last is padded to its widest cell plus three.
-pub fn table(rows: &[[String; 6]]) -> String {
+pub(crate) fn table(rows: &[[String; 6]]) -> String {
     let mut widths = [0usize; 5];
     for row in rows {
         for (width, cell) in widths.iter_mut().zip(row.iter()) {
@@ -492,7 +492,7 @@ pub fn table(rows: &[[String; 6]]) -> String {
     out
 }
 
-pub async fn list(options: ListOptions) -> anyhow::Result<()> {
+pub(crate) async fn list(options: ListOptions) -> anyhow::Result<()> {
     let client = options.connection.client()?;
     let path = format!(
         "{}?fieldSelector=type%3D{}",

@@ -11,7 +11,7 @@ use badge_client::error_text;
 use crate::token_cmd::Connection;
 
 #[derive(Args, Debug)]
-pub struct UsageOptions {
+pub(crate) struct UsageOptions {
     /// List what has not been used for this long (`90s`, `15m`, `12h`, `30d`).
     #[arg(long, value_parser = parse_duration)]
     unused_for: i64,
@@ -31,7 +31,7 @@ enum Output {
 }
 
 /// A duration with a unit: `s`, `m`, `h` or `d`.
-pub fn parse_duration(text: &str) -> Result<i64, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<i64, String> {
     let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let number: i64 = number
@@ -51,7 +51,7 @@ pub fn parse_duration(text: &str) -> Result<i64, String> {
 
 /// One identity or token unused for long enough.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Idle {
+pub(crate) struct Idle {
     pub kind: &'static str,
     pub namespace: String,
     pub name: String,
@@ -70,7 +70,7 @@ fn time_at(object: &Value, pointer: &str) -> Option<jiff::Timestamp> {
 }
 
 /// The ServiceAccounts, then the tokens, idle since before `now - unused_for`, oldest first.
-pub fn idle(
+pub(crate) fn idle(
     service_accounts: &[Value],
     usages: &[Value],
     tokens: &[Value],
@@ -138,7 +138,7 @@ fn days_and_hours(seconds: i64) -> String {
     }
 }
 
-pub fn render_table(rows: &[Idle], now: jiff::Timestamp) -> String {
+pub(crate) fn render_table(rows: &[Idle], now: jiff::Timestamp) -> String {
     let mut cells = vec![[
         "KIND".to_string(),
         "NAMESPACE".into(),
@@ -178,7 +178,7 @@ pub fn render_table(rows: &[Idle], now: jiff::Timestamp) -> String {
     out
 }
 
-pub fn render_json(rows: &[Idle], now: jiff::Timestamp) -> Value {
+pub(crate) fn render_json(rows: &[Idle], now: jiff::Timestamp) -> Value {
     let items: Vec<Value> = rows
         .iter()
         .map(|row| {
@@ -196,7 +196,7 @@ pub fn render_json(rows: &[Idle], now: jiff::Timestamp) -> Value {
     json!({"items": items})
 }
 
-pub async fn run(options: UsageOptions) -> anyhow::Result<()> {
+pub(crate) async fn run(options: UsageOptions) -> anyhow::Result<()> {
     let client = options.connection.client()?;
     let scope = match &options.namespace {
         Some(ns) => format!("/namespaces/{ns}"),

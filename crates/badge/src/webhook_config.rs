@@ -21,7 +21,7 @@ enum Kind {
 }
 
 #[derive(Args, Debug)]
-pub struct WebhookConfigOptions {
+pub(crate) struct WebhookConfigOptions {
     /// Which webhook the file is for.
     #[arg(long, value_enum)]
     kind: Kind,
@@ -57,7 +57,7 @@ fn webhook_url(server: &str, kind: Kind) -> anyhow::Result<String> {
     Ok(format!("{base}{path}"))
 }
 
-pub fn run(options: WebhookConfigOptions) -> anyhow::Result<()> {
+pub(crate) fn run(options: WebhookConfigOptions) -> anyhow::Result<()> {
     let pki_dir = options.data_dir.join("pki");
     if !pki_dir.is_dir() {
         anyhow::bail!(

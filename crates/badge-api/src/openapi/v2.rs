@@ -62,11 +62,14 @@ pub fn etag() -> &'static str {
 /// The two forms the document is served in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Form {
+    /// `application/json`.
     Json,
+    /// `application/com.github.proto-openapi.spec.v2.v1.0+protobuf`, which kubectl prefers.
     Protobuf,
 }
 
 impl Form {
+    /// The `Content-Type` the form is served with.
     pub fn content_type(self) -> &'static str {
         match self {
             Form::Json => "application/json",
@@ -74,6 +77,7 @@ impl Form {
         }
     }
 
+    /// The document in this form, built once.
     pub fn bytes(self) -> &'static [u8] {
         match self {
             Form::Json => json_bytes(),
@@ -1089,7 +1093,7 @@ mod tests {
     /// A oneof is declared as its members' optional fields: the wire format is the same.
     mod gnostic {
         #[derive(Clone, PartialEq, prost::Message)]
-        pub struct Document {
+        pub(super) struct Document {
             #[prost(string, tag = "1")]
             pub swagger: String,
             #[prost(message, optional, tag = "2")]
@@ -1106,26 +1110,26 @@ mod tests {
             pub security_definitions: Option<SecurityDefinitions>,
         }
         #[derive(Clone, PartialEq, prost::Message)]
-        pub struct Info {
+        pub(super) struct Info {
             #[prost(string, tag = "1")]
             pub title: String,
             #[prost(string, tag = "2")]
             pub version: String,
         }
         #[derive(Clone, PartialEq, prost::Message)]
-        pub struct Paths {
+        pub(super) struct Paths {
             #[prost(message, repeated, tag = "2")]
             pub path: Vec<NamedPathItem>,
         }
         #[derive(Clone, PartialEq, prost::Message)]
-        pub struct NamedPathItem {
+        pub(super) struct NamedPathItem {
             #[prost(string, tag = "1")]
             pub name: String,
             #[prost(message, optional, tag = "2")]
             pub value: Option<PathItem>,
         }
         #[derive(Clone, PartialEq, prost::Message)]
-        pub struct PathItem {
+        pub(super) struct PathItem {
             #[prost(message, optional, tag = "2")]
             pub get: Option<Operation>,
             #[prost(message, optional, tag = "3")]
@@ -1140,7 +1144,7 @@ mod tests {
             pub parameters: Vec<ParametersItem>,
         }
         #[derive(Clone, PartialEq, prost::Message)]
-        pub struct Operation {
+        pub(super) struct Operation {
             #[prost(string, repeated, tag = "1")]
             pub tags: Vec<String>,
             #[prost(string, tag = "3")]
@@ -1161,26 +1165,26 @@ mod tests {
             pub vendor_extension: Vec<NamedAny>,
         }
         #[derive(Clone, PartialEq, prost::Message)]
-        pub struct ParametersItem {
+        pub(super) struct ParametersItem {
             #[prost(message, optional, tag = "1")]
             pub parameter: Option<Parameter>,
             #[prost(message, optional, tag = "2")]
             pub json_reference: Option<JsonReference>,
         }
         #[derive(Clone, PartialEq, prost::Message)]
-        pub struct JsonReference {
+        pub(super) struct JsonReference {
             #[prost(string, tag = "1")]
             pub r#ref: String,
         }
         #[derive(Clone, PartialEq, prost::Message)]
-        pub struct Parameter {
+        pub(super) struct Parameter {
             #[prost(message, optional, tag = "1")]
             pub body_parameter: Option<BodyParameter>,
             #[prost(message, optional, tag = "2")]
             pub non_body_parameter: Option<NonBodyParameter>,
         }
         #[derive(Clone, PartialEq, prost::Message)]
-        pub struct BodyParameter {
+        pub(super) struct BodyParameter {
             #[prost(string, tag = "1")]
             pub description: String,
             #[prost(string, tag = "2")]
@@ -1193,14 +1197,14 @@ mod tests {
             pub schema: Option<Schema>,
         }
         #[derive(Clone, PartialEq, prost::Message)]
-        pub struct NonBodyParameter {
+        pub(super) struct NonBodyParameter {
             #[prost(message, optional, tag = "3")]
             pub query_parameter_sub_schema: Option<QueryParameterSubSchema>,
             #[prost(message, optional, tag = "4")]
             pub path_parameter_sub_schema: Option<PathParameterSubSchema>,
         }
         #[derive(Clone, PartialEq, prost::Message)]
-        pub struct QueryParameterSubSchema {
+        pub(super) struct QueryParameterSubSchema {
             #[prost(bool, tag = "1")]
             pub required: bool,
             #[prost(string, tag = "2")]
@@ -1215,7 +1219,7 @@ mod tests {
             pub unique_items: bool,
         }
         #[derive(Clone, PartialEq, prost::Message)]
-        pub struct PathParameterSubSchema {
+        pub(super) struct PathParameterSubSchema {
             #[prost(bool, tag = "1")]
             pub required: bool,
             #[prost(string, tag = "2")]
@@ -1230,36 +1234,36 @@ mod tests {
             pub unique_items: bool,
         }
         #[derive(Clone, PartialEq, prost::Message)]
-        pub struct Responses {
+        pub(super) struct Responses {
             #[prost(message, repeated, tag = "1")]
             pub response_code: Vec<NamedResponseValue>,
         }
         #[derive(Clone, PartialEq, prost::Message)]
-        pub struct NamedResponseValue {
+        pub(super) struct NamedResponseValue {
             #[prost(string, tag = "1")]
             pub name: String,
             #[prost(message, optional, tag = "2")]
             pub value: Option<ResponseValue>,
         }
         #[derive(Clone, PartialEq, prost::Message)]
-        pub struct ResponseValue {
+        pub(super) struct ResponseValue {
             #[prost(message, optional, tag = "1")]
             pub response: Option<Response>,
         }
         #[derive(Clone, PartialEq, prost::Message)]
-        pub struct Response {
+        pub(super) struct Response {
             #[prost(string, tag = "1")]
             pub description: String,
             #[prost(message, optional, tag = "2")]
             pub schema: Option<SchemaItem>,
         }
         #[derive(Clone, PartialEq, prost::Message)]
-        pub struct SchemaItem {
+        pub(super) struct SchemaItem {
             #[prost(message, optional, tag = "1")]
             pub schema: Option<Schema>,
         }
         #[derive(Clone, PartialEq, prost::Message)]
-        pub struct Schema {
+        pub(super) struct Schema {
             #[prost(string, tag = "1")]
             pub r#ref: String,
             #[prost(string, tag = "2")]
@@ -1286,99 +1290,99 @@ mod tests {
             pub vendor_extension: Vec<NamedAny>,
         }
         #[derive(Clone, PartialEq, prost::Message)]
-        pub struct AdditionalPropertiesItem {
+        pub(super) struct AdditionalPropertiesItem {
             #[prost(message, optional, tag = "1")]
             pub schema: Option<Schema>,
             #[prost(bool, optional, tag = "2")]
             pub boolean: Option<bool>,
         }
         #[derive(Clone, PartialEq, prost::Message)]
-        pub struct TypeItem {
+        pub(super) struct TypeItem {
             #[prost(string, repeated, tag = "1")]
             pub value: Vec<String>,
         }
         #[derive(Clone, PartialEq, prost::Message)]
-        pub struct ItemsItem {
+        pub(super) struct ItemsItem {
             #[prost(message, repeated, tag = "1")]
             pub schema: Vec<Schema>,
         }
         #[derive(Clone, PartialEq, prost::Message)]
-        pub struct Properties {
+        pub(super) struct Properties {
             #[prost(message, repeated, tag = "1")]
             pub additional_properties: Vec<NamedSchema>,
         }
         #[derive(Clone, PartialEq, prost::Message)]
-        pub struct Definitions {
+        pub(super) struct Definitions {
             #[prost(message, repeated, tag = "1")]
             pub additional_properties: Vec<NamedSchema>,
         }
         #[derive(Clone, PartialEq, prost::Message)]
-        pub struct NamedSchema {
+        pub(super) struct NamedSchema {
             #[prost(string, tag = "1")]
             pub name: String,
             #[prost(message, optional, tag = "2")]
             pub value: Option<Schema>,
         }
         #[derive(Clone, PartialEq, prost::Message)]
-        pub struct ParameterDefinitions {
+        pub(super) struct ParameterDefinitions {
             #[prost(message, repeated, tag = "1")]
             pub additional_properties: Vec<NamedParameter>,
         }
         #[derive(Clone, PartialEq, prost::Message)]
-        pub struct NamedParameter {
+        pub(super) struct NamedParameter {
             #[prost(string, tag = "1")]
             pub name: String,
             #[prost(message, optional, tag = "2")]
             pub value: Option<Parameter>,
         }
         #[derive(Clone, PartialEq, prost::Message)]
-        pub struct NamedAny {
+        pub(super) struct NamedAny {
             #[prost(string, tag = "1")]
             pub name: String,
             #[prost(message, optional, tag = "2")]
             pub value: Option<Any>,
         }
         #[derive(Clone, PartialEq, prost::Message)]
-        pub struct Any {
+        pub(super) struct Any {
             #[prost(string, tag = "2")]
             pub yaml: String,
         }
         #[derive(Clone, PartialEq, prost::Message)]
-        pub struct SecurityRequirement {
+        pub(super) struct SecurityRequirement {
             #[prost(message, repeated, tag = "1")]
             pub additional_properties: Vec<NamedStringArray>,
         }
         #[derive(Clone, PartialEq, prost::Message)]
-        pub struct NamedStringArray {
+        pub(super) struct NamedStringArray {
             #[prost(string, tag = "1")]
             pub name: String,
             #[prost(message, optional, tag = "2")]
             pub value: Option<StringArray>,
         }
         #[derive(Clone, PartialEq, prost::Message)]
-        pub struct StringArray {
+        pub(super) struct StringArray {
             #[prost(string, repeated, tag = "1")]
             pub value: Vec<String>,
         }
         #[derive(Clone, PartialEq, prost::Message)]
-        pub struct SecurityDefinitions {
+        pub(super) struct SecurityDefinitions {
             #[prost(message, repeated, tag = "1")]
             pub additional_properties: Vec<NamedSecurityDefinitionsItem>,
         }
         #[derive(Clone, PartialEq, prost::Message)]
-        pub struct NamedSecurityDefinitionsItem {
+        pub(super) struct NamedSecurityDefinitionsItem {
             #[prost(string, tag = "1")]
             pub name: String,
             #[prost(message, optional, tag = "2")]
             pub value: Option<SecurityDefinitionsItem>,
         }
         #[derive(Clone, PartialEq, prost::Message)]
-        pub struct SecurityDefinitionsItem {
+        pub(super) struct SecurityDefinitionsItem {
             #[prost(message, optional, tag = "2")]
             pub api_key_security: Option<ApiKeySecurity>,
         }
         #[derive(Clone, PartialEq, prost::Message)]
-        pub struct ApiKeySecurity {
+        pub(super) struct ApiKeySecurity {
             #[prost(string, tag = "1")]
             pub r#type: String,
             #[prost(string, tag = "2")]
@@ -1411,7 +1415,7 @@ mod tests {
             }
         }
 
-        pub fn document(d: &Document) -> Value {
+        pub(super) fn document(d: &Document) -> Value {
             let info = d.info.as_ref().unwrap();
             let paths: Map<String, Value> = d
                 .paths

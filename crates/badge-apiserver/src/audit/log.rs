@@ -29,13 +29,16 @@ const BACKUP_TIME_FORMAT: &str = "%Y-%m-%dT%H-%M-%S";
 /// Where the log goes (`--audit-log-*`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Destination {
+    /// Events are written to standard output (`--audit-log-path=-`).
     Stdout,
+    /// Events are written to a file, rotated as configured.
     File(RotationOptions),
 }
 
 /// lumberjack's options.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RotationOptions {
+    /// The log file.
     pub path: PathBuf,
     /// Megabytes before rotating; 0 is lumberjack's 100.
     pub max_size_mb: u64,
@@ -174,6 +177,7 @@ pub struct RotatingFile {
 }
 
 impl RotatingFile {
+    /// Opens the log at `options.path`, creating its directory when missing.
     pub fn open(options: RotationOptions) -> io::Result<RotatingFile> {
         if let Some(dir) = options.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
@@ -351,6 +355,7 @@ fn list_backups(path: &Path) -> io::Result<Vec<(jiff::Timestamp, PathBuf)>> {
 /// A backend that keeps events in memory, for tests and for callers that read them back.
 #[derive(Default)]
 pub struct MemoryBackend {
+    /// Every event processed, in order.
     pub events: parking_lot::Mutex<Vec<Event>>,
 }
 

@@ -11,13 +11,18 @@ use serde::{Deserialize, Serialize};
 /// How much of a request an event records (`Level`), in increasing order.
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Level {
+    /// Nothing is recorded.
     None,
+    /// The request's metadata (user, time, resource, verb), no bodies.
     Metadata,
+    /// Metadata and the request body.
     Request,
+    /// Metadata, the request body and the response body.
     RequestResponse,
 }
 
 impl Level {
+    /// The level's name, as policies and events write it.
     pub fn as_str(self) -> &'static str {
         match self {
             Level::None => "None",
@@ -31,13 +36,18 @@ impl Level {
 /// A point in a request's handling where an event is written (`Stage`).
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Hash)]
 pub enum Stage {
+    /// The request was received, before any handler ran.
     RequestReceived,
+    /// The response headers were sent, the body still streaming (watches).
     ResponseStarted,
+    /// The response was sent in full.
     ResponseComplete,
+    /// The handler panicked.
     Panic,
 }
 
 impl Stage {
+    /// The stage's name, as policies and events write it.
     pub fn as_str(self) -> &'static str {
         match self {
             Stage::RequestReceived => "RequestReceived",
@@ -53,10 +63,13 @@ impl Stage {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GroupResources {
     #[serde(default)]
+    /// The API group, "" for the core group.
     pub group: String,
     #[serde(default)]
+    /// Resources of the group; empty is all of them.
     pub resources: Vec<String>,
     #[serde(default)]
+    /// Object names; empty is all.
     pub resource_names: Vec<String>,
 }
 
@@ -64,22 +77,31 @@ pub struct GroupResources {
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PolicyRule {
+    /// The level of the requests the rule matches.
     pub level: Level,
     #[serde(default)]
+    /// User names the rule applies to; empty is all.
     pub users: Vec<String>,
     #[serde(default)]
+    /// Groups the rule applies to; empty is all.
     pub user_groups: Vec<String>,
     #[serde(default)]
+    /// Verbs the rule applies to; empty is all.
     pub verbs: Vec<String>,
     #[serde(default)]
+    /// Resources the rule applies to; empty is all.
     pub resources: Vec<GroupResources>,
     #[serde(default)]
+    /// Namespaces the rule applies to; empty is all.
     pub namespaces: Vec<String>,
     #[serde(default, rename = "nonResourceURLs")]
+    /// Non-resource URL paths the rule applies to, `*` as a suffix wildcard.
     pub non_resource_urls: Vec<String>,
     #[serde(default)]
+    /// Stages not recorded for matching requests, besides the policy's.
     pub omit_stages: Vec<Stage>,
     #[serde(default)]
+    /// Overrides the policy's `omitManagedFields` for matching requests.
     pub omit_managed_fields: Option<bool>,
 }
 
@@ -88,28 +110,38 @@ pub struct PolicyRule {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Policy {
     #[serde(default)]
+    /// Must be `audit.k8s.io/v1`.
     pub api_version: String,
     #[serde(default)]
+    /// Must be `Policy`.
     pub kind: String,
     #[serde(default)]
+    /// Object metadata, unused.
     pub metadata: Option<serde_json::Value>,
     #[serde(default)]
+    /// Rules, the first matching one deciding.
     pub rules: Vec<PolicyRule>,
     #[serde(default)]
+    /// Stages never recorded.
     pub omit_stages: Vec<Stage>,
     #[serde(default)]
+    /// Leave `managedFields` out of recorded bodies.
     pub omit_managed_fields: bool,
 }
 
 /// What the policy decides for one request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Decision {
+    /// How much is recorded.
     pub level: Level,
+    /// Stages not recorded.
     pub omit_stages: Vec<Stage>,
+    /// Leave `managedFields` out of recorded bodies.
     pub omit_managed_fields: bool,
 }
 
 impl Decision {
+    /// Whether an event of `stage` is recorded.
     pub fn records(&self, stage: Stage) -> bool {
         self.level > Level::None && !self.omit_stages.contains(&stage)
     }
@@ -119,6 +151,7 @@ impl Decision {
 pub struct Attributes<'a> {
     /// None for a request that failed authentication.
     pub user: Option<&'a UserInfo>,
+    /// The request.
     pub info: &'a RequestInfo,
 }
 
@@ -154,6 +187,7 @@ impl Policy {
         Policy::parse(&text).map_err(|e| format!("failed decoding file {:?}: {e}", path.display()))
     }
 
+    /// Parses a policy file; the error says what is wrong.
     pub fn parse(text: &str) -> Result<Policy, String> {
         let policy: Policy = serde_yaml_ng::from_str(text).map_err(|e| e.to_string())?;
         policy.validate()?;

@@ -49,6 +49,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Where the console sends API requests.
 pub trait Backend: Send + Sync + 'static {
+    /// Answers `request` as the API would for the client `peer`.
     fn call(
         &self,
         request: Request<Full<Bytes>>,
@@ -58,7 +59,9 @@ pub trait Backend: Send + Sync + 'static {
 
 /// The API server's own handler chain, behind the same limits as the API port.
 pub struct ApiBackend {
+    /// The API server.
     pub api: Arc<ApiServer>,
+    /// The API port's limits, applied to the console's requests too.
     pub filters: RequestFilters,
 }
 
@@ -74,13 +77,16 @@ impl Backend for ApiBackend {
 
 /// The console: its sessions and where it sends API requests.
 pub struct Console<B> {
+    /// Where API requests go.
     pub backend: B,
+    /// The logged-in users.
     pub sessions: Sessions,
     /// Failed logins by client address.
     pub throttle: LoginThrottle,
 }
 
 impl<B: Backend> Console<B> {
+    /// A console over `backend`, with default session lifetimes and login throttle.
     pub fn new(backend: B) -> Console<B> {
         Console {
             backend,

@@ -36,7 +36,9 @@ pub struct SearchRequest {
     pub contains: String,
     /// When not empty, only these names match.
     pub names: Vec<String>,
+    /// At most this many matches per page.
     pub limit: usize,
+    /// Where this page starts.
     pub resume: Resume,
     /// `labelSelector=…&fieldSelector=…` as given, re-encoded.
     passed_on: String,
@@ -47,8 +49,10 @@ pub struct SearchRequest {
 #[derive(Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Resume {
     #[serde(rename = "c", default, skip_serializing_if = "String::is_empty")]
+    /// The API's `continue` of the page being read; "" for the first.
     pub api_continue: String,
     #[serde(rename = "s", default)]
+    /// How many of that page's objects were already looked at.
     pub skip: usize,
 }
 
@@ -68,6 +72,7 @@ impl Resume {
 }
 
 impl SearchRequest {
+    /// The search a console query string asks for.
     pub fn parse(query: Option<&str>) -> Result<SearchRequest, Status> {
         let params = QueryParams::parse(query);
         let limit = match params.get("limit") {

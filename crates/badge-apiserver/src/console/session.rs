@@ -38,10 +38,13 @@ impl std::fmt::Debug for Credential {
 /// One logged-in user.
 #[derive(Clone, Debug)]
 pub struct Session {
+    /// What the session's requests authenticate with.
     pub credential: Credential,
     /// Every write must carry this in `X-CSRF-Token`.
     pub csrf: String,
+    /// The user name the session authenticated as.
     pub user: String,
+    /// That user's groups.
     pub groups: Vec<String>,
     created: Instant,
     last_seen: Instant,
@@ -74,6 +77,7 @@ pub fn constant_time_eq(a: &str, b: &str) -> bool {
 }
 
 impl Sessions {
+    /// Sessions that end after `idle` unused or `absolute` in all.
     pub fn new(idle: Duration, absolute: Duration) -> Sessions {
         Sessions {
             live: Mutex::new(HashMap::new()),
@@ -127,10 +131,12 @@ impl Sessions {
         self.live.lock().remove(id).is_some()
     }
 
+    /// How many sessions are live.
     pub fn len(&self) -> usize {
         self.live.lock().len()
     }
 
+    /// Whether no session is live.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

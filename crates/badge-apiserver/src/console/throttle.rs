@@ -51,6 +51,7 @@ impl Default for LoginThrottle {
 }
 
 impl LoginThrottle {
+    /// A throttle allowing `burst` failed logins per address, one more every `refill`.
     pub fn new(burst: u32, refill: Duration) -> LoginThrottle {
         LoginThrottle {
             allowances: Mutex::new(HashMap::new()),

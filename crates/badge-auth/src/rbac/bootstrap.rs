@@ -19,11 +19,17 @@ use super::escalation::covers;
 use super::index::RBAC_GROUP;
 use super::rules::{ALL, RuleBuilder, list, rule};
 
+/// Label on every default role and binding.
 pub const BOOTSTRAP_LABEL: &str = "kubernetes.io/bootstrapping";
+/// The value of [`BOOTSTRAP_LABEL`] on them.
 pub const BOOTSTRAP_LABEL_VALUE: &str = "rbac-defaults";
+/// Annotation that, `false`, stops the server from reconciling a default role or binding.
 pub const AUTOUPDATE_ANNOTATION: &str = "rbac.authorization.kubernetes.io/autoupdate";
+/// Label whose ClusterRoles' rules are aggregated into `admin`.
 pub const AGGREGATE_TO_ADMIN: &str = "rbac.authorization.k8s.io/aggregate-to-admin";
+/// Label whose ClusterRoles' rules are aggregated into `edit`.
 pub const AGGREGATE_TO_EDIT: &str = "rbac.authorization.k8s.io/aggregate-to-edit";
+/// Label whose ClusterRoles' rules are aggregated into `view`.
 pub const AGGREGATE_TO_VIEW: &str = "rbac.authorization.k8s.io/aggregate-to-view";
 
 const CORE: &str = "";
@@ -672,6 +678,7 @@ fn cluster_binding_to(name: &str, role: &str, subjects: Vec<Subject>) -> Cluster
 /// The roles the CSR approver checks (`create certificatesigningrequests/nodeclient` and
 /// `.../selfnodeclient`).
 pub const NODE_CLIENT_APPROVER: &str = "system:certificates.k8s.io:certificatesigningrequests:nodeclient";
+/// The role whose holders may have their own node client certificate renewed.
 pub const SELF_NODE_CLIENT_APPROVER: &str =
     "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient";
 
@@ -681,6 +688,7 @@ pub const SELF_NODE_CLIENT_APPROVER: &str =
 /// The user of the client certificate a kube-apiserver's webhooks present.
 pub const KUBE_APISERVER_WEBHOOK_USER: &str = "system:kube-apiserver-webhook";
 
+/// The default ClusterRoleBindings.
 pub fn default_cluster_role_bindings() -> Vec<ClusterRoleBinding> {
     let mut bindings = vec![
         cluster_binding("cluster-admin", vec![group("system:masters")]),

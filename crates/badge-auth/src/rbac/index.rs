@@ -22,7 +22,9 @@ use super::rules::{Request, go_quote};
 use crate::authorizer::{Attributes, Authorizer, Decision};
 use crate::user::UserInfo;
 
+/// The prefix of a ServiceAccount's user name.
 pub const SERVICE_ACCOUNT_USERNAME_PREFIX: &str = "system:serviceaccount:";
+/// The API group of the RBAC kinds.
 pub const RBAC_GROUP: &str = "rbac.authorization.k8s.io";
 
 /// `system:serviceaccount:<namespace>:<name>`.
@@ -232,8 +234,11 @@ impl NamespacePolicy {
 pub struct RuleSource<'a> {
     /// Empty for a ClusterRoleBinding.
     pub binding_namespace: &'a str,
+    /// The binding's name.
     pub binding_name: &'a str,
+    /// The role the binding grants.
     pub role_ref: &'a RoleRef,
+    /// The subject of the binding that matched.
     pub subject: &'a Subject,
 }
 
@@ -269,7 +274,9 @@ impl fmt::Display for RuleSource<'_> {
 pub enum Visit<'a> {
     /// A rule and the binding it came from.
     Rule {
+        /// The binding it came from.
         source: &'a RuleSource<'a>,
+        /// The rule.
         rule: &'a PolicyRule,
     },
     /// A binding whose role could not be resolved (missing role, unknown kind).
@@ -279,16 +286,22 @@ pub enum Visit<'a> {
 /// How many objects the policy holds.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RbacCounts {
+    /// Roles, over every namespace.
     pub roles: usize,
+    /// ClusterRoles.
     pub cluster_roles: usize,
+    /// RoleBindings, over every namespace.
     pub role_bindings: usize,
+    /// ClusterRoleBindings.
     pub cluster_role_bindings: usize,
 }
 
 /// Decoding an object handed to [`RbacPolicy::apply`] failed.
 #[derive(Debug)]
 pub enum ApplyError {
+    /// The object's kind is not one of the four RBAC kinds.
     UnknownKind(String),
+    /// The object does not decode as its kind.
     Decode(serde_json::Error),
 }
 
@@ -306,9 +319,13 @@ impl std::error::Error for ApplyError {}
 /// The four RBAC kinds, as the server names them (kind or plural resource).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RbacKind {
+    /// `Role`, `roles`.
     Role,
+    /// `ClusterRole`, `clusterroles`.
     ClusterRole,
+    /// `RoleBinding`, `rolebindings`.
     RoleBinding,
+    /// `ClusterRoleBinding`, `clusterrolebindings`.
     ClusterRoleBinding,
 }
 
@@ -328,9 +345,13 @@ impl RbacKind {
 /// One decoded RBAC object.
 #[derive(Clone, Debug)]
 pub enum RbacObject {
+    /// A Role.
     Role(Role),
+    /// A ClusterRole.
     ClusterRole(ClusterRole),
+    /// A RoleBinding.
     RoleBinding(RoleBinding),
+    /// A ClusterRoleBinding.
     ClusterRoleBinding(ClusterRoleBinding),
 }
 
@@ -387,10 +408,12 @@ impl fmt::Debug for RbacPolicy {
 }
 
 impl RbacPolicy {
+    /// An empty policy.
     pub fn new() -> RbacPolicy {
         RbacPolicy::default()
     }
 
+    /// How many objects of each kind the policy holds.
     pub fn counts(&self) -> RbacCounts {
         let mut counts = RbacCounts {
             cluster_roles: self.cluster_roles.len(),
@@ -420,6 +443,7 @@ impl RbacPolicy {
         self.namespace_mut(namespace).roles.insert(name, Arc::new(role));
     }
 
+    /// Removes the Role `namespace/name`, if present.
     pub fn remove_role(&mut self, namespace: &str, name: &str) {
         if let Some(ns) = self.namespaces.get_mut(namespace)
             && ns.roles.contains_key(name)
@@ -429,11 +453,13 @@ impl RbacPolicy {
         }
     }
 
+    /// Adds or replaces a ClusterRole.
     pub fn upsert_cluster_role(&mut self, role: ClusterRole) {
         let name = role.metadata.name.clone().unwrap_or_default();
         Arc::make_mut(&mut self.cluster_roles).insert(name, Arc::new(role));
     }
 
+    /// Removes the ClusterRole `name`, if present.
     pub fn remove_cluster_role(&mut self, name: &str) {
         if self.cluster_roles.contains_key(name) {
             Arc::make_mut(&mut self.cluster_roles).remove(name);
@@ -445,6 +471,7 @@ impl RbacPolicy {
         self.namespace_mut(namespace).bindings.insert(namespace, binding);
     }
 
+    /// Removes the RoleBinding `namespace/name`, if present.
     pub fn remove_role_binding(&mut self, namespace: &str, name: &str) {
         if let Some(ns) = self.namespaces.get_mut(namespace)
             && ns.bindings.by_name.contains_key(name)
@@ -454,10 +481,12 @@ impl RbacPolicy {
         }
     }
 
+    /// Adds or replaces a ClusterRoleBinding.
     pub fn upsert_cluster_role_binding(&mut self, binding: ClusterRoleBinding) {
         Arc::make_mut(&mut self.cluster_bindings).insert("", binding);
     }
 
+    /// Removes the ClusterRoleBinding `name`, if present.
     pub fn remove_cluster_role_binding(&mut self, name: &str) {
         if self.cluster_bindings.by_name.contains_key(name) {
             Arc::make_mut(&mut self.cluster_bindings).remove("", name);
@@ -493,10 +522,12 @@ impl RbacPolicy {
         }
     }
 
+    /// The Role `namespace/name`.
     pub fn role(&self, namespace: &str, name: &str) -> Option<&Role> {
         self.namespaces.get(namespace)?.roles.get(name).map(|r| &**r)
     }
 
+    /// The ClusterRole `name`.
     pub fn cluster_role(&self, name: &str) -> Option<&ClusterRole> {
         self.cluster_roles.get(name).map(|r| &**r)
     }
@@ -698,10 +729,12 @@ pub struct RbacIndex {
 }
 
 impl RbacIndex {
+    /// An index over an empty policy.
     pub fn new() -> RbacIndex {
         RbacIndex::default()
     }
 
+    /// An index over `policy`.
     pub fn from_policy(policy: RbacPolicy) -> RbacIndex {
         RbacIndex {
             current: RwLock::new(Arc::new(policy)),
@@ -719,34 +752,42 @@ impl RbacIndex {
         change(Arc::make_mut(&mut guard))
     }
 
+    /// Adds or replaces a Role in `namespace`.
     pub fn upsert_role(&self, namespace: &str, role: Role) {
         self.update(|p| p.upsert_role(namespace, role));
     }
 
+    /// Removes the Role `namespace/name`, if present.
     pub fn remove_role(&self, namespace: &str, name: &str) {
         self.update(|p| p.remove_role(namespace, name));
     }
 
+    /// Adds or replaces a ClusterRole.
     pub fn upsert_cluster_role(&self, role: ClusterRole) {
         self.update(|p| p.upsert_cluster_role(role));
     }
 
+    /// Removes the ClusterRole `name`, if present.
     pub fn remove_cluster_role(&self, name: &str) {
         self.update(|p| p.remove_cluster_role(name));
     }
 
+    /// Adds or replaces a RoleBinding in `namespace`.
     pub fn upsert_role_binding(&self, namespace: &str, binding: RoleBinding) {
         self.update(|p| p.upsert_role_binding(namespace, binding));
     }
 
+    /// Removes the RoleBinding `namespace/name`, if present.
     pub fn remove_role_binding(&self, namespace: &str, name: &str) {
         self.update(|p| p.remove_role_binding(namespace, name));
     }
 
+    /// Adds or replaces a ClusterRoleBinding.
     pub fn upsert_cluster_role_binding(&self, binding: ClusterRoleBinding) {
         self.update(|p| p.upsert_cluster_role_binding(binding));
     }
 
+    /// Removes the ClusterRoleBinding `name`, if present.
     pub fn remove_cluster_role_binding(&self, name: &str) {
         self.update(|p| p.remove_cluster_role_binding(name));
     }
@@ -765,10 +806,12 @@ impl RbacIndex {
         Ok(())
     }
 
+    /// Every rule granted to `user` in `namespace`, and the bindings that could not be resolved (upstream's `RulesFor`).
     pub fn rules_for(&self, user: &UserInfo, namespace: &str) -> (Vec<PolicyRule>, Vec<String>) {
         self.snapshot().rules_for(user, namespace)
     }
 
+    /// Whether `user` already holds every one of `rules` in `namespace`; the error lists what is missing.
     pub fn confirm_no_escalation(
         &self,
         user: &UserInfo,
@@ -778,6 +821,7 @@ impl RbacIndex {
         self.snapshot().confirm_no_escalation(user, rules, namespace)
     }
 
+    /// The RBAC decision, and the binding that allowed it or why nothing did.
     pub fn decide_with_reason(&self, attributes: &Attributes) -> (Decision, String) {
         self.snapshot().decide_with_reason(attributes)
     }

@@ -15,10 +15,12 @@ pub(crate) fn list(field: &Option<Vec<String>>) -> &[String] {
     field.as_deref().unwrap_or(&[])
 }
 
+/// Whether the rule covers `verb` (`*` covers all).
 pub fn verb_matches(rule: &PolicyRule, verb: &str) -> bool {
     rule.verbs.iter().any(|v| v == ALL || v == verb)
 }
 
+/// Whether the rule covers API group `group` (`*` covers all).
 pub fn api_group_matches(rule: &PolicyRule, group: &str) -> bool {
     list(&rule.api_groups).iter().any(|g| g == ALL || g == group)
 }
@@ -186,26 +188,31 @@ pub fn rule(verbs: &[&str]) -> RuleBuilder {
 }
 
 impl RuleBuilder {
+    /// Adds API groups.
     pub fn groups(mut self, groups: &[&str]) -> RuleBuilder {
         append(&mut self.rule.api_groups, groups);
         self
     }
 
+    /// Adds resources.
     pub fn resources(mut self, resources: &[&str]) -> RuleBuilder {
         append(&mut self.rule.resources, resources);
         self
     }
 
+    /// Adds resource names.
     pub fn names(mut self, names: &[&str]) -> RuleBuilder {
         append(&mut self.rule.resource_names, names);
         self
     }
 
+    /// Adds non-resource URLs.
     pub fn urls(mut self, urls: &[&str]) -> RuleBuilder {
         append(&mut self.rule.non_resource_urls, urls);
         self
     }
 
+    /// The rule.
     pub fn build(self) -> PolicyRule {
         let mut rule = self.rule;
         for values in [

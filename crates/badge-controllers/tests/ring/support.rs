@@ -15,11 +15,11 @@ use http::{HeaderMap, HeaderValue, Method, Request};
 use http_body_util::{BodyExt, Full};
 use serde_json::{Value, json};
 
-pub const ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
+pub(crate) const ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
 
 /// Who sends a request.
 #[derive(Clone, Debug)]
-pub enum Caller {
+pub(crate) enum Caller {
     /// A verified client certificate.
     Cert(String, Vec<String>),
     /// An `Authorization` header value.
@@ -30,19 +30,19 @@ pub enum Caller {
 }
 
 impl Caller {
-    pub fn admin() -> Caller {
+    pub(crate) fn admin() -> Caller {
         Caller::Cert("kubernetes-admin".into(), vec!["system:masters".into()])
     }
 
-    pub fn user(name: &str) -> Caller {
+    pub(crate) fn user(name: &str) -> Caller {
         Caller::Cert(name.into(), Vec::new())
     }
 
-    pub fn node(name: &str) -> Caller {
+    pub(crate) fn node(name: &str) -> Caller {
         Caller::Cert(format!("system:node:{name}"), vec!["system:nodes".into()])
     }
 
-    pub fn bearer(token: &str) -> Caller {
+    pub(crate) fn bearer(token: &str) -> Caller {
         Caller::Header(format!("Bearer {token}"))
     }
 
@@ -65,14 +65,14 @@ impl Caller {
 
 /// A reply, its body parsed as JSON when it is JSON.
 #[derive(Debug)]
-pub struct Reply {
+pub(crate) struct Reply {
     pub code: u16,
     pub headers: HeaderMap,
     pub body: Value,
 }
 
 impl Reply {
-    pub fn names(&self) -> Vec<String> {
+    pub(crate) fn names(&self) -> Vec<String> {
         self.body["items"]
             .as_array()
             .map(|items| {
@@ -86,19 +86,19 @@ impl Reply {
 }
 
 /// One server and its store.
-pub struct Ring {
+pub(crate) struct Ring {
     pub api: Arc<ApiServer>,
     _dir: tempfile::TempDir,
     _shutdown: tokio::sync::watch::Sender<bool>,
 }
 
 impl Ring {
-    pub async fn new() -> Ring {
+    pub(crate) async fn new() -> Ring {
         Ring::build(|api| api).await
     }
 
     /// A server whose assembly `finish` may change (an authorizer, an audit sink).
-    pub async fn build(finish: impl FnOnce(ApiServer) -> ApiServer) -> Ring {
+    pub(crate) async fn build(finish: impl FnOnce(ApiServer) -> ApiServer) -> Ring {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn badge_store::Store> =
             Arc::new(badge_store::sqlite::SqliteStore::open(&dir.path().join("store.db")).unwrap());
@@ -106,7 +106,7 @@ impl Ring {
     }
 
     /// [`Ring::build`] over `store`, which lives in `dir`.
-    pub async fn build_over(
+    pub(crate) async fn build_over(
         store: Arc<dyn badge_store::Store>,
         dir: tempfile::TempDir,
         finish: impl FnOnce(ApiServer) -> ApiServer,
@@ -192,7 +192,7 @@ impl Ring {
     }
 
     /// Sends a request with extra headers, reading the whole reply.
-    pub async fn call_with(
+    pub(crate) async fn call_with(
         &self,
         caller: &Caller,
         method: &str,
@@ -220,22 +220,28 @@ impl Ring {
         Reply { code, headers, body }
     }
 
-    pub async fn call(&self, caller: &Caller, method: &str, path: &str, body: Option<&Value>) -> Reply {
+    pub(crate) async fn call(
+        &self,
+        caller: &Caller,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Reply {
         self.call_with(caller, method, path, body, &[]).await
     }
 
-    pub async fn get(&self, caller: &Caller, path: &str) -> Reply {
+    pub(crate) async fn get(&self, caller: &Caller, path: &str) -> Reply {
         self.call(caller, "GET", path, None).await
     }
 
     /// Creates an object as the admin, asserting success.
-    pub async fn create(&self, path: &str, body: Value) -> Value {
+    pub(crate) async fn create(&self, path: &str, body: Value) -> Value {
         let reply = self.call(&Caller::admin(), "POST", path, Some(&body)).await;
         assert_eq!(reply.code, 201, "POST {path}: {}", reply.body);
         reply.body
     }
 
-    pub async fn namespace(&self, name: &str) {
+    pub(crate) async fn namespace(&self, name: &str) {
         self.create(
             "/api/v1/namespaces",
             json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}),
@@ -243,7 +249,7 @@ impl Ring {
         .await;
     }
 
-    pub async fn secret(&self, namespace: &str, name: &str) -> Value {
+    pub(crate) async fn secret(&self, namespace: &str, name: &str) -> Value {
         self.create(
             &format!("/api/v1/namespaces/{namespace}/secrets"),
             json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
@@ -252,7 +258,7 @@ impl Ring {
         .await
     }
 
-    pub async fn service_account(&self, namespace: &str, name: &str) -> Value {
+    pub(crate) async fn service_account(&self, namespace: &str, name: &str) -> Value {
         self.create(
             &format!("/api/v1/namespaces/{namespace}/serviceaccounts"),
             json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name}}),
@@ -261,7 +267,7 @@ impl Ring {
     }
 
     /// A Role with `rules` in `namespace`, bound to `user`.
-    pub async fn grant(&self, namespace: &str, user: &str, rules: Value) {
+    pub(crate) async fn grant(&self, namespace: &str, user: &str, rules: Value) {
         let name = format!("{user}-{}", rules.to_string().len());
         self.create(
             &format!("/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/roles"),
@@ -280,7 +286,7 @@ impl Ring {
     }
 
     /// A ClusterRole with `rules`, bound cluster-wide to `user`.
-    pub async fn grant_cluster(&self, user: &str, rules: Value) {
+    pub(crate) async fn grant_cluster(&self, user: &str, rules: Value) {
         let name = format!("{user}-{}", rules.to_string().len());
         self.create(
             "/apis/rbac.authorization.k8s.io/v1/clusterroles",
@@ -299,7 +305,7 @@ impl Ring {
     }
 
     /// A token for a ServiceAccount, from TokenRequest as the admin.
-    pub async fn token(&self, namespace: &str, name: &str, spec: Value) -> String {
+    pub(crate) async fn token(&self, namespace: &str, name: &str, spec: Value) -> String {
         let reply = self
             .call(
                 &Caller::admin(),
@@ -315,7 +321,7 @@ impl Ring {
     }
 
     /// Opens a watch; the events come from [`Watch::next`].
-    pub async fn watch(&self, caller: &Caller, path: &str) -> Result<Watch, Reply> {
+    pub(crate) async fn watch(&self, caller: &Caller, path: &str) -> Result<Watch, Reply> {
         let request = Ring::request(caller, "GET", path, None);
         let response = self.api.clone().handle(request, Arc::new(caller.peer())).await;
         if response.status() != 200 {
@@ -336,7 +342,7 @@ impl Ring {
 }
 
 /// An open watch.
-pub struct Watch {
+pub(crate) struct Watch {
     body: badge_apiserver::response::Body,
     buffer: Vec<u8>,
 }
@@ -344,7 +350,7 @@ pub struct Watch {
 impl Watch {
     /// The next event; panics when none comes within a generous bound (a hang, not a
     /// timing assertion).
-    pub async fn next(&mut self) -> Value {
+    pub(crate) async fn next(&mut self) -> Value {
         loop {
             if let Some(end) = self.buffer.iter().position(|b| *b == b'\n') {
                 let line: Vec<u8> = self.buffer.drain(..=end).collect();
@@ -362,7 +368,7 @@ impl Watch {
     }
 
     /// Events until one satisfies `done`, returning every event read.
-    pub async fn until(&mut self, done: impl Fn(&Value) -> bool) -> Vec<Value> {
+    pub(crate) async fn until(&mut self, done: impl Fn(&Value) -> bool) -> Vec<Value> {
         let mut events = Vec::new();
         loop {
             let event = self.next().await;
@@ -376,7 +382,7 @@ impl Watch {
 }
 
 /// The object names an event list carries.
-pub fn event_names(events: &[Value]) -> Vec<String> {
+pub(crate) fn event_names(events: &[Value]) -> Vec<String> {
     events
         .iter()
         .filter(|e| e["type"] != "BOOKMARK")
@@ -391,7 +397,7 @@ pub fn event_names(events: &[Value]) -> Vec<String> {
 
 /// A certificate request (PEM, base64 as `spec.request` holds it) for a new key with
 /// subject CN `common_name` and one O per organization.
-pub fn certificate_request(common_name: &str, organizations: &[&str]) -> String {
+pub(crate) fn certificate_request(common_name: &str, organizations: &[&str]) -> String {
     use base64::Engine;
     let key = rcgen::KeyPair::generate().unwrap();
     let mut params = rcgen::CertificateParams::default();

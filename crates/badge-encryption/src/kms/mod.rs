@@ -81,10 +81,12 @@ impl DekCache {
         entries.insert(key, dek);
     }
 
+    /// How many DEK sources are cached.
     pub fn len(&self) -> usize {
         self.entries.lock().len()
     }
 
+    /// Whether no DEK source is cached.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -5,57 +5,78 @@
 
 use std::collections::BTreeMap;
 
-/// gRPC paths of `service KeyManagementService` in package `v2`.
+/// gRPC method path of `KeyManagementService.Status` (package `v2`).
 pub const STATUS_PATH: &str = "/v2.KeyManagementService/Status";
+/// gRPC method path of `KeyManagementService.Encrypt`.
 pub const ENCRYPT_PATH: &str = "/v2.KeyManagementService/Encrypt";
+/// gRPC method path of `KeyManagementService.Decrypt`.
 pub const DECRYPT_PATH: &str = "/v2.KeyManagementService/Decrypt";
 
 #[derive(Clone, PartialEq, prost::Message)]
+/// `StatusRequest`: no fields.
 pub struct StatusRequest {}
 
 #[derive(Clone, PartialEq, prost::Message)]
+/// `StatusResponse`: the plugin's health and current key.
 pub struct StatusResponse {
     #[prost(string, tag = "1")]
+    /// The KMS API version the plugin speaks: `v2` (or `v2beta1`).
     pub version: String,
     #[prost(string, tag = "2")]
+    /// `ok` when healthy; anything else is the reason it is not.
     pub healthz: String,
     #[prost(string, tag = "3")]
+    /// The key the plugin encrypts with now.
     pub key_id: String,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
+/// `DecryptRequest`: a DEK source to decrypt.
 pub struct DecryptRequest {
     #[prost(bytes = "vec", tag = "1")]
+    /// The encrypted DEK source.
     pub ciphertext: Vec<u8>,
     #[prost(string, tag = "2")]
+    /// A unique id of this request, for the plugin's logs.
     pub uid: String,
     #[prost(string, tag = "3")]
+    /// The key it was encrypted with.
     pub key_id: String,
     #[prost(btree_map = "string, bytes", tag = "4")]
+    /// The annotations the plugin returned when it encrypted.
     pub annotations: BTreeMap<String, Vec<u8>>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
+/// `DecryptResponse`: the decrypted DEK source.
 pub struct DecryptResponse {
     #[prost(bytes = "vec", tag = "1")]
+    /// The DEK source in the clear.
     pub plaintext: Vec<u8>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
+/// `EncryptRequest`: a DEK source to encrypt.
 pub struct EncryptRequest {
     #[prost(bytes = "vec", tag = "1")]
+    /// The DEK source in the clear.
     pub plaintext: Vec<u8>,
     #[prost(string, tag = "2")]
+    /// A unique id of this request, for the plugin's logs.
     pub uid: String,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
+/// `EncryptResponse`: the encrypted DEK source.
 pub struct EncryptResponse {
     #[prost(bytes = "vec", tag = "1")]
+    /// The encrypted DEK source.
     pub ciphertext: Vec<u8>,
     #[prost(string, tag = "2")]
+    /// The key it was encrypted with.
     pub key_id: String,
     #[prost(btree_map = "string, bytes", tag = "3")]
+    /// Plugin data to store beside it, handed back on decrypt.
     pub annotations: BTreeMap<String, Vec<u8>>,
 }
 
@@ -69,14 +90,19 @@ pub const HKDF_SHA256_XNONCE_AES_GCM_SEED: i32 = 1;
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct EncryptedObject {
     #[prost(bytes = "vec", tag = "1")]
+    /// The value, encrypted with the DEK.
     pub encrypted_data: Vec<u8>,
     #[prost(string, tag = "2")]
+    /// The plugin's key the DEK source was encrypted with.
     pub key_id: String,
     #[prost(bytes = "vec", tag = "3")]
+    /// The DEK source, encrypted by the plugin.
     pub encrypted_dek_source: Vec<u8>,
     #[prost(btree_map = "string, bytes", tag = "4")]
+    /// The plugin's annotations from `Encrypt`.
     pub annotations: BTreeMap<String, Vec<u8>>,
     #[prost(int32, tag = "5")]
+    /// How the DEK is made from its source: [`AES_GCM_KEY`] or [`HKDF_SHA256_XNONCE_AES_GCM_SEED`].
     pub encrypted_dek_source_type: i32,
 }
 

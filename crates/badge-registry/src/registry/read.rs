@@ -37,7 +37,9 @@ pub enum ReadFrom {
 /// A list filter: namespace, label and field selectors.
 #[derive(Clone, Debug, Default)]
 pub struct Filter {
+    /// The label selector; empty selects everything.
     pub labels: LabelSelector,
+    /// The field selector; empty selects everything.
     pub fields: FieldSelector,
 }
 
@@ -56,6 +58,7 @@ impl Filter {
         Ok(())
     }
 
+    /// Whether `object` of `resource` passes both selectors.
     pub fn matches(&self, resource: &Resource, object: &Value) -> bool {
         (self.labels.is_empty() || self.labels.matches(&meta::labels(object)))
             && (self.fields.is_empty()
@@ -68,9 +71,13 @@ impl Filter {
 /// One page of a list.
 #[derive(Debug)]
 pub struct ListPage {
+    /// The page's objects, in key order.
     pub items: Vec<Arc<Value>>,
+    /// The revision the list was read at (the list's `resourceVersion`).
     pub revision: Revision,
+    /// `metadata.continue` for the next page, when more remain.
     pub continue_token: Option<String>,
+    /// `metadata.remainingItemCount`, when it is known.
     pub remaining: Option<u64>,
 }
 
@@ -158,6 +165,7 @@ impl Registry {
         self.cache.get_cached(&resource.key(namespace, name)).0
     }
 
+    /// The object `namespace/name` of `resource`, read as `read` asks.
     pub async fn get(
         &self,
         resource: &Resource,

@@ -22,8 +22,11 @@ pub struct WriteOptions {
 /// `DeleteOptions` preconditions and flags.
 #[derive(Clone, Debug, Default)]
 pub struct DeleteOptions {
+    /// `dryRun=All`: decide and answer, write nothing.
     pub dry_run: bool,
+    /// `preconditions.uid`: delete only the object with this UID.
     pub precondition_uid: Option<String>,
+    /// `preconditions.resourceVersion`: delete only this version of the object.
     pub precondition_resource_version: Option<String>,
     /// `gracePeriodSeconds`: for resources deleted gracefully (pods), how long the
     /// object lingers marked before it is removed; None takes the object's default.
