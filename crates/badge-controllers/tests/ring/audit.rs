@@ -62,7 +62,7 @@ mod log {
     use badge_apiserver::audit::{Policy, REDACTED};
     use serde_json::{Value, json};
 
-    use crate::support::{Caller, Ring};
+    use crate::support::{Caller, Ring, jti_of};
 
     async fn audited(policy: &str) -> (Ring, Arc<MemoryBackend>) {
         let backend = Arc::new(MemoryBackend::default());
@@ -85,18 +85,6 @@ mod log {
             .collect()
     }
 
-    fn jti(token: &str) -> String {
-        use base64::Engine as _;
-        let payload = token.split('.').nth(1).unwrap();
-        let claims: Value = serde_json::from_slice(
-            &base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(payload)
-                .unwrap(),
-        )
-        .unwrap();
-        claims["jti"].as_str().unwrap().to_string()
-    }
-
     fn stages(events: &[Value]) -> Vec<&str> {
         events.iter().map(|e| e["stage"].as_str().unwrap()).collect()
     }
@@ -107,7 +95,7 @@ mod log {
         ring.service_account("default", "app").await;
         take(&backend);
         let token = ring.token("default", "app", json!({})).await;
-        let jti = jti(&token);
+        let jti = jti_of(&token);
         let issued = take(&backend);
         assert_eq!(stages(&issued), ["RequestReceived", "ResponseComplete"]);
         let complete = &issued[1];

@@ -1,24 +1,12 @@
 //! The identity.badge.dev inventory: IssuedTokens written from TokenRequests and token use
 //! in batches, never per request; read-only for clients but for `spec.revoked`.
 
-use base64::Engine;
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::support::{Caller, Ring};
+use crate::support::{Caller, Ring, jti_of};
 
 const TOKENS: &str = "/apis/identity.badge.dev/v1/namespaces/demo/issuedtokens";
 const USAGES: &str = "/apis/identity.badge.dev/v1/namespaces/demo/serviceaccountusages";
-
-fn jti_of(token: &str) -> String {
-    let payload = token.split('.').nth(1).unwrap();
-    let claims: Value = serde_json::from_slice(
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(payload)
-            .unwrap(),
-    )
-    .unwrap();
-    claims["jti"].as_str().unwrap().to_string()
-}
 
 async fn ring_with_token() -> (Ring, String) {
     let ring = Ring::new().await;

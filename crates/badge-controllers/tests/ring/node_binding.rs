@@ -8,21 +8,9 @@ use std::sync::Arc;
 use badge_apiserver::audit::Policy;
 use badge_apiserver::audit::log::MemoryBackend;
 use badge_apiserver::usage::{DEFAULT_SUSPICIOUS_WINDOW, SuspicionPolicy, UsageRecorder};
-use base64::Engine;
 use serde_json::{Value, json};
 
-use crate::support::{Caller, Ring};
-
-fn jti_of(token: &str) -> String {
-    let payload = token.split('.').nth(1).unwrap();
-    let claims: Value = serde_json::from_slice(
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(payload)
-            .unwrap(),
-    )
-    .unwrap();
-    claims["jti"].as_str().unwrap().to_string()
-}
+use crate::support::{Caller, Ring, jti_of};
 
 async fn whoami_code(ring: &Ring, token: &str) -> u16 {
     let review = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"});

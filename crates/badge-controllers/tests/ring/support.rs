@@ -437,3 +437,16 @@ async fn aggregated(registry: &Registry, rbac: &badge_apiserver::rbac::Rbac) {
         rbac.wait_for(revision).await;
     }
 }
+
+/// The `jti` claim of a token (read, not verified).
+pub(crate) fn jti_of(token: &str) -> String {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1).unwrap();
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap();
+    claims["jti"].as_str().unwrap().to_string()
+}

@@ -11,7 +11,7 @@ use badge_testkit::ChildGuard;
 use base64::Engine;
 use serde_json::json;
 
-use crate::{eventually, server};
+use crate::{eventually, jti_of, server};
 
 fn start_agent(kubeconfig: &str, root: &Path) -> (ChildGuard, String) {
     // 3607 s tokens refresh after a few seconds.
@@ -95,15 +95,6 @@ fn volume_of(root: &Path, uid: &str) -> Option<PathBuf> {
         .flatten()
         .map(|e| e.path())
         .find(|p| p.join("token").exists())
-}
-
-fn jti(token: &str) -> String {
-    let payload = token.split('.').nth(1).unwrap();
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .unwrap();
-    let claims: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
-    claims["jti"].as_str().unwrap().to_string()
 }
 
 #[test]
@@ -348,9 +339,9 @@ spec:
         json!(["web"]),
         "{who}"
     );
-    let first_jti = jti(&first);
+    let first_jti = jti_of(&first);
     eventually("a token with a new jti", || {
-        std::fs::read_to_string(volume.join("token")).is_ok_and(|t| jti(&t) != first_jti)
+        std::fs::read_to_string(volume.join("token")).is_ok_and(|t| jti_of(&t) != first_jti)
     });
     // The replaced token still authenticates until its own expiry (refresh is early).
     assert_eq!(crate::token_review(&s, &first, &[])["authenticated"], true);

@@ -9,22 +9,11 @@ use badge_testkit::{Credential, TestServer};
 use base64::Engine;
 use serde_json::{Value, json};
 
-use crate::eventually;
+use crate::{eventually, jti_of};
 
 const BIN: &str = env!("CARGO_BIN_EXE_badge");
 /// Short enough that a test sees its flushes promptly.
 const FLUSH: &str = "--usage-flush-period=200ms";
-
-fn jti_of(token: &str) -> String {
-    let payload = token.split('.').nth(1).unwrap();
-    let claims: Value = serde_json::from_slice(
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(payload)
-            .unwrap(),
-    )
-    .unwrap();
-    claims["jti"].as_str().unwrap().to_string()
-}
 
 /// `kubectl auth whoami` with `token`, so the use carries kubectl's user agent.
 fn whoami(s: &TestServer, kubeconfig: &Path, token: &str) -> String {

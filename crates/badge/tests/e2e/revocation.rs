@@ -7,20 +7,9 @@ use badge_testkit::{Credential, TestServer};
 use base64::Engine;
 use serde_json::Value;
 
-use crate::{authenticated, eventually, token_review};
+use crate::{authenticated, eventually, jti_of, token_review};
 
 const BIN: &str = env!("CARGO_BIN_EXE_badge");
-
-fn jti_of(token: &str) -> String {
-    let payload = token.split('.').nth(1).unwrap();
-    let claims: Value = serde_json::from_slice(
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(payload)
-            .unwrap(),
-    )
-    .unwrap();
-    claims["jti"].as_str().unwrap().to_string()
-}
 
 fn badge_revoke(s: &TestServer, args: &[&str]) -> std::process::Output {
     std::process::Command::new(BIN)
