@@ -6,7 +6,7 @@
 use serde_json::Value;
 
 /// The part of a `meta/v1` Status a caller acts on.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct Status {
     /// The HTTP status code.
     pub code: u16,
@@ -53,6 +53,7 @@ impl Status {
             // The server's own words say more than "unknown reason" when it gave some.
             "InternalError" | "" => {
                 let said = body.as_str().map_or_else(|| body.to_string(), str::to_string);
+                let said = shown_reply(&said);
                 format!("an error on the server ({said:?}) has prevented the request from succeeding")
             }
             _ => message.to_string(),
@@ -81,9 +82,34 @@ impl Status {
     }
 }
 
+impl std::fmt::Debug for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The body is left out: a reply that is not a Status may hold a credential.
+        f.debug_struct("Status")
+            .field("code", &self.code)
+            .field("reason", &self.reason)
+            .field("message", &self.message)
+            .finish_non_exhaustive()
+    }
+}
+
 impl std::fmt::Display for Status {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.message)
+    }
+}
+
+/// What of a reply that is not a Status an error message may repeat: errors are logged, so a
+/// reply that may hold a credential (a JWT, a `token` member) is not repeated, and a long
+/// one is cut.
+fn shown_reply(said: &str) -> String {
+    const MAX: usize = 256;
+    if said.contains("eyJ") || said.contains("\"token\"") {
+        return "the reply is not shown: it may hold a credential".to_string();
+    }
+    match said.char_indices().nth(MAX) {
+        Some((end, _)) => format!("{}…", &said[..end]),
+        None => said.to_string(),
     }
 }
 
@@ -176,6 +202,32 @@ pub fn error_text(body: &Value) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_reply_that_may_hold_a_token_is_never_repeated_in_the_message() {
+        let jwt = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl";
+        for body in [
+            jwt.to_string(),
+            json!({"status": {"token": "opaque-secret"}}).to_string(),
+        ] {
+            let status = Status::from_reply(500, body.as_bytes());
+            assert!(!status.message.contains(jwt), "{}", status.message);
+            assert!(!status.message.contains("opaque-secret"), "{}", status.message);
+            assert!(
+                status.message.contains("may hold a credential"),
+                "{}",
+                status.message
+            );
+        }
+        let long = "x".repeat(1000);
+        let status = Status::from_reply(500, long.as_bytes());
+        assert!(status.message.len() < 400, "{}", status.message);
+        assert!(
+            Status::from_reply(500, b"disk full")
+                .message
+                .contains("disk full")
+        );
+    }
 
     #[test]
     fn a_status_body_keeps_its_code_reason_and_message() {
