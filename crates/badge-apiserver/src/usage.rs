@@ -126,11 +126,13 @@ pub struct SuspicionPolicy {
 ///
 /// A node that is gone is not itself suspicious: its pods go with it, and so does the
 /// token's validity. Tokens without a pod, or without node information, are never flagged
-/// this way. `pod` and `node` are the cache's objects named by the extras.
+/// this way. `pod` is the uid and `spec.nodeName` ("" when unset) of the cached pod named by
+/// the extras, `node_uid` the uid of the cached node they name: what the watch cache keeps
+/// of each without decoding it, as this runs on every request made with such a token.
 pub fn node_binding_suspicion(
     user: &badge_auth::UserInfo,
-    pod: Option<&Value>,
-    node: Option<&Value>,
+    pod: Option<(&str, &str)>,
+    node_uid: Option<&str>,
     at: jiff::Timestamp,
 ) -> Option<Suspicion> {
     use badge_token::claims::{NODE_NAME_KEY, NODE_UID_KEY, POD_NAME_KEY, POD_UID_KEY};
@@ -142,24 +144,17 @@ pub fn node_binding_suspicion(
             .filter(|v| !v.is_empty())
     };
     let (pod_name, pod_uid, node_name) = (extra(POD_NAME_KEY)?, extra(POD_UID_KEY)?, extra(NODE_NAME_KEY)?);
-    if let Some(pod) = pod.filter(|p| meta::uid(p) == pod_uid) {
-        let now_on = pod
-            .pointer("/spec/nodeName")
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        if !now_on.is_empty() && now_on != node_name {
-            return Some(Suspicion {
-                reason: NODE_CHANGED,
-                message: format!(
-                    "issued for pod {pod_name} on node {node_name}, which is now on node {now_on}"
-                ),
-                time: at,
-            });
-        }
+    if let Some((_, now_on)) =
+        pod.filter(|(uid, now_on)| *uid == pod_uid && !now_on.is_empty() && *now_on != node_name)
+    {
+        return Some(Suspicion {
+            reason: NODE_CHANGED,
+            message: format!("issued for pod {pod_name} on node {node_name}, which is now on node {now_on}"),
+            time: at,
+        });
     }
     let token_node_uid = extra(NODE_UID_KEY)?;
-    let node = node.filter(|n| meta::name(n) == node_name)?;
-    let live_uid = meta::uid(node);
+    let live_uid = node_uid?;
     (!live_uid.is_empty() && live_uid != token_node_uid).then(|| Suspicion {
         reason: NODE_CHANGED,
         message: format!(
@@ -687,9 +682,15 @@ impl ApiServer {
         let node_name = user.extra.get(NODE_NAME_KEY)?.first()?;
         let pod = self
             .registry
-            .get_cached(resources::PODS, &credential.namespace, pod_name);
-        let node = self.registry.get_cached(resources::NODES, "", node_name);
-        let suspicion = node_binding_suspicion(user, pod.as_deref(), node.as_deref(), at)?;
+            .get_cached_object(resources::PODS, &credential.namespace, pod_name);
+        let node = self.registry.get_cached_object(resources::NODES, "", node_name);
+        let suspicion = node_binding_suspicion(
+            user,
+            pod.as_deref()
+                .map(|pod| (pod.uid(), pod.node_name().unwrap_or(""))),
+            node.as_deref().map(badge_registry::CachedObject::uid),
+            at,
+        )?;
         let flagged =
             self.registry
                 .get_cached(resources::ISSUEDTOKENS, &credential.namespace, &credential.record);
@@ -955,26 +956,26 @@ mod tests {
         ] {
             user.extra.insert(key.into(), vec![value.into()]);
         }
-        let pod_on =
-            |node: &str| json!({"metadata": {"name": "web", "uid": "p1"}, "spec": {"nodeName": node}});
-        let node = |uid: &str| json!({"metadata": {"name": "n1", "uid": uid}});
-        let check = |pod: Option<&Value>, node: Option<&Value>| node_binding_suspicion(&user, pod, node, at);
-        assert_eq!(check(Some(&pod_on("n1")), Some(&node("u1"))), None);
+        let pod_on = |node: &'static str| ("p1", node);
+        let node = |uid: &'static str| uid;
+        let check =
+            |pod: Option<(&str, &str)>, node: Option<&str>| node_binding_suspicion(&user, pod, node, at);
+        assert_eq!(check(Some(pod_on("n1")), Some(node("u1"))), None);
         // Gone pod or node: the authenticator's concern, not a sign of theft.
         assert_eq!(check(None, None), None);
-        let moved = check(Some(&pod_on("n2")), Some(&node("u1"))).unwrap();
+        let moved = check(Some(pod_on("n2")), Some(node("u1"))).unwrap();
         assert_eq!(moved.reason, NODE_CHANGED);
         assert!(moved.message.contains("now on node n2"), "{}", moved.message);
-        let replaced = check(Some(&pod_on("n1")), Some(&node("u2"))).unwrap();
+        let replaced = check(Some(pod_on("n1")), Some(node("u2"))).unwrap();
         assert!(replaced.message.contains("was replaced"), "{}", replaced.message);
         // Another pod of the same name (a new uid) says nothing about this token.
-        let other = json!({"metadata": {"name": "web", "uid": "p2"}, "spec": {"nodeName": "n2"}});
-        assert_eq!(check(Some(&other), Some(&node("u1"))), None);
+        let other = ("p2", "n2");
+        assert_eq!(check(Some(other), Some(node("u1"))), None);
         // Without node information, nothing to compare.
         let mut no_node = user.clone();
         no_node.extra.remove(NODE_NAME_KEY);
         assert_eq!(
-            node_binding_suspicion(&no_node, Some(&pod_on("n2")), Some(&node("u2")), at),
+            node_binding_suspicion(&no_node, Some(pod_on("n2")), Some(node("u2")), at),
             None
         );
     }
