@@ -89,7 +89,7 @@ pub fn annotate(response: &mut Response<Body>, key: &str, value: String) {
 /// Receives finished events (`audit.Backend`). Must not block.
 pub trait AuditBackend: Send + Sync {
     /// Takes `event` to its destination.
-    fn process(&self, event: Event);
+    fn process(&self, event: &Event);
 }
 
 /// An audit.k8s.io/v1 `Event`.
@@ -128,7 +128,7 @@ pub struct Event {
     pub object_ref: Option<ObjectReference>,
     #[serde(skip_serializing_if = "Option::is_none")]
     /// The Status the request was answered with.
-    pub response_status: Option<Value>,
+    pub response_status: Option<ResponseStatus>,
     #[serde(skip_serializing_if = "Option::is_none")]
     /// The request body, at Request level and above.
     pub request_object: Option<Value>,
@@ -169,6 +169,70 @@ impl From<&UserInfo> for EventUser {
             groups: user.groups.clone(),
             extra: user.extra.clone(),
         }
+    }
+}
+
+/// The meta/v1 `Status` an event records of its response: the code alone for a success.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct ResponseStatus {
+    /// Always empty, as upstream writes it.
+    pub metadata: EmptyObject,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    /// `Failure`, for a failed request.
+    pub status: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    /// What went wrong.
+    pub message: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    /// Why, as a Status reason.
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    /// The failure's details.
+    pub details: Option<Value>,
+    /// The HTTP status code.
+    pub code: u16,
+}
+
+impl ResponseStatus {
+    /// A success's status: its code.
+    pub fn code(code: u16) -> ResponseStatus {
+        ResponseStatus {
+            code,
+            ..Default::default()
+        }
+    }
+
+    /// A failure's status, from the Status the request was answered with.
+    pub fn failure(status: &Status) -> ResponseStatus {
+        ResponseStatus {
+            status: Some(status.status.clone()),
+            message: Some(status.message.clone()),
+            reason: Some(status.reason.clone()),
+            details: status.details.as_ref().and_then(|d| serde_json::to_value(d).ok()),
+            code: status.code,
+            ..Default::default()
+        }
+    }
+
+    fn failed(reason: &str, message: &str, code: u16) -> ResponseStatus {
+        ResponseStatus {
+            status: Some("Failure".into()),
+            message: Some(message.into()),
+            reason: Some(reason.into()),
+            code,
+            ..Default::default()
+        }
+    }
+}
+
+/// `{}`, written without a map behind it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EmptyObject;
+
+impl Serialize for EmptyObject {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap as _;
+        serializer.serialize_map(Some(0))?.end()
     }
 }
 
@@ -281,17 +345,34 @@ pub struct MicroTime(pub jiff::Timestamp);
 
 impl Serialize for MicroTime {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&micro_time(self.0))
+        serializer.collect_str(&MicroTimeDisplay(self.0))
+    }
+}
+
+/// Formats a MicroTime field by field: every event has two, and a general strftime is
+/// several times slower.
+struct MicroTimeDisplay(jiff::Timestamp);
+
+impl std::fmt::Display for MicroTimeDisplay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let at = jiff::tz::Offset::UTC.to_datetime(self.0);
+        write!(
+            f,
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+            at.year(),
+            at.month(),
+            at.day(),
+            at.hour(),
+            at.minute(),
+            at.second(),
+            self.0.subsec_microsecond()
+        )
     }
 }
 
 /// A MicroTime: RFC 3339 in UTC with microseconds.
 pub fn micro_time(at: jiff::Timestamp) -> String {
-    format!(
-        "{}.{:06}Z",
-        at.strftime("%Y-%m-%dT%H:%M:%S"),
-        at.subsec_microsecond()
-    )
+    MicroTimeDisplay(at).to_string()
 }
 
 /// The client's addresses, as upstream's `SourceIPs`: X-Forwarded-For, then X-Real-Ip,
@@ -343,12 +424,12 @@ impl Auditor {
         }
     }
 
-    fn emit(&self, event: Event) {
+    fn emit(&self, event: &Event) {
         self.metrics.audit_events.fetch_add(1, Ordering::Relaxed);
         self.backend.process(event);
     }
 
-    fn base_event(&self, level: Level, meta: &RequestMeta, info: &RequestInfo) -> Event {
+    fn base_event(&self, level: Level, meta: RequestMeta, info: &RequestInfo) -> Event {
         let object_ref = info.is_resource_request.then(|| ObjectReference {
             resource: info.resource.clone(),
             namespace: info.namespace.clone(),
@@ -363,14 +444,14 @@ impl Auditor {
             kind: "Event",
             api_version: "audit.k8s.io/v1",
             level,
-            audit_id: meta.audit_id.clone(),
+            audit_id: meta.audit_id,
             stage: Stage::RequestReceived,
-            request_uri: meta.request_uri.clone(),
+            request_uri: meta.request_uri,
             verb: info.verb.clone(),
             user: EventUser::default(),
             impersonated_user: None,
-            source_ips: meta.source_ips.clone(),
-            user_agent: meta.user_agent.clone(),
+            source_ips: meta.source_ips,
+            user_agent: meta.user_agent,
             object_ref,
             response_status: None,
             request_object: None,
@@ -385,7 +466,7 @@ impl Auditor {
     /// None when the policy records nothing of it.
     pub fn begin(
         self: &Arc<Self>,
-        meta: &RequestMeta,
+        meta: RequestMeta,
         info: &RequestInfo,
         user: &UserInfo,
     ) -> Option<Recorder> {
@@ -398,34 +479,32 @@ impl Auditor {
         }
         let mut event = self.base_event(decision.level, meta, info);
         event.user = EventUser::from(user);
-        let recorder = Recorder {
+        let mut recorder = Recorder {
             auditor: self.clone(),
             decision,
             event,
             request_body: None,
         };
-        if recorder.decision.records(Stage::RequestReceived) {
-            self.emit(recorder.stage_event(Stage::RequestReceived));
-        }
+        recorder.emit(Stage::RequestReceived);
         Some(recorder)
     }
 
     /// Records a request that failed authentication (`WithFailedAuthenticationAudit`): one
     /// ResponseStarted event with no user.
-    pub fn failed_authentication(&self, meta: &RequestMeta, info: &RequestInfo, client_certificate: bool) {
+    pub fn failed_authentication(&self, meta: RequestMeta, info: &RequestInfo, client_certificate: bool) {
         let decision = self.policy.evaluate(&policy::Attributes { user: None, info });
         if !decision.records(Stage::ResponseStarted) {
             return;
         }
+        let message = attempted_methods(meta.bearer, client_certificate);
         let mut event = self.base_event(decision.level, meta, info);
         event.stage = Stage::ResponseStarted;
         event.stage_timestamp = MicroTime(badge_api::clock::now());
-        event.response_status = Some(serde_json::json!({
-            "metadata": {},
-            "message": attempted_methods(meta.bearer, client_certificate),
-            "code": 401,
-        }));
-        self.emit(event);
+        event.response_status = Some(ResponseStatus {
+            message: Some(message),
+            ..ResponseStatus::code(401)
+        });
+        self.emit(&event);
     }
 }
 
@@ -479,7 +558,7 @@ impl Auditor {
             bearer: false,
             received: badge_api::clock::now(),
         };
-        let mut event = self.base_event(decision.level, &meta, info);
+        let mut event = self.base_event(decision.level, meta, info);
         event.user = EventUser::from(write.user);
         if let Some(reference) = event.object_ref.as_mut() {
             reference.uid = write.uid.to_string();
@@ -487,16 +566,13 @@ impl Auditor {
         event.stage = Stage::ResponseComplete;
         event.stage_timestamp = MicroTime(badge_api::clock::now());
         event.response_status = Some(match write.failure {
-            Some(status) => serde_json::json!({
-                "metadata": {},
-                "status": status.status,
-                "message": status.message,
-                "reason": status.reason,
-                "code": status.code,
-            }),
-            None => serde_json::json!({"metadata": {}, "code": 200}),
+            Some(status) => ResponseStatus {
+                details: None,
+                ..ResponseStatus::failure(status)
+            },
+            None => ResponseStatus::code(200),
         });
-        self.emit(event);
+        self.emit(&event);
     }
 }
 
@@ -531,51 +607,35 @@ impl Recorder {
         }
     }
 
-    fn stage_event(&self, stage: Stage) -> Event {
-        let mut event = self.event.clone();
-        event.stage = stage;
-        event.stage_timestamp = MicroTime(badge_api::clock::now());
-        event
-    }
-
-    fn emit(&self, stage: Stage) {
+    /// Writes the event of `stage`, when the policy records it. The backend encodes the
+    /// event in place: nothing is copied.
+    fn emit(&mut self, stage: Stage) {
         if self.decision.records(stage) {
-            self.auditor.emit(self.stage_event(stage));
+            self.event.stage = stage;
+            self.event.stage_timestamp = MicroTime(badge_api::clock::now());
+            self.auditor.emit(&self.event);
         }
     }
 
-    /// The last event of the request: moved to the backend, not copied.
-    fn finish(self, stage: Stage) {
-        if self.decision.records(stage) {
-            let mut event = self.event;
-            event.stage = stage;
-            event.stage_timestamp = MicroTime(badge_api::clock::now());
-            self.auditor.emit(event);
-        }
+    /// The last event of the request.
+    fn finish(mut self, stage: Stage) {
+        self.emit(stage);
     }
 
     /// The request ended before its response: the timeout filter gave up on it, or the
     /// client went away. What it did is unknown, so the event says so rather than vanish.
     pub fn abandoned(mut self) {
-        self.event.response_status = Some(serde_json::json!({
-            "metadata": {},
-            "status": "Failure",
-            "message": "the request ended before its response: it timed out or its client went away",
-            "reason": "Timeout",
-            "code": 504,
-        }));
+        self.event.response_status = Some(ResponseStatus::failed(
+            "Timeout",
+            "the request ended before its response: it timed out or its client went away",
+            504,
+        ));
         self.finish(Stage::ResponseComplete);
     }
 
     /// The handler panicked: the Panic event, with upstream's 500 status.
     pub fn panicked(mut self) {
-        self.event.response_status = Some(serde_json::json!({
-            "metadata": {},
-            "status": "Failure",
-            "message": "APIServer panic'd",
-            "reason": "InternalError",
-            "code": 500,
-        }));
+        self.event.response_status = Some(ResponseStatus::failed("InternalError", "APIServer panic'd", 500));
         self.finish(Stage::Panic);
     }
 
@@ -585,22 +645,8 @@ impl Recorder {
     pub async fn respond(mut self, response: Response<Body>, failure: Option<&Status>) -> Response<Body> {
         let code = response.status().as_u16();
         self.event.response_status = Some(match failure {
-            Some(status) => {
-                let mut value = serde_json::json!({
-                    "metadata": {},
-                    "status": status.status,
-                    "message": status.message,
-                    "reason": status.reason,
-                    "code": status.code,
-                });
-                if let Some(details) = &status.details
-                    && let Ok(details) = serde_json::to_value(details)
-                {
-                    value["details"] = details;
-                }
-                value
-            }
-            None => serde_json::json!({"metadata": {}, "code": code}),
+            Some(status) => ResponseStatus::failure(status),
+            None => ResponseStatus::code(code),
         });
         if let Some(annotations) = response.extensions().get::<Annotations>() {
             for (key, value) in &annotations.0 {
@@ -908,7 +954,7 @@ mod tests {
         );
         let info = badge_api::request_info::parse("GET", uri.path(), uri.query()).unwrap();
         let user = UserInfo::from_certificate("alice", &["devs".to_string()]);
-        auditor.begin(&meta, &info, &user)
+        auditor.begin(meta, &info, &user)
     }
 
     #[test]

@@ -148,7 +148,7 @@ impl ApiServer {
                 } else {
                     AuthenticationResult::Failure
                 });
-                if let (Some(auditor), Some(meta)) = (&self.audit_log, &meta) {
+                if let (Some(auditor), Some(meta)) = (&self.audit_log, meta) {
                     auditor.failed_authentication(meta, &info, peer.0.is_some());
                 }
                 return Err(status);
@@ -164,7 +164,7 @@ impl ApiServer {
                 .record(credential, now, remote.map(|a| a.ip()), agent)
                 .or_else(|| self.node_binding_check(credential, &authenticated, now))
         });
-        if let (Some(auditor), Some(meta)) = (&self.audit_log, &meta) {
+        if let (Some(auditor), Some(meta)) = (&self.audit_log, meta) {
             exchange.recorder = auditor.begin(meta, &info, &authenticated);
         }
         if let (Some(recorder), Some(suspicion)) = (exchange.recorder.as_mut(), suspicion) {
@@ -244,7 +244,7 @@ mod tests {
         let user = badge_auth::UserInfo::from_certificate("alice", &[]);
         let exchange = Exchange {
             series: None,
-            recorder: auditor.begin(&meta, &info, &user),
+            recorder: auditor.begin(meta, &info, &user),
         };
         assert!(
             backend.events.lock().is_empty(),

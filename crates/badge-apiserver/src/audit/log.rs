@@ -1,22 +1,27 @@
-//! The log backend (`plugin/pkg/audit/log` behind upstream's batching buffer): events go
-//! through a bounded queue to one writer thread, which writes them as JSON lines in
-//! batches. A request never waits on it: a full queue or a failed write drops the events,
-//! counted and logged at most once per interval. The file rotates as upstream's
+//! The log backend (`plugin/pkg/audit/log` behind upstream's batching buffer): a request
+//! encodes its event as one JSON line into a shared, bounded buffer, and one writer thread
+//! takes the whole buffer and writes it in a batch. Encoding where the event was made keeps
+//! its strings freed by the thread that allocated them, and leaves the writer nothing but
+//! I/O. A request never waits on the writer: a full buffer or a failed write drops the
+//! events, counted and logged at most once per interval. The file rotates as upstream's
 //! (lumberjack): past `max_size` the file is renamed `<name>-<UTC time><ext>` and a new one
 //! started; backups beyond `max_backups` or older than `max_age` days are removed.
 
+use std::cell::RefCell;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+
+use parking_lot::{Condvar, Mutex};
 
 use super::{AuditBackend, Event};
 use crate::metrics::Metrics;
 
-/// Events waiting for the writer; beyond this, new ones are dropped.
-pub const QUEUE_CAPACITY: usize = 10_000;
+/// Encoded events waiting for the writer, in bytes; beyond this, new ones are dropped
+/// (about ten thousand Metadata-level events).
+pub const BUFFER_CAPACITY: usize = 16 << 20;
 /// How long the writer gathers events before writing them.
 const GATHER: std::time::Duration = std::time::Duration::from_millis(20);
 /// lumberjack's size when none is given: 100 MB.
@@ -48,10 +53,26 @@ pub struct RotationOptions {
     pub max_age_days: u64,
 }
 
-/// The queue's sending side; the writer thread ends once it is dropped and the queue is
-/// written.
+/// Encoded lines waiting for the writer.
+#[derive(Default)]
+struct Pending {
+    bytes: Vec<u8>,
+    lines: u64,
+    /// The backend is gone: the writer writes what is left and ends.
+    closed: bool,
+}
+
+/// What the requests and the writer share.
+struct Shared {
+    pending: Mutex<Pending>,
+    /// Signalled when the buffer stops being empty, or on close.
+    filled: Condvar,
+}
+
+/// The requests' side of the log; the writer thread ends once it is dropped and the buffer
+/// is written.
 pub struct LogBackend {
-    queue: SyncSender<Event>,
+    shared: Arc<Shared>,
     metrics: Arc<Metrics>,
     last_drop_log: Arc<AtomicI64>,
 }
@@ -63,35 +84,67 @@ impl LogBackend {
             Destination::Stdout => Box::new(io::stdout()),
             Destination::File(options) => Box::new(RotatingFile::open(options)?),
         };
-        let (queue, events) = std::sync::mpsc::sync_channel(QUEUE_CAPACITY);
+        let shared = Arc::new(Shared {
+            pending: Mutex::new(Pending::default()),
+            filled: Condvar::new(),
+        });
         let last_drop_log = Arc::new(AtomicI64::new(i64::MIN));
         let writer = Writer {
             output,
             metrics: metrics.clone(),
             last_drop_log: last_drop_log.clone(),
         };
+        let for_writer = shared.clone();
         std::thread::Builder::new()
             .name("audit-writer".into())
-            .spawn(move || writer.run(events))?;
+            .spawn(move || writer.run(&for_writer))?;
         Ok(LogBackend {
-            queue,
+            shared,
             metrics,
             last_drop_log,
         })
     }
 }
 
+impl Drop for LogBackend {
+    fn drop(&mut self) {
+        self.shared.pending.lock().closed = true;
+        self.shared.filled.notify_one();
+    }
+}
+
+thread_local! {
+    /// Each thread's scratch line, so encoding an event allocates nothing once warm.
+    static LINE: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(2048));
+}
+
 impl AuditBackend for LogBackend {
-    fn process(&self, event: Event) {
-        match self.queue.try_send(event) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                dropped(&self.metrics, &self.last_drop_log, 1, "the audit queue is full")
+    fn process(&self, event: &Event) {
+        LINE.with_borrow_mut(|line| {
+            line.clear();
+            if let Err(e) = serde_json::to_writer(&mut *line, event) {
+                let why = format!("encoding an audit event failed: {e}");
+                return dropped(&self.metrics, &self.last_drop_log, 1, &why);
             }
-            Err(TrySendError::Disconnected(_)) => {
-                dropped(&self.metrics, &self.last_drop_log, 1, "the audit writer stopped")
+            line.push(b'\n');
+            let mut pending = self.shared.pending.lock();
+            if pending.bytes.len() + line.len() > BUFFER_CAPACITY {
+                drop(pending);
+                return dropped(&self.metrics, &self.last_drop_log, 1, "the audit buffer is full");
             }
-        }
+            let was_empty = pending.bytes.is_empty();
+            pending.bytes.extend_from_slice(line);
+            pending.lines += 1;
+            drop(pending);
+            // The writer waits only on an empty buffer: one wake-up per batch, not per event.
+            if was_empty {
+                self.shared.filled.notify_one();
+            }
+            // A rare huge event (a RequestResponse list) leaves no huge scratch behind.
+            if line.capacity() > 1 << 20 {
+                *line = Vec::with_capacity(2048);
+            }
+        });
     }
 }
 
@@ -133,24 +186,30 @@ struct Writer {
 }
 
 impl Writer {
-    fn run(mut self, events: Receiver<Event>) {
-        let mut line = Vec::with_capacity(2048);
-        while let Ok(first) = events.recv() {
+    fn run(mut self, shared: &Shared) {
+        let mut batch = Vec::with_capacity(64 * 1024);
+        loop {
+            {
+                let mut pending = shared.pending.lock();
+                while pending.bytes.is_empty() && !pending.closed {
+                    shared.filled.wait(&mut pending);
+                }
+                if pending.bytes.is_empty() {
+                    return;
+                }
+            }
             // Gather what else arrives for a moment: while this thread sleeps rather than
-            // waits on the queue, handing it an event costs a request no wake-up.
+            // waits, adding an event costs a request no wake-up.
             std::thread::sleep(GATHER);
-            let mut batch = vec![first];
-            batch.extend(events.try_iter());
+            let lines = {
+                let mut pending = shared.pending.lock();
+                std::mem::swap(&mut pending.bytes, &mut batch);
+                std::mem::take(&mut pending.lines)
+            };
             let mut written = 0u64;
             let mut failure = None;
-            for event in &batch {
-                line.clear();
-                if let Err(e) = serde_json::to_writer(&mut line, event) {
-                    failure = Some(e.to_string());
-                    continue;
-                }
-                line.push(b'\n');
-                match self.output.write_line(&line) {
+            for line in batch.split_inclusive(|b| *b == b'\n') {
+                match self.output.write_line(line) {
                     Ok(()) => written += 1,
                     Err(e) => failure = Some(e.to_string()),
                 }
@@ -160,10 +219,15 @@ impl Writer {
                 written = 0;
                 failure = Some(e.to_string());
             }
-            let lost = batch.len() as u64 - written;
+            let lost = lines.saturating_sub(written);
             if lost > 0 {
                 let why = format!("writing the audit log failed: {}", failure.unwrap_or_default());
                 dropped(&self.metrics, &self.last_drop_log, lost, &why);
+            }
+            batch.clear();
+            // A burst's buffer is not kept for ever.
+            if batch.capacity() > 4 * BUFFER_CAPACITY / 16 {
+                batch = Vec::with_capacity(64 * 1024);
             }
         }
     }
@@ -360,8 +424,8 @@ pub struct MemoryBackend {
 }
 
 impl AuditBackend for MemoryBackend {
-    fn process(&self, event: Event) {
-        self.events.lock().push(event);
+    fn process(&self, event: &Event) {
+        self.events.lock().push(event.clone());
     }
 }
 
@@ -496,7 +560,7 @@ mod tests {
         )
         .unwrap();
         for _ in 0..3 {
-            backend.process(event());
+            backend.process(&event());
         }
         wait_dropped(&metrics, 3);
         assert_eq!(metrics.audit_events_dropped.load(Ordering::Relaxed), 3);
@@ -518,7 +582,7 @@ mod tests {
         )
         .unwrap();
         for _ in 0..5 {
-            backend.process(event());
+            backend.process(&event());
         }
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {
