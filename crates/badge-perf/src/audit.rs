@@ -6,7 +6,7 @@ use std::path::Path;
 
 use crate::report::{Row, row};
 use crate::server::Server;
-use crate::tokens::{TOKEN_REQUEST, mint, review_body};
+use crate::tokens::{TOKEN_REQUEST, mint, review_body, wait_for_inventory};
 
 /// A fixed 32-byte key: the benchmark measures the provider's cost, not the key's secrecy.
 const AES_KEY: &str = "BwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyAhIiMkJSY=";
@@ -51,11 +51,24 @@ pub(crate) async fn measure(badge: &Path, seconds: f64) -> anyhow::Result<Vec<Ro
     const ROUNDS: usize = 2;
     for _round in 0..ROUNDS {
         for (i, args) in settings.iter().enumerate() {
-            let mut extra = vec!["--service-account-signing-key-type", "ES256"];
+            // Usage is flushed every second, so the inventory's writes fall inside the
+            // TokenRequest window (its steady state), not after it.
+            let mut extra = vec![
+                "--service-account-signing-key-type",
+                "ES256",
+                "--usage-flush-period=1s",
+            ];
             extra.extend_from_slice(args);
+            let tracking = !args.contains(&"--token-usage-tracking=false");
             let (server, _) = Server::start(badge, tempfile::tempdir()?, &extra)?;
             let issued = server.load(ISSUE, &[TOKEN_REQUEST.to_string()], seconds, false)?;
             let token = mint(&server, 1).await?.remove(0);
+            // The reviews are measured once the records of the tokens just issued are
+            // written, not while they are.
+            if tracking {
+                let count = issued["requests"].as_u64().unwrap_or(0) as usize + 1;
+                wait_for_inventory(&server, count).await?;
+            }
             let cached = server.load(REVIEW, &[review_body(&token)], seconds, false)?;
             server.stop()?;
             sums[i].0 += issued["rps"].as_f64().unwrap_or(0.0);

@@ -1,5 +1,5 @@
-//! Section 8: cached TokenReview with many revoked jtis against none, on one server: every
-//! cache hit checks the revoked set, which must not cost in proportion to its size.
+//! Section 8: cached TokenReview with many revoked jtis against none: every cache hit checks
+//! the revoked set, which must not cost in proportion to its size.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -13,6 +13,41 @@ const REVOKED: usize = 10_000;
 const RECORDS: &str = "/apis/identity.badge.dev/v1/namespaces/default/issuedtokens";
 
 pub(crate) async fn measure(badge: &Path, seconds: f64) -> anyhow::Result<Vec<Row>> {
+    // Two servers in the same state but for the revocations: the same tokens issued, the same
+    // number of writes to their records (a label on one, `spec.revoked` on the other), then
+    // measured in turns so that drift in a shared machine hits both alike.
+    let mut prepared = Vec::new();
+    for revoke in [false, true] {
+        prepared.push(prepare(badge, revoke).await?);
+    }
+    let mut sums = [0.0; 2];
+    const ROUNDS: usize = 2;
+    for _round in 0..ROUNDS {
+        for (i, (server, review)) in prepared.iter().enumerate() {
+            let result = server.load(REVIEW, std::slice::from_ref(review), seconds, false)?;
+            sums[i] += result["rps"].as_f64().unwrap_or(0.0);
+        }
+    }
+    for (server, _) in prepared {
+        server.stop()?;
+    }
+    let (none, revoked) = (sums[0] / ROUNDS as f64, sums[1] / ROUNDS as f64);
+    let ratio = if none > 0.0 { revoked / none } else { 0.0 };
+    Ok(vec![row(
+        "8 revoked jtis",
+        format!(
+            "TokenReview cached ES256: none revoked {none:.0} req/s, {REVOKED} revoked {revoked:.0} req/s"
+        ),
+        format!("{none:.0}/s"),
+        Some(ratio),
+        "≥ 0.95",
+        Some(ratio >= 0.95),
+    )])
+}
+
+/// A server holding `REVOKED + 1` issued tokens, all but one revoked when `revoke` (else
+/// labelled, the same number of writes), and the review of the one kept.
+async fn prepare(badge: &Path, revoke: bool) -> anyhow::Result<(Server, String)> {
     let (server, _) = Server::start(
         badge,
         tempfile::tempdir()?,
@@ -40,18 +75,20 @@ pub(crate) async fn measure(badge: &Path, seconds: f64) -> anyhow::Result<Vec<Ro
     wait_for_inventory(&server, REVOKED + 1).await?;
     let names = record_names(&server).await?;
     let kept = &tokens[REVOKED];
-    let review = [review_body(kept)];
-    let none = server.load(REVIEW, &review, seconds, false)?;
-
     // Revoked through the API, as an operator would: spec.revoked on each record but one.
     let kept_name = record_of(&server, kept, &names).await?;
+    let patch = if revoke {
+        r#"{"spec":{"revoked":true}}"#
+    } else {
+        r#"{"metadata":{"labels":{"reviewed":"yes"}}}"#
+    };
     let patches: Vec<String> = names
         .iter()
         .filter(|n| **n != kept_name)
         .take(REVOKED)
-        .map(|n| format!("{RECORDS}/{n} {{\"spec\":{{\"revoked\":true}}}}"))
+        .map(|n| format!("{RECORDS}/{n} {patch}"))
         .collect();
-    anyhow::ensure!(patches.len() == REVOKED, "{} records to revoke", patches.len());
+    anyhow::ensure!(patches.len() == REVOKED, "{} records to patch", patches.len());
     let patched = server.load_with(
         "-",
         &patches,
@@ -65,26 +102,12 @@ pub(crate) async fn measure(badge: &Path, seconds: f64) -> anyhow::Result<Vec<Ro
             "application/merge-patch+json",
         ],
     )?;
-    anyhow::ensure!(patched["errors"] == 0, "revoking failed: {patched}");
-    wait_until_revoked(&server, &tokens[..REVOKED]).await?;
-    let revoked = server.load(REVIEW, &review, seconds, false)?;
-    server.stop()?;
-
-    let (none, revoked) = (
-        none["rps"].as_f64().unwrap_or(0.0),
-        revoked["rps"].as_f64().unwrap_or(0.0),
-    );
-    let ratio = if none > 0.0 { revoked / none } else { 0.0 };
-    Ok(vec![row(
-        "8 revoked jtis",
-        format!(
-            "TokenReview cached ES256: none revoked {none:.0} req/s, {REVOKED} revoked {revoked:.0} req/s"
-        ),
-        format!("{none:.0}/s"),
-        Some(ratio),
-        "≥ 0.95",
-        Some(ratio >= 0.95),
-    )])
+    anyhow::ensure!(patched["errors"] == 0, "patching failed: {patched}");
+    if revoke {
+        wait_until_revoked(&server, &tokens[..REVOKED]).await?;
+    }
+    let review = review_body(kept);
+    Ok((server, review))
 }
 
 /// Every IssuedToken record's name, by pages.

@@ -122,7 +122,7 @@ impl AuditBackend for LogBackend {
     fn process(&self, event: &Event) {
         LINE.with_borrow_mut(|line| {
             line.clear();
-            if let Err(e) = serde_json::to_writer(&mut *line, event) {
+            if let Err(e) = super::encode::event(line, event) {
                 let why = format!("encoding an audit event failed: {e}");
                 return dropped(&self.metrics, &self.last_drop_log, 1, &why);
             }
@@ -168,11 +168,32 @@ fn dropped(metrics: &Metrics, last_log: &AtomicI64, count: u64, why: &str) {
 trait LineWriter: Send {
     fn write_line(&mut self, line: &[u8]) -> io::Result<()>;
     fn flush_batch(&mut self) -> io::Result<()>;
+
+    /// Writes `count` newline-ended lines; how many were written, and the last failure.
+    fn write_lines(&mut self, lines: &[u8], count: u64) -> (u64, Option<String>);
+}
+
+/// Writes newline-ended `lines` one at a time; how many were written, and the last failure.
+fn line_by_line(writer: &mut impl LineWriter, lines: &[u8]) -> (u64, Option<String>) {
+    let (mut written, mut failure) = (0, None);
+    for line in lines.split_inclusive(|b| *b == b'\n') {
+        match writer.write_line(line) {
+            Ok(()) => written += 1,
+            Err(e) => failure = Some(e.to_string()),
+        }
+    }
+    (written, failure)
 }
 
 impl LineWriter for io::Stdout {
     fn write_line(&mut self, line: &[u8]) -> io::Result<()> {
         self.lock().write_all(line)
+    }
+    fn write_lines(&mut self, lines: &[u8], count: u64) -> (u64, Option<String>) {
+        match self.lock().write_all(lines) {
+            Ok(()) => (count, None),
+            Err(e) => (0, Some(e.to_string())),
+        }
     }
     fn flush_batch(&mut self) -> io::Result<()> {
         self.lock().flush()
@@ -206,14 +227,7 @@ impl Writer {
                 std::mem::swap(&mut pending.bytes, &mut batch);
                 std::mem::take(&mut pending.lines)
             };
-            let mut written = 0u64;
-            let mut failure = None;
-            for line in batch.split_inclusive(|b| *b == b'\n') {
-                match self.output.write_line(line) {
-                    Ok(()) => written += 1,
-                    Err(e) => failure = Some(e.to_string()),
-                }
-            }
+            let (mut written, mut failure) = self.output.write_lines(&batch, lines);
             if let Err(e) = self.output.flush_batch() {
                 // Lines buffered but not flushed are lost with the failed flush.
                 written = 0;
@@ -338,6 +352,25 @@ impl LineWriter for RotatingFile {
         file.write_all(line)?;
         self.size += len;
         Ok(())
+    }
+
+    /// A batch that fits before the next rotation is one write; one that does not goes line
+    /// by line, rotating where the size says.
+    fn write_lines(&mut self, lines: &[u8], count: u64) -> (u64, Option<String>) {
+        let len = lines.len() as u64;
+        let fits = self.size + len <= self.max_size();
+        if let Some(file) = self.file.as_mut()
+            && fits
+        {
+            return match file.write_all(lines) {
+                Ok(()) => {
+                    self.size += len;
+                    (count, None)
+                }
+                Err(e) => (0, Some(e.to_string())),
+            };
+        }
+        line_by_line(self, lines)
     }
 
     fn flush_batch(&mut self) -> io::Result<()> {
