@@ -7,8 +7,6 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::Value;
-
 use super::{Event, EventUser, ObjectReference, ResponseStatus};
 
 /// Appends `event` to `out` as JSON (no newline).
@@ -290,6 +288,7 @@ fn escaped(out: &mut Vec<u8>, bytes: &[u8]) {
 mod tests {
     use super::*;
     use crate::audit::{Level, MicroTime, Stage};
+    use serde_json::Value;
 
     fn full_event() -> Event {
         let mut extra = BTreeMap::new();
