@@ -90,7 +90,8 @@ pub fn annotate(response: &mut Response<Body>, key: &str, value: String) {
 /// Receives finished events (`audit.Backend`). Must not block.
 pub trait AuditBackend: Send + Sync {
     /// Takes `event` to its destination.
-    fn process(&self, event: &Event);
+    /// `line` is one event, encoded as JSON (no newline).
+    fn process(&self, line: &[u8]);
 }
 
 /// An audit.k8s.io/v1 `Event`.
@@ -120,7 +121,7 @@ pub struct Event {
     pub impersonated_user: Option<EventUser>,
     #[serde(rename = "sourceIPs", skip_serializing_if = "Vec::is_empty")]
     /// The client's addresses: `X-Forwarded-For`, `X-Real-Ip`, then the peer.
-    pub source_ips: Vec<String>,
+    pub source_ips: Vec<std::net::IpAddr>,
     #[serde(skip_serializing_if = "String::is_empty")]
     /// The client's User-Agent.
     pub user_agent: String,
@@ -283,7 +284,7 @@ pub struct RequestMeta {
     /// The request path with its query.
     pub request_uri: String,
     /// The client's addresses.
-    pub source_ips: Vec<String>,
+    pub source_ips: Vec<std::net::IpAddr>,
     /// The client's User-Agent.
     pub user_agent: String,
     /// The bearer credential was tried, for a failed authentication's message.
@@ -313,10 +314,11 @@ impl RequestMeta {
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or_default()
                 .to_string(),
+            // The scheme alone is looked at: the credential is neither copied nor kept.
             bearer: headers
                 .get(http::header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.trim().to_ascii_lowercase().starts_with("bearer ")),
+                .and_then(|v| v.as_bytes().trim_ascii_start().get(..7))
+                .is_some_and(|scheme| scheme.eq_ignore_ascii_case(b"bearer ")),
             received,
         }
     }
@@ -358,27 +360,25 @@ pub fn micro_time(at: jiff::Timestamp) -> String {
 
 /// The client's addresses, as upstream's `SourceIPs`: X-Forwarded-For, then X-Real-Ip,
 /// then the connection's peer, without repeats.
-fn source_ips(headers: &HeaderMap, remote: Option<std::net::SocketAddr>) -> Vec<String> {
-    let mut ips: Vec<String> = Vec::new();
+fn source_ips(headers: &HeaderMap, remote: Option<std::net::SocketAddr>) -> Vec<std::net::IpAddr> {
+    let mut ips: Vec<std::net::IpAddr> = Vec::new();
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     if let Some(forwarded) = header("x-forwarded-for") {
         for ip in forwarded.split(',') {
             if let Ok(ip) = ip.trim().parse::<std::net::IpAddr>() {
-                ips.push(ip.to_string());
+                ips.push(ip);
             }
         }
     }
-    if let Some(real) = header("x-real-ip").and_then(|v| v.trim().parse::<std::net::IpAddr>().ok()) {
-        let real = real.to_string();
-        if !ips.contains(&real) {
-            ips.push(real);
-        }
+    if let Some(real) = header("x-real-ip").and_then(|v| v.trim().parse::<std::net::IpAddr>().ok())
+        && !ips.contains(&real)
+    {
+        ips.push(real);
     }
-    if let Some(remote) = remote {
-        let peer = remote.ip().to_string();
-        if !ips.contains(&peer) {
-            ips.push(peer);
-        }
+    if let Some(remote) = remote
+        && !ips.contains(&remote.ip())
+    {
+        ips.push(remote.ip());
     }
     ips
 }
@@ -405,9 +405,24 @@ impl Auditor {
         }
     }
 
-    fn emit(&self, event: &Event) {
+    fn emit(&self, line: &[u8]) {
         self.metrics.audit_events.fetch_add(1, Ordering::Relaxed);
-        self.backend.process(event);
+        self.backend.process(line);
+    }
+
+    /// An event that could not be encoded is lost, and counted.
+    fn lost(&self) {
+        self.metrics.audit_events_dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Encodes and writes a whole event (the rare paths: failed authentications, in-process
+    /// writes).
+    fn emit_event(&self, event: &Event) {
+        let mut line = Vec::with_capacity(1024);
+        match encode::event(&mut line, event) {
+            Ok(()) => self.emit(&line),
+            Err(_) => self.lost(),
+        }
     }
 
     fn base_event(&self, level: Level, meta: RequestMeta, info: &RequestInfo) -> Event {
@@ -458,12 +473,45 @@ impl Auditor {
         if decision.level == Level::None {
             return None;
         }
-        let mut event = self.base_event(decision.level, meta, info);
-        event.user = EventUser::from(user);
+        let object_ref = info.is_resource_request.then(|| ObjectReference {
+            resource: info.resource.clone(),
+            namespace: info.namespace.clone(),
+            name: info.name.clone(),
+            api_group: info.api_group.clone(),
+            api_version: info.api_version.clone(),
+            subresource: info.subresource.clone(),
+            ..Default::default()
+        });
+        // Below the Request level no body completes the reference: it is written once, with
+        // the start, and not kept.
+        let bodies = decision.level >= Level::Request;
+        let mut line = Vec::with_capacity(1024);
+        encode::start(
+            &mut line,
+            &encode::Start {
+                level: decision.level,
+                audit_id: &meta.audit_id,
+                request_uri: &meta.request_uri,
+                verb: &info.verb,
+                user: encode::UserRef::from(user),
+                source_ips: &meta.source_ips,
+                user_agent: &meta.user_agent,
+                received: meta.received,
+                object_ref: if bodies { None } else { object_ref.as_ref() },
+            },
+        );
         let mut recorder = Recorder {
             auditor: self.clone(),
             decision,
-            event,
+            start: line.len(),
+            line,
+            watch: info.verb == "watch",
+            object_ref: if bodies { object_ref } else { None },
+            impersonated_user: None,
+            response_status: None,
+            request_object: None,
+            response_object: None,
+            annotations: BTreeMap::new(),
             request_body: None,
         };
         recorder.emit(Stage::RequestReceived);
@@ -485,7 +533,7 @@ impl Auditor {
             message: Some(message),
             ..ResponseStatus::code(401)
         });
-        self.emit(&event);
+        self.emit_event(&event);
     }
 }
 
@@ -553,15 +601,28 @@ impl Auditor {
             },
             None => ResponseStatus::code(200),
         });
-        self.emit(&event);
+        self.emit_event(&event);
     }
 }
 
-/// One request's record, from authentication to the end of its response.
+/// One request's record, from authentication to the end of its response. What is known
+/// when it starts is encoded then, once; each stage appends its own members to that, writes
+/// the line and cuts them off again. Nothing of the request is copied into an event.
 pub struct Recorder {
     auditor: Arc<Auditor>,
     decision: policy::Decision,
-    event: Event,
+    /// The event's start, then (while a stage is written) that stage's members.
+    line: Vec<u8>,
+    /// Where the start ends.
+    start: usize,
+    watch: bool,
+    /// The reference a request body may complete (Request levels only).
+    object_ref: Option<ObjectReference>,
+    impersonated_user: Option<EventUser>,
+    response_status: Option<ResponseStatus>,
+    request_object: Option<Value>,
+    response_object: Option<Value>,
+    annotations: BTreeMap<String, String>,
     request_body: Option<Bytes>,
 }
 
@@ -573,12 +634,12 @@ impl Recorder {
 
     /// The request acts as another user.
     pub fn impersonated(&mut self, user: &UserInfo) {
-        self.event.impersonated_user = Some(EventUser::from(user));
+        self.impersonated_user = Some(EventUser::from(user));
     }
 
     /// Adds the annotation `key` to the request's events.
     pub fn annotate(&mut self, key: &str, value: impl Into<String>) {
-        self.event.annotations.insert(key.to_string(), value.into());
+        self.annotations.insert(key.to_string(), value.into());
     }
 
     /// The request's body, recorded at the Request level and above.
@@ -588,14 +649,26 @@ impl Recorder {
         }
     }
 
-    /// Writes the event of `stage`, when the policy records it. The backend encodes the
-    /// event in place: nothing is copied.
+    /// Writes the event of `stage`, when the policy records it.
     fn emit(&mut self, stage: Stage) {
-        if self.decision.records(stage) {
-            self.event.stage = stage;
-            self.event.stage_timestamp = MicroTime(badge_api::clock::now());
-            self.auditor.emit(&self.event);
+        if !self.decision.records(stage) {
+            return;
         }
+        let rest = encode::Rest {
+            stage,
+            stage_timestamp: badge_api::clock::now(),
+            object_ref: self.object_ref.as_ref(),
+            impersonated_user: self.impersonated_user.as_ref(),
+            response_status: self.response_status.as_ref(),
+            request_object: self.request_object.as_ref(),
+            response_object: self.response_object.as_ref(),
+            annotations: &self.annotations,
+        };
+        match encode::rest(&mut self.line, &rest) {
+            Ok(()) => self.auditor.emit(&self.line),
+            Err(_) => self.auditor.lost(),
+        }
+        self.line.truncate(self.start);
     }
 
     /// The last event of the request.
@@ -606,7 +679,7 @@ impl Recorder {
     /// The request ended before its response: the timeout filter gave up on it, or the
     /// client went away. What it did is unknown, so the event says so rather than vanish.
     pub fn abandoned(mut self) {
-        self.event.response_status = Some(ResponseStatus::failed(
+        self.response_status = Some(ResponseStatus::failed(
             "Timeout",
             "the request ended before its response: it timed out or its client went away",
             504,
@@ -616,7 +689,7 @@ impl Recorder {
 
     /// The handler panicked: the Panic event, with upstream's 500 status.
     pub fn panicked(mut self) {
-        self.event.response_status = Some(ResponseStatus::failed("InternalError", "APIServer panic'd", 500));
+        self.response_status = Some(ResponseStatus::failed("InternalError", "APIServer panic'd", 500));
         self.finish(Stage::Panic);
     }
 
@@ -625,17 +698,16 @@ impl Recorder {
     /// request.
     pub async fn respond(mut self, response: Response<Body>, failure: Option<&Status>) -> Response<Body> {
         let code = response.status().as_u16();
-        self.event.response_status = Some(match failure {
+        self.response_status = Some(match failure {
             Some(status) => ResponseStatus::failure(status),
             None => ResponseStatus::code(code),
         });
         if let Some(annotations) = response.extensions().get::<Annotations>() {
             for (key, value) in &annotations.0 {
-                self.event.annotations.insert(key.clone(), value.clone());
+                self.annotations.insert(key.clone(), value.clone());
             }
         }
         let (resource, subresource) = self
-            .event
             .object_ref
             .as_ref()
             .map(|r| (r.resource.clone(), r.subresource.clone()))
@@ -649,7 +721,7 @@ impl Recorder {
             }
             // As upstream's `LogRequestObject`: what the path left out of the reference,
             // the object names (a create's name).
-            if let Some(reference) = self.event.object_ref.as_mut()
+            if let Some(reference) = self.object_ref.as_mut()
                 && subresource.is_empty()
             {
                 let meta = &value["metadata"];
@@ -667,9 +739,9 @@ impl Recorder {
                     reference.resource_version = field("resourceVersion");
                 }
             }
-            self.event.request_object = Some(value);
+            self.request_object = Some(value);
         }
-        let streaming = self.event.verb == "watch" && response.status().is_success();
+        let streaming = self.watch && response.status().is_success();
         if streaming {
             self.emit(Stage::ResponseStarted);
             let (parts, body) = response.into_parts();
@@ -693,7 +765,7 @@ impl Recorder {
             if self.decision.omit_managed_fields {
                 omit_managed_fields(&mut value);
             }
-            self.event.response_object = Some(value);
+            self.response_object = Some(value);
         }
         self.finish(Stage::ResponseComplete);
         Response::from_parts(parts, response::full(bytes))
@@ -966,6 +1038,69 @@ mod tests {
         assert!(!format!("{events:?}").contains("secret-token"));
     }
 
+    /// Keeps each event's line as written.
+    #[derive(Default)]
+    struct Lines(parking_lot::Mutex<Vec<Vec<u8>>>);
+
+    impl AuditBackend for Lines {
+        fn process(&self, line: &[u8]) {
+            self.0.lock().push(line.to_vec());
+        }
+    }
+
+    #[tokio::test]
+    async fn each_stage_is_one_object_naming_each_member_once() {
+        for level in ["Metadata", "Request", "RequestResponse"] {
+            let lines = Arc::new(Lines::default());
+            let policy = Policy::parse(&format!(
+                "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: {level}\n"
+            ))
+            .unwrap();
+            let auditor = Arc::new(Auditor::new(policy, lines.clone(), Arc::new(Metrics::default())));
+            let uri: http::Uri = "/api/v1/namespaces/a/configmaps".parse().unwrap();
+            let meta = RequestMeta::new("id-2", &uri, &HeaderMap::new(), None, badge_api::clock::now());
+            let info = badge_api::request_info::parse("POST", uri.path(), None).unwrap();
+            let user = UserInfo::from_certificate("alice", &["devs".to_string()]);
+            let mut recorder = auditor.begin(meta, &info, &user).unwrap();
+            recorder.impersonated(&UserInfo::from_certificate("bob", &[]));
+            recorder.annotate(DECISION_ANNOTATION, "allow");
+            recorder.request_body(Bytes::from_static(
+                br#"{"kind":"ConfigMap","metadata":{"name":"app","namespace":"a"}}"#,
+            ));
+            let reply = response::json(http::StatusCode::CREATED, &json!({"kind": "ConfigMap"}));
+            recorder.respond(reply, None).await;
+            let lines = lines.0.lock();
+            assert_eq!(lines.len(), 2, "{level}");
+            for (line, stage) in lines.iter().zip(["RequestReceived", "ResponseComplete"]) {
+                // The strict reader refuses a member named twice.
+                let event = Value::Object(badge_token::json::parse_object(line, 64).unwrap());
+                assert_eq!(event["level"], level);
+                assert_eq!(event["stage"], stage);
+                assert_eq!(event["kind"], "Event");
+                assert_eq!(event["user"]["username"], "alice");
+                assert_eq!(event["objectRef"]["resource"], "configmaps");
+            }
+            let complete = Value::Object(badge_token::json::parse_object(&lines[1], 64).unwrap());
+            // What the chain learned after the start is in the later stage.
+            assert_eq!(complete["impersonatedUser"]["username"], "bob");
+            assert_eq!(complete["annotations"][DECISION_ANNOTATION], "allow");
+            assert_eq!(complete["responseStatus"], json!({"metadata": {}, "code": 201}));
+            // A body completes the reference, at the levels that record bodies.
+            let named = complete["objectRef"].get("name").cloned();
+            if level == "Metadata" {
+                assert_eq!(named, None);
+                assert!(complete.get("requestObject").is_none());
+            } else {
+                assert_eq!(named, Some(json!("app")));
+                assert_eq!(complete["requestObject"]["metadata"]["name"], "app");
+            }
+            assert_eq!(
+                complete.get("responseObject").is_some(),
+                level == "RequestResponse"
+            );
+        }
+    }
+
     #[test]
     fn level_none_records_nothing() {
         let backend = Arc::new(log::MemoryBackend::default());
@@ -1021,11 +1156,12 @@ mod tests {
         headers.insert("x-forwarded-for", "10.0.0.1, 10.0.0.2".parse().unwrap());
         headers.insert("x-real-ip", "10.0.0.2".parse().unwrap());
         let remote = "127.0.0.1:5000".parse().ok();
+        let names = |ips: Vec<std::net::IpAddr>| ips.iter().map(ToString::to_string).collect::<Vec<_>>();
         assert_eq!(
-            source_ips(&headers, remote),
+            names(source_ips(&headers, remote)),
             ["10.0.0.1", "10.0.0.2", "127.0.0.1"]
         );
-        assert_eq!(source_ips(&HeaderMap::new(), remote), ["127.0.0.1"]);
+        assert_eq!(names(source_ips(&HeaderMap::new(), remote)), ["127.0.0.1"]);
     }
 
     #[test]

@@ -6,47 +6,151 @@
 //! the tests check.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 
-use super::{Event, EventUser, ObjectReference, ResponseStatus};
+use serde_json::Value;
+
+use super::{Event, EventUser, Level, ObjectReference, ResponseStatus, Stage};
+
+/// The user an event names, borrowed from wherever it is held.
+pub(crate) struct UserRef<'a> {
+    pub(crate) username: &'a str,
+    pub(crate) uid: &'a str,
+    pub(crate) groups: &'a [String],
+    pub(crate) extra: &'a BTreeMap<String, Vec<String>>,
+}
+
+impl<'a> From<&'a EventUser> for UserRef<'a> {
+    fn from(user: &'a EventUser) -> UserRef<'a> {
+        UserRef {
+            username: &user.username,
+            uid: &user.uid,
+            groups: &user.groups,
+            extra: &user.extra,
+        }
+    }
+}
+
+impl<'a> From<&'a badge_auth::UserInfo> for UserRef<'a> {
+    fn from(user: &'a badge_auth::UserInfo) -> UserRef<'a> {
+        UserRef {
+            username: &user.name,
+            uid: &user.uid,
+            groups: &user.groups,
+            extra: &user.extra,
+        }
+    }
+}
+
+/// What an event holds from the start of its request: the same in each of its stages.
+pub(crate) struct Start<'a> {
+    pub(crate) level: Level,
+    pub(crate) audit_id: &'a str,
+    pub(crate) request_uri: &'a str,
+    pub(crate) verb: &'a str,
+    pub(crate) user: UserRef<'a>,
+    pub(crate) source_ips: &'a [IpAddr],
+    pub(crate) user_agent: &'a str,
+    pub(crate) received: jiff::Timestamp,
+    /// Left for [`Rest`] when the request's body may still complete it.
+    pub(crate) object_ref: Option<&'a ObjectReference>,
+}
+
+/// What a stage adds to the start.
+pub(crate) struct Rest<'a> {
+    pub(crate) stage: Stage,
+    pub(crate) stage_timestamp: jiff::Timestamp,
+    pub(crate) object_ref: Option<&'a ObjectReference>,
+    pub(crate) impersonated_user: Option<&'a EventUser>,
+    pub(crate) response_status: Option<&'a ResponseStatus>,
+    pub(crate) request_object: Option<&'a Value>,
+    pub(crate) response_object: Option<&'a Value>,
+    pub(crate) annotations: &'a BTreeMap<String, String>,
+}
 
 /// Appends `event` to `out` as JSON (no newline).
 pub(crate) fn event(out: &mut Vec<u8>, event: &Event) -> serde_json::Result<()> {
+    start(
+        out,
+        &Start {
+            level: event.level,
+            audit_id: &event.audit_id,
+            request_uri: &event.request_uri,
+            verb: &event.verb,
+            user: UserRef::from(&event.user),
+            source_ips: &event.source_ips,
+            user_agent: &event.user_agent,
+            received: event.request_received_timestamp.0,
+            object_ref: event.object_ref.as_ref(),
+        },
+    );
+    rest(
+        out,
+        &Rest {
+            stage: event.stage,
+            stage_timestamp: event.stage_timestamp.0,
+            object_ref: None,
+            impersonated_user: event.impersonated_user.as_ref(),
+            response_status: event.response_status.as_ref(),
+            request_object: event.request_object.as_ref(),
+            response_object: event.response_object.as_ref(),
+            annotations: &event.annotations,
+        },
+    )
+}
+
+/// Opens an event and writes the members of `start`; [`rest`] closes it. Members are in a
+/// different order than upstream's: JSON objects have none.
+pub(crate) fn start(out: &mut Vec<u8>, start: &Start<'_>) {
     let mut object = Object::new(out);
-    object.str("kind", event.kind);
-    object.str("apiVersion", event.api_version);
-    object.str("level", event.level.as_str());
-    object.str("auditID", &event.audit_id);
-    object.str("stage", event.stage.as_str());
-    object.str("requestURI", &event.request_uri);
-    object.str("verb", &event.verb);
-    user(object.key("user"), &event.user);
-    if let Some(impersonated) = &event.impersonated_user {
-        user(object.key("impersonatedUser"), impersonated);
+    object.str("kind", "Event");
+    object.str("apiVersion", "audit.k8s.io/v1");
+    object.str("level", start.level.as_str());
+    object.str("auditID", start.audit_id);
+    object.str("requestURI", start.request_uri);
+    object.str("verb", start.verb);
+    user(object.key("user"), &start.user);
+    if !start.source_ips.is_empty() {
+        let out = object.key("sourceIPs");
+        out.push(b'[');
+        for (i, ip) in start.source_ips.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            address(out, ip);
+        }
+        out.push(b']');
     }
-    if !event.source_ips.is_empty() {
-        strings(object.key("sourceIPs"), &event.source_ips);
-    }
-    object.non_empty("userAgent", &event.user_agent);
-    if let Some(reference) = &event.object_ref {
+    object.non_empty("userAgent", start.user_agent);
+    time(object.key("requestReceivedTimestamp"), &start.received);
+    if let Some(reference) = start.object_ref {
         object_ref(object.key("objectRef"), reference);
     }
-    if let Some(status) = &event.response_status {
+}
+
+/// Writes the members of a stage after a [`start`], and closes the event.
+pub(crate) fn rest(out: &mut Vec<u8>, rest: &Rest<'_>) -> serde_json::Result<()> {
+    let mut object = Object::resume(out);
+    object.str("stage", rest.stage.as_str());
+    time(object.key("stageTimestamp"), &rest.stage_timestamp);
+    if let Some(reference) = rest.object_ref {
+        object_ref(object.key("objectRef"), reference);
+    }
+    if let Some(impersonated) = rest.impersonated_user {
+        user(object.key("impersonatedUser"), &UserRef::from(impersonated));
+    }
+    if let Some(status) = rest.response_status {
         response_status(object.key("responseStatus"), status)?;
     }
-    if let Some(value) = &event.request_object {
+    if let Some(value) = rest.request_object {
         serde_json::to_writer(&mut *object.key("requestObject"), value)?;
     }
-    if let Some(value) = &event.response_object {
+    if let Some(value) = rest.response_object {
         serde_json::to_writer(&mut *object.key("responseObject"), value)?;
     }
-    time(
-        object.key("requestReceivedTimestamp"),
-        &event.request_received_timestamp.0,
-    );
-    time(object.key("stageTimestamp"), &event.stage_timestamp.0);
-    if !event.annotations.is_empty() {
+    if !rest.annotations.is_empty() {
         let mut annotations = Object::new(object.key("annotations"));
-        for (key, value) in &event.annotations {
+        for (key, value) in rest.annotations {
             annotations.str(key, value);
         }
         annotations.end();
@@ -55,15 +159,36 @@ pub(crate) fn event(out: &mut Vec<u8>, event: &Event) -> serde_json::Result<()> 
     Ok(())
 }
 
-fn user(out: &mut Vec<u8>, user: &EventUser) {
+/// An address as a JSON string; IPv4, nearly every one, digit by digit.
+fn address(out: &mut Vec<u8>, ip: &IpAddr) {
+    out.push(b'"');
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                out.extend_from_slice(itoa(u16::from(*octet), &mut [0; 5]));
+            }
+        }
+        IpAddr::V6(v6) => {
+            use std::io::Write as _;
+            // Writing to a Vec cannot fail.
+            let _ = write!(out, "{v6}");
+        }
+    }
+    out.push(b'"');
+}
+
+fn user(out: &mut Vec<u8>, user: &UserRef<'_>) {
     let mut object = Object::new(out);
-    object.non_empty("username", &user.username);
-    object.non_empty("uid", &user.uid);
+    object.non_empty("username", user.username);
+    object.non_empty("uid", user.uid);
     if !user.groups.is_empty() {
-        strings(object.key("groups"), &user.groups);
+        strings(object.key("groups"), user.groups);
     }
     if !user.extra.is_empty() {
-        extra(object.key("extra"), &user.extra);
+        extra(object.key("extra"), user.extra);
     }
     object.end();
 }
@@ -172,6 +297,11 @@ impl<'a> Object<'a> {
     fn new(out: &'a mut Vec<u8>) -> Object<'a> {
         out.push(b'{');
         Object { out, first: true }
+    }
+
+    /// Goes on with an object whose first members are written.
+    fn resume(out: &'a mut Vec<u8>) -> Object<'a> {
+        Object { out, first: false }
     }
 
     /// Writes the member's name; its value goes into what is returned.
@@ -322,7 +452,11 @@ mod tests {
                 username: "bob".into(),
                 ..Default::default()
             }),
-            source_ips: vec!["10.0.0.1".into(), "::1".into()],
+            source_ips: vec![
+                "10.0.0.1".parse().unwrap(),
+                "2001:db8::1".parse().unwrap(),
+                "127.0.0.255".parse().unwrap(),
+            ],
             user_agent: "kubectl/v1.31.0 (linux/amd64) kubernetes/abc\r\n".into(),
             object_ref: Some(ObjectReference {
                 resource: "secrets".into(),

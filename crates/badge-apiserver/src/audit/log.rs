@@ -7,7 +7,6 @@
 //! (lumberjack): past `max_size` the file is renamed `<name>-<UTC time><ext>` and a new one
 //! started; backups beyond `max_backups` or older than `max_age` days are removed.
 
-use std::cell::RefCell;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -16,7 +15,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use parking_lot::{Condvar, Mutex};
 
-use super::{AuditBackend, Event};
+use super::AuditBackend;
 use crate::metrics::Metrics;
 
 /// Encoded events waiting for the writer, in bytes; beyond this, new ones are dropped
@@ -113,38 +112,22 @@ impl Drop for LogBackend {
     }
 }
 
-thread_local! {
-    /// Each thread's scratch line, so encoding an event allocates nothing once warm.
-    static LINE: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(2048));
-}
-
 impl AuditBackend for LogBackend {
-    fn process(&self, event: &Event) {
-        LINE.with_borrow_mut(|line| {
-            line.clear();
-            if let Err(e) = super::encode::event(line, event) {
-                let why = format!("encoding an audit event failed: {e}");
-                return dropped(&self.metrics, &self.last_drop_log, 1, &why);
-            }
-            line.push(b'\n');
-            let mut pending = self.shared.pending.lock();
-            if pending.bytes.len() + line.len() > BUFFER_CAPACITY {
-                drop(pending);
-                return dropped(&self.metrics, &self.last_drop_log, 1, "the audit buffer is full");
-            }
-            let was_empty = pending.bytes.is_empty();
-            pending.bytes.extend_from_slice(line);
-            pending.lines += 1;
+    fn process(&self, line: &[u8]) {
+        let mut pending = self.shared.pending.lock();
+        if pending.bytes.len() + line.len() + 1 > BUFFER_CAPACITY {
             drop(pending);
-            // The writer waits only on an empty buffer: one wake-up per batch, not per event.
-            if was_empty {
-                self.shared.filled.notify_one();
-            }
-            // A rare huge event (a RequestResponse list) leaves no huge scratch behind.
-            if line.capacity() > 1 << 20 {
-                *line = Vec::with_capacity(2048);
-            }
-        });
+            return dropped(&self.metrics, &self.last_drop_log, 1, "the audit buffer is full");
+        }
+        let was_empty = pending.bytes.is_empty();
+        pending.bytes.extend_from_slice(line);
+        pending.bytes.push(b'\n');
+        pending.lines += 1;
+        drop(pending);
+        // The writer waits only on an empty buffer: one wake-up per batch, not per event.
+        if was_empty {
+            self.shared.filled.notify_one();
+        }
     }
 }
 
@@ -452,13 +435,14 @@ fn list_backups(path: &Path) -> io::Result<Vec<(jiff::Timestamp, PathBuf)>> {
 /// A backend that keeps events in memory, for tests and for callers that read them back.
 #[derive(Default)]
 pub struct MemoryBackend {
-    /// Every event processed, in order.
-    pub events: parking_lot::Mutex<Vec<Event>>,
+    /// Every event processed, in order, decoded (Null for a line that is not JSON).
+    pub events: parking_lot::Mutex<Vec<serde_json::Value>>,
 }
 
 impl AuditBackend for MemoryBackend {
-    fn process(&self, event: &Event) {
-        self.events.lock().push(event.clone());
+    fn process(&self, line: &[u8]) {
+        let event = serde_json::from_slice(line).unwrap_or(serde_json::Value::Null);
+        self.events.lock().push(event);
     }
 }
 
@@ -547,8 +531,8 @@ mod tests {
         );
     }
 
-    fn event() -> Event {
-        Event {
+    fn line() -> Vec<u8> {
+        let event = crate::audit::Event {
             kind: "Event",
             api_version: "audit.k8s.io/v1",
             level: crate::audit::Level::Metadata,
@@ -567,7 +551,10 @@ mod tests {
             request_received_timestamp: crate::audit::MicroTime(jiff::Timestamp::UNIX_EPOCH),
             stage_timestamp: crate::audit::MicroTime(jiff::Timestamp::UNIX_EPOCH),
             annotations: Default::default(),
-        }
+        };
+        let mut line = Vec::new();
+        super::super::encode::event(&mut line, &event).unwrap();
+        line
     }
 
     /// Waits, within a bound, for the writer thread to have dropped `n` events.
@@ -593,7 +580,7 @@ mod tests {
         )
         .unwrap();
         for _ in 0..3 {
-            backend.process(&event());
+            backend.process(&line());
         }
         wait_dropped(&metrics, 3);
         assert_eq!(metrics.audit_events_dropped.load(Ordering::Relaxed), 3);
@@ -615,7 +602,7 @@ mod tests {
         )
         .unwrap();
         for _ in 0..5 {
-            backend.process(&event());
+            backend.process(&line());
         }
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {
