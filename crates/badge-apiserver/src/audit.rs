@@ -14,6 +14,7 @@ mod encode;
 pub mod log;
 pub mod policy;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -71,6 +72,9 @@ pub const AUDIT_ID_HEADER: &str = "Audit-ID";
 const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
 /// What redacted values are replaced with.
 pub const REDACTED: &str = "<redacted>";
+
+/// An event's annotations: their keys are nearly always constants, and so are many values.
+pub type AnnotationMap = BTreeMap<Cow<'static, str>, Cow<'static, str>>;
 
 /// Annotations a handler adds to its request's audit event, carried on the response.
 #[derive(Clone, Debug, Default)]
@@ -143,7 +147,7 @@ pub struct Event {
     pub stage_timestamp: MicroTime,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     /// Notes from the handlers, such as the authorizer's decision.
-    pub annotations: BTreeMap<String, String>,
+    pub annotations: AnnotationMap,
 }
 
 /// authentication/v1 `UserInfo`, as events spell it.
@@ -277,51 +281,63 @@ pub struct Auditor {
     metrics: Arc<Metrics>,
 }
 
-/// What a request brings to its event before authentication says who sent it.
-pub struct RequestMeta {
+/// What a request brings to its event, borrowed from the request.
+pub struct RequestMeta<'a> {
     /// The request's audit id.
-    pub audit_id: String,
-    /// The request path with its query.
-    pub request_uri: String,
-    /// The client's addresses.
-    pub source_ips: Vec<std::net::IpAddr>,
-    /// The client's User-Agent.
-    pub user_agent: String,
-    /// The bearer credential was tried, for a failed authentication's message.
+    pub audit_id: &'a str,
+    /// The request's URI: its path and query are the event's `requestURI`.
+    pub uri: &'a http::Uri,
+    /// The request's headers: the User-Agent and the forwarding headers.
+    pub headers: &'a HeaderMap,
+    /// The connection's peer.
+    pub remote: Option<std::net::SocketAddr>,
+    /// The bearer credential was tried, for a failed authentication's message (read before
+    /// authentication removes the header).
     pub bearer: bool,
     /// When the request reached the server.
     pub received: jiff::Timestamp,
 }
 
-impl RequestMeta {
-    /// Reads what the event needs of a request, before authentication removes its
-    /// credential.
+impl<'a> RequestMeta<'a> {
+    /// The request's metadata, reading `bearer` from `headers`.
     pub fn new(
-        audit_id: &str,
-        uri: &http::Uri,
-        headers: &HeaderMap,
+        audit_id: &'a str,
+        uri: &'a http::Uri,
+        headers: &'a HeaderMap,
         remote: Option<std::net::SocketAddr>,
         received: jiff::Timestamp,
-    ) -> RequestMeta {
+    ) -> RequestMeta<'a> {
         RequestMeta {
-            audit_id: audit_id.to_string(),
-            request_uri: uri
-                .path_and_query()
-                .map_or_else(|| uri.path().to_string(), |pq| pq.as_str().to_string()),
-            source_ips: source_ips(headers, remote),
-            user_agent: headers
-                .get(http::header::USER_AGENT)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_string(),
-            // The scheme alone is looked at: the credential is neither copied nor kept.
-            bearer: headers
-                .get(http::header::AUTHORIZATION)
-                .and_then(|v| v.as_bytes().trim_ascii_start().get(..7))
-                .is_some_and(|scheme| scheme.eq_ignore_ascii_case(b"bearer ")),
+            audit_id,
+            uri,
+            headers,
+            remote,
+            bearer: bearer_scheme(headers),
             received,
         }
     }
+
+    fn request_uri(&self) -> &'a str {
+        self.uri
+            .path_and_query()
+            .map_or(self.uri.path(), |pq| pq.as_str())
+    }
+
+    fn user_agent(&self) -> &'a str {
+        self.headers
+            .get(http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    }
+}
+
+/// Whether the request carries a bearer credential. The scheme alone is looked at: the
+/// credential is neither copied nor kept.
+pub fn bearer_scheme(headers: &HeaderMap) -> bool {
+    headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.as_bytes().trim_ascii_start().get(..7))
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case(b"bearer "))
 }
 
 /// A new audit ID: a version 4 UUID whose random bits are drawn once per process and whose
@@ -425,7 +441,7 @@ impl Auditor {
         }
     }
 
-    fn base_event(&self, level: Level, meta: RequestMeta, info: &RequestInfo) -> Event {
+    fn base_event(&self, level: Level, meta: &RequestMeta<'_>, info: &RequestInfo) -> Event {
         let object_ref = info.is_resource_request.then(|| ObjectReference {
             resource: info.resource.clone(),
             namespace: info.namespace.clone(),
@@ -440,14 +456,14 @@ impl Auditor {
             kind: "Event",
             api_version: "audit.k8s.io/v1",
             level,
-            audit_id: meta.audit_id,
+            audit_id: meta.audit_id.to_string(),
             stage: Stage::RequestReceived,
-            request_uri: meta.request_uri,
+            request_uri: meta.request_uri().to_string(),
             verb: info.verb.clone(),
             user: EventUser::default(),
             impersonated_user: None,
-            source_ips: meta.source_ips,
-            user_agent: meta.user_agent,
+            source_ips: source_ips(meta.headers, meta.remote),
+            user_agent: meta.user_agent().to_string(),
             object_ref,
             response_status: None,
             request_object: None,
@@ -462,7 +478,7 @@ impl Auditor {
     /// None when the policy records nothing of it.
     pub fn begin(
         self: &Arc<Self>,
-        meta: RequestMeta,
+        meta: &RequestMeta<'_>,
         info: &RequestInfo,
         user: &UserInfo,
     ) -> Option<Recorder> {
@@ -473,15 +489,6 @@ impl Auditor {
         if decision.level == Level::None {
             return None;
         }
-        let object_ref = info.is_resource_request.then(|| ObjectReference {
-            resource: info.resource.clone(),
-            namespace: info.namespace.clone(),
-            name: info.name.clone(),
-            api_group: info.api_group.clone(),
-            api_version: info.api_version.clone(),
-            subresource: info.subresource.clone(),
-            ..Default::default()
-        });
         // Below the Request level no body completes the reference: it is written once, with
         // the start, and not kept.
         let bodies = decision.level >= Level::Request;
@@ -490,14 +497,14 @@ impl Auditor {
             &mut line,
             &encode::Start {
                 level: decision.level,
-                audit_id: &meta.audit_id,
-                request_uri: &meta.request_uri,
+                audit_id: meta.audit_id,
+                request_uri: meta.request_uri(),
                 verb: &info.verb,
                 user: encode::UserRef::from(user),
-                source_ips: &meta.source_ips,
-                user_agent: &meta.user_agent,
+                source_ips: &source_ips(meta.headers, meta.remote),
+                user_agent: meta.user_agent(),
                 received: meta.received,
-                object_ref: if bodies { None } else { object_ref.as_ref() },
+                object_ref: (info.is_resource_request && !bodies).then(|| encode::RefView::from(info)),
             },
         );
         let mut recorder = Recorder {
@@ -506,7 +513,15 @@ impl Auditor {
             start: line.len(),
             line,
             watch: info.verb == "watch",
-            object_ref: if bodies { object_ref } else { None },
+            object_ref: (info.is_resource_request && bodies).then(|| ObjectReference {
+                resource: info.resource.clone(),
+                namespace: info.namespace.clone(),
+                name: info.name.clone(),
+                api_group: info.api_group.clone(),
+                api_version: info.api_version.clone(),
+                subresource: info.subresource.clone(),
+                ..Default::default()
+            }),
             impersonated_user: None,
             response_status: None,
             request_object: None,
@@ -520,7 +535,12 @@ impl Auditor {
 
     /// Records a request that failed authentication (`WithFailedAuthenticationAudit`): one
     /// ResponseStarted event with no user.
-    pub fn failed_authentication(&self, meta: RequestMeta, info: &RequestInfo, client_certificate: bool) {
+    pub fn failed_authentication(
+        &self,
+        meta: &RequestMeta<'_>,
+        info: &RequestInfo,
+        client_certificate: bool,
+    ) {
         let decision = self.policy.evaluate(&policy::Attributes { user: None, info });
         if !decision.records(Stage::ResponseStarted) {
             return;
@@ -576,18 +596,24 @@ impl Auditor {
         } else {
             format!("/{}", info.subresource)
         };
+        let path = format!(
+            "{group_version}{namespace}/{}/{}{subresource}",
+            info.resource, info.name
+        );
+        // Names are validated path segments; a path that still does not parse is recorded
+        // as the root rather than lose the event.
+        let uri = path.parse::<http::Uri>().unwrap_or_default();
+        let audit_id = new_audit_id();
+        let headers = HeaderMap::new();
         let meta = RequestMeta {
-            audit_id: new_audit_id(),
-            request_uri: format!(
-                "{group_version}{namespace}/{}/{}{subresource}",
-                info.resource, info.name
-            ),
-            source_ips: Vec::new(),
-            user_agent: String::new(),
+            audit_id: &audit_id,
+            uri: &uri,
+            headers: &headers,
+            remote: None,
             bearer: false,
             received: badge_api::clock::now(),
         };
-        let mut event = self.base_event(decision.level, meta, info);
+        let mut event = self.base_event(decision.level, &meta, info);
         event.user = EventUser::from(write.user);
         if let Some(reference) = event.object_ref.as_mut() {
             reference.uid = write.uid.to_string();
@@ -622,7 +648,7 @@ pub struct Recorder {
     response_status: Option<ResponseStatus>,
     request_object: Option<Value>,
     response_object: Option<Value>,
-    annotations: BTreeMap<String, String>,
+    annotations: AnnotationMap,
     request_body: Option<Bytes>,
 }
 
@@ -638,8 +664,8 @@ impl Recorder {
     }
 
     /// Adds the annotation `key` to the request's events.
-    pub fn annotate(&mut self, key: &str, value: impl Into<String>) {
-        self.annotations.insert(key.to_string(), value.into());
+    pub fn annotate(&mut self, key: &'static str, value: impl Into<Cow<'static, str>>) {
+        self.annotations.insert(Cow::Borrowed(key), value.into());
     }
 
     /// The request's body, recorded at the Request level and above.
@@ -657,7 +683,7 @@ impl Recorder {
         let rest = encode::Rest {
             stage,
             stage_timestamp: badge_api::clock::now(),
-            object_ref: self.object_ref.as_ref(),
+            object_ref: self.object_ref.as_ref().map(encode::RefView::from),
             impersonated_user: self.impersonated_user.as_ref(),
             response_status: self.response_status.as_ref(),
             request_object: self.request_object.as_ref(),
@@ -704,7 +730,8 @@ impl Recorder {
         });
         if let Some(annotations) = response.extensions().get::<Annotations>() {
             for (key, value) in &annotations.0 {
-                self.annotations.insert(key.clone(), value.clone());
+                self.annotations
+                    .insert(Cow::Owned(key.clone()), Cow::Owned(value.clone()));
             }
         }
         let (resource, subresource) = self
@@ -1007,7 +1034,7 @@ mod tests {
         );
         let info = badge_api::request_info::parse("GET", uri.path(), uri.query()).unwrap();
         let user = UserInfo::from_certificate("alice", &["devs".to_string()]);
-        auditor.begin(meta, &info, &user)
+        auditor.begin(&meta, &info, &user)
     }
 
     #[test]
@@ -1058,10 +1085,11 @@ mod tests {
             .unwrap();
             let auditor = Arc::new(Auditor::new(policy, lines.clone(), Arc::new(Metrics::default())));
             let uri: http::Uri = "/api/v1/namespaces/a/configmaps".parse().unwrap();
-            let meta = RequestMeta::new("id-2", &uri, &HeaderMap::new(), None, badge_api::clock::now());
+            let headers = HeaderMap::new();
+            let meta = RequestMeta::new("id-2", &uri, &headers, None, badge_api::clock::now());
             let info = badge_api::request_info::parse("POST", uri.path(), None).unwrap();
             let user = UserInfo::from_certificate("alice", &["devs".to_string()]);
-            let mut recorder = auditor.begin(meta, &info, &user).unwrap();
+            let mut recorder = auditor.begin(&meta, &info, &user).unwrap();
             recorder.impersonated(&UserInfo::from_certificate("bob", &[]));
             recorder.annotate(DECISION_ANNOTATION, "allow");
             recorder.request_body(Bytes::from_static(

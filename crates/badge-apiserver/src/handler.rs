@@ -132,10 +132,8 @@ impl ApiServer {
         let remote = extensions
             .get::<crate::authentication::ClientAddress>()
             .map(|a| a.0);
-        let meta = self
-            .audit_log
-            .as_ref()
-            .map(|_| crate::audit::RequestMeta::new(audit_id, &uri, &headers, remote, received));
+        // Read before authentication removes the credential header.
+        let bearer = self.audit_log.is_some() && crate::audit::bearer_scheme(&headers);
         let had_credential = headers.contains_key(http::header::AUTHORIZATION);
         let (authenticated, credential) = match self.authentication.authenticate_request(&mut headers, peer) {
             Ok(found) => {
@@ -148,8 +146,16 @@ impl ApiServer {
                 } else {
                     AuthenticationResult::Failure
                 });
-                if let (Some(auditor), Some(meta)) = (&self.audit_log, meta) {
-                    auditor.failed_authentication(meta, &info, peer.0.is_some());
+                if let Some(auditor) = &self.audit_log {
+                    let meta = crate::audit::RequestMeta {
+                        audit_id,
+                        uri: &uri,
+                        headers: &headers,
+                        remote,
+                        bearer,
+                        received,
+                    };
+                    auditor.failed_authentication(&meta, &info, peer.0.is_some());
                 }
                 return Err(status);
             }
@@ -164,8 +170,16 @@ impl ApiServer {
                 .record(credential, now, remote.map(|a| a.ip()), agent)
                 .or_else(|| self.node_binding_check(credential, &authenticated, now))
         });
-        if let (Some(auditor), Some(meta)) = (&self.audit_log, meta) {
-            exchange.recorder = auditor.begin(meta, &info, &authenticated);
+        if let Some(auditor) = &self.audit_log {
+            let meta = crate::audit::RequestMeta {
+                audit_id,
+                uri: &uri,
+                headers: &headers,
+                remote,
+                bearer,
+                received,
+            };
+            exchange.recorder = auditor.begin(&meta, &info, &authenticated);
         }
         if let (Some(recorder), Some(suspicion)) = (exchange.recorder.as_mut(), suspicion) {
             recorder.annotate(
@@ -190,7 +204,7 @@ impl ApiServer {
                 Err((_, reason)) => ("forbid", reason.as_str()),
             };
             recorder.annotate(DECISION_ANNOTATION, decision);
-            recorder.annotate(REASON_ANNOTATION, reason);
+            recorder.annotate(REASON_ANNOTATION, reason.to_string());
         }
         let user = decided.map_err(|(status, _)| status)?;
         // The body is read here only when the event records it.
@@ -239,12 +253,13 @@ mod tests {
             Arc::new(crate::metrics::Metrics::default()),
         ));
         let uri: http::Uri = "/api/v1/namespaces/a/configmaps".parse().unwrap();
-        let meta = RequestMeta::new("id", &uri, &http::HeaderMap::new(), None, badge_api::clock::now());
+        let headers = http::HeaderMap::new();
+        let meta = RequestMeta::new("id", &uri, &headers, None, badge_api::clock::now());
         let info = request_info::parse("POST", uri.path(), None).unwrap();
         let user = badge_auth::UserInfo::from_certificate("alice", &[]);
         let exchange = Exchange {
             series: None,
-            recorder: auditor.begin(meta, &info, &user),
+            recorder: auditor.begin(&meta, &info, &user),
         };
         assert!(
             backend.events.lock().is_empty(),

@@ -10,7 +10,7 @@ use std::net::IpAddr;
 
 use serde_json::Value;
 
-use super::{Event, EventUser, Level, ObjectReference, ResponseStatus, Stage};
+use super::{AnnotationMap, Event, EventUser, Level, ObjectReference, ResponseStatus, Stage};
 
 /// The user an event names, borrowed from wherever it is held.
 pub(crate) struct UserRef<'a> {
@@ -42,6 +42,48 @@ impl<'a> From<&'a badge_auth::UserInfo> for UserRef<'a> {
     }
 }
 
+/// An object reference, borrowed from an event's or straight from the request's path.
+#[derive(Default)]
+pub(crate) struct RefView<'a> {
+    pub(crate) resource: &'a str,
+    pub(crate) namespace: &'a str,
+    pub(crate) name: &'a str,
+    pub(crate) uid: &'a str,
+    pub(crate) api_group: &'a str,
+    pub(crate) api_version: &'a str,
+    pub(crate) resource_version: &'a str,
+    pub(crate) subresource: &'a str,
+}
+
+impl<'a> From<&'a ObjectReference> for RefView<'a> {
+    fn from(reference: &'a ObjectReference) -> RefView<'a> {
+        RefView {
+            resource: &reference.resource,
+            namespace: &reference.namespace,
+            name: &reference.name,
+            uid: &reference.uid,
+            api_group: &reference.api_group,
+            api_version: &reference.api_version,
+            resource_version: &reference.resource_version,
+            subresource: &reference.subresource,
+        }
+    }
+}
+
+impl<'a> From<&'a badge_api::request_info::RequestInfo> for RefView<'a> {
+    fn from(info: &'a badge_api::request_info::RequestInfo) -> RefView<'a> {
+        RefView {
+            resource: &info.resource,
+            namespace: &info.namespace,
+            name: &info.name,
+            api_group: &info.api_group,
+            api_version: &info.api_version,
+            subresource: &info.subresource,
+            ..RefView::default()
+        }
+    }
+}
+
 /// What an event holds from the start of its request: the same in each of its stages.
 pub(crate) struct Start<'a> {
     pub(crate) level: Level,
@@ -53,19 +95,19 @@ pub(crate) struct Start<'a> {
     pub(crate) user_agent: &'a str,
     pub(crate) received: jiff::Timestamp,
     /// Left for [`Rest`] when the request's body may still complete it.
-    pub(crate) object_ref: Option<&'a ObjectReference>,
+    pub(crate) object_ref: Option<RefView<'a>>,
 }
 
 /// What a stage adds to the start.
 pub(crate) struct Rest<'a> {
     pub(crate) stage: Stage,
     pub(crate) stage_timestamp: jiff::Timestamp,
-    pub(crate) object_ref: Option<&'a ObjectReference>,
+    pub(crate) object_ref: Option<RefView<'a>>,
     pub(crate) impersonated_user: Option<&'a EventUser>,
     pub(crate) response_status: Option<&'a ResponseStatus>,
     pub(crate) request_object: Option<&'a Value>,
     pub(crate) response_object: Option<&'a Value>,
-    pub(crate) annotations: &'a BTreeMap<String, String>,
+    pub(crate) annotations: &'a AnnotationMap,
 }
 
 /// Appends `event` to `out` as JSON (no newline).
@@ -81,7 +123,7 @@ pub(crate) fn event(out: &mut Vec<u8>, event: &Event) -> serde_json::Result<()> 
             source_ips: &event.source_ips,
             user_agent: &event.user_agent,
             received: event.request_received_timestamp.0,
-            object_ref: event.object_ref.as_ref(),
+            object_ref: event.object_ref.as_ref().map(RefView::from),
         },
     );
     rest(
@@ -123,7 +165,7 @@ pub(crate) fn start(out: &mut Vec<u8>, start: &Start<'_>) {
     }
     object.non_empty("userAgent", start.user_agent);
     time(object.key("requestReceivedTimestamp"), &start.received);
-    if let Some(reference) = start.object_ref {
+    if let Some(reference) = &start.object_ref {
         object_ref(object.key("objectRef"), reference);
     }
 }
@@ -133,7 +175,7 @@ pub(crate) fn rest(out: &mut Vec<u8>, rest: &Rest<'_>) -> serde_json::Result<()>
     let mut object = Object::resume(out);
     object.str("stage", rest.stage.as_str());
     time(object.key("stageTimestamp"), &rest.stage_timestamp);
-    if let Some(reference) = rest.object_ref {
+    if let Some(reference) = &rest.object_ref {
         object_ref(object.key("objectRef"), reference);
     }
     if let Some(impersonated) = rest.impersonated_user {
@@ -151,7 +193,7 @@ pub(crate) fn rest(out: &mut Vec<u8>, rest: &Rest<'_>) -> serde_json::Result<()>
     if !rest.annotations.is_empty() {
         let mut annotations = Object::new(object.key("annotations"));
         for (key, value) in rest.annotations {
-            annotations.str(key, value);
+            annotations.dynamic(key, value);
         }
         annotations.end();
     }
@@ -196,21 +238,21 @@ fn user(out: &mut Vec<u8>, user: &UserRef<'_>) {
 fn extra(out: &mut Vec<u8>, extra: &BTreeMap<String, Vec<String>>) {
     let mut object = Object::new(out);
     for (key, values) in extra {
-        strings(object.key(key), values);
+        strings(object.dynamic_key(key), values);
     }
     object.end();
 }
 
-fn object_ref(out: &mut Vec<u8>, reference: &ObjectReference) {
+fn object_ref(out: &mut Vec<u8>, reference: &RefView<'_>) {
     let mut object = Object::new(out);
-    object.non_empty("resource", &reference.resource);
-    object.non_empty("namespace", &reference.namespace);
-    object.non_empty("name", &reference.name);
-    object.non_empty("uid", &reference.uid);
-    object.non_empty("apiGroup", &reference.api_group);
-    object.non_empty("apiVersion", &reference.api_version);
-    object.non_empty("resourceVersion", &reference.resource_version);
-    object.non_empty("subresource", &reference.subresource);
+    object.non_empty("resource", reference.resource);
+    object.non_empty("namespace", reference.namespace);
+    object.non_empty("name", reference.name);
+    object.non_empty("uid", reference.uid);
+    object.non_empty("apiGroup", reference.api_group);
+    object.non_empty("apiVersion", reference.api_version);
+    object.non_empty("resourceVersion", reference.resource_version);
+    object.non_empty("subresource", reference.subresource);
     object.end();
 }
 
@@ -305,7 +347,21 @@ impl<'a> Object<'a> {
     }
 
     /// Writes the member's name; its value goes into what is returned.
-    fn key(&mut self, key: &str) -> &mut Vec<u8> {
+    /// Writes a member's name, one of this module's constants, which need no escaping; its
+    /// value goes into what is returned.
+    fn key(&mut self, key: &'static str) -> &mut Vec<u8> {
+        if !self.first {
+            self.out.push(b',');
+        }
+        self.first = false;
+        self.out.push(b'"');
+        self.out.extend_from_slice(key.as_bytes());
+        self.out.extend_from_slice(b"\":");
+        self.out
+    }
+
+    /// Writes a member's name that came from outside, escaped.
+    fn dynamic_key(&mut self, key: &str) -> &mut Vec<u8> {
         if !self.first {
             self.out.push(b',');
         }
@@ -315,12 +371,17 @@ impl<'a> Object<'a> {
         self.out
     }
 
-    fn str(&mut self, key: &str, value: &str) {
+    /// A member whose name and value came from outside.
+    fn dynamic(&mut self, key: &str, value: &str) {
+        string(self.dynamic_key(key), value);
+    }
+
+    fn str(&mut self, key: &'static str, value: &str) {
         string(self.key(key), value);
     }
 
     /// A string member left out when empty (`omitempty`).
-    fn non_empty(&mut self, key: &str, value: &str) {
+    fn non_empty(&mut self, key: &'static str, value: &str) {
         if !value.is_empty() {
             self.str(key, value);
         }
@@ -434,10 +495,12 @@ mod tests {
             extra,
         };
         let mut annotations = BTreeMap::new();
-        annotations.insert("authorization.k8s.io/decision".to_string(), "forbid".to_string());
+        annotations.insert("authorization.k8s.io/decision".into(), "forbid".into());
         annotations.insert(
-            "authorization.k8s.io/reason".to_string(),
-            "RBAC: \"quoted\" \\ back\u{1}slash\ttab é 日本 \u{7f}".to_string(),
+            "authorization.k8s.io/reason\t".into(),
+            "RBAC: \"quoted\" \\ back\u{1}slash\ttab é 日本 \u{7f}"
+                .to_string()
+                .into(),
         );
         Event {
             kind: "Event",
