@@ -1,6 +1,11 @@
 //! The identity.badge.dev inventory: IssuedTokens written from TokenRequests and token use
 //! in batches, never per request; read-only for clients but for `spec.revoked`.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use badge_store::{BatchOp, KeyValue, ListOptions, ListResult, Revision, Store, WatchStream};
+use bytes::Bytes;
 use serde_json::json;
 
 use crate::support::{Caller, Ring, jti_of};
@@ -289,4 +294,123 @@ async fn the_group_is_discovered_and_printed() {
     assert_eq!(cells[1], "app");
     assert_eq!(cells[4], "<never>");
     assert_eq!(cells[5], 0);
+}
+
+/// A store counting the transactions that write identity.badge.dev records: a batch, or a
+/// single write of one.
+struct Counted {
+    inner: Arc<dyn Store>,
+    identity_writes: AtomicUsize,
+}
+
+impl Counted {
+    fn count<'a>(&self, mut keys: impl Iterator<Item = &'a str>) {
+        let identity = ["/registry/issuedtokens/", "/registry/serviceaccountusages/"];
+        if keys.any(|key| identity.iter().any(|prefix| key.starts_with(prefix))) {
+            self.identity_writes.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for Counted {
+    async fn get(&self, key: &str) -> badge_store::Result<(Option<KeyValue>, Revision)> {
+        self.inner.get(key).await
+    }
+    async fn list(&self, prefix: &str, options: ListOptions) -> badge_store::Result<ListResult> {
+        self.inner.list(prefix, options).await
+    }
+    async fn create(&self, key: &str, value: Bytes) -> badge_store::Result<Revision> {
+        self.count(std::iter::once(key));
+        self.inner.create(key, value).await
+    }
+    async fn update(&self, key: &str, value: Bytes, expected: Revision) -> badge_store::Result<Revision> {
+        self.count(std::iter::once(key));
+        self.inner.update(key, value, expected).await
+    }
+    async fn delete(&self, key: &str, expected: Revision) -> badge_store::Result<Revision> {
+        self.count(std::iter::once(key));
+        self.inner.delete(key, expected).await
+    }
+    async fn write_batch(&self, ops: Vec<BatchOp>) -> Vec<badge_store::Result<Revision>> {
+        self.count(ops.iter().map(BatchOp::key));
+        self.inner.write_batch(ops).await
+    }
+    async fn current_revision(&self) -> badge_store::Result<Revision> {
+        self.inner.current_revision().await
+    }
+    async fn watch(&self, prefix: &str, after: Revision) -> badge_store::Result<WatchStream> {
+        self.inner.watch(prefix, after).await
+    }
+    async fn compact(&self, revision: Revision) -> badge_store::Result<()> {
+        self.inner.compact(revision).await
+    }
+    async fn compacted_revision(&self) -> badge_store::Result<Revision> {
+        self.inner.compacted_revision().await
+    }
+}
+
+#[tokio::test]
+async fn a_flush_of_new_records_and_uses_is_one_store_transaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Counted {
+        inner: Arc::new(badge_store::sqlite::SqliteStore::open(&dir.path().join("store.db")).unwrap()),
+        identity_writes: AtomicUsize::new(0),
+    });
+    let ring = Ring::build_over(store.clone(), dir, |api| api).await;
+    ring.namespace("demo").await;
+    ring.service_account("demo", "app").await;
+    ring.service_account("demo", "other").await;
+    let mut used = Vec::new();
+    for _ in 0..5 {
+        used.push(ring.token("demo", "app", json!({})).await);
+    }
+    let report = ring.api.flush_usage().await;
+    assert_eq!(report.created, 5, "{report:?}");
+
+    // Ten new tokens, one of them used before its record is written, and the five older
+    // ones used.
+    let mut new = Vec::new();
+    for i in 0..10 {
+        let account = if i % 2 == 0 { "app" } else { "other" };
+        new.push(ring.token("demo", account, json!({})).await);
+    }
+    for token in used.iter().chain(&new[..1]) {
+        let who = ring
+            .call_with(
+                &Caller::bearer(token),
+                "POST",
+                "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+                Some(&json!({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"})),
+                &[("user-agent", "ring-test/1")],
+            )
+            .await;
+        assert_eq!(who.code, 201, "{}", who.body);
+    }
+    let before = store.identity_writes.load(Ordering::SeqCst);
+    let report = ring.api.flush_usage().await;
+    assert_eq!(
+        store.identity_writes.load(Ordering::SeqCst) - before,
+        1,
+        "one store transaction: {report:?}"
+    );
+    assert_eq!(
+        (report.created, report.updated, report.deferred),
+        (10, 6, 0),
+        "{report:?}"
+    );
+
+    let admin = Caller::admin();
+    for token in used.iter().chain(&new[..1]) {
+        let record = ring.get(&admin, &format!("{TOKENS}/{}", jti_of(token))).await;
+        assert_eq!(record.body["status"]["useCount"], 1, "{}", record.body);
+        assert_eq!(record.body["status"]["lastUsed"]["userAgent"], "ring-test/1");
+    }
+    assert_eq!(ring.get(&admin, TOKENS).await.names().len(), 15);
+    let app = ring.get(&admin, &format!("{USAGES}/app")).await;
+    assert_eq!(app.body["status"]["liveTokens"], 10, "{}", app.body);
+    assert!(app.body["status"]["lastAuthenticated"]["credentialID"].is_string());
+    let other = ring.get(&admin, &format!("{USAGES}/other")).await;
+    assert_eq!(other.body["status"]["liveTokens"], 5, "{}", other.body);
+    assert!(other.body["status"]["lastTokenIssued"].is_string());
 }
