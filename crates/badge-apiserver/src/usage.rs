@@ -552,7 +552,11 @@ impl ApiServer {
                     last_authenticated: None,
                     last_token_issued: issued_at,
                 });
-            if self.registry.get_cached(tokens, &namespace, &name).is_some() {
+            if self
+                .registry
+                .get_cached_object(tokens, &namespace, &name)
+                .is_some()
+            {
                 continue;
             }
             let expires = record
