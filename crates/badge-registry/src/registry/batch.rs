@@ -52,6 +52,8 @@ impl Registry {
         // whether it creates.
         let mut sent: Vec<(usize, &'static Resource, Value, bool)> = Vec::new();
         let mut ops = Vec::new();
+        // Namespaces seen open in this batch: a flush creates many records in few.
+        let mut open = std::collections::HashSet::new();
         for (index, write) in writes.into_iter().enumerate() {
             let (resource, created, prepared) = match write {
                 BatchWrite::Create {
@@ -61,7 +63,7 @@ impl Registry {
                 } => (
                     resource,
                     true,
-                    self.prepare_batch_create(resource, &namespace, object)
+                    self.prepare_batch_create(resource, &namespace, object, &mut open)
                         .await
                         .map(|(object, op)| (object, Some(op))),
                 ),
@@ -119,11 +121,15 @@ impl Registry {
         resource: &Resource,
         namespace: &str,
         mut object: Value,
+        open: &mut std::collections::HashSet<String>,
     ) -> Result<(Value, BatchOp), Status> {
         if resource.namespaced {
             meta::set(&mut object, "namespace", namespace);
-            self.check_namespace_open(resource, namespace, meta::name(&object))
-                .await?;
+            if !open.contains(namespace) {
+                self.check_namespace_open(resource, namespace, meta::name(&object))
+                    .await?;
+                open.insert(namespace.to_string());
+            }
         } else {
             meta::remove(&mut object, "namespace");
         }
