@@ -4,9 +4,10 @@
 //! request path touches the store. Upstream records only legacy tokens, by the day
 //! (`pkg/serviceaccount/legacy.go`); that label is kept too, written from the same batch.
 //!
-//! The store has no multi-key transaction, so a flush writes each touched record once
-//! (a compare-and-swap that merges into what another server may have written: counts
-//! added, the latest use kept), not the whole batch in one write.
+//! A flush is one store batch (one transaction; etcd takes it in transactions of 128): each
+//! record written once, compared against the revision it was read at and merged into what
+//! another server may have written (counts added, the latest use kept); a write that lost
+//! a race is tried again at the next flush.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
@@ -19,8 +20,8 @@ use badge_api::identity::{
 };
 use badge_api::{meta, resources};
 use badge_auth::TokenCredential;
-use badge_registry::WriteOptions;
 use badge_registry::identity::UsageUpdate;
+use badge_registry::{BatchWrite, WriteOptions};
 use parking_lot::Mutex;
 use serde_json::{Value, json};
 
@@ -35,6 +36,10 @@ const MAX_USER_AGENT: usize = 256;
 /// The most IssuedTokens waiting for a flush: past it (the store down for long under a flood
 /// of TokenRequests) records are dropped and counted, never the requests.
 const MAX_PENDING_ISSUED: usize = 1 << 18;
+/// The most writes one store batch of a flush holds: a flush after a long outage, or under
+/// a flood of TokenRequests, goes in several transactions so that no other write waits long
+/// behind one.
+const MAX_FLUSH_BATCH: usize = 8192;
 /// How many flushes a use waits for its record to appear (the issuing server flushes it)
 /// before it is dropped.
 const MAX_MISSES: u8 = 6;
@@ -474,15 +479,38 @@ fn day_of(at: jiff::Timestamp) -> String {
     at.strftime("%Y-%m-%d").to_string()
 }
 
+/// What a write of a flush's batch carries, to act on its outcome.
+enum Pending {
+    /// A new IssuedToken, with the uses merged into it when the token was used before its
+    /// record was written.
+    Issued {
+        record: Value,
+        uses: Option<(Arc<TokenCredential>, Uses)>,
+    },
+    /// A used token's status.
+    Used {
+        credential: Arc<TokenCredential>,
+        uses: Uses,
+    },
+    /// A ServiceAccountUsage.
+    Account {
+        namespace: String,
+        account: String,
+        update: UsageUpdate,
+    },
+}
+
 impl ApiServer {
-    /// Writes what was noted since the last flush: new IssuedTokens, then each used
-    /// token's status, each ServiceAccountUsage touched, and the legacy-token label.
-    /// What cannot be written yet is kept for the next flush.
+    /// Writes what was noted since the last flush in one store batch (a transaction, or one
+    /// per [`MAX_FLUSH_BATCH`] writes): the new IssuedTokens, each used token's status merged
+    /// into the watch cache's copy, and each ServiceAccountUsage touched. A write that loses
+    /// a race with another server's is tried again at the next flush (ServiceAccountUsages at
+    /// once, one by one). Then suspicious uses are flagged and the legacy-token label
+    /// written. What cannot be written yet is kept for the next flush.
     pub async fn flush_usage(&self) -> FlushReport {
         let mut report = FlushReport::default();
         let now = badge_api::clock::now();
         let tokens = resources::ISSUEDTOKENS;
-        let mut per_account: HashMap<(String, String), UsageUpdate> = HashMap::new();
         let overflowed = self
             .usage
             .issued_dropped
@@ -494,10 +522,20 @@ impl ApiServer {
             );
             report.dropped += overflowed;
         }
+        // Updates are made from the cache's copies: the last flush's writes must be in it.
+        if let Err(s) = self.registry.sync_own_writes().await {
+            tracing::debug!(error = %s.message, "watch cache behind this server's writes");
+        }
 
-        let mut retry = Vec::new();
+        let mut writes = Vec::new();
+        let mut pending = Vec::new();
+        let mut per_account: HashMap<(String, String), UsageUpdate> = HashMap::new();
+        // Live tokens the cache does not count yet: those created in this batch.
+        let mut unwritten_live: HashMap<(String, String), i64> = HashMap::new();
+        let mut new_records: HashMap<(String, String), usize> = HashMap::new();
         for record in self.usage.take_issued() {
             let namespace = meta::namespace(&record).to_string();
+            let name = meta::name(&record).to_string();
             let account = record
                 .pointer("/spec/serviceAccountName")
                 .and_then(Value::as_str)
@@ -507,77 +545,38 @@ impl ApiServer {
                 .pointer("/spec/issuedAt")
                 .and_then(Value::as_str)
                 .and_then(meta::parse_time);
-            match self
-                .registry
-                .create(tokens, &namespace, record.clone(), &WriteOptions::default())
-                .await
-            {
-                Ok(_) => report.created += 1,
-                Err(s) if s.is_already_exists() => {}
-                // The namespace went away with its ServiceAccount: nothing to record.
-                Err(s) if s.is_not_found() || s.code == 403 => {
-                    report.dropped += 1;
-                    continue;
-                }
-                Err(s) => {
-                    tracing::warn!(error = %s.message, "recording an issued token failed; retrying at the next flush");
-                    retry.push(record);
-                    continue;
-                }
-            }
             per_account
-                .entry((namespace, account))
+                .entry((namespace.clone(), account.clone()))
                 .or_default()
                 .merge(UsageUpdate {
                     last_authenticated: None,
                     last_token_issued: issued_at,
                 });
-        }
-        self.usage.restore_issued(retry);
-
-        self.flag_suspicious(tokens).await;
-
-        for (credential, uses) in self.usage.take() {
-            let written = self
+            if self
                 .registry
-                .update(
-                    tokens,
-                    &credential.namespace,
-                    &credential.record,
-                    "status",
-                    &WriteOptions::default(),
-                    |current| {
-                        let mut object = current.clone();
-                        object["status"] = merged_token_status(current, &uses);
-                        Ok(object)
-                    },
-                )
-                .await;
-            match written {
-                Ok(_) => report.updated += 1,
-                Err(s) if s.is_not_found() => {
-                    let expired = credential.expires_at.is_some_and(|exp| exp < now.as_second());
-                    if expired || uses.misses >= MAX_MISSES {
-                        report.dropped += 1;
-                    } else {
-                        // Issued by another server whose flush has not landed yet, or a
-                        // legacy token whose record the controller has yet to write.
-                        let mut later = uses.clone();
-                        later.misses += 1;
-                        self.usage.restore(credential.clone(), later);
-                        report.deferred += 1;
-                    }
-                }
-                Err(s) => {
-                    tracing::warn!(error = %s.message, "recording token usage failed; retrying at the next flush");
-                    self.usage.restore(credential.clone(), uses.clone());
-                    report.deferred += 1;
-                    continue;
-                }
+                .get_cached_object(tokens, &namespace, &name)
+                .is_some()
+            {
+                continue;
             }
-            if credential.legacy && self.label_legacy_secret(&credential, uses.last).await {
-                report.secrets_labelled += 1;
+            let expires = record
+                .pointer("/spec/expiresAt")
+                .and_then(Value::as_str)
+                .and_then(meta::parse_time);
+            if expires.is_none_or(|at| at > now) {
+                *unwritten_live.entry((namespace.clone(), account)).or_default() += 1;
             }
+            new_records.insert((namespace.clone(), name), writes.len());
+            writes.push(BatchWrite::Create {
+                resource: tokens,
+                namespace,
+                object: record.clone(),
+            });
+            pending.push(Pending::Issued { record, uses: None });
+        }
+
+        let mut legacy = Vec::new();
+        for (credential, uses) in self.usage.take() {
             let mut last = uses.last_used();
             last["credentialID"] = json!(credential.credential_id());
             per_account
@@ -587,15 +586,163 @@ impl ApiServer {
                     last_authenticated: Some((uses.last, last)),
                     last_token_issued: None,
                 });
-        }
-
-        if !per_account.is_empty() {
-            // The live-token counts read the cache: let it catch up with the creates above.
-            if let Err(s) = self.registry.sync().await {
-                tracing::debug!(error = %s.message, "watch cache behind while counting live tokens");
+            let key = (credential.namespace.clone(), credential.record.clone());
+            if let Some(&index) = new_records.get(&key)
+                && let (BatchWrite::Create { object, .. }, Pending::Issued { uses: merged, .. }) =
+                    (&mut writes[index], &mut pending[index])
+            {
+                object["status"] = merged_token_status(object, &uses);
+                *merged = Some((credential, uses));
+                continue;
+            }
+            match self.registry.get_cached(tokens, &key.0, &key.1) {
+                Some(current) => {
+                    let mut object = (*current).clone();
+                    object["status"] = merged_token_status(&current, &uses);
+                    writes.push(BatchWrite::Update {
+                        resource: tokens,
+                        subresource: "status",
+                        current,
+                        object,
+                    });
+                    pending.push(Pending::Used { credential, uses });
+                }
+                None => {
+                    if credential.legacy {
+                        legacy.push((credential.clone(), uses.last));
+                    }
+                    self.missed(credential, uses, now, &mut report);
+                }
             }
         }
+
+        let usages = resources::SERVICEACCOUNTUSAGES;
         for ((namespace, account), update) in per_account {
+            let live = match badge_registry::identity::live_tokens(&self.registry, &namespace, &account, now)
+                .await
+            {
+                Ok(live) => {
+                    live + unwritten_live
+                        .get(&(namespace.clone(), account.clone()))
+                        .unwrap_or(&0)
+                }
+                Err(s) => {
+                    tracing::warn!(namespace, serviceaccount = account, error = %s.message, "counting live tokens failed");
+                    continue;
+                }
+            };
+            match self.registry.get_cached(usages, &namespace, &account) {
+                Some(current) => {
+                    let mut object = (*current).clone();
+                    object["status"] =
+                        badge_registry::identity::merged_usage_status(Some(&current), &update, live);
+                    writes.push(BatchWrite::Update {
+                        resource: usages,
+                        subresource: "status",
+                        current,
+                        object,
+                    });
+                }
+                None => writes.push(BatchWrite::Create {
+                    resource: usages,
+                    namespace: namespace.clone(),
+                    object: json!({
+                        "apiVersion": API_VERSION,
+                        "kind": "ServiceAccountUsage",
+                        "metadata": {"name": account, "namespace": namespace},
+                        "status": badge_registry::identity::merged_usage_status(None, &update, live),
+                    }),
+                }),
+            }
+            pending.push(Pending::Account {
+                namespace,
+                account,
+                update,
+            });
+        }
+
+        let mut retry = Vec::new();
+        let mut raced_accounts = Vec::new();
+        let mut writes = writes.into_iter();
+        let mut pending = pending.into_iter();
+        loop {
+            let batch: Vec<BatchWrite> = writes.by_ref().take(MAX_FLUSH_BATCH).collect();
+            if batch.is_empty() {
+                break;
+            }
+            for (outcome, what) in self
+                .registry
+                .write_batch(batch)
+                .await
+                .into_iter()
+                .zip(pending.by_ref())
+            {
+                match what {
+                    Pending::Issued { record, uses } => match outcome {
+                        Ok(_) => {
+                            report.created += 1;
+                            report.updated += usize::from(uses.is_some());
+                        }
+                        // Written meanwhile by a retry of ours that timed out: the uses go to
+                        // it at the next flush.
+                        Err(s) if s.is_already_exists() => {
+                            if let Some((credential, uses)) = uses {
+                                self.usage.restore(credential, uses);
+                                report.deferred += 1;
+                            }
+                        }
+                        // The namespace went away with its ServiceAccount: nothing to record.
+                        Err(s) if s.is_not_found() || s.code == 403 => report.dropped += 1,
+                        Err(s) => {
+                            tracing::warn!(error = %s.message, "recording an issued token failed; retrying at the next flush");
+                            retry.push(record);
+                            if let Some((credential, uses)) = uses {
+                                self.usage.restore(credential, uses);
+                            }
+                        }
+                    },
+                    Pending::Used { credential, uses } => match outcome {
+                        Ok(_) => {
+                            report.updated += 1;
+                            if credential.legacy {
+                                legacy.push((credential, uses.last));
+                            }
+                        }
+                        Err(s) if s.is_not_found() => self.missed(credential, uses, now, &mut report),
+                        Err(s) => {
+                            if !s.is_conflict() {
+                                tracing::warn!(error = %s.message, "recording token usage failed; retrying at the next flush");
+                            }
+                            self.usage.restore(credential, uses);
+                            report.deferred += 1;
+                        }
+                    },
+                    Pending::Account {
+                        namespace,
+                        account,
+                        update,
+                    } => match outcome {
+                        Ok(_) => {}
+                        // Another server wrote it since the cache's copy: merge into theirs.
+                        Err(s) if s.is_conflict() || s.is_already_exists() => {
+                            raced_accounts.push((namespace, account, update));
+                        }
+                        Err(s) => {
+                            tracing::warn!(namespace, serviceaccount = account, error = %s.message, "recording service account usage failed");
+                        }
+                    },
+                }
+            }
+        }
+        self.usage.restore_issued(retry);
+
+        self.flag_suspicious(tokens).await;
+        for (credential, last) in legacy {
+            if self.label_legacy_secret(&credential, last).await {
+                report.secrets_labelled += 1;
+            }
+        }
+        for (namespace, account, update) in raced_accounts {
             if let Err(s) = badge_registry::identity::record_service_account_usage(
                 &self.registry,
                 &namespace,
@@ -609,6 +756,28 @@ impl ApiServer {
             }
         }
         report
+    }
+
+    /// Uses whose record is not there: kept for the next flush, a few times, unless the
+    /// token has expired.
+    fn missed(
+        &self,
+        credential: Arc<TokenCredential>,
+        uses: Uses,
+        now: jiff::Timestamp,
+        report: &mut FlushReport,
+    ) {
+        let expired = credential.expires_at.is_some_and(|exp| exp < now.as_second());
+        if expired || uses.misses >= MAX_MISSES {
+            report.dropped += 1;
+        } else {
+            // Issued by another server whose flush has not landed yet, or a legacy token
+            // whose record the controller has yet to write.
+            let mut later = uses;
+            later.misses += 1;
+            self.usage.restore(credential, later);
+            report.deferred += 1;
+        }
     }
 
     /// Upstream's day-resolution label on a legacy token's Secret: written when the day of

@@ -245,6 +245,9 @@ impl ApiServer {
                     let deadline = tokio::time::sleep(timeout);
                     tokio::pin!(deadline);
                     let mut last_sent = cache_watch.revision;
+                    // Live events follow this snapshot; several may share a revision (one
+                    // etcd transaction), so only what the snapshot covered is skipped.
+                    let snapshot = cache_watch.revision;
                     let mut chunk = Vec::new();
                     for event in cache_watch.initial.drain(..) {
                         if let Some((kind, object)) = visible(&event, &prefix, &filter, resource) {
@@ -279,7 +282,7 @@ impl ApiServer {
                         tokio::select! {
                             received = cache_watch.next() => match received {
                                 Ok(event) => {
-                                    if event.revision <= last_sent && from.is_some() {
+                                    if event.revision <= snapshot && from.is_some() {
                                         continue;
                                     }
                                     last_sent = event.revision;

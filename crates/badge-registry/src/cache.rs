@@ -597,10 +597,16 @@ impl WatchCache {
     fn apply(&self, events: Vec<badge_store::Event>, transformer: Option<&dyn Transformer>) {
         let mut state = self.state.write();
         let mut last = state.revision;
+        // An etcd transaction of several writes gives them one revision, delivered
+        // together: the revision a batch opened takes its other events too, while a
+        // revision already applied before the batch is a replay.
+        let mut opened = None;
         for event in events {
-            if event.revision <= state.revision {
+            let same_transaction = opened == Some(event.revision);
+            if event.revision < state.revision || (event.revision == state.revision && !same_transaction) {
                 continue;
             }
+            opened = Some(event.revision);
             if !event.key.starts_with(OBJECT_PREFIX) {
                 last = event.revision;
                 state.revision = event.revision;
@@ -1117,6 +1123,42 @@ mod tests {
         assert_eq!(after.initial.len(), 2);
         cache.apply(vec![put("/registry/configmaps/a/five", 12)], None);
         assert_eq!(after.next().await.unwrap().key, "/registry/configmaps/a/five");
+    }
+
+    #[tokio::test]
+    async fn writes_of_one_transaction_share_a_revision_and_all_apply() {
+        let cache = WatchCache::new(100);
+        cache.reset(Vec::new(), BTreeMap::new(), 1);
+        let mut watch = cache.watch("/registry/configmaps/", Some(1)).unwrap();
+        cache.apply(
+            vec![
+                put("/registry/configmaps/a/one", 2),
+                put("/registry/configmaps/a/two", 3),
+                put("/registry/configmaps/a/three", 3),
+            ],
+            None,
+        );
+        // Replayed: the revision was applied before this batch.
+        cache.apply(vec![put("/registry/configmaps/a/four", 3)], None);
+        assert_eq!(cache.revision(), 3);
+        let (items, _) = cache.list("/registry/configmaps/", None);
+        let keys: Vec<&str> = items.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "/registry/configmaps/a/one",
+                "/registry/configmaps/a/three",
+                "/registry/configmaps/a/two"
+            ]
+        );
+        for key in ["one", "two", "three"] {
+            assert_eq!(
+                watch.next().await.unwrap().key,
+                format!("/registry/configmaps/a/{key}")
+            );
+        }
+        let later = cache.watch("/registry/configmaps/", Some(2)).unwrap();
+        assert_eq!(later.initial.len(), 2, "both writes at 3 follow 2");
     }
 
     fn put_json(key: &str, value: serde_json::Value, revision: Revision) -> badge_store::Event {

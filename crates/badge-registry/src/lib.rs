@@ -16,4 +16,6 @@ pub mod registry;
 pub mod strategy;
 
 pub use cache::{CacheEvent, CachedObject, EventType, WatchCache, WatchEnd};
-pub use registry::{DeleteOptions, DeleteOutcome, Filter, ListPage, ReadFrom, Registry, WriteOptions};
+pub use registry::{
+    BatchWrite, DeleteOptions, DeleteOutcome, Filter, ListPage, ReadFrom, Registry, WriteOptions,
+};

@@ -3,6 +3,7 @@
 //! Reads and paging are in `read`, create/update/delete in `write`, object metadata checks
 //! in `metadata`, and the Status a store failure becomes in `errors`.
 
+mod batch;
 mod errors;
 mod metadata;
 mod read;
@@ -11,6 +12,7 @@ mod write;
 use errors::too_large_resource_version;
 use metadata::{generate_name, validate_meta};
 
+pub use batch::BatchWrite;
 pub use errors::store_error;
 pub use metadata::random_suffix;
 pub use read::{Filter, ListPage, ReadFrom};

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use badge_store::{
-    Error, Event, EventKind, KeyValue, ListOptions, ListResult, Result, Revision, Store, WatchStream,
+    BatchOp, Error, Event, EventKind, KeyValue, ListOptions, ListResult, Result, Revision, Store, WatchStream,
 };
 use bytes::Bytes;
 use futures::StreamExt;
@@ -51,6 +51,11 @@ const WATCH: &str = "/etcdserverpb.Watch/Watch";
 const STATUS: &str = "/etcdserverpb.Maintenance/Status";
 const ALARM: &str = "/etcdserverpb.Maintenance/Alarm";
 
+/// The most ops one transaction of a batch holds: etcd's default `--max-txn-ops`.
+const MAX_TXN_OPS: usize = 128;
+/// The most key and value bytes one transaction of a batch holds, below etcd's default
+/// `--max-request-bytes` (1.5 MiB) with room for the request's framing.
+const MAX_TXN_BYTES: usize = 1024 * 1024;
 /// Keys per request when a list asks for everything: bounds each response's size.
 const LIST_PAGE: i64 = 10_000;
 /// The largest response badge accepts (a page of large objects, a watch batch).
@@ -318,6 +323,57 @@ impl EtcdStore {
         }
     }
 
+    /// Writes one chunk of a batch as one transaction comparing every key's create or mod
+    /// revision. When a compare fails (or the whole is too large) nothing was written, and
+    /// the ops go one by one so that each gets its own outcome and the others still land.
+    async fn write_chunk(&self, ops: Vec<BatchOp>) -> Vec<Result<Revision>> {
+        if ops.len() > 1 {
+            let keys = &self.inner.keys;
+            let mut compare = Vec::with_capacity(ops.len());
+            let mut success = Vec::with_capacity(ops.len());
+            for op in &ops {
+                let key = keys.etcd_key(op.key());
+                let (target, target_union) = match op {
+                    BatchOp::Create { .. } => (proto::TARGET_CREATE, compare::TargetUnion::CreateRevision(0)),
+                    BatchOp::Update { expected, .. } => {
+                        (proto::TARGET_MOD, compare::TargetUnion::ModRevision(*expected))
+                    }
+                };
+                compare.push(proto::Compare {
+                    result: proto::COMPARE_EQUAL,
+                    target,
+                    key: key.clone(),
+                    target_union: Some(target_union),
+                });
+                success.push(put_op(key, op.value().clone()));
+            }
+            let request = proto::TxnRequest {
+                compare,
+                success,
+                failure: vec![],
+            };
+            match self
+                .inner
+                .call::<_, proto::TxnResponse>(TXN, request, Call::Write)
+                .await
+            {
+                Ok(response) if response.succeeded => {
+                    return vec![Ok(header_revision(&response.header)); ops.len()];
+                }
+                Ok(_) | Err(Error::TooLarge) => {}
+                Err(e) => return vec![Err(e); ops.len()],
+            }
+        }
+        let mut outcomes = Vec::with_capacity(ops.len());
+        for op in ops {
+            outcomes.push(match op {
+                BatchOp::Create { key, value } => self.create(&key, value).await,
+                BatchOp::Update { key, value, expected } => self.update(&key, value, expected).await,
+            });
+        }
+        outcomes
+    }
+
     /// The key's current value from a failed transaction's read.
     fn current_from_failure(&self, response: &proto::TxnResponse) -> Option<Box<KeyValue>> {
         let kv = response.responses.first().and_then(|op| match &op.response {
@@ -326,6 +382,37 @@ impl EtcdStore {
         })?;
         self.inner.keys.key_value(kv).map(Box::new)
     }
+}
+
+/// Splits a batch into what one transaction holds (see [`EtcdStore::write_batch`]). An
+/// update expecting revision 0 or below is a chunk of its own: etcd compares an absent key's
+/// mod revision as 0, so only the single write's existence check refuses it right.
+fn chunks(ops: Vec<BatchOp>) -> Vec<Vec<BatchOp>> {
+    let mut chunks: Vec<Vec<BatchOp>> = Vec::new();
+    let mut current: Vec<BatchOp> = Vec::new();
+    let mut bytes = 0;
+    let mut keys = std::collections::HashSet::new();
+    for op in ops {
+        let size = op.key().len() + op.value().len();
+        let alone = matches!(op, BatchOp::Update { expected, .. } if expected <= 0);
+        let full = current.len() >= MAX_TXN_OPS
+            || (!current.is_empty() && bytes + size > MAX_TXN_BYTES)
+            || keys.contains(op.key());
+        if full || alone {
+            chunks.extend((!current.is_empty()).then(|| std::mem::take(&mut current)));
+            bytes = 0;
+            keys.clear();
+        }
+        if alone {
+            chunks.push(vec![op]);
+            continue;
+        }
+        bytes += size;
+        keys.insert(op.key().to_string());
+        current.push(op);
+    }
+    chunks.extend((!current.is_empty()).then_some(current));
+    chunks
 }
 
 fn header_revision(header: &Option<proto::ResponseHeader>) -> Revision {
@@ -468,6 +555,33 @@ impl Store for EtcdStore {
             })),
         };
         self.compare_mod_and(key, expected, delete).await
+    }
+
+    /// One transaction per chunk of at most [`MAX_TXN_OPS`] ops and [`MAX_TXN_BYTES`]
+    /// bytes, each key once (etcd refuses a transaction that puts a key twice). Every op of a
+    /// chunk that lands shares the chunk's revision, as etcd gives one per transaction.
+    async fn write_batch(&self, ops: Vec<BatchOp>) -> Vec<Result<Revision>> {
+        let total = ops.len();
+        let mut outcomes = Vec::with_capacity(total);
+        let mut chunks = chunks(ops).into_iter();
+        for chunk in chunks.by_ref() {
+            let written = self.write_chunk(chunk).await;
+            let failed = written.iter().find_map(|outcome| match outcome {
+                Err(e @ (Error::Unavailable(_) | Error::Timeout(_) | Error::NoSpace)) => Some(e.clone()),
+                _ => None,
+            });
+            outcomes.extend(written);
+            if let Some(failed) = failed {
+                // The cluster cannot take writes now: the rest are not sent, and say why.
+                let untried = match failed {
+                    Error::Timeout(m) => Error::Unavailable(m),
+                    other => other,
+                };
+                outcomes.resize(total, Err(untried));
+                break;
+            }
+        }
+        outcomes
     }
 
     async fn current_revision(&self) -> Result<Revision> {
@@ -1017,6 +1131,36 @@ mod tests {
         assert_eq!(Error::NoSpace.to_string(), badge_store::NO_SPACE_MESSAGE);
         let large = tonic::Status::resource_exhausted("etcdserver: request is too large");
         assert!(matches!(classify(&large), Failure::Final(Error::TooLarge)));
+    }
+
+    #[test]
+    fn batches_split_where_a_transaction_must_end() {
+        let create = |key: &str, size: usize| BatchOp::Create {
+            key: key.into(),
+            value: Bytes::from(vec![b'x'; size]),
+        };
+        let sizes = |ops: Vec<BatchOp>| chunks(ops).iter().map(Vec::len).collect::<Vec<_>>();
+        let many: Vec<BatchOp> = (0..300).map(|i| create(&format!("/k/{i}"), 10)).collect();
+        assert_eq!(sizes(many), [128, 128, 44], "etcd's --max-txn-ops");
+        let large: Vec<BatchOp> = (0..5).map(|i| create(&format!("/k/{i}"), 400 * 1024)).collect();
+        assert_eq!(sizes(large), [2, 2, 1], "etcd's --max-request-bytes");
+        let huge = vec![
+            create("/k/a", 1),
+            create("/k/b", 4 * 1024 * 1024),
+            create("/k/c", 1),
+        ];
+        assert_eq!(sizes(huge), [1, 1, 1], "an oversized value goes alone");
+        let twice = vec![create("/k/a", 1), create("/k/b", 1), create("/k/a", 1)];
+        assert_eq!(sizes(twice), [2, 1], "a key once per transaction");
+        let unexpected = BatchOp::Update {
+            key: "/k/u".into(),
+            value: Bytes::new(),
+            expected: 0,
+        };
+        assert_eq!(
+            sizes(vec![create("/k/a", 1), unexpected, create("/k/b", 1)]),
+            [1, 1, 1]
+        );
     }
 
     #[test]

@@ -160,3 +160,42 @@ async fn a_stopped_member_ends_its_write_as_unknown_and_is_passed_over() {
         .unwrap();
     etcd.resume(0);
 }
+
+/// A batch is one transaction per 128 ops: its creates share a revision per transaction,
+/// and a transaction whose compare fails is written op by op so the others still land.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_is_one_transaction_per_chunk() {
+    use badge_store::BatchOp;
+    let fixture = fixture().await;
+    let store = fixture.store.as_ref();
+    let create = |i: usize| BatchOp::Create {
+        key: format!("/registry/batch/{i:03}"),
+        value: bytes::Bytes::from(format!("v{i}")),
+    };
+    let before = store.current_revision().await.unwrap();
+    let outcomes = store.write_batch((0..300).map(create).collect()).await;
+    let revisions: Vec<i64> = outcomes.into_iter().map(Result::unwrap).collect();
+    let mut distinct = revisions.clone();
+    distinct.dedup();
+    assert_eq!(
+        distinct,
+        [before + 1, before + 2, before + 3],
+        "three transactions"
+    );
+    assert_eq!(revisions.iter().filter(|r| **r == before + 3).count(), 44);
+
+    // A stale update in the first chunk: that chunk goes op by op, the second stays whole.
+    let mut ops: Vec<BatchOp> = (300..450).map(create).collect();
+    ops[5] = BatchOp::Update {
+        key: "/registry/batch/000".into(),
+        value: bytes::Bytes::from_static(b"lost"),
+        expected: before,
+    };
+    let outcomes = store.write_batch(ops).await;
+    assert!(matches!(outcomes[5], Err(badge_store::Error::Conflict { .. })));
+    let landed: Vec<i64> = outcomes.iter().filter_map(|o| o.as_ref().ok().copied()).collect();
+    let mut distinct = landed.clone();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 127 + 1, "127 single writes, then one transaction");
+    assert_eq!(store.current_revision().await.unwrap(), *landed.last().unwrap());
+}

@@ -25,7 +25,10 @@
 //!   it fails with FutureRevision;
 //! - a watch below the compacted revision fails with Compacted either from `watch` itself
 //!   or as the stream's first item;
-//! - values up to 1 MiB are accepted; 8 MiB is refused with TooLarge.
+//! - values up to 1 MiB are accepted; 8 MiB is refused with TooLarge;
+//! - a batch's landed ops have revisions above the batch's start, ascending in op order
+//!   (equal within one transaction of a backend whose transactions share one), and the
+//!   store's revision afterwards is the last one; a refused op leaves its key as it was.
 
 #![allow(clippy::unwrap_used, reason = "test support: a failed check panics by design")]
 
@@ -38,7 +41,9 @@ use bytes::Bytes;
 use futures::StreamExt;
 use futures::future::BoxFuture;
 
-use crate::{Error, Event, EventKind, KeyValue, ListOptions, ListResult, Revision, Store, WatchStream};
+use crate::{
+    BatchOp, Error, Event, EventKind, KeyValue, ListOptions, ListResult, Revision, Store, WatchStream,
+};
 
 /// How long a watch may take to deliver an expected event.
 const WAIT: Duration = Duration::from_secs(10);
@@ -83,6 +88,9 @@ cases!(
     concurrent_compare_and_swap,
     binary_values,
     rejects_oversized_values,
+    batch_outcomes_apart,
+    batch_watch_events_in_order,
+    batch_many_ops,
 );
 
 /// Instantiates every conformance case as a `#[tokio::test]` (multi-threaded runtime) in
@@ -121,6 +129,9 @@ macro_rules! conformance_tests {
             concurrent_compare_and_swap,
             binary_values,
             rejects_oversized_values,
+            batch_outcomes_apart,
+            batch_watch_events_in_order,
+            batch_many_ops,
         );
     };
 }
@@ -1207,4 +1218,187 @@ pub async fn rejects_oversized_values(store: &dyn Store) {
     assert_current(store, r1, "after refused writes").await;
     assert_eq!(get(store, "/big/a").await.0, Some(kv("/big/a", "small", r1, r1)));
     assert_eq!(get(store, "/big/b").await.0, None);
+}
+
+fn batch_create(key: &str, value: &str) -> BatchOp {
+    BatchOp::Create {
+        key: key.to_owned(),
+        value: val(value),
+    }
+}
+
+fn batch_update(key: &str, value: &str, expected: Revision) -> BatchOp {
+    BatchOp::Update {
+        key: key.to_owned(),
+        value: val(value),
+        expected,
+    }
+}
+
+/// The revisions of a batch's outcomes, checking that the landed ones ascend from above
+/// `before` and that the store's revision is the last of them.
+async fn assert_batch_revisions(store: &dyn Store, before: Revision, landed: &[Revision]) {
+    let mut last = before;
+    for revision in landed {
+        assert!(
+            *revision >= last && *revision > before,
+            "batch revisions {landed:?} after {before}: not ascending"
+        );
+        last = *revision;
+    }
+    assert_current(store, last, "after the batch").await;
+}
+
+/// Each op of a batch succeeds or fails alone, as it would alone: a create of a present
+/// key, an update at a stale revision or of an absent key, an oversized value and a
+/// second create of a key the batch created are refused; the rest land.
+pub async fn batch_outcomes_apart(store: &dyn Store) {
+    assert!(store.write_batch(Vec::new()).await.is_empty(), "an empty batch");
+    let present = create(store, "/b/present", "p0").await;
+    let moved = create(store, "/b/moved", "m0").await;
+    let moved = update(store, "/b/moved", "m1", moved).await;
+    let before = current(store).await;
+    let huge = Bytes::from(vec![7u8; 8 * 1024 * 1024]);
+    let outcomes = store
+        .write_batch(vec![
+            batch_create("/b/new1", "n1"),
+            batch_create("/b/present", "lost"),
+            batch_update("/b/present", "p1", present),
+            batch_update("/b/moved", "lost", moved - 1),
+            batch_update("/b/absent", "lost", present),
+            BatchOp::Create {
+                key: "/b/huge".into(),
+                value: huge,
+            },
+            batch_create("/b/new2", "n2"),
+            batch_create("/b/new2", "lost"),
+        ])
+        .await;
+    assert_eq!(outcomes.len(), 8, "one outcome per op: {outcomes:?}");
+    let landed: Vec<Revision> = [0, 2, 6]
+        .iter()
+        .map(|&i| match &outcomes[i] {
+            Ok(revision) => *revision,
+            other => panic!("op {i}: expected it to land, got {other:?}"),
+        })
+        .collect();
+    assert!(
+        matches!(&outcomes[1], Err(Error::AlreadyExists { key }) if key == "/b/present"),
+        "create of a present key: {:?}",
+        outcomes[1]
+    );
+    match &outcomes[3] {
+        Err(Error::Conflict {
+            key,
+            current: Some(current),
+        }) => {
+            assert_eq!(key, "/b/moved");
+            assert_eq!(**current, kv("/b/moved", "m1", current.create_revision, moved));
+        }
+        other => panic!("update at a stale revision: expected Conflict, got {other:?}"),
+    }
+    assert!(
+        matches!(&outcomes[4], Err(Error::Conflict { current: None, .. })),
+        "update of an absent key: {:?}",
+        outcomes[4]
+    );
+    assert!(
+        matches!(&outcomes[5], Err(Error::TooLarge)),
+        "oversized value: {:?}",
+        outcomes[5]
+    );
+    assert!(
+        matches!(&outcomes[7], Err(Error::AlreadyExists { .. })),
+        "second create of a key the batch created: {:?}",
+        outcomes[7]
+    );
+    assert_batch_revisions(store, before, &landed).await;
+    assert_eq!(
+        get(store, "/b/new1").await.0,
+        Some(kv("/b/new1", "n1", landed[0], landed[0]))
+    );
+    assert_eq!(
+        get(store, "/b/present").await.0,
+        Some(kv("/b/present", "p1", present, landed[1]))
+    );
+    assert_eq!(
+        get(store, "/b/new2").await.0,
+        Some(kv("/b/new2", "n2", landed[2], landed[2]))
+    );
+    assert_eq!(get(store, "/b/moved").await.0.map(|kv| kv.value), Some(val("m1")));
+    assert_eq!(get(store, "/b/absent").await.0, None);
+    assert_eq!(get(store, "/b/huge").await.0, None);
+}
+
+/// A batch's writes reach watchers as the single writes would: one event per landed op,
+/// in op order, with its revision and create revision; refused ops send nothing.
+pub async fn batch_watch_events_in_order(store: &dyn Store) {
+    let old = create(store, "/w/old", "o0").await;
+    let mut stream = watch(store, "/w/", old).await;
+    let outcomes = store
+        .write_batch(vec![
+            batch_create("/w/c", "c"),
+            batch_update("/w/old", "o1", old),
+            batch_create("/w/old", "lost"),
+            batch_create("/w/a", "a"),
+        ])
+        .await;
+    let revision = |i: usize| match &outcomes[i] {
+        Ok(revision) => *revision,
+        other => panic!("op {i}: expected it to land, got {other:?}"),
+    };
+    let (c, o, a) = (revision(0), revision(1), revision(3));
+    assert!(outcomes[2].is_err(), "create of a present key: {:?}", outcomes[2]);
+    let mut events = Vec::new();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while events.len() < 3 {
+        match tokio::time::timeout_at(deadline, stream.next()).await {
+            Ok(Some(Ok(batch))) => events.extend(batch),
+            other => panic!("batch events: expected three, got {events:?} then {other:?}"),
+        }
+    }
+    assert_eq!(
+        events,
+        [
+            put("/w/c", "c", c, c),
+            put("/w/old", "o1", o, old),
+            put("/w/a", "a", a, a)
+        ],
+        "events of the batch"
+    );
+    assert!(events[0].is_create() && !events[1].is_create() && events[2].is_create());
+    assert_quiet(&mut stream, "after the batch").await;
+}
+
+/// A batch larger than a backend's transaction takes (etcd's 128 ops by default) lands
+/// whole, and a refused op anywhere in it keeps no other op from landing.
+pub async fn batch_many_ops(store: &dyn Store) {
+    let taken = create(store, "/m/k150", "taken").await;
+    let before = current(store).await;
+    let ops: Vec<BatchOp> = (0..300)
+        .map(|i| batch_create(&format!("/m/k{i:03}"), &format!("v{i}")))
+        .collect();
+    let outcomes = store.write_batch(ops).await;
+    assert_eq!(outcomes.len(), 300);
+    let mut landed = Vec::new();
+    for (i, outcome) in outcomes.iter().enumerate() {
+        match (i, outcome) {
+            (150, Err(Error::AlreadyExists { .. })) => {}
+            (150, other) => panic!("op 150: expected AlreadyExists, got {other:?}"),
+            (_, Ok(revision)) => landed.push(*revision),
+            (_, other) => panic!("op {i}: expected it to land, got {other:?}"),
+        }
+    }
+    assert_batch_revisions(store, before, &landed).await;
+    let all = list(store, "/m/", ListOptions::default()).await;
+    assert_eq!(all.items.len(), 300);
+    for (i, item) in all.items.iter().enumerate() {
+        let expected = if i == 150 {
+            kv("/m/k150", "taken", taken, taken)
+        } else {
+            let revision = landed[if i < 150 { i } else { i - 1 }];
+            kv(&format!("/m/k{i:03}"), &format!("v{i}"), revision, revision)
+        };
+        assert_eq!(*item, expected, "key {i}");
+    }
 }

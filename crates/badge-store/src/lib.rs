@@ -156,6 +156,44 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// etcd's text for a write refused under its space quota (`rpctypes.ErrNoSpace`).
 pub const NO_SPACE_MESSAGE: &str = "etcdserver: mvcc: database space exceeded";
 
+/// One write of [`Store::write_batch`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BatchOp {
+    /// [`Store::create`]: fails with [`Error::AlreadyExists`] when the key is present.
+    Create {
+        /// The key to create.
+        key: String,
+        /// Its value.
+        value: Bytes,
+    },
+    /// [`Store::update`]: fails with [`Error::Conflict`] unless the key's mod revision is
+    /// `expected`.
+    Update {
+        /// The key to replace.
+        key: String,
+        /// Its new value.
+        value: Bytes,
+        /// The mod revision the key must have.
+        expected: Revision,
+    },
+}
+
+impl BatchOp {
+    /// The key the op writes.
+    pub fn key(&self) -> &str {
+        match self {
+            BatchOp::Create { key, .. } | BatchOp::Update { key, .. } => key,
+        }
+    }
+
+    /// The value the op writes.
+    pub fn value(&self) -> &Bytes {
+        match self {
+            BatchOp::Create { value, .. } | BatchOp::Update { value, .. } => value,
+        }
+    }
+}
+
 /// The store contract. Keys are UTF-8 paths such as `/registry/secrets/default/name`.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -175,6 +213,25 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes `key` if its mod revision is `expected`; otherwise [`Error::Conflict`].
     /// Returns the revision of the delete.
     async fn delete(&self, key: &str, expected: Revision) -> Result<Revision>;
+
+    /// Applies `ops` in order, each as [`Store::create`] or [`Store::update`] applies it
+    /// alone (the same checks, values, events and key revisions), and returns each op's
+    /// outcome at its index: an op whose key exists or moved fails alone, the others land.
+    /// Backends commit many ops per transaction, so a batch costs one durable write where
+    /// single writes cost one each. Landed ops' revisions ascend in op order; ops committed
+    /// in one transaction get one revision each (SQLite) or share the transaction's (etcd,
+    /// whose transactions have a single revision). A failure of the backend itself is the
+    /// outcome of every op it kept from being written.
+    async fn write_batch(&self, ops: Vec<BatchOp>) -> Vec<Result<Revision>> {
+        let mut outcomes = Vec::with_capacity(ops.len());
+        for op in ops {
+            outcomes.push(match op {
+                BatchOp::Create { key, value } => self.create(&key, value).await,
+                BatchOp::Update { key, value, expected } => self.update(&key, value, expected).await,
+            });
+        }
+        outcomes
+    }
 
     /// The store's current revision (the last write's).
     async fn current_revision(&self) -> Result<Revision>;

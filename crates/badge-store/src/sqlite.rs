@@ -39,7 +39,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, pa
 use tokio::sync::broadcast;
 
 use crate::{
-    Error, Event, EventKind, KeyValue, ListOptions, ListResult, Result, Revision, Store, WatchStream,
+    BatchOp, Error, Event, EventKind, KeyValue, ListOptions, ListResult, Result, Revision, Store, WatchStream,
 };
 
 /// The largest value accepted by default, like etcd's default `--max-request-bytes`.
@@ -367,11 +367,59 @@ fn write_blocking(inner: &Inner, key: &str, op: Write) -> Result<Revision> {
     // The revision comes from the database, not the atomic, so a failed commit can never
     // make two writes share one.
     let (current, compacted) = read_meta(&tx)?;
-    let existing = read_kv(&tx, key)?;
-    let revision = current + 1;
+    let event = stage_write(&tx, key, op, current + 1, compacted)??;
+    let revision = event.revision;
+    commit_writes(inner, tx, vec![event])?;
+    Ok(revision)
+}
+
+/// Writes `ops` in one transaction (one fsync), each as [`write_blocking`] would write it
+/// alone, with a revision of its own. An op that fails its own check (the key exists, or
+/// moved) is left out and the others still land: the caller (a flush of records several
+/// servers share) wants every write that can land to land, and retries the others, so
+/// all-or-nothing would only turn one conflict into a batch of retries. A failure of the
+/// database itself rolls everything back and is every op's outcome.
+fn batch_blocking(inner: &Inner, ops: Vec<(String, Write)>) -> Vec<Result<Revision>> {
+    let count = ops.len();
+    let staged = (|| {
+        let mut conn = inner.writer.lock();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql("begin write"))?;
+        let (mut current, compacted) = read_meta(&tx)?;
+        let mut outcomes = Vec::with_capacity(ops.len());
+        let mut events = Vec::new();
+        for (key, op) in ops {
+            match stage_write(&tx, &key, op, current + 1, compacted)? {
+                Ok(event) => {
+                    current = event.revision;
+                    outcomes.push(Ok(current));
+                    events.push(event);
+                }
+                Err(refused) => outcomes.push(Err(refused)),
+            }
+        }
+        if !events.is_empty() {
+            commit_writes(inner, tx, events)?;
+        }
+        Ok(outcomes)
+    })();
+    staged.unwrap_or_else(|failed: Error| vec![Err(failed); count])
+}
+
+/// Stages one write at `revision` in `tx`: the outer error is the database's (the
+/// transaction must roll back), the inner one the op's own refusal (nothing staged).
+fn stage_write(
+    tx: &rusqlite::Transaction<'_>,
+    key: &str,
+    op: Write,
+    revision: Revision,
+    compacted: Revision,
+) -> Result<Result<Event>> {
+    let existing = read_kv(tx, key)?;
     let event = match (op, &existing) {
         (Write::Create(_), Some(_)) => {
-            return Err(Error::AlreadyExists { key: key.to_owned() });
+            return Ok(Err(Error::AlreadyExists { key: key.to_owned() }));
         }
         (Write::Create(value), None) => Event {
             kind: EventKind::Put,
@@ -395,10 +443,10 @@ fn write_blocking(inner: &Inner, key: &str, op: Write) -> Result<Revision> {
             create_revision: kv.create_revision,
         },
         (_, current) => {
-            return Err(Error::Conflict {
+            return Ok(Err(Error::Conflict {
                 key: key.to_owned(),
                 current: current.clone().map(Box::new),
-            });
+            }));
         }
     };
     if let Some(kv) = &existing
@@ -456,14 +504,24 @@ fn write_blocking(inner: &Inner, key: &str, op: Write) -> Result<Revision> {
             ])
         })
         .map_err(sql("write log"))?;
+    Ok(Ok(event))
+}
+
+/// Records the last staged revision, commits, and publishes the events in order.
+fn commit_writes(inner: &Inner, tx: rusqlite::Transaction<'_>, events: Vec<Event>) -> Result<()> {
+    let Some(revision) = events.last().map(|event| event.revision) else {
+        return Ok(());
+    };
     tx.prepare_cached("UPDATE meta SET value = ?1 WHERE name = 'revision'")
         .and_then(|mut stmt| stmt.execute([revision]))
         .map_err(sql("write revision"))?;
     tx.commit().map_err(sql("commit"))?;
     inner.revision.store(revision, Ordering::SeqCst);
-    // No receivers is not an error.
-    let _ = inner.events.send(Arc::new(event));
-    Ok(revision)
+    for event in events {
+        // No receivers is not an error.
+        let _ = inner.events.send(Arc::new(event));
+    }
+    Ok(())
 }
 
 fn compact_blocking(inner: &Inner, revision: Revision) -> Result<()> {
@@ -843,6 +901,43 @@ impl Store for SqliteStore {
         self.write(key, Write::Delete(expected)).await
     }
 
+    async fn write_batch(&self, ops: Vec<BatchOp>) -> Vec<Result<Revision>> {
+        // Oversized values are refused alone, before the transaction.
+        let mut outcomes: Vec<Option<Result<Revision>>> = Vec::with_capacity(ops.len());
+        let mut writes = Vec::with_capacity(ops.len());
+        for op in ops {
+            if let Err(e) = self.check_size(op.value()) {
+                outcomes.push(Some(Err(e)));
+                continue;
+            }
+            outcomes.push(None);
+            writes.push(match op {
+                BatchOp::Create { key, value } => (key, Write::Create(value)),
+                BatchOp::Update { key, value, expected } => (key, Write::Update(value, expected)),
+            });
+        }
+        let written = if writes.is_empty() {
+            Vec::new()
+        } else {
+            let inner = Arc::clone(&self.inner);
+            let count = writes.len();
+            blocking(move || Ok(batch_blocking(&inner, writes)))
+                .await
+                .unwrap_or_else(|failed| vec![Err(failed); count])
+        };
+        let mut written = written.into_iter();
+        outcomes
+            .into_iter()
+            .map(|outcome| {
+                outcome.unwrap_or_else(|| {
+                    written
+                        .next()
+                        .unwrap_or_else(|| Err(Error::Internal("sqlite: a batch outcome is missing".into())))
+                })
+            })
+            .collect()
+    }
+
     async fn current_revision(&self) -> Result<Revision> {
         Ok(self.inner.revision.load(Ordering::SeqCst))
     }
@@ -937,6 +1032,66 @@ mod tests {
         assert_eq!(prefix_end("/\u{D7FF}").as_deref(), Some("/\u{E000}"));
         assert_eq!(prefix_end("/a\u{10FFFF}").as_deref(), Some("/b"));
         assert_eq!(prefix_end("\u{10FFFF}\u{10FFFF}"), None);
+    }
+
+    /// Frames in the WAL: each commit appends the pages it changed, so separate commits of
+    /// a hundred small rows append at least a hundred frames, and one commit a few.
+    fn wal_frames(path: &Path) -> u64 {
+        const HEADER: u64 = 32;
+        const FRAME_HEADER: u64 = 24;
+        let page: u64 = Connection::open(path)
+            .unwrap()
+            .query_row("PRAGMA page_size", [], |row| row.get(0))
+            .unwrap();
+        let len = std::fs::metadata(wal(path)).map_or(0, |m| m.len());
+        len.saturating_sub(HEADER) / (page + FRAME_HEADER)
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_one_commit_with_a_revision_per_op() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        let store = SqliteStore::open(&path).unwrap();
+        store
+            .inner
+            .writer
+            .lock()
+            .pragma_update(None, "wal_autocheckpoint", 0)
+            .unwrap();
+        let existing = store.create("/b/existing", value(0)).await.unwrap();
+        let start = wal_frames(&path);
+        let mut ops: Vec<BatchOp> = (1..=100)
+            .map(|i| BatchOp::Create {
+                key: format!("/b/{i:03}"),
+                value: value(i),
+            })
+            .collect();
+        ops.insert(
+            50,
+            BatchOp::Create {
+                key: "/b/existing".into(),
+                value: value(0),
+            },
+        );
+        let outcomes = store.write_batch(ops).await;
+        let batch_frames = wal_frames(&path) - start;
+        let landed: Vec<Revision> = outcomes.iter().filter_map(|o| o.as_ref().ok().copied()).collect();
+        assert_eq!(
+            landed,
+            (existing + 1..=existing + 100).collect::<Vec<_>>(),
+            "consecutive revisions, none for the refused op"
+        );
+        assert!(matches!(outcomes[50], Err(Error::AlreadyExists { .. })));
+
+        let start = wal_frames(&path);
+        for i in 101..=200 {
+            store.create(&format!("/b/{i:03}"), value(i)).await.unwrap();
+        }
+        let single_frames = wal_frames(&path) - start;
+        assert!(
+            single_frames >= 100 && batch_frames * 5 < single_frames,
+            "a batch of 100 took {batch_frames} WAL frames, 100 single writes {single_frames}"
+        );
     }
 
     #[tokio::test]

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
 
-use crate::{Error, Event, KeyValue, ListOptions, ListResult, Result, Revision, Store, WatchStream};
+use crate::{BatchOp, Error, Event, KeyValue, ListOptions, ListResult, Result, Revision, Store, WatchStream};
 
 /// Turns values into what is stored and back. `key` is the store key, which
 /// authenticated encryption binds the value to.
@@ -145,6 +145,40 @@ impl Store for TransformedStore {
             .map_err(|e| self.conflict(e))
     }
 
+    /// Each value is transformed as its single write would transform it; one that cannot
+    /// be fails alone.
+    async fn write_batch(&self, ops: Vec<BatchOp>) -> Vec<Result<Revision>> {
+        let mut outcomes: Vec<Option<Result<Revision>>> = Vec::with_capacity(ops.len());
+        let mut stored = Vec::with_capacity(ops.len());
+        for op in ops {
+            let transformed = match op {
+                BatchOp::Create { key, value } => {
+                    write_through(&*self.transformer, &key, value).map(|value| BatchOp::Create { key, value })
+                }
+                BatchOp::Update { key, value, expected } => write_through(&*self.transformer, &key, value)
+                    .map(|value| BatchOp::Update { key, value, expected }),
+            };
+            match transformed {
+                Ok(op) => {
+                    outcomes.push(None);
+                    stored.push(op);
+                }
+                Err(e) => outcomes.push(Some(Err(e.into()))),
+            }
+        }
+        let mut written = self.inner.write_batch(stored).await.into_iter();
+        outcomes
+            .into_iter()
+            .map(|outcome| match outcome {
+                Some(refused) => refused,
+                None => written
+                    .next()
+                    .unwrap_or_else(|| Err(Error::Internal("a batch outcome is missing".into())))
+                    .map_err(|e| self.conflict(e)),
+            })
+            .collect()
+    }
+
     async fn current_revision(&self) -> Result<Revision> {
         self.inner.current_revision().await
     }
@@ -241,5 +275,47 @@ mod tests {
             Error::Transform("unable to transform key \"/a/2\": no matching prefix found".into())
         );
         assert_eq!(store.get("/a/1").await.unwrap().0.unwrap().value, "abc");
+    }
+
+    #[tokio::test]
+    async fn batches_transform_each_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let raw: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("s.db")).unwrap());
+        let store = TransformedStore::new(raw.clone(), Arc::new(Reverse));
+        let rev = store.create("/a/1", Bytes::from_static(b"abc")).await.unwrap();
+        let mut watch = store.watch("/a", rev).await.unwrap();
+        let outcomes = store
+            .write_batch(vec![
+                BatchOp::Create {
+                    key: "/a/2".into(),
+                    value: Bytes::from_static(b"xyz"),
+                },
+                BatchOp::Update {
+                    key: "/a/1".into(),
+                    value: Bytes::from_static(b"lost"),
+                    expected: rev + 5,
+                },
+                BatchOp::Update {
+                    key: "/a/1".into(),
+                    value: Bytes::from_static(b"def"),
+                    expected: rev,
+                },
+            ])
+            .await;
+        assert!(outcomes[0].is_ok() && outcomes[2].is_ok(), "{outcomes:?}");
+        match &outcomes[1] {
+            Err(Error::Conflict {
+                current: Some(kv), ..
+            }) => assert_eq!(kv.value, "abc", "the conflict's value is read back"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(raw.get("/a/2").await.unwrap().0.unwrap().value, "rev:zyx");
+        assert_eq!(raw.get("/a/1").await.unwrap().0.unwrap().value, "rev:fed");
+        let mut events = Vec::new();
+        while events.len() < 2 {
+            events.extend(watch.next().await.unwrap().unwrap());
+        }
+        let values: Vec<&[u8]> = events.iter().map(|e| e.value.as_ref()).collect();
+        assert_eq!(values, [b"xyz".as_slice(), b"def"]);
     }
 }

@@ -1,6 +1,11 @@
 //! The identity.badge.dev inventory: IssuedTokens written from TokenRequests and token use
 //! in batches, never per request; read-only for clients but for `spec.revoked`.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use badge_store::{BatchOp, KeyValue, ListOptions, ListResult, Revision, Store, WatchStream};
+use bytes::Bytes;
 use serde_json::json;
 
 use crate::support::{Caller, Ring, jti_of};
@@ -289,4 +294,233 @@ async fn the_group_is_discovered_and_printed() {
     assert_eq!(cells[1], "app");
     assert_eq!(cells[4], "<never>");
     assert_eq!(cells[5], 0);
+}
+
+/// A store counting the transactions that write identity.badge.dev records: a batch, or a
+/// single write of one.
+struct Counted {
+    inner: Arc<dyn Store>,
+    identity_writes: AtomicUsize,
+}
+
+impl Counted {
+    fn count<'a>(&self, mut keys: impl Iterator<Item = &'a str>) {
+        let identity = ["/registry/issuedtokens/", "/registry/serviceaccountusages/"];
+        if keys.any(|key| identity.iter().any(|prefix| key.starts_with(prefix))) {
+            self.identity_writes.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for Counted {
+    async fn get(&self, key: &str) -> badge_store::Result<(Option<KeyValue>, Revision)> {
+        self.inner.get(key).await
+    }
+    async fn list(&self, prefix: &str, options: ListOptions) -> badge_store::Result<ListResult> {
+        self.inner.list(prefix, options).await
+    }
+    async fn create(&self, key: &str, value: Bytes) -> badge_store::Result<Revision> {
+        self.count(std::iter::once(key));
+        self.inner.create(key, value).await
+    }
+    async fn update(&self, key: &str, value: Bytes, expected: Revision) -> badge_store::Result<Revision> {
+        self.count(std::iter::once(key));
+        self.inner.update(key, value, expected).await
+    }
+    async fn delete(&self, key: &str, expected: Revision) -> badge_store::Result<Revision> {
+        self.count(std::iter::once(key));
+        self.inner.delete(key, expected).await
+    }
+    async fn write_batch(&self, ops: Vec<BatchOp>) -> Vec<badge_store::Result<Revision>> {
+        self.count(ops.iter().map(BatchOp::key));
+        self.inner.write_batch(ops).await
+    }
+    async fn current_revision(&self) -> badge_store::Result<Revision> {
+        self.inner.current_revision().await
+    }
+    async fn watch(&self, prefix: &str, after: Revision) -> badge_store::Result<WatchStream> {
+        self.inner.watch(prefix, after).await
+    }
+    async fn compact(&self, revision: Revision) -> badge_store::Result<()> {
+        self.inner.compact(revision).await
+    }
+    async fn compacted_revision(&self) -> badge_store::Result<Revision> {
+        self.inner.compacted_revision().await
+    }
+}
+
+#[tokio::test]
+async fn a_flush_of_new_records_and_uses_is_one_store_transaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Counted {
+        inner: Arc::new(badge_store::sqlite::SqliteStore::open(&dir.path().join("store.db")).unwrap()),
+        identity_writes: AtomicUsize::new(0),
+    });
+    let ring = Ring::build_over(store.clone(), dir, |api| api).await;
+    ring.namespace("demo").await;
+    ring.service_account("demo", "app").await;
+    ring.service_account("demo", "other").await;
+    let mut used = Vec::new();
+    for _ in 0..5 {
+        used.push(ring.token("demo", "app", json!({})).await);
+    }
+    let report = ring.api.flush_usage().await;
+    assert_eq!(report.created, 5, "{report:?}");
+
+    // Ten new tokens, one of them used before its record is written, and the five older
+    // ones used.
+    let mut new = Vec::new();
+    for i in 0..10 {
+        let account = if i % 2 == 0 { "app" } else { "other" };
+        new.push(ring.token("demo", account, json!({})).await);
+    }
+    for token in used.iter().chain(&new[..1]) {
+        let who = ring
+            .call_with(
+                &Caller::bearer(token),
+                "POST",
+                "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+                Some(&json!({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"})),
+                &[("user-agent", "ring-test/1")],
+            )
+            .await;
+        assert_eq!(who.code, 201, "{}", who.body);
+    }
+    let before = store.identity_writes.load(Ordering::SeqCst);
+    let report = ring.api.flush_usage().await;
+    assert_eq!(
+        store.identity_writes.load(Ordering::SeqCst) - before,
+        1,
+        "one store transaction: {report:?}"
+    );
+    assert_eq!(
+        (report.created, report.updated, report.deferred),
+        (10, 6, 0),
+        "{report:?}"
+    );
+
+    let admin = Caller::admin();
+    for token in used.iter().chain(&new[..1]) {
+        let record = ring.get(&admin, &format!("{TOKENS}/{}", jti_of(token))).await;
+        assert_eq!(record.body["status"]["useCount"], 1, "{}", record.body);
+        assert_eq!(record.body["status"]["lastUsed"]["userAgent"], "ring-test/1");
+    }
+    assert_eq!(ring.get(&admin, TOKENS).await.names().len(), 15);
+    let app = ring.get(&admin, &format!("{USAGES}/app")).await;
+    assert_eq!(app.body["status"]["liveTokens"], 10, "{}", app.body);
+    assert!(app.body["status"]["lastAuthenticated"]["credentialID"].is_string());
+    let other = ring.get(&admin, &format!("{USAGES}/other")).await;
+    assert_eq!(other.body["status"]["liveTokens"], 5, "{}", other.body);
+    assert!(other.body["status"]["lastTokenIssued"].is_string());
+}
+
+/// Not a check but a measurement: how many records per second a flush writes, batched and
+/// over a store that takes one transaction per record (as flushes wrote before batches).
+/// `BADGE_FLUSH_RECORDS` records are issued and flushed, then each used once and flushed.
+/// Run with `cargo test --release -p badge-controllers --test ring -- --ignored
+/// --nocapture flush_rate`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, run by hand"]
+async fn flush_rate() {
+    /// SQLite without batches: every op of a batch is its own transaction.
+    struct Unbatched(badge_store::sqlite::SqliteStore);
+
+    #[async_trait::async_trait]
+    impl Store for Unbatched {
+        async fn get(&self, key: &str) -> badge_store::Result<(Option<KeyValue>, Revision)> {
+            self.0.get(key).await
+        }
+        async fn list(&self, prefix: &str, options: ListOptions) -> badge_store::Result<ListResult> {
+            self.0.list(prefix, options).await
+        }
+        async fn create(&self, key: &str, value: Bytes) -> badge_store::Result<Revision> {
+            self.0.create(key, value).await
+        }
+        async fn update(&self, key: &str, value: Bytes, expected: Revision) -> badge_store::Result<Revision> {
+            self.0.update(key, value, expected).await
+        }
+        async fn delete(&self, key: &str, expected: Revision) -> badge_store::Result<Revision> {
+            self.0.delete(key, expected).await
+        }
+        async fn current_revision(&self) -> badge_store::Result<Revision> {
+            self.0.current_revision().await
+        }
+        async fn watch(&self, prefix: &str, after: Revision) -> badge_store::Result<WatchStream> {
+            self.0.watch(prefix, after).await
+        }
+        async fn compact(&self, revision: Revision) -> badge_store::Result<()> {
+            self.0.compact(revision).await
+        }
+        async fn compacted_revision(&self) -> badge_store::Result<Revision> {
+            self.0.compacted_revision().await
+        }
+    }
+
+    let records: usize = std::env::var("BADGE_FLUSH_RECORDS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(5000);
+    for batched in [false, true] {
+        // On disk, not in memory: the cost measured is the fsync per transaction.
+        let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+        let sqlite = badge_store::sqlite::SqliteStore::open(&dir.path().join("store.db")).unwrap();
+        let store: Arc<dyn Store> = if batched {
+            Arc::new(sqlite)
+        } else {
+            Arc::new(Unbatched(sqlite))
+        };
+        let ring = Ring::build_over(store, dir, |api| api).await;
+        ring.namespace("demo").await;
+        let account = ring.service_account("demo", "app").await;
+        let uid = account["metadata"]["uid"].as_str().unwrap().to_string();
+        let now = badge_api::clock::now();
+        let mut credentials = Vec::with_capacity(records);
+        for i in 0..records {
+            let jti = format!("jti-{i:08}");
+            ring.api.usage.issued(badge_apiserver::usage::issued_token_record(
+                "demo",
+                "app",
+                &uid,
+                &jti,
+                "key-1",
+                &[crate::support::ISSUER.to_string()],
+                None,
+                "kubernetes-admin",
+                now.as_second(),
+                now.as_second() + 3600,
+            ));
+            credentials.push(Arc::new(badge_auth::TokenCredential {
+                namespace: "demo".into(),
+                service_account: "app".into(),
+                record: jti,
+                legacy: false,
+                expires_at: Some(now.as_second() + 3600),
+            }));
+        }
+        let started = std::time::Instant::now();
+        let report = ring.api.flush_usage().await;
+        let created = started.elapsed();
+        assert_eq!(report.created, records, "{report:?}");
+        for credential in &credentials {
+            ring.api
+                .usage
+                .record(credential, now, Some([10, 0, 0, 1].into()), "driver/1");
+        }
+        let started = std::time::Instant::now();
+        let report = ring.api.flush_usage().await;
+        let updated = started.elapsed();
+        assert_eq!(report.updated, records, "{report:?}");
+        let rate = |elapsed: std::time::Duration| records as f64 / elapsed.as_secs_f64();
+        eprintln!(
+            "{}: {records} new records in {created:.2?} ({:.0}/s), {records} uses in {updated:.2?} ({:.0}/s)",
+            if batched {
+                "batched"
+            } else {
+                "one transaction per record"
+            },
+            rate(created),
+            rate(updated),
+        );
+    }
 }

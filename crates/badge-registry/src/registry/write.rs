@@ -72,28 +72,7 @@ impl Registry {
             self.check_namespace_open(resource, namespace, meta::name(&object))
                 .await?;
         }
-        let now = meta::format_time(badge_api::clock::now());
-        meta::set(&mut object, "uid", uuid::Uuid::new_v4().to_string());
-        meta::set(&mut object, "creationTimestamp", now);
-        for field in [
-            "resourceVersion",
-            "deletionTimestamp",
-            "deletionGracePeriodSeconds",
-            "selfLink",
-        ] {
-            meta::remove(&mut object, field);
-        }
-        strategy::prepare_create(resource, &mut object);
-        let mut errors = validate_meta(resource, &object);
-        errors.extend(strategy::validate(resource, &object, None));
-        if !errors.is_empty() {
-            return Err(Status::invalid(
-                resource.group,
-                resource.kind,
-                meta::name(&object),
-                &errors,
-            ));
-        }
+        prepare_created(resource, &mut object)?;
         let name = meta::name(&object).to_string();
         if options.dry_run {
             return Ok(object);
@@ -120,7 +99,7 @@ impl Registry {
         Ok(object)
     }
 
-    async fn check_namespace_open(
+    pub(super) async fn check_namespace_open(
         &self,
         resource: &Resource,
         namespace: &str,
@@ -178,54 +157,7 @@ impl Registry {
         for _ in 0..64 {
             let (current_kv, current) = self.read_current(&key, gr, name).await?;
             let mut object = change(&current)?;
-            if meta::name(&object) != name {
-                return Err(Status::bad_request(format!(
-                    "the name of the object ({}) does not match the name on the URL ({name})",
-                    meta::name(&object)
-                )));
-            }
-            if resource.namespaced {
-                let given = meta::namespace(&object).to_string();
-                if !given.is_empty() && given != namespace {
-                    return Err(Status::bad_request(
-                        "the namespace of the provided object does not match the namespace sent on the request",
-                    ));
-                }
-                meta::set(&mut object, "namespace", namespace);
-            }
-            // Metadata the server owns.
-            let mut errors = Vec::new();
-            let given_uid = meta::uid(&object).to_string();
-            if !given_uid.is_empty() && given_uid != meta::uid(&current) {
-                errors.push(FieldError::invalid(
-                    "metadata.uid",
-                    given_uid,
-                    "field is immutable",
-                ));
-            }
-            for field in [
-                "uid",
-                "creationTimestamp",
-                "deletionTimestamp",
-                "deletionGracePeriodSeconds",
-                "generation",
-            ] {
-                match current.get("metadata").and_then(|m| m.get(field)) {
-                    Some(v) => meta::set(&mut object, field, v.clone()),
-                    None => meta::remove(&mut object, field),
-                }
-            }
-            strategy::prepare_update(resource, subresource, &mut object, &current);
-            errors.extend(validate_meta(resource, &object));
-            errors.extend(strategy::validate_update_of(
-                resource,
-                subresource,
-                &object,
-                Some(&current),
-            ));
-            if !errors.is_empty() {
-                return Err(Status::invalid(resource.group, resource.kind, name, &errors));
-            }
+            prepare_updated(resource, namespace, name, subresource, &mut object, &current)?;
             meta::set(
                 &mut object,
                 "resourceVersion",
@@ -437,6 +369,95 @@ impl Registry {
     }
 }
 
+/// What a create sets and checks once the name and namespace are known: uid and
+/// creationTimestamp, the fields a client may not set, the strategy's defaults, validation.
+pub(super) fn prepare_created(resource: &Resource, object: &mut Value) -> Result<(), Status> {
+    let now = meta::format_time(badge_api::clock::now());
+    meta::set(object, "uid", uuid::Uuid::new_v4().to_string());
+    meta::set(object, "creationTimestamp", now);
+    for field in [
+        "resourceVersion",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "selfLink",
+    ] {
+        meta::remove(object, field);
+    }
+    strategy::prepare_create(resource, object);
+    let mut errors = validate_meta(resource, object);
+    errors.extend(strategy::validate(resource, object, None));
+    if !errors.is_empty() {
+        return Err(Status::invalid(
+            resource.group,
+            resource.kind,
+            meta::name(object),
+            &errors,
+        ));
+    }
+    Ok(())
+}
+
+/// What an update through `subresource` sets and checks on the new state of `current`: the
+/// name and namespace, the metadata the server owns, the strategy's carry-over, validation.
+pub(super) fn prepare_updated(
+    resource: &Resource,
+    namespace: &str,
+    name: &str,
+    subresource: &str,
+    object: &mut Value,
+    current: &Value,
+) -> Result<(), Status> {
+    if meta::name(object) != name {
+        return Err(Status::bad_request(format!(
+            "the name of the object ({}) does not match the name on the URL ({name})",
+            meta::name(object)
+        )));
+    }
+    if resource.namespaced {
+        let given = meta::namespace(object).to_string();
+        if !given.is_empty() && given != namespace {
+            return Err(Status::bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request",
+            ));
+        }
+        meta::set(object, "namespace", namespace);
+    }
+    // Metadata the server owns.
+    let mut errors = Vec::new();
+    let given_uid = meta::uid(object).to_string();
+    if !given_uid.is_empty() && given_uid != meta::uid(current) {
+        errors.push(FieldError::invalid(
+            "metadata.uid",
+            given_uid,
+            "field is immutable",
+        ));
+    }
+    for field in [
+        "uid",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "generation",
+    ] {
+        match current.get("metadata").and_then(|m| m.get(field)) {
+            Some(v) => meta::set(object, field, v.clone()),
+            None => meta::remove(object, field),
+        }
+    }
+    strategy::prepare_update(resource, subresource, object, current);
+    errors.extend(validate_meta(resource, object));
+    errors.extend(strategy::validate_update_of(
+        resource,
+        subresource,
+        object,
+        Some(current),
+    ));
+    if !errors.is_empty() {
+        return Err(Status::invalid(resource.group, resource.kind, name, &errors));
+    }
+    Ok(())
+}
+
 fn namespace_finalizers(resource: &Resource, object: &Value) -> bool {
     strategy::of(resource).deletion == Deletion::Finalized
         && object
@@ -448,7 +469,7 @@ fn namespace_finalizers(resource: &Resource, object: &Value) -> bool {
 /// An object marked for deletion whose finalizers have all run is removed, unless its
 /// grace period still runs (`ShouldDeleteDuringUpdate`): a terminating pod stays until its
 /// deletion is confirmed.
-fn is_finished_deleting(resource: &Resource, object: &Value) -> bool {
+pub(super) fn is_finished_deleting(resource: &Resource, object: &Value) -> bool {
     let grace_over = object
         .pointer("/metadata/deletionGracePeriodSeconds")
         .and_then(Value::as_i64)
@@ -461,7 +482,7 @@ fn is_finished_deleting(resource: &Resource, object: &Value) -> bool {
 
 /// The JSON stored for an object: everything but its resourceVersion, which the store's
 /// revision provides.
-fn encode(object: &Value) -> Result<bytes::Bytes, Status> {
+pub(super) fn encode(object: &Value) -> Result<bytes::Bytes, Status> {
     let mut stored = object.clone();
     meta::remove(&mut stored, "resourceVersion");
     serde_json::to_vec(&stored)

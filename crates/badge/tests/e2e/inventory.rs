@@ -334,3 +334,75 @@ fn uses_on_two_servers_on_etcd_land_in_one_record() {
     ]);
     assert_eq!(usage, format!("JTI={jti}"));
 }
+
+/// A flush on etcd writes its records in one transaction, so they share a revision; the
+/// other server's watch cache and its watchers take every one of them.
+#[test]
+fn records_of_one_etcd_transaction_all_reach_another_server_s_watch() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    use std::time::Duration;
+
+    let etcd = EtcdCluster::start(1);
+    let shared = ["--storage", "etcd", "--etcd-servers", &etcd.endpoints_flag()];
+    // The first server flushes only when it stops: everything it issued in one batch.
+    let mut a = TestServer::start_with(BIN, &[&shared[..], &["--usage-flush-period=1h"]].concat());
+    let b = TestServer::start_sharing_pki(BIN, &[&shared[..], &[FLUSH]].concat(), &a);
+    let mut watch = Command::new(badge_testkit::kubectl_path())
+        .arg("--kubeconfig")
+        .arg(b.kubeconfig())
+        .args(["get", "issuedtokens", "-n", "default", "-w", "-o", "name"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = watch.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let next = || rx.recv_timeout(Duration::from_secs(30)).unwrap();
+    // A record of the second server's own marks the watch as running.
+    let marker = jti_of(b.kubectl_ok(&["create", "token", "default"]).trim());
+    assert_eq!(next(), format!("issuedtoken.identity.badge.dev/{marker}"));
+
+    // The first server's cache holds what the second one wrote with its record, so its
+    // own batch is made from the current state.
+    eventually("the second server's usage record, through the first", || {
+        a.kubectl(&["get", "serviceaccountusage", "default"])
+            .status
+            .success()
+    });
+    let mut issued: Vec<String> = (0..5)
+        .map(|_| jti_of(a.kubectl_ok(&["create", "token", "default"]).trim()))
+        .collect();
+    assert!(a.stop().success());
+    let mut seen: Vec<String> = (0..5)
+        .map(|_| {
+            next()
+                .trim_start_matches("issuedtoken.identity.badge.dev/")
+                .to_string()
+        })
+        .collect();
+    seen.sort();
+    issued.sort();
+    assert_eq!(seen, issued, "every record of the batch, through the watch");
+    let _ = watch.kill();
+    let _ = watch.wait();
+
+    let versions: std::collections::BTreeSet<String> = issued
+        .iter()
+        .map(|jti| {
+            b.kubectl_ok(&[
+                "get",
+                "issuedtoken",
+                jti,
+                "-o",
+                "jsonpath={.metadata.resourceVersion}",
+            ])
+        })
+        .collect();
+    assert_eq!(versions.len(), 1, "one transaction, one revision: {versions:?}");
+}

@@ -1,0 +1,341 @@
+//! Batched writes of the server's own records (the usage flush): each object is prepared as
+//! [`Registry::create`] and [`Registry::update`] prepare it, then all go to the store in one
+//! [`Store::write_batch`]. Not for the REST path: there is no admission, no dry run, no
+//! generateName, and an update is written once against the state it was made from, never
+//! retried; a caller that loses a race reads again and writes later.
+
+use std::sync::Arc;
+
+use badge_api::meta;
+use badge_api::resources::Resource;
+use badge_api::status::Status;
+use badge_store::BatchOp;
+use serde_json::Value;
+
+use super::write::{encode, is_finished_deleting, prepare_created, prepare_updated};
+use super::*;
+
+/// One write of [`Registry::write_batch`].
+#[derive(Clone, Debug)]
+pub enum BatchWrite {
+    /// Creates `object` in `namespace`, as [`Registry::create`] does.
+    Create {
+        /// What kind of object.
+        resource: &'static Resource,
+        /// Its namespace ("" for cluster-scoped resources).
+        namespace: String,
+        /// The object, named.
+        object: Value,
+    },
+    /// Replaces `current` with `object` through `subresource` ("" for the object itself), as
+    /// [`Registry::update`] does, if `current` is still what is stored (its resourceVersion).
+    Update {
+        /// What kind of object.
+        resource: &'static Resource,
+        /// "status" for a status update.
+        subresource: &'static str,
+        /// The object as read (the watch cache's), with its resourceVersion.
+        current: Arc<Value>,
+        /// Its new state.
+        object: Value,
+    },
+}
+
+impl Registry {
+    /// Writes `writes` in one store batch; each write's outcome at its index: the object
+    /// as written, with its resourceVersion, or the Status the single write would answer
+    /// (AlreadyExists, Conflict when `current` is no longer stored, NotFound when it is gone,
+    /// Invalid). An update that changes nothing is not written.
+    pub async fn write_batch(&self, writes: Vec<BatchWrite>) -> Vec<Result<Value, Status>> {
+        let mut outcomes: Vec<Result<Value, Status>> = Vec::with_capacity(writes.len());
+        // For each op sent: the index of its write, its resource, what it writes, and
+        // whether it creates.
+        let mut sent: Vec<(usize, &'static Resource, Value, bool)> = Vec::new();
+        let mut ops = Vec::new();
+        // Namespaces seen open in this batch: a flush creates many records in few.
+        let mut open = std::collections::HashSet::new();
+        for (index, write) in writes.into_iter().enumerate() {
+            let (resource, created, prepared) = match write {
+                BatchWrite::Create {
+                    resource,
+                    namespace,
+                    object,
+                } => (
+                    resource,
+                    true,
+                    self.prepare_batch_create(resource, &namespace, object, &mut open)
+                        .await
+                        .map(|(object, op)| (object, Some(op))),
+                ),
+                BatchWrite::Update {
+                    resource,
+                    subresource,
+                    current,
+                    object,
+                } => (
+                    resource,
+                    false,
+                    prepare_batch_update(resource, subresource, &current, object),
+                ),
+            };
+            match prepared {
+                Ok((object, Some(op))) => {
+                    // Filled in once the store answers.
+                    outcomes.push(Ok(Value::Null));
+                    sent.push((index, resource, object, created));
+                    ops.push(op);
+                }
+                Ok((object, None)) => outcomes.push(Ok(object)),
+                Err(status) => outcomes.push(Err(status)),
+            }
+        }
+        let written = if ops.is_empty() {
+            Vec::new()
+        } else {
+            self.store.write_batch(ops).await
+        };
+        for ((index, resource, mut object, created), result) in sent.into_iter().zip(written) {
+            let gr = resource.group_resource();
+            let name = meta::name(&object).to_string();
+            outcomes[index] = match result {
+                Ok(revision) => {
+                    self.wrote(revision);
+                    meta::set(&mut object, "resourceVersion", revision.to_string());
+                    Ok(object)
+                }
+                Err(badge_store::Error::AlreadyExists { .. }) => Err(Status::already_exists(gr, &name)),
+                Err(badge_store::Error::Conflict { current: None, .. }) if !created => {
+                    Err(Status::not_found(gr, &name))
+                }
+                Err(badge_store::Error::Conflict { .. }) => {
+                    Err(Status::conflict(gr, &name, Status::OPTIMISTIC_LOCK_MESSAGE))
+                }
+                Err(e) => Err(store_error(e)),
+            };
+        }
+        outcomes
+    }
+
+    async fn prepare_batch_create(
+        &self,
+        resource: &Resource,
+        namespace: &str,
+        mut object: Value,
+        open: &mut std::collections::HashSet<String>,
+    ) -> Result<(Value, BatchOp), Status> {
+        if resource.namespaced {
+            meta::set(&mut object, "namespace", namespace);
+            if !open.contains(namespace) {
+                self.check_namespace_open(resource, namespace, meta::name(&object))
+                    .await?;
+                open.insert(namespace.to_string());
+            }
+        } else {
+            meta::remove(&mut object, "namespace");
+        }
+        prepare_created(resource, &mut object)?;
+        let op = BatchOp::Create {
+            key: resource.key(namespace, meta::name(&object)),
+            value: encode(&object)?,
+        };
+        Ok((object, op))
+    }
+}
+
+/// `object` prepared as the new state of `current`, and the op writing it; no op when that
+/// changes nothing.
+fn prepare_batch_update(
+    resource: &Resource,
+    subresource: &str,
+    current: &Value,
+    mut object: Value,
+) -> Result<(Value, Option<BatchOp>), Status> {
+    let gr = resource.group_resource();
+    let (namespace, name) = (meta::namespace(current), meta::name(current));
+    let expected: badge_store::Revision = meta::resource_version(current)
+        .parse()
+        .map_err(|_| Status::internal(format!("{gr} \"{name}\" was read without a resourceVersion")))?;
+    prepare_updated(resource, namespace, name, subresource, &mut object, current)?;
+    meta::set(&mut object, "resourceVersion", expected.to_string());
+    if object == *current {
+        return Ok((object, None));
+    }
+    if is_finished_deleting(resource, &object) {
+        // Removing it is a delete, which batches do not write: the caller reads again.
+        return Err(Status::conflict(gr, name, Status::OPTIMISTIC_LOCK_MESSAGE));
+    }
+    let op = BatchOp::Update {
+        key: resource.key(namespace, name),
+        value: encode(&object)?,
+        expected,
+    };
+    Ok((object, Some(op)))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use badge_api::resources;
+    use badge_store::sqlite::SqliteStore;
+    use badge_store::{KeyValue, ListOptions, ListResult, WatchStream};
+    use bytes::Bytes;
+    use serde_json::json;
+
+    use super::*;
+    use crate::WriteOptions;
+
+    /// SQLite, counting the writes that reach it: each a transaction of its own.
+    struct Counted {
+        inner: SqliteStore,
+        transactions: AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl Store for Counted {
+        async fn get(&self, key: &str) -> badge_store::Result<(Option<KeyValue>, Revision)> {
+            self.inner.get(key).await
+        }
+        async fn list(&self, prefix: &str, options: ListOptions) -> badge_store::Result<ListResult> {
+            self.inner.list(prefix, options).await
+        }
+        async fn create(&self, key: &str, value: Bytes) -> badge_store::Result<Revision> {
+            self.transactions.fetch_add(1, Ordering::SeqCst);
+            self.inner.create(key, value).await
+        }
+        async fn update(&self, key: &str, value: Bytes, expected: Revision) -> badge_store::Result<Revision> {
+            self.transactions.fetch_add(1, Ordering::SeqCst);
+            self.inner.update(key, value, expected).await
+        }
+        async fn delete(&self, key: &str, expected: Revision) -> badge_store::Result<Revision> {
+            self.transactions.fetch_add(1, Ordering::SeqCst);
+            self.inner.delete(key, expected).await
+        }
+        async fn write_batch(&self, ops: Vec<BatchOp>) -> Vec<badge_store::Result<Revision>> {
+            self.transactions.fetch_add(1, Ordering::SeqCst);
+            self.inner.write_batch(ops).await
+        }
+        async fn current_revision(&self) -> badge_store::Result<Revision> {
+            self.inner.current_revision().await
+        }
+        async fn watch(&self, prefix: &str, after: Revision) -> badge_store::Result<WatchStream> {
+            self.inner.watch(prefix, after).await
+        }
+        async fn compact(&self, revision: Revision) -> badge_store::Result<()> {
+            self.inner.compact(revision).await
+        }
+        async fn compacted_revision(&self) -> badge_store::Result<Revision> {
+            self.inner.compacted_revision().await
+        }
+    }
+
+    fn token(name: &str) -> Value {
+        json!({"apiVersion": "identity.badge.dev/v1", "kind": "IssuedToken",
+               "metadata": {"name": name, "labels": {"identity.badge.dev/service-account": "app"}},
+               "spec": {"serviceAccountName": "app"}})
+    }
+
+    #[tokio::test]
+    async fn a_batch_prepares_each_write_as_alone_and_makes_one_store_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Counted {
+            inner: SqliteStore::open(&dir.path().join("s.db")).unwrap(),
+            transactions: AtomicUsize::new(0),
+        });
+        let registry = Registry::start(store.clone(), 100).await;
+        let (tokens, options) = (resources::ISSUEDTOKENS, WriteOptions::default());
+        registry
+            .create(
+                resources::NAMESPACES,
+                "",
+                json!({"metadata": {"name": "demo"}}),
+                &options,
+            )
+            .await
+            .unwrap();
+        for name in ["used", "raced", "gone"] {
+            registry
+                .create(tokens, "demo", token(name), &options)
+                .await
+                .unwrap();
+        }
+        registry.sync_own_writes().await.unwrap();
+        let cached = |name: &str| registry.get_cached(tokens, "demo", name).unwrap();
+        let (used, raced, gone) = (cached("used"), cached("raced"), cached("gone"));
+        registry
+            .update(tokens, "demo", "raced", "status", &options, |current| {
+                let mut object = current.clone();
+                object["status"] = json!({"useCount": 9});
+                Ok(object)
+            })
+            .await
+            .unwrap();
+        registry
+            .delete(tokens, "demo", "gone", &crate::DeleteOptions::default())
+            .await
+            .unwrap();
+        let with_status = |current: &Value, count: i64| {
+            let mut object = current.clone();
+            object["status"] = json!({"useCount": count});
+            // A status update keeps the rest as stored.
+            object["spec"]["serviceAccountName"] = json!("someone-else");
+            object
+        };
+        let update = |current: &Arc<Value>, object: Value| BatchWrite::Update {
+            resource: tokens,
+            subresource: "status",
+            current: current.clone(),
+            object,
+        };
+        let create = |namespace: &str, object: Value| BatchWrite::Create {
+            resource: tokens,
+            namespace: namespace.into(),
+            object,
+        };
+        let before = store.transactions.load(Ordering::SeqCst);
+        let outcomes = registry
+            .write_batch(vec![
+                create("demo", token("new")),
+                create("demo", token("used")),
+                create("missing", token("elsewhere")),
+                create("demo", token("Not_A_Name")),
+                update(&used, with_status(&used, 2)),
+                update(&raced, with_status(&raced, 1)),
+                update(&gone, with_status(&gone, 1)),
+                update(&used, (*used).clone()),
+            ])
+            .await;
+        assert_eq!(
+            store.transactions.load(Ordering::SeqCst) - before,
+            1,
+            "one store transaction"
+        );
+        let new = outcomes[0].as_ref().unwrap();
+        assert!(!meta::uid(new).is_empty() && new["metadata"]["creationTimestamp"].is_string());
+        assert_eq!(new["metadata"]["namespace"], "demo");
+        let code = |i: usize| outcomes[i].as_ref().unwrap_err().reason.clone();
+        assert_eq!(code(1), "AlreadyExists");
+        assert_eq!(code(2), "NotFound", "{:?}", outcomes[2]);
+        assert_eq!(code(3), "Invalid");
+        let written = outcomes[4].as_ref().unwrap();
+        assert_eq!(written["status"]["useCount"], 2);
+        assert_eq!(written["spec"]["serviceAccountName"], "app");
+        assert_eq!(code(5), "Conflict");
+        assert_eq!(
+            outcomes[5].as_ref().unwrap_err().message,
+            "Operation cannot be fulfilled on issuedtokens.identity.badge.dev \"raced\": the object has been modified; please apply your changes to the latest version and try again"
+        );
+        assert_eq!(code(6), "NotFound");
+        assert_eq!(
+            outcomes[7].as_ref().unwrap(),
+            &*used,
+            "an unchanged object is not written"
+        );
+
+        registry.sync_own_writes().await.unwrap();
+        assert_eq!(cached("new").as_ref(), new);
+        assert_eq!(cached("used").as_ref(), written);
+        assert_eq!(cached("raced")["status"]["useCount"], 9);
+    }
+}
