@@ -51,6 +51,25 @@ pub fn revoked_of(namespace: &str, name: &str, record: &Value) -> Option<Revoked
     })
 }
 
+/// Whether a cached record has `spec.revoked` set, read without decoding the record: the
+/// watch sees every record written, and nearly none is revoked.
+fn marked_revoked(record: &badge_registry::CachedObject) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Record {
+        #[serde(default)]
+        spec: Option<Spec>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Spec {
+        #[serde(default)]
+        revoked: Option<Value>,
+    }
+    record
+        .read::<Record>()
+        .and_then(|r| r.spec?.revoked)
+        .is_some_and(|revoked| revoked == Value::Bool(true))
+}
+
 fn key_parts(key: &str) -> Option<(&str, &str)> {
     key.strip_prefix(RECORDS)?.split_once('/')
 }
@@ -62,14 +81,12 @@ fn apply(revoked: &RevokedTokens, event: &CacheEvent) -> bool {
     };
     let now_revoked = match event.kind {
         EventType::Deleted => None,
+        _ if !marked_revoked(&event.object) => None,
         _ => revoked_of(namespace, name, &event.object.value()),
     };
     match now_revoked {
         Some(token) => {
-            let was_revoked = event
-                .prev
-                .as_ref()
-                .is_some_and(|prev| revoked_of(namespace, name, &prev.value()).is_some());
+            let was_revoked = event.prev.as_ref().is_some_and(|prev| marked_revoked(prev));
             revoked.insert(token) && !was_revoked
         }
         None => {
@@ -92,7 +109,9 @@ pub fn spawn_watch(registry: Arc<Registry>, revoked: Arc<RevokedTokens>, metrics
             // never seen as events.
             revoked.replace(watch.initial.drain(..).filter_map(|event| {
                 let (namespace, name) = key_parts(&event.key)?;
-                revoked_of(namespace, name, &event.object.value())
+                marked_revoked(&event.object)
+                    .then(|| revoked_of(namespace, name, &event.object.value()))
+                    .flatten()
             }));
             loop {
                 match watch.next().await {

@@ -3,6 +3,7 @@
 //! (`kubernetes.io/service-account-token` with a token) get a record named after the
 //! Secret, deleted with the Secret. Each deletion recounts the ServiceAccount's live tokens.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -169,6 +170,11 @@ pub fn fate(record: &Value, secret: Option<&Value>, now: jiff::Timestamp) -> Fat
         .pointer("/spec/expiresAt")
         .and_then(Value::as_str)
         .and_then(meta::parse_time);
+    expiry_fate(expires, now)
+}
+
+/// A bound token's record's fate, by its expiry.
+fn expiry_fate(expires: Option<jiff::Timestamp>, now: jiff::Timestamp) -> Fate {
     match expires {
         // A bound record without a readable expiry cannot be judged; keep it.
         None => Fate::Keep,
@@ -180,11 +186,53 @@ pub fn fate(record: &Value, secret: Option<&Value>, now: jiff::Timestamp) -> Fat
     }
 }
 
+/// A bound token record's expiry, read without decoding the record (every record issued
+/// passes here); None for a legacy token's record, whose fate needs its Secret.
+fn bound_expiry(record: &badge_registry::CachedObject) -> Option<Option<jiff::Timestamp>> {
+    #[derive(serde::Deserialize)]
+    struct Record<'a> {
+        #[serde(borrow, default)]
+        metadata: Option<Metadata<'a>>,
+        #[serde(borrow, default)]
+        spec: Option<Spec<'a>>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Metadata<'a> {
+        #[serde(borrow, default)]
+        labels: Option<std::collections::BTreeMap<Cow<'a, str>, Value>>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Spec<'a> {
+        #[serde(borrow, default, rename = "expiresAt")]
+        expires_at: Option<Cow<'a, str>>,
+    }
+    let read = record.read::<Record<'_>>()?;
+    let legacy = read
+        .metadata
+        .and_then(|m| m.labels)
+        .and_then(|labels| labels.get(TOKEN_KIND_LABEL).cloned())
+        == Some(Value::from("legacy"));
+    (!legacy).then(|| {
+        read.spec
+            .and_then(|spec| spec.expires_at)
+            .and_then(|at| meta::parse_time(&at))
+    })
+}
+
 async fn reconcile_token(registry: &Registry, ns: &str, name: &str) -> Result<Action, Status> {
     let tokens = resources::ISSUEDTOKENS;
-    let Some(record) = registry.get_cached(tokens, ns, name) else {
+    let Some(cached) = registry.get_cached_object(tokens, ns, name) else {
         return Ok(Action::Done);
     };
+    // Nearly every look finds a bound token not yet expired: judged without decoding it.
+    if let Some(expires) = bound_expiry(&cached) {
+        match expiry_fate(expires, badge_api::clock::now()) {
+            Fate::Keep => return Ok(Action::Done),
+            Fate::KeepFor(left) => return Ok(Action::RequeueAfter(left + Duration::from_millis(10))),
+            Fate::Delete => {}
+        }
+    }
+    let record = cached.value();
     let secret = registry.get_cached(resources::SECRETS, ns, name);
     match fate(&record, secret.as_deref(), badge_api::clock::now()) {
         Fate::Keep => Ok(Action::Done),

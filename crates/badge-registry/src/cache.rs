@@ -170,6 +170,13 @@ impl CachedObject {
             .collect()
     }
 
+    /// Decodes only the parts of the object that `T` names, borrowing its strings from the
+    /// cached JSON: a scan over many objects that needs a field or two of each builds none
+    /// of them. None when the object does not have `T`'s shape.
+    pub fn read<'a, T: serde::Deserialize<'a>>(&'a self) -> Option<T> {
+        serde_json::from_slice(&self.json).ok()
+    }
+
     /// Whether the stored JSON contains `needle`: a cheap pre-check before decoding on hot
     /// paths (a label key that is rarely set).
     pub fn mentions(&self, needle: &str) -> bool {

@@ -3,12 +3,14 @@
 //! compare-and-swap that merges into what is stored (latest time wins, counts recomputed),
 //! so servers sharing one store never lose each other's updates.
 
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
 use badge_api::identity::{API_VERSION, SERVICE_ACCOUNT_LABEL};
-use badge_api::selectors::{FieldSelector, LabelSelector};
 use badge_api::{Status, meta, resources};
 use serde_json::{Value, json};
 
-use crate::{Filter, ReadFrom, Registry, WriteOptions};
+use crate::{Registry, WriteOptions};
 
 /// What one writer learned about a ServiceAccount since its last write.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -37,38 +39,59 @@ impl UsageUpdate {
 }
 
 /// How many IssuedTokens of a ServiceAccount are live (unexpired, or legacy) at `now`, as
-/// the watch cache holds them.
+/// the watch cache holds them. Every flush counts, over every record of the namespace, so
+/// each record is read for its label and expiry only, never decoded whole.
 pub async fn live_tokens(
     registry: &Registry,
     namespace: &str,
     service_account: &str,
     now: jiff::Timestamp,
 ) -> Result<i64, Status> {
-    let labels = LabelSelector::parse(&format!("{SERVICE_ACCOUNT_LABEL}={service_account}"))
-        .map_err(|e| Status::internal(e.to_string()))?;
-    let filter = Filter {
-        labels,
-        fields: FieldSelector::default(),
+    #[derive(serde::Deserialize)]
+    struct Token<'a> {
+        #[serde(borrow)]
+        metadata: TokenMeta<'a>,
+        #[serde(borrow, default)]
+        spec: Option<TokenSpec<'a>>,
+    }
+    #[derive(serde::Deserialize)]
+    struct TokenMeta<'a> {
+        #[serde(borrow, default)]
+        labels: Option<BTreeMap<Cow<'a, str>, Cow<'a, str>>>,
+    }
+    #[derive(serde::Deserialize)]
+    struct TokenSpec<'a> {
+        #[serde(borrow, default, rename = "expiresAt")]
+        expires_at: Option<Cow<'a, str>>,
+    }
+    // The server writes expiries in this one form, which orders as text; another form is
+    // parsed.
+    let now_text = meta::format_time(now);
+    let unexpired = |expires: &str| {
+        if expires.len() == now_text.len() && expires.ends_with('Z') {
+            expires > now_text.as_str()
+        } else {
+            meta::parse_time(expires).is_none_or(|at| at > now)
+        }
     };
-    let page = registry
-        .list(
-            resources::ISSUEDTOKENS,
-            namespace,
-            &filter,
-            ReadFrom::Any,
-            0,
-            None,
-        )
-        .await?;
-    let live = page
-        .items
-        .iter()
-        .filter(|token| {
-            let expires = token.pointer("/spec/expiresAt").and_then(Value::as_str);
-            expires.and_then(meta::parse_time).is_none_or(|at| at > now)
-        })
-        .count();
-    Ok(i64::try_from(live).unwrap_or(i64::MAX))
+    let mut live = 0i64;
+    let prefix = resources::ISSUEDTOKENS.namespace_prefix(namespace);
+    registry.cache().for_each(&prefix, |_, cached| {
+        let Some(token) = cached.read::<Token<'_>>() else {
+            return;
+        };
+        let owned = token
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|labels| labels.get(SERVICE_ACCOUNT_LABEL))
+            .is_some_and(|name| name == service_account);
+        let expires = token.spec.as_ref().and_then(|spec| spec.expires_at.as_deref());
+        if owned && expires.is_none_or(unexpired) {
+            live += 1;
+        }
+    });
+    Ok(live)
 }
 
 /// The status `current` becomes with `update` merged in and `live` tokens.

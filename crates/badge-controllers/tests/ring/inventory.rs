@@ -524,3 +524,53 @@ async fn flush_rate() {
         );
     }
 }
+
+/// The live count reads each record's label and expiry from the cache: unexpired and legacy
+/// records of the account count; expired ones and other accounts' do not.
+#[tokio::test]
+async fn live_tokens_count_the_unexpired_and_legacy_records_of_one_account() {
+    let ring = Ring::new().await;
+    ring.namespace("demo").await;
+    let registry = &ring.api.registry;
+    let now = jiff::Timestamp::from_second(1_800_000_000).unwrap();
+    let at = |offset: i64| now.as_second() + offset;
+    let records = [
+        ("live-1", "app", Some(at(3600))),
+        ("live-2", "app", Some(at(1))),
+        ("expired", "app", Some(at(-1))),
+        ("expires-now", "app", Some(at(0))),
+        ("legacy", "app", None),
+        ("elsewhere", "other", Some(at(3600))),
+    ];
+    for (name, account, expires) in records {
+        let mut record = badge_apiserver::usage::issued_token_record(
+            "demo",
+            account,
+            "uid",
+            name,
+            "kid",
+            &[],
+            None,
+            "admin",
+            at(-7200),
+            expires.unwrap_or(0),
+        );
+        if expires.is_none() {
+            record["spec"].as_object_mut().unwrap().remove("expiresAt");
+        }
+        registry
+            .create(
+                badge_api::resources::ISSUEDTOKENS,
+                "demo",
+                record,
+                &badge_registry::WriteOptions::default(),
+            )
+            .await
+            .unwrap();
+    }
+    registry.sync().await.unwrap();
+    let live = |account: &'static str| badge_registry::identity::live_tokens(registry, "demo", account, now);
+    assert_eq!(live("app").await.unwrap(), 3);
+    assert_eq!(live("other").await.unwrap(), 1);
+    assert_eq!(live("nobody").await.unwrap(), 0);
+}
