@@ -152,7 +152,8 @@ impl TokenIssuer {
         sa_name: &str,
         request: TokenRequestInput,
         requester: &str,
-    ) -> Result<(TokenRequestReply, Vec<String>, Value), Status> {
+        inventory: bool,
+    ) -> Result<(TokenRequestReply, Vec<String>, Issued), Status> {
         if namespace.is_empty() {
             return Err(Status::bad_request("namespace is required"));
         }
@@ -355,18 +356,20 @@ impl TokenIssuer {
             jti = %jti,
             "issued credential JTI={jti}"
         );
-        let record = crate::usage::issued_token_record(
-            namespace,
-            sa_name,
-            &sa_uid,
-            &jti,
-            &key_id,
-            &audiences,
-            bound_ref.as_ref().map(|r| (r.kind(), r.name(), r.uid())),
-            requester,
-            now,
-            claims.expires_at,
-        );
+        let record = inventory.then(|| {
+            crate::usage::issued_token_record(
+                namespace,
+                sa_name,
+                &sa_uid,
+                &jti,
+                &key_id,
+                &audiences,
+                bound_ref.as_ref().map(|r| (r.kind(), r.name(), r.uid())),
+                requester,
+                now,
+                claims.expires_at,
+            )
+        });
         let expiration_timestamp = jiff::Timestamp::from_second(now + expiration)
             .map(meta::format_time)
             .unwrap_or_default();
@@ -389,8 +392,16 @@ impl TokenIssuer {
                 token,
             },
         };
-        Ok((reply, warnings, record))
+        Ok((reply, warnings, Issued { jti, record }))
     }
+}
+
+/// What a TokenRequest leaves behind beside its reply.
+pub struct Issued {
+    /// The token's `jti`.
+    pub jti: String,
+    /// Its IssuedToken record, when the inventory is kept.
+    pub record: Option<Value>,
 }
 
 /// Whether OIDC discovery is served for this issuer (only https issuers, as upstream).

@@ -287,45 +287,35 @@ impl ApiServer {
             )
             .await?;
         }
-        let (reply, mut warnings, record) = issuer
+        let (reply, mut warnings, issued) = issuer
             .create(
                 &self.registry,
                 &call.info.namespace,
                 &call.info.name,
                 request,
                 &call.user.name,
+                self.usage.enabled(),
             )
             .await?;
-        self.usage.issued(record);
+        if let Some(record) = issued.record {
+            self.usage.issued(record);
+        }
         warnings.extend(decode_warnings);
-        let jti = jti_of(reply.status.token.expose());
         let bytes = reply
             .to_bytes()
             .map_err(|e| Status::internal(format!("encoding the response: {e}")))?;
         let mut response = response::json_bytes(StatusCode::CREATED, response::JSON, bytes);
         response::add_warnings(&mut response, &warnings);
         self.metrics.token_issued(&call.info.namespace);
-        if let Some(jti) = jti {
+        if self.audit_log.is_some() && !issued.jti.is_empty() {
             crate::audit::annotate(
                 &mut response,
                 crate::audit::ISSUED_CREDENTIAL_ID_ANNOTATION,
-                format!("JTI={jti}"),
+                format!("JTI={}", issued.jti),
             );
         }
         Ok(response)
     }
-}
-
-/// The `jti` claim of a token this server just signed, for the audit log's
-/// `authentication.kubernetes.io/issued-credential-id`.
-fn jti_of(token: &str) -> Option<String> {
-    use base64::Engine as _;
-    let payload = token.split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .ok()?;
-    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    claims.get("jti")?.as_str().map(str::to_string)
 }
 
 #[cfg(test)]
