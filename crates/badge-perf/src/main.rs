@@ -40,6 +40,10 @@ struct Cli {
     /// Where results are written.
     #[arg(long, default_value = "bench-results")]
     out: PathBuf,
+    /// Only these sections (by number, comma-separated; the raw limits of section 1 are
+    /// always measured, as the others are judged against them).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<u32>,
 }
 
 #[derive(Subcommand)]
@@ -59,21 +63,34 @@ fn main() -> anyhow::Result<()> {
         Some(Sub::Load(options)) => runtime.block_on(load::run(*options)),
         Some(Sub::Ceiling { dir }) => runtime.block_on(raw::ceiling(&dir)),
         Some(Sub::Etcd) => runtime.block_on(etcd::bench(cli.quick, &cli.badge, &cli.out)),
-        None => runtime.block_on(bench(cli.quick, &cli.badge, &cli.out)),
+        None => runtime.block_on(bench(cli.quick, &cli.badge, &cli.out, &cli.only)),
     }
 }
 
-async fn bench(quick: bool, badge: &Path, out: &Path) -> anyhow::Result<()> {
+async fn bench(quick: bool, badge: &Path, out: &Path, only: &[u32]) -> anyhow::Result<()> {
     let seconds = if quick { 1.5 } else { 4.0 };
     let machine = report::machine();
     eprintln!("machine: {machine}");
+    let runs = |section: u32| only.is_empty() || only.contains(&section);
     let mut rows = Vec::new();
     let limits = raw::measure(seconds, &mut rows)?;
-    rows.extend(tokens::measure(badge, quick, seconds, &limits).await?);
-    rows.extend(scale::measure(badge, quick, seconds, &limits).await?);
-    rows.push(authorization::measure());
-    rows.extend(audit::measure(badge, seconds).await?);
-    rows.extend(revoked::measure(badge, seconds).await?);
-    rows.extend(storm::measure(badge).await?);
+    if runs(2) || runs(3) || runs(4) {
+        rows.extend(tokens::measure(badge, quick, seconds, &limits).await?);
+    }
+    if runs(5) {
+        rows.extend(scale::measure(badge, quick, seconds, &limits).await?);
+    }
+    if runs(6) {
+        rows.push(authorization::measure());
+    }
+    if runs(7) {
+        rows.extend(audit::measure(badge, seconds).await?);
+    }
+    if runs(8) {
+        rows.extend(revoked::measure(badge, seconds).await?);
+    }
+    if runs(9) {
+        rows.extend(storm::measure(badge).await?);
+    }
     report::write(out, &machine, quick, &rows)
 }
