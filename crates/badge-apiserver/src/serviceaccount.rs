@@ -152,7 +152,7 @@ impl TokenIssuer {
         sa_name: &str,
         request: TokenRequestInput,
         requester: &str,
-    ) -> Result<(TokenRequestReply, Vec<String>, Value), Status> {
+    ) -> Result<(TokenRequestReply, Vec<String>, crate::usage::IssuedRecord), Status> {
         if namespace.is_empty() {
             return Err(Status::bad_request("namespace is required"));
         }
@@ -355,7 +355,7 @@ impl TokenIssuer {
             jti = %jti,
             "issued credential JTI={jti}"
         );
-        let record = crate::usage::issued_token_record(
+        let record = crate::usage::IssuedRecord::new(
             namespace,
             sa_name,
             &sa_uid,
