@@ -648,13 +648,24 @@ impl ApiServer {
                 tracing::debug!(error = %s.message, "watch cache behind while counting live tokens");
             }
         }
+        // Counted once per namespace, not once per ServiceAccount: a flush may touch
+        // thousands of ServiceAccounts whose records share a namespace.
+        let mut live_by_namespace: HashMap<String, HashMap<String, i64>> = HashMap::new();
         for ((namespace, account), update) in per_account {
-            if let Err(s) = badge_registry::identity::record_service_account_usage(
+            let live = live_by_namespace
+                .entry(namespace.clone())
+                .or_insert_with(|| {
+                    badge_registry::identity::live_tokens_by_service_account(&self.registry, &namespace, now)
+                })
+                .get(&account)
+                .copied()
+                .unwrap_or(0);
+            if let Err(s) = badge_registry::identity::write_service_account_usage(
                 &self.registry,
                 &namespace,
                 &account,
                 &update,
-                now,
+                live,
             )
             .await
             {

@@ -184,6 +184,12 @@ impl CachedObject {
         crate::packed::unpack(&self.json)
     }
 
+    /// Calls `f` with the JSON the store holds, for a reader that needs a few fields of
+    /// many objects and would rather not decode each whole.
+    pub fn with_json<R>(&self, f: impl FnOnce(&[u8]) -> R) -> R {
+        f(&self.json())
+    }
+
     /// The bytes this object takes in the cache beside its key: the shared allocation and
     /// what it owns (allocator overhead aside).
     pub fn heap_bytes(&self) -> usize {

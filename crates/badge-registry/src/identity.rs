@@ -71,6 +71,64 @@ pub async fn live_tokens(
     Ok(i64::try_from(live).unwrap_or(i64::MAX))
 }
 
+/// How many IssuedTokens each ServiceAccount of `namespace` has live at `now` (as
+/// [`live_tokens`] counts them), in one pass over the watch cache reading only each record's
+/// label and expiry: a flush that touched thousands of ServiceAccounts would otherwise read
+/// every record of the namespace once for each of them.
+pub fn live_tokens_by_service_account(
+    registry: &Registry,
+    namespace: &str,
+    now: jiff::Timestamp,
+) -> std::collections::HashMap<String, i64> {
+    #[derive(serde::Deserialize)]
+    struct Record<'a> {
+        #[serde(borrow, default)]
+        metadata: Option<Metadata<'a>>,
+        #[serde(borrow, default)]
+        spec: Option<Spec<'a>>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Metadata<'a> {
+        #[serde(borrow, default)]
+        labels: Option<Labels<'a>>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Labels<'a> {
+        #[serde(rename = "identity.badge.dev/service-account", borrow, default)]
+        service_account: Option<std::borrow::Cow<'a, str>>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Spec<'a> {
+        #[serde(rename = "expiresAt", borrow, default)]
+        expires_at: Option<std::borrow::Cow<'a, str>>,
+    }
+    let mut counts = std::collections::HashMap::new();
+    let prefix = resources::ISSUEDTOKENS.namespace_prefix(namespace);
+    registry.cache().for_each(&prefix, |_, cached| {
+        cached.with_json(|json| {
+            let Ok(record) = serde_json::from_slice::<Record<'_>>(json) else {
+                return;
+            };
+            let Some(account) = record
+                .metadata
+                .and_then(|m| m.labels)
+                .and_then(|l| l.service_account)
+            else {
+                return;
+            };
+            let expires = record.spec.and_then(|s| s.expires_at);
+            if expires
+                .as_deref()
+                .and_then(meta::parse_time)
+                .is_none_or(|at| at > now)
+            {
+                *counts.entry(account.into_owned()).or_insert(0) += 1;
+            }
+        });
+    });
+    counts
+}
+
 /// The status `current` becomes with `update` merged in and `live` tokens.
 pub fn merged_usage_status(current: Option<&Value>, update: &UsageUpdate, live: i64) -> Value {
     let mut status = current
@@ -109,8 +167,20 @@ pub async fn record_service_account_usage(
     update: &UsageUpdate,
     now: jiff::Timestamp,
 ) -> Result<(), Status> {
-    let usages = resources::SERVICEACCOUNTUSAGES;
     let live = live_tokens(registry, namespace, service_account, now).await?;
+    write_service_account_usage(registry, namespace, service_account, update, live).await
+}
+
+/// Merges `update` into the ServiceAccountUsage named after the ServiceAccount, creating it
+/// when absent, with `live` tokens counted by the caller.
+pub async fn write_service_account_usage(
+    registry: &Registry,
+    namespace: &str,
+    service_account: &str,
+    update: &UsageUpdate,
+    live: i64,
+) -> Result<(), Status> {
+    let usages = resources::SERVICEACCOUNTUSAGES;
     for _ in 0..8 {
         let updated = registry
             .update(
@@ -161,6 +231,51 @@ mod tests {
 
     fn at(s: &str) -> jiff::Timestamp {
         s.parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn one_pass_counts_each_service_accounts_live_tokens_as_a_list_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            std::sync::Arc::new(badge_store::sqlite::SqliteStore::open(&dir.path().join("s.db")).unwrap());
+        let registry = Registry::start(store, 100).await;
+        let namespaces = resources::lookup("", "v1", "namespaces").unwrap();
+        let options = WriteOptions::default();
+        registry
+            .create(namespaces, "", json!({"metadata": {"name": "demo"}}), &options)
+            .await
+            .unwrap();
+        let now = at("2026-12-05T07:30:00Z");
+        let records = [
+            ("a", Some("2026-12-05T08:00:00Z")),
+            ("a", Some("2026-12-05T08:00:00Z")),
+            ("a", Some("2026-12-05T07:00:00Z")),
+            ("b", None),
+            ("c", Some("2026-12-05T07:00:00Z")),
+        ];
+        for (i, (account, expires)) in records.iter().enumerate() {
+            let mut spec = json!({"serviceAccountName": account, "serviceAccountUID": "u",
+                "audiences": ["x"], "keyID": "k", "requester": {"username": "admin"},
+                "issuedAt": "2026-12-05T06:00:00Z"});
+            if let Some(expires) = expires {
+                spec["expiresAt"] = json!(expires);
+            }
+            let record = json!({"apiVersion": API_VERSION, "kind": "IssuedToken",
+                "metadata": {"name": format!("t{i}"), "labels": {SERVICE_ACCOUNT_LABEL: account}},
+                "spec": spec});
+            registry
+                .create(resources::ISSUEDTOKENS, "demo", record, &options)
+                .await
+                .unwrap();
+        }
+        let counts = live_tokens_by_service_account(&registry, "demo", now);
+        assert_eq!(counts.len(), 2, "{counts:?}");
+        for account in ["a", "b", "c"] {
+            let listed = live_tokens(&registry, "demo", account, now).await.unwrap();
+            assert_eq!(counts.get(account).copied().unwrap_or(0), listed, "{account}");
+        }
+        assert_eq!(counts["a"], 2);
+        assert!(live_tokens_by_service_account(&registry, "other", now).is_empty());
     }
 
     #[test]
