@@ -159,10 +159,24 @@ static BY_SECOND_BYTE: LazyLock<Vec<Vec<u8>>> = LazyLock::new(|| {
 
 /// `json` with each phrase as its code; None when it holds the mark byte, which no JSON text
 /// does.
+#[cfg(test)]
 pub(crate) fn pack(json: &[u8]) -> Option<Box<[u8]>> {
+    pack_tracking(json, []).map(|(packed, [])| packed)
+}
+
+/// Offsets into a text, each None when unknown.
+pub(crate) type Offsets<const N: usize> = [Option<usize>; N];
+
+/// [`pack`], and where each of `offsets` in `json` is in the packed text (None when a
+/// phrase covers it).
+pub(crate) fn pack_tracking<const N: usize>(
+    json: &[u8],
+    offsets: Offsets<N>,
+) -> Option<(Box<[u8]>, Offsets<N>)> {
     if json.contains(&MARK) {
         return None;
     }
+    let mut moved = [None; N];
     let mut packed = Vec::with_capacity(json.len());
     let mut at = 0;
     while let Some(&byte) = json.get(at) {
@@ -173,6 +187,11 @@ pub(crate) fn pack(json: &[u8]) -> Option<Box<[u8]>> {
                 .find(|&&i| rest.starts_with(PHRASES[usize::from(i)].as_bytes())),
             _ => None,
         };
+        for (offset, moved) in offsets.iter().zip(moved.iter_mut()) {
+            if *offset == Some(at) {
+                *moved = Some(packed.len());
+            }
+        }
         match phrase {
             Some(&index) => {
                 packed.extend_from_slice(&[MARK, index]);
@@ -184,7 +203,7 @@ pub(crate) fn pack(json: &[u8]) -> Option<Box<[u8]>> {
             }
         }
     }
-    Some(packed.into_boxed_slice())
+    Some((packed.into_boxed_slice(), moved))
 }
 
 /// The JSON text `packed` holds.
