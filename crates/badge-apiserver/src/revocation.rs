@@ -65,7 +65,7 @@ fn marked_revoked(record: &badge_registry::CachedObject) -> bool {
         revoked: Option<Value>,
     }
     record
-        .read::<Record>()
+        .with_json(|json| serde_json::from_slice::<Record>(json).ok())
         .and_then(|r| r.spec?.revoked)
         .is_some_and(|revoked| revoked == Value::Bool(true))
 }

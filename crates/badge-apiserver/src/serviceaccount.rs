@@ -357,7 +357,7 @@ impl TokenIssuer {
             "issued credential JTI={jti}"
         );
         let record = inventory.then(|| {
-            crate::usage::issued_token_record(
+            crate::usage::IssuedRecord::new(
                 namespace,
                 sa_name,
                 &sa_uid,
@@ -401,7 +401,7 @@ pub struct Issued {
     /// The token's `jti`.
     pub jti: String,
     /// Its IssuedToken record, when the inventory is kept.
-    pub record: Option<Value>,
+    pub record: Option<crate::usage::IssuedRecord>,
 }
 
 /// Whether OIDC discovery is served for this issuer (only https issuers, as upstream).

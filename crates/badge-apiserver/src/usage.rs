@@ -184,7 +184,7 @@ pub struct UsageRecorder {
     hasher: RandomState,
     shards: Box<[Shard]>,
     /// IssuedToken records of tokens issued since the last flush.
-    issued: Mutex<Vec<Value>>,
+    issued: Mutex<Vec<IssuedRecord>>,
     /// Records dropped at [`MAX_PENDING_ISSUED`] since the last flush.
     issued_dropped: std::sync::atomic::AtomicUsize,
     suspicion: SuspicionPolicy,
@@ -327,7 +327,7 @@ impl UsageRecorder {
     }
 
     /// Notes an IssuedToken record to create.
-    pub fn issued(&self, record: Value) {
+    pub fn issued(&self, record: IssuedRecord) {
         if !self.enabled {
             return;
         }
@@ -371,11 +371,11 @@ impl UsageRecorder {
         }
     }
 
-    fn take_issued(&self) -> Vec<Value> {
+    fn take_issued(&self) -> Vec<IssuedRecord> {
         std::mem::take(&mut *self.issued.lock())
     }
 
-    fn restore_issued(&self, records: Vec<Value>) {
+    fn restore_issued(&self, records: Vec<IssuedRecord>) {
         let mut issued = self.issued.lock();
         let room = MAX_PENDING_ISSUED.saturating_sub(issued.len());
         let dropped = records.len().saturating_sub(room);
@@ -411,47 +411,107 @@ pub struct FlushReport {
     pub secrets_labelled: usize,
 }
 
-/// The IssuedToken record of a token just issued.
-#[allow(clippy::too_many_arguments)]
-pub fn issued_token_record(
-    namespace: &str,
-    service_account: &str,
-    service_account_uid: &str,
-    jti: &str,
-    key_id: &str,
-    audiences: &[String],
-    bound: Option<(&str, &str, &str)>,
-    requester: &str,
+/// The IssuedToken record of a token just issued, as it waits for a flush: its fields
+/// rather than the object. A burst of TokenRequests outruns the flush's writes, so a great
+/// many can wait at once, and a decoded object takes several times the memory (a map node
+/// per field, an allocation per string): what the waiting records take at their peak the
+/// allocator keeps long after they are written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IssuedRecord {
+    namespace: Box<str>,
+    service_account: Box<str>,
+    service_account_uid: Box<str>,
+    jti: Box<str>,
+    key_id: Box<str>,
+    audiences: Box<[Box<str>]>,
+    /// The bound object's kind, name and uid; rare enough to be kept apart.
+    bound: Option<Box<[Box<str>; 3]>>,
+    requester: Box<str>,
     issued_at: i64,
     expires_at: i64,
-) -> Value {
-    let time = |seconds: i64| {
-        jiff::Timestamp::from_second(seconds)
-            .map(meta::format_time)
-            .unwrap_or_default()
-    };
-    let mut spec = json!({
-        "serviceAccountName": service_account,
-        "serviceAccountUID": service_account_uid,
-        "audiences": audiences,
-        "keyID": key_id,
-        "requester": {"username": requester},
-        "issuedAt": time(issued_at),
-        "expiresAt": time(expires_at),
-    });
-    if let Some((kind, name, uid)) = bound {
-        spec["boundObjectRef"] = json!({"kind": kind, "name": name, "uid": uid});
+}
+
+impl IssuedRecord {
+    /// The record of a token just issued.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        namespace: &str,
+        service_account: &str,
+        service_account_uid: &str,
+        jti: &str,
+        key_id: &str,
+        audiences: &[String],
+        bound: Option<(&str, &str, &str)>,
+        requester: &str,
+        issued_at: i64,
+        expires_at: i64,
+    ) -> IssuedRecord {
+        IssuedRecord {
+            namespace: namespace.into(),
+            service_account: service_account.into(),
+            service_account_uid: service_account_uid.into(),
+            jti: jti.into(),
+            key_id: key_id.into(),
+            audiences: audiences.iter().map(|a| a.as_str().into()).collect(),
+            bound: bound.map(|(kind, name, uid)| Box::new([kind.into(), name.into(), uid.into()])),
+            requester: requester.into(),
+            issued_at,
+            expires_at,
+        }
     }
-    json!({
-        "apiVersion": API_VERSION,
-        "kind": "IssuedToken",
-        "metadata": {
-            "name": jti,
-            "namespace": namespace,
-            "labels": {SERVICE_ACCOUNT_LABEL: service_account, TOKEN_KIND_LABEL: "bound"},
-        },
-        "spec": spec,
-    })
+
+    /// The IssuedToken object to create.
+    pub fn to_object(&self) -> Value {
+        let time = |seconds: i64| {
+            jiff::Timestamp::from_second(seconds)
+                .map(meta::format_time)
+                .unwrap_or_default()
+        };
+        let mut spec = json!({
+            "serviceAccountName": self.service_account,
+            "serviceAccountUID": self.service_account_uid,
+            "audiences": self.audiences,
+            "keyID": self.key_id,
+            "requester": {"username": self.requester},
+            "issuedAt": time(self.issued_at),
+            "expiresAt": time(self.expires_at),
+        });
+        if let Some([kind, name, uid]) = self.bound.as_deref() {
+            spec["boundObjectRef"] = json!({"kind": kind, "name": name, "uid": uid});
+        }
+        json!({
+            "apiVersion": API_VERSION,
+            "kind": "IssuedToken",
+            "metadata": {
+                "name": self.jti,
+                "namespace": self.namespace,
+                "labels": {SERVICE_ACCOUNT_LABEL: self.service_account, TOKEN_KIND_LABEL: "bound"},
+            },
+            "spec": spec,
+        })
+    }
+
+    /// The bytes it takes while it waits: itself and what it owns (allocator overhead aside).
+    pub fn heap_bytes(&self) -> usize {
+        let strings = [
+            &self.namespace,
+            &self.service_account,
+            &self.service_account_uid,
+            &self.jti,
+            &self.key_id,
+            &self.requester,
+        ];
+        std::mem::size_of::<IssuedRecord>()
+            + strings.iter().map(|s| s.len()).sum::<usize>()
+            + self
+                .audiences
+                .iter()
+                .map(|a| std::mem::size_of::<Box<str>>() + a.len())
+                .sum::<usize>()
+            + self.bound.as_deref().map_or(0, |b| {
+                std::mem::size_of::<[Box<str>; 3]>() + b.iter().map(|s| s.len()).sum::<usize>()
+            })
+    }
 }
 
 /// The IssuedToken's status with `uses` merged into what is stored.
@@ -484,7 +544,7 @@ enum Pending {
     /// A new IssuedToken, with the uses merged into it when the token was used before its
     /// record was written.
     Issued {
-        record: Value,
+        record: IssuedRecord,
         uses: Option<(Arc<TokenCredential>, Uses)>,
     },
     /// A used token's status.
@@ -534,17 +594,10 @@ impl ApiServer {
         let mut unwritten_live: HashMap<(String, String), i64> = HashMap::new();
         let mut new_records: HashMap<(String, String), usize> = HashMap::new();
         for record in self.usage.take_issued() {
-            let namespace = meta::namespace(&record).to_string();
-            let name = meta::name(&record).to_string();
-            let account = record
-                .pointer("/spec/serviceAccountName")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string();
-            let issued_at = record
-                .pointer("/spec/issuedAt")
-                .and_then(Value::as_str)
-                .and_then(meta::parse_time);
+            let namespace = record.namespace.to_string();
+            let name = record.jti.to_string();
+            let account = record.service_account.to_string();
+            let issued_at = jiff::Timestamp::from_second(record.issued_at).ok();
             per_account
                 .entry((namespace.clone(), account.clone()))
                 .or_default()
@@ -559,10 +612,7 @@ impl ApiServer {
             {
                 continue;
             }
-            let expires = record
-                .pointer("/spec/expiresAt")
-                .and_then(Value::as_str)
-                .and_then(meta::parse_time);
+            let expires = jiff::Timestamp::from_second(record.expires_at).ok();
             if expires.is_none_or(|at| at > now) {
                 *unwritten_live.entry((namespace.clone(), account)).or_default() += 1;
             }
@@ -570,7 +620,7 @@ impl ApiServer {
             writes.push(BatchWrite::Create {
                 resource: tokens,
                 namespace,
-                object: record.clone(),
+                object: record.to_object(),
             });
             pending.push(Pending::Issued { record, uses: None });
         }
@@ -617,20 +667,22 @@ impl ApiServer {
         }
 
         let usages = resources::SERVICEACCOUNTUSAGES;
+        // Counted once per namespace, not once per ServiceAccount: a flush may touch
+        // thousands of ServiceAccounts whose records share a namespace.
+        let mut live_by_namespace: HashMap<String, HashMap<String, i64>> = HashMap::new();
         for ((namespace, account), update) in per_account {
-            let live = match badge_registry::identity::live_tokens(&self.registry, &namespace, &account, now)
-                .await
-            {
-                Ok(live) => {
-                    live + unwritten_live
-                        .get(&(namespace.clone(), account.clone()))
-                        .unwrap_or(&0)
-                }
-                Err(s) => {
-                    tracing::warn!(namespace, serviceaccount = account, error = %s.message, "counting live tokens failed");
-                    continue;
-                }
-            };
+            let counted = live_by_namespace
+                .entry(namespace.clone())
+                .or_insert_with(|| {
+                    badge_registry::identity::live_tokens_by_service_account(&self.registry, &namespace, now)
+                })
+                .get(&account)
+                .copied()
+                .unwrap_or(0);
+            let live = counted
+                + unwritten_live
+                    .get(&(namespace.clone(), account.clone()))
+                    .unwrap_or(&0);
             match self.registry.get_cached(usages, &namespace, &account) {
                 Some(current) => {
                     let mut object = (*current).clone();
@@ -977,6 +1029,63 @@ mod tests {
 
     fn at(s: &str) -> jiff::Timestamp {
         s.parse().unwrap()
+    }
+
+    fn pod_bound_record() -> IssuedRecord {
+        IssuedRecord::new(
+            "workloads",
+            "web-frontend",
+            "2a4b6c8d-0e1f-4a3b-9c5d-7e9f1a3b5c7d",
+            "6f1c2a9e-3b7d-4c1e-9a52-000000000001",
+            "Xq3v9k2LrT8wYb5nJm1pQs7uZc4eHg6aDf0iKo2lNr8",
+            &["https://kubernetes.default.svc.cluster.local".to_string()],
+            Some((
+                "Pod",
+                "web-frontend-7d9c8b6f5-x2k4q",
+                "9b8a7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d",
+            )),
+            "system:node:worker-17",
+            1_796_454_000,
+            1_796_457_600,
+        )
+    }
+
+    #[test]
+    fn a_waiting_record_becomes_the_issued_token_object() {
+        assert_eq!(
+            pod_bound_record().to_object(),
+            json!({
+                "apiVersion": "identity.badge.dev/v1",
+                "kind": "IssuedToken",
+                "metadata": {
+                    "name": "6f1c2a9e-3b7d-4c1e-9a52-000000000001",
+                    "namespace": "workloads",
+                    "labels": {"identity.badge.dev/service-account": "web-frontend",
+                        "identity.badge.dev/token-kind": "bound"},
+                },
+                "spec": {
+                    "serviceAccountName": "web-frontend",
+                    "serviceAccountUID": "2a4b6c8d-0e1f-4a3b-9c5d-7e9f1a3b5c7d",
+                    "audiences": ["https://kubernetes.default.svc.cluster.local"],
+                    "keyID": "Xq3v9k2LrT8wYb5nJm1pQs7uZc4eHg6aDf0iKo2lNr8",
+                    "requester": {"username": "system:node:worker-17"},
+                    "boundObjectRef": {"kind": "Pod", "name": "web-frontend-7d9c8b6f5-x2k4q",
+                        "uid": "9b8a7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d"},
+                    "issuedAt": "2026-12-05T07:00:00Z",
+                    "expiresAt": "2026-12-05T08:00:00Z",
+                },
+            })
+        );
+        let unbound = IssuedRecord::new("ns", "sa", "u", "j", "k", &[], None, "admin", 0, 60);
+        assert!(unbound.to_object()["spec"].get("boundObjectRef").is_none());
+    }
+
+    #[test]
+    fn a_waiting_record_takes_a_fraction_of_a_kibibyte() {
+        // A hundred thousand may wait for one flush; as a decoded object the same record
+        // took over 2 KiB.
+        let bytes = pod_bound_record().heap_bytes();
+        assert!(bytes < 512, "{bytes} B");
     }
 
     #[test]

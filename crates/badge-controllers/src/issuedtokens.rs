@@ -206,16 +206,18 @@ fn bound_expiry(record: &badge_registry::CachedObject) -> Option<Option<jiff::Ti
         #[serde(borrow, default, rename = "expiresAt")]
         expires_at: Option<Cow<'a, str>>,
     }
-    let read = record.read::<Record<'_>>()?;
-    let legacy = read
-        .metadata
-        .and_then(|m| m.labels)
-        .and_then(|labels| labels.get(TOKEN_KIND_LABEL).cloned())
-        == Some(Value::from("legacy"));
-    (!legacy).then(|| {
-        read.spec
-            .and_then(|spec| spec.expires_at)
-            .and_then(|at| meta::parse_time(&at))
+    record.with_json(|json| {
+        let read = serde_json::from_slice::<Record<'_>>(json).ok()?;
+        let legacy = read
+            .metadata
+            .and_then(|m| m.labels)
+            .and_then(|labels| labels.get(TOKEN_KIND_LABEL).cloned())
+            == Some(Value::from("legacy"));
+        (!legacy).then(|| {
+            read.spec
+                .and_then(|spec| spec.expires_at)
+                .and_then(|at| meta::parse_time(&at))
+        })
     })
 }
 

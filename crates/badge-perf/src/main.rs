@@ -3,6 +3,7 @@
 //! ```sh
 //! cargo build --release -p badge -p badge-perf && target/release/badge-perf [--quick]
 //! target/release/badge-perf [--quick] etcd    # creates through badge on etcd vs raw puts
+//! target/release/badge-perf [--quick] memory  # the IssuedToken memory row alone
 //! ```
 //!
 //! The load generator is this binary's `load` subcommand, run as a separate process on
@@ -54,6 +55,8 @@ enum Sub {
     Ceiling { dir: PathBuf },
     /// ServiceAccount creates through badge on etcd against raw etcd puts.
     Etcd,
+    /// Only the memory each IssuedToken record costs (section 5), printed.
+    Memory,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -63,6 +66,15 @@ fn main() -> anyhow::Result<()> {
         Some(Sub::Load(options)) => runtime.block_on(load::run(*options)),
         Some(Sub::Ceiling { dir }) => runtime.block_on(raw::ceiling(&dir)),
         Some(Sub::Etcd) => runtime.block_on(etcd::bench(cli.quick, &cli.badge, &cli.out)),
+        Some(Sub::Memory) => {
+            for row in runtime.block_on(scale::memory(&cli.badge, cli.quick))? {
+                println!(
+                    "| {} | {} | {} | {} |",
+                    row.section, row.figure, row.limit, row.goal
+                );
+            }
+            Ok(())
+        }
         None => runtime.block_on(bench(cli.quick, &cli.badge, &cli.out, &cli.only)),
     }
 }

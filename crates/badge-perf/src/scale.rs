@@ -10,7 +10,7 @@ use crate::client::{Connection, watch_initial_events};
 use crate::raw::Limits;
 use crate::report::{Row, combined_bound, row, throughput_row};
 use crate::server::Server;
-use crate::tokens::{REVIEW, TOKEN_REQUEST, review_body, wait_for_inventory};
+use crate::tokens::{REVIEW, TOKEN_REQUEST, review_body};
 
 /// RS256, the default, and the inventory flushed every second so that it fills quickly.
 const ARGS: [&str; 3] = [
@@ -58,15 +58,7 @@ pub(crate) async fn measure(
     let list_seconds = list_start.elapsed().as_secs_f64();
     let (watched, watch_time) =
         watch_initial_events(&tls, server.port, "/api/v1/namespaces/default/serviceaccounts").await?;
-    let (service_accounts, live) = if quick { (1_000, 10_000) } else { (10_000, 100_000) };
-    let scale = format!(
-        "{live} live tokens for {service_accounts} ServiceAccounts{}",
-        if quick {
-            " (quick: scaled down from 100000 for 10000)"
-        } else {
-            ""
-        }
-    );
+    let (service_accounts, live, scale) = token_scale(quick);
     rows.extend(tokens_at_scale(&server, service_accounts, live, &scale, seconds, limits).await?);
     let dir = server.stop()?;
     let (server, loaded_start) = Server::start(badge, dir, &ARGS)?;
@@ -140,31 +132,9 @@ async fn tokens_at_scale(
     let ceiling = limits.ceiling;
     let sign = limits.sign["RS256"];
     let verify = limits.verify["RS256"];
-    let requests: Vec<String> = (0..service_accounts)
-        .map(|i| format!("/api/v1/namespaces/default/serviceaccounts/sa-{i}/token {TOKEN_REQUEST}"))
-        .collect();
-    let before_records = server.rss_bytes();
-    let saved = tempfile::NamedTempFile::new()?;
-    let saved_path = saved.path().to_string_lossy().into_owned();
-    let filled = server.load_with(
-        "-",
-        &(0..live)
-            .map(|i| requests[i % service_accounts].clone())
-            .collect::<Vec<_>>(),
-        0.0,
-        true,
-        &["--paths-in-bodies", "--save-tokens", &saved_path],
-    )?;
-    anyhow::ensure!(filled["errors"] == 0, "minting {live} tokens failed: {filled}");
-    let tokens: Vec<String> = std::fs::read_to_string(saved.path())?
-        .lines()
-        .map(str::to_string)
-        .collect();
-    anyhow::ensure!(tokens.len() == live, "{} of {live} tokens minted", tokens.len());
-    wait_for_inventory(server, live).await?;
-    std::thread::sleep(Duration::from_millis(500));
+    let requests = token_requests(service_accounts);
+    let (tokens, memory_row) = fill_inventory(server, &requests, live, scale).await?;
     let after_records = server.rss_bytes();
-    let per_record = after_records.saturating_sub(before_records) as f64 / live as f64;
     let reviews: Vec<String> = tokens.iter().map(|t| review_body(t)).collect();
     let distinct = server.load(REVIEW, &reviews, 0.0, true)?;
     std::thread::sleep(Duration::from_millis(500));
@@ -204,18 +174,7 @@ async fn tokens_at_scale(
         0.7,
         combined_bound(None, ceiling),
     ));
-    rows.push(row(
-        "5 memory",
-        format!(
-            "{per_record:.0} B per IssuedToken record ({scale}; {} MiB → {} MiB)",
-            before_records >> 20,
-            after_records >> 20
-        ),
-        "1024 B".into(),
-        None,
-        "< 1 KiB",
-        Some(per_record < 1024.0),
-    ));
+    rows.push(memory_row);
     rows.push(row(
         "5 memory",
         format!(
@@ -229,4 +188,117 @@ async fn tokens_at_scale(
         None,
     ));
     Ok(rows)
+}
+
+/// The ServiceAccounts and live tokens the token rows run at, and how the rows say it.
+fn token_scale(quick: bool) -> (usize, usize, String) {
+    let (service_accounts, live) = if quick { (1_000, 10_000) } else { (10_000, 100_000) };
+    let scale = format!(
+        "{live} live tokens for {service_accounts} ServiceAccounts{}",
+        if quick {
+            " (quick: scaled down from 100000 for 10000)"
+        } else {
+            ""
+        }
+    );
+    (service_accounts, live, scale)
+}
+
+/// A TokenRequest for each of the ServiceAccounts `sa-0`, `sa-1`, ..., as the load
+/// generator's `--paths-in-bodies` lines.
+fn token_requests(service_accounts: usize) -> Vec<String> {
+    (0..service_accounts)
+        .map(|i| format!("/api/v1/namespaces/default/serviceaccounts/sa-{i}/token {TOKEN_REQUEST}"))
+        .collect()
+}
+
+/// Mints `live` tokens, one request after another in turn, waits until their records and
+/// the ServiceAccountUsages counting them are written, and measures what the server grew
+/// by per record. The tokens, and the memory row.
+async fn fill_inventory(
+    server: &Server,
+    requests: &[String],
+    live: usize,
+    scale: &str,
+) -> anyhow::Result<(Vec<String>, Row)> {
+    let before = server.rss_bytes();
+    let saved = tempfile::NamedTempFile::new()?;
+    let saved_path = saved.path().to_string_lossy().into_owned();
+    let filled = server.load_with(
+        "-",
+        &(0..live)
+            .map(|i| requests[i % requests.len()].clone())
+            .collect::<Vec<_>>(),
+        0.0,
+        true,
+        &["--paths-in-bodies", "--save-tokens", &saved_path],
+    )?;
+    anyhow::ensure!(filled["errors"] == 0, "minting {live} tokens failed: {filled}");
+    let tokens: Vec<String> = std::fs::read_to_string(saved.path())?
+        .lines()
+        .map(str::to_string)
+        .collect();
+    anyhow::ensure!(tokens.len() == live, "{} of {live} tokens minted", tokens.len());
+    wait_for_usage_counts(server, live).await?;
+    let after = server.rss_bytes();
+    let per_record = after.saturating_sub(before) as f64 / live as f64;
+    let row = row(
+        "5 memory",
+        format!(
+            "{per_record:.0} B per IssuedToken record ({scale}; {} MiB → {} MiB)",
+            before >> 20,
+            after >> 20
+        ),
+        "1024 B".into(),
+        None,
+        "< 1 KiB",
+        Some(per_record < 1024.0),
+    );
+    Ok((tokens, row))
+}
+
+/// Waits (at most ten minutes) until the ServiceAccountUsages in `default` count `live`
+/// tokens between them: every record is written, and the flush that wrote the last ones has
+/// also finished its recounts, so nothing it allocated is still in use.
+async fn wait_for_usage_counts(server: &Server, live: usize) -> anyhow::Result<()> {
+    let tls = server.admin()?;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let (status, list) = crate::client::call(
+            &tls,
+            server.port,
+            "GET",
+            "/apis/identity.badge.dev/v1/namespaces/default/serviceaccountusages",
+            None,
+        )
+        .await?;
+        anyhow::ensure!(status == 200, "listing ServiceAccountUsages: {status} {list}");
+        let counted: u64 = list["items"].as_array().map_or(0, |items| {
+            items
+                .iter()
+                .filter_map(|u| u["status"]["liveTokens"].as_u64())
+                .sum()
+        });
+        if counted >= live as u64 {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the ServiceAccountUsages count {counted} of {live} live tokens after ten minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// `badge-perf [--quick] memory`: the IssuedToken memory row alone, on a fresh server given
+/// the ServiceAccounts it needs.
+pub(crate) async fn memory(badge: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
+    let (service_accounts, live, scale) = token_scale(quick);
+    let (server, _) = Server::start(badge, tempfile::tempdir()?, &ARGS)?;
+    let accounts: Vec<String> = (0..service_accounts)
+        .map(|i| json!({"metadata": {"name": format!("sa-{i}")}}).to_string())
+        .collect();
+    server.load("/api/v1/namespaces/default/serviceaccounts", &accounts, 0.0, true)?;
+    let (_, row) = fill_inventory(&server, &token_requests(service_accounts), live, &scale).await?;
+    Ok(vec![row])
 }

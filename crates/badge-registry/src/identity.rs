@@ -3,10 +3,7 @@
 //! compare-and-swap that merges into what is stored (latest time wins, counts recomputed),
 //! so servers sharing one store never lose each other's updates.
 
-use std::borrow::Cow;
-use std::collections::BTreeMap;
-
-use badge_api::identity::{API_VERSION, SERVICE_ACCOUNT_LABEL};
+use badge_api::identity::API_VERSION;
 use badge_api::{Status, meta, resources};
 use serde_json::{Value, json};
 
@@ -39,59 +36,75 @@ impl UsageUpdate {
 }
 
 /// How many IssuedTokens of a ServiceAccount are live (unexpired, or legacy) at `now`, as
-/// the watch cache holds them. Every flush counts, over every record of the namespace, so
-/// each record is read for its label and expiry only, never decoded whole.
+/// the watch cache holds them.
 pub async fn live_tokens(
     registry: &Registry,
     namespace: &str,
     service_account: &str,
     now: jiff::Timestamp,
 ) -> Result<i64, Status> {
+    Ok(live_tokens_by_service_account(registry, namespace, now)
+        .get(service_account)
+        .copied()
+        .unwrap_or(0))
+}
+
+/// How many IssuedTokens each ServiceAccount of `namespace` has live at `now` (as
+/// [`live_tokens`] counts them), in one pass over the watch cache reading only each record's
+/// label and expiry: a flush that touched thousands of ServiceAccounts would otherwise read
+/// every record of the namespace once for each of them.
+pub fn live_tokens_by_service_account(
+    registry: &Registry,
+    namespace: &str,
+    now: jiff::Timestamp,
+) -> std::collections::HashMap<String, i64> {
     #[derive(serde::Deserialize)]
-    struct Token<'a> {
-        #[serde(borrow)]
-        metadata: TokenMeta<'a>,
+    struct Record<'a> {
         #[serde(borrow, default)]
-        spec: Option<TokenSpec<'a>>,
-    }
-    #[derive(serde::Deserialize)]
-    struct TokenMeta<'a> {
+        metadata: Option<Metadata<'a>>,
         #[serde(borrow, default)]
-        labels: Option<BTreeMap<Cow<'a, str>, Cow<'a, str>>>,
+        spec: Option<Spec<'a>>,
     }
     #[derive(serde::Deserialize)]
-    struct TokenSpec<'a> {
-        #[serde(borrow, default, rename = "expiresAt")]
-        expires_at: Option<Cow<'a, str>>,
+    struct Metadata<'a> {
+        #[serde(borrow, default)]
+        labels: Option<Labels<'a>>,
     }
-    // The server writes expiries in this one form, which orders as text; another form is
-    // parsed.
-    let now_text = meta::format_time(now);
-    let unexpired = |expires: &str| {
-        if expires.len() == now_text.len() && expires.ends_with('Z') {
-            expires > now_text.as_str()
-        } else {
-            meta::parse_time(expires).is_none_or(|at| at > now)
-        }
-    };
-    let mut live = 0i64;
+    #[derive(serde::Deserialize)]
+    struct Labels<'a> {
+        #[serde(rename = "identity.badge.dev/service-account", borrow, default)]
+        service_account: Option<std::borrow::Cow<'a, str>>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Spec<'a> {
+        #[serde(rename = "expiresAt", borrow, default)]
+        expires_at: Option<std::borrow::Cow<'a, str>>,
+    }
+    let mut counts = std::collections::HashMap::new();
     let prefix = resources::ISSUEDTOKENS.namespace_prefix(namespace);
     registry.cache().for_each(&prefix, |_, cached| {
-        let Some(token) = cached.read::<Token<'_>>() else {
-            return;
-        };
-        let owned = token
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|labels| labels.get(SERVICE_ACCOUNT_LABEL))
-            .is_some_and(|name| name == service_account);
-        let expires = token.spec.as_ref().and_then(|spec| spec.expires_at.as_deref());
-        if owned && expires.is_none_or(unexpired) {
-            live += 1;
-        }
+        cached.with_json(|json| {
+            let Ok(record) = serde_json::from_slice::<Record<'_>>(json) else {
+                return;
+            };
+            let Some(account) = record
+                .metadata
+                .and_then(|m| m.labels)
+                .and_then(|l| l.service_account)
+            else {
+                return;
+            };
+            let expires = record.spec.and_then(|s| s.expires_at);
+            if expires
+                .as_deref()
+                .and_then(meta::parse_time)
+                .is_none_or(|at| at > now)
+            {
+                *counts.entry(account.into_owned()).or_insert(0) += 1;
+            }
+        });
     });
-    Ok(live)
+    counts
 }
 
 /// The status `current` becomes with `update` merged in and `live` tokens.
@@ -132,8 +145,20 @@ pub async fn record_service_account_usage(
     update: &UsageUpdate,
     now: jiff::Timestamp,
 ) -> Result<(), Status> {
-    let usages = resources::SERVICEACCOUNTUSAGES;
     let live = live_tokens(registry, namespace, service_account, now).await?;
+    write_service_account_usage(registry, namespace, service_account, update, live).await
+}
+
+/// Merges `update` into the ServiceAccountUsage named after the ServiceAccount, creating it
+/// when absent, with `live` tokens counted by the caller.
+pub async fn write_service_account_usage(
+    registry: &Registry,
+    namespace: &str,
+    service_account: &str,
+    update: &UsageUpdate,
+    live: i64,
+) -> Result<(), Status> {
+    let usages = resources::SERVICEACCOUNTUSAGES;
     for _ in 0..8 {
         let updated = registry
             .update(
@@ -184,6 +209,51 @@ mod tests {
 
     fn at(s: &str) -> jiff::Timestamp {
         s.parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn one_pass_counts_each_service_accounts_live_tokens_as_a_list_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            std::sync::Arc::new(badge_store::sqlite::SqliteStore::open(&dir.path().join("s.db")).unwrap());
+        let registry = Registry::start(store, 100).await;
+        let namespaces = resources::lookup("", "v1", "namespaces").unwrap();
+        let options = WriteOptions::default();
+        registry
+            .create(namespaces, "", json!({"metadata": {"name": "demo"}}), &options)
+            .await
+            .unwrap();
+        let now = at("2026-12-05T07:30:00Z");
+        let records = [
+            ("a", Some("2026-12-05T08:00:00Z")),
+            ("a", Some("2026-12-05T08:00:00Z")),
+            ("a", Some("2026-12-05T07:00:00Z")),
+            ("b", None),
+            ("c", Some("2026-12-05T07:00:00Z")),
+        ];
+        for (i, (account, expires)) in records.iter().enumerate() {
+            let mut spec = json!({"serviceAccountName": account, "serviceAccountUID": "u",
+                "audiences": ["x"], "keyID": "k", "requester": {"username": "admin"},
+                "issuedAt": "2026-12-05T06:00:00Z"});
+            if let Some(expires) = expires {
+                spec["expiresAt"] = json!(expires);
+            }
+            let record = json!({"apiVersion": API_VERSION, "kind": "IssuedToken",
+                "metadata": {"name": format!("t{i}"), "labels": {badge_api::identity::SERVICE_ACCOUNT_LABEL: account}},
+                "spec": spec});
+            registry
+                .create(resources::ISSUEDTOKENS, "demo", record, &options)
+                .await
+                .unwrap();
+        }
+        let counts = live_tokens_by_service_account(&registry, "demo", now);
+        assert_eq!(counts.len(), 2, "{counts:?}");
+        for account in ["a", "b", "c"] {
+            let listed = live_tokens(&registry, "demo", account, now).await.unwrap();
+            assert_eq!(counts.get(account).copied().unwrap_or(0), listed, "{account}");
+        }
+        assert_eq!(counts["a"], 2);
+        assert!(live_tokens_by_service_account(&registry, "other", now).is_empty());
     }
 
     #[test]

@@ -478,7 +478,7 @@ async fn flush_rate() {
         let mut credentials = Vec::with_capacity(records);
         for i in 0..records {
             let jti = format!("jti-{i:08}");
-            ring.api.usage.issued(badge_apiserver::usage::issued_token_record(
+            ring.api.usage.issued(badge_apiserver::usage::IssuedRecord::new(
                 "demo",
                 "app",
                 &uid,
@@ -543,7 +543,7 @@ async fn live_tokens_count_the_unexpired_and_legacy_records_of_one_account() {
         ("elsewhere", "other", Some(at(3600))),
     ];
     for (name, account, expires) in records {
-        let mut record = badge_apiserver::usage::issued_token_record(
+        let mut record = badge_apiserver::usage::IssuedRecord::new(
             "demo",
             account,
             "uid",
@@ -554,7 +554,8 @@ async fn live_tokens_count_the_unexpired_and_legacy_records_of_one_account() {
             "admin",
             at(-7200),
             expires.unwrap_or(0),
-        );
+        )
+        .to_object();
         if expires.is_none() {
             record["spec"].as_object_mut().unwrap().remove("expiresAt");
         }

@@ -1,0 +1,344 @@
+//! The compact form of the JSON the watch cache holds. Every object of a kind repeats the
+//! same field names and many of the same values (`"creationTimestamp":"`,
+//! `"serviceAccountUID":"`, `"identity.badge.dev/token-kind":"bound"}`): in a small object
+//! such as an IssuedToken record they are half its bytes, and the cache holds every object.
+//! Each such phrase is written as two bytes: a byte valid JSON never holds (a control
+//! character) and the phrase's index. Unpacking puts the phrases back, byte for byte.
+//!
+//! Every phrase starts and ends with a JSON punctuation byte, so a text without punctuation
+//! (a label key) is found either among the bytes left as they were or within one phrase,
+//! never straddling both ([`mentions`]).
+
+use std::borrow::Cow;
+use std::sync::LazyLock;
+
+/// The first byte of a packed phrase: a control character, which JSON text never contains
+/// (not even inside a string, where it must be escaped).
+const MARK: u8 = 0x01;
+
+/// The bytes every phrase starts and ends with.
+const PUNCTUATION: &[u8] = b"\"{}[]:,";
+
+/// Recurring phrases as serde_json writes objects (keys in sorted order, no spaces), the
+/// longest first where one begins another. At most 256.
+static PHRASES: &[&str] = &[
+    // Objects' openings, up to the kind.
+    r#"{"apiVersion":"identity.badge.dev/v1","kind":""#,
+    r#"{"apiVersion":"rbac.authorization.k8s.io/v1","kind":""#,
+    r#"{"apiVersion":"coordination.k8s.io/v1","kind":""#,
+    r#"{"apiVersion":"certificates.k8s.io/v1","kind":""#,
+    r#"{"apiVersion":"v1","kind":""#,
+    r#"{"apiVersion":"v1","data":{"#,
+    r#"{"apiVersion":""#,
+    // Kinds, up to their metadata.
+    r#""IssuedToken","metadata":{"#,
+    r#""ServiceAccountUsage","metadata":{"#,
+    r#""ServiceAccount","metadata":{"#,
+    r#""Secret","metadata":{"#,
+    r#""Pod","metadata":{"#,
+    r#""Node","metadata":{"#,
+    r#""Namespace","metadata":{"#,
+    r#""ConfigMap","metadata":{"#,
+    r#""Role","metadata":{"#,
+    r#""ClusterRole","metadata":{"#,
+    r#""RoleBinding","metadata":{"#,
+    r#""ClusterRoleBinding","metadata":{"#,
+    r#""Lease","metadata":{"#,
+    r#""CertificateSigningRequest","metadata":{"#,
+    r#""kind":"Secret","metadata":{"#,
+    r#""kind":""#,
+    r#""metadata":{"#,
+    // Metadata.
+    r#""annotations":{"#,
+    r#""creationTimestamp":""#,
+    r#""deletionGracePeriodSeconds":"#,
+    r#""deletionTimestamp":""#,
+    r#""finalizers":["#,
+    r#""generateName":""#,
+    r#""generation":"#,
+    r#""labels":{"identity.badge.dev/service-account":""#,
+    r#""labels":{"#,
+    r#""managedFields":["#,
+    r#""name":""#,
+    r#""namespace":""#,
+    r#""ownerReferences":[{"#,
+    r#""resourceVersion":""#,
+    r#""uid":""#,
+    r#""kubernetes.io/metadata.name":""#,
+    // identity.badge.dev.
+    r#""identity.badge.dev/service-account":""#,
+    r#""identity.badge.dev/token-kind":"bound"}"#,
+    r#""identity.badge.dev/token-kind":"legacy"}"#,
+    r#""identity.badge.dev/token-kind":""#,
+    r#""spec":{"audiences":["https://kubernetes.default.svc.cluster.local"],"#,
+    r#""spec":{"audiences":[""#,
+    r#""audiences":[""#,
+    r#""https://kubernetes.default.svc.cluster.local""#,
+    r#""boundObjectRef":{"kind":"Pod","name":""#,
+    r#""boundObjectRef":{"kind":""#,
+    r#""expiresAt":""#,
+    r#""issuedAt":""#,
+    r#""keyID":""#,
+    r#""requester":{"username":"system:serviceaccount:"#,
+    r#""requester":{"username":"system:node:"#,
+    r#""requester":{"username":""#,
+    r#""revoked":"#,
+    r#""serviceAccountName":""#,
+    r#""serviceAccountUID":""#,
+    r#""status":{"lastUsed":{"sourceAddress":""#,
+    r#""lastUsed":{"sourceAddress":""#,
+    r#""sourceAddress":""#,
+    r#""time":""#,
+    r#""userAgent":""#,
+    r#""useCount":"#,
+    r#""suspicious":{"message":""#,
+    r#""status":{"lastAuthenticated":{"credentialID":""#,
+    r#""lastAuthenticated":{"credentialID":""#,
+    r#""lastTokenIssued":""#,
+    r#""liveTokens":"#,
+    // Core kinds.
+    r#""kubernetes.io/service-account.name":""#,
+    r#""kubernetes.io/service-account.uid":""#,
+    r#""type":"kubernetes.io/service-account-token"}"#,
+    r#""automountServiceAccountToken":"#,
+    r#""imagePullSecrets":[{"name":""#,
+    r#""secrets":[{"name":""#,
+    r#""containers":[{"#,
+    r#""image":""#,
+    r#""nodeName":""#,
+    r#""serviceAccount":""#,
+    r#""phase":""#,
+    r#""conditions":[{"#,
+    r#""lastTransitionTime":""#,
+    r#""message":""#,
+    r#""reason":""#,
+    r#""status":"True","type":""#,
+    r#""status":"False","type":""#,
+    r#""finalizers":["kubernetes"]"#,
+    r#""data":{"#,
+    r#""type":""#,
+    r#""status":{"#,
+    r#""spec":{"#,
+    // RBAC.
+    r#""rules":[{"apiGroups":[""#,
+    r#""apiGroups":[""#,
+    r#""nonResourceURLs":[""#,
+    r#""resourceNames":[""#,
+    r#""resources":[""#,
+    r#""verbs":["get","list","watch"]"#,
+    r#""verbs":[""#,
+    r#""roleRef":{"apiGroup":"rbac.authorization.k8s.io","kind":""#,
+    r#""subjects":[{"#,
+    r#""apiGroup":"rbac.authorization.k8s.io","kind":""#,
+    r#""kind":"ServiceAccount","name":""#,
+    r#""kind":"Group","name":""#,
+    r#""kind":"User","name":""#,
+    r#""rbac.authorization.kubernetes.io/autoupdate":"true""#,
+    r#""kubernetes.io/bootstrapping":"rbac-defaults""#,
+    // Leases.
+    r#""acquireTime":""#,
+    r#""holderIdentity":""#,
+    r#""leaseDurationSeconds":"#,
+    r#""leaseTransitions":"#,
+    r#""renewTime":""#,
+];
+
+/// The phrases by their second byte (the first is always punctuation), longest first, so
+/// packing tries only the few that can match at a position.
+static BY_SECOND_BYTE: LazyLock<Vec<Vec<u8>>> = LazyLock::new(|| {
+    let mut table = vec![Vec::new(); 256];
+    let mut order: Vec<usize> = (0..PHRASES.len().min(256)).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(PHRASES[i].len()));
+    for i in order {
+        if let (Some(&second), Ok(index)) = (PHRASES[i].as_bytes().get(1), u8::try_from(i)) {
+            table[usize::from(second)].push(index);
+        }
+    }
+    table
+});
+
+/// `json` with each phrase as its code; None when it holds the mark byte, which no JSON text
+/// does.
+#[cfg(test)]
+pub(crate) fn pack(json: &[u8]) -> Option<Box<[u8]>> {
+    pack_tracking(json, []).map(|(packed, [])| packed)
+}
+
+/// Offsets into a text, each None when unknown.
+pub(crate) type Offsets<const N: usize> = [Option<usize>; N];
+
+/// [`pack`], and where each of `offsets` in `json` is in the packed text (None when a
+/// phrase covers it).
+pub(crate) fn pack_tracking<const N: usize>(
+    json: &[u8],
+    offsets: Offsets<N>,
+) -> Option<(Box<[u8]>, Offsets<N>)> {
+    if json.contains(&MARK) {
+        return None;
+    }
+    let mut moved = [None; N];
+    let mut packed = Vec::with_capacity(json.len());
+    let mut at = 0;
+    while let Some(&byte) = json.get(at) {
+        let rest = &json[at..];
+        let phrase = match (PUNCTUATION.contains(&byte), rest.get(1)) {
+            (true, Some(&second)) => BY_SECOND_BYTE[usize::from(second)]
+                .iter()
+                .find(|&&i| rest.starts_with(PHRASES[usize::from(i)].as_bytes())),
+            _ => None,
+        };
+        for (offset, moved) in offsets.iter().zip(moved.iter_mut()) {
+            if *offset == Some(at) {
+                *moved = Some(packed.len());
+            }
+        }
+        match phrase {
+            Some(&index) => {
+                packed.extend_from_slice(&[MARK, index]);
+                at += PHRASES[usize::from(index)].len();
+            }
+            None => {
+                packed.push(byte);
+                at += 1;
+            }
+        }
+    }
+    Some((packed.into_boxed_slice(), moved))
+}
+
+/// The JSON text `packed` holds.
+pub(crate) fn unpack(packed: &[u8]) -> Cow<'_, [u8]> {
+    if !packed.contains(&MARK) {
+        return Cow::Borrowed(packed);
+    }
+    let mut json = Vec::with_capacity(packed.len() * 2);
+    let mut rest = packed;
+    while let Some(at) = rest.iter().position(|&b| b == MARK) {
+        json.extend_from_slice(&rest[..at]);
+        let phrase = rest
+            .get(at + 1)
+            .and_then(|&i| PHRASES.get(usize::from(i)))
+            .map_or(&b""[..], |p| p.as_bytes());
+        json.extend_from_slice(phrase);
+        rest = rest.get(at + 2..).unwrap_or_default();
+    }
+    json.extend_from_slice(rest);
+    Cow::Owned(json)
+}
+
+/// Whether the JSON text `packed` holds contains `needle`, without unpacking it when the
+/// needle holds no punctuation (a label key, on hot paths).
+pub(crate) fn mentions(packed: &[u8], needle: &[u8]) -> bool {
+    if needle.is_empty() {
+        return false;
+    }
+    let contains = |haystack: &[u8]| haystack.windows(needle.len()).any(|w| w == needle);
+    if needle.iter().any(|b| PUNCTUATION.contains(b)) {
+        return contains(&unpack(packed));
+    }
+    // A phrase starts and ends with punctuation, so the needle lies either in a run of
+    // bytes between codes or inside one phrase. Codes are read forwards: an index byte may
+    // equal the mark.
+    let mut rest = packed;
+    loop {
+        let (run, code) = match rest.iter().position(|&b| b == MARK) {
+            Some(at) => (&rest[..at], rest.get(at + 1)),
+            None => (rest, None),
+        };
+        if contains(run) {
+            return true;
+        }
+        let Some(&index) = code else {
+            return false;
+        };
+        if PHRASES
+            .get(usize::from(index))
+            .is_some_and(|phrase| phrase.len() > needle.len() && contains(phrase.as_bytes()))
+        {
+            return true;
+        }
+        rest = rest.get(run.len() + 2..).unwrap_or_default();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phrases_are_few_enough_and_start_and_end_with_punctuation() {
+        assert!(PHRASES.len() <= 256);
+        for phrase in PHRASES {
+            let bytes = phrase.as_bytes();
+            assert!(bytes.len() > 2, "{phrase}");
+            assert!(PUNCTUATION.contains(&bytes[0]), "{phrase}");
+            assert!(PUNCTUATION.contains(&bytes[bytes.len() - 1]), "{phrase}");
+            assert!(!bytes.contains(&MARK));
+        }
+    }
+
+    #[test]
+    fn packing_keeps_every_byte_and_halves_an_issued_token() {
+        let record = serde_json::to_vec(&serde_json::json!({
+            "apiVersion": "identity.badge.dev/v1", "kind": "IssuedToken",
+            "metadata": {"name": "6f1c2a9e-3b7d-4c1e-9a52-000000000001", "namespace": "default",
+                "uid": "0d6e3c1a-5f2b-4e7d-8c9a-1b2c3d4e5f60", "creationTimestamp": "2026-12-05T07:00:00Z",
+                "labels": {"identity.badge.dev/service-account": "app", "identity.badge.dev/token-kind": "bound"}},
+            "spec": {"serviceAccountName": "app", "serviceAccountUID": "2a4b6c8d-0e1f-4a3b-9c5d-7e9f1a3b5c7d",
+                "audiences": ["https://kubernetes.default.svc.cluster.local"],
+                "keyID": "Xq3v9k2LrT8wYb5nJm1pQs7uZc4eHg6aDf0iKo2lNr8",
+                "requester": {"username": "system:admin"},
+                "issuedAt": "2026-12-05T07:00:00Z", "expiresAt": "2026-12-05T08:00:00Z"}
+        }))
+        .unwrap();
+        let packed = pack(&record).unwrap();
+        assert_eq!(unpack(&packed), &record[..]);
+        assert!(
+            packed.len() * 2 < record.len(),
+            "{} of {}",
+            packed.len(),
+            record.len()
+        );
+    }
+
+    #[test]
+    fn text_resembling_phrases_round_trips() {
+        let cases: &[&[u8]] = &[
+            br#"{}"#,
+            br#"{"a":"\"name\":\"","b":"\"uid\":\"x\""}"#,
+            br#"{"name":"","uid":"","kind":"kind"}"#,
+            br#"{"labels":{"identity.badge.dev/token-kind":"bound"}}"#,
+            "{\"x\":\"caf\u{e9} \\u0001 \\\"\"}".as_bytes(),
+            br#"{"apiVersion":"v1","kind":"Secret","metadata":{"name":"s"},"type":"kubernetes.io/service-account-token"}"#,
+        ];
+        for json in cases {
+            assert_eq!(
+                unpack(&pack(json).unwrap()),
+                *json,
+                "{}",
+                String::from_utf8_lossy(json)
+            );
+        }
+        assert_eq!(pack(b"\x01\x05"), None);
+    }
+
+    #[test]
+    fn a_needle_is_found_in_plain_bytes_inside_a_phrase_and_across_codes() {
+        let json = br#"{"apiVersion":"v1","kind":"ServiceAccount","metadata":{"labels":{"identity.badge.dev/disabled":"true"},"name":"a"}}"#;
+        let packed = pack(json).unwrap();
+        assert!(packed.len() < json.len());
+        for needle in [
+            "identity.badge.dev/disabled",
+            "ServiceAccount",
+            "Account",
+            "metadata",
+            r#""name":"a""#,
+            r#"true"},"name"#,
+        ] {
+            assert!(mentions(&packed, needle.as_bytes()), "{needle}");
+        }
+        for needle in ["identity.badge.dev/token-kind", "Secret", r#""uid":""#, ""] {
+            assert!(!mentions(&packed, needle.as_bytes()), "{needle}");
+        }
+    }
+}
