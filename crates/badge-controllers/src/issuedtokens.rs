@@ -42,14 +42,28 @@ pub fn spawn(registry: Arc<Registry>, leading: Option<leader::Leading>) {
     let controller = controller.with_leader_election(leading);
     let expiries = Arc::new(Expiries::default());
     expiries.clone().spawn(controller.clone());
+    // Recounts go through the queue, whose keys are unique: a thousand records expiring
+    // together queue their ServiceAccount's recount once, not a thousand times.
+    let queue = Arc::downgrade(&controller);
     controller.spawn(move |key| {
         let registry = registry.clone();
         let expiries = expiries.clone();
+        let queue = queue.clone();
         async move {
             let mut parts = key.splitn(3, '/');
             let action = match (parts.next(), parts.next(), parts.next()) {
-                (Some("token"), Some(ns), Some(name)) => reconcile_token(&registry, ns, name).await?,
+                (Some("token"), Some(ns), Some(name)) => {
+                    let (action, account) = reconcile_token(&registry, ns, name).await?;
+                    if let (Some(account), Some(queue)) = (account, queue.upgrade()) {
+                        queue.enqueue(format!("usage/{ns}/{account}"));
+                    }
+                    action
+                }
                 (Some("secret"), Some(ns), Some(name)) => reconcile_secret(&registry, ns, name).await?,
+                (Some("usage"), Some(ns), Some(account)) => {
+                    recount(&registry, ns, account).await?;
+                    Action::Done
+                }
                 _ => Action::Done,
             };
             // Waits are kept in one schedule rather than a timer task per record: a server
@@ -221,25 +235,33 @@ fn bound_expiry(record: &badge_registry::CachedObject) -> Option<Option<jiff::Ti
     })
 }
 
-async fn reconcile_token(registry: &Registry, ns: &str, name: &str) -> Result<Action, Status> {
+/// Reconciles one record; the ServiceAccount whose live tokens to recount when it was
+/// removed.
+async fn reconcile_token(
+    registry: &Registry,
+    ns: &str,
+    name: &str,
+) -> Result<(Action, Option<String>), Status> {
     let tokens = resources::ISSUEDTOKENS;
     let Some(cached) = registry.get_cached_object(tokens, ns, name) else {
-        return Ok(Action::Done);
+        return Ok((Action::Done, None));
     };
     // Nearly every look finds a bound token not yet expired: judged without decoding it.
     if let Some(expires) = bound_expiry(&cached) {
         match expiry_fate(expires, badge_api::clock::now()) {
-            Fate::Keep => return Ok(Action::Done),
-            Fate::KeepFor(left) => return Ok(Action::RequeueAfter(left + Duration::from_millis(10))),
+            Fate::Keep => return Ok((Action::Done, None)),
+            Fate::KeepFor(left) => {
+                return Ok((Action::RequeueAfter(left + Duration::from_millis(10)), None));
+            }
             Fate::Delete => {}
         }
     }
     let record = cached.value();
     let secret = registry.get_cached(resources::SECRETS, ns, name);
     match fate(&record, secret.as_deref(), badge_api::clock::now()) {
-        Fate::Keep => Ok(Action::Done),
+        Fate::Keep => Ok((Action::Done, None)),
         // A little past the instant, so the next look sees it expired.
-        Fate::KeepFor(left) => Ok(Action::RequeueAfter(left + Duration::from_millis(10))),
+        Fate::KeepFor(left) => Ok((Action::RequeueAfter(left + Duration::from_millis(10)), None)),
         Fate::Delete => {
             let uid = meta::uid(&record);
             let options = DeleteOptions {
@@ -247,7 +269,7 @@ async fn reconcile_token(registry: &Registry, ns: &str, name: &str) -> Result<Ac
                 ..Default::default()
             };
             match registry.delete(tokens, ns, name, &options).await {
-                Err(s) if s.is_not_found() || s.is_conflict() => return Ok(Action::Done),
+                Err(s) if s.is_not_found() || s.is_conflict() => return Ok((Action::Done, None)),
                 Err(s) => return Err(s),
                 Ok(_) => {}
             }
@@ -260,10 +282,7 @@ async fn reconcile_token(registry: &Registry, ns: &str, name: &str) -> Result<Ac
                 .pointer("/spec/serviceAccountName")
                 .and_then(Value::as_str)
                 .unwrap_or("");
-            if !account.is_empty() {
-                recount(registry, ns, account).await?;
-            }
-            Ok(Action::Done)
+            Ok((Action::Done, (!account.is_empty()).then(|| account.to_string())))
         }
     }
 }
@@ -336,7 +355,11 @@ async fn reconcile_secret(registry: &Registry, ns: &str, name: &str) -> Result<A
     if let Some(existing) = &existing {
         // Gone, replaced, or no longer a token: the record's own reconcile removes it.
         if fate(existing, secret.as_deref(), badge_api::clock::now()) == Fate::Delete {
-            return reconcile_token(registry, ns, name).await;
+            let (action, account) = reconcile_token(registry, ns, name).await?;
+            if let Some(account) = account {
+                recount(registry, ns, &account).await?;
+            }
+            return Ok(action);
         }
         return Ok(Action::Done);
     }
