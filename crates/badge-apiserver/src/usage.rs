@@ -39,7 +39,7 @@ const MAX_PENDING_ISSUED: usize = 1 << 18;
 /// The most writes one store batch of a flush holds: a flush after a long outage, or under
 /// a flood of TokenRequests, goes in several transactions so that no other write waits long
 /// behind one.
-const MAX_FLUSH_BATCH: usize = 8192;
+const MAX_FLUSH_BATCH: usize = 1024;
 /// How many flushes a use waits for its record to appear (the issuing server flushes it)
 /// before it is dropped.
 const MAX_MISSES: u8 = 6;
@@ -540,6 +540,16 @@ fn day_of(at: jiff::Timestamp) -> String {
 }
 
 /// What a write of a flush's batch carries, to act on its outcome.
+/// A write of a flush, planned; IssuedToken objects are built only when their chunk is
+/// written.
+enum Planned {
+    Ready(BatchWrite),
+    /// The IssuedToken of the [`Pending::Issued`] beside it.
+    NewToken,
+    /// The status of the [`Pending::Used`] beside it, merged into the cache's copy.
+    UsedToken,
+}
+
 enum Pending {
     /// A new IssuedToken, with the uses merged into it when the token was used before its
     /// record was written.
@@ -616,12 +626,8 @@ impl ApiServer {
             if expires.is_none_or(|at| at > now) {
                 *unwritten_live.entry((namespace.clone(), account)).or_default() += 1;
             }
-            new_records.insert((namespace.clone(), name), writes.len());
-            writes.push(BatchWrite::Create {
-                resource: tokens,
-                namespace,
-                object: record.to_object(),
-            });
+            new_records.insert((namespace, name), writes.len());
+            writes.push(Planned::NewToken);
             pending.push(Pending::Issued { record, uses: None });
         }
 
@@ -638,23 +644,14 @@ impl ApiServer {
                 });
             let key = (credential.namespace.clone(), credential.record.clone());
             if let Some(&index) = new_records.get(&key)
-                && let (BatchWrite::Create { object, .. }, Pending::Issued { uses: merged, .. }) =
-                    (&mut writes[index], &mut pending[index])
+                && let Pending::Issued { uses: merged, .. } = &mut pending[index]
             {
-                object["status"] = merged_token_status(object, &uses);
                 *merged = Some((credential, uses));
                 continue;
             }
-            match self.registry.get_cached(tokens, &key.0, &key.1) {
-                Some(current) => {
-                    let mut object = (*current).clone();
-                    object["status"] = merged_token_status(&current, &uses);
-                    writes.push(BatchWrite::Update {
-                        resource: tokens,
-                        subresource: "status",
-                        current,
-                        object,
-                    });
+            match self.registry.get_cached_object(tokens, &key.0, &key.1) {
+                Some(_) => {
+                    writes.push(Planned::UsedToken);
                     pending.push(Pending::Used { credential, uses });
                 }
                 None => {
@@ -688,14 +685,14 @@ impl ApiServer {
                     let mut object = (*current).clone();
                     object["status"] =
                         badge_registry::identity::merged_usage_status(Some(&current), &update, live);
-                    writes.push(BatchWrite::Update {
+                    writes.push(Planned::Ready(BatchWrite::Update {
                         resource: usages,
                         subresource: "status",
                         current,
                         object,
-                    });
+                    }));
                 }
-                None => writes.push(BatchWrite::Create {
+                None => writes.push(Planned::Ready(BatchWrite::Create {
                     resource: usages,
                     namespace: namespace.clone(),
                     object: json!({
@@ -704,7 +701,7 @@ impl ApiServer {
                         "metadata": {"name": account, "namespace": namespace},
                         "status": badge_registry::identity::merged_usage_status(None, &update, live),
                     }),
-                }),
+                })),
             }
             pending.push(Pending::Account {
                 namespace,
@@ -715,20 +712,31 @@ impl ApiServer {
 
         let mut retry = Vec::new();
         let mut raced_accounts = Vec::new();
-        let mut writes = writes.into_iter();
-        let mut pending = pending.into_iter();
+        let mut planned = writes.into_iter().zip(pending);
         loop {
-            let batch: Vec<BatchWrite> = writes.by_ref().take(MAX_FLUSH_BATCH).collect();
-            if batch.is_empty() {
+            let chunk: Vec<(Planned, Pending)> = planned.by_ref().take(MAX_FLUSH_BATCH).collect();
+            if chunk.is_empty() {
                 break;
             }
-            for (outcome, what) in self
-                .registry
-                .write_batch(batch)
-                .await
-                .into_iter()
-                .zip(pending.by_ref())
-            {
+            // The objects of a chunk are built as it is written: a flush of a hundred thousand
+            // records never holds them all decoded at once.
+            let mut batch = Vec::with_capacity(chunk.len());
+            let mut whats = Vec::with_capacity(chunk.len());
+            for (plan, what) in chunk {
+                match self.materialize(plan, &what) {
+                    Some(write) => {
+                        batch.push(write);
+                        whats.push(what);
+                    }
+                    // The record went away since it was planned.
+                    None => {
+                        if let Pending::Used { credential, uses } = what {
+                            self.missed(credential, uses, now, &mut report);
+                        }
+                    }
+                }
+            }
+            for (outcome, what) in self.registry.write_batch(batch).await.into_iter().zip(whats) {
                 match what {
                     Pending::Issued { record, uses } => match outcome {
                         Ok(_) => {
@@ -812,6 +820,39 @@ impl ApiServer {
 
     /// Uses whose record is not there: kept for the next flush, a few times, unless the
     /// token has expired.
+    /// The write a planned one stands for, its object built now.
+    fn materialize(&self, plan: Planned, what: &Pending) -> Option<BatchWrite> {
+        let tokens = resources::ISSUEDTOKENS;
+        match (plan, what) {
+            (Planned::Ready(write), _) => Some(write),
+            (Planned::NewToken, Pending::Issued { record, uses }) => {
+                let mut object = record.to_object();
+                if let Some((_, uses)) = uses {
+                    object["status"] = merged_token_status(&object, uses);
+                }
+                Some(BatchWrite::Create {
+                    resource: tokens,
+                    namespace: record.namespace.to_string(),
+                    object,
+                })
+            }
+            (Planned::UsedToken, Pending::Used { credential, uses }) => {
+                let current = self
+                    .registry
+                    .get_cached(tokens, &credential.namespace, &credential.record)?;
+                let mut object = (*current).clone();
+                object["status"] = merged_token_status(&current, uses);
+                Some(BatchWrite::Update {
+                    resource: tokens,
+                    subresource: "status",
+                    current,
+                    object,
+                })
+            }
+            _ => None,
+        }
+    }
+
     fn missed(
         &self,
         credential: Arc<TokenCredential>,
