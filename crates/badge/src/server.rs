@@ -382,23 +382,34 @@ impl StorageOptions {
         &self,
         data_dir: &std::path::Path,
     ) -> anyhow::Result<Arc<dyn badge_store::Store>> {
+        Ok(self.open_with_embedded(data_dir).await?.0)
+    }
+
+    /// Opens the store these options name, and also gives the embedded one's own handle.
+    async fn open_with_embedded(
+        &self,
+        data_dir: &std::path::Path,
+    ) -> anyhow::Result<(
+        Arc<dyn badge_store::Store>,
+        Option<badge_store::sqlite::SqliteStore>,
+    )> {
         let compaction = parse_duration(&self.compaction_interval)
             .with_context(|| format!("--etcd-compaction-interval={}", self.compaction_interval))?;
         let compaction = (compaction > 0).then(|| std::time::Duration::from_secs(compaction as u64));
         match self.storage.as_str() {
             "embedded" => {
-                let store = Arc::new(open_embedded(data_dir)?);
+                let store = open_embedded(data_dir)?;
                 if let Some(interval) = compaction {
                     store.spawn_compactor(interval);
                 }
-                Ok(store)
+                Ok((Arc::new(store.clone()), Some(store)))
             }
             "etcd" => {
                 let store = self.etcd.connect().await?;
                 if let Some(interval) = compaction {
                     store.spawn_compactor(interval);
                 }
-                Ok(Arc::new(store))
+                Ok((Arc::new(store), None))
             }
             other => anyhow::bail!("--storage must be embedded or etcd, not {other:?}"),
         }
@@ -466,7 +477,14 @@ pub(crate) async fn run(options: ServerOptions) -> anyhow::Result<()> {
     let early_key = (options.service_account_signing_key_file.is_none() && !pki_dir.exists())
         .then(|| tokio::task::spawn_blocking(move || key_type.generate_first_of(key_searches())));
     let pki = tokio::task::spawn_blocking(move || badge_pki::Pki::load_or_create(&pki_dir, &sans));
-    let store = options.storage.open(&options.data_dir).await?;
+    let (store, embedded) = options.storage.open_with_embedded(&options.data_dir).await?;
+    // Until the server serves, signs or starts a controller, nothing has been told of a
+    // write: the start-up writes are synced together once they are all made.
+    if let Some(embedded) = &embedded {
+        embedded
+            .defer_sync()
+            .context("deferring the store's syncs during start-up")?;
+    }
     let store = if options.encryption_provider_config_automatic_reload {
         let interval =
             badge_apiserver::limits::parse_go_duration(&options.encryption_provider_config_reload_interval)
@@ -603,6 +621,12 @@ pub(crate) async fn run(options: ServerOptions) -> anyhow::Result<()> {
     )
     .await
     .map_err(|s| anyhow::anyhow!("loading the service account keys: {}", s.message))?;
+    if let Some(embedded) = &embedded {
+        embedded
+            .end_deferred_sync()
+            .await
+            .context("syncing the store's start-up writes")?;
+    }
     keys.spawn_watch(registry.clone(), stale_read_bound);
     let auto_rotation = match &options.service_account_key_rotation_period {
         None => None,

@@ -36,6 +36,7 @@ mod rbac_suggest;
 mod reviews;
 mod revocation;
 mod service_identity;
+mod startup;
 mod token_policy;
 mod tokens;
 mod webhooks;
