@@ -135,7 +135,16 @@ impl ApiServer {
         // Read before authentication removes the credential header.
         let bearer = self.audit_log.is_some() && crate::audit::bearer_scheme(&headers);
         let had_credential = headers.contains_key(http::header::AUTHORIZATION);
-        let (authenticated, credential) = match self.authentication.authenticate_request(&mut headers, peer) {
+        let outcome = self.authentication.authenticate_request(&mut headers, peer);
+        let meta = crate::audit::RequestMeta {
+            audit_id,
+            uri: &uri,
+            headers: &headers,
+            remote,
+            bearer,
+            received,
+        };
+        let (authenticated, credential) = match outcome {
             Ok(found) => {
                 self.metrics.authentication(AuthenticationResult::Success);
                 found
@@ -147,14 +156,6 @@ impl ApiServer {
                     AuthenticationResult::Failure
                 });
                 if let Some(auditor) = &self.audit_log {
-                    let meta = crate::audit::RequestMeta {
-                        audit_id,
-                        uri: &uri,
-                        headers: &headers,
-                        remote,
-                        bearer,
-                        received,
-                    };
                     auditor.failed_authentication(&meta, &info, peer.0.is_some());
                 }
                 return Err(status);
@@ -171,14 +172,6 @@ impl ApiServer {
                 .or_else(|| self.node_binding_check(credential, &authenticated, now))
         });
         if let Some(auditor) = &self.audit_log {
-            let meta = crate::audit::RequestMeta {
-                audit_id,
-                uri: &uri,
-                headers: &headers,
-                remote,
-                bearer,
-                received,
-            };
             exchange.recorder = auditor.begin(&meta, &info, &authenticated);
         }
         if let (Some(recorder), Some(suspicion)) = (exchange.recorder.as_mut(), suspicion) {

@@ -3,7 +3,6 @@
 //! (`kubernetes.io/service-account-token` with a token) get a record named after the
 //! Secret, deleted with the Secret. Each deletion recounts the ServiceAccount's live tokens.
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -203,35 +202,9 @@ fn expiry_fate(expires: Option<jiff::Timestamp>, now: jiff::Timestamp) -> Fate {
 /// A bound token record's expiry, read without decoding the record (every record issued
 /// passes here); None for a legacy token's record, whose fate needs its Secret.
 fn bound_expiry(record: &badge_registry::CachedObject) -> Option<Option<jiff::Timestamp>> {
-    #[derive(serde::Deserialize)]
-    struct Record<'a> {
-        #[serde(borrow, default)]
-        metadata: Option<Metadata<'a>>,
-        #[serde(borrow, default)]
-        spec: Option<Spec<'a>>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Metadata<'a> {
-        #[serde(borrow, default)]
-        labels: Option<std::collections::BTreeMap<Cow<'a, str>, Value>>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Spec<'a> {
-        #[serde(borrow, default, rename = "expiresAt")]
-        expires_at: Option<Cow<'a, str>>,
-    }
-    record.with_json(|json| {
-        let read = serde_json::from_slice::<Record<'_>>(json).ok()?;
-        let legacy = read
-            .metadata
-            .and_then(|m| m.labels)
-            .and_then(|labels| labels.get(TOKEN_KIND_LABEL).cloned())
-            == Some(Value::from("legacy"));
-        (!legacy).then(|| {
-            read.spec
-                .and_then(|spec| spec.expires_at)
-                .and_then(|at| meta::parse_time(&at))
-        })
+    badge_registry::identity::with_token_view(record, |view| {
+        let view = view?;
+        (!view.legacy()).then(|| view.expires_at.and_then(|at| meta::parse_time(&at)))
     })
 }
 

@@ -3,11 +3,13 @@
 //! compare-and-swap that merges into what is stored (latest time wins, counts recomputed),
 //! so servers sharing one store never lose each other's updates.
 
+use std::borrow::Cow;
+
 use badge_api::identity::API_VERSION;
 use badge_api::{Status, meta, resources};
 use serde_json::{Value, json};
 
-use crate::{Registry, WriteOptions};
+use crate::{CachedObject, Registry, WriteOptions};
 
 /// What one writer learned about a ServiceAccount since its last write.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -35,6 +37,66 @@ impl UsageUpdate {
     }
 }
 
+/// What scans over many IssuedTokens read of each: its labels and expiry, borrowed from the
+/// cached JSON, the rest of the record skipped.
+pub struct TokenView<'a> {
+    /// The `identity.badge.dev/service-account` label.
+    pub service_account: Option<Cow<'a, str>>,
+    /// The `identity.badge.dev/token-kind` label.
+    pub token_kind: Option<Cow<'a, str>>,
+    /// `spec.expiresAt`.
+    pub expires_at: Option<Cow<'a, str>>,
+}
+
+impl TokenView<'_> {
+    /// A legacy token's record, read from a Secret.
+    pub fn legacy(&self) -> bool {
+        self.token_kind.as_deref() == Some("legacy")
+    }
+}
+
+/// Calls `f` with the [`TokenView`] of a cached IssuedToken (None when it is not shaped as
+/// one).
+pub fn with_token_view<R>(cached: &CachedObject, f: impl FnOnce(Option<TokenView<'_>>) -> R) -> R {
+    #[derive(serde::Deserialize)]
+    struct Record<'a> {
+        #[serde(borrow, default)]
+        metadata: Option<Metadata<'a>>,
+        #[serde(borrow, default)]
+        spec: Option<Spec<'a>>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Metadata<'a> {
+        #[serde(borrow, default)]
+        labels: Option<Labels<'a>>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Labels<'a> {
+        #[serde(rename = "identity.badge.dev/service-account", borrow, default)]
+        service_account: Option<Cow<'a, str>>,
+        #[serde(rename = "identity.badge.dev/token-kind", borrow, default)]
+        token_kind: Option<Cow<'a, str>>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Spec<'a> {
+        #[serde(rename = "expiresAt", borrow, default)]
+        expires_at: Option<Cow<'a, str>>,
+    }
+    cached.with_json(|json| {
+        let view = serde_json::from_slice::<Record<'_>>(json).ok().map(|record| {
+            let labels = record.metadata.and_then(|m| m.labels);
+            let (service_account, token_kind) =
+                labels.map_or((None, None), |l| (l.service_account, l.token_kind));
+            TokenView {
+                service_account,
+                token_kind,
+                expires_at: record.spec.and_then(|s| s.expires_at),
+            }
+        });
+        f(view)
+    })
+}
+
 /// How many IssuedTokens of a ServiceAccount are live (unexpired, or legacy) at `now`, as
 /// the watch cache holds them.
 pub async fn live_tokens(
@@ -58,43 +120,17 @@ pub fn live_tokens_by_service_account(
     namespace: &str,
     now: jiff::Timestamp,
 ) -> std::collections::HashMap<String, i64> {
-    #[derive(serde::Deserialize)]
-    struct Record<'a> {
-        #[serde(borrow, default)]
-        metadata: Option<Metadata<'a>>,
-        #[serde(borrow, default)]
-        spec: Option<Spec<'a>>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Metadata<'a> {
-        #[serde(borrow, default)]
-        labels: Option<Labels<'a>>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Labels<'a> {
-        #[serde(rename = "identity.badge.dev/service-account", borrow, default)]
-        service_account: Option<std::borrow::Cow<'a, str>>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Spec<'a> {
-        #[serde(rename = "expiresAt", borrow, default)]
-        expires_at: Option<std::borrow::Cow<'a, str>>,
-    }
     let mut counts = std::collections::HashMap::new();
     let prefix = resources::ISSUEDTOKENS.namespace_prefix(namespace);
     registry.cache().for_each(&prefix, |_, cached| {
-        cached.with_json(|json| {
-            let Ok(record) = serde_json::from_slice::<Record<'_>>(json) else {
+        with_token_view(cached, |view| {
+            let Some(view) = view else {
                 return;
             };
-            let Some(account) = record
-                .metadata
-                .and_then(|m| m.labels)
-                .and_then(|l| l.service_account)
-            else {
+            let Some(account) = view.service_account else {
                 return;
             };
-            let expires = record.spec.and_then(|s| s.expires_at);
+            let expires = view.expires_at;
             if expires
                 .as_deref()
                 .and_then(meta::parse_time)
