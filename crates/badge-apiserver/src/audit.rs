@@ -10,7 +10,7 @@
 //! RequestResponse levels, and then with Secret data and token fields redacted: no event
 //! carries a credential at any level.
 
-mod encode;
+pub(crate) mod encode;
 pub mod log;
 pub mod policy;
 
