@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use badge_api::identity::TOKEN_KIND_LABEL;
 use badge_api::{Status, meta};
-use badge_auth::revocation::{RevokedToken, RevokedTokens};
+use badge_auth::revocation::{Change, RevokedToken, RevokedTokens};
 use badge_registry::{CacheEvent, EventType, Registry, WatchEnd};
 use http::{Response, StatusCode, header};
 use serde_json::{Value, json};
@@ -74,27 +74,43 @@ fn key_parts(key: &str) -> Option<(&str, &str)> {
     key.strip_prefix(RECORDS)?.split_once('/')
 }
 
-/// Applies one watch event to the set; true when a token became revoked.
-fn apply(revoked: &RevokedTokens, event: &CacheEvent) -> bool {
-    let Some((namespace, name)) = key_parts(&event.key) else {
-        return false;
-    };
+/// What one watch event changes in the set, and whether the record was revoked before it.
+fn change_of(event: &CacheEvent) -> Option<(Change, bool)> {
+    let (namespace, name) = key_parts(&event.key)?;
     let now_revoked = match event.kind {
         EventType::Deleted => None,
         _ if !marked_revoked(&event.object) => None,
         _ => revoked_of(namespace, name, &event.object.value()),
     };
-    match now_revoked {
+    Some(match now_revoked {
         Some(token) => {
             let was_revoked = event.prev.as_ref().is_some_and(|prev| marked_revoked(prev));
-            revoked.insert(token) && !was_revoked
+            (Change::Revoked(token), was_revoked)
         }
-        None => {
-            revoked.remove(namespace, name);
-            false
-        }
-    }
+        None => (
+            Change::Cleared {
+                namespace: namespace.to_string(),
+                record: name.to_string(),
+            },
+            false,
+        ),
+    })
 }
+
+/// Applies watch events to the set in one change; how many tokens became revoked.
+fn apply(revoked: &RevokedTokens, events: &[Arc<CacheEvent>]) -> usize {
+    let (changes, were_revoked): (Vec<Change>, Vec<bool>) =
+        events.iter().filter_map(|event| change_of(event)).unzip();
+    revoked
+        .apply(changes)
+        .into_iter()
+        .zip(were_revoked)
+        .filter(|(added, was)| *added && !was)
+        .count()
+}
+
+/// Events taken from a watch at once, at most.
+const EVENTS_AT_ONCE: usize = 4096;
 
 /// Follows the inventory into `revoked` on this server. A revocation is counted once, by
 /// the server whose watch sees the record change.
@@ -114,14 +130,31 @@ pub fn spawn_watch(registry: Arc<Registry>, revoked: Arc<RevokedTokens>, metrics
                     .flatten()
             }));
             loop {
-                match watch.next().await {
-                    Ok(event) => {
-                        if apply(&revoked, &event) {
-                            metrics.token_revoked();
-                        }
-                    }
+                let mut events = match watch.next().await {
+                    Ok(event) => vec![event],
                     Err(WatchEnd::Lagged | WatchEnd::Reset) => break,
                     Err(WatchEnd::Closed) => return,
+                };
+                // What else has arrived goes in the same change: a burst of revocations
+                // copies the set once, not once each.
+                let mut end = None;
+                while events.len() < EVENTS_AT_ONCE {
+                    match futures::FutureExt::now_or_never(watch.next()) {
+                        Some(Ok(event)) => events.push(event),
+                        Some(Err(e)) => {
+                            end = Some(e);
+                            break;
+                        }
+                        None => break,
+                    }
+                }
+                for _ in 0..apply(&revoked, &events) {
+                    metrics.token_revoked();
+                }
+                match end {
+                    Some(WatchEnd::Lagged | WatchEnd::Reset) => break,
+                    Some(WatchEnd::Closed) => return,
+                    None => {}
                 }
             }
         }

@@ -25,6 +25,20 @@ pub struct RevokedToken {
     pub legacy: bool,
 }
 
+/// One change to the set.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// The token is revoked.
+    Revoked(RevokedToken),
+    /// The token is no longer revoked, or its record is gone.
+    Cleared {
+        /// The token's namespace.
+        namespace: String,
+        /// Its record's name.
+        record: String,
+    },
+}
+
 /// Namespace → record → the revoked token.
 type Snapshot = HashMap<String, HashMap<String, Arc<RevokedToken>>>;
 
@@ -88,6 +102,48 @@ impl RevokedTokens {
             }
         }
         self.snapshot.store(Arc::new(next));
+    }
+
+    /// Applies `changes` in order with one copy of the set, not one per change: a burst of
+    /// revocations seen together costs one publication. Returns, for each change, whether
+    /// it revoked a token the set did not hold.
+    pub fn apply(&self, changes: Vec<Change>) -> Vec<bool> {
+        let _writer = self.writer.lock();
+        let current = self.snapshot.load();
+        let changes_anything = changes.iter().any(|change| match change {
+            Change::Revoked(token) => current
+                .get(&token.namespace)
+                .and_then(|records| records.get(&token.record))
+                .is_none_or(|known| **known != *token),
+            Change::Cleared { namespace, record } => current
+                .get(namespace)
+                .is_some_and(|records| records.contains_key(record)),
+        });
+        if !changes_anything {
+            return vec![false; changes.len()];
+        }
+        let mut next = Snapshot::clone(&current);
+        let added = changes
+            .into_iter()
+            .map(|change| match change {
+                Change::Revoked(token) => next
+                    .entry(token.namespace.clone())
+                    .or_default()
+                    .insert(token.record.clone(), Arc::new(token))
+                    .is_none(),
+                Change::Cleared { namespace, record } => {
+                    if let Some(records) = next.get_mut(&namespace) {
+                        records.remove(&record);
+                        if records.is_empty() {
+                            next.remove(&namespace);
+                        }
+                    }
+                    false
+                }
+            })
+            .collect();
+        self.snapshot.store(Arc::new(next));
+        added
     }
 
     /// Replaces the whole set (a fresh list after the watch restarted).
@@ -165,6 +221,39 @@ mod tests {
         let live: Vec<String> = set.live(100).into_iter().map(|t| t.record).collect();
         assert_eq!(live, ["secret-token", "late"]);
         assert_eq!(set.len(), 3);
+    }
+
+    #[test]
+    fn changes_apply_in_order_with_one_publication() {
+        let set = RevokedTokens::new();
+        set.insert(token("a", "old", Some(1)));
+        let before = set.snapshot.load_full();
+        let cleared = |ns: &str, record: &str| Change::Cleared {
+            namespace: ns.into(),
+            record: record.into(),
+        };
+        let added = set.apply(vec![
+            Change::Revoked(token("a", "new", Some(2))),
+            Change::Revoked(token("a", "old", Some(1))),
+            cleared("a", "gone"),
+            Change::Revoked(token("b", "brief", Some(3))),
+            cleared("b", "brief"),
+        ]);
+        assert_eq!(added, [true, false, false, true, false]);
+        assert!(set.is_revoked("a", "new") && set.is_revoked("a", "old"));
+        assert!(!set.is_revoked("b", "brief"));
+        assert_eq!(set.len(), 2);
+        // A batch that changes nothing publishes nothing.
+        let unchanged = set.snapshot.load_full();
+        assert!(!Arc::ptr_eq(&before, &unchanged));
+        assert_eq!(
+            set.apply(vec![
+                cleared("a", "never"),
+                Change::Revoked(token("a", "new", Some(2)))
+            ]),
+            [false, false]
+        );
+        assert!(Arc::ptr_eq(&unchanged, &set.snapshot.load_full()));
     }
 
     #[test]
