@@ -67,41 +67,15 @@ impl RevokedTokens {
 
     /// Marks a token revoked; true if it was not already.
     pub fn insert(&self, token: RevokedToken) -> bool {
-        let _writer = self.writer.lock();
-        let current = self.snapshot.load();
-        let known = current
-            .get(&token.namespace)
-            .and_then(|records| records.get(&token.record));
-        if known.is_some_and(|k| **k == token) {
-            return false;
-        }
-        let added = known.is_none();
-        let mut next = Snapshot::clone(&current);
-        next.entry(token.namespace.clone())
-            .or_default()
-            .insert(token.record.clone(), Arc::new(token));
-        self.snapshot.store(Arc::new(next));
-        added
+        self.apply(vec![Change::Revoked(token)]) == [true]
     }
 
     /// Forgets a token (its record was deleted at expiry, or un-revoked).
     pub fn remove(&self, namespace: &str, record: &str) {
-        let _writer = self.writer.lock();
-        let current = self.snapshot.load();
-        if !current
-            .get(namespace)
-            .is_some_and(|records| records.contains_key(record))
-        {
-            return;
-        }
-        let mut next = Snapshot::clone(&current);
-        if let Some(records) = next.get_mut(namespace) {
-            records.remove(record);
-            if records.is_empty() {
-                next.remove(namespace);
-            }
-        }
-        self.snapshot.store(Arc::new(next));
+        self.apply(vec![Change::Cleared {
+            namespace: namespace.to_string(),
+            record: record.to_string(),
+        }]);
     }
 
     /// Applies `changes` in order with one copy of the set, not one per change: a burst of

@@ -262,8 +262,7 @@ async fn fill_inventory(
 /// also finished its recounts, so nothing it allocated is still in use.
 async fn wait_for_usage_counts(server: &Server, live: usize) -> anyhow::Result<()> {
     let tls = server.admin()?;
-    let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
+    let counted = || async {
         let (status, list) = crate::client::call(
             &tls,
             server.port,
@@ -273,21 +272,20 @@ async fn wait_for_usage_counts(server: &Server, live: usize) -> anyhow::Result<(
         )
         .await?;
         anyhow::ensure!(status == 200, "listing ServiceAccountUsages: {status} {list}");
-        let counted: u64 = list["items"].as_array().map_or(0, |items| {
+        Ok(list["items"].as_array().map_or(0, |items| {
             items
                 .iter()
                 .filter_map(|u| u["status"]["liveTokens"].as_u64())
                 .sum()
-        });
-        if counted >= live as u64 {
-            return Ok(());
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "the ServiceAccountUsages count {counted} of {live} live tokens after ten minutes"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        }))
+    };
+    crate::tokens::wait_for_count(
+        "live tokens counted by the ServiceAccountUsages",
+        live as u64,
+        Duration::from_secs(600),
+        counted,
+    )
+    .await
 }
 
 /// `badge-perf [--quick] memory`: the IssuedToken memory row alone, on a fresh server given

@@ -227,15 +227,35 @@ pub(crate) async fn inventory_count(server: &Server) -> anyhow::Result<u64> {
 /// Waits (at most a minute) until the inventory holds at least `count` records, as the
 /// servers flush what they issued.
 pub(crate) async fn wait_for_inventory(server: &Server, count: usize) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(60);
+    wait_for_count(
+        "records in the inventory",
+        count as u64,
+        Duration::from_secs(60),
+        || inventory_count(server),
+    )
+    .await
+}
+
+/// Polls `counted` until it reaches `want`, for at most `limit`; `what` names the count.
+pub(crate) async fn wait_for_count<F, Fut>(
+    what: &str,
+    want: u64,
+    limit: Duration,
+    mut counted: F,
+) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<u64>>,
+{
+    let deadline = Instant::now() + limit;
     loop {
-        let listed = inventory_count(server).await?;
-        if listed >= count as u64 {
+        let got = counted().await?;
+        if got >= want {
             return Ok(());
         }
         anyhow::ensure!(
             Instant::now() < deadline,
-            "the inventory holds {listed} of {count} records after a minute"
+            "{got} of {want} {what} after {limit:?}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
