@@ -28,6 +28,10 @@ struct Member {
     /// Plain HTTP `/health` and `/metrics`, whatever the client port speaks.
     metrics_port: u16,
     child: Option<Child>,
+    /// Sockets bound, not listening, to the ports of a killed member: no other process
+    /// takes them (as a listener or as a connection's source port) before it restarts on
+    /// them, and connections to them are still refused as to a dead member's.
+    held_ports: Vec<tokio::net::TcpSocket>,
 }
 
 /// A running etcd cluster; killed when dropped.
@@ -61,6 +65,22 @@ fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free port")
+}
+
+/// Binds `port` on loopback without listening. Without SO_REUSEADDR the port is closed
+/// to every other bind, but the bind fails while the dead member's connections linger in
+/// TIME_WAIT; then it is bound with SO_REUSEADDR, which still keeps connections from
+/// taking it as their source port.
+fn hold_port(port: u16) -> std::io::Result<tokio::net::TcpSocket> {
+    let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let exclusive = tokio::net::TcpSocket::new_v4()?;
+    if exclusive.bind(address).is_ok() {
+        return Ok(exclusive);
+    }
+    let shared = tokio::net::TcpSocket::new_v4()?;
+    shared.set_reuseaddr(true)?;
+    shared.bind(address)?;
+    Ok(shared)
 }
 
 impl EtcdCluster {
@@ -107,6 +127,7 @@ impl EtcdCluster {
                 peer_port: free_port(),
                 metrics_port: free_port(),
                 child: None,
+                held_ports: Vec::new(),
             })
             .collect();
         let dir = tempfile::tempdir().expect("temporary directory");
@@ -250,16 +271,53 @@ impl EtcdCluster {
 
     /// Kills member `index` with SIGKILL.
     pub fn kill(&mut self, index: usize) {
-        if let Some(mut child) = self.members[index].child.take() {
+        let member = &mut self.members[index];
+        if let Some(mut child) = member.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+            member.held_ports = [member.client_port, member.peer_port, member.metrics_port]
+                .into_iter()
+                .filter_map(|port| hold_port(port).ok())
+                .collect();
         }
     }
 
-    /// Starts member `index` again on its data directory.
+    /// Starts member `index` again on its data directory and ports, and waits until it
+    /// listens for clients. A port taken in the moment between releasing it and etcd
+    /// binding it is waited out: the member starts again until it binds.
     pub fn restart(&mut self, index: usize) {
         assert!(self.members[index].child.is_none(), "member {index} is running");
-        self.launch(index);
+        let log_path = self.dir.path().join(format!("{}.log", self.members[index].name));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let log_before = std::fs::metadata(&log_path).map(|m| m.len()).unwrap_or(0);
+            self.members[index].held_ports.clear();
+            self.launch(index);
+            let client_port = self.members[index].client_port;
+            loop {
+                let exited = match &mut self.members[index].child {
+                    Some(child) => !matches!(child.try_wait(), Ok(None)),
+                    None => true,
+                };
+                if exited {
+                    break;
+                }
+                if TcpStream::connect(("127.0.0.1", client_port)).is_ok() {
+                    return;
+                }
+                if Instant::now() > deadline {
+                    panic!("etcd member {index} did not listen again; logs:\n{}", self.logs());
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            self.members[index].child = None;
+            let log = std::fs::read(&log_path).unwrap_or_default();
+            let since_launch = String::from_utf8_lossy(log.get(log_before as usize..).unwrap_or_default());
+            if !since_launch.contains("address already in use") || Instant::now() > deadline {
+                panic!("etcd member {index} exited on restart; logs:\n{}", self.logs());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// The process id of member `index`, while it runs.
