@@ -218,66 +218,35 @@ impl Registry {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use badge_store::intercept::{Call, Hook, Intercepted};
     use badge_store::sqlite::SqliteStore;
-    use badge_store::{KeyValue, ListOptions, ListResult, WatchStream};
-    use bytes::Bytes;
     use std::sync::atomic::{AtomicBool, Ordering};
 
-    /// The embedded store, made unreachable or alarmed at will, as an etcd cluster can be.
-    struct Faulty {
-        inner: SqliteStore,
+    /// Faults of the embedded store, set at will, as an etcd cluster can have them:
+    /// unreachable, or alarmed.
+    #[derive(Default)]
+    struct Faults {
         down: AtomicBool,
         alarms: parking_lot::Mutex<Vec<String>>,
     }
 
-    impl Faulty {
-        fn reachable(&self) -> badge_store::Result<()> {
+    impl Hook for Faults {
+        fn before(&self, _call: &Call<'_>) -> badge_store::Result<()> {
             if self.down.load(Ordering::SeqCst) {
                 return Err(badge_store::Error::Unavailable("no leader".into()));
             }
             Ok(())
         }
+
+        fn alarms(&self) -> Option<Vec<String>> {
+            Some(self.alarms.lock().clone())
+        }
     }
 
-    #[async_trait::async_trait]
-    impl Store for Faulty {
-        async fn get(&self, key: &str) -> badge_store::Result<(Option<KeyValue>, Revision)> {
-            self.reachable()?;
-            self.inner.get(key).await
-        }
-        async fn list(&self, prefix: &str, options: ListOptions) -> badge_store::Result<ListResult> {
-            self.reachable()?;
-            self.inner.list(prefix, options).await
-        }
-        async fn create(&self, key: &str, value: Bytes) -> badge_store::Result<Revision> {
-            self.reachable()?;
-            self.inner.create(key, value).await
-        }
-        async fn update(&self, key: &str, value: Bytes, expected: Revision) -> badge_store::Result<Revision> {
-            self.reachable()?;
-            self.inner.update(key, value, expected).await
-        }
-        async fn delete(&self, key: &str, expected: Revision) -> badge_store::Result<Revision> {
-            self.reachable()?;
-            self.inner.delete(key, expected).await
-        }
-        async fn current_revision(&self) -> badge_store::Result<Revision> {
-            self.reachable()?;
-            self.inner.current_revision().await
-        }
-        async fn watch(&self, prefix: &str, after: Revision) -> badge_store::Result<WatchStream> {
-            self.inner.watch(prefix, after).await
-        }
-        async fn compact(&self, revision: Revision) -> badge_store::Result<()> {
-            self.inner.compact(revision).await
-        }
-        async fn compacted_revision(&self) -> badge_store::Result<Revision> {
-            self.inner.compacted_revision().await
-        }
-        async fn alarms(&self) -> badge_store::Result<Vec<String>> {
-            self.reachable()?;
-            Ok(self.alarms.lock().clone())
-        }
+    fn faulty(dir: &std::path::Path) -> (Arc<Intercepted<Arc<Faults>>>, Arc<Faults>) {
+        let faults = Arc::new(Faults::default());
+        let inner = Arc::new(SqliteStore::open(&dir.join("s.db")).unwrap());
+        (Arc::new(Intercepted::new(inner, faults.clone())), faults)
     }
 
     async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
@@ -293,17 +262,13 @@ mod tests {
     #[tokio::test]
     async fn storage_health_follows_the_confirmations_and_the_alarms() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(Faulty {
-            inner: SqliteStore::open(&dir.path().join("s.db")).unwrap(),
-            down: AtomicBool::new(false),
-            alarms: Default::default(),
-        });
+        let (store, faults) = faulty(dir.path());
         let registry = Registry::start_with_bound(store.clone(), 100, Duration::from_millis(300)).await;
         registry.storage_health().await.unwrap();
 
         // Unreachable: the cache still answers consistent reads within the bound, and past
         // it neither they nor readiness pass.
-        store.down.store(true, Ordering::SeqCst);
+        faults.down.store(true, Ordering::SeqCst);
         eventually("the bound to be crossed", async || {
             registry.storage_health().await.is_err()
         })
@@ -315,28 +280,24 @@ mod tests {
         );
         assert_eq!(registry.sync().await.unwrap_err().code, 503);
 
-        store.down.store(false, Ordering::SeqCst);
+        faults.down.store(false, Ordering::SeqCst);
         eventually("a confirmation", async || registry.storage_health().await.is_ok()).await;
         registry.sync().await.unwrap();
 
         // Reachable and current, but refusing writes.
-        store.alarms.lock().push("NOSPACE".into());
+        faults.alarms.lock().push("NOSPACE".into());
         assert_eq!(
             registry.storage_health().await.unwrap_err(),
             "the storage raised alarms: NOSPACE"
         );
-        store.alarms.lock().clear();
+        faults.alarms.lock().clear();
         registry.storage_health().await.unwrap();
     }
 
     #[tokio::test]
     async fn own_writes_are_read_back_from_the_cache_without_asking_the_store() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(Faulty {
-            inner: SqliteStore::open(&dir.path().join("s.db")).unwrap(),
-            down: AtomicBool::new(false),
-            alarms: Default::default(),
-        });
+        let (store, faults) = faulty(dir.path());
         let registry = Registry::start(store.clone(), 100).await;
         let namespaces = badge_api::resources::lookup("", "v1", "namespaces").unwrap();
         registry
@@ -350,7 +311,7 @@ mod tests {
             .unwrap();
         // The store can no longer say its revision: only the registry's own record of its
         // writes tells the read what to wait for.
-        store.down.store(true, Ordering::SeqCst);
+        faults.down.store(true, Ordering::SeqCst);
         registry.sync_own_writes().await.unwrap();
         assert!(registry.get_cached(namespaces, "", "demo").is_some());
     }

@@ -12,6 +12,7 @@
 #![warn(missing_docs)]
 
 pub mod conformance;
+pub mod intercept;
 pub mod sqlite;
 pub mod transform;
 

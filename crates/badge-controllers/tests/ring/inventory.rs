@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use badge_store::{BatchOp, KeyValue, ListOptions, ListResult, Revision, Store, WatchStream};
-use bytes::Bytes;
+use badge_store::Store;
+use badge_store::intercept::{Call, Hook, Intercepted};
 use serde_json::json;
 
 use crate::support::{Caller, Ring, jti_of};
@@ -296,68 +296,32 @@ async fn the_group_is_discovered_and_printed() {
     assert_eq!(cells[5], 0);
 }
 
-/// A store counting the transactions that write identity.badge.dev records: a batch, or a
+/// Counts the store transactions that write identity.badge.dev records: a batch, or a
 /// single write of one.
-struct Counted {
-    inner: Arc<dyn Store>,
-    identity_writes: AtomicUsize,
-}
+#[derive(Default)]
+struct IdentityWrites(AtomicUsize);
 
-impl Counted {
-    fn count<'a>(&self, mut keys: impl Iterator<Item = &'a str>) {
+impl Hook for IdentityWrites {
+    fn before(&self, call: &Call<'_>) -> badge_store::Result<()> {
         let identity = ["/registry/issuedtokens/", "/registry/serviceaccountusages/"];
-        if keys.any(|key| identity.iter().any(|prefix| key.starts_with(prefix))) {
-            self.identity_writes.fetch_add(1, Ordering::SeqCst);
+        let written = call.written_keys();
+        if written
+            .iter()
+            .any(|key| identity.iter().any(|prefix| key.starts_with(prefix)))
+        {
+            self.0.fetch_add(1, Ordering::SeqCst);
         }
-    }
-}
-
-#[async_trait::async_trait]
-impl Store for Counted {
-    async fn get(&self, key: &str) -> badge_store::Result<(Option<KeyValue>, Revision)> {
-        self.inner.get(key).await
-    }
-    async fn list(&self, prefix: &str, options: ListOptions) -> badge_store::Result<ListResult> {
-        self.inner.list(prefix, options).await
-    }
-    async fn create(&self, key: &str, value: Bytes) -> badge_store::Result<Revision> {
-        self.count(std::iter::once(key));
-        self.inner.create(key, value).await
-    }
-    async fn update(&self, key: &str, value: Bytes, expected: Revision) -> badge_store::Result<Revision> {
-        self.count(std::iter::once(key));
-        self.inner.update(key, value, expected).await
-    }
-    async fn delete(&self, key: &str, expected: Revision) -> badge_store::Result<Revision> {
-        self.count(std::iter::once(key));
-        self.inner.delete(key, expected).await
-    }
-    async fn write_batch(&self, ops: Vec<BatchOp>) -> Vec<badge_store::Result<Revision>> {
-        self.count(ops.iter().map(BatchOp::key));
-        self.inner.write_batch(ops).await
-    }
-    async fn current_revision(&self) -> badge_store::Result<Revision> {
-        self.inner.current_revision().await
-    }
-    async fn watch(&self, prefix: &str, after: Revision) -> badge_store::Result<WatchStream> {
-        self.inner.watch(prefix, after).await
-    }
-    async fn compact(&self, revision: Revision) -> badge_store::Result<()> {
-        self.inner.compact(revision).await
-    }
-    async fn compacted_revision(&self) -> badge_store::Result<Revision> {
-        self.inner.compacted_revision().await
+        Ok(())
     }
 }
 
 #[tokio::test]
 async fn a_flush_of_new_records_and_uses_is_one_store_transaction() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(Counted {
-        inner: Arc::new(badge_store::sqlite::SqliteStore::open(&dir.path().join("store.db")).unwrap()),
-        identity_writes: AtomicUsize::new(0),
-    });
-    let ring = Ring::build_over(store.clone(), dir, |api| api).await;
+    let identity_writes = Arc::new(IdentityWrites::default());
+    let sqlite = Arc::new(badge_store::sqlite::SqliteStore::open(&dir.path().join("store.db")).unwrap());
+    let store = Arc::new(Intercepted::new(sqlite, identity_writes.clone()));
+    let ring = Ring::build_over(store, dir, |api| api).await;
     ring.namespace("demo").await;
     ring.service_account("demo", "app").await;
     ring.service_account("demo", "other").await;
@@ -387,10 +351,10 @@ async fn a_flush_of_new_records_and_uses_is_one_store_transaction() {
             .await;
         assert_eq!(who.code, 201, "{}", who.body);
     }
-    let before = store.identity_writes.load(Ordering::SeqCst);
+    let before = identity_writes.0.load(Ordering::SeqCst);
     let report = ring.api.flush_usage().await;
     assert_eq!(
-        store.identity_writes.load(Ordering::SeqCst) - before,
+        identity_writes.0.load(Ordering::SeqCst) - before,
         1,
         "one store transaction: {report:?}"
     );
@@ -424,36 +388,15 @@ async fn a_flush_of_new_records_and_uses_is_one_store_transaction() {
 #[ignore = "a measurement, run by hand"]
 async fn flush_rate() {
     /// SQLite without batches: every op of a batch is its own transaction.
-    struct Unbatched(badge_store::sqlite::SqliteStore);
+    struct Unbatched;
 
-    #[async_trait::async_trait]
-    impl Store for Unbatched {
-        async fn get(&self, key: &str) -> badge_store::Result<(Option<KeyValue>, Revision)> {
-            self.0.get(key).await
+    impl Hook for Unbatched {
+        fn before(&self, _call: &Call<'_>) -> badge_store::Result<()> {
+            Ok(())
         }
-        async fn list(&self, prefix: &str, options: ListOptions) -> badge_store::Result<ListResult> {
-            self.0.list(prefix, options).await
-        }
-        async fn create(&self, key: &str, value: Bytes) -> badge_store::Result<Revision> {
-            self.0.create(key, value).await
-        }
-        async fn update(&self, key: &str, value: Bytes, expected: Revision) -> badge_store::Result<Revision> {
-            self.0.update(key, value, expected).await
-        }
-        async fn delete(&self, key: &str, expected: Revision) -> badge_store::Result<Revision> {
-            self.0.delete(key, expected).await
-        }
-        async fn current_revision(&self) -> badge_store::Result<Revision> {
-            self.0.current_revision().await
-        }
-        async fn watch(&self, prefix: &str, after: Revision) -> badge_store::Result<WatchStream> {
-            self.0.watch(prefix, after).await
-        }
-        async fn compact(&self, revision: Revision) -> badge_store::Result<()> {
-            self.0.compact(revision).await
-        }
-        async fn compacted_revision(&self) -> badge_store::Result<Revision> {
-            self.0.compacted_revision().await
+
+        fn batches(&self) -> bool {
+            false
         }
     }
 
@@ -468,7 +411,7 @@ async fn flush_rate() {
         let store: Arc<dyn Store> = if batched {
             Arc::new(sqlite)
         } else {
-            Arc::new(Unbatched(sqlite))
+            Arc::new(Intercepted::new(Arc::new(sqlite), Unbatched))
         };
         let ring = Ring::build_over(store, dir, |api| api).await;
         ring.namespace("demo").await;

@@ -178,55 +178,23 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use badge_api::resources;
+    use badge_store::intercept::{Call, Hook, Intercepted};
     use badge_store::sqlite::SqliteStore;
-    use badge_store::{KeyValue, ListOptions, ListResult, WatchStream};
-    use bytes::Bytes;
     use serde_json::json;
 
     use super::*;
     use crate::WriteOptions;
 
-    /// SQLite, counting the writes that reach it: each a transaction of its own.
-    struct Counted {
-        inner: SqliteStore,
-        transactions: AtomicUsize,
-    }
+    /// Counts the writes that reach SQLite: each a transaction of its own.
+    #[derive(Default)]
+    struct Transactions(AtomicUsize);
 
-    #[async_trait::async_trait]
-    impl Store for Counted {
-        async fn get(&self, key: &str) -> badge_store::Result<(Option<KeyValue>, Revision)> {
-            self.inner.get(key).await
-        }
-        async fn list(&self, prefix: &str, options: ListOptions) -> badge_store::Result<ListResult> {
-            self.inner.list(prefix, options).await
-        }
-        async fn create(&self, key: &str, value: Bytes) -> badge_store::Result<Revision> {
-            self.transactions.fetch_add(1, Ordering::SeqCst);
-            self.inner.create(key, value).await
-        }
-        async fn update(&self, key: &str, value: Bytes, expected: Revision) -> badge_store::Result<Revision> {
-            self.transactions.fetch_add(1, Ordering::SeqCst);
-            self.inner.update(key, value, expected).await
-        }
-        async fn delete(&self, key: &str, expected: Revision) -> badge_store::Result<Revision> {
-            self.transactions.fetch_add(1, Ordering::SeqCst);
-            self.inner.delete(key, expected).await
-        }
-        async fn write_batch(&self, ops: Vec<BatchOp>) -> Vec<badge_store::Result<Revision>> {
-            self.transactions.fetch_add(1, Ordering::SeqCst);
-            self.inner.write_batch(ops).await
-        }
-        async fn current_revision(&self) -> badge_store::Result<Revision> {
-            self.inner.current_revision().await
-        }
-        async fn watch(&self, prefix: &str, after: Revision) -> badge_store::Result<WatchStream> {
-            self.inner.watch(prefix, after).await
-        }
-        async fn compact(&self, revision: Revision) -> badge_store::Result<()> {
-            self.inner.compact(revision).await
-        }
-        async fn compacted_revision(&self) -> badge_store::Result<Revision> {
-            self.inner.compacted_revision().await
+    impl Hook for Transactions {
+        fn before(&self, call: &Call<'_>) -> badge_store::Result<()> {
+            if !call.written_keys().is_empty() {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+            Ok(())
         }
     }
 
@@ -239,10 +207,9 @@ mod tests {
     #[tokio::test]
     async fn a_batch_prepares_each_write_as_alone_and_makes_one_store_transaction() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(Counted {
-            inner: SqliteStore::open(&dir.path().join("s.db")).unwrap(),
-            transactions: AtomicUsize::new(0),
-        });
+        let transactions = Arc::new(Transactions::default());
+        let sqlite = Arc::new(SqliteStore::open(&dir.path().join("s.db")).unwrap());
+        let store = Arc::new(Intercepted::new(sqlite, transactions.clone()));
         let registry = Registry::start(store.clone(), 100).await;
         let (tokens, options) = (resources::ISSUEDTOKENS, WriteOptions::default());
         registry
@@ -293,7 +260,7 @@ mod tests {
             namespace: namespace.into(),
             object,
         };
-        let before = store.transactions.load(Ordering::SeqCst);
+        let before = transactions.0.load(Ordering::SeqCst);
         let outcomes = registry
             .write_batch(vec![
                 create("demo", token("new")),
@@ -307,7 +274,7 @@ mod tests {
             ])
             .await;
         assert_eq!(
-            store.transactions.load(Ordering::SeqCst) - before,
+            transactions.0.load(Ordering::SeqCst) - before,
             1,
             "one store transaction"
         );
