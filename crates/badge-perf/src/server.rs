@@ -92,6 +92,36 @@ impl Server {
             .map_or(0, |kb| kb * 1024)
     }
 
+    /// CPU time the server has used, user and system, in clock ticks (1/100 s).
+    fn cpu_ticks(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
+            .ok()
+            .and_then(|stat| {
+                // The fields after the command name, which is in parentheses and may hold spaces.
+                let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+                let user: u64 = fields.get(11)?.parse().ok()?;
+                let system: u64 = fields.get(12)?.parse().ok()?;
+                Some(user + system)
+            })
+            .unwrap_or(0)
+    }
+
+    /// Waits (at most two minutes) until the server is idle, using at most one clock tick of
+    /// CPU in 300 ms: what a phase left behind (a usage flush of its uses, a recount, freed
+    /// memory) is done before the next phase is measured or its memory read.
+    pub(crate) fn settle(&self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        let mut before = self.cpu_ticks();
+        while std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(300));
+            let now = self.cpu_ticks();
+            if now.saturating_sub(before) <= 1 {
+                return;
+            }
+            before = now;
+        }
+    }
+
     pub(crate) fn stop(mut self) -> anyhow::Result<tempfile::TempDir> {
         let _ = Command::new("kill")
             .arg("-TERM")
