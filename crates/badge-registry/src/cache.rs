@@ -690,13 +690,26 @@ impl WatchCache {
 
     /// Applies a batch of store events (in revision order), their values as stored.
     fn apply(&self, events: Vec<badge_store::Event>, transformer: Option<&dyn Transformer>) {
+        // Decoded before the lock is taken: readers (every request that looks an object up)
+        // wait only for the events to be placed, not for a flush's thousand records to be
+        // parsed and packed.
+        let decoded: Vec<Result<Option<CachedObject>, String>> = events
+            .iter()
+            .map(|event| {
+                if !event.key.starts_with(OBJECT_PREFIX) {
+                    return Ok(None);
+                }
+                read_value(transformer, &event.key, &event.value)
+                    .map(|value| CachedObject::new(&value, event.revision))
+            })
+            .collect();
         let mut state = self.state.write();
         let mut last = state.revision;
         // An etcd transaction of several writes gives them one revision, delivered
         // together: the revision a batch opened takes its other events too, while a
         // revision already applied before the batch is a replay.
         let mut opened = None;
-        for event in events {
+        for (event, decoded) in events.into_iter().zip(decoded) {
             let same_transaction = opened == Some(event.revision);
             if event.revision < state.revision || (event.revision == state.revision && !same_transaction) {
                 continue;
@@ -707,10 +720,10 @@ impl WatchCache {
                 state.revision = event.revision;
                 continue;
             }
-            let decoded = match read_value(transformer, &event.key, &event.value) {
-                Ok(value) => {
+            let decoded = match decoded {
+                Ok(object) => {
                     state.unreadable.remove(&event.key);
-                    CachedObject::new(&value, event.revision)
+                    object
                 }
                 // A delete still removes the object; its last state is the one held.
                 Err(reason) => {
