@@ -240,7 +240,7 @@ impl ApiServer {
             }
             Ok(mut cache_watch) => {
                 let mut shutdown = self.shutdown.clone();
-                let mut revisions = self.registry.cache().revisions();
+                let revisions = self.registry.cache().revisions();
                 tokio::spawn(async move {
                     let deadline = tokio::time::sleep(timeout);
                     tokio::pin!(deadline);
@@ -278,6 +278,7 @@ impl ApiServer {
                     }
                     let mut bookmark_timer = tokio::time::interval(BOOKMARK_INTERVAL);
                     bookmark_timer.tick().await;
+                    // Ends at the deadline or shutdown; every other end returns at once.
                     loop {
                         tokio::select! {
                             received = cache_watch.next() => match received {
@@ -309,17 +310,37 @@ impl ApiServer {
                                 // A watcher that fell behind is ended; the client relists.
                                 Err(WatchEnd::Lagged | WatchEnd::Closed) => return,
                             },
+                            // Only a revision every event of which has been sent: one
+                            // ahead of events still queued would have a client that resumes
+                            // from it skip them. Otherwise the next tick tries again.
                             _ = bookmark_timer.tick(), if bookmarks => {
-                                let revision = *revisions.borrow_and_update();
-                                let Some(bookmark) = encoder.bookmark(revision.max(last_sent)) else {
+                                let Some(revision) = cache_watch.bookmark_revision(last_sent) else {
+                                    continue;
+                                };
+                                let Some(bookmark) = encoder.bookmark(revision) else {
                                     return;
                                 };
                                 if tx.send(bookmark).await.is_err() {
                                     return;
                                 }
                             }
-                            _ = &mut deadline => return,
-                            _ = shutdown.changed() => return,
+                            _ = &mut deadline => break,
+                            _ = shutdown.changed() => break,
+                        }
+                    }
+                    // A transaction half sent is finished first: its writes share the
+                    // revision the client will resume from.
+                    for event in cache_watch.rest_of_transaction(last_sent).await {
+                        if event.revision <= snapshot && from.is_some() {
+                            continue;
+                        }
+                        if let Some((kind, object)) = visible(&event, &prefix, &filter, resource) {
+                            let Some(line) = encoder.event(kind.as_str(), &object) else {
+                                return;
+                            };
+                            if tx.send(line).await.is_err() {
+                                return;
+                            }
                         }
                     }
                 });

@@ -384,9 +384,14 @@ pub struct CacheWatch {
     /// Changes when the cache is replaced by a relist: what happened between its old and
     /// new state was never seen, so no event can tell the watcher about it.
     resets: watch::Receiver<u64>,
+    /// The cache's revision, published once every event up to it is broadcast.
+    revisions: watch::Receiver<Revision>,
     /// The revision the initial events bring the watcher to.
     pub revision: Revision,
 }
+
+/// How long a watcher that ends waits for the rest of a transaction it has begun to send.
+const TRANSACTION_WAIT: Duration = Duration::from_secs(1);
 
 /// Why a cache watch delivers no more events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -416,6 +421,43 @@ impl CacheWatch {
                 Err(broadcast::error::RecvError::Closed) => Err(WatchEnd::Closed),
             },
         }
+    }
+
+    /// The revision a bookmark may name now, given the revision of the last event taken:
+    /// one whose every event this watcher has taken, so a client resuming from it misses
+    /// nothing. None while events are queued, or while a transaction whose first events were
+    /// taken is still being broadcast (its revision is published after all its events).
+    pub fn bookmark_revision(&mut self, last_taken: Revision) -> Option<Revision> {
+        // Read before looking at the queue: every event up to a published revision was
+        // broadcast before it was published, so an empty queue now holds none of them.
+        let published = *self.revisions.borrow_and_update();
+        if !self.live.is_empty() || published < last_taken {
+            return None;
+        }
+        Some(published)
+    }
+
+    /// The queued events of the transaction at `revision`, whose first events the watcher
+    /// has taken: the writes of one etcd transaction share a revision, and a watch that
+    /// ended between them would leave its client resuming from that revision without the
+    /// rest. Waits (briefly) until the revision is published, when all of them are queued.
+    pub async fn rest_of_transaction(&mut self, revision: Revision) -> Vec<Arc<CacheEvent>> {
+        let published = tokio::time::timeout(
+            TRANSACTION_WAIT,
+            self.revisions.wait_for(|published| *published >= revision),
+        )
+        .await;
+        if !matches!(published, Ok(Ok(_))) || self.resets.has_changed().unwrap_or(true) {
+            return Vec::new();
+        }
+        let mut rest = Vec::new();
+        while let Ok(event) = self.live.try_recv() {
+            if event.revision != revision {
+                break;
+            }
+            rest.push(event);
+        }
+        rest
     }
 }
 
@@ -662,6 +704,7 @@ impl WatchCache {
             initial,
             live,
             resets,
+            revisions: self.revision.subscribe(),
             revision: state.revision,
         })
     }
@@ -1229,6 +1272,59 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert!(cache.unreadable("/registry/secrets/a/s").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_bookmark_never_names_a_revision_ahead_of_what_the_watcher_has_taken() {
+        let cache = WatchCache::new(100);
+        cache.reset(Vec::new(), BTreeMap::new(), 1);
+        let mut watcher = cache.watch("/registry/configmaps/", None).unwrap();
+        assert_eq!(watcher.bookmark_revision(1), Some(1), "nothing queued");
+        cache.apply(vec![put("/registry/configmaps/a/one", 2)], None);
+        assert_eq!(watcher.bookmark_revision(1), None, "revision 2 is still queued");
+        assert_eq!(watcher.next().await.unwrap().revision, 2);
+        assert_eq!(watcher.bookmark_revision(2), Some(2));
+        // Writes elsewhere move the cache on; the watcher has nothing to take.
+        cache.apply(vec![put("/registry/secrets/a/s", 3)], None);
+        assert_eq!(watcher.next().await.unwrap().revision, 3);
+        assert_eq!(watcher.bookmark_revision(2), Some(3));
+        // A transaction taken in part, its revision not yet published (as while the cache
+        // is still placing it): no bookmark.
+        assert_eq!(watcher.bookmark_revision(4), None);
+    }
+
+    #[tokio::test]
+    async fn a_watch_that_ends_finishes_the_transaction_it_began() {
+        let cache = WatchCache::new(100);
+        cache.reset(Vec::new(), BTreeMap::new(), 1);
+        let mut watcher = cache.watch("/registry/configmaps/", None).unwrap();
+        // One etcd transaction of three writes, then a later write.
+        cache.apply(
+            vec![
+                put("/registry/configmaps/a/one", 2),
+                put("/registry/configmaps/a/two", 2),
+                put("/registry/configmaps/a/three", 2),
+            ],
+            None,
+        );
+        cache.apply(vec![put("/registry/configmaps/a/four", 3)], None);
+        assert_eq!(watcher.next().await.unwrap().key, "/registry/configmaps/a/one");
+        let rest: Vec<String> = watcher
+            .rest_of_transaction(2)
+            .await
+            .iter()
+            .map(|e| e.key.clone())
+            .collect();
+        assert_eq!(
+            rest,
+            ["/registry/configmaps/a/two", "/registry/configmaps/a/three"]
+        );
+
+        // Nothing half taken: nothing more is sent.
+        let mut whole = cache.watch("/registry/configmaps/", None).unwrap();
+        cache.apply(vec![put("/registry/configmaps/a/five", 4)], None);
+        assert_eq!(whole.next().await.unwrap().revision, 4);
+        assert!(whole.rest_of_transaction(4).await.is_empty());
     }
 
     #[tokio::test]
