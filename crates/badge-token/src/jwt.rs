@@ -85,6 +85,17 @@ pub enum SignError {
 /// Signs `claims` (a JSON object) with `key`: header `{"alg":…,"kid":…}`, payload with
 /// members sorted at every level, signature in JOSE form.
 pub fn sign(key: &SigningKey, claims: &Value) -> Result<Token, SignError> {
+    if !claims.is_object() {
+        return Err(SignError::ClaimsNotObject);
+    }
+    let mut payload = Vec::with_capacity(512);
+    write_sorted(claims, &mut payload);
+    sign_payload(key, &payload)
+}
+
+/// Signs a payload already written as [`sign`] would write its claims (a JSON object,
+/// members sorted at every level), such as [`crate::BoundClaims::to_payload`]'s.
+pub fn sign_payload(key: &SigningKey, payload: &[u8]) -> Result<Token, SignError> {
     // alg and kid are base64url/ASCII names, so no escaping is needed; this is the exact byte
     // layout go-jose produces.
     let header = format!(
@@ -92,7 +103,7 @@ pub fn sign(key: &SigningKey, claims: &Value) -> Result<Token, SignError> {
         key.algorithm().as_str(),
         key.kid()
     );
-    sign_with_header(key, &header, claims)
+    assemble(key, &header, payload)
 }
 
 /// Signs a JWT that is not a ServiceAccount token, with a `typ` header (RFC 8725 §3.11
@@ -109,12 +120,15 @@ fn sign_with_header(key: &SigningKey, header: &str, claims: &Value) -> Result<To
     }
     let mut payload = Vec::with_capacity(512);
     write_sorted(claims, &mut payload);
+    assemble(key, header, &payload)
+}
 
+fn assemble(key: &SigningKey, header: &str, payload: &[u8]) -> Result<Token, SignError> {
     // base64 grows by 4/3; 1400 covers an RSA-8192 signature.
     let mut token = String::with_capacity((header.len() + payload.len()) * 4 / 3 + 1400);
     URL_SAFE_NO_PAD.encode_string(header.as_bytes(), &mut token);
     token.push('.');
-    URL_SAFE_NO_PAD.encode_string(&payload, &mut token);
+    URL_SAFE_NO_PAD.encode_string(payload, &mut token);
     let signature = key.sign(token.as_bytes())?;
     token.push('.');
     URL_SAFE_NO_PAD.encode_string(&signature, &mut token);
@@ -286,7 +300,7 @@ fn check_registered_claims(claims: &Map<String, Value>) -> Result<(), TokenError
 
 /// Compact JSON with object members sorted by name (byte order, as Go sorts map keys).
 /// Explicit, so the layout does not depend on serde_json's `preserve_order` feature.
-fn write_sorted(value: &Value, out: &mut Vec<u8>) {
+pub(crate) fn write_sorted(value: &Value, out: &mut Vec<u8>) {
     match value {
         Value::Object(map) => {
             out.push(b'{');
