@@ -221,9 +221,80 @@ pub(crate) fn reply_bytes(request: &ReviewRequest<'_>, status: &ReviewStatus<'_>
     bytes.extend_from_slice(b"\"token\":");
     crate::audit::encode::string(&mut bytes, &request.token);
     bytes.extend_from_slice(b"},\"status\":");
-    serde_json::to_writer(&mut bytes, status).map_err(encoding)?;
+    status.write(&mut bytes);
     bytes.push(b'}');
     Ok(bytes)
+}
+
+impl ReviewStatus<'_> {
+    /// The bytes of the derived `Serialize`, written member by member through the fast
+    /// string encoder.
+    fn write(&self, out: &mut Vec<u8>) {
+        use crate::audit::encode::string;
+        let strings = |out: &mut Vec<u8>, items: &[String]| {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                string(out, item);
+            }
+            out.push(b']');
+        };
+        out.push(b'{');
+        if let Some(audiences) = self.audiences {
+            out.extend_from_slice(b"\"audiences\":");
+            strings(out, audiences);
+            out.push(b',');
+        }
+        if let Some(authenticated) = self.authenticated {
+            out.extend_from_slice(if authenticated {
+                b"\"authenticated\":true,"
+            } else {
+                b"\"authenticated\":false,"
+            });
+        }
+        if let Some(error) = self.error {
+            out.extend_from_slice(b"\"error\":");
+            string(out, error);
+            out.push(b',');
+        }
+        out.extend_from_slice(b"\"user\":{");
+        let user = &self.user;
+        let mut first = true;
+        let mut member = |out: &mut Vec<u8>, name: &[u8]| {
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            out.extend_from_slice(name);
+        };
+        if let Some(extra) = user.extra {
+            member(out, b"\"extra\":{");
+            for (i, (key, values)) in extra.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                string(out, key);
+                out.push(b':');
+                strings(out, values);
+            }
+            out.push(b'}');
+        }
+        if let Some(groups) = user.groups {
+            member(out, b"\"groups\":");
+            strings(out, groups);
+        }
+        if let Some(uid) = user.uid {
+            member(out, b"\"uid\":");
+            string(out, uid);
+        }
+        if let Some(username) = user.username {
+            member(out, b"\"username\":");
+            string(out, username);
+        }
+        out.extend_from_slice(b"}}");
+    }
 }
 
 /// The generic path's reply: the decoded review with its metadata and status replaced.
@@ -362,6 +433,34 @@ mod tests {
                     "{body}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn the_written_status_is_the_derived_serialization() {
+        let mut extra = BTreeMap::new();
+        extra.insert("a\"b".to_string(), vec![]);
+        extra.insert("k".to_string(), vec!["v\n1".to_string(), "é\u{1}".to_string()]);
+        let mut awkward = outcomes();
+        awkward.push(TokenOutcome::Authenticated {
+            user: UserInfo {
+                name: "system:serviceaccount:\"q\\".into(),
+                uid: "u\t".into(),
+                groups: Vec::new(),
+                extra,
+            },
+            audiences: vec!["x\u{7f}".into(), "\u{2028}".into()],
+            credential: None,
+        });
+        awkward.push(TokenOutcome::Invalid("bad \"token\"\n".into()));
+        for outcome in awkward {
+            let status = ReviewStatus::of(&outcome);
+            let mut written = Vec::new();
+            status.write(&mut written);
+            assert_eq!(
+                String::from_utf8(written).unwrap(),
+                serde_json::to_string(&status).unwrap()
+            );
         }
     }
 
