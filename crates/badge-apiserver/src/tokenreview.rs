@@ -31,6 +31,8 @@ pub(crate) const KIND: &str = "TokenReview";
 pub(crate) struct ReviewRequest<'a> {
     pub token: Cow<'a, str>,
     pub audiences: Option<Vec<String>>,
+    /// The token is known to need no escaping in JSON, so the reply copies it unchecked.
+    pub plain: bool,
 }
 
 /// The review's body as the typed path accepts it. Members it does not list make it refuse
@@ -133,6 +135,7 @@ fn decode_shape(body: &[u8]) -> Option<ReviewRequest<'_>> {
         Some(ReviewRequest {
             token: Cow::Borrowed(std::str::from_utf8(token).ok()?),
             audiences: None,
+            plain: true,
         })
     })
 }
@@ -152,6 +155,7 @@ pub(crate) fn decode_typed(body: &[u8]) -> Option<ReviewRequest<'_>> {
     Some(ReviewRequest {
         token: body.spec.token,
         audiences: body.spec.audiences,
+        plain: false,
     })
 }
 
@@ -174,6 +178,7 @@ pub(crate) fn request_of(review: &Value) -> Result<ReviewRequest<'_>, Status> {
     Ok(ReviewRequest {
         token: Cow::Borrowed(token),
         audiences,
+        plain: false,
     })
 }
 
@@ -251,7 +256,13 @@ pub(crate) fn reply_bytes(request: &ReviewRequest<'_>, status: &ReviewStatus<'_>
         bytes.push(b',');
     }
     bytes.extend_from_slice(b"\"token\":");
-    crate::audit::encode::string(&mut bytes, &request.token);
+    if request.plain {
+        bytes.push(b'"');
+        bytes.extend_from_slice(request.token.as_bytes());
+        bytes.push(b'"');
+    } else {
+        crate::audit::encode::string(&mut bytes, &request.token);
+    }
     bytes.extend_from_slice(b"},\"status\":");
     status.write(&mut bytes);
     bytes.push(b'}');
