@@ -274,8 +274,8 @@ impl ApiServer {
             .resource
             .subresource("token")
             .ok_or_else(Status::path_not_found)?;
-        let media = badge_api::decode::media_type(&call.content_type)
-            .ok_or_else(|| Status::unsupported_media_type(&call.content_type))?;
+        let media = badge_api::decode::media_type(call.content_type)
+            .ok_or_else(|| Status::unsupported_media_type(call.content_type))?;
         let typed = match media {
             badge_api::decode::MediaType::Json => crate::tokenrequest::decode_typed(&call.body),
             _ => None,

@@ -354,7 +354,7 @@ impl ApiServer {
         &self,
         call: &Call<'_>,
     ) -> Result<Option<Response<response::Body>>, Status> {
-        if badge_api::decode::media_type(&call.content_type) != Some(badge_api::decode::MediaType::Json) {
+        if badge_api::decode::media_type(call.content_type) != Some(badge_api::decode::MediaType::Json) {
             return Ok(None);
         }
         let Some(request) = decode_typed(&call.body) else {
