@@ -55,10 +55,7 @@ const NAMESPACE_SUBRESOURCES: &[&str] = &["status", "finalize"];
 
 /// Parses a request. `query` is the raw query string (without `?`).
 pub fn parse(method: &str, raw_path: &str, query: Option<&str>) -> Result<RequestInfo, PathError> {
-    let path = percent_decode_str(raw_path)
-        .decode_utf8()
-        .map_err(|_| PathError::NotUtf8)?
-        .into_owned();
+    let path = decode(raw_path)?.into_owned();
     let non_resource = |path: String| RequestInfo {
         is_resource_request: false,
         verb: method.to_ascii_lowercase(),
@@ -83,11 +80,7 @@ pub fn parse(method: &str, raw_path: &str, query: Option<&str>) -> Result<Reques
         if raw.is_empty() {
             return Err(PathError::EmptySegment);
         }
-        parts.push(
-            percent_decode_str(raw)
-                .decode_utf8()
-                .map_err(|_| PathError::NotUtf8)?,
-        );
+        parts.push(decode(raw)?);
     }
     let mut info = RequestInfo {
         is_resource_request: true,
@@ -174,6 +167,17 @@ pub fn parse(method: &str, raw_path: &str, query: Option<&str>) -> Result<Reques
     Ok(info)
 }
 
+/// `raw` percent-decoded. Nearly every path has no `%`: it is then its own decoding,
+/// borrowed without running the decoder over it.
+fn decode(raw: &str) -> Result<std::borrow::Cow<'_, str>, PathError> {
+    if !raw.as_bytes().contains(&b'%') {
+        return Ok(std::borrow::Cow::Borrowed(raw));
+    }
+    percent_decode_str(raw)
+        .decode_utf8()
+        .map_err(|_| PathError::NotUtf8)
+}
+
 /// `path.IsValidPathSegmentName`: a name must be usable as one path segment.
 pub fn is_valid_path_segment_name(name: &str) -> bool {
     name != "." && name != ".." && !name.contains('/') && !name.contains('%')
@@ -182,6 +186,27 @@ pub fn is_valid_path_segment_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_path_without_percent_is_its_own_decoding() {
+        for raw in [
+            "/api/v1/namespaces/default/serviceaccounts/app/token",
+            "/apis/authentication.k8s.io/v1/tokenreviews",
+            "",
+            "naïve/€",
+            "a%2Fb",
+            "%E2%82%AC",
+            "%zz",
+            "bad%ff",
+        ] {
+            let decoded = decode(raw).map_err(|e| e.to_string());
+            let generic = percent_decode_str(raw)
+                .decode_utf8()
+                .map_err(|_| PathError::NotUtf8.to_string());
+            assert_eq!(decoded, generic, "{raw}");
+        }
+        assert!(matches!(decode("/api/v1"), Ok(std::borrow::Cow::Borrowed(_))));
+    }
 
     fn p(method: &str, path: &str, query: Option<&str>) -> RequestInfo {
         parse(method, path, query).unwrap_or_default()

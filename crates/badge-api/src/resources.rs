@@ -98,10 +98,11 @@ impl Resource {
 
     /// The store key of one object (`/registry/<resource>/<namespace>/<name>`).
     pub fn key(&self, namespace: &str, name: &str) -> String {
+        // Joined rather than formatted: every token authentication looks objects up by key.
         if self.namespaced {
-            format!("/registry/{}/{}/{}", self.storage_name(), namespace, name)
+            ["/registry/", self.storage_name(), "/", namespace, "/", name].concat()
         } else {
-            format!("/registry/{}/{}", self.storage_name(), name)
+            ["/registry/", self.storage_name(), "/", name].concat()
         }
     }
 

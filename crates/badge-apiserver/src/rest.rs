@@ -30,9 +30,9 @@ pub struct Call<'a> {
     /// The query parameters.
     pub query: Query,
     /// The `Accept` header.
-    pub accept: String,
+    pub accept: &'a str,
     /// The `Content-Type` header.
-    pub content_type: String,
+    pub content_type: &'a str,
     /// The request body.
     pub body: Bytes,
     /// Who is asking (after impersonation).
@@ -43,7 +43,7 @@ impl Call<'_> {
     /// What the response becomes. Upstream negotiates before anything else: a write whose
     /// answer no Accept clause allows is refused before it happens.
     pub(crate) fn output(&self) -> Result<Output, Status> {
-        negotiate::output(&self.accept)
+        negotiate::output(self.accept)
     }
 
     fn write_options(&self) -> Result<WriteOptions, Status> {
@@ -58,8 +58,8 @@ impl Call<'_> {
 
     /// Parses the body as an object of `resource`.
     fn decode_body(&self) -> Result<decode::Decoded, Status> {
-        let media = decode::media_type(&self.content_type)
-            .ok_or_else(|| Status::unsupported_media_type(&self.content_type))?;
+        let media = decode::media_type(self.content_type)
+            .ok_or_else(|| Status::unsupported_media_type(self.content_type))?;
         let (value, duplicates) = decode::parse_body(media, &self.body)?;
         decode::decode_for(self.resource, value, &duplicates, self.field_validation()?)
     }
@@ -300,8 +300,8 @@ impl ApiServer {
 
     pub(crate) async fn patch(&self, call: &Call<'_>) -> Result<Response<Body>, Status> {
         let output = call.output()?;
-        let patch_type = PatchType::from_content_type(&call.content_type)
-            .ok_or_else(|| patch::unsupported_patch_type(&call.content_type))?;
+        let patch_type = PatchType::from_content_type(call.content_type)
+            .ok_or_else(|| patch::unsupported_patch_type(call.content_type))?;
         if patch_type == PatchType::Apply {
             return self.server_side_apply(call, output).await;
         }
@@ -410,7 +410,7 @@ impl ApiServer {
             ..Default::default()
         };
         if !call.body.is_empty() {
-            let media = decode::media_type(&call.content_type).unwrap_or(MediaType::Json);
+            let media = decode::media_type(call.content_type).unwrap_or(MediaType::Json);
             let (body, _) = decode::parse_body(media, &call.body)?;
             if let Some(dry) = body.get("dryRun").and_then(Value::as_array) {
                 for v in dry {

@@ -135,8 +135,8 @@ fn created(mut object: Value, status: Value) -> Response<Body> {
 impl ApiServer {
     /// Decodes a review body for a virtual resource.
     fn review_body(&self, call: &Call<'_>) -> Result<Value, Status> {
-        let media = badge_api::decode::media_type(&call.content_type)
-            .ok_or_else(|| Status::unsupported_media_type(&call.content_type))?;
+        let media = badge_api::decode::media_type(call.content_type)
+            .ok_or_else(|| Status::unsupported_media_type(call.content_type))?;
         let value = if call.body.is_empty() {
             json!({})
         } else {

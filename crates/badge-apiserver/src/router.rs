@@ -28,13 +28,8 @@ impl ApiServer {
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let header = |name: header::HeaderName| {
-            headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_string()
-        };
+        // Borrowed for the call: every request reads these two, few keep them.
+        let header = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("");
         let accept = header(header::ACCEPT);
         let content_type = header(header::CONTENT_TYPE);
         let query = Query::parse(uri.query());
@@ -52,7 +47,7 @@ impl ApiServer {
                 return self.health(&method, endpoint, &info.path, uri.query()).await;
             }
             let if_none_match = header(header::IF_NONE_MATCH);
-            return self.non_resource(&method, &info, &accept, &if_none_match);
+            return self.non_resource(&method, &info, accept, if_none_match);
         }
         let Some(resource) = resources::lookup(&info.api_group, &info.api_version, &info.resource) else {
             if is_custom_resource_definition_list(&info) {

@@ -347,8 +347,8 @@ impl TokenIssuer {
             claims.expires_at = now + EXTENDED_EXPIRATION_SECONDS;
             claims.warn_after = Some(now + KUBELET_TOKEN_SECONDS);
         }
-        let payload = claims.to_value().map_err(|e| Status::internal(e.to_string()))?;
-        let (token, key_id) = self.keys.sign_with_kid(&payload)?;
+        let payload = claims.to_payload().map_err(|e| Status::internal(e.to_string()))?;
+        let (token, key_id) = self.keys.sign_payload_with_kid(&payload)?;
         let jti = claims.jti.clone().unwrap_or_default();
         // Debug only, as upstream logs nothing per token: the audit event's
         // issued-credential-id annotation and the inventory record name it. At info level the

@@ -140,8 +140,8 @@ impl ApiServer {
             info,
             resource,
             query: Query::parse(None),
-            accept: response::JSON.into(),
-            content_type: response::JSON.into(),
+            accept: response::JSON,
+            content_type: response::JSON,
             body: body.into(),
             user: user.clone(),
         };

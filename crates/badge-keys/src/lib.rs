@@ -515,16 +515,17 @@ impl ServiceAccountKeys {
 
     /// Signs claims with the current key, naming the key.
     pub fn sign_with_kid(&self, claims: &Value) -> Result<(jwt::Token, String), Status> {
-        if let Some(bound) = self.ring_unconfirmed() {
-            return Err(Status::service_unavailable(format!(
-                "the service account signing keys could not be confirmed current for {}s; refusing to issue tokens",
-                bound.as_secs()
-            )));
-        }
-        let signer = self
-            .signer()
-            .ok_or_else(|| Status::internal("failed to generate token: no active signing key"))?;
+        let signer = self.checked_signer()?;
         let token = jwt::sign(&signer, claims)
+            .map_err(|e| Status::internal(format!("failed to generate token: {e}")))?;
+        Ok((token, signer.kid().to_string()))
+    }
+
+    /// Signs a payload written as [`jwt::sign_payload`] takes it with the current key,
+    /// naming the key; refused as [`ServiceAccountKeys::sign_with_kid`] refuses.
+    pub fn sign_payload_with_kid(&self, payload: &[u8]) -> Result<(jwt::Token, String), Status> {
+        let signer = self.checked_signer()?;
+        let token = jwt::sign_payload(&signer, payload)
             .map_err(|e| Status::internal(format!("failed to generate token: {e}")))?;
         Ok((token, signer.kid().to_string()))
     }

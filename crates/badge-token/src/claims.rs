@@ -83,7 +83,8 @@ pub enum ClaimsError {
 // === bound tokens ===
 
 /// The claims of a TokenRequest token. Build with [`BoundClaims::new`], set the bindings, then
-/// [`BoundClaims::to_value`] and sign.
+/// [`BoundClaims::to_payload`] and [`crate::jwt::sign_payload`] (or [`BoundClaims::to_value`] and
+/// [`crate::jwt::sign`], the same bytes).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BoundClaims {
     /// `iss`: the first configured issuer.
@@ -185,8 +186,94 @@ impl BoundClaims {
     }
 }
 
+impl BoundClaims {
+    /// The signed payload: the bytes [`crate::jwt::sign`] writes for [`BoundClaims::to_value`]
+    /// (members sorted at every level), written straight from the fields, so a TokenRequest
+    /// builds no JSON tree only to walk it once.
+    pub fn to_payload(&self) -> Result<Vec<u8>, ClaimsError> {
+        if self.secret.is_some() && (self.pod.is_some() || self.node.is_some()) {
+            return Err(ClaimsError::MultipleBindings);
+        }
+        let mut out = Vec::with_capacity(512);
+        out.extend_from_slice(b"{\"aud\":[");
+        for (i, audience) in self.audiences.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            write_string(&mut out, audience);
+        }
+        out.extend_from_slice(b"],\"exp\":");
+        write_integer(&mut out, self.expires_at);
+        out.extend_from_slice(b",\"iat\":");
+        write_integer(&mut out, self.issued_at);
+        out.extend_from_slice(b",\"iss\":");
+        write_string(&mut out, &self.issuer);
+        if let Some(jti) = &self.jti {
+            out.extend_from_slice(b",\"jti\":");
+            write_string(&mut out, jti);
+        }
+        out.extend_from_slice(b",\"kubernetes.io\":{\"namespace\":");
+        write_string(&mut out, &self.namespace);
+        if let Some(node) = &self.node {
+            out.extend_from_slice(b",\"node\":{\"name\":");
+            write_string(&mut out, &node.name);
+            if let Some(uid) = node.uid.as_ref().filter(|u| !u.is_empty()) {
+                out.extend_from_slice(b",\"uid\":");
+                write_string(&mut out, uid);
+            }
+            out.push(b'}');
+        }
+        if let Some(pod) = &self.pod {
+            out.extend_from_slice(b",\"pod\":");
+            write_ref(&mut out, pod);
+        }
+        if let Some(secret) = &self.secret {
+            out.extend_from_slice(b",\"secret\":");
+            write_ref(&mut out, secret);
+        }
+        out.extend_from_slice(b",\"serviceaccount\":");
+        write_ref(&mut out, &self.service_account);
+        if let Some(warn_after) = self.warn_after {
+            out.extend_from_slice(b",\"warnafter\":");
+            write_integer(&mut out, warn_after);
+        }
+        out.extend_from_slice(b"},\"nbf\":");
+        write_integer(&mut out, self.issued_at);
+        out.extend_from_slice(b",\"sub\":");
+        write_string(&mut out, &username(&self.namespace, &self.service_account.name));
+        out.push(b'}');
+        Ok(out)
+    }
+}
+
 fn ref_value(r: &ObjectRef) -> Value {
     json!({"name": r.name, "uid": r.uid})
+}
+
+fn write_ref(out: &mut Vec<u8>, r: &ObjectRef) {
+    out.extend_from_slice(b"{\"name\":");
+    write_string(out, &r.name);
+    out.extend_from_slice(b",\"uid\":");
+    write_string(out, &r.uid);
+    out.push(b'}');
+}
+
+/// A JSON string as serde_json writes it; copied whole when nothing in it needs escaping,
+/// as names and UIDs never do.
+fn write_string(out: &mut Vec<u8>, s: &str) {
+    if s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        // Writing into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, s);
+    } else {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    }
+}
+
+fn write_integer(out: &mut Vec<u8>, n: i64) {
+    // Writing into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, &n);
 }
 
 // === legacy tokens ===
@@ -290,7 +377,7 @@ impl ValidatedClaims {
         // Room for the group the authenticator adds, so adding it does not reallocate.
         let mut groups = Vec::with_capacity(3);
         groups.push(ALL_SERVICE_ACCOUNTS_GROUP.to_owned());
-        groups.push(format!("{ALL_SERVICE_ACCOUNTS_GROUP}:{}", self.namespace));
+        groups.push([ALL_SERVICE_ACCOUNTS_GROUP, ":", &self.namespace].concat());
         groups
     }
 
@@ -298,7 +385,7 @@ impl ValidatedClaims {
     /// validator sets no credential ID).
     pub fn credential_id(&self) -> Option<String> {
         match (self.kind, &self.jti) {
-            (TokenKind::Bound, Some(jti)) if !jti.is_empty() => Some(format!("JTI={jti}")),
+            (TokenKind::Bound, Some(jti)) if !jti.is_empty() => Some(["JTI=", jti].concat()),
             _ => None,
         }
     }
@@ -336,7 +423,8 @@ impl ValidatedClaims {
 
 /// `system:serviceaccount:<namespace>:<name>`.
 pub fn username(namespace: &str, name: &str) -> String {
-    format!("{USERNAME_PREFIX}{namespace}:{name}")
+    // Joined rather than formatted: every cached TokenReview builds it.
+    [USERNAME_PREFIX, namespace, ":", name].concat()
 }
 
 /// Splits `system:serviceaccount:<ns>:<name>` (upstream `SplitUsername`): exactly two parts,
@@ -615,6 +703,51 @@ mod tests {
             NOW,
             3600,
         )
+    }
+
+    #[test]
+    fn the_written_payload_is_the_sorted_value() {
+        let mut cases = vec![bound()];
+        let mut pod = bound();
+        pod.pod = Some(ObjectRef::new("web", "pod-uid"));
+        pod.node = Some(NodeRef {
+            name: "node-1".into(),
+            uid: Some("node-uid".into()),
+        });
+        pod.warn_after = Some(NOW + 3607);
+        cases.push(pod);
+        let mut secret = bound();
+        secret.secret = Some(ObjectRef::new("s", "s-uid"));
+        secret.jti = None;
+        secret.audiences = Vec::new();
+        cases.push(secret);
+        let mut node = bound();
+        node.node = Some(NodeRef {
+            name: "n".into(),
+            uid: Some(String::new()),
+        });
+        node.audiences = strings(&["a", "b\"c", "é\u{1}\\"]);
+        node.issuer = "https://x/\n".into();
+        node.issued_at = -5;
+        cases.push(node);
+        let mut bare_node = bound();
+        bare_node.node = Some(NodeRef {
+            name: "n".into(),
+            uid: None,
+        });
+        cases.push(bare_node);
+        for claims in cases {
+            let mut sorted = Vec::new();
+            crate::jwt::write_sorted(&claims.to_value().unwrap(), &mut sorted);
+            assert_eq!(
+                String::from_utf8(claims.to_payload().unwrap()).unwrap(),
+                String::from_utf8(sorted).unwrap()
+            );
+        }
+        let mut both = bound();
+        both.secret = Some(ObjectRef::new("s", "s-uid"));
+        both.pod = Some(ObjectRef::new("web", "pod-uid"));
+        assert_eq!(both.to_payload(), Err(ClaimsError::MultipleBindings));
     }
 
     fn check(claims: &Value, requested: &[&str], now: i64) -> Result<ValidatedClaims, TokenError> {

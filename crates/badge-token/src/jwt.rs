@@ -7,6 +7,7 @@
 //! Deliberate differences from upstream's verifier: an algorithm allow-list pinned per key,
 //! duplicate JSON members and unknown header parameters refused, registered claims typed strictly.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use base64::Engine as _;
@@ -85,6 +86,17 @@ pub enum SignError {
 /// Signs `claims` (a JSON object) with `key`: header `{"alg":…,"kid":…}`, payload with
 /// members sorted at every level, signature in JOSE form.
 pub fn sign(key: &SigningKey, claims: &Value) -> Result<Token, SignError> {
+    if !claims.is_object() {
+        return Err(SignError::ClaimsNotObject);
+    }
+    let mut payload = Vec::with_capacity(512);
+    write_sorted(claims, &mut payload);
+    sign_payload(key, &payload)
+}
+
+/// Signs a payload already written as [`sign`] would write its claims (a JSON object,
+/// members sorted at every level), such as [`crate::BoundClaims::to_payload`]'s.
+pub fn sign_payload(key: &SigningKey, payload: &[u8]) -> Result<Token, SignError> {
     // alg and kid are base64url/ASCII names, so no escaping is needed; this is the exact byte
     // layout go-jose produces.
     let header = format!(
@@ -92,7 +104,7 @@ pub fn sign(key: &SigningKey, claims: &Value) -> Result<Token, SignError> {
         key.algorithm().as_str(),
         key.kid()
     );
-    sign_with_header(key, &header, claims)
+    assemble(key, &header, payload)
 }
 
 /// Signs a JWT that is not a ServiceAccount token, with a `typ` header (RFC 8725 §3.11
@@ -109,12 +121,15 @@ fn sign_with_header(key: &SigningKey, header: &str, claims: &Value) -> Result<To
     }
     let mut payload = Vec::with_capacity(512);
     write_sorted(claims, &mut payload);
+    assemble(key, header, &payload)
+}
 
+fn assemble(key: &SigningKey, header: &str, payload: &[u8]) -> Result<Token, SignError> {
     // base64 grows by 4/3; 1400 covers an RSA-8192 signature.
     let mut token = String::with_capacity((header.len() + payload.len()) * 4 / 3 + 1400);
     URL_SAFE_NO_PAD.encode_string(header.as_bytes(), &mut token);
     token.push('.');
-    URL_SAFE_NO_PAD.encode_string(&payload, &mut token);
+    URL_SAFE_NO_PAD.encode_string(payload, &mut token);
     let signature = key.sign(token.as_bytes())?;
     token.push('.');
     URL_SAFE_NO_PAD.encode_string(&signature, &mut token);
@@ -185,38 +200,24 @@ pub fn parse_and_verify(token: &str, keys: &KeySet) -> Result<VerifiedToken, Tok
         .map_err(|_| TokenError::Base64("signature"))?;
 
     // 3. Header: an object of alg, kid and typ only.
-    let header = json::parse_object(&header, HEADER_MAX_DEPTH).map_err(|e| match e {
-        JsonError::Duplicate => TokenError::DuplicateMember("header"),
-        _ => TokenError::HeaderJson,
-    })?;
-    let mut alg = None;
-    let mut kid = None;
-    for (name, value) in &header {
-        match (name.as_str(), value) {
-            ("alg", Value::String(v)) => alg = Some(v.as_str()),
-            ("kid", Value::String(v)) => kid = Some(v.as_str()),
-            ("typ", Value::String(v)) if v == "JWT" => {}
-            ("alg", _) => return Err(TokenError::InvalidHeader("alg")),
-            ("kid", _) => return Err(TokenError::InvalidHeader("kid")),
-            ("typ", _) => return Err(TokenError::InvalidHeader("typ")),
-            (other, _) => {
-                let known = FORBIDDEN_HEADERS.iter().find(|&&f| f == other);
-                return Err(TokenError::ForbiddenHeader(
-                    known.copied().unwrap_or("unrecognized"),
-                ));
-            }
+    let (alg, kid) = match signed_header(&header) {
+        Some((alg, kid)) => (Some(Cow::Borrowed(alg)), Some(Cow::Borrowed(kid))),
+        None => {
+            let (alg, kid) = read_header(&header)?;
+            (alg.map(Cow::Owned), kid.map(Cow::Owned))
         }
-    }
+    };
 
     // 4. Algorithm allow-list, exact names only.
     let alg = alg
+        .as_deref()
         .and_then(Algorithm::from_name)
         .ok_or(TokenError::UnsupportedAlgorithm)?;
 
     // 5. Key selection: by exact kid, or every key pinned to this algorithm when there is none
     // (old legacy tokens carry no kid).
     let signing_input = &token.as_bytes()[..h64.len() + 1 + p64.len()];
-    let verified = match kid.filter(|k| !k.is_empty()) {
+    let verified = match kid.as_deref().filter(|k| !k.is_empty()) {
         Some(kid) => {
             let key = keys.get(kid).ok_or(TokenError::UnknownKeyId)?;
             if key.algorithm() != alg {
@@ -286,7 +287,51 @@ fn check_registered_claims(claims: &Map<String, Value>) -> Result<(), TokenError
 
 /// Compact JSON with object members sorted by name (byte order, as Go sorts map keys).
 /// Explicit, so the layout does not depend on serde_json's `preserve_order` feature.
-fn write_sorted(value: &Value, out: &mut Vec<u8>) {
+/// The header as [`sign`] writes it, `{"alg":"…","kid":"…"}` byte for byte with nothing
+/// escaped in either value: its alg and kid, read without building a JSON tree. Any other
+/// header returns None and is read by [`read_header`], which gives the same answer for
+/// this one.
+fn signed_header(header: &[u8]) -> Option<(&str, &str)> {
+    let rest = header.strip_prefix(br#"{"alg":""#)?;
+    let end = rest.iter().position(|&b| b == b'"')?;
+    let (alg, rest) = rest.split_at(end);
+    let kid = rest.strip_prefix(br#"","kid":""#)?.strip_suffix(br#""}"#)?;
+    let plain = |s: &[u8]| !s.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\');
+    if !plain(alg) || !plain(kid) {
+        return None;
+    }
+    Some((std::str::from_utf8(alg).ok()?, std::str::from_utf8(kid).ok()?))
+}
+
+/// The header's alg and kid, refusing duplicates, members other than alg, kid and
+/// `"typ":"JWT"`, and values that are not strings.
+fn read_header(header: &[u8]) -> Result<(Option<String>, Option<String>), TokenError> {
+    let header = json::parse_object(header, HEADER_MAX_DEPTH).map_err(|e| match e {
+        JsonError::Duplicate => TokenError::DuplicateMember("header"),
+        _ => TokenError::HeaderJson,
+    })?;
+    let mut alg = None;
+    let mut kid = None;
+    for (name, value) in header {
+        match (name.as_str(), value) {
+            ("alg", Value::String(v)) => alg = Some(v),
+            ("kid", Value::String(v)) => kid = Some(v),
+            ("typ", Value::String(v)) if v == "JWT" => {}
+            ("alg", _) => return Err(TokenError::InvalidHeader("alg")),
+            ("kid", _) => return Err(TokenError::InvalidHeader("kid")),
+            ("typ", _) => return Err(TokenError::InvalidHeader("typ")),
+            (other, _) => {
+                let known = FORBIDDEN_HEADERS.iter().find(|&&f| f == other);
+                return Err(TokenError::ForbiddenHeader(
+                    known.copied().unwrap_or("unrecognized"),
+                ));
+            }
+        }
+    }
+    Ok((alg, kid))
+}
+
+pub(crate) fn write_sorted(value: &Value, out: &mut Vec<u8>) {
     match value {
         Value::Object(map) => {
             out.push(b'{');
@@ -340,6 +385,42 @@ mod tests {
     fn decode_segment(token: &Token, i: usize) -> String {
         let seg = token.expose().split('.').nth(i).unwrap();
         String::from_utf8(URL_SAFE_NO_PAD.decode(seg).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn the_signed_header_reads_as_the_parser_reads_it() {
+        let headers: &[&[u8]] = &[
+            br#"{"alg":"ES256","kid":"abc-_123"}"#,
+            br#"{"alg":"RS256","kid":""}"#,
+            br#"{"alg":"","kid":"k"}"#,
+            br#"{"alg":"none","kid":"k"}"#,
+            "{\"alg\":\"ES256\",\"kid\":\"naïve\"}".as_bytes(),
+            br#"{"alg":"ES256","kid":"a","kid":"b"}"#,
+            br#"{"alg":"ES256","kid":"a\"b"}"#,
+            br#"{"alg":"ES\u0032","kid":"k"}"#,
+            br#"{"alg":"ES256","kid":"k","typ":"JWT"}"#,
+            br#"{"alg":"ES256","kid":"k"} "#,
+            br#"{"alg":"ES256", "kid":"k"}"#,
+            br#"{"kid":"k","alg":"ES256"}"#,
+            b"{\"alg\":\"ES256\",\"kid\":\"\x01\"}",
+            b"{\"alg\":\"ES256\",\"kid\":\"\xff\"}",
+        ];
+        let mut read_by_shape = 0;
+        for header in headers {
+            let generic = read_header(header);
+            if let Some((alg, kid)) = signed_header(header) {
+                read_by_shape += 1;
+                let (generic_alg, generic_kid) = generic.unwrap();
+                assert_eq!(Some(alg), generic_alg.as_deref());
+                assert_eq!(Some(kid), generic_kid.as_deref());
+            }
+        }
+        assert_eq!(read_by_shape, 5);
+        // What sign writes is what the shape reads.
+        let key = SigningKey::from_pem(EC_P256_SEC1).unwrap();
+        let token = sign(&key, &json!({"sub": "x"})).unwrap();
+        let header = decode_segment(&token, 0);
+        assert_eq!(signed_header(header.as_bytes()), Some(("ES256", key.kid())));
     }
 
     #[test]

@@ -406,7 +406,7 @@ fn needs_escape(word: u64) -> bool {
 
 /// Whether any byte of `bytes` needs escaping, eight at a time; the last word overlaps the
 /// one before it, and a string shorter than a word is padded with a byte that needs none.
-fn any_needs_escape(bytes: &[u8]) -> bool {
+pub(crate) fn any_needs_escape(bytes: &[u8]) -> bool {
     let word_at = |i: usize| {
         let mut word = [0u8; 8];
         word.copy_from_slice(&bytes[i..i + 8]);
