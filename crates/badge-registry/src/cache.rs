@@ -15,6 +15,7 @@ use serde_json::Value;
 use tokio::sync::{broadcast, watch};
 
 use crate::index::{Indexes, PODS_PREFIX};
+use crate::live::{LiveToken, LiveTokens};
 
 /// The kind of a cache event, as a watch reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -365,6 +366,8 @@ struct State {
     unreadable: BTreeMap<String, Box<str>>,
     /// Kept with `objects`, under the same lock.
     indexes: Indexes,
+    /// Each ServiceAccount's live IssuedTokens, kept with `objects` too.
+    live_tokens: LiveTokens,
 }
 
 /// A watch that resumes from a revision older than the history holds.
@@ -450,6 +453,7 @@ impl WatchCache {
                 history_floor: 0,
                 unreadable: BTreeMap::new(),
                 indexes: Indexes::default(),
+                live_tokens: LiveTokens::default(),
             }),
             events,
             revision,
@@ -537,6 +541,22 @@ impl WatchCache {
             bytes += entry + key.len() + object.heap_bytes();
         });
         (objects, bytes)
+    }
+
+    /// How many IssuedTokens of `account` in `namespace` are live at `now` (see
+    /// [`crate::identity::scan_live_tokens`] for what counts), from the counts kept on every
+    /// event: nothing is scanned.
+    pub fn live_tokens(&self, namespace: &str, account: &str, now: jiff::Timestamp) -> i64 {
+        self.state.read().live_tokens.count(namespace, account, now)
+    }
+
+    /// [`WatchCache::live_tokens`] of every ServiceAccount of `namespace` that has any.
+    pub fn live_tokens_by_service_account(
+        &self,
+        namespace: &str,
+        now: jiff::Timestamp,
+    ) -> std::collections::HashMap<String, i64> {
+        self.state.read().live_tokens.counts_in(namespace, now)
     }
 
     /// The pods bound to `node` (`spec.nodeName`), in `namespace` (all namespaces when
@@ -678,6 +698,17 @@ impl WatchCache {
         let mut state = self.state.write();
         state.objects = items.into_iter().collect();
         state.indexes = Indexes::build(&state.objects);
+        let mut live_tokens = LiveTokens::default();
+        for (key, object) in state
+            .objects
+            .range(crate::live::ISSUEDTOKENS_PREFIX.to_string()..)
+            .take_while(|(k, _)| k.starts_with(crate::live::ISSUEDTOKENS_PREFIX))
+        {
+            if let Some(token) = LiveToken::of_cached(key, object) {
+                live_tokens.add(token);
+            }
+        }
+        state.live_tokens = live_tokens;
         state.unreadable = unreadable;
         state.history.clear();
         state.history_floor = revision;
@@ -707,10 +738,16 @@ impl WatchCache {
                 state.revision = event.revision;
                 continue;
             }
+            // What the new state counts for, read from the JSON at hand rather than unpacked.
+            let mut live_token = None;
             let decoded = match read_value(transformer, &event.key, &event.value) {
                 Ok(value) => {
                     state.unreadable.remove(&event.key);
-                    CachedObject::new(&value, event.revision)
+                    let object = CachedObject::new(&value, event.revision);
+                    if event.kind == EventKind::Put && object.is_some() {
+                        live_token = LiveToken::of_json(&event.key, &value);
+                    }
+                    object
                 }
                 // A delete still removes the object; its last state is the one held.
                 Err(reason) => {
@@ -724,6 +761,9 @@ impl WatchCache {
                         _ => {
                             if let Some(held) = state.objects.remove(&event.key) {
                                 state.indexes.remove(&event.key, &held);
+                                if let Some(token) = LiveToken::of_cached(&event.key, &held) {
+                                    state.live_tokens.remove(&token);
+                                }
                             }
                             None
                         }
@@ -748,9 +788,15 @@ impl WatchCache {
             };
             if let Some(prev) = &prev {
                 state.indexes.remove(&event.key, prev);
+                if let Some(token) = LiveToken::of_cached(&event.key, prev) {
+                    state.live_tokens.remove(&token);
+                }
             }
             if event.kind == EventKind::Put {
                 state.indexes.insert(&event.key, &object);
+            }
+            if let Some(token) = live_token {
+                state.live_tokens.add(token);
             }
             let kind = match event.kind {
                 EventKind::Delete => EventType::Deleted,
@@ -1428,6 +1474,105 @@ mod tests {
             keys(cache.secrets_of_service_account("a", "app")),
             ["/registry/secrets/a/listed"]
         );
+    }
+
+    /// An IssuedToken record as the scan reads it: its account label (or none) and expiry
+    /// (a time, none, or text that is no time).
+    fn token_record(account: Option<&str>, expires: Option<&str>, revoked: bool) -> serde_json::Value {
+        let mut record = serde_json::json!({"apiVersion": "identity.badge.dev/v1", "kind": "IssuedToken",
+            "metadata": {"labels": {"identity.badge.dev/token-kind": "bound"}},
+            "spec": {"audiences": ["x"], "revoked": revoked}});
+        if let Some(account) = account {
+            record["metadata"]["labels"]["identity.badge.dev/service-account"] = account.into();
+        }
+        if let Some(expires) = expires {
+            record["spec"]["expiresAt"] = expires.into();
+        }
+        record
+    }
+
+    #[test]
+    fn kept_live_token_counts_match_a_full_scan_through_any_sequence_of_changes() {
+        use std::collections::HashMap;
+        let accounts = [Some("a"), Some("b"), Some("c"), None];
+        let expiries = [
+            Some("2026-12-05T07:00:00Z"),
+            Some("2026-12-05T07:00:30Z"),
+            Some("2026-12-05T07:01:00Z"),
+            Some("2026-12-05T07:01:00.5Z"),
+            Some("2026-12-05T08:00:00Z"),
+            None,
+            Some("not a time"),
+        ];
+        for seed in 1..=20u64 {
+            // xorshift: the same sequences on every run.
+            let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+            let mut next = |n: usize| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state % n as u64) as usize
+            };
+            let cache = WatchCache::new(50);
+            cache.reset(Vec::new(), BTreeMap::new(), 1);
+            let mut held: HashMap<String, serde_json::Value> = HashMap::new();
+            let mut now: jiff::Timestamp = "2026-12-05T06:59:00Z".parse().unwrap();
+            let mut revision = 1;
+            for _ in 0..300 {
+                revision += 1;
+                let key = format!("/registry/issuedtokens/{}/t{}", ["ns1", "ns2"][next(2)], next(12));
+                match next(7) {
+                    // Created, or replaced with another account or expiry.
+                    0 | 1 => {
+                        let record = token_record(accounts[next(4)], expiries[next(7)], false);
+                        cache.apply(vec![put_json(&key, record.clone(), revision)], None);
+                        held.insert(key, record);
+                    }
+                    // Revoked: a change that leaves the count as it was.
+                    2 => {
+                        if let Some(record) = held.get_mut(&key) {
+                            record["spec"]["revoked"] = true.into();
+                            record["status"] = serde_json::json!({"useCount": 3});
+                            cache.apply(vec![put_json(&key, record.clone(), revision)], None);
+                        }
+                    }
+                    // Deleted (at its expiry or otherwise).
+                    3 => {
+                        if let Some(record) = held.remove(&key) {
+                            cache.apply(vec![delete(&key, record, revision)], None);
+                        }
+                    }
+                    // Time passes: expired records stop counting before they are deleted.
+                    4 | 5 => now += jiff::SignedDuration::from_millis(next(40_000) as i64),
+                    // A relist rebuilds the counts from the listed records.
+                    _ => {
+                        let listed = held
+                            .iter()
+                            .map(|(k, v)| {
+                                let json = serde_json::to_vec(v).unwrap();
+                                (k.clone(), Arc::new(CachedObject::new(&json, revision).unwrap()))
+                            })
+                            .collect();
+                        cache.reset(listed, BTreeMap::new(), revision);
+                    }
+                }
+                for namespace in ["ns1", "ns2", "ns3"] {
+                    let scanned = crate::identity::scan_live_tokens(&cache, namespace, now);
+                    assert_eq!(
+                        cache.live_tokens_by_service_account(namespace, now),
+                        scanned,
+                        "seed {seed}, {namespace} at {now}"
+                    );
+                    for account in ["a", "b", "c", ""] {
+                        assert_eq!(
+                            cache.live_tokens(namespace, account, now),
+                            scanned.get(account).copied().unwrap_or(0),
+                            "seed {seed}, {namespace}/{account} at {now}"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod csr;
 pub mod graceful;
 pub mod identity;
 mod index;
+mod live;
 mod packed;
 pub mod printers;
 pub mod registry;
