@@ -464,7 +464,7 @@ impl IssuedRecord {
     pub fn to_object(&self) -> Value {
         let time = |seconds: i64| {
             jiff::Timestamp::from_second(seconds)
-                .map(meta::format_time)
+                .map(badge_registry::apitime::format_time)
                 .unwrap_or_default()
         };
         let mut spec = json!({
