@@ -265,7 +265,10 @@ pub(crate) fn pack_tracking<const N: usize>(
             }
         }
     }
-    Some((packed.into_boxed_slice(), moved))
+    // Copied to an allocation of its own size rather than shrunk in place: shrinking leaves
+    // the unused tail of every cached object free between objects that stay, which the
+    // allocator keeps resident.
+    Some((Box::from(packed.as_slice()), moved))
 }
 
 /// The JSON text `packed` holds.
