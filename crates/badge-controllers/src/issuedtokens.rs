@@ -25,13 +25,28 @@ const SA_UID_ANNOTATION: &str = "kubernetes.io/service-account.uid";
 
 /// Starts the controller; it reconciles while `leading` says this server leads (always when None).
 pub fn spawn(registry: Arc<Registry>, leading: Option<leader::Leading>) {
-    let controller = Controller::new("issuedtoken", registry.clone(), |event| {
+    let expiries = Arc::new(Expiries::default());
+    let scheduled = expiries.clone();
+    let controller = Controller::new("issuedtoken", registry.clone(), move |event| {
         if let Some((ns, name)) = namespaced_key(&event.key, "/registry/issuedtokens/") {
             // A record's expiry never changes (its spec is immutable): only a new record
             // needs a look. Usage flushes modify records all the time and are skipped.
-            return match event.kind {
-                EventType::Added => vec![format!("token/{ns}/{name}")],
-                _ => Vec::new(),
+            if event.kind != EventType::Added {
+                return Vec::new();
+            }
+            let key = format!("token/{ns}/{name}");
+            // A bound token's record whose expiry the cache read on the way in is judged
+            // here as its reconcile would judge it, without reading it again.
+            return match event
+                .bound_token_expiry
+                .map(|expires| expiry_fate(expires, badge_api::clock::now()))
+            {
+                Some(Fate::Keep) => Vec::new(),
+                Some(Fate::KeepFor(left)) => {
+                    scheduled.schedule(key, left + REQUEUE_MARGIN);
+                    Vec::new()
+                }
+                Some(Fate::Delete) | None => vec![key],
             };
         }
         namespaced_key(&event.key, "/registry/secrets/")
@@ -39,7 +54,6 @@ pub fn spawn(registry: Arc<Registry>, leading: Option<leader::Leading>) {
             .unwrap_or_default()
     });
     let controller = controller.with_leader_election(leading);
-    let expiries = Arc::new(Expiries::default());
     expiries.clone().spawn(controller.clone());
     // Recounts go through the queue, whose keys are unique: a thousand records expiring
     // together queue their ServiceAccount's recount once, not a thousand times.
@@ -310,6 +324,9 @@ fn bound_expiry(record: &badge_registry::CachedObject) -> Option<Option<jiff::Ti
     })
 }
 
+/// How long past its expiry a record is looked at again, so the look sees it expired.
+const REQUEUE_MARGIN: Duration = Duration::from_millis(10);
+
 /// Reconciles one record; the ServiceAccount whose live tokens to recount when it was
 /// removed.
 async fn reconcile_token(
@@ -326,7 +343,7 @@ async fn reconcile_token(
         match expiry_fate(expires, badge_api::clock::now()) {
             Fate::Keep => return Ok((Action::Done, None)),
             Fate::KeepFor(left) => {
-                return Ok((Action::RequeueAfter(left + Duration::from_millis(10)), None));
+                return Ok((Action::RequeueAfter(left + REQUEUE_MARGIN), None));
             }
             Fate::Delete => {}
         }
@@ -336,7 +353,7 @@ async fn reconcile_token(
     match fate(&record, secret.as_deref(), badge_api::clock::now()) {
         Fate::Keep => Ok((Action::Done, None)),
         // A little past the instant, so the next look sees it expired.
-        Fate::KeepFor(left) => Ok((Action::RequeueAfter(left + Duration::from_millis(10)), None)),
+        Fate::KeepFor(left) => Ok((Action::RequeueAfter(left + REQUEUE_MARGIN), None)),
         Fate::Delete => {
             let uid = meta::uid(&record);
             let options = DeleteOptions {

@@ -52,6 +52,11 @@ pub struct CacheEvent {
     pub object: Arc<CachedObject>,
     /// The object before the change (None for an add).
     pub prev: Option<Arc<CachedObject>>,
+    /// For an IssuedToken record of a bound token, added or changed: its `spec.expiresAt`
+    /// (None inside when it has none that reads as a time), as the cache read it applying
+    /// the change, so the expiry controller need not read the record again. None for
+    /// anything else, and for the events of a watch's initial state.
+    pub bound_token_expiry: Option<Option<jiff::Timestamp>>,
 }
 
 /// An object as the cache holds it: the JSON the store holds, packed ([`crate::packed`]), and
@@ -660,6 +665,7 @@ impl WatchCache {
                         revision: state.revision,
                         object: v.clone(),
                         prev: None,
+                        bound_token_expiry: None,
                     })
                 })
                 .collect(),
@@ -739,13 +745,13 @@ impl WatchCache {
                 continue;
             }
             // What the new state counts for, read from the JSON at hand rather than unpacked.
-            let mut live_token = None;
+            let (mut live_token, mut bound_token_expiry) = (None, None);
             let decoded = match read_value(transformer, &event.key, &event.value) {
                 Ok(value) => {
                     state.unreadable.remove(&event.key);
                     let object = CachedObject::new(&value, event.revision);
                     if event.kind == EventKind::Put && object.is_some() {
-                        live_token = LiveToken::of_json(&event.key, &value);
+                        (live_token, bound_token_expiry) = LiveToken::read(&event.key, &value);
                     }
                     object
                 }
@@ -809,6 +815,7 @@ impl WatchCache {
                 revision: event.revision,
                 object,
                 prev,
+                bound_token_expiry,
             });
             if state.history.len() >= self.history
                 && let Some(old) = state.history.pop_front()
@@ -1489,6 +1496,59 @@ mod tests {
             record["spec"]["expiresAt"] = expires.into();
         }
         record
+    }
+
+    #[tokio::test]
+    async fn events_of_bound_records_carry_the_expiry_the_controller_would_read() {
+        let cache = WatchCache::new(100);
+        cache.reset(Vec::new(), BTreeMap::new(), 1);
+        let mut watch = cache.watch("/registry/", Some(1)).unwrap();
+        let mut legacy = token_record(Some("a"), None, false);
+        legacy["metadata"]["labels"]["identity.badge.dev/token-kind"] = "legacy".into();
+        let records = [
+            (
+                "/registry/issuedtokens/ns/bound",
+                token_record(Some("a"), Some("2026-12-05T08:00:00Z"), false),
+            ),
+            (
+                "/registry/issuedtokens/ns/no-expiry",
+                token_record(Some("a"), None, false),
+            ),
+            (
+                "/registry/issuedtokens/ns/odd-expiry",
+                token_record(None, Some("not a time"), true),
+            ),
+            ("/registry/issuedtokens/ns/legacy", legacy),
+            (
+                "/registry/issuedtokens/ns/not-a-record",
+                serde_json::json!({"spec": {"expiresAt": 3}}),
+            ),
+            (
+                "/registry/configmaps/ns/other",
+                token_record(Some("a"), Some("2026-12-05T08:00:00Z"), false),
+            ),
+        ];
+        for (i, (key, record)) in records.iter().enumerate() {
+            cache.apply(vec![put_json(key, record.clone(), 2 + i as Revision)], None);
+            let event = watch.next().await.unwrap();
+            // What the expiry controller read from the cached record itself.
+            let read = key
+                .starts_with("/registry/issuedtokens/")
+                .then(|| {
+                    crate::identity::with_token_view(&event.object, |view| {
+                        let view = view?;
+                        (!view.legacy())
+                            .then(|| view.expires_at.and_then(|at| badge_api::meta::parse_time(&at)))
+                    })
+                })
+                .flatten();
+            assert_eq!(event.bound_token_expiry, read, "{key}");
+        }
+        let bound = cache.watch("/registry/issuedtokens/ns/bound", Some(1)).unwrap();
+        assert_eq!(
+            bound.initial[0].bound_token_expiry,
+            Some(Some("2026-12-05T08:00:00Z".parse().unwrap()))
+        );
     }
 
     #[test]

@@ -12,6 +12,13 @@ use crate::cache::CachedObject;
 /// Where IssuedTokens are stored (`resources` identity.badge.dev/v1 issuedtokens).
 pub(crate) const ISSUEDTOKENS_PREFIX: &str = "/registry/issuedtokens/";
 
+/// The namespace of an IssuedToken's key.
+fn namespace_of(key: &str) -> Option<&str> {
+    key.strip_prefix(ISSUEDTOKENS_PREFIX)?
+        .split_once('/')
+        .map(|(ns, _)| ns)
+}
+
 /// One ServiceAccount's records.
 #[derive(Default, Debug)]
 struct AccountTokens {
@@ -38,16 +45,32 @@ pub(crate) struct LiveToken {
 impl LiveToken {
     /// What the record `json` stored at `key` counts for, if anything.
     pub(crate) fn of_json(key: &str, json: &[u8]) -> Option<LiveToken> {
-        let namespace = key
-            .strip_prefix(ISSUEDTOKENS_PREFIX)?
-            .split_once('/')
-            .map(|(ns, _)| ns)?;
+        let namespace = namespace_of(key)?;
         let (account, expires) = crate::identity::live_token_fields(json)?;
         Some(LiveToken {
             namespace: namespace.into(),
             account: account.into(),
             expires,
         })
+    }
+
+    /// What the record `json` stored at `key` counts for, and its expiry when it is a bound
+    /// token's record (see [`crate::CacheEvent::bound_token_expiry`]), read in one pass.
+    pub(crate) fn read(key: &str, json: &[u8]) -> (Option<LiveToken>, Option<Option<jiff::Timestamp>>) {
+        let Some(namespace) = namespace_of(key) else {
+            return (None, None);
+        };
+        let Some(view) = crate::identity::token_view(json) else {
+            return (None, None);
+        };
+        let expires = view.expires_at.as_deref().and_then(badge_api::meta::parse_time);
+        let bound_expiry = (!view.legacy()).then_some(expires);
+        let live = view.service_account.map(|account| LiveToken {
+            namespace: namespace.into(),
+            account: account.into(),
+            expires,
+        });
+        (live, bound_expiry)
     }
 
     /// What a cached record counts for.
