@@ -57,6 +57,10 @@ pub struct CacheEvent {
     /// the change, so the expiry controller need not read the record again. None for
     /// anything else, and for the events of a watch's initial state.
     pub bound_token_expiry: Option<Option<jiff::Timestamp>>,
+    /// For an IssuedToken record added or changed: whether its `spec.revoked` is `true`, as
+    /// the cache read it applying the change. None for anything else, for a record the cache
+    /// could not read as one, and for the events of a watch's initial state.
+    pub token_revoked: Option<bool>,
 }
 
 /// An object as the cache holds it: the JSON the store holds, packed ([`crate::packed`]), and
@@ -666,6 +670,7 @@ impl WatchCache {
                         object: v.clone(),
                         prev: None,
                         bound_token_expiry: None,
+                        token_revoked: None,
                     })
                 })
                 .collect(),
@@ -745,13 +750,13 @@ impl WatchCache {
                 continue;
             }
             // What the new state counts for, read from the JSON at hand rather than unpacked.
-            let (mut live_token, mut bound_token_expiry) = (None, None);
+            let (mut live_token, mut bound_token_expiry, mut token_revoked) = (None, None, None);
             let decoded = match read_value(transformer, &event.key, &event.value) {
                 Ok(value) => {
                     state.unreadable.remove(&event.key);
                     let object = CachedObject::new(&value, event.revision);
                     if event.kind == EventKind::Put && object.is_some() {
-                        (live_token, bound_token_expiry) = LiveToken::read(&event.key, &value);
+                        (live_token, bound_token_expiry, token_revoked) = LiveToken::read(&event.key, &value);
                     }
                     object
                 }
@@ -816,6 +821,7 @@ impl WatchCache {
                 object,
                 prev,
                 bound_token_expiry,
+                token_revoked,
             });
             if state.history.len() >= self.history
                 && let Some(old) = state.history.pop_front()
@@ -1543,6 +1549,29 @@ mod tests {
                 })
                 .flatten();
             assert_eq!(event.bound_token_expiry, read, "{key}");
+            // What the revocation watch read from the cached record itself.
+            let revoked = event.object.with_json(|json| {
+                serde_json::from_slice::<serde_json::Value>(json)
+                    .ok()
+                    .and_then(|v| v.pointer("/spec/revoked").cloned())
+                    == Some(serde_json::Value::Bool(true))
+            });
+            if let Some(carried) = event.token_revoked {
+                assert_eq!(carried, revoked, "{key}");
+            } else {
+                assert!(
+                    !key.starts_with("/registry/issuedtokens/ns/")
+                        || *key == "/registry/issuedtokens/ns/not-a-record",
+                    "{key}"
+                );
+            }
+        }
+        // Revoked, then not: each change carries what the record says.
+        let key = "/registry/issuedtokens/ns/bound";
+        for (revision, revoked) in [(20, true), (21, false), (22, true)] {
+            let record = token_record(Some("a"), Some("2026-12-05T08:00:00Z"), revoked);
+            cache.apply(vec![put_json(key, record, revision)], None);
+            assert_eq!(watch.next().await.unwrap().token_revoked, Some(revoked));
         }
         let bound = cache.watch("/registry/issuedtokens/ns/bound", Some(1)).unwrap();
         assert_eq!(

@@ -46,6 +46,8 @@ pub struct TokenView<'a> {
     pub token_kind: Option<Cow<'a, str>>,
     /// `spec.expiresAt`.
     pub expires_at: Option<Cow<'a, str>>,
+    /// Whether `spec.revoked` is `true`.
+    pub revoked: bool,
 }
 
 impl TokenView<'_> {
@@ -80,14 +82,18 @@ pub fn token_view(json: &[u8]) -> Option<TokenView<'_>> {
     struct Spec<'a> {
         #[serde(rename = "expiresAt", borrow, default)]
         expires_at: Option<Cow<'a, str>>,
+        #[serde(default)]
+        revoked: Option<Value>,
     }
     let record = serde_json::from_slice::<Record<'_>>(json).ok()?;
     let labels = record.metadata.and_then(|m| m.labels);
     let (service_account, token_kind) = labels.map_or((None, None), |l| (l.service_account, l.token_kind));
+    let (expires_at, revoked) = record.spec.map_or((None, None), |s| (s.expires_at, s.revoked));
     Some(TokenView {
         service_account,
         token_kind,
-        expires_at: record.spec.and_then(|s| s.expires_at),
+        expires_at,
+        revoked: revoked == Some(Value::Bool(true)),
     })
 }
 

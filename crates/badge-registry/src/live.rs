@@ -54,14 +54,18 @@ impl LiveToken {
         })
     }
 
-    /// What the record `json` stored at `key` counts for, and its expiry when it is a bound
-    /// token's record (see [`crate::CacheEvent::bound_token_expiry`]), read in one pass.
-    pub(crate) fn read(key: &str, json: &[u8]) -> (Option<LiveToken>, Option<Option<jiff::Timestamp>>) {
+    /// What the record `json` stored at `key` counts for, its expiry when it is a bound
+    /// token's record (see [`crate::CacheEvent::bound_token_expiry`]), and whether it is
+    /// revoked, read in one pass.
+    pub(crate) fn read(
+        key: &str,
+        json: &[u8],
+    ) -> (Option<LiveToken>, Option<Option<jiff::Timestamp>>, Option<bool>) {
         let Some(namespace) = namespace_of(key) else {
-            return (None, None);
+            return (None, None, None);
         };
         let Some(view) = crate::identity::token_view(json) else {
-            return (None, None);
+            return (None, None, None);
         };
         let expires = view.expires_at.as_deref().and_then(badge_api::meta::parse_time);
         let bound_expiry = (!view.legacy()).then_some(expires);
@@ -70,7 +74,7 @@ impl LiveToken {
             account: account.into(),
             expires,
         });
-        (live, bound_expiry)
+        (live, bound_expiry, Some(view.revoked))
     }
 
     /// What a cached record counts for.
