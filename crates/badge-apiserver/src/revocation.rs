@@ -79,7 +79,13 @@ fn change_of(event: &CacheEvent) -> Option<(Change, bool)> {
     let (namespace, name) = key_parts(&event.key)?;
     let now_revoked = match event.kind {
         EventType::Deleted => None,
-        _ if !marked_revoked(&event.object) => None,
+        // Read by the cache on the way in when it could; otherwise read here.
+        _ if !event
+            .token_revoked
+            .unwrap_or_else(|| marked_revoked(&event.object)) =>
+        {
+            None
+        }
         _ => revoked_of(namespace, name, &event.object.value()),
     };
     Some(match now_revoked {

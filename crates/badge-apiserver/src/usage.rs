@@ -464,7 +464,7 @@ impl IssuedRecord {
     pub fn to_object(&self) -> Value {
         let time = |seconds: i64| {
             jiff::Timestamp::from_second(seconds)
-                .map(meta::format_time)
+                .map(badge_registry::apitime::format_time)
                 .unwrap_or_default()
         };
         let mut spec = json!({
@@ -664,18 +664,9 @@ impl ApiServer {
         }
 
         let usages = resources::SERVICEACCOUNTUSAGES;
-        // Counted once per namespace, not once per ServiceAccount: a flush may touch
-        // thousands of ServiceAccounts whose records share a namespace.
-        let mut live_by_namespace: HashMap<String, HashMap<String, i64>> = HashMap::new();
         for ((namespace, account), update) in per_account {
-            let counted = live_by_namespace
-                .entry(namespace.clone())
-                .or_insert_with(|| {
-                    badge_registry::identity::live_tokens_by_service_account(&self.registry, &namespace, now)
-                })
-                .get(&account)
-                .copied()
-                .unwrap_or(0);
+            // Kept by the watch cache on every record's event: nothing is rescanned.
+            let counted = self.registry.cache().live_tokens(&namespace, &account, now);
             let live = counted
                 + unwritten_live
                     .get(&(namespace.clone(), account.clone()))

@@ -25,13 +25,28 @@ const SA_UID_ANNOTATION: &str = "kubernetes.io/service-account.uid";
 
 /// Starts the controller; it reconciles while `leading` says this server leads (always when None).
 pub fn spawn(registry: Arc<Registry>, leading: Option<leader::Leading>) {
-    let controller = Controller::new("issuedtoken", registry.clone(), |event| {
+    let expiries = Arc::new(Expiries::default());
+    let scheduled = expiries.clone();
+    let controller = Controller::new("issuedtoken", registry.clone(), move |event| {
         if let Some((ns, name)) = namespaced_key(&event.key, "/registry/issuedtokens/") {
             // A record's expiry never changes (its spec is immutable): only a new record
             // needs a look. Usage flushes modify records all the time and are skipped.
-            return match event.kind {
-                EventType::Added => vec![format!("token/{ns}/{name}")],
-                _ => Vec::new(),
+            if event.kind != EventType::Added {
+                return Vec::new();
+            }
+            let key = format!("token/{ns}/{name}");
+            // A bound token's record whose expiry the cache read on the way in is judged
+            // here as its reconcile would judge it, without reading it again.
+            return match event
+                .bound_token_expiry
+                .map(|expires| expiry_fate(expires, badge_api::clock::now()))
+            {
+                Some(Fate::Keep) => Vec::new(),
+                Some(Fate::KeepFor(left)) => {
+                    scheduled.schedule(key, left + REQUEUE_MARGIN);
+                    Vec::new()
+                }
+                Some(Fate::Delete) | None => vec![key],
             };
         }
         namespaced_key(&event.key, "/registry/secrets/")
@@ -39,7 +54,6 @@ pub fn spawn(registry: Arc<Registry>, leading: Option<leader::Leading>) {
             .unwrap_or_default()
     });
     let controller = controller.with_leader_election(leading);
-    let expiries = Arc::new(Expiries::default());
     expiries.clone().spawn(controller.clone());
     // Recounts go through the queue, whose keys are unique: a thousand records expiring
     // together queue their ServiceAccount's recount once, not a thousand times.
@@ -81,11 +95,87 @@ pub fn spawn(registry: Arc<Registry>, leading: Option<leader::Leading>) {
 /// When each live record is next due, and one task that queues records as they fall due.
 /// Due times are kept to the second, so the tokens issued within one second (a burst of
 /// TokenRequests) share one entry, and a record goes at most a second after its token.
+/// A server may hold a hundred thousand live records, so each waits as a few bytes
+/// ([`DueKeys`]), not as its key's text.
 struct Expiries {
     origin: Instant,
     /// Keys by the second after `origin` they fall due in.
-    due: Mutex<BTreeMap<u64, Vec<Box<str>>>>,
+    due: Mutex<BTreeMap<u64, DueKeys>>,
+    /// The namespaces of the records waiting, numbered: a namespace's name is kept once.
+    namespaces: Mutex<Namespaces>,
     wake: Notify,
+}
+
+/// Namespace names and their numbers.
+#[derive(Default)]
+struct Namespaces {
+    names: Vec<Box<str>>,
+    numbers: std::collections::HashMap<Box<str>, u32>,
+}
+
+impl Namespaces {
+    fn number(&mut self, namespace: &str) -> Option<u32> {
+        if let Some(n) = self.numbers.get(namespace) {
+            return Some(*n);
+        }
+        let n = u32::try_from(self.names.len()).ok()?;
+        self.names.push(namespace.into());
+        self.numbers.insert(namespace.into(), n);
+        Some(n)
+    }
+
+    fn name(&self, number: u32) -> &str {
+        usize::try_from(number)
+            .ok()
+            .and_then(|n| self.names.get(n))
+            .map_or("", |name| name)
+    }
+}
+
+/// The keys due in one second. Nearly every key is `token/<namespace>/<jti>` with a jti
+/// that is a UUID as the server writes them (lowercase, hyphenated): such a key waits as a
+/// namespace number and the UUID's sixteen bytes; any other key as its text.
+#[derive(Default)]
+struct DueKeys {
+    tokens: Vec<(u32, [u8; 16])>,
+    others: Vec<Box<str>>,
+}
+
+/// The key prefix of an IssuedToken record's reconcile.
+const TOKEN_KEY: &str = "token/";
+
+/// A lowercase hyphenated UUID's bytes; None for any other text (which must be kept as it
+/// is to be given back the same).
+fn uuid_bytes(text: &str) -> Option<[u8; 16]> {
+    let text = text.as_bytes();
+    if text.len() != 36 {
+        return None;
+    }
+    let mut bytes = [0u8; 16];
+    let mut digits = 0;
+    for (i, &c) in text.iter().enumerate() {
+        let nibble = match c {
+            b'-' if matches!(i, 8 | 13 | 18 | 23) => continue,
+            b'0'..=b'9' if !matches!(i, 8 | 13 | 18 | 23) => c - b'0',
+            b'a'..=b'f' if !matches!(i, 8 | 13 | 18 | 23) => c - b'a' + 10,
+            _ => return None,
+        };
+        bytes[digits / 2] |= nibble << (4 * (1 - digits % 2));
+        digits += 1;
+    }
+    Some(bytes)
+}
+
+/// Writes the text of [`uuid_bytes`] to `text`.
+fn push_uuid(text: &mut String, bytes: &[u8; 16]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for (i, byte) in bytes.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            text.push('-');
+        }
+        text.push(char::from(HEX[usize::from(byte >> 4)]));
+        text.push(char::from(HEX[usize::from(byte & 0xf)]));
+    }
 }
 
 impl Default for Expiries {
@@ -93,6 +183,7 @@ impl Default for Expiries {
         Expiries {
             origin: Instant::now(),
             due: Mutex::default(),
+            namespaces: Mutex::default(),
             wake: Notify::new(),
         }
     }
@@ -107,21 +198,46 @@ impl Expiries {
         let since = at.saturating_duration_since(self.origin);
         // Rounded up: a record is never looked at before its time.
         let second = since.as_secs() + u64::from(since.subsec_nanos() > 0);
-        self.due
-            .lock()
-            .entry(second)
-            .or_default()
-            .push(key.into_boxed_str());
+        let token = key
+            .strip_prefix(TOKEN_KEY)
+            .and_then(|rest| rest.split_once('/'))
+            .and_then(|(namespace, name)| {
+                let uuid = uuid_bytes(name)?;
+                Some((self.namespaces.lock().number(namespace)?, uuid))
+            });
+        let mut due = self.due.lock();
+        let keys = due.entry(second).or_default();
+        match token {
+            Some(token) => keys.tokens.push(token),
+            None => keys.others.push(key.into_boxed_str()),
+        }
+        drop(due);
         self.wake.notify_one();
     }
 
     /// The keys due at `now`, removed from the schedule.
     fn take_due(&self, now: Instant) -> Vec<String> {
         let elapsed = now.saturating_duration_since(self.origin).as_secs();
-        let mut due = self.due.lock();
-        let later = due.split_off(&(elapsed + 1));
-        let ready = std::mem::replace(&mut *due, later);
-        ready.into_values().flatten().map(String::from).collect()
+        let ready = {
+            let mut due = self.due.lock();
+            let later = due.split_off(&(elapsed + 1));
+            std::mem::replace(&mut *due, later)
+        };
+        let namespaces = self.namespaces.lock();
+        let mut keys = Vec::new();
+        for (_, due) in ready {
+            keys.extend(due.tokens.iter().map(|(namespace, uuid)| {
+                let namespace = namespaces.name(*namespace);
+                let mut key = String::with_capacity(TOKEN_KEY.len() + namespace.len() + 37);
+                key.push_str(TOKEN_KEY);
+                key.push_str(namespace);
+                key.push('/');
+                push_uuid(&mut key, uuid);
+                key
+            }));
+            keys.extend(due.others.into_iter().map(String::from));
+        }
+        keys
     }
 
     fn next(&self) -> Option<Instant> {
@@ -208,6 +324,9 @@ fn bound_expiry(record: &badge_registry::CachedObject) -> Option<Option<jiff::Ti
     })
 }
 
+/// How long past its expiry a record is looked at again, so the look sees it expired.
+const REQUEUE_MARGIN: Duration = Duration::from_millis(10);
+
 /// Reconciles one record; the ServiceAccount whose live tokens to recount when it was
 /// removed.
 async fn reconcile_token(
@@ -224,7 +343,7 @@ async fn reconcile_token(
         match expiry_fate(expires, badge_api::clock::now()) {
             Fate::Keep => return Ok((Action::Done, None)),
             Fate::KeepFor(left) => {
-                return Ok((Action::RequeueAfter(left + Duration::from_millis(10)), None));
+                return Ok((Action::RequeueAfter(left + REQUEUE_MARGIN), None));
             }
             Fate::Delete => {}
         }
@@ -234,7 +353,7 @@ async fn reconcile_token(
     match fate(&record, secret.as_deref(), badge_api::clock::now()) {
         Fate::Keep => Ok((Action::Done, None)),
         // A little past the instant, so the next look sees it expired.
-        Fate::KeepFor(left) => Ok((Action::RequeueAfter(left + Duration::from_millis(10)), None)),
+        Fate::KeepFor(left) => Ok((Action::RequeueAfter(left + REQUEUE_MARGIN), None)),
         Fate::Delete => {
             let uid = meta::uid(&record);
             let options = DeleteOptions {
@@ -378,6 +497,52 @@ mod tests {
         assert!(expiries.take_due(start + 60 * second).is_empty());
         assert_eq!(expiries.take_due(start + 61 * second), ["late"]);
         assert_eq!(expiries.next(), None);
+    }
+
+    #[test]
+    fn the_schedule_hands_back_every_key_as_it_was_given() {
+        let expiries = Expiries::default();
+        let at = expiries.origin + Duration::from_secs(5);
+        let keys = [
+            // As the server names records: kept as a namespace number and sixteen bytes.
+            "token/workloads/6f1c2a9e-3b7d-4c1e-9a52-000000000001",
+            "token/default/00000000-0000-0000-0000-000000000000",
+            "token/default/ffffffff-ffff-ffff-ffff-ffffffffffff",
+            "token/workloads/9b8a7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d",
+            // Anything else, as text.
+            "token/default/6F1C2A9E-3B7D-4C1E-9A52-000000000001",
+            "token/default/6f1c2a9e3b7d4c1e9a52000000000001xxxx",
+            "token/default/6f1c2a9e-3b7d-4c1e-9a52-00000000000g",
+            "token/default/legacy-token",
+            "token/default/6f1c2a9e-3b7d-4c1e-9a52-0000000000011",
+            "token/x/-f1c2a9e-3b7d-4c1e-9a52-000000000001",
+            "secret/default/6f1c2a9e-3b7d-4c1e-9a52-000000000001",
+            "token/no-name",
+        ];
+        for key in keys {
+            expiries.schedule_at(key.to_string(), at);
+        }
+        let due = expiries.due.lock();
+        assert_eq!(due.len(), 1);
+        let (tokens, others) = (
+            due.values().next().unwrap().tokens.len(),
+            due.values().next().unwrap().others.len(),
+        );
+        assert_eq!((tokens, others), (4, 8));
+        drop(due);
+        let mut given: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+        let mut taken = expiries.take_due(at);
+        given.sort();
+        taken.sort();
+        assert_eq!(taken, given);
+        for key in keys {
+            let name = key.rsplit('/').next().unwrap();
+            if let Some(bytes) = uuid_bytes(name) {
+                let mut text = String::new();
+                push_uuid(&mut text, &bytes);
+                assert_eq!(text, name);
+            }
+        }
     }
 
     #[test]

@@ -15,6 +15,7 @@ use serde_json::Value;
 use tokio::sync::{broadcast, watch};
 
 use crate::index::{Indexes, PODS_PREFIX};
+use crate::live::{LiveToken, LiveTokens};
 
 /// The kind of a cache event, as a watch reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,6 +52,15 @@ pub struct CacheEvent {
     pub object: Arc<CachedObject>,
     /// The object before the change (None for an add).
     pub prev: Option<Arc<CachedObject>>,
+    /// For an IssuedToken record of a bound token, added or changed: its `spec.expiresAt`
+    /// (None inside when it has none that reads as a time), as the cache read it applying
+    /// the change, so the expiry controller need not read the record again. None for
+    /// anything else, and for the events of a watch's initial state.
+    pub bound_token_expiry: Option<Option<jiff::Timestamp>>,
+    /// For an IssuedToken record added or changed: whether its `spec.revoked` is `true`, as
+    /// the cache read it applying the change. None for anything else, for a record the cache
+    /// could not read as one, and for the events of a watch's initial state.
+    pub token_revoked: Option<bool>,
 }
 
 /// An object as the cache holds it: the JSON the store holds, packed ([`crate::packed`]), and
@@ -365,6 +375,8 @@ struct State {
     unreadable: BTreeMap<String, Box<str>>,
     /// Kept with `objects`, under the same lock.
     indexes: Indexes,
+    /// Each ServiceAccount's live IssuedTokens, kept with `objects` too.
+    live_tokens: LiveTokens,
 }
 
 /// A watch that resumes from a revision older than the history holds.
@@ -492,6 +504,7 @@ impl WatchCache {
                 history_floor: 0,
                 unreadable: BTreeMap::new(),
                 indexes: Indexes::default(),
+                live_tokens: LiveTokens::default(),
             }),
             events,
             revision,
@@ -579,6 +592,22 @@ impl WatchCache {
             bytes += entry + key.len() + object.heap_bytes();
         });
         (objects, bytes)
+    }
+
+    /// How many IssuedTokens of `account` in `namespace` are live at `now` (see
+    /// [`crate::identity::scan_live_tokens`] for what counts), from the counts kept on every
+    /// event: nothing is scanned.
+    pub fn live_tokens(&self, namespace: &str, account: &str, now: jiff::Timestamp) -> i64 {
+        self.state.read().live_tokens.count(namespace, account, now)
+    }
+
+    /// [`WatchCache::live_tokens`] of every ServiceAccount of `namespace` that has any.
+    pub fn live_tokens_by_service_account(
+        &self,
+        namespace: &str,
+        now: jiff::Timestamp,
+    ) -> std::collections::HashMap<String, i64> {
+        self.state.read().live_tokens.counts_in(namespace, now)
     }
 
     /// The pods bound to `node` (`spec.nodeName`), in `namespace` (all namespaces when
@@ -682,6 +711,8 @@ impl WatchCache {
                         revision: state.revision,
                         object: v.clone(),
                         prev: None,
+                        bound_token_expiry: None,
+                        token_revoked: None,
                     })
                 })
                 .collect(),
@@ -721,6 +752,17 @@ impl WatchCache {
         let mut state = self.state.write();
         state.objects = items.into_iter().collect();
         state.indexes = Indexes::build(&state.objects);
+        let mut live_tokens = LiveTokens::default();
+        for (key, object) in state
+            .objects
+            .range(crate::live::ISSUEDTOKENS_PREFIX.to_string()..)
+            .take_while(|(k, _)| k.starts_with(crate::live::ISSUEDTOKENS_PREFIX))
+        {
+            if let Some(token) = LiveToken::of_cached(key, object) {
+                live_tokens.add(token);
+            }
+        }
+        state.live_tokens = live_tokens;
         state.unreadable = unreadable;
         state.history.clear();
         state.history_floor = revision;
@@ -736,14 +778,24 @@ impl WatchCache {
         // Decoded before the lock is taken: readers (every request that looks an object up)
         // wait only for the events to be placed, not for a flush's thousand records to be
         // parsed and packed.
-        let decoded: Vec<Result<Option<CachedObject>, String>> = events
+        // What a new state counts for is read then too, from the JSON at hand rather than
+        // unpacked.
+        type TokenFacts = (Option<LiveToken>, Option<Option<jiff::Timestamp>>, Option<bool>);
+        let decoded: Vec<Result<(Option<CachedObject>, TokenFacts), String>> = events
             .iter()
             .map(|event| {
                 if !event.key.starts_with(OBJECT_PREFIX) {
-                    return Ok(None);
+                    return Ok((None, (None, None, None)));
                 }
-                read_value(transformer, &event.key, &event.value)
-                    .map(|value| CachedObject::new(&value, event.revision))
+                read_value(transformer, &event.key, &event.value).map(|value| {
+                    let object = CachedObject::new(&value, event.revision);
+                    let facts = if event.kind == EventKind::Put && object.is_some() {
+                        LiveToken::read(&event.key, &value)
+                    } else {
+                        (None, None, None)
+                    };
+                    (object, facts)
+                })
             })
             .collect();
         let mut state = self.state.write();
@@ -763,9 +815,11 @@ impl WatchCache {
                 state.revision = event.revision;
                 continue;
             }
+            let (mut live_token, mut bound_token_expiry, mut token_revoked) = (None, None, None);
             let decoded = match decoded {
-                Ok(object) => {
+                Ok((object, facts)) => {
                     state.unreadable.remove(&event.key);
+                    (live_token, bound_token_expiry, token_revoked) = facts;
                     object
                 }
                 // A delete still removes the object; its last state is the one held.
@@ -780,6 +834,9 @@ impl WatchCache {
                         _ => {
                             if let Some(held) = state.objects.remove(&event.key) {
                                 state.indexes.remove(&event.key, &held);
+                                if let Some(token) = LiveToken::of_cached(&event.key, &held) {
+                                    state.live_tokens.remove(&token);
+                                }
                             }
                             None
                         }
@@ -804,9 +861,15 @@ impl WatchCache {
             };
             if let Some(prev) = &prev {
                 state.indexes.remove(&event.key, prev);
+                if let Some(token) = LiveToken::of_cached(&event.key, prev) {
+                    state.live_tokens.remove(&token);
+                }
             }
             if event.kind == EventKind::Put {
                 state.indexes.insert(&event.key, &object);
+            }
+            if let Some(token) = live_token {
+                state.live_tokens.add(token);
             }
             let kind = match event.kind {
                 EventKind::Delete => EventType::Deleted,
@@ -819,6 +882,8 @@ impl WatchCache {
                 revision: event.revision,
                 object,
                 prev,
+                bound_token_expiry,
+                token_revoked,
             });
             if state.history.len() >= self.history
                 && let Some(old) = state.history.pop_front()
@@ -1537,6 +1602,181 @@ mod tests {
             keys(cache.secrets_of_service_account("a", "app")),
             ["/registry/secrets/a/listed"]
         );
+    }
+
+    /// An IssuedToken record as the scan reads it: its account label (or none) and expiry
+    /// (a time, none, or text that is no time).
+    fn token_record(account: Option<&str>, expires: Option<&str>, revoked: bool) -> serde_json::Value {
+        let mut record = serde_json::json!({"apiVersion": "identity.badge.dev/v1", "kind": "IssuedToken",
+            "metadata": {"labels": {"identity.badge.dev/token-kind": "bound"}},
+            "spec": {"audiences": ["x"], "revoked": revoked}});
+        if let Some(account) = account {
+            record["metadata"]["labels"]["identity.badge.dev/service-account"] = account.into();
+        }
+        if let Some(expires) = expires {
+            record["spec"]["expiresAt"] = expires.into();
+        }
+        record
+    }
+
+    #[tokio::test]
+    async fn events_of_bound_records_carry_the_expiry_the_controller_would_read() {
+        let cache = WatchCache::new(100);
+        cache.reset(Vec::new(), BTreeMap::new(), 1);
+        let mut watch = cache.watch("/registry/", Some(1)).unwrap();
+        let mut legacy = token_record(Some("a"), None, false);
+        legacy["metadata"]["labels"]["identity.badge.dev/token-kind"] = "legacy".into();
+        let records = [
+            (
+                "/registry/issuedtokens/ns/bound",
+                token_record(Some("a"), Some("2026-12-05T08:00:00Z"), false),
+            ),
+            (
+                "/registry/issuedtokens/ns/no-expiry",
+                token_record(Some("a"), None, false),
+            ),
+            (
+                "/registry/issuedtokens/ns/odd-expiry",
+                token_record(None, Some("not a time"), true),
+            ),
+            ("/registry/issuedtokens/ns/legacy", legacy),
+            (
+                "/registry/issuedtokens/ns/not-a-record",
+                serde_json::json!({"spec": {"expiresAt": 3}}),
+            ),
+            (
+                "/registry/configmaps/ns/other",
+                token_record(Some("a"), Some("2026-12-05T08:00:00Z"), false),
+            ),
+        ];
+        for (i, (key, record)) in records.iter().enumerate() {
+            cache.apply(vec![put_json(key, record.clone(), 2 + i as Revision)], None);
+            let event = watch.next().await.unwrap();
+            // What the expiry controller read from the cached record itself.
+            let read = key
+                .starts_with("/registry/issuedtokens/")
+                .then(|| {
+                    crate::identity::with_token_view(&event.object, |view| {
+                        let view = view?;
+                        (!view.legacy())
+                            .then(|| view.expires_at.and_then(|at| badge_api::meta::parse_time(&at)))
+                    })
+                })
+                .flatten();
+            assert_eq!(event.bound_token_expiry, read, "{key}");
+            // What the revocation watch read from the cached record itself.
+            let revoked = event.object.with_json(|json| {
+                serde_json::from_slice::<serde_json::Value>(json)
+                    .ok()
+                    .and_then(|v| v.pointer("/spec/revoked").cloned())
+                    == Some(serde_json::Value::Bool(true))
+            });
+            if let Some(carried) = event.token_revoked {
+                assert_eq!(carried, revoked, "{key}");
+            } else {
+                assert!(
+                    !key.starts_with("/registry/issuedtokens/ns/")
+                        || *key == "/registry/issuedtokens/ns/not-a-record",
+                    "{key}"
+                );
+            }
+        }
+        // Revoked, then not: each change carries what the record says.
+        let key = "/registry/issuedtokens/ns/bound";
+        for (revision, revoked) in [(20, true), (21, false), (22, true)] {
+            let record = token_record(Some("a"), Some("2026-12-05T08:00:00Z"), revoked);
+            cache.apply(vec![put_json(key, record, revision)], None);
+            assert_eq!(watch.next().await.unwrap().token_revoked, Some(revoked));
+        }
+        let bound = cache.watch("/registry/issuedtokens/ns/bound", Some(1)).unwrap();
+        assert_eq!(
+            bound.initial[0].bound_token_expiry,
+            Some(Some("2026-12-05T08:00:00Z".parse().unwrap()))
+        );
+    }
+
+    #[test]
+    fn kept_live_token_counts_match_a_full_scan_through_any_sequence_of_changes() {
+        use std::collections::HashMap;
+        let accounts = [Some("a"), Some("b"), Some("c"), None];
+        let expiries = [
+            Some("2026-12-05T07:00:00Z"),
+            Some("2026-12-05T07:00:30Z"),
+            Some("2026-12-05T07:01:00Z"),
+            Some("2026-12-05T07:01:00.5Z"),
+            Some("2026-12-05T08:00:00Z"),
+            None,
+            Some("not a time"),
+        ];
+        for seed in 1..=20u64 {
+            // xorshift: the same sequences on every run.
+            let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+            let mut next = |n: usize| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state % n as u64) as usize
+            };
+            let cache = WatchCache::new(50);
+            cache.reset(Vec::new(), BTreeMap::new(), 1);
+            let mut held: HashMap<String, serde_json::Value> = HashMap::new();
+            let mut now: jiff::Timestamp = "2026-12-05T06:59:00Z".parse().unwrap();
+            let mut revision = 1;
+            for _ in 0..300 {
+                revision += 1;
+                let key = format!("/registry/issuedtokens/{}/t{}", ["ns1", "ns2"][next(2)], next(12));
+                match next(7) {
+                    // Created, or replaced with another account or expiry.
+                    0 | 1 => {
+                        let record = token_record(accounts[next(4)], expiries[next(7)], false);
+                        cache.apply(vec![put_json(&key, record.clone(), revision)], None);
+                        held.insert(key, record);
+                    }
+                    // Revoked: a change that leaves the count as it was.
+                    2 => {
+                        if let Some(record) = held.get_mut(&key) {
+                            record["spec"]["revoked"] = true.into();
+                            record["status"] = serde_json::json!({"useCount": 3});
+                            cache.apply(vec![put_json(&key, record.clone(), revision)], None);
+                        }
+                    }
+                    // Deleted (at its expiry or otherwise).
+                    3 => {
+                        if let Some(record) = held.remove(&key) {
+                            cache.apply(vec![delete(&key, record, revision)], None);
+                        }
+                    }
+                    // Time passes: expired records stop counting before they are deleted.
+                    4 | 5 => now += jiff::SignedDuration::from_millis(next(40_000) as i64),
+                    // A relist rebuilds the counts from the listed records.
+                    _ => {
+                        let listed = held
+                            .iter()
+                            .map(|(k, v)| {
+                                let json = serde_json::to_vec(v).unwrap();
+                                (k.clone(), Arc::new(CachedObject::new(&json, revision).unwrap()))
+                            })
+                            .collect();
+                        cache.reset(listed, BTreeMap::new(), revision);
+                    }
+                }
+                for namespace in ["ns1", "ns2", "ns3"] {
+                    let scanned = crate::identity::scan_live_tokens(&cache, namespace, now);
+                    assert_eq!(
+                        cache.live_tokens_by_service_account(namespace, now),
+                        scanned,
+                        "seed {seed}, {namespace} at {now}"
+                    );
+                    for account in ["a", "b", "c", ""] {
+                        assert_eq!(
+                            cache.live_tokens(namespace, account, now),
+                            scanned.get(account).copied().unwrap_or(0),
+                            "seed {seed}, {namespace}/{account} at {now}"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -9,7 +9,7 @@ use badge_api::identity::API_VERSION;
 use badge_api::{Status, meta, resources};
 use serde_json::{Value, json};
 
-use crate::{CachedObject, Registry, WriteOptions};
+use crate::{CachedObject, Registry, WatchCache, WriteOptions};
 
 /// What one writer learned about a ServiceAccount since its last write.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -46,6 +46,8 @@ pub struct TokenView<'a> {
     pub token_kind: Option<Cow<'a, str>>,
     /// `spec.expiresAt`.
     pub expires_at: Option<Cow<'a, str>>,
+    /// Whether `spec.revoked` is `true`.
+    pub revoked: bool,
 }
 
 impl TokenView<'_> {
@@ -55,9 +57,8 @@ impl TokenView<'_> {
     }
 }
 
-/// Calls `f` with the [`TokenView`] of a cached IssuedToken (None when it is not shaped as
-/// one).
-pub fn with_token_view<R>(cached: &CachedObject, f: impl FnOnce(Option<TokenView<'_>>) -> R) -> R {
+/// The [`TokenView`] of an IssuedToken's JSON (None when it is not shaped as one).
+pub fn token_view(json: &[u8]) -> Option<TokenView<'_>> {
     #[derive(serde::Deserialize)]
     struct Record<'a> {
         #[serde(borrow, default)]
@@ -81,48 +82,67 @@ pub fn with_token_view<R>(cached: &CachedObject, f: impl FnOnce(Option<TokenView
     struct Spec<'a> {
         #[serde(rename = "expiresAt", borrow, default)]
         expires_at: Option<Cow<'a, str>>,
+        #[serde(default)]
+        revoked: Option<Value>,
     }
-    cached.with_json(|json| {
-        let view = serde_json::from_slice::<Record<'_>>(json).ok().map(|record| {
-            let labels = record.metadata.and_then(|m| m.labels);
-            let (service_account, token_kind) =
-                labels.map_or((None, None), |l| (l.service_account, l.token_kind));
-            TokenView {
-                service_account,
-                token_kind,
-                expires_at: record.spec.and_then(|s| s.expires_at),
-            }
-        });
-        f(view)
+    let record = serde_json::from_slice::<Record<'_>>(json).ok()?;
+    let labels = record.metadata.and_then(|m| m.labels);
+    let (service_account, token_kind) = labels.map_or((None, None), |l| (l.service_account, l.token_kind));
+    let (expires_at, revoked) = record.spec.map_or((None, None), |s| (s.expires_at, s.revoked));
+    Some(TokenView {
+        service_account,
+        token_kind,
+        expires_at,
+        revoked: revoked == Some(Value::Bool(true)),
     })
 }
 
+/// Calls `f` with the [`TokenView`] of a cached IssuedToken (None when it is not shaped as
+/// one).
+pub fn with_token_view<R>(cached: &CachedObject, f: impl FnOnce(Option<TokenView<'_>>) -> R) -> R {
+    cached.with_json(|json| f(token_view(json)))
+}
+
+/// What makes an IssuedToken's JSON count towards a ServiceAccount's live tokens: the
+/// ServiceAccount it is labelled with, and its expiry (None when it has none, or none that
+/// reads as a time: such a record is live until removed). None when it counts for no one.
+pub fn live_token_fields(json: &[u8]) -> Option<(Cow<'_, str>, Option<jiff::Timestamp>)> {
+    let view = token_view(json)?;
+    let account = view.service_account?;
+    Some((account, view.expires_at.as_deref().and_then(meta::parse_time)))
+}
+
 /// How many IssuedTokens of a ServiceAccount are live (unexpired, or legacy) at `now`, as
-/// the watch cache holds them.
+/// the watch cache holds them, from the count it keeps: nothing is scanned.
 pub async fn live_tokens(
     registry: &Registry,
     namespace: &str,
     service_account: &str,
     now: jiff::Timestamp,
 ) -> Result<i64, Status> {
-    Ok(live_tokens_by_service_account(registry, namespace, now)
-        .get(service_account)
-        .copied()
-        .unwrap_or(0))
+    Ok(registry.cache().live_tokens(namespace, service_account, now))
 }
 
-/// How many IssuedTokens each ServiceAccount of `namespace` has live at `now` (as
-/// [`live_tokens`] counts them), in one pass over the watch cache reading only each record's
-/// label and expiry: a flush that touched thousands of ServiceAccounts would otherwise read
-/// every record of the namespace once for each of them.
+/// How many IssuedTokens each ServiceAccount of `namespace` has live at `now`, from the
+/// counts the watch cache keeps (the accounts with none left out).
 pub fn live_tokens_by_service_account(
     registry: &Registry,
     namespace: &str,
     now: jiff::Timestamp,
 ) -> std::collections::HashMap<String, i64> {
+    registry.cache().live_tokens_by_service_account(namespace, now)
+}
+
+/// The counts of [`live_tokens_by_service_account`] found the long way, by reading every
+/// record of the namespace: what the kept counts must always agree with.
+pub fn scan_live_tokens(
+    cache: &WatchCache,
+    namespace: &str,
+    now: jiff::Timestamp,
+) -> std::collections::HashMap<String, i64> {
     let mut counts = std::collections::HashMap::new();
     let prefix = resources::ISSUEDTOKENS.namespace_prefix(namespace);
-    registry.cache().for_each(&prefix, |_, cached| {
+    cache.for_each(&prefix, |_, cached| {
         with_token_view(cached, |view| {
             let Some(view) = view else {
                 return;
@@ -248,7 +268,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn one_pass_counts_each_service_accounts_live_tokens_as_a_list_does() {
+    async fn kept_counts_are_each_service_accounts_live_tokens_as_a_scan_finds_them() {
         let dir = tempfile::tempdir().unwrap();
         let store =
             std::sync::Arc::new(badge_store::sqlite::SqliteStore::open(&dir.path().join("s.db")).unwrap());
@@ -283,6 +303,7 @@ mod tests {
                 .unwrap();
         }
         let counts = live_tokens_by_service_account(&registry, "demo", now);
+        assert_eq!(counts, scan_live_tokens(registry.cache(), "demo", now));
         assert_eq!(counts.len(), 2, "{counts:?}");
         for account in ["a", "b", "c"] {
             let listed = live_tokens(&registry, "demo", account, now).await.unwrap();

@@ -5,12 +5,14 @@
 #![warn(missing_docs)]
 
 pub mod admission;
+pub mod apitime;
 pub mod bootstraptoken;
 pub mod cache;
 pub mod csr;
 pub mod graceful;
 pub mod identity;
 mod index;
+mod live;
 mod packed;
 pub mod printers;
 pub mod registry;

@@ -157,6 +157,28 @@ static BY_SECOND_BYTE: LazyLock<Vec<Vec<u8>>> = LazyLock::new(|| {
     table
 });
 
+/// Each phrase's first eight bytes (fewer for a shorter one) as a word, and the mask of the
+/// bytes it has: a candidate that does not start the same is passed over with one compare.
+static PREFIXES: LazyLock<Vec<(u64, u64)>> = LazyLock::new(|| {
+    PHRASES
+        .iter()
+        .map(|phrase| {
+            let bytes = phrase.as_bytes();
+            let n = bytes.len().min(8);
+            let mask = if n == 8 { u64::MAX } else { (1u64 << (8 * n)) - 1 };
+            (first_word(bytes), mask)
+        })
+        .collect()
+});
+
+/// The first eight bytes of `text` (zeros past its end) as a little-endian word.
+fn first_word(text: &[u8]) -> u64 {
+    let mut word = [0u8; 8];
+    let n = text.len().min(8);
+    word[..n].copy_from_slice(&text[..n]);
+    u64::from_le_bytes(word)
+}
+
 /// `json` with each phrase as its code; None when it holds the mark byte, which no JSON text
 /// does.
 #[cfg(test)]
@@ -167,31 +189,71 @@ pub(crate) fn pack(json: &[u8]) -> Option<Box<[u8]>> {
 /// Offsets into a text, each None when unknown.
 pub(crate) type Offsets<const N: usize> = [Option<usize>; N];
 
+/// What a byte is to the packer: most are copied in runs, punctuation may start a phrase,
+/// and the mark cannot be packed.
+const PLAIN: u8 = 0;
+const STARTS_PHRASE: u8 = 1;
+const UNPACKABLE: u8 = 2;
+
+static BYTE_CLASS: [u8; 256] = {
+    let mut table = [PLAIN; 256];
+    let mut i = 0;
+    while i < PUNCTUATION.len() {
+        table[PUNCTUATION[i] as usize] = STARTS_PHRASE;
+        i += 1;
+    }
+    table[MARK as usize] = UNPACKABLE;
+    table
+};
+
 /// [`pack`], and where each of `offsets` in `json` is in the packed text (None when a
-/// phrase covers it).
+/// phrase covers it). The bytes between punctuation are copied a run at a time: only
+/// punctuation can start a phrase.
 pub(crate) fn pack_tracking<const N: usize>(
     json: &[u8],
     offsets: Offsets<N>,
 ) -> Option<(Box<[u8]>, Offsets<N>)> {
-    if json.contains(&MARK) {
-        return None;
-    }
     let mut moved = [None; N];
     let mut packed = Vec::with_capacity(json.len());
     let mut at = 0;
-    while let Some(&byte) = json.get(at) {
-        let rest = &json[at..];
-        let phrase = match (PUNCTUATION.contains(&byte), rest.get(1)) {
-            (true, Some(&second)) => BY_SECOND_BYTE[usize::from(second)]
-                .iter()
-                .find(|&&i| rest.starts_with(PHRASES[usize::from(i)].as_bytes())),
-            _ => None,
-        };
+    while at < json.len() {
+        let run = json[at..]
+            .iter()
+            .position(|&b| BYTE_CLASS[usize::from(b)] != PLAIN)
+            .unwrap_or(json.len() - at);
+        if run > 0 {
+            for (offset, moved) in offsets.iter().zip(moved.iter_mut()) {
+                if let Some(offset) = *offset
+                    && (at..at + run).contains(&offset)
+                {
+                    *moved = Some(packed.len() + (offset - at));
+                }
+            }
+            packed.extend_from_slice(&json[at..at + run]);
+            at += run;
+            continue;
+        }
+        let byte = json[at];
+        if BYTE_CLASS[usize::from(byte)] == UNPACKABLE {
+            return None;
+        }
         for (offset, moved) in offsets.iter().zip(moved.iter_mut()) {
             if *offset == Some(at) {
                 *moved = Some(packed.len());
             }
         }
+        let rest = &json[at..];
+        let phrase = rest.get(1).and_then(|&second| {
+            let candidates = &BY_SECOND_BYTE[usize::from(second)];
+            if candidates.is_empty() {
+                return None;
+            }
+            let word = first_word(rest);
+            candidates.iter().find(|&&i| {
+                let (prefix, mask) = PREFIXES[usize::from(i)];
+                word & mask == prefix && rest.starts_with(PHRASES[usize::from(i)].as_bytes())
+            })
+        });
         match phrase {
             Some(&index) => {
                 packed.extend_from_slice(&[MARK, index]);
@@ -203,7 +265,10 @@ pub(crate) fn pack_tracking<const N: usize>(
             }
         }
     }
-    Some((packed.into_boxed_slice(), moved))
+    // Copied to an allocation of its own size rather than shrunk in place: shrinking leaves
+    // the unused tail of every cached object free between objects that stay, which the
+    // allocator keeps resident.
+    Some((Box::from(packed.as_slice()), moved))
 }
 
 /// The JSON text `packed` holds.
@@ -320,6 +385,87 @@ mod tests {
             );
         }
         assert_eq!(pack(b"\x01\x05"), None);
+    }
+
+    /// The packer as it was first written, a byte at a time: the one that copies runs must
+    /// give the same bytes and offsets.
+    fn pack_bytewise<const N: usize>(json: &[u8], offsets: Offsets<N>) -> Option<(Box<[u8]>, Offsets<N>)> {
+        if json.contains(&MARK) {
+            return None;
+        }
+        let mut moved = [None; N];
+        let mut packed = Vec::with_capacity(json.len());
+        let mut at = 0;
+        while let Some(&byte) = json.get(at) {
+            let rest = &json[at..];
+            let phrase = match (PUNCTUATION.contains(&byte), rest.get(1)) {
+                (true, Some(&second)) => BY_SECOND_BYTE[usize::from(second)]
+                    .iter()
+                    .find(|&&i| rest.starts_with(PHRASES[usize::from(i)].as_bytes())),
+                _ => None,
+            };
+            for (offset, moved) in offsets.iter().zip(moved.iter_mut()) {
+                if *offset == Some(at) {
+                    *moved = Some(packed.len());
+                }
+            }
+            match phrase {
+                Some(&index) => {
+                    packed.extend_from_slice(&[MARK, index]);
+                    at += PHRASES[usize::from(index)].len();
+                }
+                None => {
+                    packed.push(byte);
+                    at += 1;
+                }
+            }
+        }
+        Some((packed.into_boxed_slice(), moved))
+    }
+
+    #[test]
+    fn packing_in_runs_gives_the_bytes_and_offsets_of_packing_byte_by_byte() {
+        let record = serde_json::to_vec(&serde_json::json!({
+            "apiVersion": "identity.badge.dev/v1", "kind": "IssuedToken",
+            "metadata": {"name": "6f1c2a9e-3b7d-4c1e-9a52-000000000001", "namespace": "default",
+                "uid": "0d6e3c1a-5f2b-4e7d-8c9a-1b2c3d4e5f60", "creationTimestamp": "2026-12-05T07:00:00Z",
+                "labels": {"identity.badge.dev/service-account": "app", "identity.badge.dev/token-kind": "bound"}},
+            "spec": {"serviceAccountName": "app", "serviceAccountUID": "2a4b6c8d-0e1f-4a3b-9c5d-7e9f1a3b5c7d",
+                "audiences": ["https://kubernetes.default.svc.cluster.local"],
+                "boundObjectRef": {"kind": "Pod", "name": "web", "uid": "9b8a7c6d"},
+                "requester": {"username": "system:node:worker-17"},
+                "issuedAt": "2026-12-05T07:00:00Z", "expiresAt": "2026-12-05T08:00:00Z"},
+            "status": {"lastUsed": {"sourceAddress": "10.0.0.1", "time": "2026-12-05T07:05:00Z",
+                "userAgent": "kubelet/v1.35.0"}, "useCount": 1}
+        }))
+        .unwrap();
+        let cases: Vec<Vec<u8>> = vec![
+            record,
+            br#"{}"#.to_vec(),
+            br#"{"a":"\"name\":\"","b":"\"uid\":\"x\""}"#.to_vec(),
+            br#"{"name":"","uid":"","kind":"kind"}"#.to_vec(),
+            br#"[{"x":[1,2,{"y":"z"}]},":",","]"#.to_vec(),
+            "{\"x\":\"caf\u{e9} \\u0001 \\\"\"}".as_bytes().to_vec(),
+            b"plain".to_vec(),
+            b"\x01\x05".to_vec(),
+            b"{\"a\":\"\x01\"}".to_vec(),
+            b"{".to_vec(),
+        ];
+        for json in &cases {
+            // Every position as an offset, in fours, and none.
+            let mut at = 0;
+            while at <= json.len() + 4 {
+                let offsets = [Some(at), Some(at + 1), Some(at + 2), Some(at + 3)];
+                assert_eq!(
+                    pack_tracking(json, offsets),
+                    pack_bytewise(json, offsets),
+                    "{} at {at}",
+                    String::from_utf8_lossy(json)
+                );
+                at += 4;
+            }
+            assert_eq!(pack_tracking(json, [None]), pack_bytewise(json, [None]));
+        }
     }
 
     #[test]

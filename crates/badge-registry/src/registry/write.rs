@@ -372,7 +372,7 @@ impl Registry {
 /// What a create sets and checks once the name and namespace are known: uid and
 /// creationTimestamp, the fields a client may not set, the strategy's defaults, validation.
 pub(super) fn prepare_created(resource: &Resource, object: &mut Value) -> Result<(), Status> {
-    let now = meta::format_time(badge_api::clock::now());
+    let now = crate::apitime::format_time(badge_api::clock::now());
     meta::set(object, "uid", uuid::Uuid::new_v4().to_string());
     meta::set(object, "creationTimestamp", now);
     for field in [
@@ -481,11 +481,95 @@ pub(super) fn is_finished_deleting(resource: &Resource, object: &Value) -> bool 
 }
 
 /// The JSON stored for an object: everything but its resourceVersion, which the store's
-/// revision provides.
+/// revision provides. An object with its metadata is written as it is, the resourceVersion
+/// skipped, rather than copied to remove it; anything else is first given the metadata
+/// [`meta::remove`] makes.
 pub(super) fn encode(object: &Value) -> Result<bytes::Bytes, Status> {
-    let mut stored = object.clone();
-    meta::remove(&mut stored, "resourceVersion");
-    serde_json::to_vec(&stored)
+    let written = match object {
+        Value::Object(fields) if fields.get("metadata").is_some_and(Value::is_object) => {
+            serde_json::to_vec(&Stored(fields))
+        }
+        _ => {
+            let mut stored = object.clone();
+            meta::remove(&mut stored, "resourceVersion");
+            serde_json::to_vec(&stored)
+        }
+    };
+    written
         .map(bytes::Bytes::from)
         .map_err(|e| Status::internal(e.to_string()))
+}
+
+/// An object's fields, its metadata without the resourceVersion.
+struct Stored<'a>(&'a serde_json::Map<String, Value>);
+
+impl serde::Serialize for Stored<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (key, value) in self.0 {
+            match value {
+                Value::Object(metadata) if key == "metadata" => {
+                    map.serialize_entry(key, &WithoutResourceVersion(metadata))?;
+                }
+                _ => map.serialize_entry(key, value)?,
+            }
+        }
+        map.end()
+    }
+}
+
+struct WithoutResourceVersion<'a>(&'a serde_json::Map<String, Value>);
+
+impl serde::Serialize for WithoutResourceVersion<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(None)?;
+        for (key, value) in self.0 {
+            if key != "resourceVersion" {
+                map.serialize_entry(key, value)?;
+            }
+        }
+        map.end()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// The stored JSON as first written: the object copied, its resourceVersion removed.
+    fn encode_by_copy(object: &Value) -> bytes::Bytes {
+        let mut stored = object.clone();
+        meta::remove(&mut stored, "resourceVersion");
+        serde_json::to_vec(&stored).unwrap().into()
+    }
+
+    #[test]
+    fn objects_are_stored_as_a_copy_without_their_resource_version_would_be() {
+        let objects = [
+            json!({"apiVersion": "identity.badge.dev/v1", "kind": "IssuedToken",
+                "metadata": {"name": "6f1c2a9e-3b7d-4c1e-9a52-000000000001", "namespace": "default",
+                    "uid": "0d6e3c1a", "creationTimestamp": "2026-12-05T07:00:00Z", "resourceVersion": "42",
+                    "labels": {"identity.badge.dev/service-account": "app", "resourceVersion": "kept"}},
+                "spec": {"audiences": ["a", "b"], "expiresAt": "2026-12-05T08:00:00Z", "n": 1.5, "t": true},
+                "status": {"useCount": 3, "metadata": {"resourceVersion": "kept too"}}}),
+            json!({"metadata": {"name": "no-version"}, "data": {"k": "v\"\u{e9}\n"}}),
+            json!({"metadata": {"resourceVersion": "1"}}),
+            json!({"metadata": {}}),
+            json!({"kind": "NoMetadata"}),
+            json!({"metadata": "not an object", "kind": "x"}),
+            json!({"metadata": null}),
+            json!({}),
+            json!([1, 2]),
+            json!("text"),
+            Value::Null,
+        ];
+        for object in &objects {
+            assert_eq!(encode(object).unwrap(), encode_by_copy(object), "{object}");
+        }
+    }
 }

@@ -333,6 +333,24 @@ fn uses_on_two_servers_on_etcd_land_in_one_record() {
         "jsonpath={.status.lastAuthenticated.credentialID}",
     ]);
     assert_eq!(usage, format!("JTI={jti}"));
+
+    // Each server counts live tokens from the records its watch cache holds, the other
+    // server's included.
+    let live = |s: &TestServer| {
+        s.kubectl_ok(&[
+            "get",
+            "serviceaccountusage",
+            "default",
+            "-o",
+            "jsonpath={.status.liveTokens}",
+        ])
+    };
+    b.kubectl_ok(&["create", "token", "default"]);
+    eventually("the second server counts both servers' tokens", || {
+        live(&a) == "2"
+    });
+    a.kubectl_ok(&["create", "token", "default"]);
+    eventually("the first server counts all three", || live(&b) == "3");
 }
 
 /// A flush on etcd writes its records in one transaction, so they share a revision; the
