@@ -26,7 +26,7 @@ use badge_api::request_info::RequestInfo;
 use badge_api::resources;
 use badge_auth::UserInfo;
 use bytes::Bytes;
-use http::{HeaderMap, Response};
+use http::{HeaderMap, HeaderValue, Response};
 use http_body_util::BodyExt;
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use serde::Serialize;
@@ -66,8 +66,9 @@ pub const ISSUED_CREDENTIAL_ID_ANNOTATION: &str = "authentication.kubernetes.io/
 pub const DECISION_ANNOTATION: &str = "authorization.k8s.io/decision";
 /// Annotation key of the authorizer's reason.
 pub const REASON_ANNOTATION: &str = "authorization.k8s.io/reason";
-/// The header carrying the audit ID, in both directions.
-pub const AUDIT_ID_HEADER: &str = "Audit-ID";
+/// The header carrying the audit ID (`Audit-ID`), in both directions; a name built once, so
+/// that no request lowercases and copies it.
+pub const AUDIT_ID: http::HeaderName = http::HeaderName::from_static("audit-id");
 /// Where `kubectl apply` keeps the object it last applied.
 const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
 /// What redacted values are replaced with.
@@ -344,6 +345,18 @@ pub fn bearer_scheme(headers: &HeaderMap) -> bool {
 /// last 48 bits count, so that no request pays for a call to the system's random source.
 /// IDs need to be unique, not unpredictable.
 pub fn new_audit_id() -> String {
+    let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    encode_audit_id(&mut text).to_string()
+}
+
+/// A new audit ID as the response header carries it: encoded in place, without the
+/// formatter or an intermediate string.
+pub fn new_audit_id_header() -> HeaderValue {
+    let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    HeaderValue::from_str(encode_audit_id(&mut text)).unwrap_or(HeaderValue::from_static(""))
+}
+
+fn encode_audit_id(text: &mut [u8; uuid::fmt::Hyphenated::LENGTH]) -> &str {
     static SEED: std::sync::OnceLock<[u8; 16]> = std::sync::OnceLock::new();
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let mut bytes = *SEED.get_or_init(|| *uuid::Uuid::new_v4().as_bytes());
@@ -354,7 +367,7 @@ pub fn new_audit_id() -> String {
     uuid::Builder::from_random_bytes(bytes)
         .into_uuid()
         .hyphenated()
-        .to_string()
+        .encode_lower(text)
 }
 
 /// A time in an event, formatted as a MicroTime when the event is written (by the writer
@@ -1157,6 +1170,21 @@ mod tests {
             assert_eq!(parsed.get_version_num(), 4);
             assert_eq!(parsed.get_variant(), uuid::Variant::RFC4122);
         }
+    }
+
+    #[test]
+    fn audit_id_headers_are_the_uuids_the_formatter_writes() {
+        let mut ids = std::collections::HashSet::new();
+        for _ in 0..1000 {
+            let header = new_audit_id_header();
+            let text = header.to_str().unwrap();
+            let parsed = uuid::Uuid::parse_str(text).unwrap();
+            assert_eq!(parsed.get_version_num(), 4);
+            assert_eq!(parsed.hyphenated().to_string(), text);
+            assert!(ids.insert(text.to_string()));
+        }
+        // The header and string forms draw on the same counter.
+        assert!(ids.insert(new_audit_id()));
     }
 
     #[test]

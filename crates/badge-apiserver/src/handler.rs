@@ -18,16 +18,22 @@ use http_body_util::{BodyExt, Either, Limited};
 use std::panic::AssertUnwindSafe;
 
 use crate::ApiServer;
-use crate::audit::{AUDIT_ID_HEADER, DECISION_ANNOTATION, REASON_ANNOTATION};
+use crate::audit::{AUDIT_ID, DECISION_ANNOTATION, REASON_ANNOTATION};
 pub use crate::authentication::PeerIdentity;
 use crate::metrics::AuthenticationResult;
 pub use crate::nonresource::{KUBERNETES_VERSION, version_info};
 use crate::response::{self, Body};
 
-/// Request info an outer filter already parsed (the limits need the verb), handed on so the
-/// path is parsed once.
-#[derive(Clone, Debug)]
-pub struct ParsedRequestInfo(pub Result<badge_api::request_info::RequestInfo, PathError>);
+/// What the connection and the filters before the chain already know of a request, handed
+/// on as it is rather than in the request's extensions, which would allocate a map.
+#[derive(Debug, Default)]
+pub struct Known {
+    /// The client's address, from its connection.
+    pub remote: Option<std::net::SocketAddr>,
+    /// Request info an outer filter already parsed (the limits need the verb), so that the
+    /// path is parsed once.
+    pub info: Option<Result<badge_api::request_info::RequestInfo, PathError>>,
+}
 
 /// What the chain learns of a request that the edge records once it is answered.
 #[derive(Default)]
@@ -54,18 +60,35 @@ impl ApiServer {
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        self.handle_known(request, peer, Known::default()).await
+    }
+
+    /// Handles one request, with what is `known` of it already.
+    pub async fn handle_known<B>(
+        self: Arc<Self>,
+        request: Request<B>,
+        peer: Arc<PeerIdentity>,
+        mut known: Known,
+    ) -> Response<Body>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let started = std::time::Instant::now();
         let received = badge_api::clock::now();
+        // Kept as the header value it is echoed in: the client's is shared, not copied.
         let audit_id = request
             .headers()
-            .get(AUDIT_ID_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| !v.is_empty() && v.len() <= 128)
-            .map_or_else(crate::audit::new_audit_id, str::to_string);
+            .get(AUDIT_ID)
+            .filter(|v| v.to_str().is_ok_and(|v| !v.is_empty() && v.len() <= 128))
+            .cloned()
+            .unwrap_or_else(crate::audit::new_audit_id_header);
+        let audit_id_text = audit_id.to_str().unwrap_or_default();
         let mut exchange = Exchange::default();
-        let served = AssertUnwindSafe(self.serve(request, &peer, &mut exchange, &audit_id, received))
-            .catch_unwind()
-            .await;
+        let served =
+            AssertUnwindSafe(self.serve(request, &mut known, &peer, &mut exchange, audit_id_text, received))
+                .catch_unwind()
+                .await;
         let (mut response, failure) = match served {
             Ok(Ok(response)) => (response, None),
             Ok(Err(status)) => (response::status(&status), Some(status)),
@@ -80,9 +103,7 @@ impl ApiServer {
         if let Some(recorder) = exchange.recorder.take() {
             response = recorder.respond(response, failure.as_ref()).await;
         }
-        if let Ok(value) = http::HeaderValue::from_str(&audit_id) {
-            response.headers_mut().insert(AUDIT_ID_HEADER, value);
-        }
+        response.headers_mut().insert(AUDIT_ID, audit_id);
         self.observe(&exchange, response.status().as_u16(), started);
         response
     }
@@ -96,6 +117,8 @@ impl ApiServer {
     async fn serve<B>(
         &self,
         request: Request<B>,
+        // Borrowed: by value it would grow this future, which is moved whole.
+        known: &mut Known,
         peer: &PeerIdentity,
         exchange: &mut Exchange,
         audit_id: &str,
@@ -113,11 +136,18 @@ impl ApiServer {
             extensions,
             ..
         } = parts;
-        let info = request_info::parse(method.as_str(), uri.path(), uri.query()).map_err(|e| match e {
+        // The limits filter has parsed the path already; a request served without it is
+        // parsed here.
+        let remote = known.remote;
+        let info = match known.info.take() {
+            Some(parsed) => parsed,
+            None => request_info::parse(method.as_str(), uri.path(), uri.query()),
+        };
+        let info = info.map_err(|e| match e {
             PathError::InvalidName(_) => Status::bad_request(e.to_string()),
             _ => Status::path_not_found(),
         })?;
-        let info = crate::webhooks::as_review(info);
+        let mut info = crate::webhooks::as_review(info);
         let apply = method == http::Method::PATCH
             && headers
                 .get(http::header::CONTENT_TYPE)
@@ -129,9 +159,11 @@ impl ApiServer {
             self.metrics
                 .request_series(crate::metrics::RequestLabels::of(&info, apply, known)),
         );
-        let remote = extensions
-            .get::<crate::authentication::ClientAddress>()
-            .map(|a| a.0);
+        let remote = remote.or_else(|| {
+            extensions
+                .get::<crate::authentication::ClientAddress>()
+                .map(|a| a.0)
+        });
         // Read before authentication removes the credential header.
         let bearer = self.audit_log.is_some() && crate::audit::bearer_scheme(&headers);
         let had_credential = headers.contains_key(http::header::AUTHORIZATION);
@@ -190,7 +222,7 @@ impl ApiServer {
             info: &info,
             user: &user,
         });
-        let decided = crate::authorization::authorize_with_reason(self.authorizer.as_ref(), user, &info);
+        let decided = crate::authorization::authorize_with_reason(self.authorizer.as_ref(), user, &mut info);
         if let Some(recorder) = exchange.recorder.as_mut() {
             let (decision, reason) = match &decided {
                 Ok(_) => ("allow", ""),

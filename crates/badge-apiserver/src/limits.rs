@@ -16,7 +16,7 @@ use std::time::Duration;
 use badge_api::Status;
 use badge_api::request_info::{self, PathError, RequestInfo};
 
-use crate::handler::ParsedRequestInfo;
+use crate::handler::Known;
 use bytes::Bytes;
 use futures::FutureExt;
 use http::{Method, Request, Response, StatusCode};
@@ -125,6 +125,7 @@ impl RequestFilters {
         api: Arc<ApiServer>,
         request: Request<B>,
         peer: Arc<PeerIdentity>,
+        remote: Option<std::net::SocketAddr>,
     ) -> Response<Body>
     where
         B: HttpBody<Data = Bytes> + Send + Unpin + 'static,
@@ -139,7 +140,9 @@ impl RequestFilters {
         // closed under it resets before the response is read.
         let (parts, body) = request.into_parts();
         let (body, unread) = GuardedBody::new(body, self.body_idle_timeout, true);
-        let (response, timed_out) = self.filter(api, Request::from_parts(parts, body), peer).await;
+        let (response, timed_out) = self
+            .filter(api, Request::from_parts(parts, body), peer, remote)
+            .await;
         // A timed-out request's body is not waited for: the stream or connection ends.
         if !timed_out && let Ok(body) = unread.await {
             drain(body).await;
@@ -160,20 +163,19 @@ impl RequestFilters {
         api: Arc<ApiServer>,
         request: Request<GuardedBody<B>>,
         peer: Arc<PeerIdentity>,
+        remote: Option<std::net::SocketAddr>,
     ) -> (Response<Body>, bool)
     where
         B: HttpBody<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<BoxError>,
     {
         // Request info is parsed once, here, and travels with the request to the chain.
-        let mut request = request;
         let info = request_info::parse(
             request.method().as_str(),
             request.uri().path(),
             request.uri().query(),
         );
         let kind = Kind::of(request.method(), &info);
-        request.extensions_mut().insert(ParsedRequestInfo(info));
         let deadline = if kind.long_running {
             None
         } else {
@@ -190,7 +192,11 @@ impl RequestFilters {
                 Err(status) => return (response::status(&status), false),
             }
         };
-        let served = catch_panic(api.handle(request, peer));
+        let known = Known {
+            remote,
+            info: Some(info),
+        };
+        let served = catch_panic(api.handle_known(request, peer, known));
         match deadline {
             None => (served.await, false),
             // The handler is dropped with its request, as a client's disconnect drops it.

@@ -87,14 +87,13 @@ pub async fn serve(
             };
             let peer = Arc::new(peer_identity(&tls));
             let is_h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-            let service = service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
-                request
-                    .extensions_mut()
-                    .insert(crate::authentication::ClientAddress(remote));
+            let service = service_fn(move |request: http::Request<hyper::body::Incoming>| {
                 let api = api.clone();
                 let peer = peer.clone();
                 let filters = filters.clone();
-                async move { Ok::<_, std::convert::Infallible>(filters.handle(api, request, peer).await) }
+                async move {
+                    Ok::<_, std::convert::Infallible>(filters.handle(api, request, peer, Some(remote)).await)
+                }
             });
             // The protocol is the one ALPN chose, as upstream: HTTP/2 only when negotiated.
             let served = if is_h2 {

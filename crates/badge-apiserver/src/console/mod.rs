@@ -71,7 +71,8 @@ impl Backend for ApiBackend {
         request: Request<Full<Bytes>>,
         peer: Arc<PeerIdentity>,
     ) -> Pin<Box<dyn Future<Output = Response<Body>> + Send + '_>> {
-        Box::pin(self.filters.handle(self.api.clone(), request, peer))
+        // The console's requests name no client address to the chain.
+        Box::pin(self.filters.handle(self.api.clone(), request, peer, None))
     }
 }
 
