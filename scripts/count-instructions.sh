@@ -49,7 +49,10 @@ else
     sleep 0.1
   done
   ADMIN=(--cacert "$DIR/pki/ca.crt" --cert "$DIR/pki/admin.crt" --key "$DIR/pki/admin.key")
-  until curl -s --cacert "$DIR/pki/ca.crt" "https://127.0.0.1:$PORT/readyz" >/dev/null; do sleep 0.1; done
+  # Ready, and the controllers have made the default ServiceAccount the tokens are issued for.
+  until curl -sf "${ADMIN[@]}" "https://127.0.0.1:$PORT/api/v1/namespaces/default/serviceaccounts/default" >/dev/null; do
+    sleep 0.1
+  done
   ISSUE=/api/v1/namespaces/default/serviceaccounts/default/token
   REQUEST='{"apiVersion":"authentication.k8s.io/v1","kind":"TokenRequest","spec":{}}'
   LOAD=("$PERF" load --port "$PORT" --ca "$DIR/pki/ca.crt" --cert "$DIR/pki/admin.crt"

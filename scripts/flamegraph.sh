@@ -30,7 +30,11 @@ for _ in $(seq 1 600); do
   sleep 0.1
 done
 PKI=$DIR/data/pki
-until curl -s --cacert "$PKI/ca.crt" "https://127.0.0.1:$PORT/readyz" >/dev/null; do sleep 0.1; done
+# Ready, and the controllers have made the default ServiceAccount the tokens are issued for.
+until curl -sf --cacert "$PKI/ca.crt" --cert "$PKI/admin.crt" --key "$PKI/admin.key" \
+  "https://127.0.0.1:$PORT/api/v1/namespaces/default/serviceaccounts/default" >/dev/null; do
+  sleep 0.1
+done
 LOAD=("$PERF" load --port "$PORT" --ca "$PKI/ca.crt" --cert "$PKI/admin.crt" --key "$PKI/admin.key")
 ISSUE=/api/v1/namespaces/default/serviceaccounts/default/token
 REVIEW=/apis/authentication.k8s.io/v1/tokenreviews
