@@ -273,17 +273,7 @@ impl ReviewStatus<'_> {
     /// The bytes of the derived `Serialize`, written member by member through the fast
     /// string encoder.
     fn write(&self, out: &mut Vec<u8>) {
-        use crate::audit::encode::string;
-        let strings = |out: &mut Vec<u8>, items: &[String]| {
-            out.push(b'[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                string(out, item);
-            }
-            out.push(b']');
-        };
+        use crate::audit::encode::{string, strings};
         out.push(b'{');
         if let Some(audiences) = self.audiences {
             out.extend_from_slice(b"\"audiences\":");

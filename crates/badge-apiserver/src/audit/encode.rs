@@ -305,7 +305,8 @@ pub(crate) fn micro_time_bytes(at: jiff::Timestamp) -> [u8; 27] {
     out
 }
 
-fn strings(out: &mut Vec<u8>, values: &[String]) {
+/// `values` as a JSON array of strings.
+pub(crate) fn strings(out: &mut Vec<u8>, values: &[String]) {
     out.push(b'[');
     for (i, value) in values.iter().enumerate() {
         if i > 0 {
