@@ -14,64 +14,49 @@ pub(crate) fn authorize(
     user: UserInfo,
     info: &RequestInfo,
 ) -> Result<UserInfo, Status> {
-    let mut info = info.clone();
-    authorize_with_reason(authorizer, user, &mut info).map_err(|(status, _)| status)
+    authorize_with_reason(authorizer, user, info).map_err(|(status, _)| status)
 }
 
 /// Authorizes the request; a refusal comes with the authorizer's reason, for the audit
-/// log's `authorization.k8s.io/reason`. The request info's strings move into the
-/// attributes and back, unchanged, so that no request copies them.
+/// log's `authorization.k8s.io/reason`.
 pub(crate) fn authorize_with_reason(
     authorizer: &dyn Authorizer,
     user: UserInfo,
-    info: &mut RequestInfo,
+    info: &RequestInfo,
 ) -> Result<UserInfo, (Status, String)> {
-    use std::mem::take;
-    let mut attributes = Attributes {
+    let attributes = Attributes {
         user,
-        verb: take(&mut info.verb),
+        verb: info.verb.clone(),
         is_resource_request: info.is_resource_request,
-        namespace: take(&mut info.namespace),
-        api_group: take(&mut info.api_group),
-        api_version: take(&mut info.api_version),
-        resource: take(&mut info.resource),
-        subresource: take(&mut info.subresource),
-        name: take(&mut info.name),
-        path: take(&mut info.path),
+        namespace: info.namespace.clone(),
+        api_group: info.api_group.clone(),
+        api_version: info.api_version.clone(),
+        resource: info.resource.clone(),
+        subresource: info.subresource.clone(),
+        name: info.name.clone(),
+        path: info.path.clone(),
     };
-    let decision = authorizer.authorize(&attributes);
-    let refusal = match decision {
-        Decision::Allow => None,
+    match authorizer.authorize(&attributes) {
+        Decision::Allow => Ok(attributes.user),
         Decision::Deny(reason) | Decision::NoOpinion(reason) => {
-            Some((forbidden_message(&attributes), reason))
+            let mut message = forbidden_message(&attributes);
+            if !reason.is_empty() {
+                message.push_str(": ");
+                message.push_str(&reason);
+            }
+            let refused = |status: Status| (status, reason.clone());
+            if info.is_resource_request {
+                // The Status names the resource without its subresource, as upstream's
+                // `responsewriters.Forbidden` does; the message names both.
+                let gr = badge_api::GroupResource {
+                    group: &info.api_group,
+                    resource: &info.resource,
+                };
+                Err(refused(Status::forbidden(gr, &info.name, &message)))
+            } else {
+                Err(refused(Status::forbidden_path(&message)))
+            }
         }
-    };
-    info.verb = take(&mut attributes.verb);
-    info.namespace = take(&mut attributes.namespace);
-    info.api_group = take(&mut attributes.api_group);
-    info.api_version = take(&mut attributes.api_version);
-    info.resource = take(&mut attributes.resource);
-    info.subresource = take(&mut attributes.subresource);
-    info.name = take(&mut attributes.name);
-    info.path = take(&mut attributes.path);
-    let Some((mut message, reason)) = refusal else {
-        return Ok(attributes.user);
-    };
-    if !reason.is_empty() {
-        message.push_str(": ");
-        message.push_str(&reason);
-    }
-    let refused = |status: Status| (status, reason.clone());
-    if info.is_resource_request {
-        // The Status names the resource without its subresource, as upstream's
-        // `responsewriters.Forbidden` does; the message names both.
-        let gr = badge_api::GroupResource {
-            group: &info.api_group,
-            resource: &info.resource,
-        };
-        Err(refused(Status::forbidden(gr, &info.name, &message)))
-    } else {
-        Err(refused(Status::forbidden_path(&message)))
     }
 }
 
@@ -137,12 +122,12 @@ mod tests {
     }
 
     #[test]
-    fn the_authorizer_sees_the_request_info_which_comes_back_unchanged() {
+    fn the_authorizer_sees_every_field_of_the_request_info_and_a_refusal_names_them() {
         let original = info("POST", "/apis/apps/v1/namespaces/d/deployments/x/scale");
         for allow in [true, false] {
             let seen = Seen(Default::default(), allow);
-            let mut moved = original.clone();
-            let decided = authorize_with_reason(&seen, UserInfo::from_certificate("u", &[]), &mut moved);
+            let moved = original.clone();
+            let decided = authorize_with_reason(&seen, UserInfo::from_certificate("u", &[]), &moved);
             assert_eq!(moved, original);
             assert_eq!(
                 *seen.0.lock().unwrap(),

@@ -147,7 +147,7 @@ impl ApiServer {
             PathError::InvalidName(_) => Status::bad_request(e.to_string()),
             _ => Status::path_not_found(),
         })?;
-        let mut info = crate::webhooks::as_review(info);
+        let info = crate::webhooks::as_review(info);
         let apply = method == http::Method::PATCH
             && headers
                 .get(http::header::CONTENT_TYPE)
@@ -222,7 +222,7 @@ impl ApiServer {
             info: &info,
             user: &user,
         });
-        let decided = crate::authorization::authorize_with_reason(self.authorizer.as_ref(), user, &mut info);
+        let decided = crate::authorization::authorize_with_reason(self.authorizer.as_ref(), user, &info);
         if let Some(recorder) = exchange.recorder.as_mut() {
             let (decision, reason) = match &decided {
                 Ok(_) => ("allow", ""),
