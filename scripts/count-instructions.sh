@@ -14,6 +14,8 @@
 # `callgrind_annotate --inclusive=yes`. Server flags follow the label (not for ceiling).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=lib/server.sh
+. scripts/lib/server.sh
 PATH_KIND=$1 N=$2 LABEL=$3
 shift 3
 BADGE=target/release/badge PERF=target/release/badge-perf
@@ -42,17 +44,9 @@ else
     "$BADGE" server --secure-port 0 --data-dir "$DIR" --service-account-signing-key-type ES256 "$@" \
     2>"$DIR/err" >/dev/null &
   SERVER=$!
-  PORT=
-  for _ in $(seq 1 1200); do
-    PORT=$(grep -o 'serving securely on 127.0.0.1:[0-9]*' "$DIR/err" | sed 's/.*://' || true)
-    [ -n "$PORT" ] && break
-    sleep 0.1
-  done
+  badge_port "$DIR/err"
+  wait_for_default_account "$DIR/pki"
   ADMIN=(--cacert "$DIR/pki/ca.crt" --cert "$DIR/pki/admin.crt" --key "$DIR/pki/admin.key")
-  # Ready, and the controllers have made the default ServiceAccount the tokens are issued for.
-  until curl -sf "${ADMIN[@]}" "https://127.0.0.1:$PORT/api/v1/namespaces/default/serviceaccounts/default" >/dev/null; do
-    sleep 0.1
-  done
   ISSUE=/api/v1/namespaces/default/serviceaccounts/default/token
   REQUEST='{"apiVersion":"authentication.k8s.io/v1","kind":"TokenRequest","spec":{}}'
   LOAD=("$PERF" load --port "$PORT" --ca "$DIR/pki/ca.crt" --cert "$DIR/pki/admin.crt"

@@ -12,6 +12,8 @@
 # are as the server defaults them; extra server flags follow the algorithm.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=lib/server.sh
+. scripts/lib/server.sh
 PATH_KIND=$1 ALG=$2
 shift 2
 BADGE=target/release/badge PERF=target/release/badge-perf
@@ -23,18 +25,9 @@ trap 'kill $SERVER 2>/dev/null || true; rm -rf "$DIR"' EXIT
 "$BADGE" server --secure-port 0 --data-dir "$DIR/data" --service-account-signing-key-type "$ALG" "$@" \
   2>"$DIR/err" >/dev/null &
 SERVER=$!
-PORT=
-for _ in $(seq 1 600); do
-  PORT=$(grep -o 'serving securely on 127.0.0.1:[0-9]*' "$DIR/err" | sed 's/.*://' || true)
-  [ -n "$PORT" ] && break
-  sleep 0.1
-done
 PKI=$DIR/data/pki
-# Ready, and the controllers have made the default ServiceAccount the tokens are issued for.
-until curl -sf --cacert "$PKI/ca.crt" --cert "$PKI/admin.crt" --key "$PKI/admin.key" \
-  "https://127.0.0.1:$PORT/api/v1/namespaces/default/serviceaccounts/default" >/dev/null; do
-  sleep 0.1
-done
+badge_port "$DIR/err"
+wait_for_default_account "$PKI"
 LOAD=("$PERF" load --port "$PORT" --ca "$PKI/ca.crt" --cert "$PKI/admin.crt" --key "$PKI/admin.key")
 ISSUE=/api/v1/namespaces/default/serviceaccounts/default/token
 REVIEW=/apis/authentication.k8s.io/v1/tokenreviews
