@@ -63,18 +63,21 @@ pub struct CacheEvent {
     pub token_revoked: Option<bool>,
 }
 
-/// An object as the cache holds it: the JSON the store holds, packed ([`crate::packed`]), and
-/// the revision it was read at, decoded on each read, plus the metadata the token
-/// authenticator checks on every request. A decoded `Value` takes several times the memory
-/// of its JSON (a map node per object, an allocation per string), and the cache holds every
-/// object.
+/// An object as the cache holds it: its store key and the JSON the store holds, packed
+/// ([`crate::packed`]), and the revision it was read at, decoded on each read, plus the
+/// metadata the token authenticator checks on every request. A decoded `Value` takes several
+/// times the memory of its JSON (a map node per object, an allocation per string), and the
+/// cache holds every object.
 pub struct CachedObject {
-    /// The JSON with its recurring phrases packed.
-    json: Box<[u8]>,
+    /// The key, then the JSON with its recurring phrases packed: one allocation, as the
+    /// cache's map is keyed by the key held here rather than by a copy of its own.
+    bytes: Box<[u8]>,
+    /// Where the key ends and the JSON begins in `bytes`.
+    key_len: u32,
     revision: Revision,
     /// Where `metadata.uid`, `metadata.deletionTimestamp`, `spec.nodeName` (for the
     /// pods-by-node index) and the `kubernetes.io/service-account.name` annotation (for the
-    /// Secrets-by-ServiceAccount index) lie in `json`: read from there, not kept twice.
+    /// Secrets-by-ServiceAccount index) lie in `bytes`: read from there, not kept twice.
     fields: [Span; FIELDS],
     /// The fields `json` spells otherwise than their text (with escapes), which is rare.
     spelled_apart: Option<Box<[Option<Box<str>>; FIELDS]>>,
@@ -143,8 +146,8 @@ impl<'de: 'a, 'a> serde::Deserialize<'de> for Text<'a> {
 }
 
 impl CachedObject {
-    /// Keeps a stored object; None when it is not a JSON object.
-    pub fn new(json: &[u8], revision: Revision) -> Option<CachedObject> {
+    /// Keeps the object stored at `key`; None when it is not a JSON object.
+    pub fn new(key: &str, json: &[u8], revision: Revision) -> Option<CachedObject> {
         #[derive(serde::Deserialize)]
         struct Object<'a> {
             #[serde(borrow, default)]
@@ -190,7 +193,8 @@ impl CachedObject {
             }
             _ => None,
         });
-        let (packed, packed_offsets) = crate::packed::pack_tracking(json, offsets)?;
+        let key_len = u32::try_from(key.len()).ok()?;
+        let (bytes, packed_offsets) = crate::packed::pack_tracking(key.as_bytes(), json, offsets)?;
         let mut fields = [Span::NONE; FIELDS];
         let mut spelled_apart: [Option<Box<str>>; FIELDS] = Default::default();
         for (i, text) in texts.iter().enumerate() {
@@ -201,7 +205,7 @@ impl CachedObject {
                     len: u32::try_from(text.len()).ok()?,
                 };
                 let end = start.checked_add(text.len())?;
-                (packed.get(start..end) == Some(text.as_bytes())).then_some(span)
+                (bytes.get(start..end) == Some(text.as_bytes())).then_some(span)
             });
             match span {
                 Some(span) => fields[i] = span,
@@ -209,7 +213,8 @@ impl CachedObject {
             }
         }
         Some(CachedObject {
-            json: packed,
+            bytes,
+            key_len,
             revision,
             fields,
             spelled_apart: spelled_apart
@@ -227,7 +232,22 @@ impl CachedObject {
         }
         let start = usize::try_from(span.start).ok()?;
         let end = start.checked_add(usize::try_from(span.len).ok()?)?;
-        std::str::from_utf8(self.json.get(start..end)?).ok()
+        std::str::from_utf8(self.bytes.get(start..end)?).ok()
+    }
+
+    /// The store key it is held at.
+    pub fn key(&self) -> &str {
+        // Written from a `&str`, so always UTF-8.
+        std::str::from_utf8(self.key_bytes()).unwrap_or_default()
+    }
+
+    fn key_bytes(&self) -> &[u8] {
+        self.bytes.get(..self.key_len as usize).unwrap_or_default()
+    }
+
+    /// The packed JSON.
+    fn packed(&self) -> &[u8] {
+        self.bytes.get(self.key_len as usize..).unwrap_or_default()
     }
 
     /// The object, with its resourceVersion set.
@@ -269,12 +289,12 @@ impl CachedObject {
     /// Whether the stored JSON contains `needle`: a cheap pre-check before decoding on hot
     /// paths (a label key that is rarely set).
     pub fn mentions(&self, needle: &str) -> bool {
-        crate::packed::mentions(&self.json, needle.as_bytes())
+        crate::packed::mentions(self.packed(), needle.as_bytes())
     }
 
     /// The JSON the store holds.
     fn json(&self) -> std::borrow::Cow<'_, [u8]> {
-        crate::packed::unpack(&self.json)
+        crate::packed::unpack(self.packed())
     }
 
     /// Calls `f` with the JSON the store holds, for a reader that needs a few fields of
@@ -283,8 +303,8 @@ impl CachedObject {
         f(&self.json())
     }
 
-    /// The bytes this object takes in the cache beside its key: the shared allocation and
-    /// what it owns (allocator overhead aside).
+    /// The bytes this object takes in the cache, its key included: the shared allocation
+    /// and what it owns (allocator overhead aside).
     pub fn heap_bytes(&self) -> usize {
         let spelled_apart = self.spelled_apart.as_deref().map_or(0, |fields| {
             std::mem::size_of_val(fields) + fields.iter().flatten().map(|s| s.len()).sum::<usize>()
@@ -292,7 +312,7 @@ impl CachedObject {
         // An `Arc`'s allocation holds two counts before the value.
         2 * std::mem::size_of::<usize>()
             + std::mem::size_of::<CachedObject>()
-            + self.json.len()
+            + self.bytes.len()
             + spelled_apart
     }
 
@@ -327,7 +347,8 @@ impl std::fmt::Debug for CachedObject {
         // Objects may be Secrets: their content is never printed.
         f.debug_struct("CachedObject")
             .field("revision", &self.revision)
-            .field("bytes", &self.json.len())
+            .field("key", &self.key())
+            .field("bytes", &self.packed().len())
             .finish()
     }
 }
@@ -364,9 +385,80 @@ impl From<badge_store::Error> for SyncEnd {
     }
 }
 
+/// The cache's objects in key order, each found by the key it holds.
+#[derive(Default)]
+struct Objects(std::collections::BTreeSet<Held>);
+
+/// An object in [`Objects`], ordered and found by its key.
+struct Held(Arc<CachedObject>);
+
+impl std::borrow::Borrow<[u8]> for Held {
+    fn borrow(&self) -> &[u8] {
+        self.0.key_bytes()
+    }
+}
+
+impl PartialEq for Held {
+    fn eq(&self, other: &Held) -> bool {
+        self.0.key_bytes() == other.0.key_bytes()
+    }
+}
+
+impl Eq for Held {}
+
+impl PartialOrd for Held {
+    fn partial_cmp(&self, other: &Held) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Held {
+    // Byte order is the keys' string order: UTF-8 keeps it.
+    fn cmp(&self, other: &Held) -> std::cmp::Ordering {
+        self.0.key_bytes().cmp(other.0.key_bytes())
+    }
+}
+
+impl FromIterator<Arc<CachedObject>> for Objects {
+    fn from_iter<I: IntoIterator<Item = Arc<CachedObject>>>(objects: I) -> Objects {
+        Objects(objects.into_iter().map(Held).collect())
+    }
+}
+
+impl Objects {
+    fn get(&self, key: &str) -> Option<&Arc<CachedObject>> {
+        self.0.get(key.as_bytes()).map(|held| &held.0)
+    }
+
+    /// Holds `object` at its key; the object it replaces.
+    fn insert(&mut self, object: Arc<CachedObject>) -> Option<Arc<CachedObject>> {
+        self.0.replace(Held(object)).map(|held| held.0)
+    }
+
+    fn remove(&mut self, key: &str) -> Option<Arc<CachedObject>> {
+        self.0.take(key.as_bytes()).map(|held| held.0)
+    }
+
+    /// The objects from `start` on, in key order, with their keys.
+    fn from<'a>(
+        &'a self,
+        start: std::ops::Bound<&str>,
+    ) -> impl Iterator<Item = (&'a str, &'a Arc<CachedObject>)> {
+        self.0
+            .range::<[u8], _>((start.map(str::as_bytes), std::ops::Bound::Unbounded))
+            .map(|held| (held.0.key(), &held.0))
+    }
+
+    /// The objects whose key starts with `prefix`, in key order, with their keys.
+    fn under<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = (&'a str, &'a Arc<CachedObject>)> {
+        self.from(std::ops::Bound::Included(prefix))
+            .take_while(move |(key, _)| key.starts_with(prefix))
+    }
+}
+
 struct State {
     revision: Revision,
-    objects: BTreeMap<String, Arc<CachedObject>>,
+    objects: Objects,
     history: VecDeque<Arc<CacheEvent>>,
     /// Every event with a revision above this is in `history`.
     history_floor: Revision,
@@ -499,7 +591,7 @@ impl WatchCache {
             history: history.max(1),
             state: RwLock::new(State {
                 revision: 0,
-                objects: BTreeMap::new(),
+                objects: Objects::default(),
                 history: VecDeque::new(),
                 history_floor: 0,
                 unreadable: BTreeMap::new(),
@@ -554,14 +646,14 @@ impl WatchCache {
     pub fn list(&self, prefix: &str, start_after: Option<&str>) -> (Vec<(String, Arc<Value>)>, Revision) {
         let state = self.state.read();
         let start = match start_after {
-            Some(k) if k >= prefix => std::ops::Bound::Excluded(k.to_string()),
-            _ => std::ops::Bound::Included(prefix.to_string()),
+            Some(k) if k >= prefix => std::ops::Bound::Excluded(k),
+            _ => std::ops::Bound::Included(prefix),
         };
         let items = state
             .objects
-            .range((start, std::ops::Bound::Unbounded))
+            .from(start)
             .take_while(|(k, _)| k.starts_with(prefix))
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .map(|(k, v)| (k.to_string(), v.clone()))
             .collect::<Vec<_>>();
         let revision = state.revision;
         drop(state);
@@ -572,24 +664,21 @@ impl WatchCache {
     /// Calls `f` for each object under `prefix` without copying the list.
     pub fn for_each(&self, prefix: &str, mut f: impl FnMut(&str, &Arc<CachedObject>)) -> Revision {
         let state = self.state.read();
-        for (k, v) in state
-            .objects
-            .range(prefix.to_string()..)
-            .take_while(|(k, _)| k.starts_with(prefix))
-        {
+        for (k, v) in state.objects.under(prefix) {
             f(k, v);
         }
         state.revision
     }
 
-    /// How many objects are under `prefix` and the bytes the cache holds for them (keys,
-    /// map entries, objects; allocator overhead aside): the memory a resource costs.
+    /// How many objects are under `prefix` and the bytes the cache holds for them (map
+    /// entries, objects with their keys; allocator overhead aside): the memory a resource
+    /// costs.
     pub fn footprint(&self, prefix: &str) -> (usize, usize) {
-        let entry = std::mem::size_of::<String>() + std::mem::size_of::<Arc<CachedObject>>();
+        let entry = std::mem::size_of::<Held>();
         let (mut objects, mut bytes) = (0, 0);
-        self.for_each(prefix, |key, object| {
+        self.for_each(prefix, |_, object| {
             objects += 1;
-            bytes += entry + key.len() + object.heap_bytes();
+            bytes += entry + object.heap_bytes();
         });
         (objects, bytes)
     }
@@ -670,7 +759,7 @@ impl WatchCache {
         }
         for (k, v) in state
             .objects
-            .range::<str, _>((Bound::Excluded(start_after), Bound::Unbounded))
+            .from(Bound::Excluded(start_after))
             .take_while(|(k, _)| k.starts_with(prefix))
         {
             f(k, v);
@@ -702,12 +791,11 @@ impl WatchCache {
         let initial = match from {
             None => state
                 .objects
-                .range(prefix.to_string()..)
-                .take_while(|(k, _)| k.starts_with(prefix))
+                .under(prefix)
                 .map(|(k, v)| {
                     Arc::new(CacheEvent {
                         kind: EventType::Added,
-                        key: k.clone(),
+                        key: k.to_string(),
                         revision: state.revision,
                         object: v.clone(),
                         prev: None,
@@ -745,19 +833,15 @@ impl WatchCache {
     /// events, so a watcher must relist as upstream's cacher makes it after a re-list.
     fn reset(
         &self,
-        items: Vec<(String, Arc<CachedObject>)>,
+        items: Vec<Arc<CachedObject>>,
         unreadable: BTreeMap<String, Box<str>>,
         revision: Revision,
     ) {
         let mut state = self.state.write();
         state.objects = items.into_iter().collect();
-        state.indexes = Indexes::build(&state.objects);
+        state.indexes = Indexes::build(state.objects.under(""));
         let mut live_tokens = LiveTokens::default();
-        for (key, object) in state
-            .objects
-            .range(crate::live::ISSUEDTOKENS_PREFIX.to_string()..)
-            .take_while(|(k, _)| k.starts_with(crate::live::ISSUEDTOKENS_PREFIX))
-        {
+        for (key, object) in state.objects.under(crate::live::ISSUEDTOKENS_PREFIX) {
             if let Some(token) = LiveToken::of_cached(key, object) {
                 live_tokens.add(token);
             }
@@ -788,7 +872,7 @@ impl WatchCache {
                     return Ok((None, (None, None, None)));
                 }
                 read_value(transformer, &event.key, &event.value).map(|value| {
-                    let object = CachedObject::new(&value, event.revision);
+                    let object = CachedObject::new(&event.key, &value, event.revision);
                     let facts = if event.kind == EventKind::Put && object.is_some() {
                         LiveToken::read(&event.key, &value)
                     } else {
@@ -830,7 +914,9 @@ impl WatchCache {
                         state.unreadable.remove(&event.key);
                     }
                     match (event.kind, state.objects.get(&event.key)) {
-                        (EventKind::Delete, Some(held)) => CachedObject::new(&held.json(), event.revision),
+                        (EventKind::Delete, Some(held)) => {
+                            CachedObject::new(&event.key, &held.json(), event.revision)
+                        }
                         _ => {
                             if let Some(held) = state.objects.remove(&event.key) {
                                 state.indexes.remove(&event.key, &held);
@@ -856,7 +942,7 @@ impl WatchCache {
                 }
             };
             let prev = match event.kind {
-                EventKind::Put => state.objects.insert(event.key.clone(), object.clone()),
+                EventKind::Put => state.objects.insert(object.clone()),
                 EventKind::Delete => state.objects.remove(&event.key),
             };
             if let Some(prev) = &prev {
@@ -948,8 +1034,8 @@ impl WatchCache {
                     continue;
                 }
             };
-            match CachedObject::new(&value, kv.mod_revision) {
-                Some(o) => items.push((kv.key, Arc::new(o))),
+            match CachedObject::new(&kv.key, &value, kv.mod_revision) {
+                Some(o) => items.push(Arc::new(o)),
                 None => tracing::error!(key = %kv.key, "undecodable object in the store"),
             }
         }
@@ -1046,6 +1132,64 @@ mod tests {
     use badge_store::sqlite::SqliteStore;
 
     #[test]
+    fn objects_are_found_and_ordered_by_the_key_they_hold_as_a_map_of_keys_would() {
+        let keys = [
+            "/registry/pods/a/x",
+            "/registry/pods/a/x2",
+            "/registry/pods/a/",
+            "/registry/pods/ab/x",
+            "/registry/pods/a/\u{e9}t\u{e9}",
+            "/registry/pods/a/Z",
+            "/registry/secrets/a/x",
+        ];
+        let object = |key: &str, revision| Arc::new(CachedObject::new(key, b"{}", revision).unwrap());
+        let mut objects: Objects = keys.iter().map(|k| object(k, 1)).collect();
+        let mut map: BTreeMap<String, Revision> = keys.iter().map(|k| (k.to_string(), 1)).collect();
+        // A put replaces the object held at its key and gives back the one it replaced.
+        let replaced = objects.insert(object("/registry/pods/a/x", 2)).unwrap();
+        map.insert("/registry/pods/a/x".into(), 2);
+        assert_eq!((replaced.key(), replaced.revision()), ("/registry/pods/a/x", 1));
+        assert_eq!(objects.get("/registry/pods/a/x").unwrap().revision(), 2);
+        assert!(objects.get("/registry/pods/a").is_none());
+        assert_eq!(
+            objects.remove("/registry/pods/a/Z").unwrap().key(),
+            "/registry/pods/a/Z"
+        );
+        map.remove("/registry/pods/a/Z");
+        assert!(objects.remove("/registry/pods/a/Z").is_none());
+        let held = |it: &mut dyn Iterator<Item = (&str, &Arc<CachedObject>)>| {
+            it.map(|(k, o)| {
+                assert_eq!(k, o.key());
+                (k.to_string(), o.revision())
+            })
+            .collect::<Vec<_>>()
+        };
+        for prefix in [
+            "/registry/pods/a/",
+            "/registry/pods/",
+            "/registry/",
+            "/registry/pods/a/x",
+            "/zzz",
+        ] {
+            let expected: Vec<_> = map
+                .range(prefix.to_string()..)
+                .take_while(|(k, _)| k.starts_with(prefix))
+                .map(|(k, r)| (k.clone(), *r))
+                .collect();
+            assert_eq!(held(&mut objects.under(prefix)), expected, "under {prefix}");
+            let after: Vec<_> = map
+                .range::<str, _>((std::ops::Bound::Excluded(prefix), std::ops::Bound::Unbounded))
+                .map(|(k, r)| (k.clone(), *r))
+                .collect();
+            assert_eq!(
+                held(&mut objects.from(std::ops::Bound::Excluded(prefix))),
+                after,
+                "after {prefix}"
+            );
+        }
+    }
+
+    #[test]
     fn labels_read_alone_are_the_labels_of_the_whole_object() {
         let cases: [&[u8]; 5] = [
             br#"{"metadata":{"labels":{"app":"web","tier":"a\"b","n":3,"x":null}},"data":{"k":"dg=="}}"#,
@@ -1055,7 +1199,7 @@ mod tests {
             br#"{"metadata":{"labels":["not","a","map"]}}"#,
         ];
         for json in cases {
-            let cached = CachedObject::new(json, 1).unwrap();
+            let cached = CachedObject::new("k", json, 1).unwrap();
             assert_eq!(
                 cached.labels(),
                 badge_api::meta::labels(&cached.value()),
@@ -1063,7 +1207,7 @@ mod tests {
                 String::from_utf8_lossy(json)
             );
         }
-        let cached = CachedObject::new(cases[0], 1).unwrap();
+        let cached = CachedObject::new("k", cases[0], 1).unwrap();
         assert_eq!(cached.labels().get("tier").map(String::as_str), Some("a\"b"));
         assert!(!cached.labels().contains_key("n"));
     }
@@ -1071,7 +1215,7 @@ mod tests {
     #[test]
     fn the_fields_read_on_every_request_are_read_from_the_json_even_spelled_with_escapes() {
         let plain = br#"{"apiVersion":"v1","kind":"Secret","metadata":{"annotations":{"kubernetes.io/service-account.name":"default"},"name":"s","namespace":"default","uid":"u-1"},"spec":{"nodeName":"n-1"}}"#;
-        let cached = CachedObject::new(plain, 1).unwrap();
+        let cached = CachedObject::new("k", plain, 1).unwrap();
         assert!(
             cached.spelled_apart.is_none(),
             "every field is read from the JSON"
@@ -1082,7 +1226,7 @@ mod tests {
         assert_eq!(cached.deletion_timestamp(), None);
 
         let escaped = br#"{"metadata":{"uid":"u\"2","deletionTimestamp":"\u0032030","annotations":{"kubernetes.io/service-account.name":"caf\u00e9"}},"spec":{"nodeName":"n\\1"}}"#;
-        let cached = CachedObject::new(escaped, 1).unwrap();
+        let cached = CachedObject::new("k", escaped, 1).unwrap();
         assert_eq!(cached.uid(), "u\"2");
         assert_eq!(cached.deletion_timestamp(), Some("2030"));
         assert_eq!(cached.service_account_name(), Some("caf\u{e9}"));
@@ -1093,7 +1237,7 @@ mod tests {
     #[test]
     fn cached_objects_keep_their_json_and_the_metadata_reviews_read() {
         let json = br#"{"kind":"Secret","metadata":{"name":"s","uid":"u-1","deletionTimestamp":"2030-01-01T00:00:00Z"},"data":{"token":"c2VjcmV0"}}"#;
-        let cached = CachedObject::new(json, 42).unwrap();
+        let cached = CachedObject::new("k", json, 42).unwrap();
         assert_eq!(cached.uid(), "u-1");
         assert_eq!(cached.deletion_timestamp(), Some("2030-01-01T00:00:00Z"));
         assert_eq!(cached.revision(), 42);
@@ -1105,11 +1249,11 @@ mod tests {
             "content is never printed"
         );
 
-        let bare = CachedObject::new(br#"{"kind":"ConfigMap"}"#, 1).unwrap();
+        let bare = CachedObject::new("k", br#"{"kind":"ConfigMap"}"#, 1).unwrap();
         assert_eq!(bare.uid(), "");
         assert_eq!(bare.deletion_timestamp(), None);
-        assert!(CachedObject::new(b"[1]", 1).is_none());
-        assert!(CachedObject::new(b"{", 1).is_none());
+        assert!(CachedObject::new("k", b"[1]", 1).is_none());
+        assert!(CachedObject::new("k", b"{", 1).is_none());
     }
 
     #[tokio::test]
@@ -1212,12 +1356,12 @@ mod tests {
         assert!(stored / objects > 900);
         assert!(bytes / objects < 1024, "{} B per record", bytes / objects);
         // Beside the packed JSON, which holds the uid: the object and its counts.
-        let small = CachedObject::new(br#"{"metadata":{"uid":"u-1"}}"#, 1).unwrap();
-        assert!(small.json.len() < 26);
-        assert_eq!(small.uid(), "u-1");
+        let small = CachedObject::new("k", br#"{"metadata":{"uid":"u-1"}}"#, 1).unwrap();
+        assert!(small.packed().len() < 26);
+        assert_eq!((small.key(), small.uid()), ("k", "u-1"));
         assert_eq!(
             small.heap_bytes(),
-            2 * std::mem::size_of::<usize>() + std::mem::size_of::<CachedObject>() + small.json.len()
+            2 * std::mem::size_of::<usize>() + std::mem::size_of::<CachedObject>() + 1 + small.packed().len()
         );
         assert_eq!(cache.footprint("/registry/secrets/"), (0, 0));
     }
@@ -1403,12 +1547,8 @@ mod tests {
         assert_eq!(from_now.next().await.unwrap().key, "/registry/configmaps/a/two");
 
         // Events 4..=9 were compacted away while the cache was cut off: it relists at 10.
-        let listed = CachedObject::new(b"{}", 10).unwrap();
-        cache.reset(
-            vec![("/registry/configmaps/a/three".into(), Arc::new(listed))],
-            BTreeMap::new(),
-            10,
-        );
+        let listed = CachedObject::new("/registry/configmaps/a/three", b"{}", 10).unwrap();
+        cache.reset(vec![Arc::new(listed)], BTreeMap::new(), 10);
         cache.apply(vec![put("/registry/configmaps/a/four", 11)], None);
         assert_eq!(from_now.next().await.unwrap_err(), WatchEnd::Reset);
         assert_eq!(resumed.next().await.unwrap_err(), WatchEnd::Reset);
@@ -1583,16 +1723,13 @@ mod tests {
             ],
             None,
         );
-        let object = |value: serde_json::Value| {
-            Arc::new(CachedObject::new(&serde_json::to_vec(&value).unwrap(), 10).unwrap())
+        let object = |key: &str, value: serde_json::Value| {
+            Arc::new(CachedObject::new(key, &serde_json::to_vec(&value).unwrap(), 10).unwrap())
         };
         cache.reset(
             vec![
-                ("/registry/pods/a/listed".into(), object(pod_on("n1"))),
-                (
-                    "/registry/secrets/a/listed".into(),
-                    object(token_secret_of("app")),
-                ),
+                object("/registry/pods/a/listed", pod_on("n1")),
+                object("/registry/secrets/a/listed", token_secret_of("app")),
             ],
             BTreeMap::new(),
             10,
@@ -1754,7 +1891,7 @@ mod tests {
                             .iter()
                             .map(|(k, v)| {
                                 let json = serde_json::to_vec(v).unwrap();
-                                (k.clone(), Arc::new(CachedObject::new(&json, revision).unwrap()))
+                                Arc::new(CachedObject::new(k, &json, revision).unwrap())
                             })
                             .collect();
                         cache.reset(listed, BTreeMap::new(), revision);
@@ -1781,7 +1918,7 @@ mod tests {
 
     #[test]
     fn an_indexed_field_of_another_type_leaves_the_object_readable() {
-        let odd = CachedObject::new(br#"{"spec":{"nodeName":{"x":1}},"metadata":{"annotations":{"kubernetes.io/service-account.name":3}}}"#, 1)
+        let odd = CachedObject::new("k", br#"{"spec":{"nodeName":{"x":1}},"metadata":{"annotations":{"kubernetes.io/service-account.name":3}}}"#, 1)
             .unwrap();
         assert_eq!(odd.node_name(), None);
         assert_eq!(odd.service_account_name(), None);

@@ -41,7 +41,7 @@ fn secret_owner<'k, 'o>(key: &'k str, object: &'o CachedObject) -> Option<(&'k s
 impl Indexes {
     /// Indexes built from a whole state (start and relist).
     pub(crate) fn build<'a>(
-        objects: impl IntoIterator<Item = (&'a String, &'a std::sync::Arc<CachedObject>)>,
+        objects: impl IntoIterator<Item = (&'a str, &'a std::sync::Arc<CachedObject>)>,
     ) -> Indexes {
         let mut indexes = Indexes::default();
         for (key, object) in objects {

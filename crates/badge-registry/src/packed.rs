@@ -183,7 +183,7 @@ fn first_word(text: &[u8]) -> u64 {
 /// does.
 #[cfg(test)]
 pub(crate) fn pack(json: &[u8]) -> Option<Box<[u8]>> {
-    pack_tracking(json, []).map(|(packed, [])| packed)
+    pack_tracking(b"", json, []).map(|(packed, [])| packed)
 }
 
 /// Offsets into a text, each None when unknown.
@@ -206,15 +206,41 @@ static BYTE_CLASS: [u8; 256] = {
     table
 };
 
-/// [`pack`], and where each of `offsets` in `json` is in the packed text (None when a
-/// phrase covers it). The bytes between punctuation are copied a run at a time: only
-/// punctuation can start a phrase.
+/// `prefix` followed by [`pack`] of `json`, in one allocation, and where each of `offsets`
+/// in `json` is in it (None when a phrase covers it). The bytes between punctuation are
+/// copied a run at a time: only punctuation can start a phrase.
 pub(crate) fn pack_tracking<const N: usize>(
+    prefix: &[u8],
     json: &[u8],
     offsets: Offsets<N>,
 ) -> Option<(Box<[u8]>, Offsets<N>)> {
+    thread_local! {
+        /// Where each text is packed before it is copied to an allocation of its own size:
+        /// a buffer per text, freed right after, would leave a hole beside every cached
+        /// object, which the allocator keeps resident.
+        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    SCRATCH.with(|scratch| {
+        let mut scratch = scratch.borrow_mut();
+        scratch.clear();
+        scratch.extend_from_slice(prefix);
+        let packed = pack_into(json, offsets, &mut scratch);
+        // A huge object's buffer is not kept for the small ones after it.
+        if scratch.capacity() > 1 << 16 {
+            *scratch = Vec::new();
+        }
+        packed
+    })
+}
+
+/// [`pack_tracking`] with `packed` as the buffer to pack into, after what it holds.
+fn pack_into<const N: usize>(
+    json: &[u8],
+    offsets: Offsets<N>,
+    packed: &mut Vec<u8>,
+) -> Option<(Box<[u8]>, Offsets<N>)> {
     let mut moved = [None; N];
-    let mut packed = Vec::with_capacity(json.len());
+    packed.reserve(json.len());
     let mut at = 0;
     while at < json.len() {
         let run = json[at..]
@@ -266,8 +292,7 @@ pub(crate) fn pack_tracking<const N: usize>(
         }
     }
     // Copied to an allocation of its own size rather than shrunk in place: shrinking leaves
-    // the unused tail of every cached object free between objects that stay, which the
-    // allocator keeps resident.
+    // the unused tail of every cached object free between objects that stay.
     Some((Box::from(packed.as_slice()), moved))
 }
 
@@ -424,6 +449,18 @@ mod tests {
     }
 
     #[test]
+    fn a_prefix_comes_first_and_moves_the_offsets_by_its_length() {
+        let json = br#"{"metadata":{"name":"n","uid":"u-1"}}"#;
+        let uid = json.windows(3).position(|w| w == b"u-1");
+        let (alone, [at]) = pack_tracking(b"", json, [uid]).unwrap();
+        let (prefixed, [moved]) = pack_tracking(b"/registry/k", json, [uid]).unwrap();
+        assert_eq!(&prefixed[..11], b"/registry/k");
+        assert_eq!(prefixed[11..], alone[..]);
+        assert_eq!(moved, at.map(|at| at + 11));
+        assert_eq!(&unpack(&prefixed[11..])[..], &json[..]);
+    }
+
+    #[test]
     fn packing_in_runs_gives_the_bytes_and_offsets_of_packing_byte_by_byte() {
         let record = serde_json::to_vec(&serde_json::json!({
             "apiVersion": "identity.badge.dev/v1", "kind": "IssuedToken",
@@ -457,14 +494,14 @@ mod tests {
             while at <= json.len() + 4 {
                 let offsets = [Some(at), Some(at + 1), Some(at + 2), Some(at + 3)];
                 assert_eq!(
-                    pack_tracking(json, offsets),
+                    pack_tracking(b"", json, offsets),
                     pack_bytewise(json, offsets),
                     "{} at {at}",
                     String::from_utf8_lossy(json)
                 );
                 at += 4;
             }
-            assert_eq!(pack_tracking(json, [None]), pack_bytewise(json, [None]));
+            assert_eq!(pack_tracking(b"", json, [None]), pack_bytewise(json, [None]));
         }
     }
 

@@ -201,7 +201,7 @@ impl Registry {
                 .items
                 .into_iter()
                 .find(|kv| kv.key == key)
-                .and_then(|kv| CachedObject::new(&kv.value, kv.mod_revision))
+                .and_then(|kv| CachedObject::new(&kv.key, &kv.value, kv.mod_revision))
                 .map(Arc::new)
                 .ok_or_else(|| Status::not_found(resource.group_resource(), name));
         }
