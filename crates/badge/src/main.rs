@@ -7,6 +7,7 @@ mod keys;
 mod kms_plugin;
 mod kubeconfig_cmd;
 mod log_writer;
+mod memory;
 mod migrate;
 mod node;
 mod oidc_cmd;
@@ -96,6 +97,7 @@ enum TokenCommand {
 }
 
 fn main() -> std::process::ExitCode {
+    memory::limit_arenas();
     // A usage error prints clap's message and exits 2 at once: no thread is started before.
     let cli = Cli::parse();
     let (log_output, flush_logs) = log_writer::start();

@@ -748,6 +748,7 @@ pub(crate) async fn run(options: ServerOptions) -> anyhow::Result<()> {
         };
         crate::signer::spawn(socket, keys.clone(), lifetime, shutdown_rx.clone())?;
     }
+    tokio::spawn(crate::memory::release_after_bursts(registry.cache().revisions()));
     let api = badge_apiserver::ApiServer::new(registry, options.anonymous_auth, shutdown_rx.clone())
         .with_usage(
             badge_apiserver::usage::UsageRecorder::new(options.token_usage_tracking).with_suspicion(
