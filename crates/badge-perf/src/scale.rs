@@ -224,6 +224,7 @@ async fn fill_inventory(
     live: usize,
     scale: &str,
 ) -> anyhow::Result<(Vec<String>, Row)> {
+    server.settle();
     let before = server.rss_bytes();
     let saved = tempfile::NamedTempFile::new()?;
     let saved_path = saved.path().to_string_lossy().into_owned();
@@ -243,6 +244,9 @@ async fn fill_inventory(
         .collect();
     anyhow::ensure!(tokens.len() == live, "{} of {live} tokens minted", tokens.len());
     wait_for_usage_counts(server, live).await?;
+    // What the last flush left behind (the server's release of freed pages after it) is
+    // done before the memory is read.
+    server.settle();
     let after = server.rss_bytes();
     let per_record = after.saturating_sub(before) as f64 / live as f64;
     let row = row(
@@ -265,22 +269,33 @@ async fn fill_inventory(
 /// also finished its recounts, so nothing it allocated is still in use.
 async fn wait_for_usage_counts(server: &Server, live: usize) -> anyhow::Result<()> {
     let tls = server.admin()?;
+    // In pages: a list of all 10,000 at once would grow the server by what it measures.
     let counted = || async {
-        let (status, list) = crate::client::call(
-            &tls,
-            server.port,
-            "GET",
-            "/apis/identity.badge.dev/v1/namespaces/default/serviceaccountusages",
-            None,
-        )
-        .await?;
-        anyhow::ensure!(status == 200, "listing ServiceAccountUsages: {status} {list}");
-        Ok(list["items"].as_array().map_or(0, |items| {
-            items
-                .iter()
-                .filter_map(|u| u["status"]["liveTokens"].as_u64())
-                .sum()
-        }))
+        let mut total = 0;
+        let mut next = String::new();
+        loop {
+            let (status, list) = crate::client::call(
+                &tls,
+                server.port,
+                "GET",
+                &format!(
+                    "/apis/identity.badge.dev/v1/namespaces/default/serviceaccountusages?limit=500&continue={next}"
+                ),
+                None,
+            )
+            .await?;
+            anyhow::ensure!(status == 200, "listing ServiceAccountUsages: {status} {list}");
+            total += list["items"].as_array().map_or(0, |items| {
+                items
+                    .iter()
+                    .filter_map(|u| u["status"]["liveTokens"].as_u64())
+                    .sum()
+            });
+            match list["metadata"]["continue"].as_str() {
+                Some(token) if !token.is_empty() => next = token.to_string(),
+                _ => return Ok(total),
+            }
+        }
     };
     crate::tokens::wait_for_count(
         "live tokens counted by the ServiceAccountUsages",
