@@ -46,7 +46,18 @@ const QUIET: Duration = Duration::from_millis(100);
 /// Releases free pages after every burst of at least [`BURST`] cache changes, once the
 /// cache has stayed still for [`QUIET`]: a usage flush of a thousand records, a relist.
 /// Steady traffic of a few writes never triggers it.
-pub(crate) async fn release_after_bursts(mut revisions: tokio::sync::watch::Receiver<badge_store::Revision>) {
+pub(crate) async fn release_after_bursts(revisions: tokio::sync::watch::Receiver<badge_store::Revision>) {
+    after_bursts(revisions, || async {
+        let _ = tokio::task::spawn_blocking(release_free_pages).await;
+    })
+    .await;
+}
+
+/// Runs `release` after every burst, as [`release_after_bursts`] describes.
+async fn after_bursts<F: std::future::Future<Output = ()>>(
+    mut revisions: tokio::sync::watch::Receiver<badge_store::Revision>,
+    release: impl Fn() -> F,
+) {
     let mut released_at = *revisions.borrow_and_update();
     loop {
         if revisions.changed().await.is_err() {
@@ -64,6 +75,69 @@ pub(crate) async fn release_after_bursts(mut revisions: tokio::sync::watch::Rece
             }
         }
         released_at = *revisions.borrow_and_update();
-        let _ = tokio::task::spawn_blocking(release_free_pages).await;
+        release().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Lets the task under test run until it waits on time or on the channel.
+    async fn settle() {
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pages_are_released_once_after_each_burst_and_never_for_a_trickle() {
+        let (tx, rx) = tokio::sync::watch::channel(5);
+        let released = Arc::new(AtomicUsize::new(0));
+        let counter = released.clone();
+        let task = tokio::spawn(after_bursts(rx, move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+            async {}
+        }));
+        // A trickle: far apart, and a thousand short of a burst in all.
+        for revision in (6..1000).step_by(97) {
+            tx.send_replace(revision);
+            settle().await;
+            tokio::time::advance(Duration::from_secs(1)).await;
+        }
+        settle().await;
+        assert_eq!(released.load(Ordering::SeqCst), 0);
+        // A flush: a thousand changes, each within QUIET of the last. Nothing until it ends.
+        for revision in (1000..=2000).step_by(100) {
+            tx.send_replace(revision);
+            settle().await;
+            tokio::time::advance(QUIET / 2).await;
+            settle().await;
+            assert_eq!(
+                released.load(Ordering::SeqCst),
+                0,
+                "released mid-burst at {revision}"
+            );
+        }
+        tokio::time::advance(QUIET).await;
+        settle().await;
+        assert_eq!(released.load(Ordering::SeqCst), 1);
+        // Counted from where the last release was: 999 more is not yet a burst, 1000 is.
+        tx.send_replace(2999);
+        settle().await;
+        tokio::time::advance(QUIET * 2).await;
+        settle().await;
+        assert_eq!(released.load(Ordering::SeqCst), 1);
+        tx.send_replace(3000);
+        settle().await;
+        tokio::time::advance(QUIET * 2).await;
+        settle().await;
+        assert_eq!(released.load(Ordering::SeqCst), 2);
+        // The cache gone, the task ends.
+        drop(tx);
+        settle().await;
+        assert!(task.is_finished());
     }
 }
