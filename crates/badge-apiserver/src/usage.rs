@@ -23,7 +23,7 @@ use badge_auth::TokenCredential;
 use badge_registry::identity::UsageUpdate;
 use badge_registry::{BatchWrite, SelfWritten, ServerMetadata, WriteOptions};
 use parking_lot::Mutex;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use crate::ApiServer;
 
@@ -482,13 +482,18 @@ impl IssuedRecord {
         })
     }
 
-    /// The metadata of [`IssuedRecord::to_object`].
+    /// The metadata of [`IssuedRecord::to_object`], built field by field: `json!` would
+    /// serialize each string into its value rather than copy it.
     fn metadata(&self) -> Value {
-        json!({
-            "name": self.jti,
-            "namespace": self.namespace,
-            "labels": {SERVICE_ACCOUNT_LABEL: self.service_account, TOKEN_KIND_LABEL: "bound"},
-        })
+        let string = |s: &str| Value::String(s.to_string());
+        let mut labels = Map::new();
+        labels.insert(SERVICE_ACCOUNT_LABEL.into(), string(&self.service_account));
+        labels.insert(TOKEN_KIND_LABEL.into(), string("bound"));
+        let mut metadata = Map::new();
+        metadata.insert("name".into(), string(&self.jti));
+        metadata.insert("namespace".into(), string(&self.namespace));
+        metadata.insert("labels".into(), Value::Object(labels));
+        Value::Object(metadata)
     }
 
     /// Appends the JSON the store keeps for [`IssuedRecord::to_object`] created with
@@ -590,7 +595,9 @@ struct NewIssuedToken {
 
 impl SelfWritten for NewIssuedToken {
     fn metadata(&self) -> Value {
-        json!({"metadata": self.record.metadata()})
+        let mut object = Map::new();
+        object.insert("metadata".into(), self.record.metadata());
+        Value::Object(object)
     }
 
     fn write_stored(&self, server: &ServerMetadata<'_>, out: &mut Vec<u8>) {
