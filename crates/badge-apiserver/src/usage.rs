@@ -21,9 +21,9 @@ use badge_api::identity::{
 use badge_api::{meta, resources};
 use badge_auth::TokenCredential;
 use badge_registry::identity::UsageUpdate;
-use badge_registry::{BatchWrite, WriteOptions};
+use badge_registry::{BatchWrite, SelfWritten, ServerMetadata, WriteOptions};
 use parking_lot::Mutex;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use crate::ApiServer;
 
@@ -462,19 +462,14 @@ impl IssuedRecord {
 
     /// The IssuedToken object to create.
     pub fn to_object(&self) -> Value {
-        let time = |seconds: i64| {
-            jiff::Timestamp::from_second(seconds)
-                .map(badge_registry::apitime::format_time)
-                .unwrap_or_default()
-        };
         let mut spec = json!({
             "serviceAccountName": self.service_account,
             "serviceAccountUID": self.service_account_uid,
             "audiences": self.audiences,
             "keyID": self.key_id,
             "requester": {"username": self.requester},
-            "issuedAt": time(self.issued_at),
-            "expiresAt": time(self.expires_at),
+            "issuedAt": api_time(self.issued_at),
+            "expiresAt": api_time(self.expires_at),
         });
         if let Some([kind, name, uid]) = self.bound.as_deref() {
             spec["boundObjectRef"] = json!({"kind": kind, "name": name, "uid": uid});
@@ -482,13 +477,82 @@ impl IssuedRecord {
         json!({
             "apiVersion": API_VERSION,
             "kind": "IssuedToken",
-            "metadata": {
-                "name": self.jti,
-                "namespace": self.namespace,
-                "labels": {SERVICE_ACCOUNT_LABEL: self.service_account, TOKEN_KIND_LABEL: "bound"},
-            },
+            "metadata": self.metadata(),
             "spec": spec,
         })
+    }
+
+    /// The metadata of [`IssuedRecord::to_object`], built field by field: `json!` would
+    /// serialize each string into its value rather than copy it.
+    fn metadata(&self) -> Value {
+        let string = |s: &str| Value::String(s.to_string());
+        let mut labels = Map::new();
+        labels.insert(SERVICE_ACCOUNT_LABEL.into(), string(&self.service_account));
+        labels.insert(TOKEN_KIND_LABEL.into(), string("bound"));
+        let mut metadata = Map::new();
+        metadata.insert("name".into(), string(&self.jti));
+        metadata.insert("namespace".into(), string(&self.namespace));
+        metadata.insert("labels".into(), Value::Object(labels));
+        Value::Object(metadata)
+    }
+
+    /// Appends the JSON the store keeps for [`IssuedRecord::to_object`] created with
+    /// `server`'s metadata and `status`: the members in the order serde_json writes a map's
+    /// (sorted), strings escaped as it escapes them.
+    fn write_stored(&self, server: &ServerMetadata<'_>, status: Option<&Value>, out: &mut Vec<u8>) {
+        use crate::audit::encode::string;
+        out.extend_from_slice(b"{\"apiVersion\":");
+        string(out, API_VERSION);
+        out.extend_from_slice(b",\"kind\":\"IssuedToken\",\"metadata\":{\"creationTimestamp\":");
+        string(out, server.creation_timestamp);
+        out.extend_from_slice(b",\"labels\":{");
+        string(out, SERVICE_ACCOUNT_LABEL);
+        out.push(b':');
+        string(out, &self.service_account);
+        out.push(b',');
+        string(out, TOKEN_KIND_LABEL);
+        out.extend_from_slice(b":\"bound\"},\"name\":");
+        string(out, &self.jti);
+        out.extend_from_slice(b",\"namespace\":");
+        string(out, server.namespace);
+        out.extend_from_slice(b",\"uid\":");
+        string(out, server.uid);
+        out.extend_from_slice(b"},\"spec\":{\"audiences\":[");
+        for (i, audience) in self.audiences.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            string(out, audience);
+        }
+        out.push(b']');
+        if let Some([kind, name, uid]) = self.bound.as_deref() {
+            out.extend_from_slice(b",\"boundObjectRef\":{\"kind\":");
+            string(out, kind);
+            out.extend_from_slice(b",\"name\":");
+            string(out, name);
+            out.extend_from_slice(b",\"uid\":");
+            string(out, uid);
+            out.push(b'}');
+        }
+        out.extend_from_slice(b",\"expiresAt\":");
+        string(out, &api_time(self.expires_at));
+        out.extend_from_slice(b",\"issuedAt\":");
+        string(out, &api_time(self.issued_at));
+        out.extend_from_slice(b",\"keyID\":");
+        string(out, &self.key_id);
+        out.extend_from_slice(b",\"requester\":{\"username\":");
+        string(out, &self.requester);
+        out.extend_from_slice(b"},\"serviceAccountName\":");
+        string(out, &self.service_account);
+        out.extend_from_slice(b",\"serviceAccountUID\":");
+        string(out, &self.service_account_uid);
+        out.push(b'}');
+        if let Some(status) = status {
+            out.extend_from_slice(b",\"status\":");
+            // Writing into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut *out, status);
+        }
+        out.push(b'}');
     }
 
     /// The bytes it takes while it waits: itself and what it owns (allocator overhead aside).
@@ -511,6 +575,33 @@ impl IssuedRecord {
             + self.bound.as_deref().map_or(0, |b| {
                 std::mem::size_of::<[Box<str>; 3]>() + b.iter().map(|s| s.len()).sum::<usize>()
             })
+    }
+}
+
+/// A record's time as the API writes it; empty out of range.
+fn api_time(seconds: i64) -> String {
+    jiff::Timestamp::from_second(seconds)
+        .map(badge_registry::apitime::format_time)
+        .unwrap_or_default()
+}
+
+/// A new IssuedToken as a flush creates it: written straight to its stored JSON.
+#[derive(Debug)]
+struct NewIssuedToken {
+    record: Arc<IssuedRecord>,
+    /// The uses made of the token before its record was written.
+    status: Option<Value>,
+}
+
+impl SelfWritten for NewIssuedToken {
+    fn metadata(&self) -> Value {
+        let mut object = Map::new();
+        object.insert("metadata".into(), self.record.metadata());
+        Value::Object(object)
+    }
+
+    fn write_stored(&self, server: &ServerMetadata<'_>, out: &mut Vec<u8>) {
+        self.record.write_stored(server, self.status.as_ref(), out);
     }
 }
 
@@ -554,7 +645,7 @@ enum Pending {
     /// A new IssuedToken, with the uses merged into it when the token was used before its
     /// record was written.
     Issued {
-        record: IssuedRecord,
+        record: Arc<IssuedRecord>,
         uses: Option<(Arc<TokenCredential>, Uses)>,
     },
     /// A used token's status.
@@ -628,7 +719,10 @@ impl ApiServer {
             }
             new_records.insert((namespace, name), writes.len());
             writes.push(Planned::NewToken);
-            pending.push(Pending::Issued { record, uses: None });
+            pending.push(Pending::Issued {
+                record: Arc::new(record),
+                uses: None,
+            });
         }
 
         let mut legacy = Vec::new();
@@ -746,7 +840,7 @@ impl ApiServer {
                         Err(s) if s.is_not_found() || s.code == 403 => report.dropped += 1,
                         Err(s) => {
                             tracing::warn!(error = %s.message, "recording an issued token failed; retrying at the next flush");
-                            retry.push(record);
+                            retry.push(Arc::unwrap_or_clone(record));
                             if let Some((credential, uses)) = uses {
                                 self.usage.restore(credential, uses);
                             }
@@ -817,14 +911,17 @@ impl ApiServer {
         match (plan, what) {
             (Planned::Ready(write), _) => Some(write),
             (Planned::NewToken, Pending::Issued { record, uses }) => {
-                let mut object = record.to_object();
-                if let Some((_, uses)) = uses {
-                    object["status"] = merged_token_status(&object, uses);
-                }
-                Some(BatchWrite::Create {
+                // A new record has no status to merge into.
+                let status = uses
+                    .as_ref()
+                    .map(|(_, uses)| merged_token_status(&Value::Null, uses));
+                Some(BatchWrite::CreateSelfWritten {
                     resource: tokens,
                     namespace: record.namespace.to_string(),
-                    object,
+                    object: Arc::new(NewIssuedToken {
+                        record: record.clone(),
+                        status,
+                    }),
                 })
             }
             (Planned::UsedToken, Pending::Used { credential, uses }) => {
@@ -1110,6 +1207,104 @@ mod tests {
         );
         let unbound = IssuedRecord::new("ns", "sa", "u", "j", "k", &[], None, "admin", 0, 60);
         assert!(unbound.to_object()["spec"].get("boundObjectRef").is_none());
+    }
+
+    /// What the store kept for a new record before it was written straight to bytes: its
+    /// object built, given the server's metadata and its uses, and encoded.
+    fn stored_by_value(record: &IssuedRecord, server: &ServerMetadata<'_>, uses: Option<&Uses>) -> Vec<u8> {
+        let mut object = record.to_object();
+        if let Some(uses) = uses {
+            object["status"] = merged_token_status(&object, uses);
+        }
+        meta::set(&mut object, "namespace", server.namespace);
+        meta::set(&mut object, "uid", server.uid);
+        meta::set(&mut object, "creationTimestamp", server.creation_timestamp);
+        serde_json::to_vec(&object).unwrap()
+    }
+
+    #[test]
+    fn a_record_writes_the_json_its_object_was_stored_as() {
+        let audiences = [
+            "https://kubernetes.default.svc".to_string(),
+            "vault".into(),
+            "a\"b\\c\u{1}\u{e9}\n".into(),
+        ];
+        let odd = "we\"ird\\na\tme\u{7f}\u{2028}\u{1f600}";
+        let records = [
+            pod_bound_record(),
+            IssuedRecord::new("ns", "sa", "u", "j", "k", &[], None, "admin", 0, 60),
+            IssuedRecord::new(
+                odd,
+                odd,
+                odd,
+                odd,
+                odd,
+                &audiences,
+                Some((odd, odd, odd)),
+                odd,
+                -1,
+                i64::MAX,
+            ),
+            IssuedRecord::new(
+                "demo",
+                "app",
+                "uid",
+                "jti",
+                "kid",
+                &audiences[..2],
+                None,
+                "system:admin",
+                1_796_454_000,
+                i64::MIN,
+            ),
+        ];
+        let used = Uses {
+            count: 3,
+            last: at("2026-12-05T07:30:00.123456Z"),
+            source: Some("10.0.0.7".parse().unwrap()),
+            user_agent: "kubectl/v1.34 \"quoted\"".into(),
+            misses: 0,
+        };
+        let servers = [
+            ServerMetadata {
+                namespace: "workloads",
+                uid: "0d6e3c1a-1b2c-4d5e-8f90-123456789abc",
+                creation_timestamp: "2026-12-05T07:00:01Z",
+            },
+            ServerMetadata {
+                namespace: odd,
+                uid: "",
+                creation_timestamp: odd,
+            },
+        ];
+        for record in &records {
+            for server in &servers {
+                for uses in [None, Some(&used)] {
+                    let status = uses.map(|uses| merged_token_status(&Value::Null, uses));
+                    let token = NewIssuedToken {
+                        record: Arc::new(record.clone()),
+                        status,
+                    };
+                    let mut written = Vec::new();
+                    token.write_stored(server, &mut written);
+                    assert_eq!(
+                        String::from_utf8(written).unwrap(),
+                        String::from_utf8(stored_by_value(record, server, uses)).unwrap(),
+                        "{record:?}"
+                    );
+                }
+            }
+            let mut metadata = record.to_object();
+            metadata
+                .as_object_mut()
+                .unwrap()
+                .retain(|key, _| key == "metadata");
+            let token = NewIssuedToken {
+                record: Arc::new(record.clone()),
+                status: None,
+            };
+            assert_eq!(token.metadata(), metadata);
+        }
     }
 
     #[test]

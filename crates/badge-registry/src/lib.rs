@@ -20,5 +20,6 @@ pub mod strategy;
 
 pub use cache::{CacheEvent, CachedObject, EventType, WatchCache, WatchEnd};
 pub use registry::{
-    BatchWrite, DeleteOptions, DeleteOutcome, Filter, ListPage, ReadFrom, Registry, WriteOptions,
+    BatchWrite, DeleteOptions, DeleteOutcome, Filter, ListPage, ReadFrom, Registry, SelfWritten,
+    ServerMetadata, WriteOptions,
 };

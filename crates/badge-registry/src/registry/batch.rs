@@ -27,6 +27,17 @@ pub enum BatchWrite {
         /// The object, named.
         object: Value,
     },
+    /// Creates an object that writes its stored JSON itself, as [`BatchWrite::Create`]
+    /// creates its general form: for kinds whose create changes and checks nothing but
+    /// metadata ([`SELF_WRITTEN_KINDS`]). Its outcome is the metadata as created.
+    CreateSelfWritten {
+        /// What kind of object.
+        resource: &'static Resource,
+        /// Its namespace ("" for cluster-scoped resources).
+        namespace: String,
+        /// The object.
+        object: Arc<dyn SelfWritten>,
+    },
     /// Replaces `current` with `object` through `subresource` ("" for the object itself), as
     /// [`Registry::update`] does, if `current` is still what is stored (its resourceVersion).
     Update {
@@ -40,6 +51,32 @@ pub enum BatchWrite {
         object: Value,
     },
 }
+
+/// An object written straight to its stored JSON: a record the server makes by the
+/// thousand skips being built as a `Value`, prepared, encoded and dropped.
+pub trait SelfWritten: std::fmt::Debug + Send + Sync {
+    /// What a create checks and sets: the object with only its `metadata` (name, labels,
+    /// annotations).
+    fn metadata(&self) -> Value;
+    /// Appends the JSON that [`BatchWrite::Create`] would store for the object's general
+    /// form given the metadata the server set.
+    fn write_stored(&self, server: &ServerMetadata<'_>, out: &mut Vec<u8>);
+}
+
+/// The metadata the server sets on an object it creates.
+#[derive(Clone, Copy, Debug)]
+pub struct ServerMetadata<'a> {
+    /// The namespace it is created in ("" for cluster-scoped resources).
+    pub namespace: &'a str,
+    /// Its new uid.
+    pub uid: &'a str,
+    /// Its creationTimestamp.
+    pub creation_timestamp: &'a str,
+}
+
+/// The kinds whose strategy neither changes nor checks anything but metadata on create, so
+/// that preparing an object's metadata alone prepares the object.
+pub const SELF_WRITTEN_KINDS: [&Resource; 1] = [badge_api::resources::ISSUEDTOKENS];
 
 impl Registry {
     /// Writes `writes` in one store batch; each write's outcome at its index: the object
@@ -64,6 +101,17 @@ impl Registry {
                     resource,
                     true,
                     self.prepare_batch_create(resource, &namespace, object, &mut open)
+                        .await
+                        .map(|(object, op)| (object, Some(op))),
+                ),
+                BatchWrite::CreateSelfWritten {
+                    resource,
+                    namespace,
+                    object,
+                } => (
+                    resource,
+                    true,
+                    self.prepare_batch_self_written(resource, &namespace, &*object, &mut open)
                         .await
                         .map(|(object, op)| (object, Some(op))),
                 ),
@@ -123,22 +171,75 @@ impl Registry {
         mut object: Value,
         open: &mut std::collections::HashSet<String>,
     ) -> Result<(Value, BatchOp), Status> {
-        if resource.namespaced {
-            meta::set(&mut object, "namespace", namespace);
-            if !open.contains(namespace) {
-                self.check_namespace_open(resource, namespace, meta::name(&object))
-                    .await?;
-                open.insert(namespace.to_string());
-            }
-        } else {
-            meta::remove(&mut object, "namespace");
-        }
+        self.place_batch_create(resource, namespace, &mut object, open)
+            .await?;
         prepare_created(resource, &mut object)?;
         let op = BatchOp::Create {
             key: resource.key(namespace, meta::name(&object)),
             value: encode(&object)?,
         };
         Ok((object, op))
+    }
+
+    /// The create of [`BatchWrite::CreateSelfWritten`]: its metadata placed and prepared as
+    /// [`Registry::prepare_batch_create`] does the whole object's, then the object written
+    /// with what the server set.
+    async fn prepare_batch_self_written(
+        &self,
+        resource: &Resource,
+        namespace: &str,
+        object: &dyn SelfWritten,
+        open: &mut std::collections::HashSet<String>,
+    ) -> Result<(Value, BatchOp), Status> {
+        let gr = resource.group_resource();
+        if !SELF_WRITTEN_KINDS
+            .iter()
+            .any(|kind| kind.group == resource.group && kind.plural == resource.plural)
+        {
+            return Err(Status::internal(format!("{gr} are not written by their owner")));
+        }
+        let mut metadata = object.metadata();
+        if !metadata.get("metadata").is_some_and(Value::is_object) {
+            return Err(Status::internal(format!("{gr} written without metadata")));
+        }
+        self.place_batch_create(resource, namespace, &mut metadata, open)
+            .await?;
+        prepare_created(resource, &mut metadata)?;
+        let mut value = Vec::with_capacity(1024);
+        object.write_stored(
+            &ServerMetadata {
+                namespace: meta::namespace(&metadata),
+                uid: meta::uid(&metadata),
+                creation_timestamp: meta::creation_timestamp(&metadata),
+            },
+            &mut value,
+        );
+        let op = BatchOp::Create {
+            key: resource.key(namespace, meta::name(&metadata)),
+            value: value.into(),
+        };
+        Ok((metadata, op))
+    }
+
+    /// Sets a created object's namespace, checking once a batch that it is open.
+    async fn place_batch_create(
+        &self,
+        resource: &Resource,
+        namespace: &str,
+        object: &mut Value,
+        open: &mut std::collections::HashSet<String>,
+    ) -> Result<(), Status> {
+        if resource.namespaced {
+            meta::set(object, "namespace", namespace);
+            if !open.contains(namespace) {
+                self.check_namespace_open(resource, namespace, meta::name(object))
+                    .await?;
+                open.insert(namespace.to_string());
+            }
+        } else {
+            meta::remove(object, "namespace");
+        }
+        Ok(())
     }
 }
 
@@ -304,5 +405,91 @@ mod tests {
         assert_eq!(cached("new").as_ref(), new);
         assert_eq!(cached("used").as_ref(), written);
         assert_eq!(cached("raced")["status"]["useCount"], 9);
+    }
+
+    /// An object written as its general form would be: the plumbing around the writer.
+    #[derive(Debug)]
+    struct WrittenAsValue(Value);
+
+    impl SelfWritten for WrittenAsValue {
+        fn metadata(&self) -> Value {
+            json!({"metadata": self.0["metadata"].clone()})
+        }
+
+        fn write_stored(&self, server: &ServerMetadata<'_>, out: &mut Vec<u8>) {
+            let mut object = self.0.clone();
+            meta::set(&mut object, "namespace", server.namespace);
+            meta::set(&mut object, "uid", server.uid);
+            meta::set(&mut object, "creationTimestamp", server.creation_timestamp);
+            out.extend_from_slice(&encode(&object).unwrap());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_self_written_create_is_prepared_and_stored_as_its_general_form_would_be() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open(&dir.path().join("s.db")).unwrap());
+        let registry = Registry::start(store.clone(), 100).await;
+        let tokens = resources::ISSUEDTOKENS;
+        registry
+            .create(
+                resources::NAMESPACES,
+                "",
+                json!({"metadata": {"name": "demo"}}),
+                &WriteOptions::default(),
+            )
+            .await
+            .unwrap();
+        let written =
+            |resource: &'static Resource, namespace: &str, object: Value| BatchWrite::CreateSelfWritten {
+                resource,
+                namespace: namespace.into(),
+                object: Arc::new(WrittenAsValue(object)),
+            };
+        let mut long_label = token("long-label");
+        long_label["metadata"]["labels"]["identity.badge.dev/service-account"] = json!("a".repeat(64));
+        let outcomes = registry
+            .write_batch(vec![
+                written(tokens, "demo", token("written")),
+                BatchWrite::Create {
+                    resource: tokens,
+                    namespace: "demo".into(),
+                    object: token("general"),
+                },
+                written(tokens, "demo", token("Not_A_Name")),
+                written(tokens, "demo", long_label.clone()),
+                written(tokens, "missing", token("elsewhere")),
+                written(resources::CONFIGMAPS, "demo", json!({"metadata": {"name": "cm"}})),
+                written(tokens, "demo", json!({"kind": "NoMetadata"})),
+                written(tokens, "demo", token("general")),
+            ])
+            .await;
+        let created = outcomes[0].as_ref().unwrap();
+        assert_eq!(created["metadata"]["namespace"], "demo");
+        assert!(!meta::uid(created).is_empty());
+        assert!(!meta::creation_timestamp(created).is_empty());
+        assert!(!meta::resource_version(created).is_empty());
+        let general = outcomes[1].as_ref().unwrap();
+        let mut expected = general.clone();
+        for field in ["name", "uid", "creationTimestamp", "resourceVersion"] {
+            expected["metadata"][field] = created["metadata"][field].clone();
+        }
+        let key = tokens.key("demo", "written");
+        let stored = store.get(&key).await.unwrap().0.unwrap().value;
+        assert_eq!(stored, encode(&expected).unwrap());
+        let code = |i: usize| outcomes[i].as_ref().unwrap_err().reason.clone();
+        assert_eq!(code(2), "Invalid");
+        let general_long_label = registry
+            .create(tokens, "demo", long_label, &WriteOptions::default())
+            .await
+            .unwrap_err();
+        assert_eq!(outcomes[3].as_ref().unwrap_err(), &general_long_label);
+        assert_eq!(code(4), "NotFound");
+        assert_eq!(code(5), "InternalError");
+        assert_eq!(code(6), "InternalError");
+        assert_eq!(code(7), "AlreadyExists");
+        registry.sync_own_writes().await.unwrap();
+        let cached = registry.get_cached(tokens, "demo", "written").unwrap();
+        assert_eq!(cached["spec"], general["spec"]);
     }
 }
