@@ -55,6 +55,14 @@ pub const GROUP: &str = "identity.badge.dev";
 pub const API_VERSION: &str = "identity.badge.dev/v1";
 /// The label naming the ServiceAccount of an IssuedToken, so `-l` selects by it.
 pub const SERVICE_ACCOUNT_LABEL: &str = "identity.badge.dev/service-account";
+
+/// The [`SERVICE_ACCOUNT_LABEL`] value for the ServiceAccount `name`: None when the name,
+/// a DNS subdomain of up to 253 characters, is longer than a label value may be (63). Such
+/// a record goes without the label, as upstream's Job controller sets `job-name` only on
+/// Jobs whose name fits; `spec.serviceAccountName` names the account either way.
+pub fn service_account_label(name: &str) -> Option<&str> {
+    (name.len() <= 63).then_some(name)
+}
 /// The label telling legacy Secret tokens (`legacy`) from TokenRequest tokens (`bound`).
 pub const TOKEN_KIND_LABEL: &str = "identity.badge.dev/token-kind";
 /// On a ServiceAccount: `true` when it is disabled (no token is issued for it).

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use badge_api::identity::{
-    API_VERSION, LEGACY_TOKEN_LAST_USED_LABEL, SERVICE_ACCOUNT_LABEL, TOKEN_KIND_LABEL,
+    API_VERSION, LEGACY_TOKEN_LAST_USED_LABEL, SERVICE_ACCOUNT_LABEL, TOKEN_KIND_LABEL, service_account_label,
 };
 use badge_api::{meta, resources};
 use badge_auth::TokenCredential;
@@ -487,7 +487,9 @@ impl IssuedRecord {
     fn metadata(&self) -> Value {
         let string = |s: &str| Value::String(s.to_string());
         let mut labels = Map::new();
-        labels.insert(SERVICE_ACCOUNT_LABEL.into(), string(&self.service_account));
+        if let Some(account) = service_account_label(&self.service_account) {
+            labels.insert(SERVICE_ACCOUNT_LABEL.into(), string(account));
+        }
         labels.insert(TOKEN_KIND_LABEL.into(), string("bound"));
         let mut metadata = Map::new();
         metadata.insert("name".into(), string(&self.jti));
@@ -506,10 +508,12 @@ impl IssuedRecord {
         out.extend_from_slice(b",\"kind\":\"IssuedToken\",\"metadata\":{\"creationTimestamp\":");
         string(out, server.creation_timestamp);
         out.extend_from_slice(b",\"labels\":{");
-        string(out, SERVICE_ACCOUNT_LABEL);
-        out.push(b':');
-        string(out, &self.service_account);
-        out.push(b',');
+        if let Some(account) = service_account_label(&self.service_account) {
+            string(out, SERVICE_ACCOUNT_LABEL);
+            out.push(b':');
+            string(out, account);
+            out.push(b',');
+        }
         string(out, TOKEN_KIND_LABEL);
         out.extend_from_slice(b":\"bound\"},\"name\":");
         string(out, &self.jti);
@@ -1257,6 +1261,9 @@ mod tests {
                 1_796_454_000,
                 i64::MIN,
             ),
+            // A name too long for a label value: the record goes without the label.
+            IssuedRecord::new("demo", &"a".repeat(64), "u", "j", "k", &[], None, "admin", 0, 60),
+            IssuedRecord::new("demo", &"a".repeat(63), "u", "j", "k", &[], None, "admin", 0, 60),
         ];
         let used = Uses {
             count: 3,

@@ -422,13 +422,17 @@ pub fn legacy_record(secret: &Value) -> Option<Value> {
         .filter(|t| !t.is_empty())?;
     let account = meta::annotation(secret, SA_NAME_ANNOTATION).filter(|a| !a.is_empty())?;
     let name = meta::name(secret);
+    let mut labels = json!({TOKEN_KIND_LABEL: "legacy"});
+    if let Some(account) = badge_api::identity::service_account_label(account) {
+        labels[SERVICE_ACCOUNT_LABEL] = json!(account);
+    }
     Some(json!({
         "apiVersion": API_VERSION,
         "kind": "IssuedToken",
         "metadata": {
             "name": name,
             "namespace": meta::namespace(secret),
-            "labels": {SERVICE_ACCOUNT_LABEL: account, TOKEN_KIND_LABEL: "legacy"},
+            "labels": labels,
         },
         "spec": {
             "serviceAccountName": account,

@@ -40,7 +40,8 @@ impl UsageUpdate {
 /// What scans over many IssuedTokens read of each: its labels and expiry, borrowed from the
 /// cached JSON, the rest of the record skipped.
 pub struct TokenView<'a> {
-    /// The `identity.badge.dev/service-account` label.
+    /// The `identity.badge.dev/service-account` label, or `spec.serviceAccountName` on a
+    /// record without one.
     pub service_account: Option<Cow<'a, str>>,
     /// The `identity.badge.dev/token-kind` label.
     pub token_kind: Option<Cow<'a, str>>,
@@ -80,6 +81,8 @@ pub fn token_view(json: &[u8]) -> Option<TokenView<'_>> {
     }
     #[derive(serde::Deserialize)]
     struct Spec<'a> {
+        #[serde(rename = "serviceAccountName", borrow, default)]
+        service_account_name: Option<Cow<'a, str>>,
         #[serde(rename = "expiresAt", borrow, default)]
         expires_at: Option<Cow<'a, str>>,
         #[serde(default)]
@@ -88,9 +91,13 @@ pub fn token_view(json: &[u8]) -> Option<TokenView<'_>> {
     let record = serde_json::from_slice::<Record<'_>>(json).ok()?;
     let labels = record.metadata.and_then(|m| m.labels);
     let (service_account, token_kind) = labels.map_or((None, None), |l| (l.service_account, l.token_kind));
-    let (expires_at, revoked) = record.spec.map_or((None, None), |s| (s.expires_at, s.revoked));
+    let (named, expires_at, revoked) = record.spec.map_or((None, None, None), |s| {
+        (s.service_account_name, s.expires_at, s.revoked)
+    });
     Some(TokenView {
-        service_account,
+        // The label, or the spec's name for an account whose name is too long for one
+        // (`service_account_label`).
+        service_account: service_account.or(named),
         token_kind,
         expires_at,
         revoked: revoked == Some(Value::Bool(true)),
@@ -104,7 +111,7 @@ pub fn with_token_view<R>(cached: &CachedObject, f: impl FnOnce(Option<TokenView
 }
 
 /// What makes an IssuedToken's JSON count towards a ServiceAccount's live tokens: the
-/// ServiceAccount it is labelled with, and its expiry (None when it has none, or none that
+/// ServiceAccount it is for ([`TokenView::service_account`]), and its expiry (None when it has none, or none that
 /// reads as a time: such a record is live until removed). None when it counts for no one.
 pub fn live_token_fields(json: &[u8]) -> Option<(Cow<'_, str>, Option<jiff::Timestamp>)> {
     let view = token_view(json)?;
@@ -302,9 +309,33 @@ mod tests {
                 .await
                 .unwrap();
         }
+        // An account whose name is too long for a label value: counted by its spec's name.
+        let long = "l".repeat(100);
+        let record = json!({"apiVersion": API_VERSION, "kind": "IssuedToken",
+            "metadata": {"name": "unlabelled", "labels": {badge_api::identity::TOKEN_KIND_LABEL: "bound"}},
+            "spec": {"serviceAccountName": long, "serviceAccountUID": "u", "audiences": ["x"],
+                "keyID": "k", "requester": {"username": "admin"},
+                "issuedAt": "2026-12-05T06:00:00Z", "expiresAt": "2026-12-05T08:00:00Z"}});
+        let created = registry
+            .create(resources::ISSUEDTOKENS, "demo", record, &options)
+            .await
+            .unwrap();
+        let revision = created["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(
+            registry
+                .cache()
+                .wait_for(revision, std::time::Duration::from_secs(5))
+                .await
+        );
+        assert_eq!(live_tokens(&registry, "demo", &long, now).await.unwrap(), 1);
         let counts = live_tokens_by_service_account(&registry, "demo", now);
         assert_eq!(counts, scan_live_tokens(registry.cache(), "demo", now));
-        assert_eq!(counts.len(), 2, "{counts:?}");
+        assert_eq!(counts.len(), 3, "{counts:?}");
+        assert_eq!(counts[long.as_str()], 1);
         for account in ["a", "b", "c"] {
             let listed = live_tokens(&registry, "demo", account, now).await.unwrap();
             assert_eq!(counts.get(account).copied().unwrap_or(0), listed, "{account}");

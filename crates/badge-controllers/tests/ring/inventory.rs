@@ -518,3 +518,45 @@ async fn live_tokens_count_the_unexpired_and_legacy_records_of_one_account() {
     assert_eq!(live("other").await.unwrap(), 1);
     assert_eq!(live("nobody").await.unwrap(), 0);
 }
+
+/// A ServiceAccount name may be 253 characters, a label value only 63: its tokens' records
+/// are written without the ServiceAccount label, still found by `spec.serviceAccountName`
+/// and counted as its live tokens, rather than refused at every flush.
+#[tokio::test]
+async fn a_service_account_named_past_a_label_values_length_still_gets_its_records() {
+    let ring = Ring::new().await;
+    ring.namespace("demo").await;
+    let long = format!("a{}", "b".repeat(99));
+    ring.service_account("demo", &long).await;
+    let token = ring.token("demo", &long, json!({})).await;
+    let jti = jti_of(&token);
+    let report = ring.api.flush_usage().await;
+    assert_eq!((report.created, report.dropped), (1, 0), "{report:?}");
+    let admin = Caller::admin();
+    let record = ring.get(&admin, &format!("{TOKENS}/{jti}")).await;
+    assert_eq!(record.code, 200, "{}", record.body);
+    assert_eq!(record.body["spec"]["serviceAccountName"], long.as_str());
+    let labels = &record.body["metadata"]["labels"];
+    assert!(
+        labels.get("identity.badge.dev/service-account").is_none(),
+        "{labels}"
+    );
+    assert_eq!(labels["identity.badge.dev/token-kind"], "bound");
+    let selected = ring
+        .get(
+            &admin,
+            &format!("{TOKENS}?fieldSelector=spec.serviceAccountName={long}"),
+        )
+        .await;
+    assert_eq!(selected.names(), std::slice::from_ref(&jti));
+    let usage = ring.get(&admin, &format!("{USAGES}/{long}")).await;
+    assert_eq!(usage.code, 200, "{}", usage.body);
+    assert_eq!(usage.body["status"]["liveTokens"], 1, "{}", usage.body);
+    // Nothing is left over to be tried again.
+    let again = ring.api.flush_usage().await;
+    assert_eq!(
+        (again.created, again.dropped, again.deferred),
+        (0, 0, 0),
+        "{again:?}"
+    );
+}
