@@ -521,14 +521,8 @@ impl IssuedRecord {
         string(out, server.namespace);
         out.extend_from_slice(b",\"uid\":");
         string(out, server.uid);
-        out.extend_from_slice(b"},\"spec\":{\"audiences\":[");
-        for (i, audience) in self.audiences.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            string(out, audience);
-        }
-        out.push(b']');
+        out.extend_from_slice(b"},\"spec\":{\"audiences\":");
+        crate::audit::encode::strings(out, &self.audiences);
         if let Some([kind, name, uid]) = self.bound.as_deref() {
             out.extend_from_slice(b",\"boundObjectRef\":{\"kind\":");
             string(out, kind);

@@ -306,13 +306,13 @@ pub(crate) fn micro_time_bytes(at: jiff::Timestamp) -> [u8; 27] {
 }
 
 /// `values` as a JSON array of strings.
-pub(crate) fn strings(out: &mut Vec<u8>, values: &[String]) {
+pub(crate) fn strings<S: AsRef<str>>(out: &mut Vec<u8>, values: &[S]) {
     out.push(b'[');
     for (i, value) in values.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        string(out, value);
+        string(out, value.as_ref());
     }
     out.push(b']');
 }
