@@ -12,6 +12,7 @@
 # same TLS and HTTP stack answering a fixed reply, under the body the ceiling row sends it);
 # the label names the callgrind output (target/callgrind/LABEL.*), for
 # `callgrind_annotate --inclusive=yes`. Server flags follow the label (not for ceiling).
+# KEY_TYPE=RS256 signs with RSA instead of the default ES256.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=lib/server.sh
@@ -41,10 +42,10 @@ if [ "$PATH_KIND" = ceiling ]; then
   LOAD=("$PERF" load --port "$PORT" --ca "$DIR/ca.crt" --path / --once --connections 4)
 else
   valgrind --tool=callgrind --callgrind-out-file="$OUT.%p" --dump-instr=no \
-    "$BADGE" server --secure-port 0 --data-dir "$DIR" --service-account-signing-key-type ES256 "$@" \
+    "$BADGE" server --secure-port 0 --data-dir "$DIR" --service-account-signing-key-type "${KEY_TYPE:-ES256}" "$@" \
     2>"$DIR/err" >/dev/null &
   SERVER=$!
-  badge_port "$DIR/err"
+  badge_port "$DIR/err" "$SERVER"
   wait_for_default_account "$DIR/pki"
   ADMIN=(--cacert "$DIR/pki/ca.crt" --cert "$DIR/pki/admin.crt" --key "$DIR/pki/admin.key")
   ISSUE=/api/v1/namespaces/default/serviceaccounts/default/token

@@ -26,7 +26,7 @@ trap 'kill $SERVER 2>/dev/null || true; rm -rf "$DIR"' EXIT
   2>"$DIR/err" >/dev/null &
 SERVER=$!
 PKI=$DIR/data/pki
-badge_port "$DIR/err"
+badge_port "$DIR/err" "$SERVER"
 wait_for_default_account "$PKI"
 LOAD=("$PERF" load --port "$PORT" --ca "$PKI/ca.crt" --cert "$PKI/admin.crt" --key "$PKI/admin.key")
 ISSUE=/api/v1/namespaces/default/serviceaccounts/default/token
