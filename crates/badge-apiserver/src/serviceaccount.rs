@@ -73,9 +73,7 @@ impl ServiceAccountTokenGetter for CacheTokenGetter {
             .get_cached_object(resources::SERVICEACCOUNTS, namespace, name)
             .map(|o| {
                 let mut info = cached_object_info(&o);
-                // Decoded only when the label key is in the stored JSON at all: rare.
-                info.disabled = o.mentions(badge_api::identity::DISABLED_LABEL)
-                    && o.value()["metadata"]["labels"][badge_api::identity::DISABLED_LABEL] == "true";
+                info.disabled = o.disabled();
                 info
             })
     }

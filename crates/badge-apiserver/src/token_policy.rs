@@ -94,18 +94,10 @@ pub(crate) async fn admit(registry: &Registry, request: Request<'_>) -> Result<A
 /// A disabled ServiceAccount gets no token until it is enabled again.
 fn refuse_disabled(namespace: &str, service_account: &badge_registry::CachedObject) -> Result<(), Status> {
     use badge_api::identity::DISABLED_LABEL;
-    if !service_account.mentions(DISABLED_LABEL) {
+    if !service_account.disabled() {
         return Ok(());
     }
     let object = service_account.value();
-    let disabled = object
-        .pointer("/metadata/labels")
-        .and_then(|labels| labels.get(DISABLED_LABEL))
-        .and_then(Value::as_str)
-        == Some("true");
-    if !disabled {
-        return Ok(());
-    }
     let name = badge_api::meta::name(&object);
     tracing::info!(
         namespace,

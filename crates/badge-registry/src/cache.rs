@@ -76,8 +76,9 @@ pub struct CachedObject {
     key_len: u32,
     revision: Revision,
     /// Where `metadata.uid`, `metadata.deletionTimestamp`, `spec.nodeName` (for the
-    /// pods-by-node index) and the `kubernetes.io/service-account.name` annotation (for the
-    /// Secrets-by-ServiceAccount index) lie in `bytes`: read from there, not kept twice.
+    /// pods-by-node index), the `kubernetes.io/service-account.name` annotation (for the
+    /// Secrets-by-ServiceAccount index) and the `identity.badge.dev/disabled` label lie in
+    /// `bytes`: read from there, not kept twice.
     fields: [Span; FIELDS],
     /// The fields `json` spells otherwise than their text (with escapes), which is rare.
     spelled_apart: Option<Box<[Option<Box<str>>; FIELDS]>>,
@@ -87,7 +88,8 @@ const UID: usize = 0;
 const DELETION_TIMESTAMP: usize = 1;
 const NODE_NAME: usize = 2;
 const SERVICE_ACCOUNT_NAME: usize = 3;
-const FIELDS: usize = 4;
+const DISABLED: usize = 4;
+const FIELDS: usize = 5;
 
 /// Where a string lies in a packed JSON text.
 #[derive(Clone, Copy, Debug)]
@@ -163,6 +165,67 @@ impl CachedObject {
             deletion_timestamp: Option<Text<'a>>,
             #[serde(borrow, default)]
             annotations: Option<Annotations<'a>>,
+            #[serde(borrow, default)]
+            labels: Option<Labels<'a>>,
+        }
+        /// The labels a cached object's fields come from: read from a map, and from
+        /// anything else as none, so labels of the wrong shape never make the object
+        /// undecodable.
+        #[derive(Default)]
+        struct Labels<'a> {
+            disabled: Option<IndexedField<'a>>,
+        }
+        impl<'de: 'a, 'a> serde::Deserialize<'de> for Labels<'a> {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                struct Visitor<'a>(std::marker::PhantomData<Labels<'a>>);
+                impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visitor<'a> {
+                    type Value = Labels<'a>;
+                    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        f.write_str("labels")
+                    }
+                    fn visit_map<M: serde::de::MapAccess<'de>>(
+                        self,
+                        mut map: M,
+                    ) -> Result<Labels<'a>, M::Error> {
+                        let mut labels = Labels::default();
+                        while let Some(key) = map.next_key::<Text<'de>>()? {
+                            // The last of a repeated key wins, as in the decoded object.
+                            if key.0 == badge_api::identity::DISABLED_LABEL {
+                                labels.disabled = Some(map.next_value()?);
+                            } else {
+                                map.next_value::<serde::de::IgnoredAny>()?;
+                            }
+                        }
+                        Ok(labels)
+                    }
+                    fn visit_seq<S: serde::de::SeqAccess<'de>>(
+                        self,
+                        mut seq: S,
+                    ) -> Result<Labels<'a>, S::Error> {
+                        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                        Ok(Labels::default())
+                    }
+                    fn visit_bool<E>(self, _: bool) -> Result<Labels<'a>, E> {
+                        Ok(Labels::default())
+                    }
+                    fn visit_i64<E>(self, _: i64) -> Result<Labels<'a>, E> {
+                        Ok(Labels::default())
+                    }
+                    fn visit_u64<E>(self, _: u64) -> Result<Labels<'a>, E> {
+                        Ok(Labels::default())
+                    }
+                    fn visit_f64<E>(self, _: f64) -> Result<Labels<'a>, E> {
+                        Ok(Labels::default())
+                    }
+                    fn visit_str<E>(self, _: &str) -> Result<Labels<'a>, E> {
+                        Ok(Labels::default())
+                    }
+                    fn visit_unit<E>(self) -> Result<Labels<'a>, E> {
+                        Ok(Labels::default())
+                    }
+                }
+                deserializer.deserialize_any(Visitor(std::marker::PhantomData))
+            }
         }
         #[derive(serde::Deserialize)]
         struct Annotations<'a> {
@@ -184,6 +247,11 @@ impl CachedObject {
                 metadata
                     .and_then(|m| m.annotations.as_ref())
                     .and_then(|a| a.service_account_name.as_ref()),
+            ),
+            IndexedField::text(
+                metadata
+                    .and_then(|m| m.labels.as_ref())
+                    .and_then(|l| l.disabled.as_ref()),
             ),
         ];
         // Where each text spelled as is lies in `json` (a borrowed text points into it).
@@ -286,12 +354,6 @@ impl CachedObject {
             .collect()
     }
 
-    /// Whether the stored JSON contains `needle`: a cheap pre-check before decoding on hot
-    /// paths (a label key that is rarely set).
-    pub fn mentions(&self, needle: &str) -> bool {
-        crate::packed::mentions(self.packed(), needle.as_bytes())
-    }
-
     /// The JSON the store holds.
     fn json(&self) -> std::borrow::Cow<'_, [u8]> {
         crate::packed::unpack(self.packed())
@@ -339,6 +401,12 @@ impl CachedObject {
     /// The `kubernetes.io/service-account.name` annotation, when set.
     pub fn service_account_name(&self) -> Option<&str> {
         self.field(SERVICE_ACCOUNT_NAME)
+    }
+
+    /// Whether the `identity.badge.dev/disabled` label is `true` (a ServiceAccount that gets
+    /// and honours no token): read on every request a ServiceAccount token makes.
+    pub fn disabled(&self) -> bool {
+        self.field(DISABLED) == Some("true")
     }
 }
 
@@ -1232,6 +1300,55 @@ mod tests {
         assert_eq!(cached.service_account_name(), Some("caf\u{e9}"));
         assert_eq!(cached.node_name(), Some("n\\1"));
         assert_eq!(cached.value()["metadata"]["uid"], "u\"2");
+    }
+
+    #[test]
+    fn a_service_account_is_disabled_exactly_when_its_label_reads_true_as_the_decoded_object_says() {
+        let cases: [(&[u8], bool); 11] = [
+            (br#"{"metadata":{"name":"a"}}"#, false),
+            (
+                br#"{"metadata":{"labels":{"identity.badge.dev/disabled":"true"},"name":"a"}}"#,
+                true,
+            ),
+            (
+                br#"{"metadata":{"labels":{"app":"x","identity.badge.dev/disabled":"true"}}}"#,
+                true,
+            ),
+            (
+                br#"{"metadata":{"labels":{"identity.badge.dev/disabled":"false"}}}"#,
+                false,
+            ),
+            (
+                br#"{"metadata":{"labels":{"identity.badge.dev/disabled":"tru\u0065"}}}"#,
+                true,
+            ),
+            (
+                br#"{"metadata":{"labels":{"identity.badge.dev/disabled":true}}}"#,
+                false,
+            ),
+            (
+                br#"{"metadata":{"labels":{"identity.badge.dev/disabledx":"true"}}}"#,
+                false,
+            ),
+            // Labels of another shape leave the object readable, and not disabled.
+            (br#"{"metadata":{"labels":["identity.badge.dev/disabled","true"]}}"#, false),
+            (br#"{"metadata":{"labels":"identity.badge.dev/disabled"}}"#, false),
+            (br#"{"metadata":{"labels":null}}"#, false),
+            (
+                br#"{"metadata":{"labels":{"identity.badge.dev/disabled":"false","identity.badge.dev/disabled":"true"}}}"#,
+                true,
+            ),
+        ];
+        for (json, disabled) in cases {
+            let cached = CachedObject::new("k", json, 1).unwrap();
+            let decoded = cached.value()["metadata"]["labels"]["identity.badge.dev/disabled"] == "true";
+            assert_eq!(
+                (cached.disabled(), decoded),
+                (disabled, disabled),
+                "{}",
+                String::from_utf8_lossy(json)
+            );
+        }
     }
 
     #[test]

@@ -316,41 +316,6 @@ pub(crate) fn unpack(packed: &[u8]) -> Cow<'_, [u8]> {
     Cow::Owned(json)
 }
 
-/// Whether the JSON text `packed` holds contains `needle`, without unpacking it when the
-/// needle holds no punctuation (a label key, on hot paths).
-pub(crate) fn mentions(packed: &[u8], needle: &[u8]) -> bool {
-    if needle.is_empty() {
-        return false;
-    }
-    let contains = |haystack: &[u8]| haystack.windows(needle.len()).any(|w| w == needle);
-    if needle.iter().any(|b| PUNCTUATION.contains(b)) {
-        return contains(&unpack(packed));
-    }
-    // A phrase starts and ends with punctuation, so the needle lies either in a run of
-    // bytes between codes or inside one phrase. Codes are read forwards: an index byte may
-    // equal the mark.
-    let mut rest = packed;
-    loop {
-        let (run, code) = match rest.iter().position(|&b| b == MARK) {
-            Some(at) => (&rest[..at], rest.get(at + 1)),
-            None => (rest, None),
-        };
-        if contains(run) {
-            return true;
-        }
-        let Some(&index) = code else {
-            return false;
-        };
-        if PHRASES
-            .get(usize::from(index))
-            .is_some_and(|phrase| phrase.len() > needle.len() && contains(phrase.as_bytes()))
-        {
-            return true;
-        }
-        rest = rest.get(run.len() + 2..).unwrap_or_default();
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -502,26 +467,6 @@ mod tests {
                 at += 4;
             }
             assert_eq!(pack_tracking(b"", json, [None]), pack_bytewise(json, [None]));
-        }
-    }
-
-    #[test]
-    fn a_needle_is_found_in_plain_bytes_inside_a_phrase_and_across_codes() {
-        let json = br#"{"apiVersion":"v1","kind":"ServiceAccount","metadata":{"labels":{"identity.badge.dev/disabled":"true"},"name":"a"}}"#;
-        let packed = pack(json).unwrap();
-        assert!(packed.len() < json.len());
-        for needle in [
-            "identity.badge.dev/disabled",
-            "ServiceAccount",
-            "Account",
-            "metadata",
-            r#""name":"a""#,
-            r#"true"},"name"#,
-        ] {
-            assert!(mentions(&packed, needle.as_bytes()), "{needle}");
-        }
-        for needle in ["identity.badge.dev/token-kind", "Secret", r#""uid":""#, ""] {
-            assert!(!mentions(&packed, needle.as_bytes()), "{needle}");
         }
     }
 }
