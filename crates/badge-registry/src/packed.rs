@@ -332,9 +332,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn packing_keeps_every_byte_and_halves_an_issued_token() {
-        let record = serde_json::to_vec(&serde_json::json!({
+    /// An IssuedToken record as the inventory stores one.
+    fn issued_token() -> serde_json::Value {
+        serde_json::json!({
             "apiVersion": "identity.badge.dev/v1", "kind": "IssuedToken",
             "metadata": {"name": "6f1c2a9e-3b7d-4c1e-9a52-000000000001", "namespace": "default",
                 "uid": "0d6e3c1a-5f2b-4e7d-8c9a-1b2c3d4e5f60", "creationTimestamp": "2026-12-05T07:00:00Z",
@@ -344,8 +344,12 @@ mod tests {
                 "keyID": "Xq3v9k2LrT8wYb5nJm1pQs7uZc4eHg6aDf0iKo2lNr8",
                 "requester": {"username": "system:admin"},
                 "issuedAt": "2026-12-05T07:00:00Z", "expiresAt": "2026-12-05T08:00:00Z"}
-        }))
-        .unwrap();
+        })
+    }
+
+    #[test]
+    fn packing_keeps_every_byte_and_halves_an_issued_token() {
+        let record = serde_json::to_vec(&issued_token()).unwrap();
         let packed = pack(&record).unwrap();
         assert_eq!(unpack(&packed), &record[..]);
         assert!(
@@ -427,20 +431,15 @@ mod tests {
 
     #[test]
     fn packing_in_runs_gives_the_bytes_and_offsets_of_packing_byte_by_byte() {
-        let record = serde_json::to_vec(&serde_json::json!({
-            "apiVersion": "identity.badge.dev/v1", "kind": "IssuedToken",
-            "metadata": {"name": "6f1c2a9e-3b7d-4c1e-9a52-000000000001", "namespace": "default",
-                "uid": "0d6e3c1a-5f2b-4e7d-8c9a-1b2c3d4e5f60", "creationTimestamp": "2026-12-05T07:00:00Z",
-                "labels": {"identity.badge.dev/service-account": "app", "identity.badge.dev/token-kind": "bound"}},
-            "spec": {"serviceAccountName": "app", "serviceAccountUID": "2a4b6c8d-0e1f-4a3b-9c5d-7e9f1a3b5c7d",
-                "audiences": ["https://kubernetes.default.svc.cluster.local"],
-                "boundObjectRef": {"kind": "Pod", "name": "web", "uid": "9b8a7c6d"},
-                "requester": {"username": "system:node:worker-17"},
-                "issuedAt": "2026-12-05T07:00:00Z", "expiresAt": "2026-12-05T08:00:00Z"},
-            "status": {"lastUsed": {"sourceAddress": "10.0.0.1", "time": "2026-12-05T07:05:00Z",
-                "userAgent": "kubelet/v1.35.0"}, "useCount": 1}
-        }))
-        .unwrap();
+        // A pod-bound record, used once.
+        let mut record = issued_token();
+        let spec = &mut record["spec"];
+        spec.as_object_mut().unwrap().remove("keyID");
+        spec["boundObjectRef"] = serde_json::json!({"kind": "Pod", "name": "web", "uid": "9b8a7c6d"});
+        spec["requester"]["username"] = "system:node:worker-17".into();
+        record["status"] = serde_json::json!({"lastUsed": {"sourceAddress": "10.0.0.1",
+            "time": "2026-12-05T07:05:00Z", "userAgent": "kubelet/v1.35.0"}, "useCount": 1});
+        let record = serde_json::to_vec(&record).unwrap();
         let cases: Vec<Vec<u8>> = vec![
             record,
             br#"{}"#.to_vec(),
