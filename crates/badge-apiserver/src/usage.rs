@@ -385,6 +385,13 @@ impl UsageRecorder {
     }
 }
 
+/// A refusal that writing the same record again would meet again: the store's size limit
+/// (413), validation (422), a malformed request (400). Anything else (a timeout, an
+/// unavailable store, a conflict) may pass at the next flush.
+fn refuses_the_record(status: &badge_api::status::Status) -> bool {
+    matches!(status.code, 400 | 413 | 422)
+}
+
 fn truncate(s: &str, max: usize) -> &str {
     if s.len() <= max {
         return s;
@@ -836,6 +843,20 @@ impl ApiServer {
                         }
                         // The namespace went away with its ServiceAccount: nothing to record.
                         Err(s) if s.is_not_found() || s.code == 403 => report.dropped += 1,
+                        // Refused for what the record is (too large for the store, invalid):
+                        // the next flush would be refused the same, without end.
+                        Err(s) if refuses_the_record(&s) => {
+                            tracing::error!(
+                                namespace = record.namespace,
+                                serviceaccount = record.service_account,
+                                credential_id = format!("JTI={}", record.jti),
+                                code = s.code,
+                                error = %s.message,
+                                "an issued token cannot be recorded; it is live but not in the inventory"
+                            );
+                            // Its uses too: they have no record to land in.
+                            report.dropped += 1 + usize::from(uses.is_some());
+                        }
                         Err(s) => {
                             tracing::warn!(error = %s.message, "recording an issued token failed; retrying at the next flush");
                             retry.push(Arc::unwrap_or_clone(record));

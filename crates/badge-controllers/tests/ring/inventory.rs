@@ -560,3 +560,43 @@ async fn a_service_account_named_past_a_label_values_length_still_gets_its_recor
         "{again:?}"
     );
 }
+
+/// A record the store refuses for what it is (here too large: a TokenRequest's audiences
+/// are not bounded, the store's values are) is given up at once, not tried again at every
+/// flush; the records beside it in the batch are written.
+#[tokio::test]
+async fn a_record_the_store_refuses_as_too_large_is_dropped_not_retried() {
+    const MAX_VALUE: usize = 32 * 1024;
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = badge_store::sqlite::SqliteStore::open(&dir.path().join("store.db"))
+        .unwrap()
+        .with_max_value_bytes(MAX_VALUE);
+    let ring = Ring::build_over(Arc::new(sqlite), dir, |api| api).await;
+    ring.namespace("demo").await;
+    ring.service_account("demo", "app").await;
+    let audiences: Vec<String> = (0..80).map(|i| format!("{i}-{}", "a".repeat(500))).collect();
+    let large = ring.token("demo", "app", json!({"audiences": audiences})).await;
+    let small = ring.token("demo", "app", json!({})).await;
+    let who = ring
+        .call_with(
+            &Caller::bearer(&small),
+            "POST",
+            "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+            Some(&json!({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"})),
+            &[],
+        )
+        .await;
+    assert_eq!(who.code, 201, "{}", who.body);
+
+    let report = ring.api.flush_usage().await;
+    assert_eq!((report.created, report.dropped), (1, 1), "{report:?}");
+    let admin = Caller::admin();
+    let refused = ring.get(&admin, &format!("{TOKENS}/{}", jti_of(&large))).await;
+    assert_eq!(refused.code, 404, "{}", refused.body);
+    let written = ring.get(&admin, &format!("{TOKENS}/{}", jti_of(&small))).await;
+    assert_eq!(written.code, 200, "{}", written.body);
+    assert_eq!(written.body["status"]["useCount"], 1, "{}", written.body);
+
+    let again = ring.api.flush_usage().await;
+    assert_eq!(again, Default::default(), "nothing is tried again: {again:?}");
+}
