@@ -390,16 +390,21 @@ pub fn micro_time(at: jiff::Timestamp) -> String {
 /// The client's addresses, as upstream's `SourceIPs`: X-Forwarded-For, then X-Real-Ip,
 /// then the connection's peer, without repeats.
 fn source_ips(headers: &HeaderMap, remote: Option<std::net::SocketAddr>) -> Vec<std::net::IpAddr> {
-    let mut ips: Vec<std::net::IpAddr> = Vec::new();
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    if let Some(forwarded) = header("x-forwarded-for") {
+    // Looked up by a name made once: a name given as text is parsed at every lookup.
+    static X_FORWARDED_FOR: std::sync::LazyLock<http::HeaderName> =
+        std::sync::LazyLock::new(|| http::HeaderName::from_static("x-forwarded-for"));
+    static X_REAL_IP: std::sync::LazyLock<http::HeaderName> =
+        std::sync::LazyLock::new(|| http::HeaderName::from_static("x-real-ip"));
+    let mut ips: Vec<std::net::IpAddr> = Vec::with_capacity(1);
+    let header = |name: &http::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(forwarded) = header(&X_FORWARDED_FOR) {
         for ip in forwarded.split(',') {
             if let Ok(ip) = ip.trim().parse::<std::net::IpAddr>() {
                 ips.push(ip);
             }
         }
     }
-    if let Some(real) = header("x-real-ip").and_then(|v| v.trim().parse::<std::net::IpAddr>().ok())
+    if let Some(real) = header(&X_REAL_IP).and_then(|v| v.trim().parse::<std::net::IpAddr>().ok())
         && !ips.contains(&real)
     {
         ips.push(real);

@@ -29,7 +29,7 @@ pub enum TokenOutcome {
 
 /// Which ServiceAccount token authenticated, so its use can be recorded: the name of its
 /// inventory record, never the token.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TokenCredential {
     /// The ServiceAccount's namespace.
     pub namespace: String,
@@ -41,6 +41,15 @@ pub struct TokenCredential {
     pub legacy: bool,
     /// `exp`, unix seconds; None for legacy tokens.
     pub expires_at: Option<i64>,
+}
+
+/// Hashed by its record's name alone (a jti is random; a legacy token's Secret name is
+/// unique in its namespace): usage tracking hashes a credential on every authenticated
+/// request, and equal credentials still hash alike.
+impl std::hash::Hash for TokenCredential {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.record.hash(state);
+    }
 }
 
 impl TokenCredential {
