@@ -85,32 +85,9 @@ impl Controller {
         F: Fn(String) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Action, Status>> + Send + 'static,
     {
-        let feeder = self.clone();
-        tokio::spawn(async move {
-            loop {
-                // A fresh watch from the current state: every object is seen as ADDED first,
-                // which is also the resync after a lagging watch.
-                let Ok(mut watch) = feeder.registry.cache().watch("/registry/", None) else {
-                    continue;
-                };
-                for event in watch.initial.drain(..) {
-                    for key in (feeder.keys_of)(&event) {
-                        feeder.enqueue(key);
-                    }
-                }
-                loop {
-                    match watch.next().await {
-                        Ok(event) => {
-                            for key in (feeder.keys_of)(&event) {
-                                feeder.enqueue(key);
-                            }
-                        }
-                        Err(badge_registry::WatchEnd::Lagged | badge_registry::WatchEnd::Reset) => break,
-                        Err(badge_registry::WatchEnd::Closed) => return,
-                    }
-                }
-            }
-        });
+        // Fed from the cache's shared task: every object as ADDED first, which is also the
+        // resync after a relist or a lag.
+        self.registry.cache().feed(self.clone());
         let worker = self;
         let reconcile = Arc::new(reconcile);
         tokio::spawn(async move {
@@ -148,5 +125,13 @@ impl Controller {
             tokio::time::sleep(delay).await;
             self.enqueue(key);
         });
+    }
+}
+
+impl badge_registry::cache::Sink for Controller {
+    fn event(&self, event: &CacheEvent) {
+        for key in (self.keys_of)(event) {
+            self.enqueue(key);
+        }
     }
 }

@@ -15,7 +15,10 @@ use serde_json::Value;
 use tokio::sync::{broadcast, watch};
 
 use crate::index::{Indexes, PODS_PREFIX};
+
+mod feed;
 use crate::live::{LiveToken, LiveTokens};
+pub use feed::Sink;
 
 /// The kind of a cache event, as a watch reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -641,6 +644,8 @@ pub struct WatchCache {
     revision: watch::Sender<Revision>,
     /// Counts the relists that replaced the state (see [`CacheWatch::next`]).
     resets: watch::Sender<u64>,
+    /// The task handing every event to the controllers.
+    feed: feed::Feed,
 }
 
 impl Default for WatchCache {
@@ -669,6 +674,7 @@ impl WatchCache {
             events,
             revision,
             resets,
+            feed: feed::Feed::default(),
         }
     }
 
@@ -850,50 +856,58 @@ impl WatchCache {
     /// Starts a watch of `prefix`. With `from` None, the initial events are ADDED events for
     /// the current state; with `Some(rv)`, the recorded events after `rv`.
     pub fn watch(&self, prefix: &str, from: Option<Revision>) -> Result<CacheWatch, TooOld> {
-        // The read lock is held while subscribing so no event falls between the snapshot
-        // and the live stream: events are published under the write lock.
-        let state = self.state.read();
-        let live = self.events.subscribe();
-        // Relists take the write lock, so the count seen here is the state's.
-        let resets = self.resets.subscribe();
-        let initial = match from {
-            None => state
-                .objects
-                .under(prefix)
-                .map(|(k, v)| {
-                    Arc::new(CacheEvent {
-                        kind: EventType::Added,
-                        key: k.to_string(),
-                        revision: state.revision,
-                        object: v.clone(),
-                        prev: None,
-                        bound_token_expiry: None,
-                        token_revoked: None,
-                    })
-                })
-                .collect(),
-            Some(rv) => {
-                if rv < state.history_floor {
-                    return Err(TooOld {
-                        requested: rv,
-                        oldest: state.history_floor + 1,
-                    });
-                }
-                state
-                    .history
-                    .iter()
-                    .filter(|e| e.revision > rv && e.key.starts_with(prefix))
-                    .cloned()
-                    .collect()
-            }
+        let Some(rv) = from else {
+            return Ok(self.watch_current(prefix));
         };
-        Ok(CacheWatch {
+        let state = self.state.read();
+        if rv < state.history_floor {
+            return Err(TooOld {
+                requested: rv,
+                oldest: state.history_floor + 1,
+            });
+        }
+        let initial = state
+            .history
+            .iter()
+            .filter(|e| e.revision > rv && e.key.starts_with(prefix))
+            .cloned()
+            .collect();
+        Ok(self.watch_under(&state, initial))
+    }
+
+    /// Starts a watch of `prefix` whose initial events are ADDED events for the current
+    /// state.
+    pub fn watch_current(&self, prefix: &str) -> CacheWatch {
+        let state = self.state.read();
+        let initial = state
+            .objects
+            .under(prefix)
+            .map(|(k, v)| {
+                Arc::new(CacheEvent {
+                    kind: EventType::Added,
+                    key: k.to_string(),
+                    revision: state.revision,
+                    object: v.clone(),
+                    prev: None,
+                    bound_token_expiry: None,
+                    token_revoked: None,
+                })
+            })
+            .collect();
+        self.watch_under(&state, initial)
+    }
+
+    /// The watch continuing `initial`, subscribed while `state` is read-locked so no event
+    /// falls between them: events are published under the write lock.
+    fn watch_under(&self, state: &State, initial: Vec<Arc<CacheEvent>>) -> CacheWatch {
+        CacheWatch {
             initial,
-            live,
-            resets,
+            live: self.events.subscribe(),
+            // Relists take the write lock, so the count seen here is the state's.
+            resets: self.resets.subscribe(),
             revisions: self.revision.subscribe(),
             revision: state.revision,
-        })
+        }
     }
 
     /// Replaces the whole state with a fresh list at `revision` (start and relist), and ends
