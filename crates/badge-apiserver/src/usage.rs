@@ -586,7 +586,7 @@ impl IssuedRecord {
 /// A record's time as the API writes it; empty out of range.
 fn api_time(seconds: i64) -> String {
     jiff::Timestamp::from_second(seconds)
-        .map(badge_registry::apitime::format_time)
+        .map(badge_api::meta::format_time)
         .unwrap_or_default()
 }
 

@@ -5,7 +5,6 @@
 #![warn(missing_docs)]
 
 pub mod admission;
-pub mod apitime;
 pub mod bootstraptoken;
 pub mod cache;
 pub mod csr;

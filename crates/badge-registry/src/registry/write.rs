@@ -372,7 +372,7 @@ impl Registry {
 /// What a create sets and checks once the name and namespace are known: uid and
 /// creationTimestamp, the fields a client may not set, the strategy's defaults, validation.
 pub(super) fn prepare_created(resource: &Resource, object: &mut Value) -> Result<(), Status> {
-    let now = crate::apitime::format_time(badge_api::clock::now());
+    let now = badge_api::meta::format_time(badge_api::clock::now());
     meta::set(object, "uid", uuid::Uuid::new_v4().to_string());
     meta::set(object, "creationTimestamp", now);
     for field in [
