@@ -610,10 +610,24 @@ impl SelfWritten for NewIssuedToken {
     }
 }
 
-/// The IssuedToken's status with `uses` merged into what is stored.
-fn merged_token_status(current: &Value, uses: &Uses) -> Value {
+/// The status of a used token's record: its uses merged into the status stored.
+#[derive(Debug)]
+struct UsedTokenStatus(Uses);
+
+impl badge_registry::SelfWrittenStatus for UsedTokenStatus {
+    fn write_status(&self, current: Option<&serde_json::value::RawValue>, out: &mut Vec<u8>) {
+        // A stored status that is no JSON object counts as none, as when merged into a
+        // decoded record.
+        let current: Option<Value> = current.and_then(|raw| serde_json::from_str(raw.get()).ok());
+        let merged = merged_token_status(current.as_ref(), &self.0);
+        // Writing a Value to a Vec cannot fail.
+        let _ = serde_json::to_writer(out, &merged);
+    }
+}
+
+/// The IssuedToken's status with `uses` merged into the one stored.
+fn merged_token_status(current: Option<&Value>, uses: &Uses) -> Value {
     let mut status = current
-        .get("status")
         .filter(|s| s.is_object())
         .cloned()
         .unwrap_or_else(|| json!({}));
@@ -931,9 +945,7 @@ impl ApiServer {
             (Planned::Ready(write), _) => Some(write),
             (Planned::NewToken, Pending::Issued { record, uses }) => {
                 // A new record has no status to merge into.
-                let status = uses
-                    .as_ref()
-                    .map(|(_, uses)| merged_token_status(&Value::Null, uses));
+                let status = uses.as_ref().map(|(_, uses)| merged_token_status(None, uses));
                 Some(BatchWrite::CreateSelfWritten {
                     resource: tokens,
                     namespace: record.namespace.to_string(),
@@ -944,16 +956,12 @@ impl ApiServer {
                 })
             }
             (Planned::UsedToken, Pending::Used { credential, uses }) => {
-                let current = self
-                    .registry
-                    .get_cached(tokens, &credential.namespace, &credential.record)?;
-                let mut object = (*current).clone();
-                object["status"] = merged_token_status(&current, uses);
-                Some(BatchWrite::Update {
+                let key = tokens.key(&credential.namespace, &credential.record);
+                let (current, _) = self.registry.cache().get_cached(&key);
+                Some(BatchWrite::UpdateStatusSelfWritten {
                     resource: tokens,
-                    subresource: "status",
-                    current,
-                    object,
+                    current: current?,
+                    status: Arc::new(UsedTokenStatus(uses.clone())),
                 })
             }
             _ => None,
@@ -1233,7 +1241,7 @@ mod tests {
     fn stored_by_value(record: &IssuedRecord, server: &ServerMetadata<'_>, uses: Option<&Uses>) -> Vec<u8> {
         let mut object = record.to_object();
         if let Some(uses) = uses {
-            object["status"] = merged_token_status(&object, uses);
+            object["status"] = merged_token_status(object.get("status"), uses);
         }
         meta::set(&mut object, "namespace", server.namespace);
         meta::set(&mut object, "uid", server.uid);
@@ -1302,7 +1310,7 @@ mod tests {
         for record in &records {
             for server in &servers {
                 for uses in [None, Some(&used)] {
-                    let status = uses.map(|uses| merged_token_status(&Value::Null, uses));
+                    let status = uses.map(|uses| merged_token_status(None, uses));
                     let token = NewIssuedToken {
                         record: Arc::new(record.clone()),
                         status,
@@ -1450,17 +1458,13 @@ mod tests {
             misses: 0,
         };
         // The second server flushes after the first, with an older last use.
-        let first =
-            json!({"status": merged_token_status(&json!({}), &uses(2, "2026-01-01T00:00:09Z", "one"))});
-        let second = merged_token_status(&first, &uses(5, "2026-01-01T00:00:04Z", "two"));
+        let first = merged_token_status(Some(&json!({})), &uses(2, "2026-01-01T00:00:09Z", "one"));
+        let second = merged_token_status(Some(&first), &uses(5, "2026-01-01T00:00:04Z", "two"));
         assert_eq!(second["useCount"], 7);
         assert_eq!(second["lastUsed"]["time"], "2026-01-01T00:00:09Z");
         assert_eq!(second["lastUsed"]["userAgent"], "one");
         // And the other way round.
-        let third = merged_token_status(
-            &json!({"status": second}),
-            &uses(1, "2026-01-01T00:00:10Z", "two"),
-        );
+        let third = merged_token_status(Some(&second), &uses(1, "2026-01-01T00:00:10Z", "two"));
         assert_eq!(third["useCount"], 8);
         assert_eq!(third["lastUsed"]["userAgent"], "two");
     }

@@ -358,7 +358,7 @@ impl CachedObject {
     }
 
     /// The JSON the store holds.
-    fn json(&self) -> std::borrow::Cow<'_, [u8]> {
+    pub(crate) fn json(&self) -> std::borrow::Cow<'_, [u8]> {
         crate::packed::unpack(self.packed())
     }
 

@@ -20,5 +20,5 @@ pub mod strategy;
 pub use cache::{CacheEvent, CachedObject, EventType, WatchCache, WatchEnd};
 pub use registry::{
     BatchWrite, DeleteOptions, DeleteOutcome, Filter, ListPage, ReadFrom, Registry, SelfWritten,
-    ServerMetadata, WriteOptions,
+    SelfWrittenStatus, ServerMetadata, WriteOptions,
 };

@@ -12,7 +12,7 @@ mod write;
 use errors::too_large_resource_version;
 use metadata::{generate_name, validate_meta};
 
-pub use batch::{BatchWrite, SELF_WRITTEN_KINDS, SelfWritten, ServerMetadata};
+pub use batch::{BatchWrite, SELF_WRITTEN_KINDS, SelfWritten, SelfWrittenStatus, ServerMetadata};
 pub use errors::store_error;
 pub use metadata::random_suffix;
 pub use read::{Filter, ListPage, ReadFrom};

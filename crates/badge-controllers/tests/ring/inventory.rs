@@ -600,3 +600,55 @@ async fn a_record_the_store_refuses_as_too_large_is_dropped_not_retried() {
     let again = ring.api.flush_usage().await;
     assert_eq!(again, Default::default(), "nothing is tried again: {again:?}");
 }
+
+/// A used token's status is written into its record as stored, everything else of it kept
+/// byte for byte: what a client changed (a label of its own, an annotation) and what the
+/// server wrote (uid, creation time).
+#[tokio::test]
+async fn a_use_rewrites_only_the_status_of_a_record() {
+    let ring = Ring::new().await;
+    ring.namespace("demo").await;
+    ring.service_account("demo", "app").await;
+    let token = ring.token("demo", "app", json!({})).await;
+    assert_eq!(ring.api.flush_usage().await.created, 1);
+    let admin = Caller::admin();
+    let path = format!("{TOKENS}/{}", jti_of(&token));
+    let labelled = ring
+        .call(
+            &admin,
+            "PATCH",
+            &path,
+            Some(&json!({"metadata": {"labels": {"team": "blue"}, "annotations": {"note": "é\"x"}}})),
+        )
+        .await;
+    assert_eq!(labelled.code, 200, "{}", labelled.body);
+    for agent in ["ring-test/1", "ring-test/2"] {
+        let review = ring
+            .call_with(
+                &Caller::bearer(&token),
+                "POST",
+                "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+                Some(&json!({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"})),
+                &[("user-agent", agent)],
+            )
+            .await;
+        assert_eq!(review.code, 201, "{}", review.body);
+        let report = ring.api.flush_usage().await;
+        assert_eq!(report.updated, 1, "{report:?}");
+    }
+    let record = ring.get(&admin, &path).await;
+    assert_eq!(record.body["status"]["useCount"], 2, "{}", record.body);
+    assert_eq!(record.body["status"]["lastUsed"]["userAgent"], "ring-test/2");
+    let mut expected = labelled.body.clone();
+    let mut got = record.body.clone();
+    for object in [&mut expected, &mut got] {
+        let object = object.as_object_mut().unwrap();
+        object.remove("status");
+        object["metadata"]
+            .as_object_mut()
+            .unwrap()
+            .remove("resourceVersion");
+    }
+    assert_eq!(got, expected);
+    assert_eq!(got["metadata"]["annotations"]["note"], "é\"x");
+}

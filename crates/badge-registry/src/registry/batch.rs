@@ -14,6 +14,7 @@ use serde_json::Value;
 
 use super::write::{encode, is_finished_deleting, prepare_created, prepare_updated};
 use super::*;
+use crate::CachedObject;
 
 /// One write of [`Registry::write_batch`].
 #[derive(Clone, Debug)]
@@ -38,6 +39,19 @@ pub enum BatchWrite {
         /// The object.
         object: Arc<dyn SelfWritten>,
     },
+    /// Replaces the status of `current` (as the watch cache holds it) with what `status`
+    /// writes from the status stored, as an update of the status subresource does, for
+    /// kinds whose status the server alone writes ([`SELF_WRITTEN_KINDS`]): the stored JSON
+    /// is written again with only its `status` member changed, rather than decoded, carried
+    /// over, checked and encoded. Its outcome is the object's metadata.
+    UpdateStatusSelfWritten {
+        /// What kind of object.
+        resource: &'static Resource,
+        /// The object as read, at the revision the write is made against.
+        current: Arc<CachedObject>,
+        /// Writes the new status.
+        status: Arc<dyn SelfWrittenStatus>,
+    },
     /// Replaces `current` with `object` through `subresource` ("" for the object itself), as
     /// [`Registry::update`] does, if `current` is still what is stored (its resourceVersion).
     Update {
@@ -61,6 +75,13 @@ pub trait SelfWritten: std::fmt::Debug + Send + Sync {
     /// Appends the JSON that [`BatchWrite::Create`] would store for the object's general
     /// form given the metadata the server set.
     fn write_stored(&self, server: &ServerMetadata<'_>, out: &mut Vec<u8>);
+}
+
+/// A status the server writes from the one stored, for
+/// [`BatchWrite::UpdateStatusSelfWritten`].
+pub trait SelfWrittenStatus: std::fmt::Debug + Send + Sync {
+    /// Appends the new status (a JSON object) given the stored one, if any.
+    fn write_status(&self, current: Option<&serde_json::value::RawValue>, out: &mut Vec<u8>);
 }
 
 /// The metadata the server sets on an object it creates.
@@ -114,6 +135,15 @@ impl Registry {
                     self.prepare_batch_self_written(resource, &namespace, &*object, &mut open)
                         .await
                         .map(|(object, op)| (object, Some(op))),
+                ),
+                BatchWrite::UpdateStatusSelfWritten {
+                    resource,
+                    current,
+                    status,
+                } => (
+                    resource,
+                    false,
+                    prepare_batch_status_self_written(resource, &current, &*status),
                 ),
                 BatchWrite::Update {
                     resource,
@@ -241,6 +271,82 @@ impl Registry {
         }
         Ok(())
     }
+}
+
+/// The metadata of `current` with its new stored JSON, the status `status` writes in place
+/// of the stored one, and the op writing it; no op when that changes nothing.
+fn prepare_batch_status_self_written(
+    resource: &Resource,
+    current: &CachedObject,
+    status: &dyn SelfWrittenStatus,
+) -> Result<(Value, Option<BatchOp>), Status> {
+    let gr = resource.group_resource();
+    if !SELF_WRITTEN_KINDS
+        .iter()
+        .any(|kind| kind.group == resource.group && kind.plural == resource.plural)
+    {
+        return Err(Status::internal(format!("{gr} are not written by their owner")));
+    }
+    let key = current.key();
+    let (namespace, name) = namespace_and_name(resource, key)
+        .ok_or_else(|| Status::internal(format!("{gr} read at a key not its own: {key}")))?;
+    let mut metadata = serde_json::Map::new();
+    metadata.insert("name".into(), Value::String(name.to_string()));
+    if resource.namespaced {
+        metadata.insert("namespace".into(), Value::String(namespace.to_string()));
+    }
+    let mut outcome = serde_json::Map::new();
+    outcome.insert("metadata".into(), Value::Object(metadata));
+    let stored = current.json();
+    let value = with_status_written(&stored, status)
+        .ok_or_else(|| Status::internal(format!("{gr} \"{name}\": its status could not be written")))?;
+    if value == *stored {
+        return Ok((Value::Object(outcome), None));
+    }
+    let op = BatchOp::Update {
+        key: key.to_string(),
+        value: value.into(),
+        expected: current.revision(),
+    };
+    Ok((Value::Object(outcome), Some(op)))
+}
+
+/// The namespace ("" for cluster-scoped kinds) and name an object of `resource` is stored
+/// under at `key`.
+fn namespace_and_name<'k>(resource: &Resource, key: &'k str) -> Option<(&'k str, &'k str)> {
+    let rest = key.strip_prefix(resource.key_prefix().as_str())?;
+    if resource.namespaced {
+        rest.split_once('/')
+    } else {
+        Some(("", rest))
+    }
+}
+
+/// `stored` (a JSON object as serde_json writes one: members in sorted order) with its
+/// `status` member written by `status`, the other members copied as they are.
+fn with_status_written(stored: &[u8], status: &dyn SelfWrittenStatus) -> Option<Vec<u8>> {
+    use serde_json::value::RawValue;
+    let mut members: std::collections::BTreeMap<std::borrow::Cow<'_, str>, &RawValue> =
+        serde_json::from_slice(stored).ok()?;
+    let mut written = Vec::with_capacity(256);
+    status.write_status(members.get("status").copied(), &mut written);
+    let written: &RawValue = serde_json::from_slice(&written).ok()?;
+    if !written.get().starts_with('{') {
+        return None;
+    }
+    members.insert("status".into(), written);
+    let mut out = Vec::with_capacity(stored.len() + written.get().len());
+    out.push(b'{');
+    for (i, (key, value)) in members.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        serde_json::to_writer(&mut out, key).ok()?;
+        out.push(b':');
+        out.extend_from_slice(value.get().as_bytes());
+    }
+    out.push(b'}');
+    Some(out)
 }
 
 /// `object` prepared as the new state of `current`, and the op writing it; no op when that
@@ -491,5 +597,77 @@ mod tests {
         registry.sync_own_writes().await.unwrap();
         let cached = registry.get_cached(tokens, "demo", "written").unwrap();
         assert_eq!(cached["spec"], general["spec"]);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod status_tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// Writes a fixed status, keeping what was stored under `"kept"`.
+    #[derive(Debug)]
+    struct Fixed;
+
+    impl SelfWrittenStatus for Fixed {
+        fn write_status(&self, current: Option<&serde_json::value::RawValue>, out: &mut Vec<u8>) {
+            let kept: Value = current.map_or(Value::Null, |raw| serde_json::from_str(raw.get()).unwrap());
+            serde_json::to_writer(out, &json!({"useCount": 3, "kept": kept})).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_status_written_in_place_is_the_json_the_decoded_object_encodes_to() {
+        let objects = [
+            json!({"apiVersion": "identity.badge.dev/v1", "kind": "IssuedToken",
+                   "metadata": {"name": "j", "namespace": "n", "labels": {"a": "é\"\\\n"}},
+                   "spec": {"audiences": ["x", "\u{2028}"], "expiresAt": "2026-01-01T00:00:00Z"}}),
+            json!({"apiVersion": "identity.badge.dev/v1", "kind": "IssuedToken",
+                   "metadata": {"name": "j"}, "spec": {}, "status": {"useCount": 1, "lastUsed": {"time": "t"}}}),
+            // Members sorting after "status" stay after it.
+            json!({"metadata": {}, "zeta": [1, 2.5, null, true]}),
+        ];
+        for object in objects {
+            let stored = serde_json::to_vec(&object).unwrap();
+            let written = with_status_written(&stored, &Fixed).unwrap();
+            let mut expected = object.clone();
+            expected["status"] =
+                json!({"useCount": 3, "kept": object.get("status").cloned().unwrap_or(Value::Null)});
+            assert_eq!(
+                String::from_utf8(written).unwrap(),
+                serde_json::to_string(&expected).unwrap(),
+                "{object}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_status_that_is_no_json_object_is_refused() {
+        #[derive(Debug)]
+        struct Broken(&'static str);
+        impl SelfWrittenStatus for Broken {
+            fn write_status(&self, _: Option<&serde_json::value::RawValue>, out: &mut Vec<u8>) {
+                out.extend_from_slice(self.0.as_bytes());
+            }
+        }
+        let stored = br#"{"metadata":{"name":"j"},"spec":{}}"#;
+        for broken in ["", "[1]", "{\"a\":", "{} {}", "7"] {
+            assert!(
+                with_status_written(stored, &Broken(broken)).is_none(),
+                "{broken:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_record_is_named_by_its_key() {
+        let tokens = badge_api::resources::ISSUEDTOKENS;
+        assert_eq!(
+            namespace_and_name(tokens, "/registry/issuedtokens/demo/abc"),
+            Some(("demo", "abc"))
+        );
+        assert_eq!(namespace_and_name(tokens, "/registry/secrets/demo/abc"), None);
     }
 }
