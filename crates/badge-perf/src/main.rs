@@ -96,7 +96,7 @@ async fn bench(quick: bool, badge: &Path, out: &Path, only: &[u32]) -> anyhow::R
         rows.push(authorization::measure());
     }
     if runs(7) {
-        rows.extend(audit::measure(badge, seconds).await?);
+        rows.extend(audit::measure(badge, quick, seconds).await?);
     }
     if runs(8) {
         rows.extend(revoked::measure(badge, seconds).await?);

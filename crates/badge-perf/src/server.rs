@@ -93,7 +93,7 @@ impl Server {
     }
 
     /// CPU time the server has used, user and system, in clock ticks (1/100 s).
-    fn cpu_ticks(&self) -> u64 {
+    pub(crate) fn cpu_ticks(&self) -> u64 {
         std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
             .ok()
             .and_then(|stat| {
