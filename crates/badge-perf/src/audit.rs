@@ -50,7 +50,7 @@ pub(crate) async fn measure(badge: &Path, quick: bool, seconds: f64) -> anyhow::
     let mut sums = [(0.0, 0.0); 3];
     // Server CPU ticks for the distinct reviews, and how many there were, per setting.
     let mut distinct_cpu = [(0u64, 0usize); 3];
-    let distinct_reviews = if quick { 5_000 } else { 20_000 };
+    let distinct_reviews = if quick { 10_000 } else { 20_000 };
     const ROUNDS: usize = 2;
     for _round in 0..ROUNDS {
         for (i, args) in settings.iter().enumerate() {
