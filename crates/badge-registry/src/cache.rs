@@ -127,6 +127,28 @@ impl<'a> IndexedField<'a> {
     }
 }
 
+/// A value read only from a JSON object: serde's derived structs also read an array, by
+/// position, which the reads that judge a misshapen record do not all do alike.
+struct Mapped<T>(T);
+
+impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for Mapped<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor<T>(std::marker::PhantomData<T>);
+        impl<'de, T: serde::Deserialize<'de>> serde::de::Visitor<'de> for Visitor<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(self, map: M) -> Result<T, M::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        deserializer
+            .deserialize_map(Visitor(std::marker::PhantomData))
+            .map(Mapped)
+    }
+}
+
 /// A JSON string, borrowed from the text when it is spelled without escapes (serde's own
 /// `Cow` always copies).
 struct Text<'a>(std::borrow::Cow<'a, str>);
@@ -257,6 +279,94 @@ impl CachedObject {
                     .and_then(|l| l.disabled.as_ref()),
             ),
         ];
+        CachedObject::from_texts(key, json, revision, texts)
+    }
+
+    /// An IssuedToken record as [`CachedObject::new`] caches it and its
+    /// [`crate::identity::TokenView`], from one parse of its JSON. None when the record is not
+    /// shaped as both read it alike (a string where one is read, no member repeated), for
+    /// the two reads apart to judge: every record the server writes is shaped so.
+    pub(crate) fn new_issued_token<'j>(
+        key: &str,
+        json: &'j [u8],
+        revision: Revision,
+    ) -> Option<(CachedObject, crate::identity::TokenView<'j>)> {
+        #[derive(serde::Deserialize)]
+        struct Record<'a> {
+            #[serde(borrow, default)]
+            metadata: Option<Mapped<Metadata<'a>>>,
+            #[serde(borrow, default)]
+            spec: Option<Mapped<Spec<'a>>>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Metadata<'a> {
+            #[serde(borrow, default)]
+            uid: Option<Text<'a>>,
+            #[serde(rename = "deletionTimestamp", borrow, default)]
+            deletion_timestamp: Option<Text<'a>>,
+            #[serde(borrow, default)]
+            annotations: Option<Mapped<Annotations<'a>>>,
+            #[serde(borrow, default)]
+            labels: Option<Mapped<Labels<'a>>>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Annotations<'a> {
+            #[serde(rename = "kubernetes.io/service-account.name", borrow, default)]
+            service_account_name: Option<Text<'a>>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Labels<'a> {
+            #[serde(rename = "identity.badge.dev/disabled", borrow, default)]
+            disabled: Option<Text<'a>>,
+            #[serde(rename = "identity.badge.dev/service-account", borrow, default)]
+            service_account: Option<Text<'a>>,
+            #[serde(rename = "identity.badge.dev/token-kind", borrow, default)]
+            token_kind: Option<Text<'a>>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Spec<'a> {
+            #[serde(rename = "nodeName", borrow, default)]
+            node_name: Option<Text<'a>>,
+            #[serde(rename = "serviceAccountName", borrow, default)]
+            service_account_name: Option<Text<'a>>,
+            #[serde(rename = "expiresAt", borrow, default)]
+            expires_at: Option<Text<'a>>,
+            #[serde(default)]
+            revoked: Option<Value>,
+        }
+        let Mapped(record): Mapped<Record<'j>> = serde_json::from_slice(json).ok()?;
+        let metadata = record.metadata.as_ref().map(|m| &m.0);
+        let labels = metadata.and_then(|m| m.labels.as_ref()).map(|l| &l.0);
+        let spec = record.spec.as_ref().map(|s| &s.0);
+        let texts: [Option<&std::borrow::Cow<'_, str>>; FIELDS] = [
+            metadata.and_then(|m| m.uid.as_ref()).map(|t| &t.0),
+            metadata.and_then(|m| m.deletion_timestamp.as_ref()).map(|t| &t.0),
+            spec.and_then(|s| s.node_name.as_ref()).map(|t| &t.0),
+            metadata
+                .and_then(|m| m.annotations.as_ref())
+                .and_then(|a| a.0.service_account_name.as_ref())
+                .map(|t| &t.0),
+            labels.and_then(|l| l.disabled.as_ref()).map(|t| &t.0),
+        ];
+        let object = CachedObject::from_texts(key, json, revision, texts)?;
+        let text = |t: Option<&Text<'j>>| t.map(|t| t.0.clone());
+        let view = crate::identity::TokenView::of_fields(
+            text(labels.and_then(|l| l.service_account.as_ref())),
+            text(labels.and_then(|l| l.token_kind.as_ref())),
+            text(spec.and_then(|s| s.service_account_name.as_ref())),
+            text(spec.and_then(|s| s.expires_at.as_ref())),
+            spec.and_then(|s| s.revoked.as_ref()),
+        );
+        Some((object, view))
+    }
+
+    /// The cached form of `json`, keeping where each of `texts` (read from it) lies.
+    fn from_texts(
+        key: &str,
+        json: &[u8],
+        revision: Revision,
+        texts: [Option<&std::borrow::Cow<'_, str>>; FIELDS],
+    ) -> Option<CachedObject> {
         // Where each text spelled as is lies in `json` (a borrowed text points into it).
         let offsets = texts.map(|text| match text {
             Some(std::borrow::Cow::Borrowed(text)) => {
@@ -954,6 +1064,14 @@ impl WatchCache {
                     return Ok((None, (None, None, None)));
                 }
                 read_value(transformer, &event.key, &event.value).map(|value| {
+                    // A record's cached form and what it counts for, from one parse.
+                    if event.kind == EventKind::Put
+                        && event.key.starts_with(crate::live::ISSUEDTOKENS_PREFIX)
+                        && let Some((object, view)) =
+                            CachedObject::new_issued_token(&event.key, &value, event.revision)
+                    {
+                        return (Some(object), LiveToken::of_view(&event.key, view));
+                    }
                     let object = CachedObject::new(&event.key, &value, event.revision);
                     let facts = if event.kind == EventKind::Put && object.is_some() {
                         LiveToken::read(&event.key, &value)
@@ -1885,6 +2003,74 @@ mod tests {
             record["spec"]["expiresAt"] = expires.into();
         }
         record
+    }
+
+    /// One parse of a record reads what the cache keeps and what the record counts for
+    /// exactly as the two reads apart do, or declines (and the two reads apart judge).
+    #[test]
+    fn a_record_read_once_is_read_as_the_two_reads_apart_read_it() {
+        let key = "/registry/issuedtokens/demo/j1";
+        let base = r#"{"apiVersion":"identity.badge.dev/v1","kind":"IssuedToken","metadata":{"creationTimestamp":"2026-01-01T00:00:00Z","labels":{"identity.badge.dev/service-account":"app","identity.badge.dev/token-kind":"bound"},"name":"j1","namespace":"demo","uid":"u-1"},"spec":{"audiences":["a"],"expiresAt":"2026-01-01T01:00:00Z","serviceAccountName":"app"},"status":{"useCount":2}}"#;
+        let shaped = [
+            base.to_string(),
+            base.replace(r#""spec":{"#, r#""spec":{"revoked":true,"#),
+            base.replace(r#""spec":{"#, r#""spec":{"revoked":"true","#),
+            base.replace(r#""spec":{"#, r#""spec":{"revoked":null,"#),
+            base.replace(r#""identity.badge.dev/service-account":"app","#, ""),
+            base.replace(r#""bound""#, r#""legacy""#)
+                .replace(r#""expiresAt":"2026-01-01T01:00:00Z","#, ""),
+            base.replace(r#""u-1""#, r#""u\u002d1""#),
+            base.replace(
+                r#""labels":{"#,
+                r#""labels":{"identity.badge.dev/disabled":"true","#,
+            ),
+            base.replace(
+                r#""labels":{"#,
+                r#""annotations":{"kubernetes.io/service-account.name":"app"},"labels":{"#,
+            ),
+            base.replace(r#""expiresAt":"2026-01-01T01:00:00Z""#, r#""expiresAt":"soon""#),
+            base.replace(
+                r#","uid":"u-1""#,
+                r#","deletionTimestamp":"2026-01-01T00:30:00Z","uid":"u-1""#,
+            ),
+            base.replace(r#""labels":{"#, r#""labels":null,"ignored":{"#),
+        ];
+        let misshaped = [
+            base.replace(r#""identity.badge.dev/token-kind":"bound""#, r#""identity.badge.dev/token-kind":7"#),
+            base.replace(r#""labels":{"#, r#""labels":{"identity.badge.dev/disabled":true,"#),
+            base.replace(r#""labels":{"#, r#""labels":{"identity.badge.dev/service-account":"other","#),
+            base.replace(r#""uid":"u-1""#, r#""uid":1"#),
+            base.replace(r#""spec":{"#, r#""spec":{"nodeName":5,"#),
+            base.replace(r#""labels":{"identity.badge.dev/service-account":"app","identity.badge.dev/token-kind":"bound"}"#, r#""labels":["app"]"#),
+            base.replace(r#""spec":{"audiences":["a"],"expiresAt":"2026-01-01T01:00:00Z","serviceAccountName":"app"}"#, r#""spec":"x""#),
+            base.replace(r#""spec":{"audiences":["a"],"expiresAt":"2026-01-01T01:00:00Z","serviceAccountName":"app"}"#, r#""spec":["2026-01-01T01:00:00Z"]"#),
+            base.replace(r#""labels":{"#, r#""annotations":["app"],"labels":{"#),
+            base.replace(r#""uid":"u-1""#, r#""uid":"u-1","uid":"u-2""#),
+            "[]".to_string(),
+        ];
+        for (json, expect_once) in shaped
+            .iter()
+            .map(|j| (j, true))
+            .chain(misshaped.iter().map(|j| (j, false)))
+        {
+            let json = json.as_bytes();
+            let once = CachedObject::new_issued_token(key, json, 7);
+            assert_eq!(once.is_some(), expect_once, "{}", String::from_utf8_lossy(json));
+            let Some((object, view)) = once else { continue };
+            let apart = CachedObject::new(key, json, 7).expect("cached apart too");
+            assert_eq!(object.key(), apart.key());
+            assert_eq!(object.revision(), apart.revision());
+            assert_eq!(object.json(), apart.json());
+            for field in 0..FIELDS {
+                assert_eq!(object.field(field), apart.field(field), "field {field}");
+            }
+            assert_eq!(
+                crate::live::LiveToken::of_view(key, view),
+                crate::live::LiveToken::read(key, json),
+                "{}",
+                String::from_utf8_lossy(json)
+            );
+        }
     }
 
     #[tokio::test]

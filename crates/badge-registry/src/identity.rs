@@ -94,14 +94,35 @@ pub fn token_view(json: &[u8]) -> Option<TokenView<'_>> {
     let (named, expires_at, revoked) = record.spec.map_or((None, None, None), |s| {
         (s.service_account_name, s.expires_at, s.revoked)
     });
-    Some(TokenView {
-        // The label, or the spec's name for an account whose name is too long for one
-        // (`service_account_label`).
-        service_account: service_account.or(named),
+    Some(TokenView::of_fields(
+        service_account,
         token_kind,
+        named,
         expires_at,
-        revoked: revoked == Some(Value::Bool(true)),
-    })
+        revoked.as_ref(),
+    ))
+}
+
+impl<'a> TokenView<'a> {
+    /// The view of a record with these labels (`identity.badge.dev/service-account`,
+    /// `identity.badge.dev/token-kind`) and `spec` fields (`serviceAccountName`,
+    /// `expiresAt`, `revoked`).
+    pub(crate) fn of_fields(
+        service_account_label: Option<Cow<'a, str>>,
+        token_kind: Option<Cow<'a, str>>,
+        service_account_name: Option<Cow<'a, str>>,
+        expires_at: Option<Cow<'a, str>>,
+        revoked: Option<&Value>,
+    ) -> TokenView<'a> {
+        TokenView {
+            // The label, or the spec's name for an account whose name is too long for one
+            // (`service_account_label`).
+            service_account: service_account_label.or(service_account_name),
+            token_kind,
+            expires_at,
+            revoked: revoked == Some(&Value::Bool(true)),
+        }
+    }
 }
 
 /// Calls `f` with the [`TokenView`] of a cached IssuedToken (None when it is not shaped as

@@ -61,10 +61,21 @@ impl LiveToken {
         key: &str,
         json: &[u8],
     ) -> (Option<LiveToken>, Option<Option<jiff::Timestamp>>, Option<bool>) {
-        let Some(namespace) = namespace_of(key) else {
+        if namespace_of(key).is_none() {
             return (None, None, None);
-        };
-        let Some(view) = crate::identity::token_view(json) else {
+        }
+        match crate::identity::token_view(json) {
+            Some(view) => LiveToken::of_view(key, view),
+            None => (None, None, None),
+        }
+    }
+
+    /// [`LiveToken::read`] given the record's view, read already.
+    pub(crate) fn of_view(
+        key: &str,
+        view: crate::identity::TokenView<'_>,
+    ) -> (Option<LiveToken>, Option<Option<jiff::Timestamp>>, Option<bool>) {
+        let Some(namespace) = namespace_of(key) else {
             return (None, None, None);
         };
         let expires = view.expires_at.as_deref().and_then(badge_api::meta::parse_time);
