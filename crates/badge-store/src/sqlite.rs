@@ -395,6 +395,16 @@ fn read_kv(conn: &Connection, key: &str) -> Result<Option<KeyValue>> {
         .map_err(sql("read key"))
 }
 
+/// A key's create and mod revisions, without its value.
+fn read_kv_revisions(conn: &Connection, key: &str) -> Result<Option<(Revision, Revision)>> {
+    conn.prepare_cached("SELECT create_rev, mod_rev FROM kv WHERE key = ?1")
+        .and_then(|mut stmt| {
+            stmt.query_row([key], |row| Ok((row.get(0)?, row.get(1)?)))
+                .optional()
+        })
+        .map_err(sql("read key"))
+}
+
 enum Write {
     Create(Bytes),
     Update(Bytes, Revision),
@@ -459,8 +469,11 @@ fn stage_write(
     revision: Revision,
     compacted: Revision,
 ) -> Result<Result<Event>> {
-    let existing = read_kv(tx, key)?;
-    let event = match (op, &existing) {
+    // The revisions decide; the stored value is read only where it is needed (a delete's
+    // event, a conflict's answer, history put back), not for every create and update.
+    let existing = read_kv_revisions(tx, key)?;
+    let stored = || read_kv(tx, key).map(|kv| kv.map(|kv| kv.value).unwrap_or_default());
+    let event = match (op, existing) {
         (Write::Create(_), Some(_)) => {
             return Ok(Err(Error::AlreadyExists { key: key.to_owned() }));
         }
@@ -471,43 +484,56 @@ fn stage_write(
             value,
             create_revision: revision,
         },
-        (Write::Update(value, expected), Some(kv)) if kv.mod_revision == expected => Event {
-            kind: EventKind::Put,
-            key: key.to_owned(),
-            revision,
-            value,
-            create_revision: kv.create_revision,
-        },
-        (Write::Delete(expected), Some(kv)) if kv.mod_revision == expected => Event {
-            kind: EventKind::Delete,
-            key: key.to_owned(),
-            revision,
-            value: kv.value.clone(),
-            create_revision: kv.create_revision,
-        },
-        (_, current) => {
+        (Write::Update(value, expected), Some((create_revision, mod_revision)))
+            if mod_revision == expected =>
+        {
+            Event {
+                kind: EventKind::Put,
+                key: key.to_owned(),
+                revision,
+                value,
+                create_revision,
+            }
+        }
+        (Write::Delete(expected), Some((create_revision, mod_revision))) if mod_revision == expected => {
+            Event {
+                kind: EventKind::Delete,
+                key: key.to_owned(),
+                revision,
+                value: stored()?,
+                create_revision,
+            }
+        }
+        (_, None) => {
             return Ok(Err(Error::Conflict {
                 key: key.to_owned(),
-                current: current.clone().map(Box::new),
+                current: None,
+            }));
+        }
+        (_, Some(_)) => {
+            return Ok(Err(Error::Conflict {
+                key: key.to_owned(),
+                current: read_kv(tx, key)?.map(Box::new),
             }));
         }
     };
-    if let Some(kv) = &existing
-        && kv.mod_revision < compacted
+    if let Some((create_revision, mod_revision)) = existing
+        && mod_revision < compacted
     {
         // The key's last row was compacted away; put it back so reads at revisions
         // between the compaction and this write still see the key (see module docs).
+        let value = stored()?;
         tx.prepare_cached(
             "INSERT OR IGNORE INTO log (rev, key, kind, value, create_rev) \
              VALUES (?1, ?2, ?3, ?4, ?5)",
         )
         .and_then(|mut stmt| {
             stmt.execute(params![
-                kv.mod_revision,
+                mod_revision,
                 key,
                 KIND_PUT,
-                kv.value.as_ref(),
-                kv.create_revision
+                value.as_ref(),
+                create_revision
             ])
         })
         .map_err(sql("restore history"))?;
