@@ -1552,7 +1552,7 @@ mod tests {
         }
     }
 
-    fn put(key: &str, revision: Revision) -> badge_store::Event {
+    pub(super) fn put(key: &str, revision: Revision) -> badge_store::Event {
         badge_store::Event {
             kind: EventKind::Put,
             key: key.into(),

@@ -87,15 +87,7 @@ async fn token_requests_and_uses_land_in_the_records_at_the_flush() {
         )
         .await;
     assert_eq!(review.body["status"]["authenticated"], true, "{}", review.body);
-    let who = ring
-        .call_with(
-            &Caller::bearer(&token),
-            "POST",
-            "/apis/authentication.k8s.io/v1/selfsubjectreviews",
-            Some(&json!({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"})),
-            &[("user-agent", "ring-test/1")],
-        )
-        .await;
+    let who = ring.use_token(&token, &[("user-agent", "ring-test/1")]).await;
     assert_eq!(who.code, 201, "{}", who.body);
     let unused = ring.get(&admin, &format!("{TOKENS}/{jti}")).await;
     assert!(unused.body.get("status").is_none(), "{}", unused.body);
@@ -340,15 +332,7 @@ async fn a_flush_of_new_records_and_uses_is_one_store_transaction() {
         new.push(ring.token("demo", account, json!({})).await);
     }
     for token in used.iter().chain(&new[..1]) {
-        let who = ring
-            .call_with(
-                &Caller::bearer(token),
-                "POST",
-                "/apis/authentication.k8s.io/v1/selfsubjectreviews",
-                Some(&json!({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"})),
-                &[("user-agent", "ring-test/1")],
-            )
-            .await;
+        let who = ring.use_token(token, &[("user-agent", "ring-test/1")]).await;
         assert_eq!(who.code, 201, "{}", who.body);
     }
     let before = identity_writes.0.load(Ordering::SeqCst);
@@ -577,15 +561,7 @@ async fn a_record_the_store_refuses_as_too_large_is_dropped_not_retried() {
     let audiences: Vec<String> = (0..80).map(|i| format!("{i}-{}", "a".repeat(500))).collect();
     let large = ring.token("demo", "app", json!({"audiences": audiences})).await;
     let small = ring.token("demo", "app", json!({})).await;
-    let who = ring
-        .call_with(
-            &Caller::bearer(&small),
-            "POST",
-            "/apis/authentication.k8s.io/v1/selfsubjectreviews",
-            Some(&json!({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"})),
-            &[],
-        )
-        .await;
+    let who = ring.use_token(&small, &[]).await;
     assert_eq!(who.code, 201, "{}", who.body);
 
     let report = ring.api.flush_usage().await;
@@ -623,15 +599,7 @@ async fn a_use_rewrites_only_the_status_of_a_record() {
         .await;
     assert_eq!(labelled.code, 200, "{}", labelled.body);
     for agent in ["ring-test/1", "ring-test/2"] {
-        let review = ring
-            .call_with(
-                &Caller::bearer(&token),
-                "POST",
-                "/apis/authentication.k8s.io/v1/selfsubjectreviews",
-                Some(&json!({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"})),
-                &[("user-agent", agent)],
-            )
-            .await;
+        let review = ring.use_token(&token, &[("user-agent", agent)]).await;
         assert_eq!(review.code, 201, "{}", review.body);
         let report = ring.api.flush_usage().await;
         assert_eq!(report.updated, 1, "{report:?}");

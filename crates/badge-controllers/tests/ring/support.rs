@@ -220,6 +220,19 @@ impl Ring {
         Reply { code, headers, body }
     }
 
+    /// A SelfSubjectReview by `token`, sent with `headers`: a use of the token.
+    pub(crate) async fn use_token(&self, token: &str, headers: &[(&str, &str)]) -> Reply {
+        let review = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"});
+        self.call_with(
+            &Caller::bearer(token),
+            "POST",
+            "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+            Some(&review),
+            headers,
+        )
+        .await
+    }
+
     pub(crate) async fn call(
         &self,
         caller: &Caller,

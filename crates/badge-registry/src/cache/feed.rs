@@ -79,9 +79,8 @@ impl WatchCache {
 mod tests {
     use std::collections::BTreeMap;
 
-    use badge_store::{EventKind, Revision};
-
     use super::*;
+    use crate::cache::tests::put;
     use crate::cache::{CachedObject, EventType};
 
     /// Keeps the keys it was handed, and counts them for a test to wait on.
@@ -109,16 +108,6 @@ mod tests {
         fn event(&self, event: &CacheEvent) {
             self.seen.lock().push((event.kind, event.key.clone()));
             self.count.send_modify(|n| *n += 1);
-        }
-    }
-
-    fn put(key: &str, revision: Revision) -> badge_store::Event {
-        badge_store::Event {
-            kind: EventKind::Put,
-            key: key.into(),
-            value: bytes::Bytes::from_static(b"{}"),
-            revision,
-            create_revision: revision,
         }
     }
 
