@@ -23,6 +23,10 @@ pub const MIN_TOKEN_SECONDS: i64 = 600;
 pub const KUBELET_TOKEN_SECONDS: i64 = 3607;
 /// `ExpirationExtensionSeconds`: how long the kubelet's tokens really live.
 pub const EXTENDED_EXPIRATION_SECONDS: i64 = 365 * 24 * 3600;
+/// The most bytes a TokenRequest's audiences may take together. Upstream sets no bound, but
+/// badge records every token issued as one stored IssuedToken: audiences too long to store
+/// would make a live token that no record shows and no `spec.revoked` reaches.
+pub const MAX_AUDIENCE_BYTES: usize = 64 * 1024;
 
 /// Token settings, named after kube-apiserver's flags.
 #[derive(Clone, Debug)]
@@ -200,6 +204,12 @@ impl TokenIssuer {
         let mut audiences = request.audiences;
         if audiences.is_empty() {
             audiences = self.config.api_audiences.clone();
+        }
+        if audiences.iter().map(String::len).sum::<usize>() > MAX_AUDIENCE_BYTES {
+            return Err(token_request_invalid(&[FieldError::too_long(
+                "spec.audiences",
+                MAX_AUDIENCE_BYTES,
+            )]));
         }
         let now_ts = badge_api::clock::now();
         let now = now_ts.as_second();

@@ -141,3 +141,52 @@ async fn a_token_request_right_after_create_finds_the_serviceaccount() {
         assert_eq!(reply.code, 201, "{name}: {}", reply.body);
     }
 }
+
+/// Audiences too long for the token's IssuedToken record to be stored are refused at
+/// issuance, not left to make a token the inventory never shows; up to the bound, served.
+#[tokio::test]
+async fn audiences_past_what_a_record_can_hold_are_refused() {
+    let ring = Ring::new().await;
+    ring.service_account("default", "app").await;
+    let path = "/api/v1/namespaces/default/serviceaccounts/app/token";
+    let admin = Caller::admin();
+    let max = badge_apiserver::serviceaccount::MAX_AUDIENCE_BYTES;
+    let audiences = |bytes: usize| -> Vec<String> {
+        let mut left = bytes;
+        let mut all = Vec::new();
+        while left > 0 {
+            let take = left.min(1000);
+            all.push("a".repeat(take));
+            left -= take;
+        }
+        all
+    };
+    let refused = ring
+        .call(
+            &admin,
+            "POST",
+            path,
+            Some(&request(json!({"audiences": audiences(max + 1)}))),
+        )
+        .await;
+    assert_eq!(refused.code, 422, "{}", refused.body);
+    assert_eq!(refused.body["reason"], "Invalid");
+    assert_eq!(refused.body["details"]["causes"][0]["field"], "spec.audiences");
+    assert!(
+        refused.body["message"].as_str().unwrap().contains(&format!(
+            "spec.audiences: Too long: must have at most {max} bytes"
+        )),
+        "{}",
+        refused.body
+    );
+    let served = ring
+        .call(
+            &admin,
+            "POST",
+            path,
+            Some(&request(json!({"audiences": audiences(max)}))),
+        )
+        .await;
+    assert_eq!(served.code, 201);
+    assert_eq!(ring.api.flush_usage().await.created, 1, "its record is stored");
+}
