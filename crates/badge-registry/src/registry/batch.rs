@@ -96,8 +96,24 @@ pub struct ServerMetadata<'a> {
 }
 
 /// The kinds whose strategy neither changes nor checks anything but metadata on create, so
-/// that preparing an object's metadata alone prepares the object.
+/// that preparing an object's metadata alone prepares the object, and whose status only the
+/// server writes and nothing checks.
 pub const SELF_WRITTEN_KINDS: [&Resource; 1] = [badge_api::resources::ISSUEDTOKENS];
+
+/// Refuses a self-written write of a kind not in [`SELF_WRITTEN_KINDS`].
+fn written_by_their_owner(resource: &Resource) -> Result<(), Status> {
+    if SELF_WRITTEN_KINDS
+        .iter()
+        .any(|kind| kind.group == resource.group && kind.plural == resource.plural)
+    {
+        Ok(())
+    } else {
+        Err(Status::internal(format!(
+            "{} are not written by their owner",
+            resource.group_resource()
+        )))
+    }
+}
 
 impl Registry {
     /// Writes `writes` in one store batch; each write's outcome at its index: the object
@@ -222,12 +238,7 @@ impl Registry {
         open: &mut std::collections::HashSet<String>,
     ) -> Result<(Value, BatchOp), Status> {
         let gr = resource.group_resource();
-        if !SELF_WRITTEN_KINDS
-            .iter()
-            .any(|kind| kind.group == resource.group && kind.plural == resource.plural)
-        {
-            return Err(Status::internal(format!("{gr} are not written by their owner")));
-        }
+        written_by_their_owner(resource)?;
         let mut metadata = object.metadata();
         if !metadata.get("metadata").is_some_and(Value::is_object) {
             return Err(Status::internal(format!("{gr} written without metadata")));
@@ -281,12 +292,7 @@ fn prepare_batch_status_self_written(
     status: &dyn SelfWrittenStatus,
 ) -> Result<(Value, Option<BatchOp>), Status> {
     let gr = resource.group_resource();
-    if !SELF_WRITTEN_KINDS
-        .iter()
-        .any(|kind| kind.group == resource.group && kind.plural == resource.plural)
-    {
-        return Err(Status::internal(format!("{gr} are not written by their owner")));
-    }
+    written_by_their_owner(resource)?;
     let key = current.key();
     let (namespace, name) = namespace_and_name(resource, key)
         .ok_or_else(|| Status::internal(format!("{gr} read at a key not its own: {key}")))?;
@@ -659,6 +665,21 @@ mod status_tests {
                 "{broken:?}"
             );
         }
+    }
+
+    #[test]
+    fn only_the_kinds_the_server_writes_itself_are_written_so() {
+        assert!(written_by_their_owner(badge_api::resources::ISSUEDTOKENS).is_ok());
+        let secret =
+            CachedObject::new("/registry/secrets/demo/s", br#"{"metadata":{"name":"s"}}"#, 3).unwrap();
+        let refused =
+            prepare_batch_status_self_written(badge_api::resources::SECRETS, &secret, &Fixed).unwrap_err();
+        assert_eq!(refused.code, 500);
+        assert!(
+            refused.message.contains("are not written by their owner"),
+            "{}",
+            refused.message
+        );
     }
 
     #[test]
