@@ -956,11 +956,12 @@ impl ApiServer {
                 })
             }
             (Planned::UsedToken, Pending::Used { credential, uses }) => {
-                let key = tokens.key(&credential.namespace, &credential.record);
-                let (current, _) = self.registry.cache().get_cached(&key);
+                let current =
+                    self.registry
+                        .get_cached_object(tokens, &credential.namespace, &credential.record)?;
                 Some(BatchWrite::UpdateStatusSelfWritten {
                     resource: tokens,
-                    current: current?,
+                    current,
                     status: Arc::new(UsedTokenStatus(uses.clone())),
                 })
             }

@@ -504,13 +504,8 @@ fn stage_write(
                 create_revision,
             }
         }
-        (_, None) => {
-            return Ok(Err(Error::Conflict {
-                key: key.to_owned(),
-                current: None,
-            }));
-        }
-        (_, Some(_)) => {
+        // Rare: the answer carries what is stored, read now.
+        _ => {
             return Ok(Err(Error::Conflict {
                 key: key.to_owned(),
                 current: read_kv(tx, key)?.map(Box::new),
