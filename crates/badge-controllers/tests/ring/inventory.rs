@@ -145,6 +145,31 @@ async fn clients_may_read_and_revoke_but_not_write_records() {
     );
     let delete = ring.call(&admin, "DELETE", &path, None).await;
     assert_eq!(delete.code, 405, "{}", delete.body);
+    // Every other way to name the records: the collection, here and across namespaces.
+    for collection in [
+        TOKENS,
+        "/apis/identity.badge.dev/v1/issuedtokens",
+        USAGES,
+        "/apis/identity.badge.dev/v1/serviceaccountusages",
+    ] {
+        let reply = ring.call(&admin, "DELETE", collection, None).await;
+        assert_eq!(reply.code, 405, "DELETE {collection}: {}", reply.body);
+        assert_eq!(reply.body["reason"], "MethodNotAllowed");
+    }
+    // No status subresource a client could write last uses through.
+    for target in [path.clone(), format!("{USAGES}/app")] {
+        for method in ["PATCH", "PUT"] {
+            let reply = ring
+                .call(
+                    &admin,
+                    method,
+                    &format!("{target}/status"),
+                    Some(&json!({"status": {"useCount": 1000}})),
+                )
+                .await;
+            assert_eq!(reply.code, 404, "{method} {target}/status: {}", reply.body);
+        }
+    }
     let usage_patch = ring
         .call(
             &admin,
