@@ -51,12 +51,13 @@ case "$PATH_KIND" in
 esac
 # User and system time, in clock ticks (1/100 s).
 ticks() { awk '{print $14 + $15}' "/proc/$SERVER/stat"; }
-# Idle: at most one tick used in 400 ms.
+# Idle: at most one tick used in 1.5 s, longer than the usage flush period (1 s), so that
+# the window cannot end between two flushes with the last one still to come.
 settle() {
   local before now
   before=$(ticks)
   while true; do
-    sleep 0.4
+    sleep 1.5
     now=$(ticks)
     [ $((now - before)) -le 1 ] && return
     before=$now

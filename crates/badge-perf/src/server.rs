@@ -107,13 +107,20 @@ impl Server {
     }
 
     /// Waits (at most two minutes) until the server is idle, using at most one clock tick of
-    /// CPU in 300 ms: what a phase left behind (a usage flush of its uses, a recount, freed
-    /// memory) is done before the next phase is measured or its memory read.
+    /// CPU in 300 ms: what a phase left behind (a recount, freed memory) is done before the
+    /// next phase is measured or its memory read.
     pub(crate) fn settle(&self) {
+        self.settle_over(Duration::from_millis(300));
+    }
+
+    /// Waits (at most two minutes) until the server uses at most one clock tick of CPU in
+    /// `window`. A window longer than the usage flush period cannot fall between two flushes,
+    /// so the flush of what a phase noted is part of that phase.
+    pub(crate) fn settle_over(&self, window: Duration) {
         let deadline = std::time::Instant::now() + Duration::from_secs(120);
         let mut before = self.cpu_ticks();
         while std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(300));
+            std::thread::sleep(window);
             let now = self.cpu_ticks();
             if now.saturating_sub(before) <= 1 {
                 return;
