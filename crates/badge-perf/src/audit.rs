@@ -5,13 +5,8 @@
 use std::path::Path;
 
 use crate::report::{Row, row};
-use crate::server::Server;
+use crate::server::{PAST_A_FLUSH, Server};
 use crate::tokens::{TOKEN_REQUEST, mint, review_body};
-
-/// Longer than the usage flush period the servers here are given (one second): a CPU window
-/// that ends after this long idle holds the flush of everything its requests noted, and
-/// one that starts after it holds none of what came before.
-const PAST_A_FLUSH: std::time::Duration = std::time::Duration::from_millis(1500);
 
 /// A fixed 32-byte key: the benchmark measures the provider's cost, not the key's secrecy.
 const AES_KEY: &str = "BwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyAhIiMkJSY=";

@@ -139,7 +139,7 @@ async fn tokens_at_scale(
     let distinct = server.load(REVIEW, &reviews, 0.0, true)?;
     // The flush writing the last-used of every token reviewed belongs to the distinct
     // reviews, not to the cached ones measured next.
-    server.settle();
+    server.settle_over(crate::server::PAST_A_FLUSH);
     let after_cache = server.rss_bytes();
     let per_cached = after_cache.saturating_sub(after_records) as f64 / live as f64;
     // The last reviewed are the likeliest to be in a cache smaller than `live`.

@@ -13,6 +13,11 @@ use serde_json::Value;
 use crate::client::call;
 use crate::load;
 
+/// Longer than the usage flush period badge-perf gives its servers (one second): a CPU
+/// window that ends after this long idle holds the flush of everything its requests noted,
+/// and one that starts after it holds none of what came before.
+pub(crate) const PAST_A_FLUSH: Duration = Duration::from_millis(1500);
+
 pub(crate) struct Server {
     child: Child,
     dir: Option<tempfile::TempDir>,
@@ -107,7 +112,7 @@ impl Server {
     }
 
     /// Waits (at most two minutes) until the server is idle, using at most one clock tick of
-    /// CPU in 300 ms: what a phase left behind (a recount, freed memory) is done before the
+    /// CPU in 300 ms (see [`PAST_A_FLUSH`] for a phase whose usage flush must be over): what a phase left behind (a recount, freed memory) is done before the
     /// next phase is measured or its memory read.
     pub(crate) fn settle(&self) {
         self.settle_over(Duration::from_millis(300));
