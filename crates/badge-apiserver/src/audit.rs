@@ -341,9 +341,11 @@ pub fn bearer_scheme(headers: &HeaderMap) -> bool {
         .is_some_and(|scheme| scheme.eq_ignore_ascii_case(b"bearer "))
 }
 
-/// A new audit ID: a version 4 UUID whose random bits are drawn once per process and whose
-/// last 48 bits count, so that no request pays for a call to the system's random source.
-/// IDs need to be unique, not unpredictable.
+/// A new audit ID: a version 4 UUID, random as upstream's `uuid.New()`. Every response
+/// carries its ID, to anonymous clients too, so IDs that counted would tell any client how
+/// many requests the server served between two of its own. The bits come from the thread's
+/// generator (ChaCha, seeded from the system once per thread): no request pays for a call
+/// to the system's random source.
 pub fn new_audit_id() -> String {
     let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
     encode_audit_id(&mut text).to_string()
@@ -357,14 +359,7 @@ pub fn new_audit_id_header() -> HeaderValue {
 }
 
 fn encode_audit_id(text: &mut [u8; uuid::fmt::Hyphenated::LENGTH]) -> &str {
-    static SEED: std::sync::OnceLock<[u8; 16]> = std::sync::OnceLock::new();
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let mut bytes = *SEED.get_or_init(|| *uuid::Uuid::new_v4().as_bytes());
-    let mut low = [0u8; 8];
-    low[2..].copy_from_slice(&bytes[10..]);
-    let counted = u64::from_be_bytes(low).wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed));
-    bytes[10..].copy_from_slice(&counted.to_be_bytes()[2..]);
-    uuid::Builder::from_random_bytes(bytes)
+    uuid::Builder::from_random_bytes(rand::random())
         .into_uuid()
         .hyphenated()
         .encode_lower(text)
@@ -1188,8 +1183,22 @@ mod tests {
             assert_eq!(parsed.hyphenated().to_string(), text);
             assert!(ids.insert(text.to_string()));
         }
-        // The header and string forms draw on the same counter.
         assert!(ids.insert(new_audit_id()));
+    }
+
+    #[test]
+    fn audit_ids_do_not_count_requests() {
+        // Of two IDs in a row, nothing but the version and variant bits is shared beyond
+        // chance: the first ten bytes agreeing (as a seed with a counter in the last six
+        // would make them) happens by chance once in 2^74.
+        for _ in 0..100 {
+            let (a, b) = (new_audit_id(), new_audit_id());
+            let (a, b) = (
+                uuid::Uuid::parse_str(&a).unwrap(),
+                uuid::Uuid::parse_str(&b).unwrap(),
+            );
+            assert_ne!(a.as_bytes()[..10], b.as_bytes()[..10], "{a} then {b}");
+        }
     }
 
     #[test]
