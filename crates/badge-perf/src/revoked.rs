@@ -57,21 +57,11 @@ async fn prepare(badge: &Path, revoke: bool) -> anyhow::Result<(Server, String)>
         ],
     )?;
     // One token more than those revoked: the one reviewed.
-    let saved = tempfile::NamedTempFile::new()?;
-    let saved_path = saved.path().to_string_lossy().into_owned();
-    let minted = server.load_with(
+    let tokens = server.load_tokens(
         "/api/v1/namespaces/default/serviceaccounts/default/token",
         &vec![TOKEN_REQUEST.to_string(); REVOKED + 1],
-        0.0,
-        true,
-        &["--save-tokens", &saved_path],
+        &[],
     )?;
-    anyhow::ensure!(minted["errors"] == 0, "minting failed: {minted}");
-    let tokens: Vec<String> = std::fs::read_to_string(saved.path())?
-        .lines()
-        .map(str::to_string)
-        .collect();
-    anyhow::ensure!(tokens.len() == REVOKED + 1, "{} tokens minted", tokens.len());
     wait_for_inventory(&server, REVOKED + 1).await?;
     let names = record_names(&server).await?;
     let kept = &tokens[REVOKED];

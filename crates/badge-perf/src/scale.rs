@@ -9,7 +9,7 @@ use serde_json::json;
 use crate::client::{Connection, watch_initial_events};
 use crate::raw::Limits;
 use crate::report::{Row, combined_bound, row, throughput_row};
-use crate::server::Server;
+use crate::server::{PAST_A_FLUSH, Server};
 use crate::tokens::{REVIEW, TOKEN_REQUEST, review_body};
 
 /// RS256, the default, and the inventory flushed every second so that it fills quickly.
@@ -139,7 +139,7 @@ async fn tokens_at_scale(
     let distinct = server.load(REVIEW, &reviews, 0.0, true)?;
     // The flush writing the last-used of every token reviewed belongs to the distinct
     // reviews, not to the cached ones measured next.
-    server.settle_over(crate::server::PAST_A_FLUSH);
+    server.settle_over(PAST_A_FLUSH);
     let after_cache = server.rss_bytes();
     let per_cached = after_cache.saturating_sub(after_records) as f64 / live as f64;
     // The last reviewed are the likeliest to be in a cache smaller than `live`.
@@ -232,10 +232,10 @@ async fn fill_inventory(
     server.settle();
     let before = server.rss_bytes();
     let half = live / 2;
-    let mut tokens = mint(server, requests, 0..half).await?;
+    let mut tokens = mint_counted(server, requests, 0..half).await?;
     server.settle();
     let middle = server.rss_bytes();
-    tokens.extend(mint(server, requests, half..live).await?);
+    tokens.extend(mint_counted(server, requests, half..live).await?);
     // What the last flush left behind (the server's release of freed pages after it) is
     // done before the memory is read.
     server.settle();
@@ -261,29 +261,14 @@ async fn fill_inventory(
 
 /// Mints the tokens numbered `range` (request `i` is `requests[i % len]`), and waits until
 /// the ServiceAccountUsages count every token minted so far.
-async fn mint(
+async fn mint_counted(
     server: &Server,
     requests: &[String],
     range: std::ops::Range<usize>,
 ) -> anyhow::Result<Vec<String>> {
-    let (count, end) = (range.len(), range.end);
-    let saved = tempfile::NamedTempFile::new()?;
-    let saved_path = saved.path().to_string_lossy().into_owned();
-    let filled = server.load_with(
-        "-",
-        &range
-            .map(|i| requests[i % requests.len()].clone())
-            .collect::<Vec<_>>(),
-        0.0,
-        true,
-        &["--paths-in-bodies", "--save-tokens", &saved_path],
-    )?;
-    anyhow::ensure!(filled["errors"] == 0, "minting {count} tokens failed: {filled}");
-    let tokens: Vec<String> = std::fs::read_to_string(saved.path())?
-        .lines()
-        .map(str::to_string)
-        .collect();
-    anyhow::ensure!(tokens.len() == count, "{} of {count} tokens minted", tokens.len());
+    let end = range.end;
+    let bodies: Vec<String> = range.map(|i| requests[i % requests.len()].clone()).collect();
+    let tokens = server.load_tokens("-", &bodies, &["--paths-in-bodies"])?;
     wait_for_usage_counts(server, end).await?;
     Ok(tokens)
 }

@@ -112,8 +112,9 @@ impl Server {
     }
 
     /// Waits (at most two minutes) until the server is idle, using at most one clock tick of
-    /// CPU in 300 ms (see [`PAST_A_FLUSH`] for a phase whose usage flush must be over): what a phase left behind (a recount, freed memory) is done before the
-    /// next phase is measured or its memory read.
+    /// CPU in 300 ms: what a phase left behind (a recount, freed memory) is done before the
+    /// next phase is measured or its memory read. A phase whose usage flush must be over
+    /// waits [`PAST_A_FLUSH`] instead.
     pub(crate) fn settle(&self) {
         self.settle_over(Duration::from_millis(300));
     }
@@ -152,6 +153,37 @@ impl Server {
         once: bool,
     ) -> anyhow::Result<Value> {
         self.load_with(path, bodies, seconds, once, &[])
+    }
+
+    /// Runs the load generator once over `bodies` (TokenRequests) and returns the tokens it
+    /// was given, all `bodies.len()` of them, in order; fails on any refused request.
+    pub(crate) fn load_tokens(
+        &self,
+        path: &str,
+        bodies: &[String],
+        extra: &[&str],
+    ) -> anyhow::Result<Vec<String>> {
+        let saved = tempfile::NamedTempFile::new()?;
+        let saved_path = saved.path().to_string_lossy().into_owned();
+        let mut options = extra.to_vec();
+        options.extend(["--save-tokens", &saved_path]);
+        let minted = self.load_with(path, bodies, 0.0, true, &options)?;
+        anyhow::ensure!(
+            minted["errors"] == 0,
+            "minting {} tokens failed: {minted}",
+            bodies.len()
+        );
+        let tokens: Vec<String> = std::fs::read_to_string(saved.path())?
+            .lines()
+            .map(str::to_string)
+            .collect();
+        anyhow::ensure!(
+            tokens.len() == bodies.len(),
+            "{} of {} tokens minted",
+            tokens.len(),
+            bodies.len()
+        );
+        Ok(tokens)
     }
 
     /// The load generator with more of its options (`load::LoadOptions`).
